@@ -1,0 +1,41 @@
+# The two quickstart commands are `make demo` and `make test`; everything else is for developers.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STREAMS := $(BIN)/streams
+
+.PHONY: demo test lint typecheck unit integration down clean
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e ".[dev]"
+	touch $@
+
+## demo: start the embedded stack (Kafka, Redis), apply topics.yaml, show the topics.
+demo: $(BIN)/.installed
+	$(STREAMS) dev up
+	$(STREAMS) topics apply
+	$(STREAMS) topics list
+
+## test: lint, strict type check, unit and integration tests (the integration tests start their own stack).
+test: $(BIN)/.installed lint typecheck
+	$(BIN)/pytest -q; rc=$$?; if [ $$rc -eq 5 ]; then echo "pytest collected no tests" >&2; exit 1; fi; exit $$rc
+
+lint: $(BIN)/.installed
+	$(BIN)/ruff check .
+
+typecheck: $(BIN)/.installed
+	$(BIN)/mypy streams
+
+unit: $(BIN)/.installed
+	$(BIN)/pytest -q -m "not integration"
+
+integration: $(BIN)/.installed
+	$(BIN)/pytest -q -m integration
+
+down: $(BIN)/.installed
+	$(STREAMS) dev down
+
+clean:
+	rm -rf $(VENV) .streams .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,215 @@
+"""`streams topics ...`: lint the catalog offline, plan and apply it against a cluster, list topics.
+
+Exit codes: 0 nothing to do or applied, 2 plan has changes, 1 error.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+from confluent_kafka.admin import AdminClient
+from rich.console import Console
+from rich.table import Table
+
+from streams.admin import ChangeKind, Plan, TopicChange, apply_plan, plan_changes
+from streams.catalog import Catalog, lint_catalog, load_catalog
+from streams.errors import AdminError
+from streams.settings import KafkaConfig, Settings
+
+OUTPUT = click.option(
+    "--output", "-o", type=click.Choice(["table", "json"]), default="table", show_default=True,
+    help="Human table, or JSON for scripts.",
+)
+CATALOG = click.option(
+    "--catalog", "catalog_path", type=click.Path(dir_okay=False), default=None,
+    help="The catalog file (default: STREAMS_CATALOG_PATH or ./topics.yaml).",
+)
+PROFILE = click.option(
+    "--profile", default=None, help="Environment profile of the catalog (default: STREAMS_PROFILE or local)."
+)
+
+
+def _catalog(settings: Settings, catalog_path: str | None, profile: str | None) -> Catalog:
+    path = Path(catalog_path) if catalog_path else settings.catalog_path
+    return load_catalog(path, profile or settings.profile)
+
+
+def _kafka_config(settings: Settings) -> KafkaConfig:
+    return settings.kafka_config(settings.bootstrap_servers())
+
+
+@click.group()
+def topics() -> None:
+    """Topics as code: lint, plan and apply topics.yaml.
+
+    \b
+    Example:
+      streams topics lint && streams topics plan && streams topics apply
+    """
+
+
+@topics.command()
+@CATALOG
+@PROFILE
+@OUTPUT
+@click.pass_obj
+def lint(settings: Settings, catalog_path: str | None, profile: str | None, output: str) -> None:
+    """Check topics.yaml and its schemas offline; every problem on its own line.
+
+    \b
+    Example:
+      streams topics lint --profile production
+    """
+    path = Path(catalog_path) if catalog_path else settings.catalog_path
+    problems = [str(problem) for problem in lint_catalog(path, profile or settings.profile)]
+    if output == "json":
+        click.echo(json.dumps({"catalog": str(path), "problems": problems}, indent=2))
+    else:
+        for problem in problems:
+            click.echo(problem, err=True)
+        if not problems:
+            click.echo(f"{path}: ok")
+    if problems:
+        sys.exit(1)
+
+
+@topics.command()
+@CATALOG
+@PROFILE
+@OUTPUT
+@click.option("--allow-delete", multiple=True, metavar="TOPIC", help="Also plan deleting this undeclared topic.")
+@click.pass_obj
+def plan(
+    settings: Settings, catalog_path: str | None, profile: str | None, output: str, allow_delete: tuple[str, ...]
+) -> None:
+    """Show what apply would change on the cluster, and drift made outside the catalog.
+
+    Exit code 0 when there is nothing to do, 2 when there are changes, 1 on errors.
+
+    \b
+    Example:
+      streams topics plan --output json
+    """
+    catalog = _catalog(settings, catalog_path, profile)
+    result = plan_changes(catalog, _kafka_config(settings), allow_delete=allow_delete)
+    _show(result, output)
+    if result.errors:
+        sys.exit(1)
+    if result.has_changes:
+        sys.exit(2)
+
+
+@topics.command()
+@CATALOG
+@PROFILE
+@OUTPUT
+@click.option(
+    "--allow-delete", multiple=True, metavar="TOPIC",
+    help="Delete this topic, which must exist on the cluster and not be declared. Repeat per topic.",
+)
+@click.pass_obj
+def apply(
+    settings: Settings, catalog_path: str | None, profile: str | None, output: str, allow_delete: tuple[str, ...]
+) -> None:
+    """Create, alter and grow topics so the cluster matches the catalog. Idempotent.
+
+    Never lowers partitions; deletes a topic only when named with --allow-delete.
+
+    \b
+    Example:
+      streams topics apply
+      streams topics apply --allow-delete invoice.legacy
+    """
+    catalog = _catalog(settings, catalog_path, profile)
+    kafka_config = _kafka_config(settings)
+    result = plan_changes(catalog, kafka_config, allow_delete=allow_delete)
+    _show(result, output)
+    if result.errors:
+        raise AdminError(f"nothing applied: {len(result.errors)} error(s) in the plan")
+    apply_plan(result, catalog, kafka_config)
+    if output == "table":
+        verb = f"applied {len(result.changes)} change(s)" if result.has_changes else "no changes"
+        click.echo(f"{verb}; cluster matches {catalog.path} (profile {catalog.profile})")
+
+
+@topics.command(name="list")
+@CATALOG
+@PROFILE
+@OUTPUT
+@click.pass_obj
+def list_topics(settings: Settings, catalog_path: str | None, profile: str | None, output: str) -> None:
+    """List the catalog's topics as they are on the cluster.
+
+    \b
+    Example:
+      streams topics list
+    """
+    catalog = _catalog(settings, catalog_path, profile)
+    admin = AdminClient(_kafka_config(settings))
+    try:
+        metadata = admin.list_topics(timeout=10)
+    except Exception as exc:
+        raise AdminError(f"cannot reach the Kafka cluster: {exc}") from exc
+    rows = []
+    for spec in catalog.topics:
+        found = metadata.topics.get(spec.name)
+        rows.append({
+            "topic": spec.name,
+            "exists": found is not None,
+            "partitions": len(found.partitions) if found is not None else None,
+            "key": spec.key_field,
+            "owner": spec.owner,
+            "audit": spec.audit,
+        })
+    if output == "json":
+        click.echo(json.dumps(rows, indent=2))
+        return
+    table = Table(title=f"topics ({catalog.profile})")
+    for column in ("topic", "on cluster", "partitions", "key", "owner", "audit"):
+        table.add_column(column)
+    for row in rows:
+        table.add_row(
+            str(row["topic"]), "yes" if row["exists"] else "MISSING", str(row["partitions"] or "-"),
+            str(row["key"] or "-"), str(row["owner"]), "yes" if row["audit"] else "",
+        )
+    Console().print(table)
+
+
+def _show(result: Plan, output: str) -> None:
+    if output == "json":
+        click.echo(json.dumps(result.to_json(), indent=2))
+        return
+    console = Console(stderr=False)
+    if result.changes:
+        table = Table(title="plan")
+        for column in ("action", "topic", "details"):
+            table.add_column(column)
+        for change in result.changes:
+            table.add_row(change.kind.value, change.topic, _details(change))
+        console.print(table)
+    else:
+        console.print("plan: no changes")
+    for change in result.changes:
+        if change.warning:
+            console.print(f"[bold red]WARNING[/]: {change.warning}")
+    for note in result.notes:
+        console.print(f"note: {note}")
+    for error in result.errors:
+        click.echo(f"error: {error}", err=True)
+
+
+def _details(change: TopicChange) -> str:
+    if change.kind is ChangeKind.CREATE:
+        configs = ", ".join(f"{k}={v}" for k, v in sorted(change.configs.items()))
+        return f"partitions={change.partitions} replication={change.replication_factor} {configs}"
+    if change.kind is ChangeKind.ADD_PARTITIONS:
+        return f"partitions {change.current_partitions} -> {change.partitions}"
+    if change.kind is ChangeKind.ALTER_CONFIG:
+        return "; ".join(
+            f"{d.key}: {d.current} -> {d.desired}" + (" (DRIFT: changed outside streams)" if d.drift else "")
+            for d in change.diffs
+        )
+    return "delete topic and all its data"

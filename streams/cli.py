@@ -1,0 +1,50 @@
+"""The `streams` command line: one click group, a sub-group per concern.
+
+Errors the package raises on purpose become one line on stderr and exit 1, never a traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import click
+
+from streams.errors import StreamsError
+from streams.settings import Settings
+
+
+class StreamsGroup(click.Group):
+    """A click group that turns StreamsError into one clear line and exit code 1."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except StreamsError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(1)
+
+
+@click.group(cls=StreamsGroup)
+@click.pass_context
+def main(ctx: click.Context) -> None:
+    """streams: topics as code, Avro events, stream agents, a Celery bridge and replay tooling.
+
+    \b
+    Example:
+      streams dev up && streams topics apply
+    """
+    ctx.obj = Settings()
+
+
+def _register() -> None:
+    from streams.admin_cli import topics  # noqa: PLC0415 - keep `streams --help` fast
+    from streams.local.commands import dev  # noqa: PLC0415
+    from streams.registry.commands import registry  # noqa: PLC0415
+
+    main.add_command(dev)
+    main.add_command(topics)
+    main.add_command(registry)
+
+
+_register()

@@ -1,0 +1,253 @@
+"""Apache Kafka for the local stack: broker jars from Maven Central, server.properties, KRaft format.
+
+Jars are resolved once per Kafka version with `mvn` into a cache; later starts make no network call.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import re
+import shutil
+import subprocess
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from confluent_kafka import KafkaException
+from confluent_kafka.admin import AdminClient
+
+from streams.errors import LocalStackError
+from streams.local.processes import (
+    LOOPBACK,
+    is_running,
+    log_tail,
+    port_in_use,
+    spawn_detached,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+DEPLOY_DIR = Path(__file__).resolve().parents[2] / "deploy" / "local"
+POM_PATH = DEPLOY_DIR / "pom.xml"
+LOG4J_CONFIG = DEPLOY_DIR / "log4j2.xml"
+CACHE_VARIABLE = "STREAMS_LOCAL_CACHE_DIR"
+COMPLETE_MARKER = ".complete"
+READY_TIMEOUT_S = 60.0
+TOOLS_HINT = (
+    "install a JDK 17+ and Maven (apt-get install -y openjdk-17-jre-headless maven),"
+    " or run Kafka with `docker compose up` and set STREAMS_KAFKA_BOOTSTRAP_SERVERS=localhost:9092"
+)
+
+
+@dataclass(frozen=True)
+class KafkaLayout:
+    """Where one local broker keeps its configuration, data and log, under `<data_dir>/local`."""
+
+    local_dir: Path
+
+    @property
+    def properties_path(self) -> Path:
+        return self.local_dir / "kafka" / "server.properties"
+
+    @property
+    def log_dir(self) -> Path:
+        return self.local_dir / "kafka" / "data"
+
+    @property
+    def log_path(self) -> Path:
+        return self.local_dir / "kafka.log"
+
+    def formatted(self) -> bool:
+        return (self.log_dir / "meta.properties").exists()
+
+
+def require_tool(name: str) -> str:
+    """The absolute path of `java` or `mvn`, or a LocalStackError saying what to install."""
+    path = shutil.which(name)
+    if path is None:
+        raise LocalStackError(f"the local stack needs `{name}` on PATH and it is missing: {TOOLS_HINT}")
+    return path
+
+
+def kafka_version(pom: Path = POM_PATH) -> str:
+    """The Kafka version the pom pins (its `kafka.version` property)."""
+    try:
+        text = pom.read_text()
+    except OSError as exc:
+        raise LocalStackError(f"cannot read the local stack's pom {pom}: {exc.strerror}") from exc
+    match = re.search(r"<kafka\.version>\s*([^<\s]+)\s*</kafka\.version>", text)
+    if match is None:
+        raise LocalStackError(f"{pom} has no <kafka.version> property; add one, e.g. 4.1.2")
+    return match.group(1)
+
+
+def default_cache_dir(version: str) -> Path:
+    """`$STREAMS_LOCAL_CACHE_DIR/kafka-<version>`, else `~/.cache/streams/kafka-<version>` (XDG aware)."""
+    root = os.environ.get(CACHE_VARIABLE)
+    if root:
+        return Path(root).expanduser() / f"kafka-{version}"
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    base = Path(xdg) if xdg else Path.home() / ".cache"
+    return base / "streams" / f"kafka-{version}"
+
+
+def jars_cached(jar_dir: Path) -> bool:
+    """True when a completed copy (marker written last) still holds the broker jar."""
+    return (jar_dir / COMPLETE_MARKER).exists() and any(jar_dir.glob("kafka_2.13-*.jar"))
+
+
+def resolve_jars(jar_dir: Path, *, pom: Path = POM_PATH, note: Callable[[str], None] | None = None) -> Path:
+    """The directory holding the broker's runtime jars, copied there by `mvn` on first use only."""
+    if jars_cached(jar_dir):
+        return jar_dir
+    mvn = require_tool("mvn")
+    if note is not None:
+        note(f"resolving the Kafka broker jars with Maven into {jar_dir} (first run only)")
+    # Copy into a private directory and rename it into place, so an interrupted or concurrent
+    # resolution never leaves a half-filled cache that looks complete.
+    staging = jar_dir.with_name(f"{jar_dir.name}.partial-{os.getpid()}")
+    shutil.rmtree(staging, ignore_errors=True)
+    command = [
+        mvn, "-B", "-q", "-f", str(pom), "dependency:copy-dependencies",
+        "-DincludeScope=runtime", f"-DoutputDirectory={staging}",
+    ]  # fmt: skip
+    result = _run(command, timeout_s=900, what="resolving the Kafka jars with mvn")
+    jars = sorted(path.name for path in staging.glob("*.jar")) if staging.is_dir() else []
+    if result.returncode != 0 or not jars:
+        shutil.rmtree(staging, ignore_errors=True)
+        output = "\n".join((result.stdout + result.stderr).strip().splitlines()[-20:])
+        raise LocalStackError(
+            f"mvn could not resolve the Kafka jars from {pom} (exit {result.returncode}):\n{output}"
+        )
+    (staging / COMPLETE_MARKER).write_text("\n".join(jars) + "\n")
+    if jars_cached(jar_dir):  # another `up` finished first; its copy is as good
+        shutil.rmtree(staging, ignore_errors=True)
+        return jar_dir
+    shutil.rmtree(jar_dir, ignore_errors=True)  # an incomplete or damaged earlier copy
+    jar_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging.rename(jar_dir)
+    return jar_dir
+
+
+def _run(command: list[str], *, timeout_s: float, what: str) -> subprocess.CompletedProcess[str]:
+    try:
+        # S603: a fixed argument list built here, no shell.
+        return subprocess.run(command, capture_output=True, text=True, timeout=timeout_s, check=False)  # noqa: S603
+    except subprocess.TimeoutExpired as exc:
+        raise LocalStackError(f"{what} took longer than {timeout_s:.0f}s; gave up") from exc
+
+
+def new_cluster_id() -> str:
+    """A KRaft cluster id the way Kafka makes them: a random UUID, base64url without padding.
+
+    Like Kafka's Uuid.randomUuid, never one starting with '-': StorageTool would read it as an option.
+    """
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id
+
+
+def render_server_properties(*, broker_port: int, controller_port: int, log_dir: Path) -> str:
+    """server.properties for a single combined broker+controller node on loopback."""
+    settings = {
+        "process.roles": "broker,controller",
+        "node.id": "1",
+        "controller.quorum.voters": f"1@{LOOPBACK}:{controller_port}",
+        "listeners": f"PLAINTEXT://{LOOPBACK}:{broker_port},CONTROLLER://{LOOPBACK}:{controller_port}",
+        "advertised.listeners": f"PLAINTEXT://{LOOPBACK}:{broker_port}",
+        "controller.listener.names": "CONTROLLER",
+        "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+        "inter.broker.listener.name": "PLAINTEXT",
+        "log.dirs": str(log_dir),
+        "num.partitions": "1",
+        "auto.create.topics.enable": "false",
+        "offsets.topic.replication.factor": "1",
+        "transaction.state.log.replication.factor": "1",
+        "transaction.state.log.min.isr": "1",
+        "share.coordinator.state.topic.replication.factor": "1",
+        "share.coordinator.state.topic.min.isr": "1",
+        "group.initial.rebalance.delay.ms": "0",
+        # One node gains nothing from 50 coordinator partitions; creating them made the first
+        # consumer-group join take ~3s instead of ~1s.
+        "offsets.topic.num.partitions": "1",
+        "transaction.state.log.num.partitions": "1",
+    }
+    lines = ["# Written by `streams dev up`; regenerated on every start.", ""]
+    lines += [f"{key}={value}" for key, value in settings.items()]
+    return "\n".join(lines) + "\n"
+
+
+def format_storage(java: str, jar_dir: Path, properties_path: Path) -> None:
+    """Format KRaft storage for a new cluster id (kafka.tools.StorageTool, as kafka-storage.sh does)."""
+    command = [
+        java, "-cp", str(jar_dir / "*"), f"-Dlog4j2.configurationFile={LOG4J_CONFIG}",
+        "kafka.tools.StorageTool", "format", "-t", new_cluster_id(), "-c", str(properties_path),
+    ]  # fmt: skip
+    result = _run(command, timeout_s=120, what=f"formatting KRaft storage with {properties_path}")
+    if result.returncode != 0:
+        output = (result.stdout + result.stderr).strip()
+        raise LocalStackError(f"formatting KRaft storage with {properties_path} failed:\n{output}")
+
+
+def start_kafka(
+    layout: KafkaLayout, *, jar_dir: Path, broker_port: int, controller_port: int, owner: Path
+) -> int:
+    """Write server.properties, format storage on first use, and launch the broker; returns its pid."""
+    java = require_tool("java")
+    for port, option in ((broker_port, "--kafka-port"), (controller_port, "--controller-port")):
+        if port_in_use(port):
+            raise LocalStackError(
+                f"port {port} on {LOOPBACK} is already in use; choose another with {option}"
+            )
+    layout.properties_path.parent.mkdir(parents=True, exist_ok=True)
+    layout.properties_path.write_text(
+        render_server_properties(
+            broker_port=broker_port, controller_port=controller_port, log_dir=layout.log_dir
+        )
+    )
+    if not layout.formatted():
+        format_storage(java, jar_dir, layout.properties_path)
+    command = [
+        java, "-Xmx512m", "-cp", str(jar_dir / "*"), f"-Dlog4j2.configurationFile={LOG4J_CONFIG}",
+        "kafka.Kafka", str(layout.properties_path),
+    ]  # fmt: skip
+    return spawn_detached(command, log_path=layout.log_path, owner=owner)
+
+
+def kafka_answers(address: str, *, timeout_s: float = 2.0) -> bool:
+    """True when a broker at `address` answers a metadata request within `timeout_s`."""
+    host, _, port = address.rpartition(":")
+    # Probe TCP first on loopback so librdkafka never logs connection-refused noise while the JVM boots.
+    if host == LOOPBACK and port.isdigit() and not port_in_use(int(port)):
+        return False
+    return _metadata(address, timeout_s)
+
+
+def _metadata(address: str, timeout_s: float) -> bool:
+    admin = AdminClient({"bootstrap.servers": address, "socket.connection.setup.timeout.ms": 1000})
+    try:
+        return bool(admin.list_topics(timeout=timeout_s).brokers)
+    except KafkaException:
+        return False
+
+
+def wait_for_kafka(pid: int, address: str, log_path: Path, *, timeout_s: float = READY_TIMEOUT_S) -> None:
+    """Block until the broker answers metadata; raise with its log tail if it dies or never does."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if not is_running(pid):
+            raise LocalStackError(
+                f"kafka exited while starting; the end of {log_path}:\n{log_tail(log_path)}"
+            )
+        if kafka_answers(address, timeout_s=2.0):
+            return
+        time.sleep(0.1)
+    raise LocalStackError(
+        f"kafka did not answer on {address} within {timeout_s:.0f}s;"
+        f" the end of {log_path}:\n{log_tail(log_path)}"
+    )

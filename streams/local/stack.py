@@ -1,0 +1,183 @@
+"""The local stack as one unit: start Kafka (and Redis when installed), record it, report it, stop it.
+
+`streams dev up | down | status` and the integration test fixtures are thin layers over these functions.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from streams.local import kafka, redis_server
+from streams.local.processes import LOOPBACK, free_port, owned_by, stop_process_group
+from streams.local.state import ServiceState, StackState, clear_state, read_state, write_state
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+STOP_TIMEOUT_S = 30.0
+
+
+@dataclass(frozen=True)
+class ServiceReady:
+    """A service started and answered; `seconds` runs from launch (storage format included) to answer."""
+
+    name: str
+    address: str
+    seconds: float
+
+
+@dataclass(frozen=True)
+class StackNote:
+    """Something the person starting the stack should know (first-run download, Redis missing, ...)."""
+
+    message: str
+
+
+StackEvent = ServiceReady | StackNote
+Notify = Callable[[StackEvent], None]
+
+
+def local_dir(data_dir: Path) -> Path:
+    """Where the stack keeps its state file, service data and logs."""
+    return data_dir.resolve() / "local"
+
+
+def start_stack(
+    data_dir: Path,
+    *,
+    kafka_port: int | None = None,
+    controller_port: int | None = None,
+    redis_port: int | None = None,
+    with_redis: bool = True,
+    cache_dir: Path | None = None,
+    notify: Notify | None = None,
+) -> StackState:
+    """Start the stack for `data_dir` and record it; return the running one unchanged if Kafka answers.
+
+    Ports default to free ones the kernel picks. Redis starts only when `with_redis` and redis-server
+    is installed; without it a StackNote says so. Any service left over from a dead stack is stopped.
+    """
+    data_dir = data_dir.resolve()
+    emit: Notify = notify if notify is not None else _ignore
+    running = running_stack(data_dir)
+    if running is not None:
+        emit(StackNote(f"the local stack in {local_dir(data_dir)} is already running"))
+        return running
+    _stop_services(data_dir, read_state(data_dir))
+    clear_state(data_dir)
+
+    kafka.require_tool("java")
+    jar_dir = kafka.resolve_jars(
+        cache_dir if cache_dir is not None else kafka.default_cache_dir(kafka.kafka_version()),
+        note=lambda message: emit(StackNote(message)),
+    )
+    services: dict[str, ServiceState] = {}
+    try:
+        services["kafka"] = _start_kafka(data_dir, jar_dir, kafka_port, controller_port, emit)
+        if with_redis:
+            redis_state = _start_redis(data_dir, redis_port, emit)
+            if redis_state is not None:
+                services["redis"] = redis_state
+    except BaseException:
+        _stop_services(data_dir, StackState(data_dir=str(data_dir), services=services))
+        raise
+    state = StackState(data_dir=str(data_dir), services=services)
+    write_state(data_dir, state)
+    return state
+
+
+def _start_kafka(
+    data_dir: Path, jar_dir: Path, port: int | None, controller_port: int | None, emit: Notify
+) -> ServiceState:
+    broker_port = port if port is not None else free_port()
+    if controller_port is None:
+        controller_port = free_port()
+        while controller_port == broker_port:
+            controller_port = free_port()
+    layout = kafka.KafkaLayout(local_dir(data_dir))
+    address = f"{LOOPBACK}:{broker_port}"
+    started = time.monotonic()
+    pid = kafka.start_kafka(
+        layout, jar_dir=jar_dir, broker_port=broker_port, controller_port=controller_port, owner=data_dir
+    )
+    try:
+        kafka.wait_for_kafka(pid, address, layout.log_path)
+    except BaseException:  # Ctrl-C included: never leave an unrecorded broker running
+        stop_process_group(pid, timeout_s=10.0)
+        raise
+    emit(ServiceReady("kafka", address, time.monotonic() - started))
+    return ServiceState(name="kafka", pid=pid, address=address, log_path=str(layout.log_path))
+
+
+def _start_redis(data_dir: Path, port: int | None, emit: Notify) -> ServiceState | None:
+    if redis_server.redis_server_path() is None:
+        emit(StackNote(redis_server.MISSING_NOTE))
+        return None
+    redis_port = port if port is not None else free_port()
+    url = redis_server.redis_url(redis_port)
+    started = time.monotonic()
+    pid, log_path = redis_server.start_redis(local_dir(data_dir), port=redis_port, owner=data_dir)
+    try:
+        redis_server.wait_for_redis(pid, url, log_path)
+    except BaseException:
+        stop_process_group(pid, timeout_s=5.0)
+        raise
+    emit(ServiceReady("redis", url, time.monotonic() - started))
+    return ServiceState(name="redis", pid=pid, address=url, log_path=str(log_path))
+
+
+def running_stack(data_dir: Path) -> StackState | None:
+    """The recorded stack when its Kafka is ours, alive, and answering metadata; else None."""
+    data_dir = data_dir.resolve()
+    state = read_state(data_dir)
+    if state is None:
+        return None
+    broker = state.services.get("kafka")
+    if broker is None or not owned_by(broker.pid, data_dir):
+        return None
+    return state if kafka.kafka_answers(broker.address) else None
+
+
+def stack_status(data_dir: Path) -> StackState | None:
+    """The recorded stack (services may have died since; ask `service_alive`), or None when none is."""
+    return read_state(data_dir.resolve())
+
+
+def service_alive(data_dir: Path, service: ServiceState) -> bool:
+    """True while the service's process runs and is the one the stack for `data_dir` started."""
+    return owned_by(service.pid, data_dir.resolve())
+
+
+def stop_stack(data_dir: Path, *, purge: bool = False, timeout_s: float = STOP_TIMEOUT_S) -> list[str]:
+    """Stop every recorded service (SIGTERM, then SIGKILL after `timeout_s`) and forget the stack.
+
+    With `purge`, Kafka's topics, Redis's data and the logs under `<data_dir>/local` go too.
+    Returns the names of the services that were running and got stopped.
+    """
+    data_dir = data_dir.resolve()
+    stopped = _stop_services(data_dir, read_state(data_dir), timeout_s=timeout_s)
+    clear_state(data_dir)
+    if purge:
+        shutil.rmtree(local_dir(data_dir), ignore_errors=True)
+    return stopped
+
+
+def _stop_services(
+    data_dir: Path, state: StackState | None, *, timeout_s: float = STOP_TIMEOUT_S
+) -> list[str]:
+    if state is None:
+        return []
+    stopped = []
+    for service in reversed(state.services.values()):  # the reverse of the start order
+        if owned_by(service.pid, data_dir):
+            stop_process_group(service.pid, timeout_s=timeout_s)
+            stopped.append(service.name)
+    return stopped
+
+
+def _ignore(event: StackEvent) -> None:
+    del event

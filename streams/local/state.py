@@ -1,0 +1,75 @@
+"""The local stack's state file: what runs, on which ports, with which pids and logs.
+
+`streams dev up` writes it; `status`, `down` and every client that has no explicit address read it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict
+
+STATE_FILE = "stack.json"
+
+
+class ServiceState(BaseModel):
+    """One process of the stack."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    pid: int
+    address: str
+    log_path: str
+
+    def alive(self) -> bool:
+        """True while the process exists (signal 0 probes without touching it)."""
+        try:
+            os.kill(self.pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+
+
+class StackState(BaseModel):
+    """Everything `streams dev up` started, keyed by service name (kafka, redis, registry)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    data_dir: str
+    services: dict[str, ServiceState]
+
+    def address(self, name: str) -> str | None:
+        """The address of a running service, or None when it is absent or dead."""
+        service = self.services.get(name)
+        if service is None or not service.alive():
+            return None
+        return service.address
+
+
+def state_path(data_dir: Path) -> Path:
+    return data_dir / "local" / STATE_FILE
+
+
+def read_state(data_dir: Path) -> StackState | None:
+    """The recorded stack, or None when `streams dev up` has not run (or ran down)."""
+    path = state_path(data_dir)
+    if not path.exists():
+        return None
+    return StackState.model_validate(json.loads(path.read_text()))
+
+
+def write_state(data_dir: Path, state: StackState) -> None:
+    path = state_path(data_dir)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(state.model_dump_json(indent=2))
+    tmp.replace(path)
+
+
+def clear_state(data_dir: Path) -> None:
+    state_path(data_dir).unlink(missing_ok=True)

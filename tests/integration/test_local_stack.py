@@ -1,0 +1,154 @@
+"""The local stack against its real services: broker metadata, produce/consume, Redis, the dev CLI."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+import redis
+from click.testing import CliRunner
+from confluent_kafka import Consumer, KafkaError, Message, Producer
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from streams.cli import main
+from streams.errors import LocalStackError
+from streams.local.processes import is_running
+from streams.local.stack import stack_status, start_stack, stop_stack
+from streams.settings import Settings
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from streams.local.state import StackState
+
+
+def create_topic(admin: AdminClient, name: str, partitions: int = 1) -> None:
+    for future in admin.create_topics([NewTopic(name, partitions, 1)]).values():
+        future.result(timeout=30)
+
+
+def test_broker_answers_metadata(admin_client: AdminClient) -> None:
+    metadata = admin_client.list_topics(timeout=10)
+    assert metadata.brokers
+    assert metadata.cluster_id
+
+
+def test_topic_round_trip_with_idempotent_producer(
+    kafka_bootstrap: str, admin_client: AdminClient, unique_name: Callable[[str], str]
+) -> None:
+    topic = unique_name("roundtrip")
+    create_topic(admin_client, topic, partitions=2)
+    producer = Producer({"bootstrap.servers": kafka_bootstrap, "acks": "all", "enable.idempotence": True})
+    failures: list[KafkaError] = []
+
+    def on_delivery(error: KafkaError | None, _message: Message) -> None:
+        if error is not None:
+            failures.append(error)
+
+    sent = {f"invoice-{i}".encode(): f"payload-{i}".encode() for i in range(10)}
+    for key, value in sent.items():
+        producer.produce(topic, value=value, key=key, on_delivery=on_delivery)
+    assert producer.flush(30) == 0
+    assert failures == []
+
+    consumer = Consumer(
+        {
+            "bootstrap.servers": kafka_bootstrap,
+            "group.id": unique_name("group"),
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+        }
+    )
+    received: dict[bytes, bytes] = {}
+    try:
+        consumer.subscribe([topic])
+        deadline = time.monotonic() + 30
+        while len(received) < len(sent) and time.monotonic() < deadline:
+            message = consumer.poll(0.5)
+            if message is None:
+                continue
+            assert message.error() is None, message.error()
+            received[message.key()] = message.value()
+        consumer.commit(asynchronous=False)
+    finally:
+        consumer.close()
+    assert received == sent
+
+
+def test_redis_answers_ping(redis_url: str) -> None:
+    client = redis.Redis.from_url(redis_url)
+    try:
+        assert client.ping()
+        client.set("streams:test", "ok")
+        assert client.get("streams:test") == b"ok"
+    finally:
+        client.close()
+
+
+def test_status_json_shows_both_services_alive(local_stack: StackState) -> None:
+    result = CliRunner().invoke(
+        main, ["dev", "status", "--output", "json"], env={"STREAMS_DATA_DIR": local_stack.data_dir}
+    )
+    assert result.exit_code == 0, result.output
+    services = {row["name"]: row for row in json.loads(result.output)["services"]}
+    assert set(services) == {"kafka", "redis"}
+    assert all(row["alive"] for row in services.values())
+    assert services["kafka"]["address"] == local_stack.services["kafka"].address
+
+
+def test_settings_resolve_addresses_from_the_running_stack(local_stack: StackState) -> None:
+    settings = Settings(data_dir=Path(local_stack.data_dir), kafka_bootstrap_servers=None, redis_url=None)
+    assert settings.bootstrap_servers() == local_stack.services["kafka"].address
+    assert settings.redis() == local_stack.services["redis"].address
+
+
+def test_up_down_up_keeps_topics_and_stops_processes(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    runner = CliRunner()
+    env = {"STREAMS_DATA_DIR": str(data_dir)}
+    try:
+        result = runner.invoke(main, ["dev", "up", "--output", "json"], env=env)
+        assert result.exit_code == 0, result.output
+        report = json.loads(result.output)
+        assert report["already_running"] is False
+        assert report["services"]["kafka"]["ready_seconds"] > 0
+        pids = {name: service["pid"] for name, service in report["services"].items()}
+        kafka_address = report["services"]["kafka"]["address"]
+        create_topic(AdminClient({"bootstrap.servers": kafka_address}), "survives.restart")
+
+        again = start_stack(data_dir)
+        assert {name: service.pid for name, service in again.services.items()} == pids
+
+        result = runner.invoke(main, ["dev", "down"], env=env)
+        assert result.exit_code == 0, result.output
+        assert not any(is_running(pid) for pid in pids.values())
+
+        restarted = start_stack(data_dir, with_redis=False)
+        assert set(restarted.services) == {"kafka"}
+        admin = AdminClient({"bootstrap.servers": restarted.services["kafka"].address})
+        assert "survives.restart" in admin.list_topics(timeout=10).topics
+
+        result = runner.invoke(main, ["dev", "down", "--purge", "--output", "json"], env=env)
+        assert json.loads(result.output)["stopped"] == ["kafka"]
+        assert not is_running(restarted.services["kafka"].pid)
+        assert not (data_dir / "local").exists()
+    finally:
+        stop_stack(data_dir)
+
+
+def test_a_broker_that_dies_on_start_is_reported_with_its_log(tmp_path: Path) -> None:
+    jars = tmp_path / "cache"
+    jars.mkdir()
+    (jars / "kafka_2.13-4.1.2.jar").write_bytes(b"")  # looks cached, holds no classes
+    (jars / ".complete").write_text("kafka_2.13-4.1.2.jar\n")
+    data_dir = tmp_path / "data"
+    formatted = data_dir / "local" / "kafka" / "data"
+    formatted.mkdir(parents=True)
+    (formatted / "meta.properties").write_text("")  # skip the format step, go straight to kafka.Kafka
+
+    with pytest.raises(LocalStackError, match=r"(?s)kafka exited while starting.*kafka\.Kafka"):
+        start_stack(data_dir, cache_dir=jars, with_redis=False)
+    assert stack_status(data_dir) is None
