@@ -12,11 +12,9 @@ $(BIN)/.installed: pyproject.toml
 	$(BIN)/pip install --quiet -e ".[dev]"
 	touch $@
 
-## demo: start the embedded stack (Kafka, Redis), apply topics.yaml, show the topics.
+## demo: start the embedded stack, apply topics and schemas, publish a sample batch, show where it landed.
 demo: $(BIN)/.installed
-	$(STREAMS) dev up
-	$(STREAMS) topics apply
-	$(STREAMS) topics list
+	$(STREAMS) demo
 
 ## test: lint, strict type check, unit and integration tests (the integration tests start their own stack).
 test: $(BIN)/.installed lint typecheck
@@ -24,6 +22,7 @@ test: $(BIN)/.installed lint typecheck
 
 lint: $(BIN)/.installed
 	$(BIN)/ruff check .
+	$(STREAMS) schemas codegen --check
 
 typecheck: $(BIN)/.installed
 	$(BIN)/mypy streams

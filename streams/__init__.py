@@ -13,15 +13,18 @@ from streams.errors import (
     SchemaError,
     StreamsError,
 )
+from streams.publish import AsyncPublisher, Publisher
 from streams.settings import Settings
 
 __all__ = [
     "AdminError",
+    "AsyncPublisher",
     "Catalog",
     "CatalogError",
     "ConfigError",
     "LocalStackError",
     "PublishError",
+    "Publisher",
     "SchemaError",
     "Settings",
     "StreamsError",

@@ -53,14 +53,17 @@ def dev() -> None:
     """
 
 
-@dev.command(short_help="Start Kafka and Redis on loopback (idempotent).")
+@dev.command(short_help="Start Kafka, the schema registry and Redis on loopback (idempotent).")
 @click.option("--kafka-port", type=PORT, envvar="STREAMS_LOCAL_KAFKA_PORT", show_envvar=True,
               help="Broker port on 127.0.0.1 [default: a free one].")  # fmt: skip
 @click.option("--controller-port", type=PORT, envvar="STREAMS_LOCAL_CONTROLLER_PORT", show_envvar=True,
               help="KRaft controller port on 127.0.0.1 [default: a free one].")  # fmt: skip
 @click.option("--redis-port", type=PORT, envvar="STREAMS_LOCAL_REDIS_PORT", show_envvar=True,
               help="redis-server port on 127.0.0.1 [default: a free one].")  # fmt: skip
-@click.option("--no-redis", is_flag=True, help="Start Kafka only.")
+@click.option("--registry-port", type=PORT, envvar="STREAMS_LOCAL_REGISTRY_PORT", show_envvar=True,
+              help="Schema registry port on 127.0.0.1 [default: a free one].")  # fmt: skip
+@click.option("--no-redis", is_flag=True, help="Do not start redis-server.")
+@click.option("--no-registry", is_flag=True, help="Do not start the schema registry.")
 @OUTPUT
 @click.pass_obj
 def up(
@@ -69,10 +72,12 @@ def up(
     kafka_port: int | None,
     controller_port: int | None,
     redis_port: int | None,
+    registry_port: int | None,
     no_redis: bool,
+    no_registry: bool,
     output: str,
 ) -> None:
-    """Start the local stack, or say it already runs; prints each address and how long it took to start.
+    """Start Kafka, the schema registry and Redis, or say they already run; prints addresses and start times.
 
     The first run resolves the Kafka jars with Maven into ~/.cache/streams (STREAMS_LOCAL_CACHE_DIR
     overrides it); later runs need no network. Needs java 17+ and mvn on PATH.
@@ -106,7 +111,10 @@ def up(
             kafka_port=kafka_port,
             controller_port=controller_port,
             redis_port=redis_port,
+            registry_port=registry_port,
             with_redis=not no_redis,
+            with_registry=not no_registry,
+            catalog=settings.catalog_path,
             notify=on_event,
         )
     _report_up(console, state, output, already_running=False, ready=ready, notes=notes)

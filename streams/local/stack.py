@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from streams.local import kafka, redis_server
+from streams.local import kafka, redis_server, registry_process
 from streams.local.processes import LOOPBACK, free_port, owned_by, stop_process_group
 from streams.local.state import ServiceState, StackState, clear_state, read_state, write_state
 
@@ -52,14 +52,18 @@ def start_stack(
     kafka_port: int | None = None,
     controller_port: int | None = None,
     redis_port: int | None = None,
+    registry_port: int | None = None,
     with_redis: bool = True,
+    with_registry: bool = True,
+    catalog: Path | None = None,
     cache_dir: Path | None = None,
     notify: Notify | None = None,
 ) -> StackState:
     """Start the stack for `data_dir` and record it; return the running one unchanged if Kafka answers.
 
     Ports default to free ones the kernel picks. Redis starts only when `with_redis` and redis-server
-    is installed; without it a StackNote says so. Any service left over from a dead stack is stopped.
+    is installed; without it a StackNote says so. The schema registry (on Kafka's `_schemas` topic) starts
+    with `with_registry`; `catalog` tells it which subjects are audited. Any leftover service is stopped.
     """
     data_dir = data_dir.resolve()
     emit: Notify = notify if notify is not None else _ignore
@@ -78,6 +82,8 @@ def start_stack(
     services: dict[str, ServiceState] = {}
     try:
         services["kafka"] = _start_kafka(data_dir, jar_dir, kafka_port, controller_port, emit)
+        if with_registry:
+            services["registry"] = _start_registry(data_dir, services["kafka"].address, registry_port, catalog, emit)
         if with_redis:
             redis_state = _start_redis(data_dir, redis_port, emit)
             if redis_state is not None:
@@ -128,6 +134,24 @@ def _start_redis(data_dir: Path, port: int | None, emit: Notify) -> ServiceState
         raise
     emit(ServiceReady("redis", url, time.monotonic() - started))
     return ServiceState(name="redis", pid=pid, address=url, log_path=str(log_path))
+
+
+def _start_registry(
+    data_dir: Path, bootstrap: str, port: int | None, catalog: Path | None, emit: Notify
+) -> ServiceState:
+    registry_port = port if port is not None else free_port()
+    url = registry_process.registry_url(registry_port)
+    started = time.monotonic()
+    pid, log_path = registry_process.start_registry(
+        local_dir(data_dir), port=registry_port, bootstrap=bootstrap, catalog=catalog, owner=data_dir
+    )
+    try:
+        registry_process.wait_for_registry(pid, url, log_path)
+    except BaseException:
+        stop_process_group(pid, timeout_s=10.0)
+        raise
+    emit(ServiceReady("registry", url, time.monotonic() - started))
+    return ServiceState(name="registry", pid=pid, address=url, log_path=str(log_path))
 
 
 def running_stack(data_dir: Path) -> StackState | None:

@@ -52,7 +52,7 @@ class Services:
         if self._local is None:
             data_dir = self._tmp_path_factory.mktemp("streams-data")
             self._cleanup.callback(stop_stack, data_dir)
-            self._local = start_stack(data_dir)
+            self._local = start_stack(data_dir, with_registry=False)  # registry_fixtures runs its own
         return self._local
 
     def docker_available(self) -> bool:

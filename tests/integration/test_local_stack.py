@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import httpx
 import pytest
 import redis
 from click.testing import CliRunner
@@ -116,6 +117,9 @@ def test_up_down_up_keeps_topics_and_stops_processes(tmp_path: Path) -> None:
         assert report["already_running"] is False
         assert report["services"]["kafka"]["ready_seconds"] > 0
         pids = {name: service["pid"] for name, service in report["services"].items()}
+        assert set(pids) == {"kafka", "registry", "redis"}
+        registry = report["services"]["registry"]["address"]
+        assert httpx.get(f"{registry}/subjects", timeout=5).json() == []
         kafka_address = report["services"]["kafka"]["address"]
         create_topic(AdminClient({"bootstrap.servers": kafka_address}), "survives.restart")
 
@@ -126,7 +130,7 @@ def test_up_down_up_keeps_topics_and_stops_processes(tmp_path: Path) -> None:
         assert result.exit_code == 0, result.output
         assert not any(is_running(pid) for pid in pids.values())
 
-        restarted = start_stack(data_dir, with_redis=False)
+        restarted = start_stack(data_dir, with_redis=False, with_registry=False)
         assert set(restarted.services) == {"kafka"}
         admin = AdminClient({"bootstrap.servers": restarted.services["kafka"].address})
         assert "survives.restart" in admin.list_topics(timeout=10).topics
