@@ -40,10 +40,12 @@ def main(ctx: click.Context) -> None:
 def _register() -> None:
     from streams.admin_cli import topics  # noqa: PLC0415 - keep `streams --help` fast
     from streams.demo import demo  # noqa: PLC0415
+    from streams.dlq import dlq  # noqa: PLC0415
     from streams.events_cli import consume, publish  # noqa: PLC0415
     from streams.local.commands import dev  # noqa: PLC0415
     from streams.registry.commands import registry  # noqa: PLC0415
     from streams.schemas.commands import schemas  # noqa: PLC0415
+    from streams.worker import search, worker  # noqa: PLC0415
 
     main.add_command(dev)
     main.add_command(topics)
@@ -52,6 +54,12 @@ def _register() -> None:
     main.add_command(publish)
     main.add_command(consume)
     main.add_command(demo)
+    main.add_command(worker)
+    main.add_command(search)
+    main.add_command(dlq)
 
 
 _register()
+
+if __name__ == "__main__":
+    main()

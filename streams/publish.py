@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Self, cast
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 from pydantic import BaseModel
@@ -38,7 +38,7 @@ DURABILITY = {"acks": "all", "enable.idempotence": True, "max.in.flight.requests
 THROUGHPUT = {"linger.ms": 5, "batch.num.messages": 10_000, "queue.buffering.max.messages": 500_000,
               "queue.buffering.max.kbytes": 1_048_576, "message.timeout.ms": 30_000}
 
-Headers = list[tuple[str, str | bytes | None]]
+Headers = list[tuple[str, bytes]]
 
 
 @dataclass(frozen=True)
@@ -251,7 +251,8 @@ class _Base:
         while True:
             try:
                 self._producer.produce(
-                    record.topic, value=record.value, key=record.key, headers=record.headers, on_delivery=on_delivery
+                    record.topic, value=record.value, key=record.key, on_delivery=on_delivery,
+                    headers=cast("list[tuple[str, str | bytes | None]]", record.headers),
                 )
                 return
             except BufferError:

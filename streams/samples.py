@@ -5,17 +5,16 @@ Invoices follow the ZATCA shape: 15-digit VAT numbers starting and ending with 3
 
 from __future__ import annotations
 
-import hashlib
 import random
 import uuid
-from base64 import b64encode
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+from streams.agents.zatca import FIRST_PIH, invoice_hash
+
 CENT = Decimal("0.01")
 VAT_RATE = Decimal("15.00")
-FIRST_PIH = b64encode(hashlib.sha256(b"0").digest()).decode()  # ZATCA's previous-hash seed for a first invoice
 BASE_TIME = datetime(2026, 11, 1, 8, 0, tzinfo=UTC)
 
 
@@ -55,7 +54,7 @@ def invoice_line(rng: random.Random, number: int) -> dict[str, Any]:
 def invoice(seq: int, *, seed: int = 7, tenant: str = "acme", lines: int = 2, seller_vat: str | None = None,
             previous_hash: str = FIRST_PIH, icv: int | None = None) -> dict[str, Any]:
     """A valid standard (B2B) invoice.created payload; the same (seq, seed) gives the same invoice."""
-    rng = random.Random(seed * 1_000_003 + seq)
+    rng = random.Random(f"{seed}:{tenant}:{seq}")  # a str seed is hashed with SHA-512: stable across runs
     items = [invoice_line(rng, n + 1) for n in range(lines)]
     exclusive = sum((item["net_amount"] for item in items), Decimal("0.00"))
     vat = (exclusive * VAT_RATE / 100).quantize(CENT)
@@ -80,6 +79,18 @@ def invoice(seq: int, *, seed: int = 7, tenant: str = "acme", lines: int = 2, se
         "currency": "SAR",
         "tax_currency": "SAR",
     }
+
+
+def invoice_chain(count: int, *, seed: int = 7, tenant: str = "acme", seller_vat: str = "300000000000003",
+                  start: int = 0) -> list[dict[str, Any]]:
+    """`count` valid invoices of one seller: ICV 1, 2, ... and each previous hash linking to the one before."""
+    chain: list[dict[str, Any]] = []
+    previous = FIRST_PIH
+    for seq in range(start, start + count):
+        event = invoice(seq, seed=seed, tenant=tenant, seller_vat=seller_vat, previous_hash=previous, icv=seq + 1)
+        previous = invoice_hash(event)
+        chain.append(event)
+    return chain
 
 
 def user_action(seq: int, *, seed: int = 7, tenant: str = "acme") -> dict[str, Any]:

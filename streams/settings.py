@@ -32,6 +32,7 @@ class Settings(BaseSettings):
     kafka_sasl_password: SecretStr | None = None
     profile: Profile = "local"
     catalog_path: Path = Path("topics.yaml")
+    agent_max_record_bytes: int = Field(default=1_048_576, description="Larger records go to the DLQ.")
     data_dir: Path = Path(".streams")
 
     def kafka_config(self, bootstrap_servers: str) -> KafkaConfig:

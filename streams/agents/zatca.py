@@ -1,0 +1,189 @@
+"""ZATCA e-invoice business rules as pure functions: stateless checks, the seller chain, hash and QR.
+
+No I/O here; the validation agent feeds decoded invoices in and sends the outcomes out.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import uuid
+from base64 import b64encode
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+from enum import Enum
+from typing import Any
+
+VAT_NUMBER = re.compile(r"^3\d{13}3$")
+CENT = Decimal("0.01")
+TOLERANCE = Decimal("0.01")
+CATEGORY_RATES = {"S": Decimal("15.00"), "Z": Decimal("0.00"), "E": Decimal("0.00"), "O": Decimal("0.00")}
+FUTURE_SKEW = timedelta(minutes=5)
+FIRST_PIH = b64encode(hashlib.sha256(b"0").digest()).decode()  # a seller's first invoice links to this
+OUTCOME_NAMESPACE = uuid.UUID("6f1c1c8e-8d0a-4b7e-9a43-6c3f5f0f2a11")
+
+
+@dataclass(frozen=True)
+class Violation:
+    """One failed rule: its code, a message naming the values, and the field path."""
+
+    rule_code: str
+    message: str
+    field_path: str | None
+    severity: str = "ERROR"
+
+
+@dataclass
+class SellerChain:
+    """What the stateful rules remember per seller: the last ICV and invoice hash, and recent outcomes.
+
+    `recent` maps an already-applied event id to the (icv, hash) the seller had before it, so a
+    redelivered event (at-least-once) is judged against the same state again, not as a duplicate.
+    """
+
+    last_icv: int = 0
+    last_hash: str = FIRST_PIH
+    recent: dict[str, tuple[int, str]] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"last_icv": self.last_icv, "last_hash": self.last_hash,
+                "recent": {k: list(v) for k, v in self.recent.items()}}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any] | None) -> SellerChain:
+        if not data:
+            return cls()
+        recent = {k: (int(v[0]), str(v[1])) for k, v in data.get("recent", {}).items()}
+        return cls(int(data["last_icv"]), str(data["last_hash"]), recent)
+
+
+RECENT_LIMIT = 2_000  # redeliveries come from the last uncommitted batch; this bounds the state per seller
+
+
+def canonical_json(value: Any) -> str:
+    """The documented canonical form: JSON, sorted keys, no spaces; decimals as plain strings,
+    times as UTC ISO-8601 with milliseconds, enums by value. docs/decisions/0011 describes it."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=_canonical_default)
+
+
+def _canonical_default(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return format(value, "f")
+    if isinstance(value, datetime):
+        return value.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    if isinstance(value, date):
+        return value.isoformat()
+    if isinstance(value, Enum):
+        return value.value
+    if isinstance(value, bytes):
+        return b64encode(value).decode()
+    raise TypeError(f"cannot put {type(value).__name__} into canonical JSON")
+
+
+def invoice_hash(invoice: dict[str, Any]) -> str:
+    """Base64 SHA-256 of the invoice's canonical JSON (what the next invoice's PIH must equal)."""
+    return b64encode(hashlib.sha256(canonical_json(invoice).encode()).digest()).decode()
+
+
+def qr_payload(invoice: dict[str, Any]) -> str:
+    """ZATCA QR (phase 1 TLV, base64): 1 seller name, 2 VAT number, 3 timestamp, 4 total with VAT, 5 VAT total."""
+    issued = invoice["issued_at"].astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    values = [invoice["seller"]["name"], invoice["seller"]["vat_number"] or "", issued,
+              format(invoice["tax_inclusive_total"], "f"), format(invoice["vat_total"], "f")]
+    out = bytearray()
+    for tag, text in enumerate(values, start=1):
+        raw = text.encode()
+        if len(raw) > 255:
+            raw = raw[:255]
+        out += bytes((tag, len(raw))) + raw
+    return b64encode(bytes(out)).decode()
+
+
+def outcome_id(event_id: str, what: str) -> str:
+    """A deterministic id for an agent's output, so a redelivered input yields the same ids downstream."""
+    return str(uuid.uuid5(OUTCOME_NAMESPACE, f"{event_id}:{what}"))
+
+
+def stateless_violations(invoice: dict[str, Any], *, now: datetime) -> list[Violation]:
+    """Every rule that needs nothing but the invoice itself."""
+    found: list[Violation] = []
+    seller_vat = invoice["seller"].get("vat_number")
+    if not seller_vat or not VAT_NUMBER.match(seller_vat):
+        found.append(Violation("KSA-SELLER-VAT", f"seller VAT number {seller_vat!r} must be 15 digits, "
+                                                 "starting and ending with 3", "seller.vat_number"))
+    if _value(invoice["subtype"]) == "STANDARD":
+        buyer = invoice.get("buyer") or {}
+        buyer_vat = buyer.get("vat_number")
+        if not buyer_vat or not VAT_NUMBER.match(buyer_vat):
+            found.append(Violation("KSA-B2B-BUYER-VAT", f"a standard (B2B) invoice needs the buyer's VAT number "
+                                                        f"(15 digits, 3...3), got {buyer_vat!r}", "buyer.vat_number"))
+    found.extend(_line_violations(invoice))
+    found.extend(_total_violations(invoice))
+    if invoice["tax_currency"] != "SAR":
+        found.append(Violation("KSA-TAX-CURRENCY", f"VAT must be accounted in SAR, got {invoice['tax_currency']!r}",
+                               "tax_currency"))
+    if invoice["issued_at"] > now + FUTURE_SKEW:
+        found.append(Violation("KSA-ISSUE-DATE", f"issue time {invoice['issued_at'].isoformat()} is in the future",
+                               "issued_at"))
+    return found
+
+
+def _line_violations(invoice: dict[str, Any]) -> list[Violation]:
+    found: list[Violation] = []
+    for index, line in enumerate(invoice["lines"]):
+        category = _value(line["vat_category"])
+        expected_rate = CATEGORY_RATES[category]
+        if line["vat_rate"] != expected_rate:
+            found.append(Violation("KSA-VAT-RATE", f"line {line['line_id']}: category {category} has rate "
+                                                   f"{expected_rate}, got {line['vat_rate']}",
+                                   f"lines[{index}].vat_rate"))
+        expected_net = (line["quantity"] * line["unit_price"] - line["discount"]).quantize(CENT)
+        if abs(line["net_amount"] - expected_net) > TOLERANCE:
+            found.append(Violation("KSA-LINE-AMOUNT", f"line {line['line_id']}: net amount {line['net_amount']} "
+                                                      f"!= quantity x unit price - discount = {expected_net}",
+                                   f"lines[{index}].net_amount"))
+    return found
+
+
+def _total_violations(invoice: dict[str, Any]) -> list[Violation]:
+    found: list[Violation] = []
+    lines = invoice["lines"]
+    net_sum = sum((line["net_amount"] for line in lines), Decimal("0.00"))
+    vat_sum = sum((line["net_amount"] * line["vat_rate"] / 100 for line in lines), Decimal("0.00")).quantize(CENT)
+    checks = [
+        ("tax_exclusive_total", invoice["tax_exclusive_total"], net_sum, "the sum of line net amounts"),
+        ("vat_total", invoice["vat_total"], vat_sum, "the sum of line VAT at each line's rate"),
+        ("tax_inclusive_total", invoice["tax_inclusive_total"], invoice["tax_exclusive_total"] + invoice["vat_total"],
+         "tax exclusive total + VAT total"),
+        ("payable_amount", invoice["payable_amount"], invoice["tax_inclusive_total"], "the tax inclusive total"),
+    ]
+    for path, actual, expected, meaning in checks:
+        if abs(actual - expected) > TOLERANCE:
+            found.append(Violation("KSA-TOTALS", f"{path} {actual} != {meaning} = {expected}", path))
+    return found
+
+
+def chain_violations(invoice: dict[str, Any], chain: SellerChain, event_id: str) -> tuple[list[Violation], str]:
+    """ICV and previous-hash checks against the seller's chain; advances it. Returns (violations, hash)."""
+    before = chain.recent.get(event_id)
+    last_icv, last_hash = before if before is not None else (chain.last_icv, chain.last_hash)
+    found: list[Violation] = []
+    if invoice["icv"] <= last_icv:
+        found.append(Violation("KSA-ICV", f"invoice counter {invoice['icv']} must be greater than the seller's "
+                                          f"previous {last_icv}", "icv"))
+    if invoice["previous_invoice_hash"] != last_hash:
+        found.append(Violation("KSA-PIH", "previous invoice hash does not match the seller's previous invoice "
+                                          f"(expected {last_hash})", "previous_invoice_hash"))
+    digest = invoice_hash(invoice)
+    if before is None:
+        chain.recent[event_id] = (chain.last_icv, chain.last_hash)
+        if len(chain.recent) > RECENT_LIMIT:
+            chain.recent.pop(next(iter(chain.recent)))
+        chain.last_icv, chain.last_hash = max(chain.last_icv, invoice["icv"]), digest
+    return found, digest
+
+
+def _value(member: Any) -> str:
+    return str(member.value if isinstance(member, Enum) else member)

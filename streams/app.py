@@ -1,0 +1,181 @@
+"""The faust App built from the catalog and settings, and what every agent shares on it.
+
+Values travel as raw bytes through faust; `EventDecoder` reads the Confluent wire format with schemas
+from the registry, `DeadLetters` parks what cannot be processed in `<topic>.dlq` with error headers.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import faust
+import structlog
+
+from streams.errors import SchemaError, StreamsError
+from streams.publish import EventEncoder
+from streams.schemas.codec import HEADER, AvroCodec, split_header
+from streams.schemas.registry_client import RegistryClient
+
+if TYPE_CHECKING:
+    from streams.catalog import Catalog
+    from streams.settings import Settings
+
+log = structlog.get_logger("streams.app")
+
+DLQ_HEADER_PREFIX = "dlq_"
+DEFAULT_MAX_RECORD_BYTES = 1_048_576
+
+
+class UndecodableRecordError(StreamsError):
+    """A record that is not a decodable event for its topic (bad bytes, unknown schema, too large)."""
+
+
+class EventDecoder:
+    """Decodes Confluent wire-format values, fetching and caching writer schemas by id."""
+
+    def __init__(self, registry: RegistryClient, *, max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES) -> None:
+        self.registry = registry
+        self.max_record_bytes = max_record_bytes
+        self._codecs: dict[int, AvroCodec] = {}
+
+    def decode(self, value: bytes | None) -> tuple[int, dict[str, Any]]:
+        """(schema id, decoded record); UndecodableRecordError says why not."""
+        if value is None:
+            raise UndecodableRecordError("record has no value (a tombstone is not an event)")
+        if len(value) > self.max_record_bytes:
+            raise UndecodableRecordError(
+                f"record of {len(value)} bytes is over the {self.max_record_bytes} bytes agents accept"
+            )
+        try:
+            _, schema_id = split_header(value)
+            codec = self._codecs.get(schema_id)
+            if codec is None:
+                codec = self._codecs[schema_id] = AvroCodec(self.registry.schema_by_id(schema_id), schema_id)
+            return schema_id, codec.decode_datum(value[HEADER.size:])
+        except SchemaError as exc:
+            raise UndecodableRecordError(str(exc)) from exc
+
+
+@dataclass(frozen=True)
+class SourceRecord:
+    """Where a record came from, for logs, DLQ headers and outputs' references."""
+
+    topic: str
+    partition: int
+    offset: int
+    timestamp_ms: int
+    key: bytes | None
+    value: bytes | None
+    headers: Sequence[tuple[str, bytes]]
+
+    @property
+    def event_id(self) -> str:
+        """ce_id, or the record's coordinates when a producer sent none."""
+        return self.header("ce_id") or f"{self.topic}/{self.partition}/{self.offset}"
+
+    def header(self, name: str) -> str | None:
+        for key, raw in self.headers:
+            if key == name:
+                return raw.decode(errors="replace") if isinstance(raw, bytes) else str(raw)
+        return None
+
+    @classmethod
+    def from_event(cls, event: Any) -> SourceRecord:
+        message = event.message
+        raw_headers = message.headers or ()
+        headers = list(raw_headers.items()) if isinstance(raw_headers, Mapping) else list(raw_headers)
+        return cls(message.topic, message.partition, message.offset, int(message.timestamp * 1000),
+                   message.key, message.value, headers)
+
+
+def dlq_headers(source: SourceRecord, agent: str, error: BaseException, attempts: int) -> list[tuple[str, bytes]]:
+    """The original headers untouched, then what went wrong and where the record came from."""
+    extra = {
+        "agent": agent,
+        "error_class": type(error).__name__,
+        "error_message": str(error)[:2000],
+        "topic": source.topic,
+        "partition": str(source.partition),
+        "offset": str(source.offset),
+        "timestamp": str(source.timestamp_ms),
+        "attempts": str(attempts),
+        "failed_at": str(int(time.time() * 1000)),
+    }
+    return [*source.headers, *((f"{DLQ_HEADER_PREFIX}{k}", v.encode()) for k, v in extra.items())]
+
+
+@dataclass
+class AgentContext:
+    """What the agents share inside one worker: the app, catalog, decoding and encoding."""
+
+    app: faust.App
+    settings: Settings
+    catalog: Catalog
+    decoder: EventDecoder
+    encoder: EventEncoder
+    retries: int = 3
+
+    def topic(self, name: str) -> faust.TopicT:
+        """A catalog topic as raw bytes in faust (decoding is ours)."""
+        spec = self.catalog.topic(name)
+        return self.app.topic(name, key_type=bytes, value_type=bytes, key_serializer="raw",
+                              value_serializer="raw", partitions=spec.partitions)
+
+    async def dead_letter(self, source: SourceRecord, agent: str, error: BaseException, attempts: int = 1) -> None:
+        """Park the record in `<topic>.dlq` (key, value, headers kept) and let the partition flow on."""
+        log.warning("dead-lettered", agent=agent, topic=source.topic, partition=source.partition,
+                    offset=source.offset, event_id=source.event_id, error=f"{type(error).__name__}: {error}")
+        target = self.topic(f"{source.topic}.dlq") if f"{source.topic}.dlq" in self.catalog.names() else None
+        if target is None:
+            raise StreamsError(f"topic '{source.topic}' has no dead-letter topic in the catalog; cannot park "
+                               f"offset {source.offset}") from error
+        await target.send(key=source.key, value=source.value, headers=dlq_headers(source, agent, error, attempts))
+        from streams.observability import DLQ_TOTAL  # noqa: PLC0415 - metrics module imports prometheus lazily
+
+        DLQ_TOTAL.labels(agent=agent, topic=source.topic).inc()
+
+
+def create_app(settings: Settings, catalog: Catalog, *, app_id: str = "streams-worker", web_port: int = 6066,
+               web_enabled: bool = True) -> faust.App:
+    """A faust App on the settings' broker; topics are declared by `streams topics apply`, not by faust."""
+    bootstrap = settings.bootstrap_servers()
+    datadir = (settings.data_dir / "faust" / app_id).resolve()
+    datadir.mkdir(parents=True, exist_ok=True)
+    replication = max((spec.replication_factor for spec in catalog.topics), default=1)
+    return faust.App(
+        app_id,
+        broker=[f"kafka://{server}" for server in bootstrap.split(",")],
+        store="memory://",  # tables are rebuilt from their changelog topics on start
+        value_serializer="raw",
+        key_serializer="raw",
+        topic_replication_factor=replication,
+        topic_partitions=max((spec.partitions for spec in catalog.topics), default=1),
+        consumer_auto_offset_reset="earliest",
+        broker_commit_every=1000,
+        broker_commit_interval=1.0,
+        web_enabled=web_enabled,
+        web_port=web_port,
+        web_bind="127.0.0.1",
+        datadir=str(datadir),
+        producer_acks=-1,
+        stream_wait_empty=False,
+        # A worker killed with -9 leaves the group after this long; its partitions then move on.
+        broker_session_timeout=10.0,
+        broker_heartbeat_interval=2.0,
+    )
+
+
+def agent_context(
+    app: faust.App, settings: Settings, catalog: Catalog, *, source: str = "streams-worker"
+) -> AgentContext:
+    registry = RegistryClient(settings.registry_url())
+    return AgentContext(
+        app=app,
+        settings=settings,
+        catalog=catalog,
+        decoder=EventDecoder(registry, max_record_bytes=settings.agent_max_record_bytes),
+        encoder=EventEncoder(catalog, registry, source=source),
+    )

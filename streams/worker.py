@@ -1,0 +1,134 @@
+"""`streams worker` and `streams search`: run the agents on faust, query the search index.
+
+A worker runs all agents or a chosen subset; scaling out is running more workers in the same group.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from typing import TYPE_CHECKING, Any
+
+import click
+import faust
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from streams.agents.indexing import SearchIndex, index_path, register_indexing_agent
+from streams.agents.validation import ValidationAgent
+from streams.app import agent_context, create_app
+from streams.catalog import load_catalog
+from streams.errors import ConfigError
+from streams.observability import configure_logging
+
+if TYPE_CHECKING:
+    from streams.app import AgentContext
+    from streams.settings import Settings
+
+AGENTS = ("validation", "audit", "indexing")
+
+
+def build_worker_app(settings: Settings, agents: tuple[str, ...], *, app_id: str = "streams-worker",
+                     web_port: int = 6066) -> tuple[faust.App, AgentContext, SearchIndex | None]:
+    """The faust app with the chosen agents registered, and the search index when indexing runs."""
+    unknown = set(agents) - set(AGENTS)
+    if unknown:
+        raise ConfigError(f"unknown agent(s) {sorted(unknown)}; choose from {', '.join(AGENTS)}")
+    catalog = load_catalog(settings.catalog_path, settings.profile)
+    app = create_app(settings, catalog, app_id=app_id, web_port=web_port)
+    ctx = agent_context(app, settings, catalog)
+    index = None
+    if "validation" in agents:
+        ValidationAgent(ctx)
+    if "indexing" in agents:
+        index = SearchIndex(index_path(ctx))
+        register_indexing_agent(ctx, index)
+    _register_pages(app, index)
+    return app, ctx, index
+
+
+def _register_pages(app: faust.App, index: SearchIndex | None) -> None:
+    @app.page("/metrics")
+    async def metrics(web: Any, request: Any) -> Any:
+        del request
+        return web.bytes(generate_latest(), content_type=CONTENT_TYPE_LATEST.split(";")[0])
+
+    @app.page("/search")
+    async def search(web: Any, request: Any) -> Any:
+        if index is None:
+            return web.json({"error": "the indexing agent does not run on this worker"}, status=404)
+        query = request.query.get("q", "")
+        try:
+            hits = index.search(query, tenant=request.query.get("tenant"), limit=int(request.query.get("limit", 20)))
+        except ValueError as exc:
+            return web.json({"error": str(exc)}, status=400)
+        return web.json({"query": query, "hits": hits})
+
+
+@click.command()
+@click.option("--agents", default=",".join(AGENTS), show_default=True,
+              help="Comma-separated agents to run on this worker.")
+@click.option("--app-id", default="streams-worker", show_default=True,
+              help="Consumer group and state namespace; workers with the same id share the work.")
+@click.option("--web-port", default=6066, show_default=True, help="Port of /metrics and /search (127.0.0.1).")
+@click.option("--log-level", default="INFO", show_default=True)
+@click.pass_obj
+def worker(settings: Settings, agents: str, app_id: str, web_port: int, log_level: str) -> None:
+    """Run the stream agents (faust) until interrupted.
+
+    \b
+    Example:
+      streams worker
+      streams worker --agents validation,audit --web-port 6067
+    """
+    chosen = tuple(name.strip() for name in agents.split(",") if name.strip())
+    configure_logging(log_level)
+    app, _, index = build_worker_app(settings, chosen, app_id=app_id, web_port=web_port)
+    stop = threading.Event()
+    threads = []
+    if "audit" in chosen:
+        from streams.agents.audit import AuditChainWriter  # noqa: PLC0415 - only when the audit agent runs
+
+        writer = AuditChainWriter(settings, load_catalog(settings.catalog_path, settings.profile))
+        threads.append(threading.Thread(target=writer.run, args=(stop,), name="audit-chain", daemon=True))
+    for thread in threads:
+        thread.start()
+    try:
+        faust.Worker(app, loglevel=log_level.lower(), quiet=True).execute_from_commandline()
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=15)
+        if index is not None:
+            index.close()
+
+
+@click.command()
+@click.argument("query")
+@click.option("--tenant", default=None, help="Only documents of this tenant.")
+@click.option("--limit", default=20, show_default=True)
+@click.option("--output", "-o", type=click.Choice(["table", "json"]), default="table", show_default=True)
+@click.pass_obj
+def search(settings: Settings, query: str, tenant: str | None, limit: int, output: str) -> None:
+    """Search the events the indexing agent indexed (SQLite FTS5 syntax).
+
+    \b
+    Example:
+      streams search "payment run" --tenant acme
+    """
+    path = settings.data_dir / "search" / "index.sqlite"
+    if not path.exists():
+        raise ConfigError(f"no search index at {path}; run `streams worker` with the indexing agent first")
+    index = SearchIndex(path)
+    try:
+        try:
+            hits = index.search(query, tenant=tenant, limit=limit)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from exc
+    finally:
+        index.close()
+    if output == "json":
+        click.echo(json.dumps(hits, indent=2))
+        return
+    for hit in hits:
+        click.echo(f"{hit['topic']:22s} {hit['tenant'] or '-':10s} {hit['title']}")
+    click.echo(f"{len(hits)} hit(s)")

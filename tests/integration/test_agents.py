@@ -1,0 +1,214 @@
+"""The worker end to end on its own local stack: validation outcomes, DLQ, search, crash recovery."""
+
+from __future__ import annotations
+
+import collections
+import json
+import os
+import signal
+import struct
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import httpx
+import pytest
+from click.testing import CliRunner
+from confluent_kafka import Consumer, Producer, TopicPartition
+
+from streams.admin import apply_plan, plan_changes
+from streams.agents.zatca import CENT
+from streams.app import EventDecoder
+from streams.catalog import load_catalog
+from streams.cli import main
+from streams.local.processes import free_port
+from streams.local.stack import start_stack, stop_stack
+from streams.publish import Publisher
+from streams.samples import invoice_chain
+from streams.schemas.commands import apply_schemas
+from streams.schemas.registry_client import RegistryClient
+from streams.settings import Settings
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
+    """A stack of its own: the agents use the catalog's real topic names, and workers get killed here."""
+    data_dir = tmp_path_factory.mktemp("agents")
+    start_stack(data_dir, with_redis=False, catalog=ROOT / "topics.yaml")
+    settings = Settings(data_dir=data_dir, catalog_path=ROOT / "topics.yaml", agent_max_record_bytes=65_536)
+    try:
+        catalog = load_catalog(settings.catalog_path)
+        config = settings.kafka_config(settings.bootstrap_servers())
+        apply_plan(plan_changes(catalog, config), catalog, config)
+        with RegistryClient(settings.registry_url()) as client:
+            apply_schemas(catalog, client)
+        yield settings
+    finally:
+        stop_stack(data_dir)
+
+
+def worker_env(settings: Settings) -> dict[str, str]:
+    return {**os.environ, "STREAMS_DATA_DIR": str(settings.data_dir),
+            "STREAMS_CATALOG_PATH": str(settings.catalog_path),
+            "STREAMS_AGENT_MAX_RECORD_BYTES": str(settings.agent_max_record_bytes)}
+
+
+def start_worker(settings: Settings, agents: str, port: int, log: Path) -> subprocess.Popen[bytes]:
+    with log.open("ab") as out:  # the child keeps its own copy of the descriptor
+        return subprocess.Popen(
+            [sys.executable, "-m", "streams.cli", "worker", "--agents", agents, "--web-port", str(port)],
+            env=worker_env(settings), stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+
+
+def stop_worker(process: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> None:
+    if process.poll() is None:
+        os.killpg(process.pid, sig)
+    process.wait(timeout=60)
+
+
+def read_topic(settings: Settings, topic: str) -> list[Any]:
+    """Everything in `topic` right now."""
+    consumer = Consumer({"bootstrap.servers": settings.bootstrap_servers(), "group.id": "tests",
+                         "enable.auto.commit": False})
+    try:
+        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        ends = {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in partitions}
+        consumer.assign([TopicPartition(topic, p, 0) for p in partitions if ends[p] > 0])
+        wanted = sum(ends.values())
+        messages: list[Any] = []
+        while len(messages) < wanted:
+            message = consumer.poll(10)
+            assert message is not None, f"{topic}: read {len(messages)} of {wanted}"
+            assert message.error() is None
+            messages.append(message)
+        return messages
+    finally:
+        consumer.close()
+
+
+def header(message: Any, name: str) -> str:
+    return dict(message.headers())[name].decode()
+
+
+def wait_for(condition: Callable[[], bool], timeout: float, what: Callable[[], str]) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what()}"
+        time.sleep(0.5)
+
+
+def retotal(invoice: dict[str, Any]) -> dict[str, Any]:
+    """Recompute the totals from the (possibly edited) lines, so only the edited rule fails."""
+    exclusive = sum((line["net_amount"] for line in invoice["lines"]), Decimal("0.00"))
+    vat = sum((line["net_amount"] * line["vat_rate"] / 100 for line in invoice["lines"]), Decimal("0.00"))
+    vat = vat.quantize(CENT)
+    return {**invoice, "tax_exclusive_total": exclusive, "vat_total": vat, "tax_inclusive_total": exclusive + vat,
+            "payable_amount": exclusive + vat}
+
+
+def with_line(invoice: dict[str, Any], **changes: Any) -> dict[str, Any]:
+    return retotal({**invoice, "lines": [{**invoice["lines"][0], **changes}, *invoice["lines"][1:]]})
+
+
+def single_rule_breakers() -> list[tuple[str, dict[str, Any]]]:
+    """One first invoice per tenant, each breaking exactly one stateless rule."""
+    def first(tenant: str, **kw: Any) -> dict[str, Any]:
+        return invoice_chain(1, tenant=tenant, seed=hash(tenant) % 1000, **kw)[0]
+
+    base = first("t-net")
+    return [
+        ("KSA-SELLER-VAT", first("t-seller", seller_vat="123456789012345")),
+        ("KSA-B2B-BUYER-VAT", {**first("t-buyer"), "buyer": {**first("t-buyer")["buyer"], "vat_number": None}}),
+        ("KSA-LINE-AMOUNT", with_line(base, net_amount=base["lines"][0]["net_amount"] + 1)),
+        ("KSA-TOTALS", {**first("t-totals"), "payable_amount": first("t-totals")["payable_amount"] + 5}),
+        ("KSA-VAT-RATE", with_line(first("t-rate"), vat_rate=Decimal("10.00"))),
+        ("KSA-TAX-CURRENCY", {**first("t-currency"), "tax_currency": "USD"}),
+        ("KSA-ISSUE-DATE", {**first("t-future"), "issued_at": datetime.now(UTC) + timedelta(days=2)}),
+    ]
+
+
+def poison_records(settings: Settings) -> list[bytes]:
+    """Random bytes, wrong magic, unknown schema id, truncated Avro, and one over the agents' size limit."""
+    with Publisher(settings, source="tests") as publisher:
+        good = publisher.encoder.encode("invoice.created", invoice_chain(1, tenant="t-poison")[0]).value
+    return [
+        b"\xff" + os.urandom(63),
+        b"\x07" + good[1:],
+        b"\x00" + struct.pack(">I", 99_999) + good[5:],
+        good[: len(good) // 2],
+        good + b"\x00" * (settings.agent_max_record_bytes + 10),
+    ]
+
+
+@pytest.mark.timeout(300)
+def test_mixed_batch_exact_outcomes_dlq_and_search(stack: Settings, tmp_path: Path) -> None:
+    acme = invoice_chain(30, tenant="acme")
+    icv = invoice_chain(3, tenant="t-icv")
+    icv[2] = {**icv[2], "icv": 2}
+    pih = invoice_chain(3, tenant="t-pih")
+    pih[2] = {**pih[2], "previous_invoice_hash": "bm90IHRoZSBwcmV2aW91cyBoYXNo"}
+    breakers = single_rule_breakers()
+    with Publisher(stack, source="billing-api") as publisher:
+        for event in [*acme, *icv, *pih, *(event for _, event in breakers)]:
+            publisher.publish("invoice.created", event)
+        publisher.flush()
+        publisher.publish("invoice.created", acme[5])  # the same invoice UUID again, as a new event
+    producer = Producer({"bootstrap.servers": stack.bootstrap_servers()})
+    for value in poison_records(stack):
+        producer.produce("invoice.created", key=b"t-poison", value=value, headers=[("ce_id", os.urandom(8).hex())])
+    assert producer.flush(10) == 0
+
+    port = free_port()
+    process = start_worker(stack, "validation,indexing", port, tmp_path / "worker.log")
+    try:
+        expected = collections.Counter({code: 1 for code, _ in breakers})
+        expected.update({"KSA-DUPLICATE-UUID": 1, "KSA-ICV": 1, "KSA-PIH": 1})
+
+        def counts() -> tuple[int, int, int]:
+            return (len(read_topic(stack, "invoice.cleared")), len(read_topic(stack, "compliance.violation")),
+                    len(read_topic(stack, "invoice.created.dlq")))
+
+        wanted = (34, sum(expected.values()), 5)
+        wait_for(lambda: all(n >= w for n, w in zip(counts(), wanted, strict=True)), 120,
+                 lambda: f"the worker to judge every invoice: (cleared, violations, dlq) {counts()} of {wanted}")
+        cleared = read_topic(stack, "invoice.cleared")
+        violations = read_topic(stack, "compliance.violation")
+        dead = read_topic(stack, "invoice.created.dlq")
+        assert len(cleared) == 34
+        assert collections.Counter(rule_codes(stack, violations)) == expected
+        assert len(dead) == 5
+        assert {header(m, "dlq_agent") for m in dead} == {"validation"}
+        assert {header(m, "dlq_topic") for m in dead} == {"invoice.created"}
+        reasons = sorted(header(m, "dlq_error_message") for m in dead)
+        for expected_reason, count in (("magic byte", 2), ("99999", 1), ("cannot decode", 1), ("over the", 1)):
+            assert sum(expected_reason in reason for reason in reasons) == count, reasons
+
+        def indexed() -> bool:
+            response = httpx.get(f"http://127.0.0.1:{port}/search", params={"q": "KSA", "limit": 100}, timeout=5)
+            return response.status_code == 200 and len(response.json()["hits"]) == sum(expected.values())
+
+        wait_for(indexed, 60, lambda: "the indexing agent to index every violation")
+        result = CliRunner().invoke(main, ["search", "cleared", "--tenant", "acme", "--limit", "100", "-o", "json"],
+                                    env=worker_env(stack))
+        assert result.exit_code == 0, result.output
+        assert len(json.loads(result.output)) == 30
+        metrics = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+        assert 'streams_agent_events_total{agent="validation",outcome="cleared"} 34.0' in metrics
+    finally:
+        stop_worker(process)
+
+
+def rule_codes(stack: Settings, messages: list[Any]) -> list[str]:
+    with RegistryClient(stack.registry_url()) as client:
+        decoder = EventDecoder(client)
+        return [str(decoder.decode(m.value())[1]["rule_code"]) for m in messages]
