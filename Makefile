@@ -6,7 +6,8 @@ STREAMS := $(BIN)/streams
 
 .PHONY: demo test lint typecheck unit integration down clean
 
-$(BIN)/.installed: pyproject.toml
+# The native Avro encoder (Rust, PyO3) is built by the editable install; cargo must be on PATH.
+$(BIN)/.installed: pyproject.toml streams/_native/Cargo.toml $(wildcard streams/_native/src/*.rs)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e ".[dev]"

@@ -36,7 +36,7 @@ VIOLATIONS = "compliance.violation"
 
 
 class ValidationAgent:
-    """Judges each invoice; holds the two tables its stateful rules need."""
+    """Judges each invoice; holds the two tables its stateful rules need (each write is one small value)."""
 
     def __init__(self, ctx: AgentContext) -> None:
         self.ctx = ctx
@@ -87,18 +87,21 @@ class ValidationAgent:
         event_id = source.event_id
         found = stateless_violations(invoice, now=datetime.now(UTC))
         invoice_id = invoice["invoice_id"]
-        first_seen_by = self.invoice_ids.get(invoice_id)
-        if first_seen_by is not None and first_seen_by != event_id:
+        # invoice id -> [first event id, ICV and hash the seller had before it]: duplicates and redeliveries
+        seen = self.invoice_ids.get(invoice_id)
+        if seen is not None and seen[0] != event_id:
             found.append(Violation("KSA-DUPLICATE-UUID", f"invoice UUID {invoice_id} was already submitted "
-                                                         f"(event {first_seen_by})", "invoice_id"))
+                                                         f"(event {seen[0]})", "invoice_id"))
             digest = ""
         else:
-            self.invoice_ids[invoice_id] = event_id
             seller = str(invoice["tenant_id"])
             chain = SellerChain.from_json(self.sellers.get(seller))
-            chain_found, digest = chain_violations(invoice, chain, event_id)
+            before = (int(seen[1]), str(seen[2])) if seen is not None else None
+            chain_found, digest, judged_on = chain_violations(invoice, chain, before)
             found.extend(chain_found)
-            self.sellers[seller] = chain.to_json()
+            if seen is None:
+                self.invoice_ids[invoice_id] = [event_id, *judged_on]
+                self.sellers[seller] = chain.to_json()
         trace = source.header("ce_traceparent")
         if not found:
             cleared = {

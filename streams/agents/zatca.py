@@ -10,7 +10,7 @@ import json
 import re
 import uuid
 from base64 import b64encode
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from enum import Enum
@@ -37,29 +37,17 @@ class Violation:
 
 @dataclass
 class SellerChain:
-    """What the stateful rules remember per seller: the last ICV and invoice hash, and recent outcomes.
-
-    `recent` maps an already-applied event id to the (icv, hash) the seller had before it, so a
-    redelivered event (at-least-once) is judged against the same state again, not as a duplicate.
-    """
+    """What the stateful rules remember per seller: the last ICV and the last invoice hash."""
 
     last_icv: int = 0
     last_hash: str = FIRST_PIH
-    recent: dict[str, tuple[int, str]] = field(default_factory=dict)
 
-    def to_json(self) -> dict[str, Any]:
-        return {"last_icv": self.last_icv, "last_hash": self.last_hash,
-                "recent": {k: list(v) for k, v in self.recent.items()}}
+    def to_json(self) -> list[Any]:
+        return [self.last_icv, self.last_hash]
 
     @classmethod
-    def from_json(cls, data: dict[str, Any] | None) -> SellerChain:
-        if not data:
-            return cls()
-        recent = {k: (int(v[0]), str(v[1])) for k, v in data.get("recent", {}).items()}
-        return cls(int(data["last_icv"]), str(data["last_hash"]), recent)
-
-
-RECENT_LIMIT = 2_000  # redeliveries come from the last uncommitted batch; this bounds the state per seller
+    def from_json(cls, data: list[Any] | None) -> SellerChain:
+        return cls() if not data else cls(int(data[0]), str(data[1]))
 
 
 def canonical_json(value: Any) -> str:
@@ -165,9 +153,15 @@ def _total_violations(invoice: dict[str, Any]) -> list[Violation]:
     return found
 
 
-def chain_violations(invoice: dict[str, Any], chain: SellerChain, event_id: str) -> tuple[list[Violation], str]:
-    """ICV and previous-hash checks against the seller's chain; advances it. Returns (violations, hash)."""
-    before = chain.recent.get(event_id)
+def chain_violations(
+    invoice: dict[str, Any], chain: SellerChain, before: tuple[int, str] | None = None
+) -> tuple[list[Violation], str, tuple[int, str]]:
+    """ICV and previous-hash checks; returns (violations, this invoice's hash, the state it was judged on).
+
+    A first delivery is judged on the chain's current state and advances it. A redelivery passes the
+    state its first delivery was judged on (`before`, remembered with the invoice id), so at-least-once
+    processing gives the same verdict again and leaves the chain alone.
+    """
     last_icv, last_hash = before if before is not None else (chain.last_icv, chain.last_hash)
     found: list[Violation] = []
     if invoice["icv"] <= last_icv:
@@ -178,11 +172,8 @@ def chain_violations(invoice: dict[str, Any], chain: SellerChain, event_id: str)
                                           f"(expected {last_hash})", "previous_invoice_hash"))
     digest = invoice_hash(invoice)
     if before is None:
-        chain.recent[event_id] = (chain.last_icv, chain.last_hash)
-        if len(chain.recent) > RECENT_LIMIT:
-            chain.recent.pop(next(iter(chain.recent)))
         chain.last_icv, chain.last_hash = max(chain.last_icv, invoice["icv"]), digest
-    return found, digest
+    return found, digest, (last_icv, last_hash)
 
 
 def _value(member: Any) -> str:
