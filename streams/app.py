@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING, Any
 
 import faust
 import structlog
+from confluent_kafka import KafkaException
+from confluent_kafka.admin import AdminClient, NewTopic
 
 from streams.errors import SchemaError, StreamsError
 from streams.publish import EventEncoder
@@ -21,7 +23,7 @@ from streams.schemas.registry_client import RegistryClient
 
 if TYPE_CHECKING:
     from streams.catalog import Catalog
-    from streams.settings import Settings
+    from streams.settings import KafkaConfig, Settings
 
 log = structlog.get_logger("streams.app")
 
@@ -166,6 +168,31 @@ def create_app(settings: Settings, catalog: Catalog, *, app_id: str = "streams-w
         broker_session_timeout=10.0,
         broker_heartbeat_interval=2.0,
     )
+
+
+def ensure_changelog_topics(app: faust.App, kafka_config: KafkaConfig, replication: int) -> list[str]:
+    """Create the tables' changelog topics before faust starts (compacted, co-partitioned with sources).
+
+    faust creates them itself too, but its agents may look them up before the new topics reach its
+    metadata and then crash with PartitionsMismatch; creating them first removes that race.
+    """
+    admin = AdminClient(kafka_config)
+    existing = set(admin.list_topics(timeout=10).topics)
+    wanted = []
+    for table in app.tables.values():
+        name = table.changelog_topic.get_topic_name()
+        if name not in existing:
+            wanted.append(NewTopic(name, num_partitions=table.partitions or 1, replication_factor=replication,
+                                   config={"cleanup.policy": "compact"}))
+    if not wanted:
+        return []
+    for topic, future in admin.create_topics(wanted, request_timeout=30).items():
+        try:
+            future.result()
+        except KafkaException as exc:
+            if "TOPIC_ALREADY_EXISTS" not in str(exc.args[0]):
+                raise StreamsError(f"cannot create changelog topic '{topic}': {exc.args[0]}") from exc
+    return [topic.topic for topic in wanted]
 
 
 def agent_context(

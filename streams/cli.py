@@ -39,6 +39,7 @@ def main(ctx: click.Context) -> None:
 
 def _register() -> None:
     from streams.admin_cli import topics  # noqa: PLC0415 - keep `streams --help` fast
+    from streams.agents.audit_commands import audit  # noqa: PLC0415
     from streams.demo import demo  # noqa: PLC0415
     from streams.dlq import dlq  # noqa: PLC0415
     from streams.events_cli import consume, publish  # noqa: PLC0415
@@ -57,6 +58,7 @@ def _register() -> None:
     main.add_command(worker)
     main.add_command(search)
     main.add_command(dlq)
+    main.add_command(audit)
 
 
 _register()

@@ -15,7 +15,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from streams.agents.indexing import SearchIndex, index_path, register_indexing_agent
 from streams.agents.validation import ValidationAgent
-from streams.app import agent_context, create_app
+from streams.app import agent_context, create_app, ensure_changelog_topics
 from streams.catalog import load_catalog
 from streams.errors import ConfigError
 from streams.observability import configure_logging
@@ -43,6 +43,8 @@ def build_worker_app(settings: Settings, agents: tuple[str, ...], *, app_id: str
         index = SearchIndex(index_path(ctx))
         register_indexing_agent(ctx, index)
     _register_pages(app, index)
+    replication = max((spec.replication_factor for spec in catalog.topics), default=1)
+    ensure_changelog_topics(app, settings.kafka_config(settings.bootstrap_servers()), replication)
     return app, ctx, index
 
 

@@ -36,16 +36,17 @@ VIOLATIONS = "compliance.violation"
 
 
 class ValidationAgent:
-    """Judges each invoice; holds the two tables its stateful rules need (each write is one small value)."""
+    """Judges each invoice; holds the table its stateful rules need (each write is one small value)."""
 
     def __init__(self, ctx: AgentContext) -> None:
         self.ctx = ctx
         partitions = ctx.catalog.topic(SOURCE).partitions
-        # Tables are co-partitioned with invoice.created (keyed by tenant, i.e. the seller), so a
-        # seller's chain and its invoice ids are always read and written by the partition's owner.
-        # Without key_type/value_type faust keeps table keys and values as JSON in the changelog.
-        self.sellers = ctx.app.Table("validation-sellers", partitions=partitions)
-        self.invoice_ids = ctx.app.Table("validation-invoice-ids", partitions=partitions)
+        # One table, co-partitioned with invoice.created (keyed by tenant, i.e. the seller), holding
+        # "seller:<tenant>" -> [last ICV, last hash] and "invoice:<uuid>" -> [first event id, ICV, hash
+        # the seller had before it]. One table means one changelog partition per source partition, where
+        # Kafka keeps the writes of one event in order: if the seller's write survived a crash, so did
+        # the invoice's, which was written first.
+        self.state = ctx.app.Table("validation-state", partitions=partitions)
         self.source = ctx.topic(SOURCE)
         self.cleared = ctx.topic(CLEARED)
         self.violations = ctx.topic(VIOLATIONS)
@@ -87,21 +88,22 @@ class ValidationAgent:
         event_id = source.event_id
         found = stateless_violations(invoice, now=datetime.now(UTC))
         invoice_id = invoice["invoice_id"]
-        # invoice id -> [first event id, ICV and hash the seller had before it]: duplicates and redeliveries
-        seen = self.invoice_ids.get(invoice_id)
+        seen = self.state.get(f"invoice:{invoice_id}")
         if seen is not None and seen[0] != event_id:
             found.append(Violation("KSA-DUPLICATE-UUID", f"invoice UUID {invoice_id} was already submitted "
                                                          f"(event {seen[0]})", "invoice_id"))
             digest = ""
         else:
-            seller = str(invoice["tenant_id"])
-            chain = SellerChain.from_json(self.sellers.get(seller))
-            before = (int(seen[1]), str(seen[2])) if seen is not None else None
-            chain_found, digest, judged_on = chain_violations(invoice, chain, before)
+            seller_key = f"seller:{invoice['tenant_id']}"
+            chain = SellerChain.from_json(self.state.get(seller_key))
+            before = (int(seen[1]), str(seen[2])) if seen is not None else chain.state
+            chain_found, digest = chain_violations(invoice, before)
             found.extend(chain_found)
             if seen is None:
-                self.invoice_ids[invoice_id] = [event_id, *judged_on]
-                self.sellers[seller] = chain.to_json()
+                self.state[f"invoice:{invoice_id}"] = [event_id, *before]
+            if chain.state == before:  # a first delivery, or a redelivery whose chain write was lost
+                chain.advance(invoice["icv"], digest)
+                self.state[seller_key] = chain.to_json()
         trace = source.header("ce_traceparent")
         if not found:
             cleared = {

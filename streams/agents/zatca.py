@@ -49,6 +49,14 @@ class SellerChain:
     def from_json(cls, data: list[Any] | None) -> SellerChain:
         return cls() if not data else cls(int(data[0]), str(data[1]))
 
+    @property
+    def state(self) -> tuple[int, str]:
+        return self.last_icv, self.last_hash
+
+    def advance(self, icv: int, digest: str) -> None:
+        """Take an invoice into the chain: the counter never goes back, the hash is the newest."""
+        self.last_icv, self.last_hash = max(self.last_icv, icv), digest
+
 
 def canonical_json(value: Any) -> str:
     """The documented canonical form: JSON, sorted keys, no spaces; decimals as plain strings,
@@ -153,16 +161,13 @@ def _total_violations(invoice: dict[str, Any]) -> list[Violation]:
     return found
 
 
-def chain_violations(
-    invoice: dict[str, Any], chain: SellerChain, before: tuple[int, str] | None = None
-) -> tuple[list[Violation], str, tuple[int, str]]:
-    """ICV and previous-hash checks; returns (violations, this invoice's hash, the state it was judged on).
+def chain_violations(invoice: dict[str, Any], before: tuple[int, str]) -> tuple[list[Violation], str]:
+    """ICV and previous-hash checks against the seller's state `before` this invoice; (violations, hash).
 
-    A first delivery is judged on the chain's current state and advances it. A redelivery passes the
-    state its first delivery was judged on (`before`, remembered with the invoice id), so at-least-once
-    processing gives the same verdict again and leaves the chain alone.
+    The caller passes the state the invoice's first delivery was judged on, so a redelivery (at least
+    once) gets the same verdict.
     """
-    last_icv, last_hash = before if before is not None else (chain.last_icv, chain.last_hash)
+    last_icv, last_hash = before
     found: list[Violation] = []
     if invoice["icv"] <= last_icv:
         found.append(Violation("KSA-ICV", f"invoice counter {invoice['icv']} must be greater than the seller's "
@@ -170,10 +175,7 @@ def chain_violations(
     if invoice["previous_invoice_hash"] != last_hash:
         found.append(Violation("KSA-PIH", "previous invoice hash does not match the seller's previous invoice "
                                           f"(expected {last_hash})", "previous_invoice_hash"))
-    digest = invoice_hash(invoice)
-    if before is None:
-        chain.last_icv, chain.last_hash = max(chain.last_icv, invoice["icv"]), digest
-    return found, digest, (last_icv, last_hash)
+    return found, invoice_hash(invoice)
 
 
 def _value(member: Any) -> str:
