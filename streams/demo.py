@@ -5,7 +5,8 @@ Starts the stack, applies topics and schemas, publishes a sample batch and shows
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import uuid
+from typing import TYPE_CHECKING, Any
 
 import click
 from confluent_kafka import Consumer, TopicPartition
@@ -13,10 +14,12 @@ from rich.console import Console
 from rich.table import Table
 
 from streams.admin import apply_plan, plan_changes
+from streams.agents.zatca import invoice_hash
 from streams.catalog import load_catalog
+from streams.demo_worker import run_worker_until
 from streams.local.stack import ServiceReady, StackEvent, StackNote, start_stack
 from streams.publish import Publisher
-from streams.samples import invoice, user_action, workflow_completed
+from streams.samples import invoice_chain, user_action, workflow_completed
 from streams.schemas.commands import apply_schemas
 from streams.schemas.registry_client import RegistryClient
 
@@ -64,7 +67,7 @@ def demo(settings: Settings, invoices: int) -> None:
 
     console.rule("4. publish a sample batch")
     batch = {
-        "invoice.created": [invoice(i) for i in range(invoices)],
+        "invoice.created": demo_invoices(invoices),
         "user.action": [user_action(i) for i in range(invoices // 4)],
         "workflow.completed": [workflow_completed(i) for i in range(invoices // 10)],
     }
@@ -73,16 +76,42 @@ def demo(settings: Settings, invoices: int) -> None:
             for event in events:
                 publisher.publish(topic, event)
     console.print(", ".join(f"{len(events)} {topic}" for topic, events in batch.items()) + " published")
+
+    console.rule("5. worker: validation, audit, indexing")
+    expected = len(batch["invoice.created"])
+    report = run_worker_until(settings, catalog, expected, timeout=180)
     _show_topics(console, catalog, kafka_config)
+    console.print(f"invoices judged: {report.judged} of {expected} "
+                  f"({report.cleared} cleared, {report.violating} with violations)")
+    for rule, count in sorted(report.violations.items()):
+        console.print(f"  {rule:22s} {count}")
+    console.print(f"dead letters: {report.dead_letters}")
+    console.print(f"audit chain: {report.chain_entries} entries, verify: {report.verify}")
+    for hit in report.search_hits:
+        console.print(f"search 'payment': {hit['topic']} {hit['title']}")
+
+
+def demo_invoices(count: int) -> list[dict[str, Any]]:
+    """Mostly valid chains of three sellers, plus one invoice per kind of mistake the agents catch."""
+    per_seller = max(count // 3, 2)
+    chains = [invoice_chain(per_seller, tenant=t, seller_vat=v) for t, v in
+              (("acme", "300000000000003"), ("gulf", "310000000000003"), ("najd", "320000000000003"))]
+    events = [event for group in zip(*chains, strict=True) for event in group]
+    last = chains[0][-1]
+    events.append({**last, "invoice_id": str(uuid.uuid4()), "tax_currency": "USD",
+                   "icv": last["icv"] + 1, "previous_invoice_hash": invoice_hash(last)})   # wrong tax currency
+    events.append({**chains[1][0]})                                                     # duplicate UUID
+    events.append({**chains[2][-1], "invoice_id": str(uuid.uuid4()), "icv": 1})         # ICV and hash break
+    return events
 
 
 def _show_topics(console: Console, catalog: Catalog, kafka_config: dict[str, str | int | float | bool]) -> None:
     consumer = Consumer({**kafka_config, "group.id": "streams-demo"})
     try:
-        table = Table(title="records per topic")
+        table = Table(title="topics after the run")
         table.add_column("topic")
         table.add_column("partitions", justify="right")
-        table.add_column("records", justify="right")
+        table.add_column("end offsets", justify="right")  # transaction markers take offsets too
         for spec in catalog.topics:
             partitions = consumer.list_topics(spec.name, timeout=10).topics[spec.name].partitions
             total = sum(

@@ -1,0 +1,120 @@
+"""The demo's worker step: run `streams worker` on the demo batch and report what happened.
+
+Runs the worker as a child process until every invoice has an outcome, then stops it and reads back.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from confluent_kafka import Consumer, TopicPartition
+
+from streams.agents.audit_chain import ChainDecoder, read_chain
+from streams.agents.audit_verify import verify_entries
+from streams.agents.indexing import SearchIndex
+from streams.app import EventDecoder
+from streams.errors import StreamsError
+from streams.local.processes import free_port
+from streams.schemas.registry_client import RegistryClient
+
+if TYPE_CHECKING:
+    from streams.catalog import Catalog
+    from streams.settings import Settings
+
+
+@dataclass
+class WorkerReport:
+    judged: int = 0
+    cleared: int = 0
+    violating: int = 0
+    violations: dict[str, int] = field(default_factory=dict)
+    dead_letters: int = 0
+    chain_entries: int = 0
+    verify: str = "not run"
+    search_hits: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _records(settings: Settings, topic: str) -> list[Any]:
+    consumer = Consumer({**settings.kafka_config(settings.bootstrap_servers()), "group.id": "streams-demo",
+                         "enable.auto.commit": False, "isolation.level": "read_committed"})
+    try:
+        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        ends = {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in partitions}
+        consumer.assign([TopicPartition(topic, p, 0) for p in partitions if ends[p] > 0])
+        records: list[Any] = []
+        deadline = time.monotonic() + 30
+        while any(tp.offset < ends[tp.partition] for tp in consumer.position(consumer.assignment())):
+            if time.monotonic() > deadline:
+                break
+            message = consumer.poll(0.2)
+            if message is not None and message.error() is None:
+                records.append(message)
+        return records
+    finally:
+        consumer.close()
+
+
+def _outcomes(settings: Settings, decoder: EventDecoder) -> WorkerReport:
+    report = WorkerReport()
+    cleared = {dict(m.headers())["ce_id"] for m in _records(settings, "invoice.cleared")}
+    by_invoice: dict[str, set[str]] = collections.defaultdict(set)
+    rules: collections.Counter[str] = collections.Counter()
+    seen: set[bytes] = set()  # a redelivered outcome has the same id: count it once
+    for message in _records(settings, "compliance.violation"):
+        event_id = dict(message.headers())["ce_id"]
+        if event_id in seen:
+            continue
+        seen.add(event_id)
+        record = decoder.decode(message.value())[1]
+        rules[record["rule_code"]] += 1
+        by_invoice[record["source_event"]["event_id"]].add(record["rule_code"])
+    report.cleared, report.violating, report.violations = len(cleared), len(by_invoice), dict(rules)
+    report.dead_letters = len(_records(settings, "invoice.created.dlq"))
+    report.judged = report.cleared + report.violating + report.dead_letters
+    return report
+
+
+def run_worker_until(settings: Settings, catalog: Catalog, invoices: int, *, timeout: float) -> WorkerReport:
+    """Start a worker, wait until `invoices` have an outcome and the chain caught up, stop it, report."""
+    env = {**os.environ, "STREAMS_DATA_DIR": str(settings.data_dir.resolve()),
+           "STREAMS_CATALOG_PATH": str(settings.catalog_path.resolve())}
+    with (settings.data_dir / "demo-worker.log").open("ab") as log:
+        process = subprocess.Popen([sys.executable, "-m", "streams.cli", "worker", "--web-port", str(free_port())],  # noqa: S603
+                                   env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    audited = [spec.name for spec in catalog.topics if spec.audit]
+    with RegistryClient(settings.registry_url()) as registry:
+        decoder = EventDecoder(registry)
+        try:
+            deadline = time.monotonic() + timeout
+            report = _outcomes(settings, decoder)
+            while report.judged < invoices:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    raise StreamsError(f"the worker judged {report.judged} of {invoices} invoices; see "
+                                       f"{settings.data_dir / 'demo-worker.log'}")
+                time.sleep(1)
+                report = _outcomes(settings, decoder)
+            sources = sum(len(_records(settings, name)) for name in audited)
+            while len(_records(settings, "audit.trail")) < sources and time.monotonic() < deadline:
+                time.sleep(1)
+        finally:
+            os.killpg(process.pid, signal.SIGTERM)
+            process.wait(timeout=60)
+    kafka = settings.kafka_config(settings.bootstrap_servers())
+    with RegistryClient(settings.registry_url()) as registry:
+        chain = [entry for _, entry in read_chain(kafka, ChainDecoder(registry), "audit.trail")]
+    result = verify_entries(chain, "audit.trail", kafka)
+    report.chain_entries = len(chain)
+    report.verify = "intact, every source record re-read" if result.ok else f"BROKEN: {result.to_json()}"
+    index = SearchIndex(settings.data_dir / "search" / "index.sqlite")
+    try:
+        report.search_hits = index.search("payment", limit=2)
+    finally:
+        index.close()
+    return report
