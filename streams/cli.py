@@ -45,6 +45,7 @@ def _register() -> None:
     from streams.events_cli import consume, publish  # noqa: PLC0415
     from streams.local.commands import dev  # noqa: PLC0415
     from streams.registry.commands import registry  # noqa: PLC0415
+    from streams.replay.commands import evidence, replay  # noqa: PLC0415
     from streams.schemas.commands import schemas  # noqa: PLC0415
     from streams.worker import search, worker  # noqa: PLC0415
 
@@ -59,6 +60,8 @@ def _register() -> None:
     main.add_command(search)
     main.add_command(dlq)
     main.add_command(audit)
+    main.add_command(replay)
+    main.add_command(evidence)
 
 
 _register()

@@ -6,6 +6,7 @@ Starts the stack, applies topics and schemas, publishes a sample batch and shows
 from __future__ import annotations
 
 import uuid
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -19,6 +20,7 @@ from streams.catalog import load_catalog
 from streams.demo_worker import run_worker_until
 from streams.local.stack import ServiceReady, StackEvent, StackNote, start_stack
 from streams.publish import Publisher
+from streams.replay.commands import keygen, replay, verify
 from streams.samples import invoice_chain, user_action, workflow_completed
 from streams.schemas.commands import apply_schemas
 from streams.schemas.registry_client import RegistryClient
@@ -90,11 +92,25 @@ def demo(settings: Settings, invoices: int) -> None:
     for hit in report.search_hits:
         console.print(f"search 'payment': {hit['topic']} {hit['title']}")
 
+    console.rule("6. replay the invoices into a signed evidence bundle, then verify it")
+    ctx = click.get_current_context()
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
+    folder = settings.data_dir / "evidence"
+    folder.mkdir(parents=True, exist_ok=True)
+    ctx.invoke(keygen, stem=folder / f"auditor-{stamp}")
+    ctx.invoke(replay, topic="invoice.created", export=folder / f"invoices-{stamp}",
+               sign_key=folder / f"auditor-{stamp}.key")
+    ctx.invoke(verify, directory=folder / f"invoices-{stamp}", public_key=folder / f"auditor-{stamp}.pub")
+
 
 def demo_invoices(count: int) -> list[dict[str, Any]]:
-    """Mostly valid chains of three sellers, plus one invoice per kind of mistake the agents catch."""
+    """Mostly valid chains of three sellers, plus one invoice per kind of mistake the agents catch.
+
+    Each run has sellers of its own (acme-<run>, ...), so running the demo again starts new chains.
+    """
     per_seller = max(count // 3, 2)
-    chains = [invoice_chain(per_seller, tenant=t, seller_vat=v) for t, v in
+    run = uuid.uuid4().hex[:6]
+    chains = [invoice_chain(per_seller, tenant=f"{t}-{run}", seller_vat=v, seed=int(run, 16)) for t, v in
               (("acme", "300000000000003"), ("gulf", "310000000000003"), ("najd", "320000000000003"))]
     events = [event for group in zip(*chains, strict=True) for event in group]
     last = chains[0][-1]

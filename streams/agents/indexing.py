@@ -54,7 +54,9 @@ class SearchIndex:
 
     def upsert(self, documents: Iterable[tuple[str, str, str | None, str, str, dict[str, Any], int, int]]) -> int:
         """Insert or replace (doc_id, topic, tenant, title, body, fields, partition, offset) rows; commits."""
-        rows = [(d[0], d[1], d[2], d[3], d[4], canonical_json(d[5]), d[6], d[7]) for d in documents]
+        # The last version of a document wins, also within a batch (a redelivery can repeat an event id).
+        latest = {d[0]: d for d in documents}
+        rows = [(d[0], d[1], d[2], d[3], d[4], canonical_json(d[5]), d[6], d[7]) for d in latest.values()]
         with self.db:
             self.db.executemany("DELETE FROM documents WHERE doc_id = ?", [(row[0],) for row in rows])
             self.db.executemany("INSERT INTO documents VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)

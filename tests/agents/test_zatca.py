@@ -105,3 +105,16 @@ def test_hash_is_canonical_and_qr_is_tlv() -> None:
 
 def test_outcome_ids_are_deterministic() -> None:
     assert outcome_id("e1", "cleared") == outcome_id("e1", "cleared") != outcome_id("e2", "cleared")
+
+
+def test_search_index_upserts_are_idempotent_within_and_across_batches(tmp_path: Any) -> None:
+    from streams.agents.indexing import SearchIndex  # noqa: PLC0415 - the index is not a rule; kept close for size
+
+    index = SearchIndex(tmp_path / "index.sqlite")
+    doc = ("e1", "workflow.completed", "acme", "workflow payment-run SUCCEEDED", "payment run", {"a": 1}, 0, 1)
+    assert index.upsert([doc, doc]) == 1
+    index.upsert([doc])
+    assert index.count() == 1
+    assert [hit["doc_id"] for hit in index.search("payment", tenant="acme")] == ["e1"]
+    assert index.search("payment", tenant="other") == []
+    index.close()

@@ -1,0 +1,142 @@
+"""Reading pinned offset ranges, one partition after another, without joining a consumer group.
+
+Partition by partition in offset order, so every run sees the records in the same order.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol, cast
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+
+from streams.replay.errors import ReplayError
+
+if TYPE_CHECKING:
+    from confluent_kafka import Message
+
+    from streams.replay.selection import PinnedRange, ReplayPlan
+    from streams.settings import KafkaConfig
+
+__all__ = ["Batch", "ConsumedRecord", "RateLimiter", "consumed", "read_ranges", "reader_consumer"]
+
+BATCH = 2000
+IDLE_TIMEOUT_S = 30.0  # no record for this long inside a pinned range: the broker is gone
+
+
+class ConsumedRecord(Protocol):
+    """What a consumed, error-free Message guarantees (the stubs also allow None offsets and dict headers)."""
+
+    def topic(self) -> str: ...
+    def partition(self) -> int: ...
+    def offset(self) -> int: ...
+    def timestamp(self) -> tuple[int, int]: ...
+    def key(self) -> bytes | None: ...
+    def value(self) -> bytes | None: ...
+    def headers(self) -> list[tuple[str, bytes | None]] | None: ...
+
+
+def consumed(messages: Sequence[Message]) -> Sequence[ConsumedRecord]:
+    """`messages` (from `consume`, errors already dropped) with the precise types a hot loop relies on."""
+    return cast("Sequence[ConsumedRecord]", messages)
+
+
+@dataclass(frozen=True)
+class Batch:
+    """Records of one partition, in offset order; `next_offset` is where reading continues."""
+
+    partition: int
+    messages: list[Message]
+    next_offset: int
+    done: bool  # the partition's range is finished
+
+
+def reader_consumer(kafka_config: KafkaConfig) -> Consumer:
+    """A consumer that is only ever assigned (never joins a group, never commits)."""
+    return Consumer({
+        **kafka_config,
+        "group.id": "streams-replay",
+        "enable.auto.commit": False,
+        "enable.auto.offset.store": False,
+        "enable.partition.eof": True,
+        # A fetch for the partition just finished waits at its end; keep that short so the next starts soon.
+        "fetch.wait.max.ms": 10,
+        "max.partition.fetch.bytes": 8 * 1024 * 1024,
+    })
+
+
+class RateLimiter:
+    """Sleeps so that no more than `rate` records per second pass (None: no limit)."""
+
+    def __init__(self, rate: float | None) -> None:
+        self.rate = rate
+        self._started = time.monotonic()
+        self._count = 0
+
+    def batch_size(self) -> int:
+        return BATCH if self.rate is None else max(1, min(BATCH, int(self.rate / 10)))
+
+    def pace(self, count: int) -> None:
+        if self.rate is None:
+            return
+        self._count += count
+        ahead = self._count / self.rate - (time.monotonic() - self._started)
+        if ahead > 0:
+            time.sleep(ahead)
+
+
+def read_ranges(
+    consumer: Consumer, plan: ReplayPlan, resume: dict[int, int], limiter: RateLimiter
+) -> Iterator[Batch]:
+    """Batches of every pinned range in partition order, starting at `resume[partition]` when given."""
+    for pinned in plan.ranges:
+        start = max(pinned.start, resume.get(pinned.partition, pinned.start))
+        if start >= pinned.end:
+            yield Batch(pinned.partition, [], pinned.end, done=True)
+            continue
+        yield from _read_range(consumer, plan.query.topic, pinned, start, limiter)
+
+
+def _read_range(consumer: Consumer, topic: str, pinned: PinnedRange, start: int,
+                limiter: RateLimiter) -> Iterator[Batch]:
+    try:
+        consumer.assign([TopicPartition(topic, pinned.partition, start)])
+    except KafkaException as exc:
+        raise ReplayError(f"cannot read '{topic}' partition {pinned.partition}: {exc.args[0]}") from exc
+    position = start
+    idle_since = time.monotonic()
+    while position < pinned.end:
+        wanted = min(limiter.batch_size(), pinned.end - position)
+        try:
+            messages = consumer.consume(wanted, 1.0)
+        except KafkaException as exc:
+            raise ReplayError(f"reading '{topic}' partition {pinned.partition}: {exc.args[0]}") from exc
+        kept: list[Message] = []
+        at_end = False
+        for message in messages:
+            error = message.error()
+            if error is not None:
+                if error.code() == KafkaError._PARTITION_EOF:
+                    at_end = True  # transaction markers or compaction left the range's tail empty
+                    continue
+                raise ReplayError(f"reading '{topic}' partition {pinned.partition} at offset {position}: {error}")
+            offset = message.offset()
+            if offset is None or offset >= pinned.end:
+                at_end = True
+                break
+            kept.append(message)
+            position = offset + 1
+        if kept:
+            idle_since = time.monotonic()
+        elif at_end:
+            position = pinned.end
+        elif time.monotonic() - idle_since > IDLE_TIMEOUT_S:
+            raise ReplayError(f"reading '{topic}' partition {pinned.partition}: no record for {IDLE_TIMEOUT_S:.0f}s "
+                              f"at offset {position} (range ends at {pinned.end}); is the broker up?")
+        if at_end:
+            position = pinned.end
+        limiter.pace(len(kept))
+        yield Batch(pinned.partition, kept, position, done=position >= pinned.end)
+    consumer.unassign()
