@@ -14,13 +14,12 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from confluent_kafka import Consumer, TopicPartition
-
 from streams.agents.audit_chain import ChainDecoder, read_chain
 from streams.agents.audit_verify import verify_entries
 from streams.agents.indexing import SearchIndex
 from streams.app import EventDecoder
 from streams.errors import StreamsError
+from streams.kafka_util import read_all
 from streams.local.processes import free_port
 from streams.schemas.registry_client import RegistryClient
 
@@ -50,23 +49,7 @@ class WorkerReport:
 
 
 def _records(settings: Settings, topic: str) -> list[Any]:
-    consumer = Consumer({**settings.kafka_config(settings.bootstrap_servers()), "group.id": "streams-demo",
-                         "enable.auto.commit": False, "isolation.level": "read_committed"})
-    try:
-        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
-        ends = {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in partitions}
-        consumer.assign([TopicPartition(topic, p, 0) for p in partitions if ends[p] > 0])
-        records: list[Any] = []
-        deadline = time.monotonic() + 30
-        while any(tp.offset < ends[tp.partition] for tp in consumer.position(consumer.assignment())):
-            if time.monotonic() > deadline:
-                break
-            message = consumer.poll(0.2)
-            if message is not None and message.error() is None:
-                records.append(message)
-        return records
-    finally:
-        consumer.close()
+    return read_all(settings.kafka_config(settings.bootstrap_servers()), topic)
 
 
 def _outcomes(settings: Settings, decoder: EventDecoder) -> WorkerReport:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import time
 
-from confluent_kafka import Consumer, KafkaException, TopicPartition
+from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
 
 from streams.errors import StreamsError
 from streams.settings import KafkaConfig
@@ -49,6 +49,35 @@ def read_compacted(
             if key is not None:
                 latest[key] = message.value()
         return latest
+    except KafkaException as exc:
+        raise StreamsError(f"reading '{topic}': {exc.args[0]}") from exc
+    finally:
+        consumer.close()
+
+
+def read_all(kafka_config: KafkaConfig, topic: str, *, timeout_s: float = 30.0) -> list[Message]:
+    """Every committed record of `topic` up to its end offsets now, in partition order."""
+    consumer = Consumer({**kafka_config, "group.id": "streams-reader", "enable.auto.commit": False,
+                         "isolation.level": "read_committed"})
+    try:
+        partitions = consumer.list_topics(topic, timeout=timeout_s).topics[topic].partitions
+        ranges = {}
+        for partition in partitions:
+            low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=timeout_s)
+            if high > low:
+                ranges[partition] = (low, high)
+        records: list[Message] = []
+        if not ranges:
+            return records
+        consumer.assign([TopicPartition(topic, p, low) for p, (low, _) in ranges.items()])
+        deadline = time.monotonic() + timeout_s
+        while not _caught_up(consumer, topic, ranges):
+            if time.monotonic() > deadline:
+                raise StreamsError(f"timed out reading '{topic}' to its end offsets {ranges}")
+            message = consumer.poll(0.2)
+            if message is not None and message.error() is None:
+                records.append(message)
+        return records
     except KafkaException as exc:
         raise StreamsError(f"reading '{topic}': {exc.args[0]}") from exc
     finally:

@@ -18,13 +18,14 @@ from typing import TYPE_CHECKING, Any
 import httpx
 import pytest
 from click.testing import CliRunner
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Producer
 
 from streams.admin import apply_plan, plan_changes
 from streams.agents.zatca import CENT
 from streams.app import EventDecoder
 from streams.catalog import load_catalog
 from streams.cli import main
+from streams.kafka_util import read_all
 from streams.local.processes import free_port
 from streams.local.stack import start_stack, stop_stack
 from streams.publish import Publisher
@@ -77,24 +78,7 @@ def stop_worker(process: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> 
 
 
 def read_topic(settings: Settings, topic: str) -> list[Any]:
-    """Every committed record in `topic` right now (transaction markers take offsets but are no records)."""
-    consumer = Consumer({"bootstrap.servers": settings.bootstrap_servers(), "group.id": "tests",
-                         "enable.auto.commit": False, "isolation.level": "read_committed"})
-    try:
-        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
-        ends = {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in partitions}
-        consumer.assign([TopicPartition(topic, p, 0) for p in partitions if ends[p] > 0])
-        messages: list[Any] = []
-        deadline = time.monotonic() + 30
-        while any(tp.offset < ends[tp.partition] for tp in consumer.position(consumer.assignment())):
-            assert time.monotonic() < deadline, f"{topic}: could not read to the end offsets {ends}"
-            message = consumer.poll(0.2)
-            if message is not None:
-                assert message.error() is None
-                messages.append(message)
-        return messages
-    finally:
-        consumer.close()
+    return read_all({"bootstrap.servers": settings.bootstrap_servers()}, topic)
 
 
 def header(message: Any, name: str) -> str:
