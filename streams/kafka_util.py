@@ -17,42 +17,11 @@ def read_compacted(
     kafka_config: KafkaConfig, topic: str, *, timeout_s: float = 30.0
 ) -> dict[bytes, bytes | None]:
     """Every key's latest value in `topic` up to its end offset now (None for a tombstone)."""
-    consumer = Consumer(
-        {
-            **kafka_config,
-            "group.id": "streams-reader",  # librdkafka wants one; never joined (assign) nor committed
-            "enable.auto.commit": False,
-            "isolation.level": "read_committed",
-        }
-    )
-    try:
-        metadata = consumer.list_topics(topic, timeout=timeout_s)
-        ranges: dict[int, tuple[int, int]] = {}
-        for partition in metadata.topics[topic].partitions:
-            low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=timeout_s)
-            if high > low:
-                ranges[partition] = (low, high)
-        latest: dict[bytes, bytes | None] = {}
-        if not ranges:
-            return latest
-        consumer.assign([TopicPartition(topic, p, low) for p, (low, _) in ranges.items()])
-        deadline = time.monotonic() + timeout_s
-        while not _caught_up(consumer, topic, ranges):
-            if time.monotonic() > deadline:
-                raise StreamsError(f"timed out reading '{topic}' to its end offsets {ranges}")
-            message = consumer.poll(0.2)
-            if message is None:
-                continue
-            if message.error():
-                raise StreamsError(f"reading '{topic}': {message.error()}")
-            key = message.key()
-            if key is not None:
-                latest[key] = message.value()
-        return latest
-    except KafkaException as exc:
-        raise StreamsError(f"reading '{topic}': {exc.args[0]}") from exc
-    finally:
-        consumer.close()
+    return {
+        key: message.value()
+        for message in read_all(kafka_config, topic, timeout_s=timeout_s)
+        if (key := message.key()) is not None
+    }
 
 
 def read_all(kafka_config: KafkaConfig, topic: str, *, timeout_s: float = 30.0) -> list[Message]:
