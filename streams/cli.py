@@ -40,6 +40,7 @@ def main(ctx: click.Context) -> None:
 def _register() -> None:
     from streams.admin_cli import topics  # noqa: PLC0415 - keep `streams --help` fast
     from streams.agents.audit_commands import audit  # noqa: PLC0415
+    from streams.bridge.commands import bridge  # noqa: PLC0415
     from streams.demo import demo  # noqa: PLC0415
     from streams.dlq import dlq  # noqa: PLC0415
     from streams.events_cli import consume, publish  # noqa: PLC0415
@@ -62,6 +63,7 @@ def _register() -> None:
     main.add_command(audit)
     main.add_command(replay)
     main.add_command(evidence)
+    main.add_command(bridge)
 
 
 _register()

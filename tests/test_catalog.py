@@ -553,3 +553,23 @@ profiles:
     with pytest.raises(CatalogLocationError) as raised:
         load_catalog(path)
     assert (raised.value.line, raised.value.field) == (8, "partitions")
+
+
+# --- the bridge section (its routes are checked by streams.bridge.routes) ---------------------------------
+
+
+def test_bridge_section_is_accepted_and_left_to_the_bridge(tmp_path: Path) -> None:
+    text = topic("owner: billing\n") + "bridge:\n  group: g\n  routes: {r: {topic: whatever, task: t}}\n"
+    path = write(tmp_path, text)
+    assert load_catalog(path).names() == ("invoice.created", "invoice.created.dlq")
+    assert lint_catalog(path) == []
+
+
+def test_bridge_section_must_be_a_mapping(tmp_path: Path) -> None:
+    path = write(tmp_path, topic("owner: billing\n") + "bridge: [routes]\n")
+    check(path, 8, "bridge", "must be a mapping, got a list")
+
+
+def test_unknown_top_level_key_names_bridge_among_the_known_ones(tmp_path: Path) -> None:
+    path = write(tmp_path, topic("owner: billing\n") + "bridges: {}\n")
+    check(path, 8, "bridges", "unknown field; did you mean 'bridge'?")

@@ -25,6 +25,8 @@ __all__ = [
     "Party",
     "Severity",
     "SourceRecord",
+    "TaskFailed",
+    "TaskFailureReason",
     "UserAction",
     "VatCategory",
     "WorkflowCompleted",
@@ -235,6 +237,38 @@ class InvoiceCreated(BaseModel):
     tax_currency: str = Field(description="VAT accounting currency; SAR under ZATCA.")
 
 
+class TaskFailureReason(StrEnum):
+    """Avro enum streams.events.TaskFailureReason."""
+
+    retries_exhausted = "retries_exhausted"
+    redelivery_limit = "redelivery_limit"
+
+
+class TaskFailed(BaseModel):
+    """A Celery task fed by the bridge gave up for good: its attempts or its redeliveries ran out."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    TOPIC: ClassVar[str] = "task.failed"
+    SCHEMA_FILE: ClassVar[str] = "schemas/task.failed.avsc"
+
+    task_id: str = Field(description="UUID5 of the task name and the source event id.")
+    task_name: str
+    event_id: str | None = Field(default=None, description="ce_id of the source event.")
+    route: str | None = Field(default=None, description="The bridge route that made the task.")
+    reason: TaskFailureReason
+    attempts: AvroInt = Field(description="Runs of the task body that raised.")
+    deliveries: AvroInt = Field(description="Times a worker started the task (retries and redeliveries).")
+    error_class: str
+    error_message: str
+    source_topic: str | None = None
+    source_partition: AvroInt | None = None
+    source_offset: AvroLong | None = None
+    tenant_id: str | None = None
+    worker: str
+    failed_at: AwareDatetime
+
+
 class UserAction(BaseModel):
     """Something a user did in the product."""
 
@@ -284,6 +318,7 @@ EVENT_MODELS: dict[str, type[BaseModel]] = {
     "compliance.violation": ComplianceViolation,
     "invoice.cleared": InvoiceCleared,
     "invoice.created": InvoiceCreated,
+    "task.failed": TaskFailed,
     "user.action": UserAction,
     "workflow.completed": WorkflowCompleted,
 }

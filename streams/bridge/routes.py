@@ -1,0 +1,469 @@
+"""Bridge routes: the `bridge:` section of topics.yaml loaded into frozen models and checked at startup.
+
+A route says which events (topic, event type, field filter) become which Celery task, on which queue.
+"""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+import json
+import re
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
+
+import yaml
+from fastavro import parse_schema
+from yaml.constructor import SafeConstructor
+from yaml.nodes import MappingNode, Node, ScalarNode
+
+from streams.bridge.errors import RouteError
+from streams.bridge.retry import RetryPolicy
+from streams.catalog import parse_duration_ms
+from streams.errors import CatalogError
+
+if TYPE_CHECKING:
+    from streams.catalog import Catalog
+
+__all__ = [
+    "LATENCY_CLASSES", "BridgeConfig", "BridgeRoute", "FieldFilter", "QueueSpec", "RetryPolicy",
+    "check_tasks", "lint_bridge", "load_bridge",
+]
+
+LATENCY_CLASSES: dict[str, int] = {"interactive": 1_000, "default": 10_000, "batch": 100_000}  # name -> bound
+_SECTION = ("group", "celery_app", "tasks", "failed_topic", "queues", "routes")
+_ROUTE = ("topic", "event_type", "where", "task", "queue", "priority", "countdown", "retry", "args")
+_RETRY = ("max_attempts", "backoff", "max_backoff", "jitter", "max_redeliveries")
+_QUEUE = ("bound",)
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$")
+_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_SCALAR_TYPES = {"string": str, "enum": str, "int": int, "long": int, "boolean": bool}
+
+
+class _FieldError(Exception):
+    """Internal: one value is wrong (the text says how); the parser adds where."""
+
+
+@dataclass(frozen=True, slots=True)
+class FieldFilter:
+    """`path` (into the decoded event) must equal one of `values`."""
+
+    path: tuple[str, ...]
+    values: frozenset[Any]
+
+    def matches(self, record: Mapping[str, Any]) -> bool:
+        value: Any = record
+        for part in self.path:
+            if not isinstance(value, dict):  # decoded Avro records are dicts (and dict checks are fast)
+                return False
+            value = value.get(part)
+        return value in self.values
+
+
+@dataclass(frozen=True, slots=True)
+class QueueSpec:
+    """A Celery queue (a latency class) and the most ready tasks the bridge lets wait in it."""
+
+    name: str
+    bound: int | None  # None = unbounded
+
+
+@dataclass(frozen=True, slots=True)
+class BridgeRoute:
+    """Events of `topic` (of `event_type`, passing `where`) become `task` on `queue`."""
+
+    name: str
+    topic: str
+    task: str
+    queue: str
+    event_type: str | None = None
+    where: tuple[FieldFilter, ...] = ()
+    priority: int = 0
+    countdown_ms: int = 0
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    args: tuple[tuple[str, tuple[str, ...]], ...] | None = None  # kwarg -> field path; None = every field
+    line: int = 0
+
+    def matches(self, event_type: str | None, record: Mapping[str, Any]) -> bool:
+        if self.event_type is not None and event_type != self.event_type:
+            return False
+        return all(condition.matches(record) for condition in self.where)
+
+    def kwargs(self, record: Mapping[str, Any]) -> dict[str, Any]:
+        """The task's keyword arguments; KeyError naming the field when the event lacks one."""
+        if self.args is None:
+            return dict(record)
+        out: dict[str, Any] = {}
+        for name, path in self.args:
+            value: Any = record
+            for part in path:
+                if not isinstance(value, dict) or part not in value:
+                    raise KeyError(f"route '{self.name}': the event has no field '{'.'.join(path)}' for "
+                                   f"argument '{name}'")
+                value = value[part]
+            out[name] = value
+        return out
+
+
+@dataclass(frozen=True)
+class BridgeConfig:
+    """The whole `bridge:` section: consumer group, task registry, queues and routes."""
+
+    path: Path
+    group: str = "streams-bridge"
+    celery_app: str | None = None
+    tasks: tuple[str, ...] = ()
+    failed_topic: str | None = None
+    queues: Mapping[str, QueueSpec] = field(default_factory=dict)
+    routes: tuple[BridgeRoute, ...] = ()
+    line: int = 0
+
+    def topics(self) -> tuple[str, ...]:
+        return tuple(sorted({route.topic for route in self.routes}))
+
+    def routes_by_topic(self) -> dict[str, tuple[BridgeRoute, ...]]:
+        out: dict[str, list[BridgeRoute]] = {}
+        for route in self.routes:
+            out.setdefault(route.topic, []).append(route)
+        return {topic: tuple(routes) for topic, routes in out.items()}
+
+
+def load_bridge(catalog: Catalog) -> BridgeConfig:
+    """The catalog file's `bridge:` section, checked against the catalog; raises the first RouteError."""
+    parser = _Parser(catalog)
+    config = parser.run()
+    if parser.issues:
+        raise parser.issues[0]
+    return config
+
+
+def lint_bridge(catalog: Catalog) -> list[RouteError]:
+    """Every problem in the `bridge:` section, in file order; empty when valid."""
+    parser = _Parser(catalog)
+    parser.run()
+    return parser.issues
+
+
+def check_tasks(config: BridgeConfig, tasks: Mapping[str, Callable[..., Any] | None], source: str) -> None:
+    """RouteError for the first route whose task is unknown or cannot take the route's arguments.
+
+    `tasks` maps registered names to their functions (None when only the name is known); `source` says
+    where the names came from, for the message.
+    """
+    for route in config.routes:
+        if route.task not in tasks:
+            close = difflib.get_close_matches(route.task, list(tasks), n=3, cutoff=0.6)
+            hint = ("did you mean " + " or ".join(f"'{c}'" for c in close) + "?") if close else \
+                f"known: {', '.join(sorted(n for n in tasks if not n.startswith('celery.'))) or 'none'}"
+            raise RouteError(config.path, route.line, f"bridge route '{route.name}'", "task",
+                             f"unknown task '{route.task}' (not registered in {source}); {hint}")
+        function = tasks[route.task]
+        if function is None or route.args is None:
+            continue
+        try:
+            inspect.signature(function).bind_partial(**{name: None for name, _ in route.args})
+        except TypeError as exc:
+            raise RouteError(config.path, route.line, f"bridge route '{route.name}'", "args",
+                             f"task '{route.task}' cannot take these arguments: {exc}") from None
+
+
+class _Parser:
+    """One pass over the `bridge:` section of the catalog's file, collecting every problem."""
+
+    def __init__(self, catalog: Catalog) -> None:
+        self.catalog = catalog
+        self.path = catalog.path
+        self.issues: list[RouteError] = []
+        self._constructor = SafeConstructor()
+        self._schemas: dict[str, dict[str, Any] | None] = {}
+
+    def report(self, line: int, where: str, field_name: str | None, problem: str) -> None:
+        self.issues.append(RouteError(self.path, line, where, field_name, problem))
+        self.issues.sort(key=lambda issue: issue.line)
+
+    def value(self, node: Node) -> Any:
+        return self._constructor.construct_object(node, deep=True)
+
+    def run(self) -> BridgeConfig:
+        root = yaml.compose(self.path.read_text(encoding="utf-8"), Loader=yaml.SafeLoader)
+        section = None
+        if isinstance(root, MappingNode):
+            section = next(((k, v) for k, v in root.value if getattr(k, "value", None) == "bridge"), None)
+        default_queues = {name: QueueSpec(name, bound) for name, bound in LATENCY_CLASSES.items()}
+        if section is None:
+            return BridgeConfig(path=self.path, queues=default_queues)
+        line = section[0].start_mark.line + 1
+        top = self.entries(section[1], "bridge", _SECTION)
+        group = self.scalar(top, "group", "bridge", _name, "streams-bridge")
+        app = self.scalar(top, "celery_app", "bridge", _module, None)
+        failed = self.scalar(top, "failed_topic", "bridge", _name, None)
+        if failed is not None and failed not in self.catalog.names():
+            self.report(top["failed_topic"][0], "bridge", "failed_topic",
+                        f"topic '{failed}' is not in the catalog; {_hint(failed, self.catalog.names())}")
+        tasks = tuple(self.scalar(top, "tasks", "bridge", _names, ()))
+        queues = self.queues(top.get("queues")) if "queues" in top else default_queues
+        routes = [self.route(name, entry) for name, entry in self.entries(
+            top["routes"][1] if "routes" in top else None, "bridge", None, "route").items()]
+        if "routes" not in top:
+            self.report(line, "bridge", "routes", "missing; declare at least one route under 'routes:'")
+        for route in routes:
+            if route is not None and route.queue not in queues:
+                self.report(route.line, f"bridge route '{route.name}'", "queue",
+                            f"unknown queue '{route.queue}'; {_hint(route.queue, queues)}")
+        return BridgeConfig(path=self.path, group=group, celery_app=app, tasks=tasks, failed_topic=failed,
+                            queues=queues, routes=tuple(r for r in routes if r is not None), line=line)
+
+    def entries(self, node: Node | None, where: str, allowed: tuple[str, ...] | None,
+                kind: str = "field") -> dict[str, tuple[int, Node]]:
+        out: dict[str, tuple[int, Node]] = {}
+        if node is None or (isinstance(node, ScalarNode) and node.tag == "tag:yaml.org,2002:null"):
+            return out
+        if not isinstance(node, MappingNode):
+            self.report(node.start_mark.line + 1, where, None, f"must be a mapping, got {self.value(node)!r}")
+            return out
+        for key_node, value_node in node.value:
+            line, key = key_node.start_mark.line + 1, str(key_node.value)
+            if key in out:
+                self.report(line, where, key if kind == "field" else None,
+                            f"duplicate {kind} '{key}', first at line {out[key][0]}; remove one")
+            elif allowed is not None and key not in allowed:
+                self.report(line, where, key, f"unknown field; {_hint(key, allowed)}")
+            else:
+                out[key] = (line, value_node)
+        return out
+
+    def scalar(self, entries: dict[str, tuple[int, Node]], name: str, where: str,
+               parse: Callable[[Any], Any], default: Any) -> Any:
+        if name not in entries:
+            return default
+        line, node = entries[name]
+        try:
+            return parse(self.value(node))
+        except _FieldError as exc:
+            self.report(line, where, name, str(exc))
+            return default
+
+    def queues(self, entry: tuple[int, Node] | None) -> dict[str, QueueSpec]:
+        out: dict[str, QueueSpec] = {}
+        for name, (_, node) in self.entries(entry[1] if entry else None, "bridge queues", None, "queue").items():
+            body = self.entries(node, f"bridge queue '{name}'", _QUEUE)
+            bound = self.scalar(body, "bound", f"bridge queue '{name}'", _bound, LATENCY_CLASSES.get(name))
+            out[name] = QueueSpec(name, bound)
+        return out
+
+    def route(self, name: str, entry: tuple[int, Node]) -> BridgeRoute | None:
+        line, node = entry
+        where = f"bridge route '{name}'"
+        body = self.entries(node, where, _ROUTE)
+        before = len(self.issues)
+        for required in ("topic", "task"):
+            if required not in body and not (required == "topic" and "event_type" in body):
+                self.report(line, where, required, "missing; every route names a task and a topic (or event_type)")
+        event_type = self.scalar(body, "event_type", where, _name, None)
+        topic = self.scalar(body, "topic", where, _name, event_type)
+        task = self.scalar(body, "task", where, _name, "")
+        schema = self.topic_schema(topic, body, line, where) if topic else None
+        where_filters = self.filters(body.get("where"), schema, topic, where)
+        args = self.args(body.get("args"), schema, topic, where)
+        retry = self.retry(body.get("retry"), where)
+        route = BridgeRoute(
+            name=name, topic=topic or "", task=task, event_type=event_type, where=where_filters,
+            queue=self.scalar(body, "queue", where, _name, "default"),
+            priority=self.scalar(body, "priority", where, _priority, 0),
+            countdown_ms=self.scalar(body, "countdown", where, _duration, 0),
+            retry=retry, args=args, line=line,
+        )
+        return route if len(self.issues) == before else None
+
+    def topic_schema(self, topic: str, body: dict[str, tuple[int, Node]], line: int,
+                     where: str) -> dict[str, Any] | None:
+        names = self.catalog.names()
+        if topic not in names:
+            names = tuple(spec.name for spec in self.catalog.topics if spec.dead_letter_of is None)
+            key = "topic" if "topic" in body else "event_type"
+            shown = f"topic '{topic}'" if key == "topic" else f"event type '{topic}' names no topic (add 'topic:'); "
+            self.report(body[key][0] if key in body else line, where, key,
+                        f"{shown} is not in the catalog; {_hint(topic, names)}" if key == "topic" else
+                        f"{shown}{_hint(topic, names)}")
+            return None
+        spec = self.catalog.topic(topic)
+        if not spec.dlq:
+            self.report(body.get("topic", (line,))[0], where, "topic",
+                        f"topic '{topic}' has 'dlq: false'; the bridge parks undecodable records in "
+                        f"'{topic}.dlq', so enable it")
+        if spec.schema_file is None:
+            return None
+        if topic not in self._schemas:
+            try:
+                raw = json.loads(Path(spec.schema_file).read_text(encoding="utf-8"))
+                self._schemas[topic] = cast("dict[str, Any]", parse_schema(raw, expand=True, _write_hint=False))
+            except (OSError, ValueError):
+                self._schemas[topic] = None  # the catalog itself reports unreadable schemas
+        return self._schemas[topic]
+
+    def field_type(self, schema: dict[str, Any] | None, topic: str | None, dotted: Any, line: int, where: str,
+                   what: str) -> Any:
+        """The Avro type at `dotted`; reports and returns None when the schema lacks it."""
+        if not isinstance(dotted, str) or not all(_IDENT.match(p) for p in dotted.split(".")):
+            self.report(line, where, what, f"{dotted!r} is not a field name or a dotted path (a.b)")
+            return None
+        if schema is None:
+            self.report(line, where, what, f"topic '{topic}' declares no schema, so field '{dotted}' cannot be "
+                        "checked; give the topic a schema")
+            return None
+        try:
+            return _resolve(schema, dotted, topic or "")
+        except _FieldError as exc:
+            self.report(line, where, what, str(exc))
+            return None
+
+    def filters(self, entry: tuple[int, Node] | None, schema: dict[str, Any] | None, topic: str | None,
+                where: str) -> tuple[FieldFilter, ...]:
+        out: list[FieldFilter] = []
+        for dotted, (line, node) in self.entries(entry[1] if entry else None, where, None, "filter").items():
+            avro = self.field_type(schema, topic, dotted, line, where, "where")
+            if avro is None:
+                continue
+            raw = self.value(node)
+            values = raw["in"] if isinstance(raw, dict) and set(raw) == {"in"} else [raw]
+            problem = _filter_problem(avro, dotted, values)
+            if problem:
+                self.report(line, where, "where", problem)
+            else:
+                out.append(FieldFilter(tuple(dotted.split(".")), frozenset(values)))
+        return tuple(out)
+
+    def args(self, entry: tuple[int, Node] | None, schema: dict[str, Any] | None, topic: str | None,
+             where: str) -> tuple[tuple[str, tuple[str, ...]], ...] | None:
+        if entry is None:
+            return None
+        out: list[tuple[str, tuple[str, ...]]] = []
+        for name, (line, node) in self.entries(entry[1], where, None, "argument").items():
+            if not _IDENT.match(name):
+                self.report(line, where, "args", f"argument name {name!r} is not a Python identifier")
+                continue
+            dotted = self.value(node)
+            if self.field_type(schema, topic, dotted, line, where, "args") is not None:
+                out.append((name, tuple(dotted.split("."))))
+        return tuple(out)
+
+    def retry(self, entry: tuple[int, Node] | None, where: str) -> RetryPolicy:
+        if entry is None:
+            return RetryPolicy()
+        body = self.entries(entry[1], f"{where} retry", _RETRY)
+        spot = f"{where} retry"
+        policy = RetryPolicy(
+            max_attempts=self.scalar(body, "max_attempts", spot, _positive, 3),
+            backoff_ms=self.scalar(body, "backoff", spot, _duration, 1_000),
+            max_backoff_ms=self.scalar(body, "max_backoff", spot, _duration, 60_000),
+            jitter=self.scalar(body, "jitter", spot, _bool, True),
+            max_redeliveries=self.scalar(body, "max_redeliveries", spot, _non_negative, 3),
+        )
+        if policy.max_backoff_ms < policy.backoff_ms:
+            self.report(body.get("max_backoff", entry)[0], spot, "max_backoff",
+                        f"{policy.max_backoff_ms} ms is below backoff {policy.backoff_ms} ms; raise it")
+        return policy
+
+
+def _resolve(schema: dict[str, Any], dotted: str, topic: str) -> Any:
+    current: Any = schema
+    parts = dotted.split(".")
+    for index, part in enumerate(parts):
+        current = _non_null(current)
+        if not isinstance(current, dict) or current.get("type") != "record":
+            raise _FieldError(f"'{'.'.join(parts[:index])}' in the schema of '{topic}' is not a record, "
+                             f"so '{dotted}' does not exist")
+        fields = {f["name"]: f["type"] for f in current["fields"]}
+        if part not in fields:
+            record = str(current["name"]).rsplit(".", 1)[-1]
+            raise _FieldError(f"'{dotted}' is not in the schema of '{topic}': record {record} has no field "
+                             f"'{part}'; its fields: {', '.join(fields)}")
+        current = fields[part]
+    return _non_null(current)
+
+
+def _non_null(avro: Any) -> Any:
+    if isinstance(avro, list):
+        branches = [b for b in avro if b != "null"]
+        return branches[0] if len(branches) == 1 else avro
+    return avro
+
+
+def _filter_problem(avro: Any, dotted: str, values: list[Any]) -> str | None:
+    kind = avro.get("type") if isinstance(avro, dict) else avro
+    logical = avro.get("logicalType") if isinstance(avro, dict) else None
+    if logical or kind not in _SCALAR_TYPES:
+        return f"'{dotted}' is a {logical or kind}; filters compare string, enum, int, long or boolean fields"
+    expected = _SCALAR_TYPES[str(kind)]
+    for value in values:
+        if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
+            return f"'{dotted}' is a {kind}, but the filter compares it with {value!r}"
+        if kind == "enum" and value not in avro["symbols"]:
+            return f"{value!r} is not a symbol of {dotted} ({', '.join(avro['symbols'])})"
+    return None
+
+
+def _hint(name: str, known: Iterable[str]) -> str:
+    known = sorted(known)
+    close = difflib.get_close_matches(name, known, n=3, cutoff=0.6)
+    if close:
+        return "did you mean " + " or ".join(f"'{c}'" for c in close) + "?"
+    return "known: " + (", ".join(known) or "none")
+
+
+def _name(value: Any) -> str:
+    if not isinstance(value, str) or not _NAME.match(value):
+        raise _FieldError(f"must be a name (letters, digits, '.', '_', ':', '-'), got {value!r}")
+    return value
+
+
+def _module(value: Any) -> str:
+    if not isinstance(value, str) or not re.match(r"^[A-Za-z_][\w.]*(:[A-Za-z_]\w*)?$", value):
+        raise _FieldError(f"must be an importable module, optionally with ':attribute', got {value!r}")
+    return value
+
+
+def _names(value: Any) -> tuple[str, ...]:
+    if not isinstance(value, list):
+        raise _FieldError(f"must be a list of task names, got {value!r}")
+    return tuple(_name(item) for item in value)
+
+
+def _at_least(minimum: int) -> Callable[[Any], int]:
+    def parse(value: Any) -> int:
+        if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+            raise _FieldError(f"must be an integer >= {minimum}, got {value!r}")
+        return value
+
+    return parse
+
+
+_positive, _non_negative = _at_least(1), _at_least(0)
+
+
+def _bound(value: Any) -> int | None:
+    return None if value is None else _positive(value)
+
+
+def _priority(value: Any) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= 9:
+        raise _FieldError(f"must be 0-9 (Redis: 0 is served first), got {value!r}")
+    return value
+
+
+def _bool(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise _FieldError(f"must be true or false, got {value!r}")
+    return value
+
+
+def _duration(value: Any) -> int:
+    try:
+        ms = parse_duration_ms(value, where="-")
+    except CatalogError as exc:
+        raise _FieldError(str(exc).removeprefix("-: ")) from None
+    if ms < 0:
+        raise _FieldError(f"must be a finite duration, got {value!r}")
+    return ms
