@@ -17,6 +17,7 @@ from rich.table import Table
 from streams.admin import apply_plan, plan_changes
 from streams.agents.zatca import invoice_hash
 from streams.catalog import load_catalog
+from streams.demo_bridge import run_bridge_until
 from streams.demo_worker import run_worker_until
 from streams.local.stack import ServiceReady, StackEvent, StackNote, start_stack
 from streams.publish import Publisher
@@ -92,7 +93,14 @@ def demo(settings: Settings, invoices: int) -> None:
     for hit in report.search_hits:
         console.print(f"search 'payment': {hit['topic']} {hit['title']}")
 
-    console.rule("6. replay the invoices into a signed evidence bundle, then verify it")
+    console.rule("6. bridge: Celery tasks from the outcomes (PDFs, compliance notifications)")
+    tenants = {event["tenant_id"] for event in batch["invoice.created"]}
+    effects = run_bridge_until(settings, tenants, report.cleared, report.errors, timeout=180)
+    console.print(f"invoice PDFs: {effects.pdfs} (one per cleared invoice), e.g. {effects.sample_pdf}")
+    console.print(f"compliance notifications: {effects.notifications} (one per ERROR violation) under "
+                  f"{settings.data_dir / 'bridge' / 'compliance'}")
+
+    console.rule("7. replay the invoices into a signed evidence bundle, then verify it")
     ctx = click.get_current_context()
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
     folder = settings.data_dir / "evidence"

@@ -34,6 +34,7 @@ class WorkerReport:
     cleared: int = 0
     violating: int = 0
     violations: dict[str, int] = field(default_factory=dict)
+    errors: int = 0  # violations of severity ERROR: each is a compliance notification
     dead_letters: int = 0
     chain_entries: int = 0
     verify: str = "not run"
@@ -45,7 +46,7 @@ class WorkerReport:
         rules.subtract(earlier.violations)
         return WorkerReport(self.judged - earlier.judged, self.cleared - earlier.cleared,
                             self.violating - earlier.violating, {k: v for k, v in rules.items() if v > 0},
-                            self.dead_letters - earlier.dead_letters)
+                            self.errors - earlier.errors, self.dead_letters - earlier.dead_letters)
 
 
 def _records(settings: Settings, topic: str) -> list[Any]:
@@ -65,6 +66,7 @@ def _outcomes(settings: Settings, decoder: EventDecoder) -> WorkerReport:
         seen.add(event_id)
         record = decoder.decode(message.value())[1]
         rules[record["rule_code"]] += 1
+        report.errors += record["severity"] == "ERROR"
         by_invoice[record["source_event"]["event_id"]].add(record["rule_code"])
     report.cleared, report.violating, report.violations = len(cleared), len(by_invoice), dict(rules)
     report.dead_letters = len(_records(settings, "invoice.created.dlq"))
@@ -72,10 +74,15 @@ def _outcomes(settings: Settings, decoder: EventDecoder) -> WorkerReport:
     return report
 
 
+def child_env(settings: Settings) -> dict[str, str]:
+    """The environment for the demo's child processes: the same data dir (and so the same stack) and catalog."""
+    return {**os.environ, "STREAMS_DATA_DIR": str(settings.data_dir.resolve()),
+            "STREAMS_CATALOG_PATH": str(settings.catalog_path.resolve())}
+
+
 def run_worker_until(settings: Settings, catalog: Catalog, invoices: int, *, timeout: float) -> WorkerReport:
     """Start a worker, wait until `invoices` have an outcome and the chain caught up, stop it, report."""
-    env = {**os.environ, "STREAMS_DATA_DIR": str(settings.data_dir.resolve()),
-           "STREAMS_CATALOG_PATH": str(settings.catalog_path.resolve())}
+    env = child_env(settings)
     with (settings.data_dir / "demo-worker.log").open("ab") as log:
         process = subprocess.Popen([sys.executable, "-m", "streams.cli", "worker", "--web-port", str(free_port())],  # noqa: S603
                                    env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)

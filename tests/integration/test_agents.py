@@ -5,11 +5,7 @@ from __future__ import annotations
 import collections
 import json
 import os
-import signal
 import struct
-import subprocess
-import sys
-import time
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -20,76 +16,36 @@ import pytest
 from click.testing import CliRunner
 from confluent_kafka import Producer
 
-from streams.admin import apply_plan, plan_changes
 from streams.agents.zatca import CENT
 from streams.app import EventDecoder
 from streams.catalog import load_catalog
 from streams.cli import main
-from streams.kafka_util import read_all
 from streams.local.processes import free_port
-from streams.local.stack import start_stack, stop_stack
 from streams.publish import Publisher
 from streams.samples import invoice_chain
-from streams.schemas.commands import apply_schemas
 from streams.schemas.registry_client import RegistryClient
 from streams.settings import Settings
+from tests.integration.worker_harness import (
+    catalog_stack,
+    header,
+    read_topic,
+    start_worker,
+    stop_worker,
+    wait_for,
+    worker_env,
+)
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator
+    from collections.abc import Iterator
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
-    """A stack of its own: the agents use the catalog's real topic names, and workers get killed here."""
-    data_dir = tmp_path_factory.mktemp("agents")
-    start_stack(data_dir, with_redis=False, catalog=ROOT / "topics.yaml")
-    settings = Settings(data_dir=data_dir, catalog_path=ROOT / "topics.yaml", agent_max_record_bytes=65_536)
-    try:
-        catalog = load_catalog(settings.catalog_path)
-        config = settings.kafka_config(settings.bootstrap_servers())
-        apply_plan(plan_changes(catalog, config), catalog, config)
-        with RegistryClient(settings.registry_url()) as client:
-            apply_schemas(catalog, client)
+    """A stack of its own: the agents use the catalog's real topic names."""
+    with catalog_stack(tmp_path_factory.mktemp("agents")) as settings:
         yield settings
-    finally:
-        stop_stack(data_dir)
-
-
-def worker_env(settings: Settings) -> dict[str, str]:
-    return {**os.environ, "STREAMS_DATA_DIR": str(settings.data_dir),
-            "STREAMS_CATALOG_PATH": str(settings.catalog_path),
-            "STREAMS_AGENT_MAX_RECORD_BYTES": str(settings.agent_max_record_bytes)}
-
-
-def start_worker(settings: Settings, agents: str, port: int, log: Path) -> subprocess.Popen[bytes]:
-    with log.open("ab") as out:  # the child keeps its own copy of the descriptor
-        return subprocess.Popen(
-            [sys.executable, "-m", "streams.cli", "worker", "--agents", agents, "--web-port", str(port)],
-            env=worker_env(settings), stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-        )
-
-
-def stop_worker(process: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> None:
-    if process.poll() is None:
-        os.killpg(process.pid, sig)
-    process.wait(timeout=60)
-
-
-def read_topic(settings: Settings, topic: str) -> list[Any]:
-    return read_all({"bootstrap.servers": settings.bootstrap_servers()}, topic)
-
-
-def header(message: Any, name: str) -> str:
-    return dict(message.headers())[name].decode()
-
-
-def wait_for(condition: Callable[[], bool], timeout: float, what: Callable[[], str]) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what()}"
-        time.sleep(0.5)
 
 
 def retotal(invoice: dict[str, Any]) -> dict[str, Any]:
