@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import faust
 import structlog
-from confluent_kafka import KafkaException
+from confluent_kafka import KafkaException, Message
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from streams.errors import SchemaError, StreamsError
@@ -91,6 +91,15 @@ class SourceRecord:
         headers = list(raw_headers.items()) if isinstance(raw_headers, Mapping) else list(raw_headers)
         return cls(message.topic, message.partition, message.offset, int(message.timestamp * 1000),
                    message.key, message.value, headers)
+
+    @classmethod
+    def from_message(cls, message: Message) -> SourceRecord:
+        """The same from a confluent-kafka message (records an agent read itself)."""
+        raw_headers = message.headers() or []
+        pairs = raw_headers.items() if isinstance(raw_headers, Mapping) else raw_headers
+        return cls(message.topic() or "", message.partition() or 0, message.offset() or 0,
+                   message.timestamp()[1], message.key(), message.value(),
+                   [(name, raw if isinstance(raw, bytes) else (raw or "").encode()) for name, raw in pairs])
 
 
 def dlq_headers(source: SourceRecord, agent: str, error: BaseException, attempts: int) -> list[tuple[str, bytes]]:

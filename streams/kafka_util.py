@@ -26,8 +26,7 @@ def read_compacted(
 
 def read_all(kafka_config: KafkaConfig, topic: str, *, timeout_s: float = 30.0) -> list[Message]:
     """Every committed record of `topic` up to its end offsets now, in partition order."""
-    consumer = Consumer({**kafka_config, "group.id": "streams-reader", "enable.auto.commit": False,
-                         "isolation.level": "read_committed"})
+    consumer = _reader(kafka_config)
     try:
         partitions = consumer.list_topics(topic, timeout=timeout_s).topics[topic].partitions
         ranges = {}
@@ -35,22 +34,44 @@ def read_all(kafka_config: KafkaConfig, topic: str, *, timeout_s: float = 30.0) 
             low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=timeout_s)
             if high > low:
                 ranges[partition] = (low, high)
-        records: list[Message] = []
-        if not ranges:
-            return records
-        consumer.assign([TopicPartition(topic, p, low) for p, (low, _) in ranges.items()])
-        deadline = time.monotonic() + timeout_s
-        while not _caught_up(consumer, topic, ranges):
-            if time.monotonic() > deadline:
-                raise StreamsError(f"timed out reading '{topic}' to its end offsets {ranges}")
-            message = consumer.poll(0.2)
-            if message is not None and message.error() is None:
-                records.append(message)
-        return records
+        return _read(consumer, topic, ranges, timeout_s)
     except KafkaException as exc:
         raise StreamsError(f"reading '{topic}': {exc.args[0]}") from exc
     finally:
         consumer.close()
+
+
+def read_range(kafka_config: KafkaConfig, topic: str, partition: int, start: int, end: int, *,
+               timeout_s: float = 30.0) -> list[Message]:
+    """The committed records of one partition with offsets in [start, end)."""
+    consumer = _reader(kafka_config)
+    try:
+        records = _read(consumer, topic, {partition: (start, end)}, timeout_s) if end > start else []
+        return [record for record in records if (record.offset() or 0) < end]
+    except KafkaException as exc:
+        raise StreamsError(f"reading '{topic}' [{partition}] offsets {start}-{end}: {exc.args[0]}") from exc
+    finally:
+        consumer.close()
+
+
+def _reader(kafka_config: KafkaConfig) -> Consumer:
+    return Consumer({**kafka_config, "group.id": "streams-reader", "enable.auto.commit": False,
+                     "isolation.level": "read_committed"})
+
+
+def _read(consumer: Consumer, topic: str, ranges: dict[int, tuple[int, int]], timeout_s: float) -> list[Message]:
+    records: list[Message] = []
+    if not ranges:
+        return records
+    consumer.assign([TopicPartition(topic, p, low) for p, (low, _) in ranges.items()])
+    deadline = time.monotonic() + timeout_s
+    while not _caught_up(consumer, topic, ranges):
+        if time.monotonic() > deadline:
+            raise StreamsError(f"timed out reading '{topic}' to offsets {ranges}")
+        message = consumer.poll(0.2)
+        if message is not None and message.error() is None:
+            records.append(message)
+    return records
 
 
 def _caught_up(consumer: Consumer, topic: str, ranges: dict[int, tuple[int, int]]) -> bool:

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
+from streams.agents.continuity import ContinuityGuard
 from streams.agents.zatca import canonical_json
 from streams.app import AgentContext, SourceRecord, UndecodableRecordError
 from streams.observability import EVENTS_TOTAL, PROCESSING_SECONDS
@@ -111,12 +112,27 @@ def register_indexing_agent(ctx: AgentContext, index: SearchIndex) -> None:
     present = [name for name in TOPICS if name in ctx.catalog.names()]
     channel = ctx.app.topic(*present, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
 
+    kafka = ctx.settings.kafka_config(ctx.settings.bootstrap_servers())
+    guard = ContinuityGuard(kafka, group=ctx.app.conf.id, topics=tuple(present),
+                            replication=max(ctx.catalog.topic(name).replication_factor for name in present))
+
+    async def sources(events: list[Any]) -> list[SourceRecord]:
+        """The batch, plus any records faust skipped before one of them (see streams.agents.continuity)."""
+        records: list[SourceRecord] = []
+        for event in events:
+            message = event.message
+            records.extend(map(SourceRecord.from_message,
+                               await guard.hole_before(message.topic, message.partition, message.offset)))
+            records.append(SourceRecord.from_event(event))
+            guard.saw(message.topic, message.partition, message.offset)
+        return records
+
     async def run(stream: Any) -> None:
+        await guard.start_async()
         async for events in stream.take_events(BATCH, within=0.2):
             started = time.perf_counter()
             documents = []
-            for event in events:
-                source = SourceRecord.from_event(event)
+            for source in await sources(events):
                 try:
                     _, record = ctx.decoder.decode(source.value)
                     tenant, title, body = document(source.topic, record)

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
+from streams.agents.continuity import ContinuityGuard
 from streams.agents.zatca import (
     SellerChain,
     Violation,
@@ -50,14 +51,30 @@ class ValidationAgent:
         self.source = ctx.topic(SOURCE)
         self.cleared = ctx.topic(CLEARED)
         self.violations = ctx.topic(VIOLATIONS)
+        kafka = ctx.settings.kafka_config(ctx.settings.bootstrap_servers())
+        self.guard = ContinuityGuard(kafka, group=ctx.app.conf.id, topics=(SOURCE,),
+                                     replication=ctx.catalog.topic(SOURCE).replication_factor)
         ctx.app.agent(self.source, name=AGENT)(self.run)
+        ctx.app.timer(interval=1.0)(self.guard.record_commits_async)
 
     async def run(self, stream: Any) -> None:
+        await self.guard.start_async()
         async for event in stream.events():
-            started = time.perf_counter()
-            outcome = await self.handle(SourceRecord.from_event(event))
-            EVENTS_TOTAL.labels(agent=AGENT, outcome=outcome).inc()
-            PROCESSING_SECONDS.labels(agent=AGENT).observe(time.perf_counter() - started)
+            message = event.message
+            for skipped in await self.guard.hole_before(SOURCE, message.partition, message.offset):
+                await self.process(SourceRecord.from_message(skipped))
+            await self.process(SourceRecord.from_event(event))
+            self.guard.saw(SOURCE, message.partition, message.offset)
+
+    async def process(self, source: SourceRecord) -> None:
+        if self.guard.already_committed(SOURCE, source.partition, source.offset):
+            # A re-drive (the group was reset): outputs and state of this record are durable already.
+            EVENTS_TOTAL.labels(agent=AGENT, outcome="already-processed").inc()
+            return
+        started = time.perf_counter()
+        outcome = await self.handle(source)
+        EVENTS_TOTAL.labels(agent=AGENT, outcome=outcome).inc()
+        PROCESSING_SECONDS.labels(agent=AGENT).observe(time.perf_counter() - started)
 
     async def handle(self, source: SourceRecord) -> str:
         """Process one record; returns the outcome label (cleared, violation, dead-letter)."""

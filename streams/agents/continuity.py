@@ -1,0 +1,153 @@
+"""What an agent adds to faust's at-least-once: no source record skipped, none re-emitted on a re-drive.
+
+faust can hand an agent a partition with a hole in it: records dropped when a rebalance lands in the
+middle of a fetch are later taken for a "gap" and committed over. And a consumer-group reset (a replay
+re-drive) delivers records whose outputs exist already. The guard knows, per source partition, the
+next offset the agent should see and the highest offset its group ever committed (kept in a compacted
+topic, because a reset moves the group's own offsets back), so the agent reads holes itself and can
+tell a re-driven record from a new one (docs/decisions/0012-agent-continuity.md).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import itertools
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, TypeVar
+
+import structlog
+from confluent_kafka import ConsumerGroupTopicPartitions, KafkaException, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from streams.errors import StreamsError
+from streams.kafka_util import read_compacted, read_range
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from confluent_kafka import Message
+
+    from streams.settings import KafkaConfig
+
+log = structlog.get_logger("streams.agents.continuity")
+
+T = TypeVar("T")
+COMMITS_TOPIC = "_streams_agent_commits"  # compacted: "<group>|<topic>|<partition>" -> highest committed offset
+
+
+TP = tuple[str, int]
+
+
+@dataclass
+class ContinuityGuard:
+    """Per source partition of an agent's topics: the next expected offset and the group's committed high mark."""
+
+    kafka: KafkaConfig
+    group: str
+    topics: tuple[str, ...]
+    replication: int = 1
+    expected: dict[TP, int] = field(default_factory=dict)
+    committed_high: dict[TP, int] = field(default_factory=dict)
+    _producer: Producer | None = None
+    _admin: AdminClient | None = None
+
+    def start(self) -> None:
+        """Create the commits topic if needed and load the high-water marks recorded so far."""
+        if self._producer is not None:  # faust restarted the agent: keep what we know
+            return
+        admin = self._admin = AdminClient(self.kafka)
+        if COMMITS_TOPIC not in admin.list_topics(timeout=10).topics:
+            future = admin.create_topics([NewTopic(COMMITS_TOPIC, num_partitions=1, replication_factor=self.replication,
+                                                   config={"cleanup.policy": "compact"})])[COMMITS_TOPIC]
+            try:
+                future.result()
+            except KafkaException as exc:
+                if "TOPIC_ALREADY_EXISTS" not in str(exc.args[0]):
+                    raise StreamsError(f"cannot create '{COMMITS_TOPIC}': {exc.args[0]}") from exc
+        for key, value in read_compacted(self.kafka, COMMITS_TOPIC).items():
+            group, _, where = key.decode(errors="replace").partition("|")
+            topic, _, partition = where.rpartition("|")
+            if group == self.group and topic in self.topics and value:
+                self.committed_high[topic, int(partition)] = int(value)
+        self._producer = Producer({**self.kafka, "acks": "all", "enable.idempotence": True, "linger.ms": 50})
+
+    def already_committed(self, topic: str, partition: int, offset: int) -> bool:
+        """True when the group committed past `offset` before: its outputs and state writes are durable."""
+        return offset < self.committed_high.get((topic, partition), 0)
+
+    async def hole_before(self, topic: str, partition: int, offset: int) -> list[Message]:
+        """The records between the last one this agent saw on the partition (or the group's commit) and `offset`.
+
+        Empty in the normal case; records only when faust skipped some. Call it before handling `offset`.
+        """
+        known = self.expected.get((topic, partition))
+        if known is not None and offset <= known:  # in order, or a rewind after a rebalance
+            return []
+        # First sight of the partition, or a jump: the group's commit says where processing really stopped
+        # (another worker may have owned the partition in between).
+        committed = await _until_done(functools.partial(self._group_committed, topic, partition))
+        start = max((mark for mark in (known, committed) if mark is not None), default=offset)
+        if start >= offset:
+            return []
+        records = await _until_done(functools.partial(read_range, self.kafka, topic, partition, start, offset))
+        if records:
+            log.warning("reading records the stream skipped", topic=topic, partition=partition,
+                        start=start, end=offset, records=len(records))
+        return records
+
+    def saw(self, topic: str, partition: int, offset: int) -> None:
+        self.expected[topic, partition] = offset + 1
+
+    def record_commits(self) -> None:
+        """Raise the recorded high-water marks to what the group has committed now (call it periodically)."""
+        if self._producer is None:
+            return
+        try:
+            offsets = self._committed_offsets()
+        except (KafkaException, StreamsError) as exc:
+            log.warning("cannot read the group's committed offsets", group=self.group, error=str(exc))
+            return
+        for (topic, partition), offset in offsets.items():
+            if offset > self.committed_high.get((topic, partition), 0):
+                self.committed_high[topic, partition] = offset
+                self._producer.produce(COMMITS_TOPIC, key=f"{self.group}|{topic}|{partition}", value=str(offset))
+        self._producer.poll(0)
+
+    async def record_commits_async(self) -> None:
+        """`record_commits` off the event loop (for a faust timer)."""
+        await asyncio.get_running_loop().run_in_executor(None, self.record_commits)
+
+    async def start_async(self) -> None:
+        await asyncio.get_running_loop().run_in_executor(None, self.start)
+
+    def close(self) -> None:
+        if self._producer is not None:
+            self._producer.flush(10)
+
+    def _group_committed(self, topic: str, partition: int) -> int | None:
+        return self._committed_offsets([TopicPartition(topic, partition)]).get((topic, partition))
+
+    def _committed_offsets(self, partitions: list[TopicPartition] | None = None) -> dict[TP, int]:
+        admin = self._admin or AdminClient(self.kafka)
+        request = ConsumerGroupTopicPartitions(self.group, partitions)
+        result = admin.list_consumer_group_offsets([request], request_timeout=10)[self.group].result()
+        return {(tp.topic, tp.partition): tp.offset for tp in result.topic_partitions
+                if tp.topic in self.topics and tp.offset >= 0}
+
+
+async def _until_done(call: Callable[[], T]) -> T:
+    """Run a blocking Kafka call off the loop until it succeeds.
+
+    Giving up is not an option: an exception would end the agent's iteration, and faust acknowledges the
+    record it was on, so the hole would be committed over after all. Waiting keeps the record uncommitted.
+    """
+    loop = asyncio.get_running_loop()
+    for attempt in itertools.count():
+        try:
+            return await loop.run_in_executor(None, call)
+        except (KafkaException, StreamsError) as exc:
+            delay = min(5.0, 0.2 * 2**attempt)
+            log.warning("kafka call failed; retrying", error=str(exc), retry_in_s=delay)
+            await asyncio.sleep(delay)
+    raise AssertionError("unreachable")  # pragma: no cover - itertools.count never ends
