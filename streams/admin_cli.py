@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING, cast
 
 import click
 from confluent_kafka.admin import AdminClient
@@ -18,6 +19,9 @@ from streams.admin import ChangeKind, Plan, TopicChange, apply_plan, plan_change
 from streams.catalog import Catalog, lint_catalog, load_catalog
 from streams.errors import AdminError
 from streams.settings import KafkaConfig, Settings
+
+if TYPE_CHECKING:
+    from streams.export import ExportFormat
 
 OUTPUT = click.option(
     "--output", "-o", type=click.Choice(["table", "json"]), default="table", show_default=True,
@@ -176,6 +180,45 @@ def list_topics(settings: Settings, catalog_path: str | None, profile: str | Non
             str(row["key"] or "-"), str(row["owner"]), "yes" if row["audit"] else "",
         )
     Console().print(table)
+
+
+@topics.command()
+@CATALOG
+@PROFILE
+@click.option("--format", "fmt", type=click.Choice(["strimzi", "acls", "asyncapi"]), required=True,
+              help="strimzi: KafkaTopic resources; acls: KafkaUser resources with ACLs; asyncapi: AsyncAPI 3.")
+@click.option("--output", "-o", "output_file", type=click.Path(dir_okay=False, writable=True), default=None,
+              help="Write to this file instead of stdout.")
+@click.option("--cluster", default="streams", show_default=True, help="Strimzi cluster (strimzi.io/cluster label).")
+@click.option("--server", default="localhost:9092", show_default=True,
+              help="AsyncAPI: the Kafka bootstrap address documented as the server.")
+@click.option("--registry-url", default="http://localhost:8081", show_default=True,
+              help="AsyncAPI: the schema registry documented in the server bindings.")
+@click.option("--secure", is_flag=True, help="AsyncAPI: the server uses TLS and SASL (protocol kafka-secure).")
+@click.pass_obj
+def export(settings: Settings, catalog_path: str | None, profile: str | None, fmt: str, output_file: str | None,
+           cluster: str, server: str, registry_url: str, secure: bool) -> None:
+    """Generate deployment documents from topics.yaml: Strimzi topics, ACLs, or an AsyncAPI catalog.
+
+    \b
+    Example:
+      streams topics export --format strimzi --profile production -o kafka-topics.yaml
+      streams topics export --format acls
+      streams topics export --format asyncapi --server kafka:9093 --secure
+    """
+    from streams.export import export_catalog  # noqa: PLC0415 - keeps `streams --help` fast
+
+    catalog = _catalog(settings, catalog_path, profile)
+    text = export_catalog(catalog, cast("ExportFormat", fmt), cluster=cluster, server=server,
+                          registry_url=registry_url, secure=secure)
+    if output_file is None:
+        click.echo(text, nl=False)
+        return
+    try:
+        Path(output_file).write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise AdminError(f"cannot write {output_file}: {exc.strerror or exc}") from exc
+    click.echo(f"wrote {output_file} ({fmt}, profile {catalog.profile})", err=True)
 
 
 def _show(result: Plan, output: str) -> None:
