@@ -26,9 +26,9 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 @contextmanager
-def catalog_stack(data_dir: Path) -> Iterator[Settings]:
+def catalog_stack(data_dir: Path, *, with_redis: bool = False) -> Iterator[Settings]:
     """A stack of its own with the catalog's real topics and schemas: the agents use the real names."""
-    start_stack(data_dir, with_redis=False, catalog=ROOT / "topics.yaml")
+    start_stack(data_dir, with_redis=with_redis, catalog=ROOT / "topics.yaml")
     settings = Settings(data_dir=data_dir, catalog_path=ROOT / "topics.yaml", agent_max_record_bytes=65_536)
     try:
         catalog = load_catalog(settings.catalog_path)
