@@ -150,7 +150,7 @@ class AgentContext:
 
 
 def create_app(settings: Settings, catalog: Catalog, *, app_id: str = "streams-worker", web_port: int = 6066,
-               web_enabled: bool = True) -> faust.App:
+               web_host: str = "127.0.0.1", web_enabled: bool = True) -> faust.App:
     """A faust App on the settings' broker; topics are declared by `streams topics apply`, not by faust."""
     bootstrap = settings.bootstrap_servers()
     datadir = (settings.data_dir / "faust" / app_id).resolve()
@@ -169,7 +169,7 @@ def create_app(settings: Settings, catalog: Catalog, *, app_id: str = "streams-w
         broker_commit_interval=1.0,
         web_enabled=web_enabled,
         web_port=web_port,
-        web_bind="127.0.0.1",
+        web_bind=web_host,
         datadir=str(datadir),
         producer_acks=-1,
         stream_wait_empty=False,

@@ -16,6 +16,10 @@ PROCESSING_SECONDS = Histogram(
     "streams_agent_processing_seconds", "Time to handle one event, by agent.", ["agent"],
     buckets=(0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
 )
+END_TO_END_SECONDS = Histogram(
+    "streams_agent_end_to_end_seconds", "From the source record's timestamp to the agent's outputs sent, by agent.",
+    ["agent"], buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
+)
 DLQ_TOTAL = Counter("streams_agent_dlq_total", "Records parked in a dead-letter topic.", ["agent", "topic"])
 VIOLATIONS_TOTAL = Counter("streams_validation_violations_total", "Rule violations found, by rule code.", ["rule"])
 CONSUMER_LAG = Gauge("streams_agent_consumer_lag_records", "Records behind the end of each partition.",

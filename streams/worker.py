@@ -28,13 +28,14 @@ AGENTS = ("validation", "audit", "indexing")
 
 
 def build_worker_app(settings: Settings, agents: tuple[str, ...], *, app_id: str = "streams-worker",
-                     web_port: int = 6066) -> tuple[faust.App, AgentContext, SearchIndex | None]:
+                     web_port: int = 6066, web_host: str = "127.0.0.1",
+                     ) -> tuple[faust.App, AgentContext, SearchIndex | None]:
     """The faust app with the chosen agents registered, and the search index when indexing runs."""
     unknown = set(agents) - set(AGENTS)
     if unknown:
         raise ConfigError(f"unknown agent(s) {sorted(unknown)}; choose from {', '.join(AGENTS)}")
     catalog = load_catalog(settings.catalog_path, settings.profile)
-    app = create_app(settings, catalog, app_id=app_id, web_port=web_port)
+    app = create_app(settings, catalog, app_id=app_id, web_port=web_port, web_host=web_host)
     ctx = agent_context(app, settings, catalog)
     index = None
     if "validation" in agents:
@@ -71,10 +72,12 @@ def _register_pages(app: faust.App, index: SearchIndex | None) -> None:
               help="Comma-separated agents to run on this worker.")
 @click.option("--app-id", default="streams-worker", show_default=True,
               help="Consumer group and state namespace; workers with the same id share the work.")
-@click.option("--web-port", default=6066, show_default=True, help="Port of /metrics and /search (127.0.0.1).")
+@click.option("--web-port", default=6066, show_default=True, help="Port of /metrics and /search.")
+@click.option("--web-host", default="127.0.0.1", show_default=True,
+              help="Interface of the web server (0.0.0.0 in a container, so Prometheus can scrape it).")
 @click.option("--log-level", default="INFO", show_default=True)
 @click.pass_obj
-def worker(settings: Settings, agents: str, app_id: str, web_port: int, log_level: str) -> None:
+def worker(settings: Settings, agents: str, app_id: str, web_port: int, web_host: str, log_level: str) -> None:
     """Run the stream agents (faust) until interrupted.
 
     \b
@@ -84,7 +87,7 @@ def worker(settings: Settings, agents: str, app_id: str, web_port: int, log_leve
     """
     chosen = tuple(name.strip() for name in agents.split(",") if name.strip())
     configure_logging(log_level)
-    app, _, index = build_worker_app(settings, chosen, app_id=app_id, web_port=web_port)
+    app, _, index = build_worker_app(settings, chosen, app_id=app_id, web_port=web_port, web_host=web_host)
     stop = threading.Event()
     threads = []
     if "audit" in chosen:

@@ -23,7 +23,7 @@ from streams.agents.zatca import (
     stateless_violations,
 )
 from streams.app import AgentContext, SourceRecord, UndecodableRecordError
-from streams.observability import EVENTS_TOTAL, PROCESSING_SECONDS, VIOLATIONS_TOTAL
+from streams.observability import END_TO_END_SECONDS, EVENTS_TOTAL, PROCESSING_SECONDS, VIOLATIONS_TOTAL
 
 if TYPE_CHECKING:
     from streams.publish import OutgoingRecord
@@ -75,6 +75,7 @@ class ValidationAgent:
         outcome = await self.handle(source)
         EVENTS_TOTAL.labels(agent=AGENT, outcome=outcome).inc()
         PROCESSING_SECONDS.labels(agent=AGENT).observe(time.perf_counter() - started)
+        END_TO_END_SECONDS.labels(agent=AGENT).observe(max(0.0, time.time() - source.timestamp_ms / 1000))
 
     async def handle(self, source: SourceRecord) -> str:
         """Process one record; returns the outcome label (cleared, violation, dead-letter)."""

@@ -49,13 +49,15 @@ __all__ = ["bridge", "load_checked"]
 @click.option("--sweep-interval", default=30.0, show_default=True, type=click.FloatRange(0),
               help="Seconds between looks for such lost tasks (0: keep no ledger; kombu's losses stay lost).")
 @click.option("--metrics-port", default=None, type=click.IntRange(0, 65535), help="Serve /metrics on this port.")
+@click.option("--metrics-host", default="127.0.0.1", show_default=True,
+              help="Interface of /metrics (0.0.0.0 in a container, so Prometheus can scrape it).")
 @click.option("--output", "-o", type=click.Choice(["table", "json"]), default="table", show_default=True,
               help="For --routes and --check: a table, or JSON for scripts.")
 @click.pass_obj
 def bridge(obj: object, show_routes: bool, check_only: bool, catalog_path: Path | None, profile: str | None,
            celery_app: str | None, redis_url: str | None, group: str | None, instance_id: str | None,
            batch_size: int, max_in_flight: int, redeliver_after: float, sweep_interval: float,
-           metrics_port: int | None, output: str) -> None:
+           metrics_port: int | None, metrics_host: str, output: str) -> None:
     """Feed Celery from Kafka: routed events become tasks in Redis; offsets commit after Redis confirms.
 
     \b
@@ -74,7 +76,7 @@ def bridge(obj: object, show_routes: bool, check_only: bool, catalog_path: Path 
             return
         options = {"batch_size": batch_size, "max_in_flight": max_in_flight, "instance_id": instance_id,
                    "redeliver_after_s": redeliver_after, "sweep_interval_s": sweep_interval}
-        _run(settings, catalog, config, redis_url, options, metrics_port)
+        _run(settings, catalog, config, redis_url, options, metrics_port, metrics_host)
     except StreamsError as exc:  # also when run outside the `streams` group (python -m streams.bridge)
         click.echo(f"error: {exc}", err=True)
         sys.exit(1)
@@ -142,7 +144,7 @@ def _show(config: BridgeConfig, output: str, *, checked_only: bool) -> None:
 
 
 def _run(settings: Settings, catalog: Catalog, config: BridgeConfig, redis_url: str | None,
-         options: dict[str, Any], metrics_port: int | None) -> None:
+         options: dict[str, Any], metrics_port: int | None, metrics_host: str = "127.0.0.1") -> None:
     import structlog  # noqa: PLC0415 - logging is configured by the command that runs, never at import
 
     from streams.bridge.bridge import Bridge, BridgeOptions  # noqa: PLC0415 - confluent-kafka on demand
@@ -152,5 +154,5 @@ def _run(settings: Settings, catalog: Catalog, config: BridgeConfig, redis_url: 
                                     structlog.processors.JSONRenderer()])
     runner = Bridge(settings, catalog, config, BridgeOptions(**options), redis_url=redis_url)
     if metrics_port is not None:
-        runner.metrics.serve(metrics_port)
+        runner.metrics.serve(metrics_port, metrics_host)
     runner.run(handle_signals=True)
