@@ -18,7 +18,7 @@ from streams.agents.validation import ValidationAgent
 from streams.app import agent_context, create_app, ensure_changelog_topics
 from streams.catalog import load_catalog
 from streams.errors import ConfigError
-from streams.observability import configure_logging
+from streams.observability import CONSUMER_LAG, configure_logging
 
 if TYPE_CHECKING:
     from streams.app import AgentContext
@@ -44,9 +44,24 @@ def build_worker_app(settings: Settings, agents: tuple[str, ...], *, app_id: str
         index = SearchIndex(index_path(ctx))
         register_indexing_agent(ctx, index)
     _register_pages(app, index)
+    _register_lag(app)
     replication = max((spec.replication_factor for spec in catalog.topics), default=1)
     ensure_changelog_topics(app, settings.kafka_config(settings.bootstrap_servers()), replication)
     return app, ctx, index
+
+
+def _register_lag(app: faust.App) -> None:
+    """Every few seconds: records between each assigned partition's end and the group's commit (or read position)."""
+
+    async def report_lag() -> None:
+        monitor = app.monitor
+        for tp in app.consumer.assignment():
+            end = monitor.tp_end_offsets.get(tp)
+            done = monitor.tp_committed_offsets.get(tp, monitor.tp_read_offsets.get(tp))
+            if end is not None and done is not None:
+                CONSUMER_LAG.labels(topic=tp.topic, partition=str(tp.partition)).set(max(0, end - done))
+
+    app.timer(interval=5.0)(report_lag)
 
 
 def _register_pages(app: faust.App, index: SearchIndex | None) -> None:

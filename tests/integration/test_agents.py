@@ -5,6 +5,7 @@ from __future__ import annotations
 import collections
 import json
 import os
+import re
 import struct
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -143,8 +144,7 @@ def test_mixed_batch_exact_outcomes_dlq_and_search(stack: Settings, tmp_path: Pa
                                     env=worker_env(stack))
         assert result.exit_code == 0, result.output
         assert len(json.loads(result.output)) == 30
-        metrics = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
-        assert 'streams_agent_events_total{agent="validation",outcome="cleared"} 34.0' in metrics
+        check_metrics(port)
 
         audited = [spec.name for spec in load_catalog(stack.catalog_path).topics if spec.audit]
         sources = sum(len(read_topic(stack, name)) for name in audited)
@@ -156,6 +156,24 @@ def test_mixed_batch_exact_outcomes_dlq_and_search(stack: Settings, tmp_path: Pa
         assert verified.exit_code == 0, verified.output
     finally:
         stop_worker(process)
+
+
+def check_metrics(port: int) -> None:
+    """Outcomes by agent, end-to-end latency and consumer lag on the worker's /metrics."""
+    metrics = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+    assert 'streams_agent_events_total{agent="validation",outcome="cleared"} 34.0' in metrics
+    assert re.search(r'streams_agent_end_to_end_seconds_count\{agent="validation"\} [1-9]', metrics)
+
+    def lag_reported() -> bool:
+        text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+        lag = r'streams_agent_consumer_lag_records\{partition="\d",topic="invoice.created"\} 0.0'
+        return bool(re.search(lag, text))
+
+    def lag_lines() -> str:
+        text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+        return "\n".join(line for line in text.splitlines() if "lag" in line)
+
+    wait_for(lag_reported, 30, lambda: f"the worker to report invoice.created's consumer lag: {lag_lines()}")
 
 
 def rule_codes(stack: Settings, messages: list[Any]) -> list[str]:
