@@ -6,6 +6,7 @@ from the registry, `DeadLetters` parks what cannot be processed in `<topic>.dlq`
 
 from __future__ import annotations
 
+import ssl
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -149,16 +150,41 @@ class AgentContext:
         DLQ_TOTAL.labels(agent=agent, topic=source.topic).inc()
 
 
+def broker_credentials(kafka_config: KafkaConfig) -> faust.types.auth.CredentialsT | None:
+    """faust's (aiokafka's) credentials for the librdkafka properties `Settings.kafka_config` made.
+
+    The one translation: faust connects with exactly the security the confluent-kafka clients use.
+    """
+    protocol = str(kafka_config.get("security.protocol", "PLAINTEXT"))
+    context = None
+    if protocol in {"SSL", "SASL_SSL"}:
+        ca = kafka_config.get("ssl.ca.location")
+        context = ssl.create_default_context(cafile=str(ca) if ca is not None else None)
+        certificate = kafka_config.get("ssl.certificate.location")
+        if certificate is not None:
+            key_password = kafka_config.get("ssl.key.password")
+            context.load_cert_chain(str(certificate), str(kafka_config["ssl.key.location"]),
+                                    str(key_password) if key_password is not None else None)
+    if protocol in {"SASL_PLAINTEXT", "SASL_SSL"}:
+        return faust.SASLCredentials(username=str(kafka_config["sasl.username"]),
+                                     password=str(kafka_config["sasl.password"]),
+                                     mechanism=str(kafka_config["sasl.mechanism"]), ssl_context=context)
+    return faust.SSLCredentials(context) if context is not None else None
+
+
 def create_app(settings: Settings, catalog: Catalog, *, app_id: str = "streams-worker", web_port: int = 6066,
                web_host: str = "127.0.0.1", web_enabled: bool = True) -> faust.App:
     """A faust App on the settings' broker; topics are declared by `streams topics apply`, not by faust."""
     bootstrap = settings.bootstrap_servers()
+    settings.check_kafka_login(bootstrap)  # a refused password is one clear error, not aiokafka retrying
+    credentials = broker_credentials(settings.kafka_config(bootstrap))  # the clients' security, for aiokafka
     datadir = (settings.data_dir / "faust" / app_id).resolve()
     datadir.mkdir(parents=True, exist_ok=True)
     replication = max((spec.replication_factor for spec in catalog.topics), default=1)
     return faust.App(
         app_id,
         broker=[f"kafka://{server}" for server in bootstrap.split(",")],
+        broker_credentials=credentials,
         store="memory://",  # tables are rebuilt from their changelog topics on start
         value_serializer="raw",
         key_serializer="raw",

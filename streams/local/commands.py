@@ -6,6 +6,7 @@ Thin over streams.local.stack; text for people (rich), `--output json` for scrip
 from __future__ import annotations
 
 import json
+import shlex
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -13,6 +14,8 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from streams.local import scram
+from streams.local.kafka import SCRAM_MECHANISM
 from streams.local.stack import (
     ServiceReady,
     StackEvent,
@@ -64,6 +67,11 @@ def dev() -> None:
               help="Schema registry port on 127.0.0.1 [default: a free one].")  # fmt: skip
 @click.option("--no-redis", is_flag=True, help="Do not start redis-server.")
 @click.option("--no-registry", is_flag=True, help="Do not start the schema registry.")
+@click.option("--sasl", is_flag=True,
+              help="Clients must log in: Kafka's listener is SASL_PLAINTEXT with SCRAM-SHA-512.")  # fmt: skip
+@click.option("--sasl-user", default=scram.DEFAULT_USER, show_default=True, help="SCRAM user to create (with --sasl).")
+@click.option("--sasl-password", envvar="STREAMS_LOCAL_SASL_PASSWORD", show_envvar=True,
+              help="Its password [default: the one in <data dir>/local/sasl.env, else a new random one].")  # fmt: skip
 @OUTPUT
 @click.pass_obj
 def up(
@@ -75,6 +83,9 @@ def up(
     registry_port: int | None,
     no_redis: bool,
     no_registry: bool,
+    sasl: bool,
+    sasl_user: str,
+    sasl_password: str | None,
     output: str,
 ) -> None:
     """Start Kafka, the schema registry and Redis, or say they already run; prints addresses and start times.
@@ -82,14 +93,21 @@ def up(
     The first run resolves the Kafka jars with Maven into ~/.cache/streams (STREAMS_LOCAL_CACHE_DIR
     overrides it); later runs need no network. Needs java 17+ and mvn on PATH.
 
+    With --sasl, clients log in with SCRAM-SHA-512; the STREAMS_KAFKA_* variables they need are printed
+    and written to <data dir>/local/sasl.env (owner-only), ready to `source`.
+
     \b
     Example:
       streams dev up --kafka-port 9092
       streams dev up --output json | jq -r .services.kafka.address
+      streams dev up --sasl && source .streams/local/sasl.env
     """
     console = Console()
+    sasl_users = {sasl_user: sasl_password or _known_password(settings, sasl_user)} if sasl else None
     running = running_stack(settings.data_dir)
     if running is not None:
+        if sasl_users:  # a stack without SASL is an error; with it, the user gets this password
+            running = start_stack(settings.data_dir, sasl_users=sasl_users)
         _report_up(console, running, output, already_running=True, ready={}, notes=[])
         return
     ready: dict[str, float] = {}
@@ -115,9 +133,18 @@ def up(
             with_redis=not no_redis,
             with_registry=not no_registry,
             catalog=settings.catalog_path,
+            sasl_users=sasl_users,
             notify=on_event,
         )
     _report_up(console, state, output, already_running=False, ready=ready, notes=notes)
+
+
+def _known_password(settings: Settings, user: str) -> str:
+    """The password `user` got last time in this data dir (so clients keep working), else a new one."""
+    known = scram.read_credentials(local_dir(settings.data_dir)) or {}
+    if known.get("STREAMS_KAFKA_SASL_USERNAME") == user and known.get("STREAMS_KAFKA_SASL_PASSWORD"):
+        return known["STREAMS_KAFKA_SASL_PASSWORD"]
+    return scram.generate_password()
 
 
 def _report_up(
@@ -129,6 +156,7 @@ def _report_up(
     ready: dict[str, float],
     notes: list[str],
 ) -> None:
+    client_environment = scram.read_credentials(Path(state.data_dir) / "local") or {}
     if output == "json":
         services = {
             name: {
@@ -136,16 +164,29 @@ def _report_up(
                 "address": service.address,
                 "log_path": service.log_path,
                 "ready_seconds": round(ready[name], 3) if name in ready else None,
+                **({"security_protocol": service.security_protocol} if name == "kafka" else {}),
             }
             for name, service in state.services.items()
         }
         document = {"data_dir": state.data_dir, "already_running": already_running, "services": services}
+        if client_environment:
+            document["kafka_client_environment"] = client_environment
         click.echo(json.dumps({**document, "notes": notes}, indent=2))
         return
     if already_running:
         console.print(f"the local stack in {state.data_dir} is already running:", highlight=False)
         for name, service in state.services.items():
             console.print(f"  [green]{name}[/] {service.address} (pid {service.pid})", highlight=False)
+    if client_environment:
+        kafka = state.services["kafka"]
+        user = client_environment["STREAMS_KAFKA_SASL_USERNAME"]
+        password = client_environment["STREAMS_KAFKA_SASL_PASSWORD"]
+        path = scram.credentials_path(Path(state.data_dir) / "local")
+        console.print(f"kafka requires {kafka.security_protocol} with {SCRAM_MECHANISM}: user {user}, password"
+                      f" {password}", highlight=False, markup=False, soft_wrap=True)  # fmt: skip
+        console.print(f"clients need these variables (or `source {path}`):", highlight=False, soft_wrap=True)
+        for name, value in client_environment.items():
+            console.print(f"  export {name}={shlex.quote(value)}", highlight=False, markup=False, soft_wrap=True)
     console.print(
         f"state in {state_path(Path(state.data_dir))}; stop it with `streams dev down`",
         highlight=False,

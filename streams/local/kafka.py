@@ -37,6 +37,7 @@ LOG4J_CONFIG = DEPLOY_DIR / "log4j2.xml"
 CACHE_VARIABLE = "STREAMS_LOCAL_CACHE_DIR"
 COMPLETE_MARKER = ".complete"
 READY_TIMEOUT_S = 60.0
+SCRAM_MECHANISM = "SCRAM-SHA-512"
 TOOLS_HINT = (
     "install a JDK 17+ and Maven (apt-get install -y openjdk-17-jre-headless maven),"
     " or run Kafka with `docker compose up` and set STREAMS_KAFKA_BOOTSTRAP_SERVERS=localhost:9092"
@@ -152,8 +153,14 @@ def new_cluster_id() -> str:
             return cluster_id
 
 
-def render_server_properties(*, broker_port: int, controller_port: int, log_dir: Path) -> str:
-    """server.properties for a single combined broker+controller node on loopback."""
+def render_server_properties(
+    *, broker_port: int, controller_port: int, log_dir: Path, internal_port: int | None = None
+) -> str:
+    """server.properties for a single combined broker+controller node on loopback.
+
+    With `internal_port`, clients get a SASL_PLAINTEXT listener with SCRAM on `broker_port`, and a
+    PLAINTEXT listener on `internal_port` carries inter-broker traffic and the stack's own probes.
+    """
     settings = {
         "process.roles": "broker,controller",
         "node.id": "1",
@@ -177,9 +184,26 @@ def render_server_properties(*, broker_port: int, controller_port: int, log_dir:
         "offsets.topic.num.partitions": "1",
         "transaction.state.log.num.partitions": "1",
     }
+    if internal_port is not None:
+        settings.update(_scram_listeners(broker_port, controller_port, internal_port))
     lines = ["# Written by `streams dev up`; regenerated on every start.", ""]
     lines += [f"{key}={value}" for key, value in settings.items()]
     return "\n".join(lines) + "\n"
+
+
+def _scram_listeners(broker_port: int, controller_port: int, internal_port: int) -> dict[str, str]:
+    clients = f"SASL_PLAINTEXT://{LOOPBACK}:{broker_port}"
+    internal = f"PLAINTEXT://{LOOPBACK}:{internal_port}"
+    return {
+        "listeners": f"{clients},{internal},CONTROLLER://{LOOPBACK}:{controller_port}",
+        "advertised.listeners": f"{clients},{internal}",
+        "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT,CONTROLLER:PLAINTEXT",
+        "sasl.enabled.mechanisms": SCRAM_MECHANISM,
+        # The broker verifies SCRAM against the credentials in the KRaft metadata; the login module
+        # needs no options because no broker logs in over this listener.
+        f"listener.name.sasl_plaintext.{SCRAM_MECHANISM.lower()}.sasl.jaas.config":
+            "org.apache.kafka.common.security.scram.ScramLoginModule required;",
+    }
 
 
 def format_storage(java: str, jar_dir: Path, properties_path: Path) -> None:
@@ -195,19 +219,35 @@ def format_storage(java: str, jar_dir: Path, properties_path: Path) -> None:
 
 
 def start_kafka(
-    layout: KafkaLayout, *, jar_dir: Path, broker_port: int, controller_port: int, owner: Path
+    layout: KafkaLayout,
+    *,
+    jar_dir: Path,
+    broker_port: int,
+    controller_port: int,
+    owner: Path,
+    internal_port: int | None = None,
 ) -> int:
-    """Write server.properties, format storage on first use, and launch the broker; returns its pid."""
+    """Write server.properties, format storage on first use, and launch the broker; returns its pid.
+
+    `internal_port` makes the client listener SASL/SCRAM (see `render_server_properties`).
+    """
     java = require_tool("java")
-    for port, option in ((broker_port, "--kafka-port"), (controller_port, "--controller-port")):
+    ports = [
+        (broker_port, "choose another with --kafka-port"),
+        (controller_port, "choose another with --controller-port"),
+    ]
+    if internal_port is not None:  # picked free a moment ago: another process just took it
+        ports.append((internal_port, "start the stack again"))
+    for port, hint in ports:
         if port_in_use(port):
-            raise LocalStackError(
-                f"port {port} on {LOOPBACK} is already in use; choose another with {option}"
-            )
+            raise LocalStackError(f"port {port} on {LOOPBACK} is already in use; {hint}")
     layout.properties_path.parent.mkdir(parents=True, exist_ok=True)
     layout.properties_path.write_text(
         render_server_properties(
-            broker_port=broker_port, controller_port=controller_port, log_dir=layout.log_dir
+            broker_port=broker_port,
+            controller_port=controller_port,
+            log_dir=layout.log_dir,
+            internal_port=internal_port,
         )
     )
     if not layout.formatted():

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 from streams.errors import LocalStackError
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Mapping, Sequence
 
 # Set in every service's environment; `down` only signals processes that carry it with our data dir,
 # so a pid recycled after a reboot is never mistaken for one of ours.
@@ -40,8 +40,12 @@ def port_in_use(port: int) -> bool:
         return sock.connect_ex((LOOPBACK, port)) == 0
 
 
-def spawn_detached(argv: Sequence[str], *, log_path: Path, owner: Path) -> int:
+def spawn_detached(
+    argv: Sequence[str], *, log_path: Path, owner: Path, environment: Mapping[str, str] | None = None
+) -> int:
     """Start `argv` in a new session, stdout and stderr to a fresh `log_path`; returns its pid.
+
+    The child gets `environment` (default: ours) plus the owner marker.
 
     posix_spawn rather than Popen: a Popen dropped while its child runs warns, and these children
     are meant to outlive us.
@@ -50,14 +54,14 @@ def spawn_detached(argv: Sequence[str], *, log_path: Path, owner: Path) -> int:
     if executable is None:
         raise LocalStackError(f"cannot start {argv[0]}: not found on PATH")
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    environment = {**os.environ, OWNER_VARIABLE: str(owner)}
+    child_environment = {**(os.environ if environment is None else environment), OWNER_VARIABLE: str(owner)}
     file_actions = [
         (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
         (os.POSIX_SPAWN_OPEN, 1, str(log_path), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644),
         (os.POSIX_SPAWN_DUP2, 1, 2),
     ]
     try:
-        return os.posix_spawn(executable, list(argv), environment, file_actions=file_actions, setsid=True)
+        return os.posix_spawn(executable, list(argv), child_environment, file_actions=file_actions, setsid=True)
     except OSError as exc:
         raise LocalStackError(f"cannot start {executable}: {exc.strerror}") from exc
 

@@ -5,6 +5,7 @@ Started after Kafka (it stores schemas in the broker's `_schemas` topic); ready 
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from typing import TYPE_CHECKING
@@ -15,6 +16,7 @@ from streams.errors import LocalStackError
 from streams.local.processes import LOOPBACK, is_running, log_tail, port_in_use, spawn_detached
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
     from pathlib import Path
 
 READY_TIMEOUT_S = 60.0
@@ -25,9 +27,19 @@ def registry_url(port: int) -> str:
 
 
 def start_registry(
-    local_dir: Path, *, port: int, bootstrap: str, catalog: Path | None, owner: Path
+    local_dir: Path,
+    *,
+    port: int,
+    bootstrap: str,
+    catalog: Path | None,
+    owner: Path,
+    kafka_environment: Mapping[str, str] | None = None,
 ) -> tuple[int, Path]:
-    """Launch the registry on 127.0.0.1:`port` in its own session; (pid, log path)."""
+    """Launch the registry on 127.0.0.1:`port` in its own session; (pid, log path).
+
+    It reaches Kafka with `kafka_environment` (STREAMS_KAFKA_* security variables), never with ones
+    inherited from this shell: those may describe another cluster.
+    """
     if port_in_use(port):
         raise LocalStackError(f"port {port} on {LOOPBACK} is already in use; choose another with --registry-port")
     log_path = local_dir / "registry.log"
@@ -44,7 +56,9 @@ def start_registry(
     ]
     if catalog is not None and catalog.exists():
         command += ["--catalog", str(catalog.resolve())]
-    return spawn_detached(command, log_path=log_path, owner=owner), log_path
+    environment = {name: value for name, value in os.environ.items() if not name.startswith("STREAMS_KAFKA_")}
+    environment.update(kafka_environment or {})
+    return spawn_detached(command, log_path=log_path, owner=owner, environment=environment), log_path
 
 
 def registry_answers(url: str) -> bool:

@@ -7,16 +7,14 @@ from __future__ import annotations
 
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from pathlib import Path
 
-from streams.local import kafka, redis_server, registry_process
+from streams.errors import LocalStackError
+from streams.local import kafka, redis_server, registry_process, scram
 from streams.local.processes import LOOPBACK, free_port, owned_by, stop_process_group
 from streams.local.state import ServiceState, StackState, clear_state, read_state, write_state
-
-if TYPE_CHECKING:
-    from pathlib import Path
 
 STOP_TIMEOUT_S = 30.0
 
@@ -57,6 +55,7 @@ def start_stack(
     with_registry: bool = True,
     catalog: Path | None = None,
     cache_dir: Path | None = None,
+    sasl_users: Mapping[str, str] | None = None,
     notify: Notify | None = None,
 ) -> StackState:
     """Start the stack for `data_dir` and record it; return the running one unchanged if Kafka answers.
@@ -64,15 +63,19 @@ def start_stack(
     Ports default to free ones the kernel picks. Redis starts only when `with_redis` and redis-server
     is installed; without it a StackNote says so. The schema registry (on Kafka's `_schemas` topic) starts
     with `with_registry`; `catalog` tells it which subjects are audited. Any leftover service is stopped.
+
+    `sasl_users` (name -> password) makes Kafka's client listener SASL_PLAINTEXT with SCRAM-SHA-512 for
+    those users; the registry logs in as the first, whose client variables go to `<local>/sasl.env`.
     """
     data_dir = data_dir.resolve()
     emit: Notify = notify if notify is not None else _ignore
     running = running_stack(data_dir)
     if running is not None:
         emit(StackNote(f"the local stack in {local_dir(data_dir)} is already running"))
-        return running
+        return _with_users(data_dir, running, sasl_users or {})
     _stop_services(data_dir, read_state(data_dir))
     clear_state(data_dir)
+    scram.credentials_path(local_dir(data_dir)).unlink(missing_ok=True)
 
     kafka.require_tool("java")
     jar_dir = kafka.resolve_jars(
@@ -81,9 +84,14 @@ def start_stack(
     )
     services: dict[str, ServiceState] = {}
     try:
-        services["kafka"] = _start_kafka(data_dir, jar_dir, kafka_port, controller_port, emit)
+        services["kafka"] = _start_kafka(data_dir, jar_dir, kafka_port, controller_port, sasl_users or {}, emit)
+        kafka_environment = {"STREAMS_KAFKA_SECURITY_PROTOCOL": "PLAINTEXT"}
+        if sasl_users:
+            kafka_environment = _write_credentials(data_dir, services["kafka"].address, sasl_users)
         if with_registry:
-            services["registry"] = _start_registry(data_dir, services["kafka"].address, registry_port, catalog, emit)
+            services["registry"] = _start_registry(
+                data_dir, services["kafka"].address, registry_port, catalog, kafka_environment, emit
+            )
         if with_redis:
             redis_state = _start_redis(data_dir, redis_port, emit)
             if redis_state is not None:
@@ -97,26 +105,86 @@ def start_stack(
 
 
 def _start_kafka(
-    data_dir: Path, jar_dir: Path, port: int | None, controller_port: int | None, emit: Notify
+    data_dir: Path,
+    jar_dir: Path,
+    port: int | None,
+    controller_port: int | None,
+    sasl_users: Mapping[str, str],
+    emit: Notify,
 ) -> ServiceState:
     broker_port = port if port is not None else free_port()
-    if controller_port is None:
-        controller_port = free_port()
-        while controller_port == broker_port:
-            controller_port = free_port()
+    taken = {broker_port}
+    controller_port = controller_port if controller_port is not None else _free_port_besides(taken)
+    taken.add(controller_port)
+    internal_port = _free_port_besides(taken) if sasl_users else None
     layout = kafka.KafkaLayout(local_dir(data_dir))
     address = f"{LOOPBACK}:{broker_port}"
+    internal_address = f"{LOOPBACK}:{internal_port}" if internal_port is not None else None
     started = time.monotonic()
     pid = kafka.start_kafka(
-        layout, jar_dir=jar_dir, broker_port=broker_port, controller_port=controller_port, owner=data_dir
+        layout,
+        jar_dir=jar_dir,
+        broker_port=broker_port,
+        controller_port=controller_port,
+        owner=data_dir,
+        internal_port=internal_port,
     )
     try:
-        kafka.wait_for_kafka(pid, address, layout.log_path)
+        kafka.wait_for_kafka(pid, internal_address or address, layout.log_path)
+        if internal_address is not None:
+            scram.create_users(internal_address, sasl_users)
+            name, password = next(iter(sasl_users.items()))
+            scram.wait_for_login(pid, address, name, password, layout.log_path)
     except BaseException:  # Ctrl-C included: never leave an unrecorded broker running
         stop_process_group(pid, timeout_s=10.0)
         raise
     emit(ServiceReady("kafka", address, time.monotonic() - started))
-    return ServiceState(name="kafka", pid=pid, address=address, log_path=str(layout.log_path))
+    return ServiceState(
+        name="kafka",
+        pid=pid,
+        address=address,
+        log_path=str(layout.log_path),
+        security_protocol="SASL_PLAINTEXT" if sasl_users else "PLAINTEXT",
+        internal_address=internal_address,
+        sasl_users=tuple(sasl_users),
+    )
+
+
+def _free_port_besides(taken: set[int]) -> int:
+    port = free_port()
+    while port in taken:
+        port = free_port()
+    return port
+
+
+def _write_credentials(data_dir: Path, address: str, sasl_users: Mapping[str, str]) -> dict[str, str]:
+    """The first user's client variables, recorded in `<local>/sasl.env`; the registry gets them too."""
+    name, password = next(iter(sasl_users.items()))
+    environment = scram.client_environment(address, name, password)
+    scram.write_credentials(local_dir(data_dir), environment)
+    return environment
+
+
+def _with_users(data_dir: Path, running: StackState, sasl_users: Mapping[str, str]) -> StackState:
+    """The running stack, with `sasl_users` created (or their passwords set) when its Kafka uses SCRAM."""
+    broker = running.services["kafka"]
+    if bool(sasl_users) != bool(broker.sasl_users):
+        wanted, has = ("with", "without") if sasl_users else ("without", "with")
+        raise LocalStackError(
+            f"asked for the local stack {wanted} SASL, but the one in {local_dir(data_dir)} already runs {has} it;"
+            " stop it with `streams dev down` first"
+        )
+    if not sasl_users or broker.internal_address is None:
+        return running
+    scram.create_users(broker.internal_address, sasl_users)
+    name, password = next(iter(sasl_users.items()))
+    scram.wait_for_login(broker.pid, broker.address, name, password, Path(broker.log_path))
+    _write_credentials(data_dir, broker.address, sasl_users)
+    users = tuple(dict.fromkeys([*broker.sasl_users, *sasl_users]))
+    services = {**running.services, "kafka": broker.model_copy(update={"sasl_users": users})}
+    state = running.model_copy(update={"services": services})
+    write_state(data_dir, state)
+    return state
 
 
 def _start_redis(data_dir: Path, port: int | None, emit: Notify) -> ServiceState | None:
@@ -137,13 +205,23 @@ def _start_redis(data_dir: Path, port: int | None, emit: Notify) -> ServiceState
 
 
 def _start_registry(
-    data_dir: Path, bootstrap: str, port: int | None, catalog: Path | None, emit: Notify
+    data_dir: Path,
+    bootstrap: str,
+    port: int | None,
+    catalog: Path | None,
+    kafka_environment: Mapping[str, str],
+    emit: Notify,
 ) -> ServiceState:
     registry_port = port if port is not None else free_port()
     url = registry_process.registry_url(registry_port)
     started = time.monotonic()
     pid, log_path = registry_process.start_registry(
-        local_dir(data_dir), port=registry_port, bootstrap=bootstrap, catalog=catalog, owner=data_dir
+        local_dir(data_dir),
+        port=registry_port,
+        bootstrap=bootstrap,
+        catalog=catalog,
+        owner=data_dir,
+        kafka_environment=kafka_environment,
     )
     try:
         registry_process.wait_for_registry(pid, url, log_path)
@@ -163,7 +241,7 @@ def running_stack(data_dir: Path) -> StackState | None:
     broker = state.services.get("kafka")
     if broker is None or not owned_by(broker.pid, data_dir):
         return None
-    return state if kafka.kafka_answers(broker.address) else None
+    return state if kafka.kafka_answers(broker.internal_address or broker.address) else None
 
 
 def stack_status(data_dir: Path) -> StackState | None:

@@ -23,6 +23,10 @@ class ServiceState(BaseModel):
     pid: int
     address: str
     log_path: str
+    # Kafka with a SASL/SCRAM client listener (`address`) also has a PLAINTEXT one for the stack's probes.
+    security_protocol: str = "PLAINTEXT"
+    internal_address: str | None = None
+    sasl_users: tuple[str, ...] = ()
 
     def alive(self) -> bool:
         """True while the process exists (signal 0 probes without touching it)."""
@@ -67,7 +71,7 @@ def write_state(data_dir: Path, state: StackState) -> None:
     path = state_path(data_dir)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
-    tmp.write_text(state.model_dump_json(indent=2))
+    tmp.write_text(state.model_dump_json(indent=2, exclude_defaults=True))
     tmp.replace(path)
 
 

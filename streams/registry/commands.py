@@ -58,6 +58,7 @@ def serve_registry(settings: Settings, bootstrap_servers: str | None, **options:
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     bootstrap = bootstrap_servers or settings.bootstrap_servers()
+    settings.check_kafka_login(bootstrap)  # a refused password is one clear error, not a metadata time-out
     config = RegistryOptions(kafka_config=settings.kafka_config(bootstrap), **options)
 
     def ready(url: str) -> None:

@@ -103,6 +103,7 @@ def replay(settings: Settings, topic: str, from_: str | None, to: str | None, ra
     replay_id = check_replay_id(replay_id) if replay_id else None
     signer = load_private_key(sign_key) if sign_key is not None else None
     kafka_config = settings.kafka_config(settings.bootstrap_servers())
+    settings.check_kafka_login(settings.bootstrap_servers())  # a refused login: one clear error, not retries
     consumer = reader_consumer(kafka_config)
     try:
         plan, replay_id = _plan(consumer, query, settings, replay_id, export, to_topic)
