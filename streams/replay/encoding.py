@@ -6,12 +6,13 @@ A record's hash is the RFC 6962 leaf hash of its Avro binary encoding under CANO
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from importlib import import_module
+from typing import Any, Protocol
 
 __all__ = [
-    "CANONICAL_SCHEMA", "HEADER_SCHEMA", "RecordEncoder", "encode_long", "merkle_root", "record_hash",
-    "value_tail",
+    "CANONICAL_SCHEMA", "HEADER_SCHEMA", "EncodedGroup", "RecordEncoder", "encode_batch", "encode_long",
+    "merkle_root", "merkle_root_joined", "record_hash", "sha256_accelerated", "value_tail",
 ]
 
 HEADER_SCHEMA: dict[str, Any] = {
@@ -152,3 +153,27 @@ def merkle_root(leaves: Sequence[bytes]) -> bytes:
             paired.append(level[-1])
         level = paired
     return level[0]
+
+
+# ---- the native fast path (streams/_native/src/evidence.rs), byte-identical to the definitions above ----
+
+EncodedGroup = tuple[bytes | None, bytes, list[int]]  # (Confluent header or None for raw, datums, datum ends)
+
+
+class BatchEncoder(Protocol):
+    def __call__(self, topic: str, partition: int, messages: Sequence[Any], typed: Callable[[bytes], bool],
+                 /) -> tuple[bytes, str, list[EncodedGroup]]: ...
+
+
+_native = import_module("streams._avro_native")  # its .pyi does not list these functions yet
+
+encode_batch: BatchEncoder = _native.encode_evidence_batch
+"""Encode and hash one partition's consumed records in one call: (hashes joined, hash-list lines, and per
+target file the envelope datums joined with their ends). `typed(header)` says whether the 5-byte Confluent
+header names a known schema (its records keep their datum in that schema's file) or not (raw file)."""
+
+merkle_root_joined: Callable[[bytes], bytes] = _native.evidence_merkle_root
+"""merkle_root over 32-byte leaf hashes given joined in one bytes object."""
+
+sha256_accelerated: Callable[[], bool] = _native.evidence_sha256_accelerated
+"""Whether the native path hashes with the CPU's SHA extensions (else portable rounds, same digests)."""

@@ -5,6 +5,7 @@ Built in `<dir>.partial` with a checkpoint (an interrupted export resumes), rena
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import hashlib
 import json
@@ -13,6 +14,7 @@ import re
 import shutil
 import socket
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,7 +22,16 @@ from typing import TYPE_CHECKING, Any
 
 from streams.errors import SchemaError
 from streams.replay.container import ContainerWriter
-from streams.replay.encoding import CANONICAL_SCHEMA, LEAF, NULL, RecordEncoder, encode_long, length_tag, merkle_root
+from streams.replay.encoding import (
+    CANONICAL_SCHEMA,
+    LEAF,
+    NULL,
+    RecordEncoder,
+    encode_batch,
+    encode_long,
+    length_tag,
+    merkle_root_joined,
+)
 from streams.replay.errors import EvidenceError
 from streams.replay.jsonl import jsonl_line
 from streams.replay.reader import consumed
@@ -100,12 +111,14 @@ class EvidenceWriter:
         self._encoder = RecordEncoder(plan.query.topic)
         self._targets: dict[bytes, _Target] = {}
         self._files: dict[str, _Target] = {}
-        self._digests: list[bytes] = []
+        self._digests = bytearray()  # the 32-byte record hashes, joined, in (partition, offset) order
         self._lines: list[str] = []
         self._schemas: dict[int, str] = {}
         self._jsonl: Any = None
         self._hashes: Any = None
         self._started = _now()
+        # Full container blocks are written and hashed on this thread while the next records are read.
+        self._background = ThreadPoolExecutor(max_workers=1, thread_name_prefix="evidence-writer")
 
     # ---- ReplaySink ---------------------------------------------------------------------------------
 
@@ -133,25 +146,19 @@ class EvidenceWriter:
         if self.output == "jsonl":
             self._write_jsonl(partition, messages)
             return
-        prefix_of, targets, digests, lines = self._encoder.prefix, self._targets, self._digests, self._lines
-        sha256 = hashlib.sha256
-        for message in consumed(messages):
-            offset, value = message.offset(), message.value()
-            prefix = prefix_of(partition, offset, message.timestamp()[1], message.key(), message.headers())
-            if value is None:
-                digest = sha256(LEAF + prefix + NULL).digest()
-                self._target(None).writer.append(prefix, NULL)
-            else:
-                digest = sha256(b"".join((LEAF, prefix, length_tag(len(value)), value))).digest()
-                target = targets.get(value[:5])
-                if target is None:
-                    target = self._target(value)
-                if target.schema_id is None:
-                    target.writer.append(prefix, length_tag(len(value)), value)
-                else:  # the envelope carries the datum as it is: no decoding, no re-encoding
-                    target.writer.append(prefix, target.tag, value[5:])
-            digests.append(digest)
-            lines.append(f"{partition} {offset} {digest.hex()}\n")
+        # One native call encodes and hashes the whole batch (encoding.py holds the definition it matches);
+        # envelopes carry each Avro datum as it is: no decoding, no re-encoding.
+        digests, lines, groups = encode_batch(self.plan.query.topic, partition, messages, self._typed)
+        self._digests += digests
+        self._lines.append(lines)
+        for header, data, ends in groups:
+            target = self._target(None) if header is None else self._targets[header]
+            target.writer.extend(data, ends)
+
+    def _typed(self, header: bytes) -> bool:
+        """Whether values starting with this Confluent header go to a schema's file (else the raw file)."""
+        target = self._targets.get(header) or self._target(header)
+        return target.schema_id is not None
 
     def commit(self, progress: Progress) -> None:
         try:
@@ -182,7 +189,9 @@ class EvidenceWriter:
     def close(self) -> None:
         """Close the partial files without sealing (after an error: the checkpoint lets a re-run continue)."""
         for target in self._files.values():
-            target.writer.close()
+            with contextlib.suppress(OSError):  # the error that stopped the export is the one to report
+                target.writer.close()
+        self._background.shutdown()
         for stream in (self._jsonl, self._hashes):
             if stream is not None:
                 stream.close()
@@ -193,6 +202,7 @@ class EvidenceWriter:
         try:
             for name, target in self._files.items():
                 target.writer.flush_block()
+                target.writer.drain()
                 (self.partial / (name + PENDING)).unlink()
         except OSError as exc:
             raise EvidenceError(f"cannot write the evidence bundle at {self.partial}: {exc.strerror or exc}") from exc
@@ -214,8 +224,8 @@ class EvidenceWriter:
         return manifest
 
     def _manifest(self, progress: Progress) -> dict[str, Any]:
-        files = [{"name": name, "schema_id": t.schema_id, "records": t.writer.count, "sha256": file_sha256(
-            self.partial / name)} for name, t in sorted(self._files.items())]
+        files = [{"name": name, "schema_id": t.schema_id, "records": t.writer.count, "sha256": t.writer.sha256()}
+                 for name, t in sorted(self._files.items())]
         if self.output == "jsonl":
             files = [{"name": JSONL_FILE, "schema_id": None, "records": progress.matched,
                       "sha256": file_sha256(self.partial / JSONL_FILE)}]
@@ -235,7 +245,7 @@ class EvidenceWriter:
                         "files": files, "hash_list": {"name": HASHES, "sha256": file_sha256(self.partial / HASHES)}},
             "schemas": {str(k): v for k, v in sorted(self._schemas.items())},
             "hashing": {"record": RECORD_ENCODING, "merkle": MERKLE_TREE, "canonical_schema": CANONICAL_SCHEMA},
-            "merkle_root": merkle_root(self._digests).hex(),
+            "merkle_root": merkle_root_joined(bytes(self._digests)).hex(),
             "run_by": _who(),
             "started_at": self._started,
             "created_at": _now(),
@@ -253,7 +263,8 @@ class EvidenceWriter:
         target = self._files.get(name)
         if target is None:
             schema = CANONICAL_SCHEMA if writer_schema is None else envelope_schema(writer_schema)
-            writer = ContainerWriter(self.partial / name, schema, self.codec, _sync(self.plan, name))
+            writer = ContainerWriter(self.partial / name, schema, self.codec, _sync(self.plan, name),
+                                     background=self._background)
             tag = b"" if schema_id is None else encode_long(schema_id) + b"\x02"
             target = self._files[name] = _Target(name, schema_id, writer, tag)
         if value is not None:
@@ -283,7 +294,7 @@ class EvidenceWriter:
             digest = hashlib.sha256(LEAF + prefix + tail).digest()
             schema_id, payload = self._decoded(value)
             chunks.append(jsonl_line(message, partition, schema_id, payload))
-            self._digests.append(digest)
+            self._digests += digest
             self._lines.append(f"{partition} {offset} {digest.hex()}\n")
         self._jsonl.write(b"".join(chunks))
 
@@ -324,12 +335,12 @@ class EvidenceWriter:
         self._hashes.truncate(checkpoint["hashes_size"])
         self._hashes.seek(checkpoint["hashes_size"])
         with hashes.open(encoding="ascii") as lines:
-            self._digests = [bytes.fromhex(line.split()[2]) for line in lines]
+            self._digests = bytearray(b"".join(bytes.fromhex(line.split()[2]) for line in lines))
         for name, entry in checkpoint["files"].items():
             schema_id = entry["schema_id"]
             schema = CANONICAL_SCHEMA if schema_id is None else envelope_schema(json.loads(self._schemas[schema_id]))
             writer = ContainerWriter(self.partial / name, schema, self.codec, _sync(self.plan, name),
-                                     resume_at=entry["size"])
+                                     resume_at=entry["size"], background=self._background)
             writer.count = entry["count"]
             writer.restore_pending((self.partial / (name + PENDING)).read_bytes(), entry["pending"])
             tag = b"" if schema_id is None else encode_long(schema_id) + b"\x02"

@@ -10,20 +10,19 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol, cast
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from streams.replay.errors import ReplayError
 
 if TYPE_CHECKING:
-    from confluent_kafka import Message
-
     from streams.replay.selection import PinnedRange, ReplayPlan
     from streams.settings import KafkaConfig
 
 __all__ = ["Batch", "ConsumedRecord", "RateLimiter", "consumed", "read_ranges", "reader_consumer"]
 
 BATCH = 2000
-IDLE_TIMEOUT_S = 30.0  # no record for this long inside a pinned range: the broker is gone
+IDLE_TIMEOUT_S = 30.0
+_ERROR = Message.error  # no record for this long inside a pinned range: the broker is gone
 
 
 class ConsumedRecord(Protocol):
@@ -115,6 +114,10 @@ def _read_range(consumer: Consumer, topic: str, pinned: PinnedRange, start: int,
             raise ReplayError(f"reading '{topic}' partition {pinned.partition}: {exc.args[0]}") from exc
         kept: list[Message] = []
         at_end = False
+        last = messages[-1].offset() if messages else None
+        if last is not None and last < pinned.end and not any(map(_ERROR, messages)):
+            # the common batch: no error or end-of-partition event, all inside the range (checked in C)
+            kept, position, messages = messages, last + 1, []
         for message in messages:
             error = message.error()
             if error is not None:

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 
 __all__ = ["Progress", "ReplaySink", "run_replay"]
 
-CHECKPOINT_RECORDS = 20_000
+CHECKPOINT_RECORDS = 100_000  # or CHECKPOINT_SECONDS, whichever comes first: a resume repeats little
 CHECKPOINT_SECONDS = 2.0
 
 

@@ -39,6 +39,16 @@ class AvroCodec:
             raise SchemaError(str(exc)) from exc
         self._header = HEADER.pack(MAGIC, schema_id)
 
+    @property
+    def native_encoder(self) -> Encoder:
+        """The compiled native encoder, for callers that build whole events natively (EventWriter)."""
+        return self._encoder
+
+    @property
+    def wire_header(self) -> bytes:
+        """The 5-byte Confluent header (magic 0, schema id) that starts every encoded value."""
+        return self._header
+
     def encode(self, datum: Mapping[str, Any]) -> bytes:
         """The wire-format bytes of `datum`; raises EncodeError naming the field that is wrong."""
         try:

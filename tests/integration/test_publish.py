@@ -239,3 +239,74 @@ def test_cli_publish_is_all_or_nothing(world: World, tmp_path: Path) -> None:
     result = CliRunner().invoke(main, ["publish", world.invoices, "--file", str(good_file)], env=env)
     assert result.exit_code == 0, result.output
     assert end_offsets(bootstrap, world.invoices) == before + 3
+
+
+def test_publish_nowait_delivers_the_same_events_without_futures(world: World) -> None:
+    bootstrap = world.settings.bootstrap_servers()
+    sent = [invoice(i, tenant="acme") for i in range(30)]
+    trace = f"00-{'c' * 32}-{'d' * 16}-01"
+    with Publisher(world.settings, source="billing-api") as publisher:
+        ids = [publisher.publish_nowait(world.invoices, event) for event in sent[:20]]
+        ids += [publisher.publish_nowait(world.invoices, event, traceparent=trace) for event in sent[20:]]
+        publisher.flush()
+        assert publisher.delivered == 30
+    assert len(set(ids)) == 30
+
+    messages = read_all(bootstrap, world.invoices, 30)
+    assert len(messages) == 30
+    with SchemaRegistryClient({"url": world.registry}) as client:
+        deserializer = AvroDeserializer(client)
+        decoded = [deserializer(m.value(), SerializationContext(world.invoices, MessageField.VALUE)) for m in messages]
+    assert sorted(d["invoice_id"] for d in decoded) == sorted(e["invoice_id"] for e in sent)
+    for message in messages:
+        headers = message.headers()
+        assert [name for name, _ in headers] == ["ce_specversion", "ce_id", "ce_source", "ce_type", "ce_time",
+                                                 "content-type", "ce_tenantid", "ce_traceparent"]
+    assert sorted(m.key() for m in messages) == sorted(e["invoice_id"].encode() for e in sent)  # the key field
+    assert {m.headers()[1][1].decode() for m in messages} == set(ids)
+    assert sum(dict(m.headers())["ce_traceparent"] == trace.encode() for m in messages) == 10
+
+
+def test_publish_nowait_refuses_bad_input_before_sending(world: World) -> None:
+    bootstrap = world.settings.bootstrap_servers()
+    with Publisher(world.settings) as publisher:
+        publisher.publish_nowait(world.invoices, invoice(1))  # warms the fast path
+        publisher.flush()
+        before = end_offsets(bootstrap, world.invoices)
+        for spoil, message in [(lambda e: {**e, "icv": "seven"}, "field 'icv'"),
+                               (lambda e: {**e, "tenant_id": "acme corp!"}, "tenant id 'acme corp!' is not valid"),
+                               (lambda e: {**e, "lines": e["lines"] * 400}, "max.message.bytes 20000")]:
+            with pytest.raises(PublishError, match=message):
+                publisher.publish_nowait(world.invoices, spoil(invoice(2)))
+        with pytest.raises(PublishError, match="traceparent"):
+            publisher.publish_nowait(world.invoices, invoice(3), traceparent="nope")
+        publisher.flush()
+    assert end_offsets(bootstrap, world.invoices) == before
+
+
+def test_publish_nowait_delivery_failure_is_raised_by_flush(world: World) -> None:
+    # Our catalog forgets the topic's 20,000-byte limit, so the broker is the one to refuse the record.
+    spec = world.catalog.topic(world.invoices).model_copy(update={"configs": {}})
+    catalog = world.catalog.model_copy(update={"topics": (spec,)})
+    big = {**invoice(1), "lines": invoice(1)["lines"] * 400}
+    with Publisher(world.settings, catalog=catalog) as publisher:
+        publisher.publish_nowait(world.invoices, invoice(2))
+        publisher.flush()
+        publisher.publish_nowait(world.invoices, big)
+        with pytest.raises(PublishError, match=r"1 event\(s\) failed delivery; first: delivery to .* failed"):
+            publisher.flush()
+        assert publisher.delivered == 1
+        publisher.flush()  # a failure is reported once: this flush does not raise
+
+
+def test_async_publish_nowait(world: World) -> None:
+    async def run() -> int:
+        async with AsyncPublisher(world.settings) as publisher:
+            for i in range(10):
+                publisher.publish_nowait(world.invoices, invoice(i))
+            await publisher.flush()
+            return publisher.delivered
+
+    before = end_offsets(world.settings.bootstrap_servers(), world.invoices)
+    assert asyncio.run(run()) == 10
+    assert end_offsets(world.settings.bootstrap_servers(), world.invoices) == before + 10

@@ -188,8 +188,7 @@ def not_yet(change: str) -> pytest.MarkDecorator:
     [
         pytest.param(["worker", "--agents", "validation", "--web-port", "0"], id="worker"),
         pytest.param(["registry", "serve", "--port", "0"], id="registry"),
-        pytest.param(["publish", "user.action", "--file", "/dev/null"], id="publish", marks=not_yet(
-            "in streams/publish.py _Base.__init__ before Producer(config): today a metadata time-out (_TRANSPORT)")),
+        pytest.param(["publish", "user.action", "--file", "/dev/null"], id="publish"),
         pytest.param(["replay", "invoice.created", "--export", "bundle"], id="replay"),
         pytest.param(["bridge", "--instance-id", "wrong"], id="bridge", marks=not_yet(
             "in streams/bridge/bridge.py next to `kafka = settings.kafka_config(...)`: today it retries for ever")),

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -81,3 +83,61 @@ def test_not_a_container(tmp_path: Path) -> None:
     path.write_bytes(b"hello")
     with pytest.raises(EvidenceError, match="bad magic"):
         ContainerReader.open(path)
+
+
+def joined(numbers: range) -> tuple[bytes, list[int]]:
+    data, ends = b"", []
+    for n in numbers:
+        data += datum(n)
+        ends.append(len(data))
+    return data, ends
+
+
+@pytest.mark.parametrize("codec", ["null", "deflate"])
+def test_joined_datums_and_a_background_thread_make_the_same_bytes(tmp_path: Path, codec: str) -> None:
+    one_by_one, joined_path = tmp_path / "a.avro", tmp_path / "b.avro"
+    writer = ContainerWriter(one_by_one, SCHEMA, codec, SYNC, block_records=64)
+    for n in range(300):
+        writer.append(datum(n))
+    writer.flush_block()
+    writer.close()
+    with ThreadPoolExecutor(max_workers=1) as background:
+        other = ContainerWriter(joined_path, SCHEMA, codec, SYNC, block_records=64, background=background)
+        for batch in (range(10), range(10, 150), range(150, 151), range(151, 300)):
+            other.extend(*joined(batch))  # blocks are cut across batches at the same record counts
+        other.flush_block()
+        assert other.size == joined_path.stat().st_size
+        assert other.sha256() == hashlib.sha256(joined_path.read_bytes()).hexdigest()
+        other.close()
+    assert joined_path.read_bytes() == one_by_one.read_bytes()
+    assert [count for count, _ in ContainerReader.open(joined_path).blocks()] == [64, 64, 64, 64, 44]
+
+
+def test_the_digest_after_a_resume_covers_the_whole_file(tmp_path: Path) -> None:
+    path = tmp_path / "r.avro"
+    first = ContainerWriter(path, SCHEMA, "null", SYNC)
+    first.extend(*joined(range(10)))
+    first.flush_block()
+    checkpoint = first.size
+    first.extend(*joined(range(10, 12)))  # written after the checkpoint, then lost
+    first.flush_block()
+    first.close()
+    second = ContainerWriter(path, SCHEMA, "null", SYNC, resume_at=checkpoint)
+    second.extend(*joined(range(10, 20)))
+    second.flush_block()
+    assert second.sha256() == hashlib.sha256(path.read_bytes()).hexdigest()
+    second.close()
+
+
+def test_a_failed_background_write_is_raised_and_stops_later_blocks(tmp_path: Path) -> None:
+    path = tmp_path / "r.avro"
+    with ThreadPoolExecutor(max_workers=1) as background:
+        writer = ContainerWriter(path, SCHEMA, "null", SYNC, block_records=2, background=background)
+        size = writer.size
+        writer._file.close()  # every write after this fails, as a full disk would make it
+        writer.extend(*joined(range(6)))  # three blocks queued
+        with pytest.raises(ValueError, match="closed file"):
+            writer.drain()
+        with pytest.raises(ValueError, match="closed file"):
+            _ = writer.size  # the failure stays: no later checkpoint can look complete
+    assert path.stat().st_size == size

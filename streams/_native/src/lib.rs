@@ -4,7 +4,10 @@
 mod decimal;
 mod defaults;
 mod encode;
+mod envelope;
+mod evidence;
 mod failure;
+mod ids;
 mod logical;
 mod schema;
 mod union;
@@ -131,6 +134,22 @@ impl Encoder {
 
 #[pymodule]
 mod _avro_native {
+    use pyo3::prelude::*;
+
     #[pymodule_export]
     use super::Encoder;
+    #[pymodule_export]
+    use super::envelope::EventWriter;
+    #[pymodule_export]
+    use super::evidence::{
+        encode_evidence_batch, evidence_merkle_root, evidence_sha256, evidence_sha256_accelerated,
+    };
+
+    #[pymodule_init]
+    fn init(m: &Bound<'_, PyModule>) -> PyResult<()> {
+        m.add(
+            "EnvelopeError",
+            m.py().get_type::<super::envelope::EnvelopeError>(),
+        )
+    }
 }

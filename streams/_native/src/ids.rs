@@ -1,0 +1,208 @@
+//! Event and trace ids from a fast in-process generator, and RFC 3339 timestamps of the clock.
+//!
+//! The generator is SplitMix64 over one atomic counter (lock-free, distinct outputs for every call
+//! in a process), seeded from the OS and reseeded in a forked child, so prefork workers never share
+//! ids. Like Python's `random` it is not for secrets: ids only have to be unique.
+
+use std::io::Read;
+use std::sync::Once;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+const GAMMA: u64 = 0x9E37_79B9_7F4A_7C15;
+static STATE: AtomicU64 = AtomicU64::new(0);
+static SEEDED: AtomicBool = AtomicBool::new(false);
+static AT_FORK: Once = Once::new();
+
+#[cfg(unix)]
+extern "C" fn forget_seed_in_child() {
+    SEEDED.store(false, Ordering::SeqCst);
+}
+
+fn seed() {
+    #[cfg(unix)]
+    AT_FORK.call_once(|| {
+        // SAFETY: registers a handler that only stores to an atomic; valid for the process lifetime.
+        unsafe {
+            libc::pthread_atfork(None, None, Some(forget_seed_in_child));
+        }
+    });
+    #[cfg(not(unix))]
+    AT_FORK.call_once(|| {});
+    let mut bytes = [0u8; 8];
+    let from_os = std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut bytes));
+    let mut seed = u64::from_le_bytes(bytes);
+    if from_os.is_err() {
+        seed = clock_nanos();
+    }
+    // The pid too: two children of one parent differ even if the OS source were unavailable.
+    seed ^= u64::from(std::process::id()).rotate_left(32);
+    STATE.store(seed, Ordering::SeqCst);
+    SEEDED.store(true, Ordering::SeqCst);
+}
+
+fn clock_nanos() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
+
+/// The next 64 random bits.
+pub fn next_u64() -> u64 {
+    if !SEEDED.load(Ordering::Relaxed) {
+        seed();
+    }
+    let mut z = STATE
+        .fetch_add(GAMMA, Ordering::Relaxed)
+        .wrapping_add(GAMMA);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+const HEX: &[u8; 16] = b"0123456789abcdef";
+
+fn push_hex(out: &mut Vec<u8>, bytes: &[u8]) {
+    for b in bytes {
+        out.push(HEX[usize::from(b >> 4)]);
+        out.push(HEX[usize::from(b & 15)]);
+    }
+}
+
+/// A random (version 4, RFC 4122 variant) UUID as its 36-character lower-case text.
+pub fn uuid4() -> String {
+    let mut raw = [0u8; 16];
+    raw[..8].copy_from_slice(&next_u64().to_be_bytes());
+    raw[8..].copy_from_slice(&next_u64().to_be_bytes());
+    raw[6] = (raw[6] & 0x0F) | 0x40;
+    raw[8] = (raw[8] & 0x3F) | 0x80;
+    let mut out = Vec::with_capacity(36);
+    for (i, group) in [
+        &raw[0..4],
+        &raw[4..6],
+        &raw[6..8],
+        &raw[8..10],
+        &raw[10..16],
+    ]
+    .iter()
+    .enumerate()
+    {
+        if i > 0 {
+            out.push(b'-');
+        }
+        push_hex(&mut out, group);
+    }
+    out.into_iter().map(char::from).collect()
+}
+
+/// A new W3C traceparent: version 00, random trace id and parent id, sampled.
+pub fn traceparent() -> Vec<u8> {
+    let mut out = Vec::with_capacity(55);
+    out.extend_from_slice(b"00-");
+    let mut trace = [0u8; 16];
+    trace[..8].copy_from_slice(&next_u64().to_be_bytes());
+    trace[8..].copy_from_slice(&next_u64().to_be_bytes());
+    push_hex(&mut out, &trace);
+    out.push(b'-');
+    push_hex(&mut out, &next_u64().to_be_bytes());
+    out.extend_from_slice(b"-01");
+    out
+}
+
+/// Whether `text` is a W3C traceparent: "00-<32 hex>-<16 hex>-<2 hex>", lower-case hex.
+pub fn is_traceparent(text: &[u8]) -> bool {
+    let hex = |part: &[u8]| part.iter().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f'));
+    text.len() == 55
+        && text.starts_with(b"00-")
+        && text[35] == b'-'
+        && text[52] == b'-'
+        && hex(&text[3..35])
+        && hex(&text[36..52])
+        && hex(&text[53..55])
+}
+
+/// Whether `text` is a tenant id: 1-64 of [A-Za-z0-9._-], starting with a letter or digit.
+pub fn is_tenant(text: &[u8]) -> bool {
+    !text.is_empty()
+        && text.len() <= 64
+        && text[0].is_ascii_alphanumeric()
+        && text
+            .iter()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b'-'))
+}
+
+/// Milliseconds since the Unix epoch by the system clock.
+pub fn now_millis() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// RFC 3339 UTC with milliseconds: "2026-11-01T08:00:00.123Z".
+pub fn rfc3339_millis(millis: i64) -> Vec<u8> {
+    let days = millis.div_euclid(86_400_000);
+    let in_day = millis.rem_euclid(86_400_000);
+    let (year, month, day) = civil_from_days(days);
+    let (h, m, s, ms) = (
+        in_day / 3_600_000,
+        in_day / 60_000 % 60,
+        in_day / 1000 % 60,
+        in_day % 1000,
+    );
+    format!("{year:04}-{month:02}-{day:02}T{h:02}:{m:02}:{s:02}.{ms:03}Z").into_bytes()
+}
+
+/// (year, month, day) of a count of days since 1970-01-01 (H. Hinnant's civil_from_days).
+fn civil_from_days(days: i64) -> (i64, i64, i64) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps() {
+        assert_eq!(rfc3339_millis(0), b"1970-01-01T00:00:00.000Z");
+        assert_eq!(
+            rfc3339_millis(1_793_520_000_123),
+            b"2026-11-01T08:00:00.123Z"
+        );
+        assert_eq!(rfc3339_millis(951_782_400_000), b"2000-02-29T00:00:00.000Z");
+        assert_eq!(rfc3339_millis(-1), b"1969-12-31T23:59:59.999Z");
+    }
+
+    #[test]
+    fn uuids_are_version_4_and_distinct() {
+        let a = uuid4();
+        let b = uuid4();
+        assert_ne!(a, b);
+        assert_eq!(a.len(), 36);
+        assert_eq!(&a[14..15], "4");
+        assert!(matches!(&a[19..20], "8" | "9" | "a" | "b"));
+        assert!(is_traceparent(&traceparent()));
+    }
+
+    #[test]
+    fn checks() {
+        assert!(is_tenant(b"acme"));
+        assert!(is_tenant(b"a.b_c-9"));
+        assert!(!is_tenant(b""));
+        assert!(!is_tenant(b"-acme"));
+        assert!(!is_tenant(b"acme corp!"));
+        assert!(!is_tenant(&[b'a'; 65]));
+        assert!(!is_traceparent(b"00-abc"));
+        assert!(!is_traceparent(
+            b"00-AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA-bbbbbbbbbbbbbbbb-01"
+        ));
+    }
+}
