@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STREAMS := $(BIN)/streams
 
-.PHONY: demo test lint typecheck unit integration down clean
+.PHONY: demo test lint typecheck unit integration bench down clean
 
 # The native Avro encoder (Rust, PyO3) is built by the editable install; cargo must be on PATH.
 $(BIN)/.installed: pyproject.toml streams/_native/Cargo.toml $(wildcard streams/_native/src/*.rs)
@@ -33,6 +33,10 @@ unit: $(BIN)/.installed
 
 integration: $(BIN)/.installed
 	$(BIN)/pytest -q -m integration
+
+## bench: every benchmark beside its peer on a stack of its own, then docs/benchmarks.md from scratch (~30 min).
+bench: $(BIN)/.installed
+	$(BIN)/python bench/run_all.py
 
 down: $(BIN)/.installed
 	$(STREAMS) dev down
