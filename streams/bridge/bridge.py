@@ -18,7 +18,14 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Produ
 
 from streams.bridge.enqueue import RedisQueues
 from streams.bridge.errors import BridgeError, RedisUnavailableError
-from streams.bridge.inflight import InFlight, PendingRecord, PendingTask, QueueSlot, TopicPartitionKey
+from streams.bridge.inflight import (
+    InFlight,
+    PendingRecord,
+    PendingTask,
+    QueueSlot,
+    TopicPartitionKey,
+    first_tasks,
+)
 from streams.bridge.metrics import BridgeMetrics
 from streams.bridge.router import (
     Router,
@@ -47,7 +54,7 @@ DLQ_PREFIX = "dlq_"  # the same dead-letter header names the stream agents write
 class BridgeOptions:
     """Tuning of one bridge process (the routes come from the catalog)."""
 
-    batch_size: int = 2_000  # records per consume call
+    batch_size: int = 2_000  # records per consume call, and tasks per Redis push at most
     max_in_flight: int = 20_000  # consumed records not yet committable; beyond it every partition pauses
     poll_timeout_s: float = 0.05
     redis_backoff_s: float = 0.2  # first retry after an outage; doubles up to redis_backoff_max_s
@@ -72,6 +79,7 @@ class Bridge:
         self.metrics = metrics or BridgeMetrics()
         self.catalog = catalog
         kafka = settings.kafka_config(settings.bootstrap_servers())
+        settings.check_kafka_login(settings.bootstrap_servers())  # a refused login: one clear error, not retries
         self._registry = registry or RegistryClient(settings.registry_url())
         self.router = Router(config, catalog, self._registry)
         self.queues = RedisQueues(redis_url or settings.redis(),
@@ -95,6 +103,7 @@ class Bridge:
         self._redis_down = False
         self._redis_backoff = self.options.redis_backoff_s
         self._push_at = 0.0
+        self._push_turn = 0
         self._pusher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bridge-push")
         self._push: tuple[Future[dict[QueueSlot, int]], dict[QueueSlot, list[PendingTask]], float] | None = None
         self._rng = random.SystemRandom()
@@ -168,7 +177,8 @@ class Bridge:
         if self.first_record_at is None:
             self.first_record_at = time.monotonic()
         rewound: set[TopicPartitionKey] = set()
-        counts: dict[str, int] = {}
+        counts: dict[tuple[str, str], int] = {}
+        assigned, route, add, enqueue = self._assigned, self.router.route, self._inflight.add, self._inflight.enqueue
         for message in messages:
             error = message.error()
             if error is not None:
@@ -177,10 +187,10 @@ class Bridge:
                 continue
             topic, partition, offset = message.topic() or "", message.partition() or 0, message.offset() or 0
             tp = (topic, partition)
-            if tp in rewound or tp not in self._assigned:
+            if tp in rewound or tp not in assigned:
                 continue
             try:
-                routed = self.router.route(topic, partition, offset, message.value(), message.headers())
+                routed = route(topic, partition, offset, message.value(), message.headers())
             except SchemaUnavailableError as exc:
                 rewound.add(tp)
                 self._hold(tp, offset, exc)
@@ -189,14 +199,10 @@ class Bridge:
                 record = self._inflight.add(tp, offset)
                 self._dead_letter(record, message, exc)
                 continue
-            record = self._inflight.add(tp, offset)
-            for task in routed:
-                self._inflight.enqueue(PendingTask(record, task.queue, task.slot, task.payload, task.route,
-                                                   task.task_id, task.effect))
-            outcome = "routed" if routed else "filtered"
-            counts[f"{topic}\0{outcome}"] = counts.get(f"{topic}\0{outcome}", 0) + 1
-        for key, count in counts.items():
-            topic, outcome = key.split("\0")
+            enqueue(add(tp, offset), routed)
+            key = (topic, "routed" if routed else "filtered")
+            counts[key] = counts.get(key, 0) + 1
+        for (topic, outcome), count in counts.items():
             self.metrics.records.labels(topic, outcome).inc(count)
 
     def _hold(self, tp: TopicPartitionKey, offset: int, exc: Exception) -> None:
@@ -221,6 +227,8 @@ class Bridge:
             return
         if not eligible:
             return
+        self._push_turn += 1
+        eligible = first_tasks(eligible, self.options.batch_size, self._push_turn)
         for (queue, _), tasks in eligible.items():
             self.metrics.published.labels(queue).inc(len(tasks))
         self._push = (self._pusher.submit(self.queues.push, eligible), eligible, time.perf_counter())
@@ -247,7 +255,8 @@ class Bridge:
             queue = group[0]
             by_route: dict[str, int] = {}
             for task in self._inflight.confirm(group, count):
-                by_route[task.label] = by_route.get(task.label, 0) + 1
+                label = task.task.route
+                by_route[label] = by_route.get(label, 0) + 1
             for route, n in by_route.items():
                 self.metrics.confirmed.labels(queue, route).inc(n)
             if count < len(eligible[group]):

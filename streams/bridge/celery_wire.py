@@ -6,6 +6,7 @@ A message is a JSON envelope LPUSHed on the queue's list (`<queue>` or `<queue>\
 from __future__ import annotations
 
 import base64
+import binascii
 import hashlib
 import itertools
 import os
@@ -20,7 +21,7 @@ import orjson
 
 __all__ = [
     "EFFECTS_PREFIX", "PENDING_MESSAGES", "PENDING_SET", "PRIORITY_STEPS", "TaskTemplate", "effect_key",
-    "kombu_json_default", "priority_slot", "queue_keys", "task_id_for",
+    "event_headers", "kombu_json_default", "priority_slot", "queue_keys", "task_id_for",
 ]
 
 PRIORITY_STEPS = (0, 3, 6, 9)  # kombu's Redis default: BRPOP serves the lists in this order
@@ -28,8 +29,8 @@ SEP = "\x06\x16"
 TASK_NAMESPACE = uuid.UUID("6f0c6a4e-3b1f-5c8e-9a57-0b7d1c2e4f10")  # fixed: task ids must not change
 _NAMESPACE_BYTES = TASK_NAMESPACE.bytes
 _VARIANT = {digit: "89ab"[int(digit, 16) & 3] for digit in "0123456789abcdef"}  # RFC 4122 variant bits
-_TAG_PREFIX = uuid.uuid4().hex[:20]
 _TAG_COUNTER = itertools.count()
+_tag_prefix = ""  # random per process; set by the first TaskTemplate and again in a forked child
 EMBED = {"callbacks": None, "errbacks": None, "chain": None, "chord": None}
 REPR_LIMIT = 1024  # Celery's argsrepr_maxsize
 HEADER_PREFIX = "streams_"
@@ -63,9 +64,14 @@ def task_id_for(event_id: str, task: str) -> str:
     return f"{h[:8]}-{h[8:12]}-5{h[13:16]}-{_VARIANT[h[16]]}{h[17:20]}-{h[20:32]}"
 
 
+def _new_tag_prefix() -> None:
+    global _tag_prefix  # noqa: PLW0603 - one per process, replaced in a forked child
+    _tag_prefix = f"{uuid.uuid4().hex[:20]}.{os.getpid()}."
+
+
 def _delivery_tag() -> str:
     """Unique per message (kombu only uses it as a key): a per-process random prefix and a counter."""
-    return f"{_TAG_PREFIX}.{os.getpid()}.{next(_TAG_COUNTER)}"
+    return f"{_tag_prefix}{next(_TAG_COUNTER)}"
 
 
 def kombu_json_default(value: Any) -> Any:
@@ -92,17 +98,27 @@ def kombu_json_default(value: Any) -> Any:
 _BODY_OPTIONS = orjson.OPT_PASSTHROUGH_DATETIME
 _BODY_HEAD = b"[[],"  # the body is [args, kwargs, embed]; args are always empty
 _BODY_TAIL = b"," + orjson.dumps(EMBED) + b"]"
+# The per-task parts of headers and properties; everything else is the same for every task of a route.
+_PER_TASK = frozenset({"id", "root_id", "kwargsrepr", "eta", "correlation_id", "delivery_tag"})
 
 
 def default_origin() -> str:
     return f"streams-bridge.{os.getpid()}@{socket.gethostname()}"
 
 
+def event_headers(event: Mapping[str, Any]) -> bytes:
+    """`event` as `streams_<name>` headers, a JSON fragment for `TaskTemplate.encode_json` (`,"k":v...`)."""
+    if not event:
+        return b""
+    return b"," + orjson.dumps({HEADER_PREFIX + name: value for name, value in event.items()})[1:-1]
+
+
 class TaskTemplate:
     """Everything constant about one route's messages; `encode` adds the per-event parts.
 
-    The result is byte-for-byte the shape `Task.apply_async` produces through kombu's Redis transport
-    (headers, properties, base64 body), plus `streams_*` headers the task side reads.
+    The result has the shape `Task.apply_async` produces through kombu's Redis transport (headers,
+    properties, base64 body; the same keys, in another order), plus `streams_*` headers the task side reads.
+    The constant parts are JSON once, at construction; a task costs one orjson call for its arguments.
     """
 
     def __init__(self, task: str, queue: str, *, priority: int = 0, countdown_ms: int = 0,
@@ -114,50 +130,60 @@ class TaskTemplate:
         self.slot = priority_slot(self.priority)
         self.countdown = timedelta(milliseconds=countdown_ms) if countdown_ms else None
         self.redact = redact
-        self._headers: dict[str, Any] = {
+        if not _tag_prefix:
+            _new_tag_prefix()
+            os.register_at_fork(after_in_child=_new_tag_prefix)
+        headers: dict[str, Any] = {
             "lang": "py", "task": task, "id": None, "shadow": None, "eta": None, "expires": None, "group": None,
             "group_index": None, "retries": 0, "timelimit": [None, None], "root_id": None, "parent_id": None,
             "argsrepr": "()", "kwargsrepr": "{}", "origin": origin or default_origin(), "ignore_result": False,
             "replaced_task_nesting": 0, "stamped_headers": None, "stamps": {},
             **{f"{HEADER_PREFIX}{k}": v for k, v in (extra_headers or {}).items()},
         }
-        self._properties: dict[str, Any] = {
+        properties: dict[str, Any] = {
             "correlation_id": None, "delivery_mode": 2,
             "delivery_info": {"exchange": "", "routing_key": queue}, "priority": self.priority,
             "body_encoding": "base64", "delivery_tag": None,
         }
+        constant_headers = orjson.dumps({k: v for k, v in headers.items() if k not in _PER_TASK})[1:-1]
+        constant_properties = orjson.dumps({k: v for k, v in properties.items() if k not in _PER_TASK})[1:-1]
+        self._after_body = (b'","content-encoding":"utf-8","content-type":"application/json","headers":{'
+                            + constant_headers + b',"id":')
+        self._before_properties = b'},"properties":{' + constant_properties + b',"correlation_id":'
+        self._no_eta = b',"eta":null'
 
     def encode(self, task_id: str, kwargs: Mapping[str, Any], event: Mapping[str, Any],
                now: datetime | None = None) -> bytes:
         """The Redis list entry for one task; `event` becomes `streams_<name>` headers."""
-        body = orjson.dumps([[], kwargs, EMBED], default=kombu_json_default, option=_BODY_OPTIONS)
-        headers = self._headers.copy()
-        headers["id"] = headers["root_id"] = task_id
-        headers["kwargsrepr"] = self.kwargs_repr(kwargs, body)
-        if self.countdown is not None:
-            headers["eta"] = ((now or datetime.now(UTC)) + self.countdown).isoformat()
-        for name, value in event.items():
-            headers[HEADER_PREFIX + name] = value
-        properties = self._properties.copy()
-        properties["correlation_id"] = task_id
-        properties["delivery_tag"] = _delivery_tag()
-        envelope = {
-            "body": base64.b64encode(body).decode("ascii"), "content-encoding": "utf-8",
-            "content-type": "application/json", "headers": headers, "properties": properties,
-        }
-        return orjson.dumps(envelope)
+        return self.encode_json(task_id, kwargs, event_headers(event), now)
 
-    def kwargs_repr(self, kwargs: Mapping[str, Any], body: bytes | None = None) -> str:
-        """What logs and monitors show for the arguments: their JSON (PII fields masked), cut at 1024.
+    def encode_json(self, task_id: str, kwargs: Mapping[str, Any], event: bytes = b"",
+                    now: datetime | None = None) -> bytes:
+        """`encode` with the event headers already a JSON fragment (one per record, shared by its tasks)."""
+        arguments = orjson.dumps(kwargs, default=kombu_json_default, option=_BODY_OPTIONS)
+        body = binascii.b2a_base64(_BODY_HEAD + arguments + _BODY_TAIL, newline=False)
+        task_json = orjson.dumps(task_id)
+        if self.countdown is None:
+            eta = self._no_eta
+        else:
+            eta = b',"eta":' + orjson.dumps(((now or datetime.now(UTC)) + self.countdown).isoformat())
+        return b"".join((
+            b'{"body":"', body, self._after_body, task_json, b',"root_id":', task_json, b',"kwargsrepr":',
+            orjson.dumps(self._repr_text(kwargs, arguments)), eta, event, self._before_properties, task_json,
+            b',"delivery_tag":"', _delivery_tag().encode(), b'"}}',
+        ))
 
-        Celery shows Python's repr; JSON reads the same and comes free from the body, where repr of fresh
-        Decimals and datetimes would cost more than the rest of the message.
-        """
+    def kwargs_repr(self, kwargs: Mapping[str, Any]) -> str:
+        """What logs and monitors show for the arguments: their JSON (PII fields masked), cut at 1024."""
+        return self._repr_text(kwargs, None)
+
+    def _repr_text(self, kwargs: Mapping[str, Any], arguments: bytes | None) -> str:
+        # Celery shows Python's repr; JSON reads the same and comes free from the body, where repr of fresh
+        # Decimals and datetimes would cost more than the rest of the message.
         if self.redact:
             shown = {k: ("***" if k in self.redact else v) for k, v in kwargs.items()}
-            text = orjson.dumps(shown, default=kombu_json_default, option=_BODY_OPTIONS).decode()
-        elif body is not None:
-            text = body[len(_BODY_HEAD):len(body) - len(_BODY_TAIL)].decode()
-        else:
-            text = orjson.dumps(kwargs, default=kombu_json_default, option=_BODY_OPTIONS).decode()
+            arguments = orjson.dumps(shown, default=kombu_json_default, option=_BODY_OPTIONS)
+        elif arguments is None:
+            arguments = orjson.dumps(kwargs, default=kombu_json_default, option=_BODY_OPTIONS)
+        text = arguments.decode()
         return text if len(text) <= REPR_LIMIT else text[: REPR_LIMIT - 3] + "..."

@@ -10,6 +10,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import redis
+from redis.exceptions import NoScriptError
 
 from streams.bridge.celery_wire import (
     EFFECTS_PREFIX,
@@ -113,6 +114,7 @@ end
 return sent
 """
 QueueDepths = dict[str, int]
+CRLF = b"\r\n"
 TRANSIENT = (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError, OSError)
 
 
@@ -134,24 +136,59 @@ class RedisQueues:
         groups = [group for group, tasks in waiting.items() if tasks]
         if not groups:
             return {}
-        keys: list[str] = [PENDING_SET, PENDING_MESSAGES]
-        args: list[Any] = [int(time.time() * 1000) if self.ledger else "", len(groups)]
+        keys: list[bytes] = [PENDING_SET.encode(), PENDING_MESSAGES.encode()]
+        # The command is packed here, in one buffer, one bulk string per argument: redis-py packs each
+        # argument in Python and writes large ones with a send call each (tens of thousands per batch).
+        parts: list[bytes] = []
         for queue, slot in groups:
             tasks = waiting[(queue, slot)]
-            keys.extend(queue_keys(queue))
+            keys.extend(key.encode() for key in queue_keys(queue))
             bound = self.bounds.get(queue)
-            args.extend((-1 if bound is None else bound, slot, len(tasks)))
-            args.extend([task.payload for task in tasks])
+            for number in (-1 if bound is None else bound, slot, len(tasks)):
+                text = str(number).encode()
+                parts += (b"$%d\r\n" % len(text), text, CRLF)
+            for _, task in tasks:
+                parts += (b"$%d\r\n" % len(task.payload), task.payload, CRLF)
             if self.ledger:
-                args.extend([task.task_id for task in tasks])
-                args.extend([task.effect for task in tasks])
+                for _, task in tasks:
+                    raw = task.task_id.encode()
+                    parts += (b"$%d\r\n" % len(raw), raw, CRLF)
+                for _, task in tasks:
+                    raw = task.effect.encode()
+                    parts += (b"$%d\r\n" % len(raw), raw, CRLF)
+        now = str(int(time.time() * 1000)).encode() if self.ledger else b""
+        head = [b"EVALSHA", b"", str(len(keys)).encode(), *keys, now, str(len(groups)).encode()]
         try:
-            taken = self._script(keys=keys, args=args)
+            taken = self._eval(head, len(head) + len(parts) // 3, parts)
         except TRANSIENT as exc:
             raise RedisUnavailableError(f"Redis at {_shown(self.url)} did not confirm the push: {exc}") from exc
         except redis.RedisError as exc:  # READONLY replica, OOM, ...: not ours to fix, but never commit
             raise RedisUnavailableError(f"Redis at {_shown(self.url)} refused the push: {exc}") from exc
         return {group: int(count) for group, count in zip(groups, taken, strict=True)}
+
+    def _eval(self, head: list[bytes], count: int, tail: list[bytes]) -> Any:
+        """Run the push script with `head` (its sha left blank) and the packed arguments `tail`."""
+        pool = self._client.connection_pool
+        connection: Any = pool.get_connection()  # redis-py's connection methods are untyped
+        try:
+            try:
+                return self._send(connection, head, count, tail)
+            except NoScriptError:  # a restarted or flushed Redis: load the script and go again
+                self._script.sha = self._client.script_load(self._script.script)
+                return self._send(connection, head, count, tail)
+        except BaseException:
+            connection.disconnect()  # a half-read reply must not be left for the next command
+            raise
+        finally:
+            pool.release(connection)
+
+    def _send(self, connection: Any, head: list[bytes], count: int, tail: list[bytes]) -> Any:
+        head[1] = self._script.sha.encode()
+        packed = [b"*%d\r\n" % count]
+        for arg in head:
+            packed += (b"$%d\r\n" % len(arg), arg, CRLF)
+        connection.send_packed_command([b"".join(packed + tail)], check_health=False)
+        return connection.read_response()
 
     def sweep(self, redeliver_after_s: float, limit: int = 1000) -> int:
         """Push again the tasks a broker lost (see SWEEP); how many. RedisUnavailableError when down."""

@@ -7,8 +7,12 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, NamedTuple
 
-__all__ = ["InFlight", "PendingRecord", "PendingTask", "QueueSlot", "TopicPartitionKey"]
+if TYPE_CHECKING:
+    from streams.bridge.router import RoutedTask
+
+__all__ = ["InFlight", "PendingRecord", "PendingTask", "QueueSlot", "TopicPartitionKey", "first_tasks"]
 
 TopicPartitionKey = tuple[str, int]
 QueueSlot = tuple[str, int]  # a Celery queue and the index of its priority list
@@ -23,17 +27,11 @@ class PendingRecord:
     left: int = 0
 
 
-@dataclass(slots=True, eq=False)
-class PendingTask:
-    """One task message waiting to be pushed to `queue` (on its priority list `slot`)."""
+class PendingTask(NamedTuple):
+    """One task message of a consumed record, waiting to be pushed to its queue's priority list."""
 
     record: PendingRecord
-    queue: str
-    slot: int
-    payload: bytes
-    label: str  # the route name, for metrics
-    task_id: str = ""
-    effect: str = ""  # the effect key; with task_id, what the pending ledger records
+    task: RoutedTask
 
 
 @dataclass
@@ -50,15 +48,25 @@ class InFlight:
     def add(self, tp: TopicPartitionKey, offset: int) -> PendingRecord:
         """Track a consumed record (in offset order per partition); done at once if nothing is added to it."""
         record = PendingRecord(tp, offset)
-        self.records.setdefault(tp, deque()).append(record)
+        records = self.records.get(tp)
+        if records is None:
+            records = self.records[tp] = deque()
+        records.append(record)
         self.outstanding += 1
         self._dirty.add(tp)
         return record
 
-    def enqueue(self, task: PendingTask) -> None:
-        task.record.left += 1
-        self.waiting.setdefault((task.queue, task.slot), []).append(task)
-        self.tasks_waiting += 1
+    def enqueue(self, record: PendingRecord, tasks: list[RoutedTask]) -> None:
+        """`record`'s tasks wait for their queues; the record is done when Redis confirmed them all."""
+        record.left += len(tasks)
+        self.tasks_waiting += len(tasks)
+        waiting = self.waiting
+        for task in tasks:
+            group = (task.queue, task.slot)
+            pending = waiting.get(group)
+            if pending is None:
+                pending = waiting[group] = []
+            pending.append(PendingTask(record, task))
 
     def hold(self, record: PendingRecord) -> None:
         """One more thing (a dead letter) must be confirmed before `record` is done."""
@@ -78,8 +86,11 @@ class InFlight:
         else:
             self.waiting.pop(group, None)
         self.tasks_waiting -= len(done)
+        dirty = self._dirty
         for task in done:
-            self.settle(task.record)
+            record = task.record
+            record.left -= 1
+            dirty.add(record.tp)
         return done
 
     def committable(self) -> dict[TopicPartitionKey, int]:
@@ -115,3 +126,23 @@ class InFlight:
             else:
                 del self.waiting[name]
         return dropped
+
+
+def first_tasks(waiting: dict[QueueSlot, list[PendingTask]], limit: int,
+                turn: int) -> dict[QueueSlot, list[PendingTask]]:
+    """At most `limit` tasks, each group's oldest first, starting with group number `turn` (mod the count).
+
+    One push stays bounded, so it ends well inside the Redis socket time-out (a timed-out push is sent
+    again, making duplicates); rotating the first group keeps a deep queue from starving the others.
+    """
+    groups = list(waiting)
+    if not groups:
+        return {}
+    start = turn % len(groups)
+    room, out = limit, {}
+    for group in groups[start:] + groups[:start]:
+        if room <= 0:
+            break
+        out[group] = waiting[group][:room]
+        room -= len(out[group])
+    return out

@@ -1,4 +1,4 @@
-"""From one Kafka record to its task messages: decode (schema by id, cached), match routes, encode.
+"""From one Kafka record to its task messages: decode what routes read (schema by id, cached), match, encode.
 
 Bad records raise UndecodableRecordError or UnroutableRecordError (the bridge parks them in the DLQ);
 a registry that cannot be reached raises SchemaUnavailableError (the bridge retries, never parks).
@@ -7,13 +7,15 @@ a registry that cannot be reached raises SchemaUnavailableError (the bridge retr
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
+import orjson
+
+from streams.bridge.avro_json import FieldReader
 from streams.bridge.celery_wire import TaskTemplate, default_origin, effect_key, task_id_for
 from streams.bridge.errors import BridgeError
 from streams.errors import SchemaError
-from streams.schemas.codec import HEADER, AvroCodec, split_header
+from streams.schemas.codec import HEADER, MAGIC, split_header
 from streams.schemas.registry_client import RegistryRequestError
 
 if TYPE_CHECKING:
@@ -48,8 +50,7 @@ class SchemaSource(Protocol):
     def schema_by_id(self, schema_id: int) -> str: ...
 
 
-@dataclass(frozen=True, slots=True)
-class RoutedTask:
+class RoutedTask(NamedTuple):
     """One task message for one record: which route, where it goes, and the Redis list entry."""
 
     route: str
@@ -61,14 +62,17 @@ class RoutedTask:
 
 
 class Router:
-    """Turns records of the routed topics into task messages; holds one codec per schema id."""
+    """Turns records of the routed topics into task messages; holds one field reader per (topic, schema id)."""
 
     def __init__(self, config: BridgeConfig, catalog: Catalog, registry: SchemaSource,
                  *, origin: str | None = None) -> None:
         self.registry = registry
-        self._codecs: dict[int, AvroCodec] = {}
+        self._schemas: dict[int, str] = {}
+        self._readers: dict[tuple[str, int], FieldReader] = {}
         origin = origin or default_origin()
-        self._routes: dict[str, list[tuple[BridgeRoute, TaskTemplate]]] = {}
+        # topic -> (route, its message template, its arguments as (name, top-level field) when all are one)
+        self._routes: dict[str, list[tuple[BridgeRoute, TaskTemplate, tuple[tuple[str, str], ...] | None]]] = {}
+        self._wanted: dict[str, set[str] | None] = {}  # topic -> top-level fields its routes read (None: all)
         for route in config.routes:
             spec = catalog.topic(route.topic)
             redact = _redacted_args(route, spec.pii_fields)
@@ -78,20 +82,37 @@ class Router:
             template = TaskTemplate(route.task, route.queue, priority=route.priority,
                                     countdown_ms=route.countdown_ms, extra_headers=extra, redact=redact,
                                     origin=origin)
-            self._routes.setdefault(route.topic, []).append((route, template))
+            flat = None if route.args is None or any(len(path) != 1 for _, path in route.args) else \
+                tuple((name, path[0]) for name, path in route.args)
+            self._routes.setdefault(route.topic, []).append((route, template, flat))
+            wanted = self._wanted.setdefault(route.topic, set())
+            if wanted is not None:
+                if route.args is None:
+                    self._wanted[route.topic] = None
+                else:
+                    wanted.update(path[0] for _, path in route.args)
+                    wanted.update(condition.path[0] for condition in route.where)
 
-    def decode(self, value: bytes | None) -> dict[str, Any]:
+    def decode(self, topic: str, value: bytes | None) -> dict[str, Any]:
+        """The fields of `topic`'s routes from one record value, as kombu JSON values (Decimal as its typed
+        JSON object, and so on); fields no route reads are skipped, not decoded."""
         if value is None:
             raise UndecodableRecordError("record has no value (a tombstone is not an event)")
+        if len(value) < HEADER.size or value[0] != MAGIC:
+            try:
+                split_header(value)
+            except SchemaError as exc:
+                raise UndecodableRecordError(str(exc)) from None
+        schema_id = int.from_bytes(value[1:HEADER.size], "big")
+        reader = self._readers.get((topic, schema_id))
+        if reader is None:
+            try:
+                reader = FieldReader(self._schema(schema_id), self._wanted.get(topic))
+            except SchemaError as exc:
+                raise UndecodableRecordError(f"schema id {schema_id}: {exc}") from None
+            self._readers[(topic, schema_id)] = reader
         try:
-            _, schema_id = split_header(value)
-        except SchemaError as exc:
-            raise UndecodableRecordError(str(exc)) from None
-        codec = self._codecs.get(schema_id)
-        if codec is None:
-            codec = self._codecs[schema_id] = AvroCodec(self._schema(schema_id), schema_id)
-        try:
-            return codec.decode_datum(value[HEADER.size:])
+            return reader.read(value, HEADER.size)
         except SchemaError as exc:
             raise UndecodableRecordError(str(exc)) from None
 
@@ -101,35 +122,40 @@ class Router:
         routes = self._routes.get(topic)
         if not routes:
             raise UnroutableRecordError(f"no route for topic '{topic}'")
-        event = self.decode(value)
-        found: dict[str, str] = {}
-        for name, raw in header_items(headers):
-            if name in _CE_HEADERS and raw is not None:
-                found[name] = raw.decode(errors="replace") if isinstance(raw, bytes) else raw
+        event = self.decode(topic, value)
+        event_id, event_type, tenant, traceparent = _cloud_event_headers(headers)
         # No ce_id: the record's coordinates are as stable an identity as Kafka offers.
-        event_id = found.get("ce_id") or f"{topic}/{partition}/{offset}"
-        event_type = found.get("ce_type")
-        meta: dict[str, Any] = {"event_id": event_id, "topic": topic, "partition": partition, "offset": offset}
-        if "ce_tenantid" in found:
-            meta["tenant"] = found["ce_tenantid"]
-        if "ce_traceparent" in found:
-            meta["traceparent"] = found["ce_traceparent"]
+        event_id = event_id or f"{topic}/{partition}/{offset}"
+        meta: dict[str, Any] = {"streams_event_id": event_id, "streams_topic": topic,
+                                "streams_partition": partition, "streams_offset": offset}
+        if tenant is not None:
+            meta["streams_tenant"] = tenant
+        if traceparent is not None:
+            meta["streams_traceparent"] = traceparent
+        fragment = b"," + orjson.dumps(meta)[1:-1]  # the same headers for every task of the record
         out: list[RoutedTask] = []
-        for route, template in routes:
-            if not route.matches(event_type or topic, event):
+        for route, template, flat_args in routes:
+            if (route.where or route.event_type is not None) and not route.matches(event_type or topic, event):
                 continue
             task_id = task_id_for(event_id, route.task)
             try:
-                payload = template.encode(task_id, route.kwargs(event), meta)
-            except (KeyError, TypeError, ValueError) as exc:
-                raise UnroutableRecordError(str(exc).strip("\"'")) from None
+                try:  # every argument a top-level field (the usual case): no path to walk
+                    kwargs = {name: event[field] for name, field in flat_args} if flat_args is not None \
+                        else route.kwargs(event)
+                except KeyError:
+                    kwargs = route.kwargs(event)  # raises the KeyError that names the field and the argument
+                payload = template.encode_json(task_id, kwargs, fragment)
+            except (KeyError, TypeError, ValueError) as exc:  # str() of a KeyError quotes its message
+                raise UnroutableRecordError(str(exc.args[0] if isinstance(exc, KeyError) else exc)) from None
             out.append(RoutedTask(route.name, template.queue, template.slot, payload, task_id,
                                   effect_key(route.task, event_id)))
         return out
 
     def _schema(self, schema_id: int) -> str:
+        if schema_id in self._schemas:
+            return self._schemas[schema_id]
         try:
-            return self.registry.schema_by_id(schema_id)
+            text = self.registry.schema_by_id(schema_id)
         except RegistryRequestError as exc:
             if 400 <= exc.status < 500:
                 raise UndecodableRecordError(f"schema id {schema_id} is unknown to the registry: {exc.message}") \
@@ -137,6 +163,18 @@ class Router:
             raise SchemaUnavailableError(str(exc)) from None
         except SchemaError as exc:
             raise SchemaUnavailableError(str(exc)) from None
+        self._schemas[schema_id] = text
+        return text
+
+
+def _cloud_event_headers(headers: RawHeaders) -> tuple[str | None, str | None, str | None, str | None]:
+    """ce_id, ce_type, ce_tenantid and ce_traceparent of a record (None where absent)."""
+    found: dict[str, str] = {}
+    for name, raw in header_items(headers):
+        if name in _CE_HEADERS and raw is not None:
+            found[name] = raw.decode(errors="replace") if isinstance(raw, bytes) else raw
+    get = found.get
+    return get("ce_id"), get("ce_type"), get("ce_tenantid"), get("ce_traceparent")
 
 
 def header_items(headers: RawHeaders) -> list[tuple[str, str | bytes | None]]:

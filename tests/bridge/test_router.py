@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from kombu.utils.json import loads as kombu_loads
 
 from streams.bridge.celery_wire import task_id_for
 from streams.bridge.router import (
@@ -140,3 +141,39 @@ def test_unroutable_records(router: tuple[Router, Registry]) -> None:
     route, _ = router
     with pytest.raises(UnroutableRecordError, match=r"no route for topic 'other\.topic'"):
         route.route("other.topic", 0, 1, encode(violation_event(1)), [])
+
+
+def test_flat_arguments_come_back_typed_and_a_missing_field_is_unroutable(tmp_path: Path) -> None:
+    shutil.copytree(REPO / "schemas", tmp_path / "schemas")
+    (tmp_path / "topics.yaml").write_text("""\
+version: 1
+defaults: {partitions: 1, replication_factor: 1}
+topics:
+  compliance.violation: {owner: c, key: invoice_id, schema: schemas/compliance.violation.avsc}
+bridge:
+  tasks: [notify]
+  routes:
+    flat:
+      topic: compliance.violation
+      task: notify
+      queue: default
+      args: {violation: violation_id, tenant: tenant_id, at: detected_at}
+""")
+    catalog = load_catalog(tmp_path / "topics.yaml")
+    old = json.loads(SCHEMA)
+    old["fields"] = [f for f in old["fields"] if f["name"] != "tenant_id"]  # an older writer without the field
+
+    class TwoSchemas(Registry):
+        def schema_by_id(self, schema_id: int) -> str:
+            return json.dumps(old) if schema_id == 2 else super().schema_by_id(schema_id)
+
+    router = Router(load_bridge(catalog), catalog, TwoSchemas(), origin="test")
+    event = violation_event(4, "WARNING")
+    (task,) = router.route("compliance.violation", 0, 1, encode(event), [("ce_id", b"ev-4")])
+    args, kwargs, _ = kombu_loads(base64.b64decode(json.loads(task.payload)["body"]))
+    assert (args, kwargs) == ([], {"violation": event["violation_id"], "tenant": "acme", "at": event["detected_at"]})
+    assert (task.task_id, task.effect) == (task_id_for("ev-4", "notify"), "notify:ev-4")
+    written_by_old = AvroCodec(old, 2).encode({k: v for k, v in event.items() if k != "tenant_id"})
+    with pytest.raises(UnroutableRecordError, match="route 'flat': the event has no field 'tenant_id' for argument "
+                                                    "'tenant'"):
+        router.route("compliance.violation", 0, 2, written_by_old, [])

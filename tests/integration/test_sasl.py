@@ -175,14 +175,6 @@ def test_the_bridge_logs_in_and_hands_cleared_invoices_to_celery(
     assert PASSWORD not in log.read_text(errors="replace")
 
 
-def not_yet(change: str) -> pytest.MarkDecorator:
-    """Clients in files this change did not own: one line each makes the test pass (then drop the mark)."""
-    return pytest.mark.xfail(strict=True, raises=(AssertionError, subprocess.TimeoutExpired), reason=(
-        f"a refused login is not one clear error yet; add `settings.check_kafka_login(settings.bootstrap_servers())`"
-        f" {change}"
-    ))
-
-
 @pytest.mark.parametrize(
     "command",
     [
@@ -190,8 +182,7 @@ def not_yet(change: str) -> pytest.MarkDecorator:
         pytest.param(["registry", "serve", "--port", "0"], id="registry"),
         pytest.param(["publish", "user.action", "--file", "/dev/null"], id="publish"),
         pytest.param(["replay", "invoice.created", "--export", "bundle"], id="replay"),
-        pytest.param(["bridge", "--instance-id", "wrong"], id="bridge", marks=not_yet(
-            "in streams/bridge/bridge.py next to `kafka = settings.kafka_config(...)`: today it retries for ever")),
+        pytest.param(["bridge", "--instance-id", "wrong"], id="bridge"),
     ],
 )
 def test_a_wrong_password_is_one_clear_error(stack: SaslStack, command: list[str]) -> None:
