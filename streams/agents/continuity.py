@@ -33,7 +33,14 @@ if TYPE_CHECKING:
 log = structlog.get_logger("streams.agents.continuity")
 
 T = TypeVar("T")
-COMMITS_TOPIC = "_streams_agent_commits"  # compacted: "<group>|<topic>|<partition>" -> highest committed offset
+
+
+def commits_topic(group: str) -> str:
+    """The compacted topic of a group's marks ("<group>|<topic>|<partition>" -> highest committed offset).
+
+    Named after the group, like faust's changelog topics, so ACLs on the `<app id>-` prefix cover it.
+    """
+    return f"{group}-agent-commits"
 
 
 TP = tuple[str, int]
@@ -57,15 +64,16 @@ class ContinuityGuard:
         if self._producer is not None:  # faust restarted the agent: keep what we know
             return
         admin = self._admin = AdminClient(self.kafka)
-        if COMMITS_TOPIC not in admin.list_topics(timeout=10).topics:
-            future = admin.create_topics([NewTopic(COMMITS_TOPIC, num_partitions=1, replication_factor=self.replication,
-                                                   config={"cleanup.policy": "compact"})])[COMMITS_TOPIC]
+        topic_name = commits_topic(self.group)
+        if topic_name not in admin.list_topics(timeout=10).topics:
+            future = admin.create_topics([NewTopic(topic_name, num_partitions=1, replication_factor=self.replication,
+                                                   config={"cleanup.policy": "compact"})])[topic_name]
             try:
                 future.result()
             except KafkaException as exc:
                 if "TOPIC_ALREADY_EXISTS" not in str(exc.args[0]):
-                    raise StreamsError(f"cannot create '{COMMITS_TOPIC}': {exc.args[0]}") from exc
-        for key, value in read_compacted(self.kafka, COMMITS_TOPIC).items():
+                    raise StreamsError(f"cannot create '{topic_name}': {exc.args[0]}") from exc
+        for key, value in read_compacted(self.kafka, topic_name).items():
             group, _, where = key.decode(errors="replace").partition("|")
             topic, _, partition = where.rpartition("|")
             if group == self.group and topic in self.topics and value:
@@ -111,7 +119,8 @@ class ContinuityGuard:
         for (topic, partition), offset in offsets.items():
             if offset > self.committed_high.get((topic, partition), 0):
                 self.committed_high[topic, partition] = offset
-                self._producer.produce(COMMITS_TOPIC, key=f"{self.group}|{topic}|{partition}", value=str(offset))
+                self._producer.produce(commits_topic(self.group), key=f"{self.group}|{topic}|{partition}",
+                                       value=str(offset))
         self._producer.poll(0)
 
     async def record_commits_async(self) -> None:

@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 from confluent_kafka import Consumer, TopicPartition
 
-from streams.agents.continuity import COMMITS_TOPIC
+from streams.agents.continuity import commits_topic
 from streams.agents.indexing import SearchIndex
 from streams.cli import main
 from streams.kafka_util import read_compacted
@@ -62,7 +62,7 @@ def caught_up(settings: Settings, topic: str) -> bool:
 
 def marks_recorded(settings: Settings) -> bool:
     """The validation agent recorded the group's commits on invoice.created up to the end offsets."""
-    marks = read_compacted({"bootstrap.servers": settings.bootstrap_servers()}, COMMITS_TOPIC)
+    marks = read_compacted({"bootstrap.servers": settings.bootstrap_servers()}, commits_topic(GROUP))
     ends = end_offsets(settings, "invoice.created")
     return all(int(marks.get(f"{GROUP}|invoice.created|{p}".encode()) or 0) == end
                for p, end in ends.items() if end > 0)
