@@ -79,6 +79,8 @@ class ContinuityGuard:
             if group == self.group and topic in self.topics and value:
                 self.committed_high[topic, int(partition)] = int(value)
         self._producer = Producer({**self.kafka, "acks": "all", "enable.idempotence": True, "linger.ms": 50})
+        log.info("continuity guard ready", group=self.group, topics=list(self.topics),
+                 marks={f"{t}/{p}": offset for (t, p), offset in sorted(self.committed_high.items())})
 
     def already_committed(self, topic: str, partition: int, offset: int) -> bool:
         """True when the group committed past `offset` before: its outputs and state writes are durable."""
@@ -128,7 +130,8 @@ class ContinuityGuard:
         await asyncio.get_running_loop().run_in_executor(None, self.record_commits)
 
     async def start_async(self) -> None:
-        await asyncio.get_running_loop().run_in_executor(None, self.start)
+        """`start` off the event loop, retried until it works (an agent must not run without its marks)."""
+        await _until_done(self.start)
 
     def close(self) -> None:
         if self._producer is not None:

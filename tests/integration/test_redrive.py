@@ -68,6 +68,15 @@ def marks_recorded(settings: Settings) -> bool:
                for p, end in ends.items() if end > 0)
 
 
+def outcomes(port: int) -> list[str]:
+    """The worker's event counters, for a failure message."""
+    try:
+        text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+    except httpx.HTTPError as exc:
+        return [f"no /metrics: {exc!r}"]
+    return [line for line in text.splitlines() if line.startswith("streams_agent_events_total")]
+
+
 def side_effects(settings: Settings) -> dict[str, int]:
     index = SearchIndex(settings.data_dir / "search" / "index.sqlite")
     try:
@@ -115,7 +124,8 @@ def test_redriving_the_agents_over_processed_events_creates_no_new_side_effects(
     worker = start_worker(stack, "validation,audit,indexing", port, tmp_path / "worker-2.log")
     try:
         wait_for(lambda: caught_up(stack, "invoice.created") and caught_up(stack, "workflow.completed"), 180,
-                 lambda: f"the re-drive to commit everything again: {committed(stack, 'invoice.created')}")
+                 lambda: f"the re-drive to commit everything again: {committed(stack, 'invoice.created')}; "
+                         f"{outcomes(port)}; worker log tail:\n{(tmp_path / 'worker-2.log').read_text()[-4000:]}")
         metrics = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
     finally:
         stop_worker(worker, signal.SIGTERM)
