@@ -89,6 +89,9 @@ def side_effects(settings: Settings) -> dict[str, int]:
             "search documents": documents}
 
 
+# Open bug: in about 1 run in 4 under load the second worker stays idle after the group reset (no event
+# reaches the agent, nothing is logged); see the issue notes. Run it with `pytest -m known_stall`.
+@pytest.mark.known_stall
 @pytest.mark.timeout(400)
 def test_redriving_the_agents_over_processed_events_creates_no_new_side_effects(stack: Settings,
                                                                                 tmp_path: Path) -> None:
