@@ -14,10 +14,11 @@ from typing import TYPE_CHECKING, Any
 
 import faust
 import structlog
-from confluent_kafka import KafkaException, Message
+from confluent_kafka import Message
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from streams.errors import SchemaError, StreamsError
+from streams.kafka_util import create_missing_topics
 from streams.publish import EventEncoder
 from streams.schemas.codec import HEADER, AvroCodec, split_header
 from streams.schemas.registry_client import RegistryClient
@@ -211,23 +212,11 @@ def ensure_changelog_topics(app: faust.App, kafka_config: KafkaConfig, replicati
     faust creates them itself too, but its agents may look them up before the new topics reach its
     metadata and then crash with PartitionsMismatch; creating them first removes that race.
     """
-    admin = AdminClient(kafka_config)
-    existing = set(admin.list_topics(timeout=10).topics)
-    wanted = []
-    for table in app.tables.values():
-        name = table.changelog_topic.get_topic_name()
-        if name not in existing:
-            wanted.append(NewTopic(name, num_partitions=table.partitions or 1, replication_factor=replication,
-                                   config={"cleanup.policy": "compact"}))
-    if not wanted:
-        return []
-    for topic, future in admin.create_topics(wanted, request_timeout=30).items():
-        try:
-            future.result()
-        except KafkaException as exc:
-            if "TOPIC_ALREADY_EXISTS" not in str(exc.args[0]):
-                raise StreamsError(f"cannot create changelog topic '{topic}': {exc.args[0]}") from exc
-    return [topic.topic for topic in wanted]
+    return create_missing_topics(AdminClient(kafka_config), [
+        NewTopic(table.changelog_topic.get_topic_name(), num_partitions=table.partitions or 1,
+                 replication_factor=replication, config={"cleanup.policy": "compact"})
+        for table in app.tables.values()
+    ])
 
 
 def agent_context(

@@ -8,9 +8,28 @@ from __future__ import annotations
 import time
 
 from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
 
 from streams.errors import StreamsError
 from streams.settings import KafkaConfig
+
+
+def create_missing_topics(admin: AdminClient, topics: list[NewTopic]) -> list[str]:
+    """Create those of `topics` the cluster lacks (losing a creation race to another client is fine).
+
+    Returns the names created; any other failure is a StreamsError naming the topic.
+    """
+    existing = set(admin.list_topics(timeout=10).topics)
+    wanted = [topic for topic in topics if topic.topic not in existing]
+    if not wanted:
+        return []
+    for name, future in admin.create_topics(wanted, request_timeout=30).items():
+        try:
+            future.result()
+        except KafkaException as exc:
+            if "TOPIC_ALREADY_EXISTS" not in str(exc.args[0]):
+                raise StreamsError(f"cannot create topic '{name}': {exc.args[0]}") from exc
+    return [topic.topic for topic in wanted]
 
 
 def read_compacted(

@@ -21,7 +21,7 @@ from confluent_kafka import ConsumerGroupTopicPartitions, KafkaException, Produc
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from streams.errors import StreamsError
-from streams.kafka_util import read_compacted, read_range
+from streams.kafka_util import create_missing_topics, read_compacted, read_range
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -56,29 +56,23 @@ class ContinuityGuard:
     replication: int = 1
     expected: dict[TP, int] = field(default_factory=dict)
     committed_high: dict[TP, int] = field(default_factory=dict)
-    _producer: Producer | None = None
-    _admin: AdminClient | None = None
+    _admin: AdminClient | None = None  # set by start()
+    _producer: Producer | None = None  # made by the first record_commits: agents that only read holes need none
 
     def start(self) -> None:
         """Create the commits topic if needed and load the high-water marks recorded so far."""
-        if self._producer is not None:  # faust restarted the agent: keep what we know
+        if self._admin is not None:  # faust restarted the agent: keep what we know
             return
-        admin = self._admin = AdminClient(self.kafka)
+        admin = AdminClient(self.kafka)
         topic_name = commits_topic(self.group)
-        if topic_name not in admin.list_topics(timeout=10).topics:
-            future = admin.create_topics([NewTopic(topic_name, num_partitions=1, replication_factor=self.replication,
-                                                   config={"cleanup.policy": "compact"})])[topic_name]
-            try:
-                future.result()
-            except KafkaException as exc:
-                if "TOPIC_ALREADY_EXISTS" not in str(exc.args[0]):
-                    raise StreamsError(f"cannot create '{topic_name}': {exc.args[0]}") from exc
+        create_missing_topics(admin, [NewTopic(topic_name, num_partitions=1, replication_factor=self.replication,
+                                               config={"cleanup.policy": "compact"})])
         for key, value in read_compacted(self.kafka, topic_name).items():
             group, _, where = key.decode(errors="replace").partition("|")
             topic, _, partition = where.rpartition("|")
             if group == self.group and topic in self.topics and value:
                 self.committed_high[topic, int(partition)] = int(value)
-        self._producer = Producer({**self.kafka, "acks": "all", "enable.idempotence": True, "linger.ms": 50})
+        self._admin = admin
         log.info("continuity guard ready", group=self.group, topics=list(self.topics),
                  marks={f"{t}/{p}": offset for (t, p), offset in sorted(self.committed_high.items())})
 
@@ -111,13 +105,15 @@ class ContinuityGuard:
 
     def record_commits(self) -> None:
         """Raise the recorded high-water marks to what the group has committed now (call it periodically)."""
-        if self._producer is None:
+        if self._admin is None:  # not started: no marks loaded to raise
             return
         try:
             offsets = self._committed_offsets()
         except (KafkaException, StreamsError) as exc:
             log.warning("cannot read the group's committed offsets", group=self.group, error=str(exc))
             return
+        if self._producer is None:
+            self._producer = Producer({**self.kafka, "acks": "all", "enable.idempotence": True, "linger.ms": 50})
         for (topic, partition), offset in offsets.items():
             if offset > self.committed_high.get((topic, partition), 0):
                 self.committed_high[topic, partition] = offset

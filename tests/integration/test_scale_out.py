@@ -4,7 +4,6 @@ each stops, the other takes its partitions over and the work goes on (local stac
 from __future__ import annotations
 
 import signal
-import subprocess
 import sys
 from typing import TYPE_CHECKING
 
@@ -18,10 +17,10 @@ from tests.integration.worker_harness import (
     catalog_stack,
     header,
     read_topic,
+    start_process,
     start_worker,
     stop_worker,
     wait_for,
-    worker_env,
 )
 
 if TYPE_CHECKING:
@@ -72,12 +71,6 @@ def pdfs(settings: Settings) -> int:
     return sum(len(list((settings.data_dir / "bridge" / "invoices" / tenant).glob("*.pdf"))) for tenant in TENANTS)
 
 
-def start(settings: Settings, command: list[str], log: Path) -> subprocess.Popen[bytes]:
-    with log.open("ab") as out:
-        return subprocess.Popen(command, env=worker_env(settings), stdout=out, stderr=subprocess.STDOUT,
-                                start_new_session=True)
-
-
 @pytest.mark.timeout(600)
 def test_two_workers_and_two_bridges_share_partitions_and_survive_one_stopping(stack: Settings,
                                                                                 tmp_path: Path) -> None:
@@ -87,9 +80,9 @@ def test_two_workers_and_two_bridges_share_partitions_and_survive_one_stopping(s
     processes = [
         start_worker(stack, "validation", free_port(), tmp_path / "worker-a.log"),
         start_worker(stack, "validation", free_port(), tmp_path / "worker-b.log"),
-        start(stack, bridge, tmp_path / "bridge-a.log"),
-        start(stack, bridge, tmp_path / "bridge-b.log"),
-        start(stack, celery, tmp_path / "celery.log"),
+        start_process(stack, bridge, tmp_path / "bridge-a.log"),
+        start_process(stack, bridge, tmp_path / "bridge-b.log"),
+        start_process(stack, celery, tmp_path / "celery.log"),
     ]
     worker_b, bridge_b = processes[1], processes[3]
     try:

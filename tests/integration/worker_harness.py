@@ -47,12 +47,16 @@ def worker_env(settings: Settings) -> dict[str, str]:
             "STREAMS_AGENT_MAX_RECORD_BYTES": str(settings.agent_max_record_bytes)}
 
 
-def start_worker(settings: Settings, agents: str, port: int, log: Path) -> subprocess.Popen[bytes]:
+def start_process(settings: Settings, command: list[str], log: Path) -> subprocess.Popen[bytes]:
+    """`command` in a session of its own (so it can be killed whole), on this stack, output into `log`."""
     with log.open("ab") as out:  # the child keeps its own copy of the descriptor
-        return subprocess.Popen(
-            [sys.executable, "-m", "streams.cli", "worker", "--agents", agents, "--web-port", str(port)],
-            env=worker_env(settings), stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-        )
+        return subprocess.Popen(command, env=worker_env(settings), stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+
+
+def start_worker(settings: Settings, agents: str, port: int, log: Path) -> subprocess.Popen[bytes]:
+    command = [sys.executable, "-m", "streams.cli", "worker", "--agents", agents, "--web-port", str(port)]
+    return start_process(settings, command, log)
 
 
 def stop_worker(process: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> None:
