@@ -90,7 +90,7 @@ def owned_by(pid: int, owner: Path) -> bool:
     if not is_running(pid):
         return False
     try:
-        environ = Path(f"/proc/{pid}/environ").read_bytes()
+        environ = _environ(pid)
     except FileNotFoundError:
         return False
     except OSError:
@@ -99,6 +99,22 @@ def owned_by(pid: int, owner: Path) -> bool:
             return os.getpgid(pid) == pid
         return False
     return f"{OWNER_VARIABLE}={owner}".encode() in environ.split(b"\0")
+
+
+def _environ(pid: int, *, settle_s: float = 1.0) -> bytes:
+    """The raw /proc environ of `pid`.
+
+    A child just started by posix_spawn can read as empty: the kernel lets the parent go on once the
+    child's old memory is released, a moment before exec has laid out the new environment. So an empty
+    read is retried for up to `settle_s`.
+    """
+    path = Path(f"/proc/{pid}/environ")
+    deadline = time.monotonic() + settle_s
+    environ = path.read_bytes()
+    while not environ and time.monotonic() < deadline:
+        time.sleep(0.01)
+        environ = path.read_bytes()
+    return environ
 
 
 def stop_process_group(pid: int, *, timeout_s: float = 30.0) -> None:
