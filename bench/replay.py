@@ -26,6 +26,7 @@ from streams.publish import DURABILITY, EventEncoder
 from streams.replay.encoding import sha256_accelerated
 from streams.replay.evidence import EvidenceWriter
 from streams.replay.filters import PayloadDecoder, RecordFilter
+from streams.replay.parallel import PartsJob, export_in_parts, parts_for
 from streams.replay.reader import reader_consumer
 from streams.replay.runner import run_replay
 from streams.replay.selection import ReplayQuery, resolve_plan
@@ -91,19 +92,32 @@ def run_raw(settings: Settings, topic: str, events: int, partitions: int, *, eve
     return elapsed
 
 
-def run_export(settings: Settings, registry: RegistryClient, topic: str, directory: Path) -> tuple[float, str]:
-    """Seconds for plan + export + manifest (the `streams replay --export` path, without the CLI)."""
+def run_export(settings: Settings, registry: RegistryClient, topic: str, directory: Path,
+               jobs: int | None) -> tuple[float, str, int]:
+    """Seconds for plan + export + manifest (the `streams replay --export [--jobs N]` path, without the CLI),
+    the Merkle root, and the processes it ran in."""
     config = settings.kafka_config(settings.bootstrap_servers())
     started = time.perf_counter()
     consumer = reader_consumer(config)
     plan = resolve_plan(consumer, ReplayQuery(topic))
     decoder = PayloadDecoder(registry)
     writer = EvidenceWriter(directory, plan, "bench", decoder)
-    progress = run_replay(consumer, plan, writer, RecordFilter(plan.query, None))
+    parts = parts_for(plan, "avro", jobs)
+    if parts > 1:
+        progress = export_in_parts(writer, PartsJob(config, settings.registry_url(), "bench", "null", None), parts)
+    else:
+        progress = run_replay(consumer, plan, writer, RecordFilter(plan.query, None))
     manifest = writer.finish(progress)
     elapsed = time.perf_counter() - started
     consumer.close()
-    return elapsed, manifest["merkle_root"]
+    return elapsed, manifest["merkle_root"], parts
+
+
+def time_verify(bundle: Path) -> tuple[int, float, bool]:
+    """The bundle's size in bytes, the seconds `streams evidence verify` takes on it, and its verdict."""
+    started = time.perf_counter()
+    report = verify_bundle(bundle)
+    return sum(p.stat().st_size for p in bundle.iterdir()), time.perf_counter() - started, report.ok
 
 
 def main() -> None:
@@ -125,33 +139,36 @@ def main() -> None:
     scratch = Path(tempfile.mkdtemp(prefix="bench-replay-"))
     raw_times: list[float] = []
     fields_times: list[float] = []
-    export_times: list[float] = []
+    export_times: list[float] = []  # the default: one process per CPU for an export this large
+    single_times: list[float] = []  # --jobs 1
     roots: set[str] = set()
+    parts = 1
     try:
         for round_ in range(args.rounds):
             raw_times.append(run_raw(settings, topic, args.events, args.partitions))
             fields_times.append(run_raw(settings, topic, args.events, args.partitions, every_field=True))
             load.append(os.getloadavg())
-            seconds, root = run_export(settings, registry, topic, scratch / f"bundle-{round_}")
+            seconds, root, parts = run_export(settings, registry, topic, scratch / f"bundle-{round_}", None)
             export_times.append(seconds)
             roots.add(root)
+            single, root, _ = run_export(settings, registry, topic, scratch / f"single-{round_}", 1)
+            single_times.append(single)
+            roots.add(root)
+            shutil.rmtree(scratch / f"single-{round_}")
             if round_:
                 shutil.rmtree(scratch / f"bundle-{round_}")  # bundle-0 is kept for the verify timing
             load.append(os.getloadavg())
             print(f"round {round_ + 1}: raw {args.events / raw_times[-1]:,.0f}/s, raw reading every field "
                   f"{args.events / fields_times[-1]:,.0f}/s, export {args.events / seconds:,.0f}/s "
-                  f"(load {load[-1][0]:.2f})")
-        bundle = scratch / "bundle-0"
-        bundle_bytes = sum(p.stat().st_size for p in bundle.iterdir())
-        verify_started = time.perf_counter()
-        report = verify_bundle(bundle)
-        verify_seconds = time.perf_counter() - verify_started
+                  f"(--jobs 1: {args.events / single:,.0f}/s) (load {load[-1][0]:.2f})")
+        bundle_bytes, verify_seconds, verified = time_verify(scratch / "bundle-0")
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
         registry.close()
     raw_rate = args.events / statistics.median(raw_times)
     fields_rate = args.events / statistics.median(fields_times)
     export_rate = args.events / statistics.median(export_times)
+    single_rate = args.events / statistics.median(single_times)
     result: dict[str, Any] = {
         "benchmark": "replay export (SHA-256 per record, RFC 6962 Merkle root, Avro container, manifest) vs raw "
                      "confluent-kafka consume loop",
@@ -161,12 +178,16 @@ def main() -> None:
         "raw_events_per_s": round(raw_rate), "raw_every_field_events_per_s": round(fields_rate),
         "export_events_per_s": round(export_rate), "export_vs_raw": round(export_rate / raw_rate, 3),
         "export_vs_raw_every_field": round(export_rate / fields_rate, 3),
+        "export_processes": parts,
+        "export_single_process_events_per_s": round(single_rate),
+        "export_single_process_vs_raw": round(single_rate / raw_rate, 3),
+        "export_single_process_seconds": [round(t, 2) for t in single_times],
         "export_vs_raw_per_round": [round(r / e, 3) for r, e in zip(raw_times, export_times, strict=True)],
         "raw_seconds": [round(t, 2) for t in raw_times], "raw_every_field_seconds": [round(t, 2) for t in fields_times],
         "export_seconds": [round(t, 2) for t in export_times],
         "export_1m_seconds_extrapolated": round(1_000_000 / export_rate, 1) if args.events < 1_000_000 else None,
         "export_seconds_median": round(statistics.median(export_times), 2),
-        "bundle_bytes": bundle_bytes, "verify_seconds": round(verify_seconds, 2), "verify_ok": report.ok,
+        "bundle_bytes": bundle_bytes, "verify_seconds": round(verify_seconds, 2), "verify_ok": verified,
         "deterministic_merkle_root": len(roots) == 1,
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
         "load_average_1m": [round(sample[0], 2) for sample in load],

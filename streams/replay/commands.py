@@ -18,6 +18,7 @@ from streams.replay.container import CODECS
 from streams.replay.errors import ReplayError
 from streams.replay.evidence import EvidenceWriter, interrupted_export
 from streams.replay.filters import PayloadDecoder, RecordFilter
+from streams.replay.parallel import PARALLEL_MIN_OFFSETS, PartsJob, export_in_parts, parts_for
 from streams.replay.reader import reader_consumer
 from streams.replay.runner import run_replay
 from streams.replay.selection import ReplayPlan, ReplayQuery, format_ms, resolve_plan
@@ -34,10 +35,12 @@ from streams.replay.verify import verify_bundle
 from streams.schemas.registry_client import RegistryClient
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from confluent_kafka import Consumer
 
+    from streams.replay.runner import OnProgress, ReplaySink
     from streams.replay.runner import Progress as RunProgress
-    from streams.replay.runner import ReplaySink
     from streams.replay.targets import GroupResetPlan
     from streams.settings import Settings
 
@@ -75,6 +78,8 @@ OUTPUT = click.option("--output", type=click.Choice(["text", "json"]), default="
               "sign the manifest with (see `streams evidence keygen`).")
 @click.option("--id", "replay_id", help="Replay id; re-running with the id of an interrupted replay continues it.")
 @click.option("--rate", type=click.FloatRange(min=1), help="At most this many records per second.")
+@click.option("--jobs", type=click.IntRange(1), help="Processes an --export runs in, each taking whole partitions "
+              f"[default: one per CPU from {PARALLEL_MIN_OFFSETS:,} offsets in range, else 1; JSONL: 1].")
 @click.option("--dry-run", is_flag=True, help="Print the pinned ranges and counts (and a group reset plan); "
               "change nothing.")
 @OUTPUT
@@ -83,7 +88,7 @@ def replay(settings: Settings, topic: str, from_: str | None, to: str | None, ra
            partitions: tuple[int, ...], key: str | None, tenant: str | None, type_: str | None,
            where: tuple[str, ...], to_topic: str | None, group: str | None, reset: bool, export: Path | None,
            bundle_format: str, codec: str, sign_key: Path | None, replay_id: str | None, rate: float | None,
-           dry_run: bool, output: str) -> None:
+           jobs: int | None, dry_run: bool, output: str) -> None:
     """Replay TOPIC's records in a time or offset range into a shadow topic, a consumer group or a bundle.
 
     The range is [--from, --to): a record at exactly --from is in it, one at exactly --to is not. Times
@@ -99,7 +104,7 @@ def replay(settings: Settings, topic: str, from_: str | None, to: str | None, ra
           --export evidence/acme-nov --sign-key auditor.key
     """
     query = ReplayQuery(topic, from_, to, ranges, partitions, key, tenant, type_, where)
-    _check_options(query, to_topic, group, reset, export, bundle_format, codec, sign_key, dry_run)
+    _check_options(query, to_topic, group, reset, export, bundle_format, codec, sign_key, dry_run, jobs)
     replay_id = check_replay_id(replay_id) if replay_id else None
     signer = load_private_key(sign_key) if sign_key is not None else None
     kafka_config = settings.kafka_config(settings.bootstrap_servers())
@@ -121,7 +126,7 @@ def replay(settings: Settings, topic: str, from_: str | None, to: str | None, ra
             return
         if output == "text":
             _print_plan(plan, replay_id)
-        target, result = _copy(settings, consumer, plan, replay_id, to_topic, export, rate,
+        target, result = _copy(settings, consumer, plan, replay_id, to_topic, export, (rate, jobs),
                                {"output": bundle_format, "codec": codec, "sign_key": signer})
         report |= {"target": target, "result": result}
         _emit(output, report, lambda: _print_result(target, result))
@@ -130,16 +135,26 @@ def replay(settings: Settings, topic: str, from_: str | None, to: str | None, ra
 
 
 def _copy(settings: Settings, consumer: Consumer, plan: ReplayPlan, replay_id: str, to_topic: str | None,
-          export: Path | None, rate: float | None, bundle: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Run the replay into an evidence bundle or a shadow topic; (target, result)."""
+          export: Path | None, pace: tuple[float | None, int | None],
+          bundle: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Run the replay into an evidence bundle or a shadow topic; (target, result). `pace`: (--rate, --jobs)."""
+    rate, jobs = pace
     if export is not None:
+        interrupted = interrupted_export(export)
+        parts = interrupted[3] if interrupted is not None else parts_for(plan, bundle["output"], jobs)
         with RegistryClient(settings.registry_url()) as registry:  # a bundle embeds every writer schema
             decoder = PayloadDecoder(registry)
             target = {"kind": "export", "directory": str(export.resolve()), "format": bundle["output"]}
             writer = EvidenceWriter(export, plan, replay_id, decoder, cluster_id=_cluster_id(consumer), **bundle)
             save_state(settings.data_dir, replay_id, plan, target, "running")
             try:
-                progress = _run(consumer, plan, writer, RecordFilter(plan.query, decoder), rate, replay_id)
+                if parts > 1:
+                    job = PartsJob(settings.kafka_config(settings.bootstrap_servers()), settings.registry_url(),
+                                   replay_id, bundle["codec"], rate)
+                    progress = _with_progress(plan, replay_id,
+                                              lambda advance: export_in_parts(writer, job, parts, on_progress=advance))
+                else:
+                    progress = _run(consumer, plan, writer, RecordFilter(plan.query, decoder), rate, replay_id)
             except BaseException:
                 writer.close()  # the checkpoint in <dir>.partial lets the same command continue
                 raise
@@ -164,7 +179,7 @@ def _copy(settings: Settings, consumer: Consumer, plan: ReplayPlan, replay_id: s
 
 
 def _check_options(query: ReplayQuery, to_topic: str | None, group: str | None, reset: bool, export: Path | None,
-                   bundle_format: str, codec: str, sign_key: Path | None, dry_run: bool) -> None:
+                   bundle_format: str, codec: str, sign_key: Path | None, dry_run: bool, jobs: int | None) -> None:
     targets = [name for name, given in (("--to-topic", to_topic is not None), ("--group", group is not None),
                                         ("--export", export is not None)) if given]
     if len(targets) > 1:
@@ -180,8 +195,8 @@ def _check_options(query: ReplayQuery, to_topic: str | None, group: str | None, 
     if group is not None and query.has_filters():
         raise ReplayError("--key, --tenant, --type and --where cannot apply to --group: a consumer group re-reads "
                           "every record from the range start")
-    if export is None and (sign_key is not None or bundle_format != "avro" or codec != "null"):
-        raise ReplayError("--sign-key, --format and --codec apply to --export only")
+    if export is None and (sign_key is not None or bundle_format != "avro" or codec != "null" or jobs is not None):
+        raise ReplayError("--sign-key, --format, --codec and --jobs apply to --export only")
 
 
 def _plan(consumer: Consumer, query: ReplayQuery, settings: Settings, replay_id: str | None,
@@ -192,7 +207,7 @@ def _plan(consumer: Consumer, query: ReplayQuery, settings: Settings, replay_id:
     if export is not None:
         interrupted = interrupted_export(export)
         if interrupted is not None:
-            stored_id, stored, _ = interrupted
+            stored_id, stored, _, _ = interrupted
     elif replay_id is not None and (found := load_state(settings.data_dir, replay_id)) is not None:
         stored, target = found
         stored_id = replay_id
@@ -214,14 +229,19 @@ def _plan(consumer: Consumer, query: ReplayQuery, settings: Settings, replay_id:
 def _run(consumer: Consumer, plan: ReplayPlan, sink: ReplaySink, record_filter: RecordFilter, rate: float | None,
          replay_id: str) -> RunProgress:
     """run_replay with a progress bar and ETA on stderr (when it is a terminal)."""
+    return _with_progress(plan, replay_id, lambda advance: run_replay(consumer, plan, sink, record_filter, rate=rate,
+                                                                       on_progress=advance))
+
+
+def _with_progress(plan: ReplayPlan, replay_id: str, run: Callable[[OnProgress], RunProgress]) -> RunProgress:
+    """`run(advance)` with a progress bar and ETA on stderr (when it is a terminal)."""
     console = Console(stderr=True)
     columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                TextColumn("{task.percentage:>3.0f}%"), TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn())
     with Progress(*columns, console=console, disable=not console.is_terminal, transient=False) as bar:
         task = bar.add_task(plan.query.topic, total=plan.total)
         try:
-            return run_replay(consumer, plan, sink, record_filter, rate=rate,
-                              on_progress=lambda n: bar.advance(task, n))
+            return run(lambda n: bar.advance(task, n))
         except KeyboardInterrupt:
             raise ReplayError(f"interrupted; run the same command with --id {replay_id} to continue where it "
                               "stopped") from None

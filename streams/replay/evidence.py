@@ -53,6 +53,7 @@ __all__ = [
 
 BUNDLE_FORMAT = "streams-evidence/1"
 MANIFEST, SIGNATURE, HASHES, CHECKPOINT = "manifest.json", "manifest.sig", "records.sha256", "checkpoint.json"
+DIGESTS, SEALED = "records.digests", "sealed.json"  # of a finished part of a parallel export
 RAW_FILE = "records-raw.avro"  # values that are not Avro events of a known schema, as bytes
 JSONL_FILE = "records.jsonl"
 PENDING = ".pending"  # beside each records file while building: the datums of its unfinished block
@@ -68,12 +69,13 @@ def partial_dir(directory: Path) -> Path:
     return directory.with_name(directory.name + ".partial")
 
 
-def interrupted_export(directory: Path) -> tuple[str, ReplayPlan, str] | None:
-    """(replay id, pinned plan, format) of an interrupted export into `directory`, if there is one."""
+def interrupted_export(directory: Path) -> tuple[str, ReplayPlan, str, int] | None:
+    """(replay id, pinned plan, format, parallel parts or 0) of an interrupted export into `directory`, if any."""
     path = partial_dir(directory) / CHECKPOINT
     try:
         checkpoint = json.loads(path.read_text())
-        return checkpoint["replay_id"], ReplayPlan.from_json(checkpoint["plan"]), checkpoint["output"]
+        return (checkpoint["replay_id"], ReplayPlan.from_json(checkpoint["plan"]), checkpoint["output"],
+                int(checkpoint.get("parts", 0)))
     except (FileNotFoundError, NotADirectoryError):
         return None  # nothing interrupted here (a path that cannot be a directory fails when written)
     except (OSError, ValueError, KeyError) as exc:
@@ -102,11 +104,16 @@ class EvidenceWriter:
 
     def __init__(self, directory: Path, plan: ReplayPlan, replay_id: str, decoder: PayloadDecoder, *,
                  output: str = "avro", codec: str = "null", sign_key: Ed25519PrivateKey | None = None,
-                 cluster_id: str | None = None) -> None:
+                 cluster_id: str | None = None, part: int | None = None) -> None:
+        """`part`: this writer builds part `part` of a parallel export (`plan` holds the part's ranges)."""
         if output not in FORMATS:
             raise EvidenceError(f"unknown bundle format {output!r}; use avro or jsonl")
         self.directory, self.partial = directory, partial_dir(directory)
         self.plan, self.replay_id, self.decoder = plan, replay_id, decoder
+        self.part = part
+        self.parts = 0  # parallel parts this bundle is built from (streams.replay.parallel); 0: built here
+        self.merged = False  # the parts are in the bundle: only the manifest is left to write
+        self._adopted: list[dict[str, Any]] = []  # manifest entries of the parts' records files
         self.output, self.codec, self.sign_key, self.cluster_id = output, codec, sign_key, cluster_id
         self._encoder = RecordEncoder(plan.query.topic)
         self._targets: dict[bytes, _Target] = {}
@@ -175,6 +182,7 @@ class EvidenceWriter:
                 "format": BUNDLE_FORMAT, "replay_id": self.replay_id, "plan": self.plan.to_json(),
                 "output": self.output, "codec": self.codec, "started_at": self._started,
                 "progress": progress.to_json(), "hashes_size": self._hashes.tell(),
+                "parts": self.parts, "merged": self.merged, "adopted": self._adopted,
                 "files": {name: {"size": t.writer.size, "count": t.writer.count, "pending": pending[name],
                                  "schema_id": t.schema_id} for name, t in self._files.items()},
                 "jsonl_size": None if self._jsonl is None else self._jsonl.tell(),
@@ -223,9 +231,66 @@ class EvidenceWriter:
             raise EvidenceError(f"cannot seal the evidence bundle {self.directory}: {exc.strerror or exc}") from exc
         return manifest
 
+    # ---- parallel parts (streams.replay.parallel) ----------------------------------------------------
+
+    def seal_part(self, progress: Progress) -> None:
+        """End this writer's part of a parallel export: every block written and hashed, then SEALED written.
+
+        The part stays in its `.partial` directory for `merge_parts`; a re-run finds it sealed and skips it.
+        """
+        try:
+            self.commit(progress)
+            files = []
+            for name, target in sorted(self._files.items()):
+                target.writer.flush_block()
+                files.append({"name": name, "schema_id": target.schema_id, "records": target.writer.count,
+                              "sha256": target.writer.sha256()})
+                (self.partial / (name + PENDING)).unlink()
+            self.close()
+            (self.partial / DIGESTS).write_bytes(bytes(self._digests))
+            sealed = {"progress": progress.to_json(), "files": files,
+                      "schemas": {str(k): v for k, v in self._schemas.items()}}
+            _write_atomically(self.partial / SEALED, json.dumps(sealed).encode())
+        except OSError as exc:
+            raise EvidenceError(f"cannot write the evidence bundle at {self.partial}: {exc.strerror or exc}") from exc
+        finally:
+            self.close()
+
+    @staticmethod
+    def part_sealed(directory: Path) -> bool:
+        return (partial_dir(directory) / SEALED).exists()
+
+    def merge_parts(self, parts: Sequence[Path]) -> Progress:
+        """Move the sealed parts' records files into this bundle and join their hash lists, in plan order
+        (the parts hold consecutive partitions); the whole export's progress."""
+        progress = Progress()
+        try:
+            for part in map(partial_dir, parts):
+                sealed = json.loads((part / SEALED).read_text())
+                self._schemas |= {int(k): v for k, v in sealed["schemas"].items()}
+                for entry in sealed["files"]:
+                    (part / entry["name"]).replace(self.partial / entry["name"])
+                    self._adopted.append(entry)
+                with (part / HASHES).open("rb") as lines:
+                    shutil.copyfileobj(lines, self._hashes.buffer, 1 << 20)
+                self._digests += (part / DIGESTS).read_bytes()
+                done = Progress.from_json(sealed["progress"])
+                progress.next_offsets |= done.next_offsets
+                progress.matched_by_partition |= done.matched_by_partition
+                progress.scanned += done.scanned
+                progress.matched += done.matched
+            self.merged = True
+            self.commit(progress)
+            for part in parts:
+                shutil.rmtree(partial_dir(part))
+        except OSError as exc:
+            raise EvidenceError(f"cannot write the evidence bundle at {self.partial}: {exc.strerror or exc}") from exc
+        return progress
+
     def _manifest(self, progress: Progress) -> dict[str, Any]:
-        files = [{"name": name, "schema_id": t.schema_id, "records": t.writer.count, "sha256": t.writer.sha256()}
-                 for name, t in sorted(self._files.items())]
+        files = sorted([*self._adopted, *({"name": name, "schema_id": t.schema_id, "records": t.writer.count,
+                                           "sha256": t.writer.sha256()} for name, t in self._files.items())],
+                       key=lambda entry: entry["name"])
         if self.output == "jsonl":
             files = [{"name": JSONL_FILE, "schema_id": None, "records": progress.matched,
                       "sha256": file_sha256(self.partial / JSONL_FILE)}]
@@ -260,15 +325,20 @@ class EvidenceWriter:
         if writer_schema is None:
             schema_id = None
         name = RAW_FILE if schema_id is None else f"records-{schema_id}.avro"
-        target = self._files.get(name)
-        if target is None:
-            schema = CANONICAL_SCHEMA if writer_schema is None else envelope_schema(writer_schema)
-            writer = ContainerWriter(self.partial / name, schema, self.codec, _sync(self.plan, name),
-                                     background=self._background)
-            tag = b"" if schema_id is None else encode_long(schema_id) + b"\x02"
-            target = self._files[name] = _Target(name, schema_id, writer, tag)
+        if self.part is not None:
+            name = name.replace(".avro", f".part{self.part}.avro")
+        target = self._files.get(name) or self._open_file(name, schema_id)
         if value is not None:
             self._targets[value[:5]] = target
+        return target
+
+    def _open_file(self, name: str, schema_id: int | None, *, resume_at: int = 0) -> _Target:
+        """A records file of this bundle (its schema's text already in `_schemas`)."""
+        schema = CANONICAL_SCHEMA if schema_id is None else envelope_schema(json.loads(self._schemas[schema_id]))
+        writer = ContainerWriter(self.partial / name, schema, self.codec, _sync(self.plan, name),
+                                 resume_at=resume_at, background=self._background)
+        tag = b"" if schema_id is None else encode_long(schema_id) + b"\x02"
+        target = self._files[name] = _Target(name, schema_id, writer, tag)
         return target
 
     def _writer_schema(self, schema_id: int) -> Any:
@@ -327,6 +397,8 @@ class EvidenceWriter:
 
     def _reopen(self, checkpoint: dict[str, Any]) -> Progress:
         self.codec, self._started = checkpoint["codec"], checkpoint["started_at"]
+        self.parts, self.merged = checkpoint.get("parts", 0), checkpoint.get("merged", False)
+        self._adopted = checkpoint.get("adopted", [])
         self._schemas = {int(k): v for k, v in checkpoint["schemas"].items()}
         hashes = self.partial / HASHES
         if hashes.stat().st_size < checkpoint["hashes_size"]:
@@ -337,14 +409,9 @@ class EvidenceWriter:
         with hashes.open(encoding="ascii") as lines:
             self._digests = bytearray(b"".join(bytes.fromhex(line.split()[2]) for line in lines))
         for name, entry in checkpoint["files"].items():
-            schema_id = entry["schema_id"]
-            schema = CANONICAL_SCHEMA if schema_id is None else envelope_schema(json.loads(self._schemas[schema_id]))
-            writer = ContainerWriter(self.partial / name, schema, self.codec, _sync(self.plan, name),
-                                     resume_at=entry["size"], background=self._background)
+            writer = self._open_file(name, entry["schema_id"], resume_at=entry["size"]).writer
             writer.count = entry["count"]
             writer.restore_pending((self.partial / (name + PENDING)).read_bytes(), entry["pending"])
-            tag = b"" if schema_id is None else encode_long(schema_id) + b"\x02"
-            self._files[name] = _Target(name, schema_id, writer, tag)
         if checkpoint["jsonl_size"] is not None:
             self._jsonl = (self.partial / JSONL_FILE).open("r+b")
             self._jsonl.truncate(checkpoint["jsonl_size"])
@@ -354,7 +421,8 @@ class EvidenceWriter:
 
 def _remove_leftovers(partial: Path) -> None:
     """An export that died before its first checkpoint left nothing resumable: clear it, if it is ours."""
-    ours = re.compile(r"^(records(-\w+)?\.(avro|jsonl)|records\.sha256|checkpoint\.json)(\.pending)?(\.tmp)?$")
+    ours = re.compile(r"^(records(-\w+)?(\.part\d+)?\.(avro|jsonl)|records\.sha256|checkpoint\.json|part-\d+\.partial)"
+                      r"(\.pending)?(\.tmp)?$")
     strangers = [p.name for p in partial.iterdir() if not ours.match(p.name)]
     if strangers:
         raise EvidenceError(f"{partial} exists and holds files an export does not write ({', '.join(strangers[:3])}); "

@@ -173,3 +173,77 @@ def test_an_export_killed_mid_way_resumes_to_the_same_bundle(replay_world: Repla
     assert records_file(bundle).read_bytes() == records_file(reference).read_bytes()
     assert (bundle / "records.sha256").read_bytes() == (reference / "records.sha256").read_bytes()
     world.ok("evidence", "verify", str(bundle))
+
+
+def test_a_parallel_export_holds_the_same_records_hashes_and_root(replay_world: ReplayWorld) -> None:
+    world = replay_world
+    world.produce_many([(seq % 3, T0 + seq, seq) for seq in range(300)])
+    single, parallel = world.tmp / "single", world.tmp / "parallel"
+    world.ok("replay", world.topic, "--export", str(single), "--jobs", "1")
+    world.ok("replay", world.topic, "--export", str(parallel), "--jobs", "2")
+
+    manifests = [json.loads((d / "manifest.json").read_text()) for d in (single, parallel)]
+    assert manifests[0]["merkle_root"] == manifests[1]["merkle_root"]
+    assert manifests[0]["counts"] == manifests[1]["counts"]
+    assert (single / "records.sha256").read_bytes() == (parallel / "records.sha256").read_bytes()
+    files = manifests[1]["records"]["files"]
+    schema_id = manifests[0]["records"]["files"][0]["schema_id"]
+    assert [f["name"] for f in files] == [f"records-{schema_id}.part0.avro", f"records-{schema_id}.part1.avro"]
+    # two parts of consecutive partitions with about equal offsets: partitions 0-1, then 2
+    held = []
+    for entry in files:
+        with (parallel / entry["name"]).open("rb") as stream:
+            held.append(sorted({record["partition"] for record in reader(stream)}))
+    assert held == [[0, 1], [2]]
+    assert [f["records"] for f in files] == [200, 100]
+    assert world.ok("evidence", "verify", str(parallel)).output.startswith(f"OK {parallel}: 300 record(s)")
+
+
+def child_pids(pid: int) -> list[int]:
+    children = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rpartition(")")[2].split()
+        except OSError:
+            continue  # exited meanwhile
+        if int(fields[1]) == pid:
+            children.append(int(stat.parent.name))
+    return children
+
+
+def test_a_parallel_export_killed_mid_way_resumes_to_the_same_records(replay_world: ReplayWorld) -> None:
+    world = replay_world
+    world.produce_many([(seq % 3, T0 + seq, seq) for seq in range(450)])
+    reference = world.tmp / "reference"
+    world.ok("replay", world.topic, "--export", str(reference), "--jobs", "1")
+
+    bundle = world.tmp / "bundle"
+    parts = [partial_dir(bundle) / f"part-{index}.partial" / "checkpoint.json" for index in range(2)]
+    process = launch(world, "replay", world.topic, "--export", str(bundle), "--jobs", "2", "--rate", "100")
+    deadline = time.monotonic() + 60
+    while not all(p.exists() and json.loads(p.read_text())["progress"]["matched"] > 0 for p in parts):
+        assert process.poll() is None, process.stderr.read() if process.stderr else ""
+        assert time.monotonic() < deadline, "the parts wrote no checkpoint"
+        time.sleep(0.1)
+    workers = child_pids(process.pid)
+    process.send_signal(signal.SIGKILL)  # the command dies; its part processes must stop by themselves
+    process.wait(timeout=10)
+    if process.stderr is not None:
+        process.stderr.close()
+    deadline = time.monotonic() + 30
+    while any(Path(f"/proc/{pid}").exists() for pid in workers):
+        assert time.monotonic() < deadline, f"part processes {workers} outlived the killed export"
+        time.sleep(0.1)
+    matched = [json.loads(p.read_text())["progress"]["matched"] for p in parts]
+    assert 0 < sum(matched) < 450
+    assert not bundle.exists()
+
+    resumed = world.ok("replay", world.topic, "--export", str(bundle)).output
+    assert "exported 450 record(s) (of 450 read)" in resumed
+    assert not partial_dir(bundle).exists()
+    manifests = [json.loads((d / "manifest.json").read_text()) for d in (reference, bundle)]
+    assert manifests[0]["merkle_root"] == manifests[1]["merkle_root"]
+    assert (bundle / "records.sha256").read_bytes() == (reference / "records.sha256").read_bytes()
+    assert sorted(p.name for p in bundle.iterdir()) == sorted(
+        ["manifest.json", "records.sha256", *(f["name"] for f in manifests[1]["records"]["files"])])
+    world.ok("evidence", "verify", str(bundle))
