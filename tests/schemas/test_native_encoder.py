@@ -668,3 +668,48 @@ def test_unknown_logical_types_fall_back_to_the_physical_type() -> None:
 def test_strenum_members_encode_as_their_value() -> None:
     encoder = Encoder(json.dumps(ENUM))
     assert encoder.encode(Colour.GREEN) == encoder.encode("GREEN") == b"\x02"
+
+
+class _TextDecimal(Decimal):
+    """A Decimal subclass: the encoder takes it through str(), not the in-place read of a plain Decimal."""
+
+    __slots__ = ()
+
+
+@pytest.mark.parametrize(("precision", "scale"), [(4, 2), (18, 2), (18, 0), (38, 10), (38, 38), (60, 20)])
+def test_decimals_read_in_place_encode_like_their_text(precision: int, scale: int) -> None:
+    rng = random.Random(SEED)
+    encoders = [Encoder(json.dumps(decimal_type(precision, scale)))]
+    size = (precision * 10 + 23) // 24 + 1  # bytes enough for the precision (log2(10) < 10/3)
+    encoders.append(Encoder(json.dumps(fixed_decimal_type("F", size, precision, scale))))
+    for _ in range(ROUNDS):
+        value = rand_decimal(rng, precision, scale)
+        for encoder in encoders:
+            assert encoder.encode(value) == encoder.encode(_TextDecimal(value)), value
+    # Values the in-place read declines or refuses fail exactly as through the text.
+    for text in ["1E-40", "-0E+50", "NaN", "sNaN", "-Infinity", "1" * 39, "0.1" + "0" * 60, "1" * 50 + ".5",
+                 "9" * precision, f"1E+{precision}", "12345.6789"]:
+        value = Decimal(text)
+        for encoder in encoders:
+            try:
+                expected = encoder.encode(_TextDecimal(value))
+            except ValueError as error:
+                message = str(error).replace("_TextDecimal", "Decimal")
+                with raises(ValueError, message):
+                    encoder.encode(value)
+            else:
+                assert encoder.encode(value) == expected, text
+
+
+def test_record_keys_in_any_order_encode_alike(invoice_encoder: Encoder) -> None:
+    event = invoice(3, lines=2)
+    expected = invoice_encoder.encode(event)
+    names = list(event)
+    for order in [names[::-1], names[1:] + names[:1], names[:5] + names[6:] + names[5:6]]:
+        assert invoice_encoder.encode({name: event[name] for name in order}) == expected
+    without_default = {name: event[name] for name in names if name != "currency"}
+    with raises(ValueError, "field 'currency': required field is missing"):
+        invoice_encoder.encode(without_default)
+    for extra in [{**event, "zzz": 1}, {"zzz": 1, **event}, {**dict(list(event.items())[:3]), "zzz": 1, **event}]:
+        with pytest.raises(ValueError, match=r"^unknown field\(s\) \['zzz'\]"):
+            invoice_encoder.encode(extra)

@@ -1,7 +1,8 @@
 //! Avro decimals from the text of a Python Decimal (or int): the unscaled value as big-endian two's
 //! complement, in exactly the bytes fastavro writes.
 //!
-//! `str(Decimal)` is parsed rather than `as_tuple()`: one C call and no tuple of digit objects.
+//! `str(Decimal)` is parsed rather than `as_tuple()`: one C call and no tuple of digit objects. A
+//! plain Decimal usually skips even that: mpd.rs reads it in place and `write_unscaled` writes it.
 
 #[derive(Debug, PartialEq, Eq)]
 pub enum DecimalError {
@@ -142,6 +143,11 @@ fn digits(mantissa: &[u8]) -> impl Iterator<Item = u8> + '_ {
 
 fn write_zigzag_len(len: usize, out: &mut Vec<u8>) {
     crate::encode::write_long(out, len as i64);
+}
+
+/// Appends the Avro encoding of an unscaled value already checked against precision and scale.
+pub fn write_unscaled(value: i128, width: Width, out: &mut Vec<u8>) -> Result<(), DecimalError> {
+    emit_small(value, width, out)
 }
 
 /// |value| < 10**38, so it fits in 16 bytes with a sign bit to spare.

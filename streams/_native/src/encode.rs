@@ -3,6 +3,7 @@
 //! The happy path allocates nothing per field: errors carry their path segments outward and the
 //! message is only assembled when it is raised. Unions are in union.rs, logical types in logical.rs.
 
+use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::types::{
     PyBool, PyByteArray, PyBytes, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple, PyType,
@@ -10,6 +11,7 @@ use pyo3::types::{
 
 use crate::defaults::json_to_py;
 use crate::failure::{Failure, Res, Seg, describe, py_list, short_repr, show};
+use crate::mpd::DecimalLayout;
 use crate::schema::{Field, FieldDefault, Node, NodeId, Record, Schema};
 
 /// Deeper nesting than this is refused rather than risking the native stack (recursive schemas).
@@ -25,6 +27,8 @@ pub struct PyEnv {
     pub(crate) epoch: Py<PyAny>,
     pub(crate) epoch_naive: Py<PyAny>,
     pub(crate) date_fromisoformat: Py<PyAny>,
+    /// Whether Decimals are read in place (mpd.rs) rather than through `str()`.
+    pub(crate) decimal_layout: DecimalLayout,
 }
 
 impl PyEnv {
@@ -38,8 +42,10 @@ impl PyEnv {
         kwargs.set_item("tzinfo", utc)?;
         let epoch = datetime_type.call((1970, 1, 1), Some(&kwargs))?;
         let epoch_naive = datetime_type.call1((1970, 1, 1))?;
+        let decimal_type = decimal.getattr("Decimal")?.cast_into::<PyType>()?;
         Ok(PyEnv {
-            decimal: decimal.getattr("Decimal")?.cast_into::<PyType>()?.unbind(),
+            decimal_layout: DecimalLayout::probe(py, &decimal_type),
+            decimal: decimal_type.unbind(),
             datetime: datetime_type.clone().cast_into::<PyType>()?.unbind(),
             date: datetime.getattr("date")?.cast_into::<PyType>()?.unbind(),
             time: datetime.getattr("time")?.cast_into::<PyType>()?.unbind(),
@@ -337,7 +343,29 @@ impl<'py> Encoder<'_, 'py> {
             return Err(self.mismatch(id, v));
         };
         let mut matched = 0usize;
+        // Most payloads are dicts written in the schema's field order (literals, model_dump()), whose
+        // keys are the interned names: walk the dict alongside the fields while that holds, taking each
+        // value without a hash lookup, and look up the rest once it does not.
+        let mut position: ffi::Py_ssize_t = 0;
+        let mut in_order = 0usize;
         for field in &record.fields {
+            let mut key: *mut ffi::PyObject = std::ptr::null_mut();
+            let mut value: *mut ffi::PyObject = std::ptr::null_mut();
+            // SAFETY: `dict` is a live dict; PyDict_Next only reads it and yields borrowed references,
+            // and the value is made an owned reference before any Python code can run.
+            let next =
+                unsafe { ffi::PyDict_Next(dict.as_ptr(), &mut position, &mut key, &mut value) };
+            if next == 0 || key != field.key.as_ptr() {
+                break;
+            }
+            // SAFETY: `value` is a borrowed reference from the dict, non-null when PyDict_Next returns 1.
+            let value = unsafe { Bound::from_borrowed_ptr(self.py, value) };
+            matched += 1;
+            in_order += 1;
+            self.write(field.node, &value, out, depth + 1)
+                .map_err(|e| e.at(Seg::Field(field.name.clone())))?;
+        }
+        for field in &record.fields[in_order..] {
             match dict.get_item(field.key.bind(self.py)) {
                 Ok(Some(value)) => {
                     matched += 1;

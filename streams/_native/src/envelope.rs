@@ -246,7 +246,14 @@ impl EventWriter {
                     )));
                 }
             },
-            _ => PyString::new(py, &ids::uuid4()),
+            _ => {
+                let id = ids::uuid4();
+                // ASCII by construction, so this check cannot fail.
+                PyString::new(
+                    py,
+                    std::str::from_utf8(&id).map_err(|e| EnvelopeError::new_err(e.to_string()))?,
+                )
+            }
         };
         let id_bytes = PyBytes::new(py, id.to_str()?.as_bytes());
         let time = match time {

@@ -62,50 +62,42 @@ pub fn next_u64() -> u64 {
 
 const HEX: &[u8; 16] = b"0123456789abcdef";
 
-fn push_hex(out: &mut Vec<u8>, bytes: &[u8]) {
-    for b in bytes {
-        out.push(HEX[usize::from(b >> 4)]);
-        out.push(HEX[usize::from(b & 15)]);
-    }
-}
-
-/// A random (version 4, RFC 4122 variant) UUID as its 36-character lower-case text.
-pub fn uuid4() -> String {
+/// A random (version 4, RFC 4122 variant) UUID as its 36 lower-case ASCII characters (on the stack:
+/// this runs once per event).
+pub fn uuid4() -> [u8; 36] {
     let mut raw = [0u8; 16];
     raw[..8].copy_from_slice(&next_u64().to_be_bytes());
     raw[8..].copy_from_slice(&next_u64().to_be_bytes());
     raw[6] = (raw[6] & 0x0F) | 0x40;
     raw[8] = (raw[8] & 0x3F) | 0x80;
-    let mut out = Vec::with_capacity(36);
-    for (i, group) in [
-        &raw[0..4],
-        &raw[4..6],
-        &raw[6..8],
-        &raw[8..10],
-        &raw[10..16],
-    ]
-    .iter()
-    .enumerate()
-    {
-        if i > 0 {
-            out.push(b'-');
+    let mut out = [b'-'; 36];
+    let mut at = 0;
+    for (i, &b) in raw.iter().enumerate() {
+        if matches!(i, 4 | 6 | 8 | 10) {
+            at += 1; // the dash
         }
-        push_hex(&mut out, group);
+        out[at] = HEX[usize::from(b >> 4)];
+        out[at + 1] = HEX[usize::from(b & 15)];
+        at += 2;
     }
-    out.into_iter().map(char::from).collect()
+    out
 }
 
 /// A new W3C traceparent: version 00, random trace id and parent id, sampled.
-pub fn traceparent() -> Vec<u8> {
-    let mut out = Vec::with_capacity(55);
-    out.extend_from_slice(b"00-");
-    let mut trace = [0u8; 16];
-    trace[..8].copy_from_slice(&next_u64().to_be_bytes());
-    trace[8..].copy_from_slice(&next_u64().to_be_bytes());
-    push_hex(&mut out, &trace);
-    out.push(b'-');
-    push_hex(&mut out, &next_u64().to_be_bytes());
-    out.extend_from_slice(b"-01");
+pub fn traceparent() -> [u8; 55] {
+    let mut out = [b'-'; 55];
+    out[..2].copy_from_slice(b"00");
+    let mut ids = [0u8; 24];
+    ids[..8].copy_from_slice(&next_u64().to_be_bytes());
+    ids[8..16].copy_from_slice(&next_u64().to_be_bytes());
+    ids[16..].copy_from_slice(&next_u64().to_be_bytes());
+    for (i, &b) in ids.iter().enumerate() {
+        // Trace id at 3..35, parent id at 36..52 (one dash between them).
+        let at = 3 + 2 * i + usize::from(i >= 16);
+        out[at] = HEX[usize::from(b >> 4)];
+        out[at + 1] = HEX[usize::from(b & 15)];
+    }
+    out[53..].copy_from_slice(b"01");
     out
 }
 
@@ -186,10 +178,14 @@ mod tests {
         let a = uuid4();
         let b = uuid4();
         assert_ne!(a, b);
-        assert_eq!(a.len(), 36);
-        assert_eq!(&a[14..15], "4");
-        assert!(matches!(&a[19..20], "8" | "9" | "a" | "b"));
+        let text = std::str::from_utf8(&a).unwrap();
+        let groups: Vec<usize> = text.split('-').map(str::len).collect();
+        assert_eq!(groups, [8, 4, 4, 4, 12]);
+        assert!(text.bytes().all(|c| c == b'-' || HEX.contains(&c)));
+        assert_eq!(a[14], b'4');
+        assert!(matches!(a[19], b'8' | b'9' | b'a' | b'b'));
         assert!(is_traceparent(&traceparent()));
+        assert_ne!(traceparent(), traceparent());
     }
 
     #[test]

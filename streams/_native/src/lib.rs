@@ -9,6 +9,7 @@ mod evidence;
 mod failure;
 mod ids;
 mod logical;
+mod mpd;
 mod schema;
 mod union;
 

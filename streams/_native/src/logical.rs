@@ -5,9 +5,10 @@ use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyDict, PyInt, PyString};
 
-use crate::decimal::{DecimalError, Width, write_decimal};
+use crate::decimal::{DecimalError, Width, write_decimal, write_unscaled};
 use crate::encode::Encoder;
 use crate::failure::{Failure, Res, short_repr, show};
+use crate::mpd;
 use crate::schema::{NodeId, TimeUnit};
 
 /// date(1970, 1, 1).toordinal(): fastavro's DAYS_SHIFT.
@@ -23,7 +24,18 @@ impl<'py> Encoder<'_, 'py> {
         v: &Bound<'py, PyAny>,
         out: &mut Vec<u8>,
     ) -> Res<()> {
-        let numeric = v.get_type().is(self.env.decimal.bind(self.py))
+        let exact = v.get_type().is(self.env.decimal.bind(self.py));
+        let width = fixed
+            .as_ref()
+            .map_or(Width::Bytes, |(_, size)| Width::Fixed(*size));
+        if exact
+            && let Some(parts) = self.env.decimal_layout.parts(v)
+            && let Some(value) = mpd::unscaled(&parts, precision, scale)
+            && write_unscaled(value, width, out).is_ok()
+        {
+            return Ok(());
+        }
+        let numeric = exact
             || (v.is_instance_of::<PyInt>() && !v.is_instance_of::<PyBool>())
             || self.is(v, &self.env.decimal);
         if !numeric {
@@ -45,9 +57,6 @@ impl<'py> Encoder<'_, 'py> {
         }
         let text = v.str().map_err(|e| Failure::python(e, self.py))?;
         let text = text.to_str().map_err(|e| Failure::python(e, self.py))?;
-        let width = fixed
-            .as_ref()
-            .map_or(Width::Bytes, |(_, size)| Width::Fixed(*size));
         write_decimal(text, precision, scale, width, out).map_err(|e| match e {
             DecimalError::NotFinite => {
                 Failure::value(format!("{} is not a finite decimal", short_repr(v)))
