@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import itertools
+import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, TypeVar
 
@@ -26,6 +27,7 @@ from streams.kafka_util import create_missing_topics, read_compacted, read_range
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    import faust
     from confluent_kafka import Message
 
     from streams.settings import KafkaConfig
@@ -33,6 +35,7 @@ if TYPE_CHECKING:
 log = structlog.get_logger("streams.agents.continuity")
 
 T = TypeVar("T")
+IDLE_S = 10.0  # an agent idle this long while its partitions hold records it has not seen was dropped (see below)
 
 
 def commits_topic(group: str) -> str:
@@ -58,6 +61,8 @@ class ContinuityGuard:
     committed_high: dict[TP, int] = field(default_factory=dict)
     _admin: AdminClient | None = None  # set by start()
     _producer: Producer | None = None  # made by the first record_commits: agents that only read holes need none
+    _handling: bool = False  # between hole_before and saw: the agent is on a record
+    _last_activity: float = field(default_factory=time.monotonic)
 
     def start(self) -> None:
         """Create the commits topic if needed and load the high-water marks recorded so far."""
@@ -73,6 +78,7 @@ class ContinuityGuard:
             if group == self.group and topic in self.topics and value:
                 self.committed_high[topic, int(partition)] = int(value)
         self._admin = admin
+        self._last_activity = time.monotonic()  # the agent starts reading now
         log.info("continuity guard ready", group=self.group, topics=list(self.topics),
                  marks={f"{t}/{p}": offset for (t, p), offset in sorted(self.committed_high.items())})
 
@@ -85,6 +91,7 @@ class ContinuityGuard:
 
         Empty in the normal case; records only when faust skipped some. Call it before handling `offset`.
         """
+        self._handling, self._last_activity = True, time.monotonic()
         known = self.expected.get((topic, partition))
         if known is not None and offset <= known:  # in order, or a rewind after a rebalance
             return []
@@ -102,6 +109,46 @@ class ContinuityGuard:
 
     def saw(self, topic: str, partition: int, offset: int) -> None:
         self.expected[topic, partition] = offset + 1
+        self._handling, self._last_activity = False, time.monotonic()
+
+    def watch(self, app: faust.App) -> None:
+        """Check every few seconds that `app`'s agent has not been left idle with records it never got."""
+        async def redeliver_dropped() -> None:
+            await self.redeliver_dropped(app)
+
+        app.timer(interval=IDLE_S / 2)(redeliver_dropped)
+
+    async def redeliver_dropped(self, app: faust.App) -> None:
+        """Seek faust back to the next offset the agent should see, on partitions where faust dropped records.
+
+        faust-streaming 0.15.3 can lose records it fetched: after a recovery it seeks the stream partitions
+        to the committed offsets and only then resumes flow control, which empties the agents' queues, so
+        records fetched in between are gone while faust's read position has moved past them. Nothing
+        re-reads them until the next record arrives on the partition (the hole check then would). The
+        agent being idle for IDLE_S while faust says it handed on an offset the agent never saw is that
+        case; a seek makes faust fetch and deliver the records again (none was seen, so none is handled
+        twice).
+        """
+        consumer = app.consumer
+        delivered = getattr(consumer, "_read_offset", None)  # faust's last offset handed on, per partition
+        if self._handling or time.monotonic() - self._last_activity < IDLE_S or app.rebalancing or app.in_recovery:
+            return
+        for tp in consumer.assignment():
+            end = consumer.highwater(tp) if tp.topic in self.topics else None
+            if end is None:
+                continue
+            start = self.expected.get((tp.topic, tp.partition))
+            if start is None:  # nothing seen here since the assignment: the group's commit is where it resumes
+                start = await _until_done(functools.partial(self._group_committed, tp.topic, tp.partition))
+                if start is None:
+                    continue
+                self.expected[tp.topic, tp.partition] = start  # as good as seen: asked once, not every check
+            last = delivered.get(tp) if delivered is not None else end - 1
+            if start < end and last is not None and last >= start:
+                log.warning("the agent is idle but its partition holds records it never got; re-reading them",
+                            topic=tp.topic, partition=tp.partition, start=start, end=end)
+                await consumer.seek(tp, start)
+                self._last_activity = time.monotonic()
 
     def record_commits(self) -> None:
         """Raise the recorded high-water marks to what the group has committed now (call it periodically)."""

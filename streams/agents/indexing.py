@@ -115,6 +115,7 @@ def register_indexing_agent(ctx: AgentContext, index: SearchIndex) -> None:
     kafka = ctx.settings.kafka_config(ctx.settings.bootstrap_servers())
     guard = ContinuityGuard(kafka, group=ctx.app.conf.id, topics=tuple(present),
                             replication=max(ctx.catalog.topic(name).replication_factor for name in present))
+    guard.watch(ctx.app)
 
     async def sources(events: list[Any]) -> list[SourceRecord]:
         """The batch, plus any records faust skipped before one of them (see streams.agents.continuity)."""

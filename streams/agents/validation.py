@@ -56,6 +56,7 @@ class ValidationAgent:
                                      replication=ctx.catalog.topic(SOURCE).replication_factor)
         ctx.app.agent(self.source, name=AGENT)(self.run)
         ctx.app.timer(interval=1.0)(self.guard.record_commits_async)
+        self.guard.watch(ctx.app)
 
     async def run(self, stream: Any) -> None:
         await self.guard.start_async()
