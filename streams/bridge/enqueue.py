@@ -1,4 +1,4 @@
-"""Pushing task messages to Redis: one atomic Lua call per batch within each queue's depth bound.
+"""Pushing task messages to Redis: one transaction per batch, within each queue's depth bound.
 
 Every pushed task stays in a pending ledger until its effect is done; a sweeper pushes lost ones again.
 """
@@ -10,7 +10,6 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import redis
-from redis.exceptions import NoScriptError
 
 from streams.bridge.celery_wire import (
     EFFECTS_PREFIX,
@@ -27,47 +26,51 @@ if TYPE_CHECKING:
 
 __all__ = ["QueueDepths", "RedisQueues"]
 
-# One group per (queue, priority list). KEYS: the pending set and messages hash, then each group's queue
-# lists. ARGV: now (ms, or "" for no ledger), group count, then per group: bound (-1 = none), the index of
-# its target list among the queue's lists, task count n, then n messages (and, with a ledger, n task ids
-# and n effect keys). Takes the longest prefix that keeps the queue's depth within the bound (depth is
-# re-read per group, so groups of one queue share it), records each taken task in the pending ledger, and
-# returns how many each group took.
-PUSH_WITHIN_BOUND = """
-local now, groups = ARGV[1], tonumber(ARGV[2])
-local stride = (now == '') and 1 or 3
-local a, k = 3, 2
-local taken = {}
+# A push is one MULTI/EXEC of plain commands: LPUSH per (queue, priority list) ("group"), one HSET and one
+# ZADD for the ledger, then, when a group's queue has a depth bound, this script. Plain commands cost Redis
+# about half what a script that loops over every task in Lua does (each 2 kB message crossing into Lua and
+# back is copied and hashed, and the loop allocates per task), so the bound is enforced after the fact:
+# LPUSH put a group's tasks at the head of its list (workers pop the tail), so giving back the newest ones
+# keeps the longest prefix that fits, exactly what a check before the push would have taken. Nothing runs
+# between the pushes and this script, so no worker sees a task that is given back.
+# KEYS: the pending set and messages hash, then each bounded group's queue lists. ARGV: group count, "1"
+# when the ledger is on, then per group: bound, the index of its target list among the queue's lists, task
+# count n, then (with the ledger) its n task ids. Returns how many each group kept.
+TRIM_TO_BOUND = """
+local groups, ledger = tonumber(ARGV[1]), ARGV[2] == '1'
+local pushed, a, k = {}, 3, 2
+for g = 1, groups do
+  local n = tonumber(ARGV[a + 2])
+  pushed[KEYS[k + 1]] = (pushed[KEYS[k + 1]] or 0) + n
+  a = a + 3 + (ledger and n or 0)
+  k = k + LISTS
+end
+local depths, taken = {}, {}
+a, k = 3, 2
 for g = 1, groups do
   local bound, slot, n = tonumber(ARGV[a]), tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
-  a = a + 3
-  local room = n
-  if bound >= 0 then
-    local depth = 0
+  local queue = KEYS[k + 1]
+  local depth = depths[queue]
+  if depth == nil then
+    depth = -pushed[queue]
     for i = 1, LISTS do depth = depth + redis.call('LLEN', KEYS[k + i]) end
-    room = math.max(0, math.min(n, bound - depth))
   end
-  local target = KEYS[k + 1 + slot]
-  local i = 0
-  while i < room do
-    local last = math.min(i + CHUNK, room) - 1
-    redis.call('LPUSH', target, unpack(ARGV, a + i, a + last))
-    if stride == 3 then
-      local fields, scores = {}, {}
-      for j = i, last do
-        local id = ARGV[a + n + j]
-        fields[#fields + 1] = id
-        fields[#fields + 1] = ARGV[a + 2 * n + j] .. '\\n' .. target .. '\\n' .. ARGV[a + j]
-        scores[#scores + 1] = now
-        scores[#scores + 1] = id
+  local room = math.max(0, math.min(n, bound - depth))
+  depths[queue] = depth + room
+  if room < n then
+    redis.call('LTRIM', KEYS[k + 1 + slot], n - room, -1)
+    if ledger then
+      local i = a + 3 + room
+      while i < a + 3 + n do
+        local last = math.min(i + CHUNK, a + 3 + n) - 1
+        redis.call('HDEL', KEYS[2], unpack(ARGV, i, last))
+        redis.call('ZREM', KEYS[1], unpack(ARGV, i, last))
+        i = last + 1
       end
-      redis.call('HSET', KEYS[2], unpack(fields))
-      redis.call('ZADD', KEYS[1], unpack(scores))
     end
-    i = last + 1
   end
   taken[g] = room
-  a = a + stride * n
+  a = a + 3 + (ledger and n or 0)
   k = k + LISTS
 end
 return taken
@@ -128,67 +131,89 @@ class RedisQueues:
         self.bounds = dict(bounds)
         self._client = redis.Redis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s,
                                             health_check_interval=0)
-        self._script = self._client.register_script(PUSH_WITHIN_BOUND)
+        self._trim = TRIM_TO_BOUND.encode()
         self._sweep = self._client.register_script(SWEEP)
 
     def push(self, waiting: Mapping[QueueSlot, Sequence[PendingTask]]) -> dict[QueueSlot, int]:
-        """Push what fits of every (queue, priority list)'s waiting tasks in one atomic call; counts taken."""
+        """Push what fits of every (queue, priority list)'s waiting tasks in one transaction; counts taken."""
         groups = [group for group, tasks in waiting.items() if tasks]
         if not groups:
             return {}
-        keys: list[bytes] = [PENDING_SET.encode(), PENDING_MESSAGES.encode()]
-        # The command is packed here, in one buffer, one bulk string per argument: redis-py packs each
+        # The transaction is packed here, in one buffer, one bulk string per argument: redis-py packs each
         # argument in Python and writes large ones with a send call each (tens of thousands per batch).
-        parts: list[bytes] = []
+        commands: list[bytes] = [_command(b"MULTI")]
+        ledger: list[bytes] = []  # HSET's field and value pairs
+        ledger_ids: list[bytes] = []
+        trim_keys: list[bytes] = [PENDING_SET.encode(), PENDING_MESSAGES.encode()]
+        trim_args: list[bytes] = []
+        bounded = 0
         for queue, slot in groups:
             tasks = waiting[(queue, slot)]
-            keys.extend(key.encode() for key in queue_keys(queue))
-            bound = self.bounds.get(queue)
-            for number in (-1 if bound is None else bound, slot, len(tasks)):
-                text = str(number).encode()
-                parts += (b"$%d\r\n" % len(text), text, CRLF)
+            lists = [key.encode() for key in queue_keys(queue)]
+            target = lists[slot]
+            parts = [b"*%d\r\n$5\r\nLPUSH\r\n" % (len(tasks) + 2), _bulk(target)]
             for _, task in tasks:
                 parts += (b"$%d\r\n" % len(task.payload), task.payload, CRLF)
+            commands.append(b"".join(parts))
+            bound = self.bounds.get(queue)
+            ids = [_bulk(task.task_id.encode()) for _, task in tasks] if self.ledger else []
             if self.ledger:
-                for _, task in tasks:
-                    raw = task.task_id.encode()
-                    parts += (b"$%d\r\n" % len(raw), raw, CRLF)
-                for _, task in tasks:
-                    raw = task.effect.encode()
-                    parts += (b"$%d\r\n" % len(raw), raw, CRLF)
-        now = str(int(time.time() * 1000)).encode() if self.ledger else b""
-        head = [b"EVALSHA", b"", str(len(keys)).encode(), *keys, now, str(len(groups)).encode()]
+                # The ledger entry is "<effect key>\n<list>\n<message>", what SWEEP reads.
+                middle = b"\n" + target + b"\n"
+                for (_, task), id_bulk in zip(tasks, ids, strict=True):
+                    effect = task.effect.encode()
+                    ledger += (id_bulk, b"$%d\r\n" % (len(effect) + len(middle) + len(task.payload)), effect, middle,
+                               task.payload, CRLF)
+                ledger_ids += ids
+            if bound is not None:
+                bounded += 1
+                trim_keys += lists
+                trim_args += (_bulk(b"%d" % bound), _bulk(b"%d" % slot), _bulk(b"%d" % len(tasks)), *ids)
+        if self.ledger:
+            now = _bulk(str(int(time.time() * 1000)).encode())
+            count = 2 + 2 * len(ledger_ids)
+            commands.append(b"*%d\r\n$4\r\nHSET\r\n" % count + _bulk(PENDING_MESSAGES.encode()))
+            commands += ledger
+            commands.append(b"*%d\r\n$4\r\nZADD\r\n" % count + _bulk(PENDING_SET.encode()))
+            for id_bulk in ledger_ids:
+                commands += (now, id_bulk)
+        if bounded:
+            head = [b"EVAL", self._trim, b"%d" % len(trim_keys), *trim_keys, b"%d" % bounded,
+                    b"1" if self.ledger else b""]
+            commands.append(b"*%d\r\n" % (len(head) + len(trim_args)) + b"".join(_bulk(arg) for arg in head))
+            commands += trim_args
+        commands.append(_command(b"EXEC"))
+        queued = len(groups) + (2 if self.ledger else 0) + (1 if bounded else 0)
         try:
-            taken = self._eval(head, len(head) + len(parts) // 3, parts)
+            replies = self._transact(b"".join(commands), queued)
         except TRANSIENT as exc:
             raise RedisUnavailableError(f"Redis at {_shown(self.url)} did not confirm the push: {exc}") from exc
         except redis.RedisError as exc:  # READONLY replica, OOM, ...: not ours to fix, but never commit
             raise RedisUnavailableError(f"Redis at {_shown(self.url)} refused the push: {exc}") from exc
-        return {group: int(count) for group, count in zip(groups, taken, strict=True)}
+        kept = iter(replies[-1] if bounded else ())
+        return {(queue, slot): (len(waiting[(queue, slot)]) if self.bounds.get(queue) is None else int(next(kept)))
+                for queue, slot in groups}
 
-    def _eval(self, head: list[bytes], count: int, tail: list[bytes]) -> Any:
-        """Run the push script with `head` (its sha left blank) and the packed arguments `tail`."""
+    def _transact(self, packed: bytes, queued: int) -> list[Any]:
+        """Send one packed MULTI ... EXEC with `queued` commands; the EXEC replies, or the first error raised."""
         pool = self._client.connection_pool
         connection: Any = pool.get_connection()  # redis-py's connection methods are untyped
         try:
-            try:
-                return self._send(connection, head, count, tail)
-            except NoScriptError:  # a restarted or flushed Redis: load the script and go again
-                self._script.sha = self._client.script_load(self._script.script)
-                return self._send(connection, head, count, tail)
+            connection.send_packed_command([packed], check_health=False)
+            for _ in range(queued + 1):  # MULTI's OK and each command's QUEUED; an error here aborts the EXEC
+                connection.read_response()
+            replies = connection.read_response()
         except BaseException:
             connection.disconnect()  # a half-read reply must not be left for the next command
             raise
         finally:
             pool.release(connection)
-
-    def _send(self, connection: Any, head: list[bytes], count: int, tail: list[bytes]) -> Any:
-        head[1] = self._script.sha.encode()
-        packed = [b"*%d\r\n" % count]
-        for arg in head:
-            packed += (b"$%d\r\n" % len(arg), arg, CRLF)
-        connection.send_packed_command([b"".join(packed + tail)], check_health=False)
-        return connection.read_response()
+        if not isinstance(replies, list):
+            raise redis.ResponseError(f"EXEC answered {replies!r}")
+        for reply in replies:  # a command that failed inside the transaction (the others ran)
+            if isinstance(reply, redis.ResponseError):
+                raise reply
+        return replies
 
     def sweep(self, redeliver_after_s: float, limit: int = 1000) -> int:
         """Push again the tasks a broker lost (see SWEEP); how many. RedisUnavailableError when down."""
@@ -221,6 +246,14 @@ class RedisQueues:
 
     def close(self) -> None:
         self._client.close()
+
+
+def _bulk(arg: bytes) -> bytes:
+    return b"$%d\r\n%s\r\n" % (len(arg), arg)
+
+
+def _command(*args: bytes) -> bytes:
+    return b"*%d\r\n" % len(args) + b"".join(_bulk(arg) for arg in args)
 
 
 def _shown(url: str) -> str:
