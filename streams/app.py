@@ -17,6 +17,7 @@ import structlog
 from confluent_kafka import Message
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from streams.agents import DEFAULT_APP_ID
 from streams.errors import SchemaError, StreamsError
 from streams.kafka_util import create_missing_topics
 from streams.publish import EventEncoder
@@ -173,7 +174,7 @@ def broker_credentials(kafka_config: KafkaConfig) -> faust.types.auth.Credential
     return faust.SSLCredentials(context) if context is not None else None
 
 
-def create_app(settings: Settings, catalog: Catalog, *, app_id: str = "streams-worker", web_port: int = 6066,
+def create_app(settings: Settings, catalog: Catalog, *, app_id: str = DEFAULT_APP_ID, web_port: int = 6066,
                web_host: str = "127.0.0.1", web_enabled: bool = True) -> faust.App:
     """A faust App on the settings' broker; topics are declared by `streams topics apply`, not by faust."""
     bootstrap = settings.bootstrap_servers()

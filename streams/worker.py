@@ -13,6 +13,7 @@ import click
 import faust
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from streams.agents import DEFAULT_APP_ID
 from streams.agents.indexing import SearchIndex, index_path, register_indexing_agent
 from streams.agents.validation import ValidationAgent
 from streams.app import agent_context, create_app, ensure_changelog_topics
@@ -27,7 +28,7 @@ if TYPE_CHECKING:
 AGENTS = ("validation", "audit", "indexing")
 
 
-def build_worker_app(settings: Settings, agents: tuple[str, ...], *, app_id: str = "streams-worker",
+def build_worker_app(settings: Settings, agents: tuple[str, ...], *, app_id: str = DEFAULT_APP_ID,
                      web_port: int = 6066, web_host: str = "127.0.0.1",
                      ) -> tuple[faust.App, AgentContext, SearchIndex | None]:
     """The faust app with the chosen agents registered, and the search index when indexing runs."""
@@ -85,7 +86,7 @@ def _register_pages(app: faust.App, index: SearchIndex | None) -> None:
 @click.command()
 @click.option("--agents", default=",".join(AGENTS), show_default=True,
               help="Comma-separated agents to run on this worker.")
-@click.option("--app-id", default="streams-worker", show_default=True,
+@click.option("--app-id", default=DEFAULT_APP_ID, show_default=True,
               help="Consumer group and state namespace; workers with the same id share the work.")
 @click.option("--web-port", default=6066, show_default=True, help="Port of /metrics and /search.")
 @click.option("--web-host", default="127.0.0.1", show_default=True,
@@ -108,7 +109,7 @@ def worker(settings: Settings, agents: str, app_id: str, web_port: int, web_host
     if "audit" in chosen:
         from streams.agents.audit import AuditChainWriter  # noqa: PLC0415 - only when the audit agent runs
 
-        writer = AuditChainWriter(settings, load_catalog(settings.catalog_path, settings.profile))
+        writer = AuditChainWriter(settings, load_catalog(settings.catalog_path, settings.profile), app_id=app_id)
         threads.append(threading.Thread(target=writer.run, args=(stop,), name="audit-chain", daemon=True))
     for thread in threads:
         thread.start()

@@ -23,6 +23,7 @@ from fastavro import parse_schema, schemaless_reader
 from fastavro.schema import SchemaParseException
 from prometheus_client import Counter, Gauge, Histogram
 
+from streams.agents import DEFAULT_APP_ID
 from streams.agents.audit_chain import (
     DECODE_ERRORS,
     EPOCH,
@@ -44,11 +45,10 @@ if TYPE_CHECKING:
     from streams.catalog import Catalog
     from streams.settings import KafkaConfig, Settings
 
-__all__ = ["LEADER_TOPIC", "AuditChainWriter", "ChainState", "PayloadReader", "audit_entry"]
+__all__ = ["AuditChainWriter", "ChainState", "PayloadReader", "audit_entry"]
 
 log = structlog.get_logger("streams.agents.audit")
 
-LEADER_TOPIC = "_streams_audit_leader"  # 1 partition: its owner in the group is the one chain writer
 ACTOR_FIELDS = ("actor", "user_id")  # payload fields that name who acted, first non-null wins
 _CE_HEADERS = frozenset({"ce_id", "ce_type", "ce_time", "ce_tenantid"})
 
@@ -208,13 +208,19 @@ class AuditChainWriter:
 
     def __init__(
         self, settings: Settings, catalog: Catalog, *, chain_topic: str = "audit.trail",
-        group_id: str = "streams-audit-leader", transactional_id: str = "streams-audit-chain",
-        leader_topic: str = LEADER_TOPIC, batch_size: int = 2000, session_timeout_ms: int = 6000,
+        app_id: str = DEFAULT_APP_ID, group_id: str | None = None, transactional_id: str | None = None,
+        leader_topic: str | None = None, batch_size: int = 2000, session_timeout_ms: int = 6000,
         refresh_interval_s: float = 30.0, retry_backoff_s: float = 2.0,
     ) -> None:
+        """The writer's names start with `app_id`, the principal's ACL prefix (decision 0014): the group that
+        elects it (`<app id>-audit-leader`, also its 1-partition leader topic, whose owner in the group is the
+        one chain writer) and its fixed transactional id (`<app id>-audit-chain`). Every writer of one chain
+        must use the same names, or they would not fence each other."""
         self.settings = settings
-        self.chain_topic, self.group_id, self.leader_topic = chain_topic, group_id, leader_topic
-        self.transactional_id = transactional_id
+        self.chain_topic = chain_topic
+        self.group_id = group_id or f"{app_id}-audit-leader"
+        self.leader_topic = leader_topic or f"{app_id}-audit-leader"
+        self.transactional_id = transactional_id or f"{app_id}-audit-chain"
         self.batch_size, self.session_timeout_ms = batch_size, session_timeout_ms
         self.refresh_interval_s, self.retry_backoff_s = refresh_interval_s, retry_backoff_s
         self.chain_spec = catalog.topic(chain_topic)

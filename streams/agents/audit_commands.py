@@ -16,6 +16,7 @@ import click
 from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn
 
+from streams.agents import DEFAULT_APP_ID
 from streams.agents.audit_chain import ChainDecoder, ChainEntry, UnreadableEntry, read_chain, read_jsonl, write_jsonl
 from streams.agents.audit_verify import verify_entries
 from streams.catalog import load_catalog
@@ -103,19 +104,22 @@ def export(obj: object, file: Path, chain_topic: str) -> None:
 
 @audit.command()
 @CHAIN_TOPIC
-@click.option("--group-id", default="streams-audit-leader", show_default=True,
-              help="Consumer group that elects the single writer.")
-@click.option("--transactional-id", default="streams-audit-chain", show_default=True,
-              help="Fixed transactional.id: a new writer fences the previous one.")
-@click.option("--leader-topic", default="_streams_audit_leader", show_default=True,
-              help="1-partition topic whose owner in the group writes (created when missing).")
+@click.option("--app-id", default=DEFAULT_APP_ID, show_default=True,
+              help="The workers' --app-id: the writer's names below start with it (the principal's ACL prefix), "
+                   "so this writer and the workers' fence each other.")
+@click.option("--group-id", default=None, help="Consumer group that elects the single writer [default: "
+              "<app id>-audit-leader].")
+@click.option("--transactional-id", default=None, help="Fixed transactional.id: a new writer fences the previous "
+              "one [default: <app id>-audit-chain].")
+@click.option("--leader-topic", default=None, help="1-partition topic whose owner in the group writes (created "
+              "when missing) [default: <app id>-audit-leader].")
 @click.option("--batch-size", default=2000, show_default=True, type=click.IntRange(1, 100_000),
               help="Entries per transaction, at most.")
 @click.option("--catalog", "catalog_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="The catalog file (default: STREAMS_CATALOG_PATH or ./topics.yaml).")
 @click.pass_obj
-def run(obj: object, chain_topic: str, group_id: str, transactional_id: str, leader_topic: str, batch_size: int,
-        catalog_path: Path | None) -> None:
+def run(obj: object, chain_topic: str, app_id: str, group_id: str | None, transactional_id: str | None,
+        leader_topic: str | None, batch_size: int, catalog_path: Path | None) -> None:
     """Run the audit chain writer alone until SIGTERM or Ctrl-C (`streams worker` also runs it).
 
     Start several for failover: the group elects one writer; the others wait and take over.
@@ -130,7 +134,7 @@ def run(obj: object, chain_topic: str, group_id: str, transactional_id: str, lea
     settings = obj if isinstance(obj, Settings) else Settings()
     configure_logging()
     catalog = load_catalog(catalog_path or settings.catalog_path, settings.profile)
-    writer = AuditChainWriter(settings, catalog, chain_topic=chain_topic, group_id=group_id,
+    writer = AuditChainWriter(settings, catalog, chain_topic=chain_topic, app_id=app_id, group_id=group_id,
                               transactional_id=transactional_id, leader_topic=leader_topic, batch_size=batch_size)
     stop = threading.Event()
 
