@@ -245,8 +245,7 @@ class EvidenceWriter:
                 target.writer.flush_block()
                 files.append({"name": name, "schema_id": target.schema_id, "records": target.writer.count,
                               "sha256": target.writer.sha256()})
-                (self.partial / (name + PENDING)).unlink()
-            self.close()
+            self.close()  # the pending files stay: until SEALED exists, a re-run resumes from the checkpoint
             (self.partial / DIGESTS).write_bytes(bytes(self._digests))
             sealed = {"progress": progress.to_json(), "files": files,
                       "schemas": {str(k): v for k, v in self._schemas.items()}}
@@ -269,7 +268,9 @@ class EvidenceWriter:
                 sealed = json.loads((part / SEALED).read_text())
                 self._schemas |= {int(k): v for k, v in sealed["schemas"].items()}
                 for entry in sealed["files"]:
-                    (part / entry["name"]).replace(self.partial / entry["name"])
+                    moved = self.partial / entry["name"]
+                    if (part / entry["name"]).exists() or not moved.exists():  # else moved by an interrupted merge
+                        (part / entry["name"]).replace(moved)
                     self._adopted.append(entry)
                 with (part / HASHES).open("rb") as lines:
                     shutil.copyfileobj(lines, self._hashes.buffer, 1 << 20)

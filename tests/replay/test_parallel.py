@@ -102,3 +102,23 @@ def test_a_merge_recorded_before_an_interruption_is_not_repeated(tmp_path: Path)
     manifest = again.finish(resumed)
     assert json.loads((tmp_path / "b" / "manifest.json").read_text())["merkle_root"] == manifest["merkle_root"]
     assert verify_bundle(tmp_path / "b").ok
+
+
+def test_a_merge_interrupted_after_moving_files_completes_on_the_re_run(tmp_path: Path) -> None:
+    messages = invoice_messages(TOPIC, 20)
+    whole = plan_for(messages)
+    bundle = EvidenceWriter(tmp_path / "b", whole, "r1", decoder())  # type: ignore[arg-type]
+    bundle.resume()
+    directory = bundle.partial / "part-0"
+    writer = EvidenceWriter(directory, whole, "r1", decoder(), part=0)  # type: ignore[arg-type]
+    progress = writer.resume()
+    feed(writer, messages, progress)
+    writer.seal_part(progress)
+    sealed = json.loads((partial_dir(directory) / "sealed.json").read_text())
+    for entry in sealed["files"]:  # the first merge moved the files, then died before its checkpoint
+        (partial_dir(directory) / entry["name"]).replace(bundle.partial / entry["name"])
+
+    manifest = bundle.finish(bundle.merge_parts([directory]))
+    assert manifest["counts"]["records"] == 20  # type: ignore[index]
+    report = verify_bundle(tmp_path / "b")
+    assert report.ok, report.problems
