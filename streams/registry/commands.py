@@ -37,7 +37,7 @@ def _serve_options(command: F) -> F:
             default=None,
             help="topics.yaml; subjects of `audit: true` topics can then never be hard-deleted.",
         ),
-        click.option("--profile", default="local", show_default=True, help="Catalog profile."),
+        click.option("--profile", default=None, help="Catalog profile [default: STREAMS_PROFILE, else local]."),
         click.option("--topic", default="_schemas", show_default=True, help="The schemas topic."),
         click.option(
             "--compatibility",
@@ -59,6 +59,7 @@ def serve_registry(settings: Settings, bootstrap_servers: str | None, **options:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     bootstrap = bootstrap_servers or settings.bootstrap_servers()
     settings.check_kafka_login(bootstrap)  # a refused password is one clear error, not a metadata time-out
+    options["profile"] = options.get("profile") or settings.profile
     config = RegistryOptions(kafka_config=settings.kafka_config(bootstrap), **options)
 
     def ready(url: str) -> None:
