@@ -24,6 +24,12 @@ DLQ_TOTAL = Counter("streams_agent_dlq_total", "Records parked in a dead-letter 
 VIOLATIONS_TOTAL = Counter("streams_validation_violations_total", "Rule violations found, by rule code.", ["rule"])
 CONSUMER_LAG = Gauge("streams_agent_consumer_lag_records", "Records behind the end of each partition.",
                      ["topic", "partition"])
+REGISTRY_REQUESTS = Counter("streams_registry_requests_total", "Schema registry requests, by method, route and status.",
+                            ["method", "route", "status"])
+REGISTRY_SECONDS = Histogram(
+    "streams_registry_request_seconds", "Time to answer a schema registry request, by method and route.",
+    ["method", "route"], buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0),
+)
 
 
 def configure_logging(level: str = "INFO") -> None:

@@ -40,7 +40,8 @@ REQUIRED_SERVICES = {"kafka", "redis", "registry", "init", "worker", "bridge", "
 SCALABLE = ("worker", "bridge")  # `docker compose up --scale worker=3` must work
 AFTER_INIT = ("worker", "bridge", "celery")
 # What each scraped service listens on: its compose service, and the flags that set host and port.
-SCRAPED = {"worker": ("--web-host", "--web-port"), "bridge": ("--metrics-host", "--metrics-port")}
+SCRAPED = {"worker": ("--web-host", "--web-port"), "bridge": ("--metrics-host", "--metrics-port"),
+           "registry": ("--host", "--port")}
 # Series Prometheus makes itself, and the target labels it (and our relabelling) attaches.
 PROMETHEUS_SERIES = {"up": set()}
 TARGET_LABELS = {"job", "instance", "service"}

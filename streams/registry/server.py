@@ -10,12 +10,15 @@ import contextlib
 import json
 import logging
 import signal
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from streams.observability import REGISTRY_REQUESTS, REGISTRY_SECONDS
 from streams.registry import errors
 from streams.registry.errors import RegistryError
 from streams.registry.service import AuditCheck, SchemaRegistry, no_audited_subjects, version_json
@@ -40,6 +43,22 @@ def _reply(body: Any, status: int = 200) -> web.Response:
 
 def _error(status: int, code: int, message: str) -> web.Response:
     return _reply({"error_code": code, "message": message}, status)
+
+
+@web.middleware
+async def _measured(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Count and time every request by its route pattern (`/subjects/{subject}/versions`, not each subject)."""
+    resource = request.match_info.route.resource
+    route = resource.canonical if resource is not None else "unmatched"
+    started = time.perf_counter()
+    response = await handler(request)
+    REGISTRY_SECONDS.labels(request.method, route).observe(time.perf_counter() - started)
+    REGISTRY_REQUESTS.labels(request.method, route, str(response.status)).inc()
+    return response
+
+
+async def metrics(_request: web.Request) -> web.Response:
+    return web.Response(body=generate_latest(), content_type=CONTENT_TYPE_LATEST.split(";")[0])
 
 
 @web.middleware
@@ -226,12 +245,13 @@ async def delete_mode(request: web.Request) -> web.Response:
 
 def create_app(registry: SchemaRegistry) -> web.Application:
     """The aiohttp application serving `registry` on Confluent's paths."""
-    app = web.Application(middlewares=[_confluent_errors])
+    app = web.Application(middlewares=[_measured, _confluent_errors])
     app[REGISTRY] = registry
     subject, version = "/subjects/{subject}", "/subjects/{subject}/versions/{version}"
     app.router.add_routes(
         [
             web.get("/", root),
+            web.get("/metrics", metrics),  # Prometheus: requests by route and status, latency
             web.get("/subjects", list_subjects),
             web.get(f"{subject}/versions", list_versions),
             web.post(f"{subject}/versions", register),

@@ -521,3 +521,15 @@ def test_cli_help_shows_an_example() -> None:
         assert result.exit_code == 0, result.output
         assert "--bootstrap-servers" in result.output
         assert "Example:" in result.output
+
+
+def test_metrics_count_requests_by_route_and_status(http: httpx.Client) -> None:
+    subject = subject_name()
+    assert http.post(f"/subjects/{subject}/versions", json={"schema": invoice()}).status_code == 200
+    assert http.get(f"/subjects/{subject}/versions/99").status_code == 404
+    text = http.get("/metrics").text
+    route = "/subjects/{subject}/versions"
+    assert f'streams_registry_requests_total{{method="POST",route="{route}",status="200"}}' in text
+    assert f'streams_registry_requests_total{{method="GET",route="{route}/{{version}}",status="404"}}' in text
+    assert f'streams_registry_request_seconds_count{{method="POST",route="{route}"}}' in text
+    assert subject not in text  # routes, not subjects: bounded label values
