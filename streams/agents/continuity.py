@@ -18,7 +18,14 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, TypeVar
 
 import structlog
-from confluent_kafka import ConsumerGroupTopicPartitions, KafkaException, Producer, TopicPartition
+from confluent_kafka import (
+    ConsumerGroupTopicPartitions,
+    KafkaError,
+    KafkaException,
+    Producer,
+    TopicCollection,
+    TopicPartition,
+)
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from streams.errors import StreamsError
@@ -39,7 +46,8 @@ IDLE_S = 10.0  # an agent idle this long while its partitions hold records it ha
 
 
 def commits_topic(group: str) -> str:
-    """The compacted topic of a group's marks ("<group>|<topic>|<partition>" -> highest committed offset).
+    """The compacted topic of a group's marks ("<group>|<topic>|<partition>" -> "<highest committed offset>@<topic
+    id>"; the topic id tells a mark of a deleted and re-created topic, whose offsets start again, from a live one).
 
     Named after the group, like faust's changelog topics, so ACLs on the `<app id>-` prefix cover it.
     """
@@ -59,6 +67,7 @@ class ContinuityGuard:
     replication: int = 1
     expected: dict[TP, int] = field(default_factory=dict)
     committed_high: dict[TP, int] = field(default_factory=dict)
+    topic_ids: dict[str, str] = field(default_factory=dict)  # of the topics as they exist now (set by start())
     _admin: AdminClient | None = None  # set by start()
     _producer: Producer | None = None  # made by the first record_commits: agents that only read holes need none
     _handling: bool = False  # between hole_before and saw: the agent is on a record
@@ -72,11 +81,20 @@ class ContinuityGuard:
         topic_name = commits_topic(self.group)
         create_missing_topics(admin, [NewTopic(topic_name, num_partitions=1, replication_factor=self.replication,
                                                config={"cleanup.policy": "compact"})])
+        self.topic_ids = _topic_ids(admin, self.topics)
+        stale: set[str] = set()
         for key, value in read_compacted(self.kafka, topic_name).items():
             group, _, where = key.decode(errors="replace").partition("|")
             topic, _, partition = where.rpartition("|")
-            if group == self.group and topic in self.topics and value:
-                self.committed_high[topic, int(partition)] = int(value)
+            if group != self.group or topic not in self.topics or not value:
+                continue
+            offset, _, topic_id = value.decode().partition("@")
+            if topic_id and topic_id != self.topic_ids.get(topic):
+                stale.add(topic)  # a mark of an earlier topic of that name: its offsets mean nothing now
+                continue
+            self.committed_high[topic, int(partition)] = int(offset)
+        if stale:
+            log.warning("ignoring the marks of deleted topics of the same name", group=self.group, topics=sorted(stale))
         self._admin = admin
         self._last_activity = time.monotonic()  # the agent starts reading now
         log.info("continuity guard ready", group=self.group, topics=list(self.topics),
@@ -165,7 +183,7 @@ class ContinuityGuard:
             if offset > self.committed_high.get((topic, partition), 0):
                 self.committed_high[topic, partition] = offset
                 self._producer.produce(commits_topic(self.group), key=f"{self.group}|{topic}|{partition}",
-                                       value=str(offset))
+                                       value=f"{offset}@{self.topic_ids.get(topic, '')}")
         self._producer.poll(0)
 
     async def record_commits_async(self) -> None:
@@ -189,6 +207,18 @@ class ContinuityGuard:
         result = admin.list_consumer_group_offsets([request], request_timeout=10)[self.group].result()
         return {(tp.topic, tp.partition): tp.offset for tp in result.topic_partitions
                 if tp.topic in self.topics and tp.offset >= 0}
+
+
+def _topic_ids(admin: AdminClient, topics: tuple[str, ...]) -> dict[str, str]:
+    """The id of each of `topics` that exists (Kafka gives a re-created topic a new one)."""
+    ids = {}
+    for name, future in admin.describe_topics(TopicCollection(list(topics)), request_timeout=10).items():
+        try:
+            ids[name] = str(future.result().topic_id)
+        except KafkaException as exc:
+            if exc.args[0].code() != KafkaError.UNKNOWN_TOPIC_OR_PART:
+                raise
+    return ids
 
 
 async def _until_done(call: Callable[[], T]) -> T:

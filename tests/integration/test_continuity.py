@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING
 
 import pytest
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import NewTopic
 
 from streams.agents.continuity import ContinuityGuard
@@ -85,3 +86,43 @@ async def test_committed_marks_survive_a_reset_and_a_restart(kafka_bootstrap: st
         assert second.committed_high[topic, 0] == 8
     finally:
         second.close()
+
+
+def test_marks_of_a_deleted_and_recreated_topic_are_ignored(admin_client: AdminClient, kafka_bootstrap: str,
+                                                            topic: str, unique_name: Callable[[str], str]) -> None:
+    group = unique_name("group")
+    commit(kafka_bootstrap, group, topic, 8)
+    first = ContinuityGuard({"bootstrap.servers": kafka_bootstrap}, group, (topic,))
+    first.start()
+    first.record_commits()
+    first.close()
+    admin_client.delete_topics([topic])[topic].result()
+    deadline = time.monotonic() + 30
+    while True:  # deletion completes in the background; creating the name again fails until it has
+        try:
+            admin_client.create_topics([NewTopic(topic, num_partitions=2, replication_factor=1)])[topic].result()
+            break
+        except KafkaException:
+            assert time.monotonic() < deadline, f"{topic} could not be created again"
+            time.sleep(0.5)
+
+    second = ContinuityGuard({"bootstrap.servers": kafka_bootstrap}, group, (topic,))
+    second.start()  # the new topic's offsets start at 0 again: the old mark of 8 must not skip them
+    try:
+        assert second.committed_high == {}
+        assert not second.already_committed(topic, 0, 0)
+        assert second.topic_ids[topic] != first.topic_ids[topic]
+    finally:
+        second.close()
+
+
+def test_a_guard_over_a_topic_not_created_yet_starts_with_no_marks(kafka_bootstrap: str,
+                                                                    unique_name: Callable[[str], str]) -> None:
+    missing = unique_name("not-yet")
+    guard = ContinuityGuard({"bootstrap.servers": kafka_bootstrap}, unique_name("group"), (missing,))
+    guard.start()
+    try:
+        assert guard.topic_ids == {}
+        assert guard.committed_high == {}
+    finally:
+        guard.close()

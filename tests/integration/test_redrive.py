@@ -64,7 +64,7 @@ def marks_recorded(settings: Settings) -> bool:
     """The validation agent recorded the group's commits on invoice.created up to the end offsets."""
     marks = read_compacted({"bootstrap.servers": settings.bootstrap_servers()}, commits_topic(GROUP))
     ends = end_offsets(settings, "invoice.created")
-    return all(int(marks.get(f"{GROUP}|invoice.created|{p}".encode()) or 0) == end
+    return all(int((marks.get(f"{GROUP}|invoice.created|{p}".encode()) or b"0").split(b"@")[0]) == end
                for p, end in ends.items() if end > 0)
 
 
