@@ -399,24 +399,8 @@ class Publisher(_Base):
                        **options: Any) -> str:
         """Like `publish`, with no future: returns the event id. Bad input still raises here, before
         anything is sent; a delivery failure is raised by the next `flush` (or `close`)."""
-        if (type(topic) is str and not options and type(payload) is dict
-                and (writer := self._writers.get(topic)) is not None):
-            # _queue's hot path inlined (two Python calls fewer per event): the topic is loaded and checked.
-            try:
-                key, value, headers, event_id = writer.build(payload)
-            except (TypeError, ValueError, OverflowError) as exc:
-                error = self.encoder.failure(topic, exc)
-                raise error from error.__cause__
-            try:
-                self._producer.produce(topic, value, key, headers=headers)  # type: ignore[arg-type]
-            except (BufferError, KafkaException):
-                self._produce(topic, key, value, headers, None)
-        else:
-            event_id = self._queue(topic, payload, options)
-        self._since_poll += 1
-        if self._since_poll >= 1000:
-            self._since_poll = 0
-            self._producer.poll(0)
+        event_id = self._queue(topic, payload, options)
+        self._served()
         return event_id
 
     def send(self, record: OutgoingRecord) -> DeliveryFuture:

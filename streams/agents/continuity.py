@@ -147,10 +147,10 @@ class ContinuityGuard:
         case; a seek makes faust fetch and deliver the records again (none was seen, so none is handled
         twice).
         """
-        consumer = app.consumer
-        delivered = getattr(consumer, "_read_offset", None)  # faust's last offset handed on, per partition
         if self._handling or time.monotonic() - self._last_activity < IDLE_S or app.rebalancing or app.in_recovery:
             return
+        consumer = app.consumer
+        delivered = getattr(consumer, "_read_offset", None)  # faust's last offset handed on, per partition
         for tp in consumer.assignment():
             end = consumer.highwater(tp) if tp.topic in self.topics else None
             if end is None:

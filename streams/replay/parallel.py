@@ -97,10 +97,10 @@ def _run_parts(plans: list[ReplayPlan], directories: list[Path], job: PartsJob,
     results: SimpleQueue[tuple[int, str | None]] = context.SimpleQueue()
     counters: list[Synchronized[int]] = []
     processes = []
-    reported = 0
+    sealed = 0  # offsets of parts a previous run finished
     for index, (plan, directory) in enumerate(zip(plans, directories, strict=True)):
         if EvidenceWriter.part_sealed(directory):
-            reported += plan.total
+            sealed += plan.total
             continue
         counter: Synchronized[int] = context.Value("q", 0)
         counters.append(counter)
@@ -108,8 +108,9 @@ def _run_parts(plans: list[ReplayPlan], directories: list[Path], job: PartsJob,
         processes.append(context.Process(
             target=_export_part, name=f"export-part-{index}", daemon=True,
             args=(replace(job, rate=rate), index, plan.to_json(), directory, counter, results)))
-    if on_progress is not None and reported:
-        on_progress(reported)
+    if on_progress is not None and sealed:
+        on_progress(sealed)
+    reported = 0  # of the running parts
     try:
         for process in processes:
             process.start()
@@ -131,10 +132,11 @@ def _run_parts(plans: list[ReplayPlan], directories: list[Path], job: PartsJob,
 
 
 def _report(counters: list[Synchronized[int]], reported: int, on_progress: OnProgress | None) -> int:
+    """Pass on what the running parts covered since `reported`; the new total."""
     total = sum(counter.value for counter in counters)
     if on_progress is not None and total > reported:
         on_progress(total - reported)
-    return max(total, reported)
+    return total
 
 
 def _raise_failure(results: SimpleQueue[tuple[int, str | None]]) -> None:

@@ -67,14 +67,20 @@ async def test_a_jump_covered_by_the_groups_commit_is_no_hole(kafka_bootstrap: s
         guard.close()
 
 
+def recorded_marks(kafka_bootstrap: str, group: str, topic: str, offset: int) -> ContinuityGuard:
+    """A guard (closed) that recorded the group's commit of `offset` on partition 0 as its mark."""
+    commit(kafka_bootstrap, group, topic, offset)
+    guard = ContinuityGuard({"bootstrap.servers": kafka_bootstrap}, group, (topic,))
+    guard.start()
+    guard.record_commits()
+    guard.close()
+    return guard
+
+
 async def test_committed_marks_survive_a_reset_and_a_restart(kafka_bootstrap: str, topic: str,
                                                              unique_name: Callable[[str], str]) -> None:
     group = unique_name("group")
-    commit(kafka_bootstrap, group, topic, 8)
-    first = ContinuityGuard({"bootstrap.servers": kafka_bootstrap}, group, (topic,))
-    first.start()
-    first.record_commits()
-    first.close()
+    recorded_marks(kafka_bootstrap, group, topic, 8)
     commit(kafka_bootstrap, group, topic, 0)  # a re-drive resets the group to the start
 
     second = ContinuityGuard({"bootstrap.servers": kafka_bootstrap}, group, (topic,))
@@ -91,11 +97,7 @@ async def test_committed_marks_survive_a_reset_and_a_restart(kafka_bootstrap: st
 def test_marks_of_a_deleted_and_recreated_topic_are_ignored(admin_client: AdminClient, kafka_bootstrap: str,
                                                             topic: str, unique_name: Callable[[str], str]) -> None:
     group = unique_name("group")
-    commit(kafka_bootstrap, group, topic, 8)
-    first = ContinuityGuard({"bootstrap.servers": kafka_bootstrap}, group, (topic,))
-    first.start()
-    first.record_commits()
-    first.close()
+    first = recorded_marks(kafka_bootstrap, group, topic, 8)
     admin_client.delete_topics([topic])[topic].result()
     deadline = time.monotonic() + 30
     while True:  # deletion completes in the background; creating the name again fails until it has
