@@ -140,16 +140,26 @@ class AgentContext:
 
     async def dead_letter(self, source: SourceRecord, agent: str, error: BaseException, attempts: int = 1) -> None:
         """Park the record in `<topic>.dlq` (key, value, headers kept) and let the partition flow on."""
-        log.warning("dead-lettered", agent=agent, topic=source.topic, partition=source.partition,
-                    offset=source.offset, event_id=source.event_id, error=f"{type(error).__name__}: {error}")
-        target = self.topic(f"{source.topic}.dlq") if f"{source.topic}.dlq" in self.catalog.names() else None
-        if target is None:
-            raise StreamsError(f"topic '{source.topic}' has no dead-letter topic in the catalog; cannot park "
-                               f"offset {source.offset}") from error
-        await target.send(key=source.key, value=source.value, headers=dlq_headers(source, agent, error, attempts))
-        from streams.observability import DLQ_TOTAL  # noqa: PLC0415 - metrics module imports prometheus lazily
+        target, headers = dead_letter(self.catalog, source, agent, error, attempts)
+        await self.topic(target).send(key=source.key, value=source.value, headers=headers)
 
-        DLQ_TOTAL.labels(agent=agent, topic=source.topic).inc()
+
+def dead_letter(catalog: Catalog, source: SourceRecord, agent: str, error: BaseException,
+                attempts: int = 1) -> tuple[str, list[tuple[str, bytes]]]:
+    """(dead-letter topic, headers) for a record an agent gives up on; logged and counted here, sent by the caller.
+
+    StreamsError when the catalog declares no `<topic>.dlq`: the record must then stay uncommitted.
+    """
+    log.warning("dead-lettered", agent=agent, topic=source.topic, partition=source.partition,
+                offset=source.offset, event_id=source.event_id, error=f"{type(error).__name__}: {error}")
+    target = f"{source.topic}.dlq"
+    if target not in catalog.names():
+        raise StreamsError(f"topic '{source.topic}' has no dead-letter topic in the catalog; cannot park "
+                           f"offset {source.offset}") from error
+    from streams.observability import DLQ_TOTAL  # noqa: PLC0415 - metrics module imports prometheus lazily
+
+    DLQ_TOTAL.labels(agent=agent, topic=source.topic).inc()
+    return target, dlq_headers(source, agent, error, attempts)
 
 
 def broker_credentials(kafka_config: KafkaConfig) -> faust.types.auth.CredentialsT | None:

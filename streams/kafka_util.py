@@ -7,11 +7,23 @@ from __future__ import annotations
 
 import time
 
-from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicCollection, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from streams.errors import StreamsError
 from streams.settings import KafkaConfig
+
+
+def topic_ids(admin: AdminClient, topics: tuple[str, ...]) -> dict[str, str]:
+    """The id of each of `topics` that exists (Kafka gives a re-created topic a new one)."""
+    ids = {}
+    for name, future in admin.describe_topics(TopicCollection(list(topics)), request_timeout=10).items():
+        try:
+            ids[name] = str(future.result().topic_id)
+        except KafkaException as exc:
+            if exc.args[0].code() != KafkaError.UNKNOWN_TOPIC_OR_PART:
+                raise
+    return ids
 
 
 def create_missing_topics(admin: AdminClient, topics: list[NewTopic]) -> list[str]:
@@ -45,9 +57,16 @@ def read_compacted(
 
 def read_all(kafka_config: KafkaConfig, topic: str, *, timeout_s: float = 30.0) -> list[Message]:
     """Every committed record of `topic` up to its end offsets now, in partition order."""
+    return read_partitions(kafka_config, topic, None, timeout_s=timeout_s)
+
+
+def read_partitions(kafka_config: KafkaConfig, topic: str, partitions: list[int] | None, *,
+                    timeout_s: float = 30.0) -> list[Message]:
+    """Every committed record of `topic`'s `partitions` (None: all) up to their end offsets now."""
     consumer = _reader(kafka_config)
     try:
-        partitions = consumer.list_topics(topic, timeout=timeout_s).topics[topic].partitions
+        if partitions is None:
+            partitions = list(consumer.list_topics(topic, timeout=timeout_s).topics[topic].partitions)
         ranges = {}
         for partition in partitions:
             low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=timeout_s)

@@ -6,26 +6,35 @@ A worker runs all agents or a chosen subset; scaling out is running more workers
 from __future__ import annotations
 
 import json
+import os
+import signal
 import threading
 from typing import TYPE_CHECKING, Any
 
 import click
 import faust
+import structlog
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from streams.agents import DEFAULT_APP_ID
+from streams.agents.engine import TransactionalEngine
 from streams.agents.indexing import SearchIndex, index_path, register_indexing_agent
 from streams.agents.validation import ValidationAgent
-from streams.app import agent_context, create_app, ensure_changelog_topics
+from streams.app import EventDecoder, agent_context, create_app, ensure_changelog_topics
 from streams.catalog import load_catalog
 from streams.errors import ConfigError
 from streams.observability import CONSUMER_LAG, configure_logging
+from streams.publish import EventEncoder
+from streams.schemas.registry_client import RegistryClient
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from streams.app import AgentContext
     from streams.settings import Settings
 
 AGENTS = ("validation", "audit", "indexing")
+log = structlog.get_logger("streams.worker")
 
 
 def build_worker_app(settings: Settings, agents: tuple[str, ...], *, app_id: str = DEFAULT_APP_ID,
@@ -39,8 +48,6 @@ def build_worker_app(settings: Settings, agents: tuple[str, ...], *, app_id: str
     app = create_app(settings, catalog, app_id=app_id, web_port=web_port, web_host=web_host)
     ctx = agent_context(app, settings, catalog)
     index = None
-    if "validation" in agents:
-        ValidationAgent(ctx)
     if "indexing" in agents:
         index = SearchIndex(index_path(ctx))
         register_indexing_agent(ctx, index)
@@ -106,11 +113,16 @@ def worker(settings: Settings, agents: str, app_id: str, web_port: int, web_host
     app, _, index = build_worker_app(settings, chosen, app_id=app_id, web_port=web_port, web_host=web_host)
     stop = threading.Event()
     threads = []
+    if "validation" in chosen:
+        engine = validation_engine(settings, app_id)
+        threads.append(threading.Thread(target=_or_stop_worker, args=(engine.run, stop), name="validation",
+                                        daemon=True))
     if "audit" in chosen:
         from streams.agents.audit import AuditChainWriter  # noqa: PLC0415 - only when the audit agent runs
 
         writer = AuditChainWriter(settings, load_catalog(settings.catalog_path, settings.profile), app_id=app_id)
-        threads.append(threading.Thread(target=writer.run, args=(stop,), name="audit-chain", daemon=True))
+        threads.append(threading.Thread(target=_or_stop_worker, args=(writer.run, stop), name="audit-chain",
+                                        daemon=True))
     for thread in threads:
         thread.start()
     try:
@@ -121,6 +133,27 @@ def worker(settings: Settings, agents: str, app_id: str, web_port: int, web_host
             thread.join(timeout=15)
         if index is not None:
             index.close()
+
+
+def validation_engine(settings: Settings, app_id: str) -> TransactionalEngine:
+    """The validation agent on the transactional engine, in the group `<app id>-validation`."""
+    catalog = load_catalog(settings.catalog_path, settings.profile)
+    registry = RegistryClient(settings.registry_url())
+    agent = ValidationAgent(catalog, EventDecoder(registry, max_record_bytes=settings.agent_max_record_bytes),
+                            EventEncoder(catalog, registry, source=app_id))
+    return TransactionalEngine(settings.kafka_config(settings.bootstrap_servers()), agent,
+                               group=f"{app_id}-{agent.name}", data_dir=settings.data_dir,
+                               replication=catalog.topic(agent.source).replication_factor)
+
+
+def _or_stop_worker(run: Callable[[threading.Event], None], stop: threading.Event) -> None:
+    """Run a worker thread's loop; if it fails, the whole worker stops (a worker missing an agent must not
+    look healthy)."""
+    try:
+        run(stop)
+    except Exception:
+        log.exception("worker.thread.failed", thread=threading.current_thread().name)
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 @click.command()

@@ -207,14 +207,16 @@ def test_autoscaling_targets_exist_and_read_their_own_group(overlay: tuple[str, 
     containers = _containers(documents)
     auths = {doc["metadata"]["name"]: doc for doc in documents if doc["kind"] == "TriggerAuthentication"}
     scaled = [doc for doc in documents if doc["kind"] == "ScaledObject"]
-    assert {doc["spec"]["scaleTargetRef"]["name"] for doc in scaled} == {
-        "streams-worker-validation", "streams-worker-audit", "streams-bridge"}
+    # The audit worker is one elected writer (0010): more pods would only stand by, so it is not scaled.
+    groups = {"streams-worker-validation": "{principal}-validation", "streams-bridge": "{principal}"}
+    assert {doc["spec"]["scaleTargetRef"]["name"] for doc in scaled} == set(groups)
     for doc in scaled:
         container = containers[doc["spec"]["scaleTargetRef"]["name"]]
         principal = next(e["value"] for e in container["env"] if e["name"] == "STREAMS_KAFKA_SASL_USERNAME")
         (trigger,) = doc["spec"]["triggers"]
         assert trigger["type"] == "kafka"
-        assert trigger["metadata"]["consumerGroup"] == principal
+        group = groups[doc["spec"]["scaleTargetRef"]["name"]].format(principal=principal)
+        assert trigger["metadata"]["consumerGroup"] == group  # the group the scaled service commits in
         auth = auths[trigger["authenticationRef"]["name"]]["spec"]
         assert {"parameter": "password", "name": principal, "key": "password"} in auth["secretTargetRef"]
 

@@ -20,16 +20,14 @@ from typing import TYPE_CHECKING, TypeVar
 import structlog
 from confluent_kafka import (
     ConsumerGroupTopicPartitions,
-    KafkaError,
     KafkaException,
     Producer,
-    TopicCollection,
     TopicPartition,
 )
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from streams.errors import StreamsError
-from streams.kafka_util import create_missing_topics, read_compacted, read_range
+from streams.kafka_util import create_missing_topics, read_compacted, read_range, topic_ids
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -81,7 +79,7 @@ class ContinuityGuard:
         topic_name = commits_topic(self.group)
         create_missing_topics(admin, [NewTopic(topic_name, num_partitions=1, replication_factor=self.replication,
                                                config={"cleanup.policy": "compact"})])
-        self.topic_ids = _topic_ids(admin, self.topics)
+        self.topic_ids = topic_ids(admin, self.topics)
         stale: set[str] = set()
         for key, value in read_compacted(self.kafka, topic_name).items():
             group, _, where = key.decode(errors="replace").partition("|")
@@ -207,18 +205,6 @@ class ContinuityGuard:
         result = admin.list_consumer_group_offsets([request], request_timeout=10)[self.group].result()
         return {(tp.topic, tp.partition): tp.offset for tp in result.topic_partitions
                 if tp.topic in self.topics and tp.offset >= 0}
-
-
-def _topic_ids(admin: AdminClient, topics: tuple[str, ...]) -> dict[str, str]:
-    """The id of each of `topics` that exists (Kafka gives a re-created topic a new one)."""
-    ids = {}
-    for name, future in admin.describe_topics(TopicCollection(list(topics)), request_timeout=10).items():
-        try:
-            ids[name] = str(future.result().topic_id)
-        except KafkaException as exc:
-            if exc.args[0].code() != KafkaError.UNKNOWN_TOPIC_OR_PART:
-                raise
-    return ids
 
 
 async def _until_done(call: Callable[[], T]) -> T:

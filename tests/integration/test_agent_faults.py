@@ -77,7 +77,7 @@ def missing_report(settings: Settings, tenants: set[str], cleared: Tally) -> str
     missing = [(m.partition(), m.offset()) for m in read_topic(settings, "invoice.created")
                if header(m, "ce_tenantid") in tenants
                and outcome_id(header(m, "ce_id"), "cleared") not in cleared.sources]
-    consumer = Consumer({"bootstrap.servers": settings.bootstrap_servers(), "group.id": "streams-worker"})
+    consumer = Consumer({"bootstrap.servers": settings.bootstrap_servers(), "group.id": "streams-worker-validation"})
     try:
         committed = consumer.committed([TopicPartition("invoice.created", p) for p in range(6)], timeout=10)
     finally:

@@ -86,8 +86,8 @@ def test_two_workers_and_two_bridges_share_partitions_and_survive_one_stopping(s
     ]
     worker_b, bridge_b = processes[1], processes[3]
     try:
-        wait_for(lambda: spread_over(stack, "streams-worker", 2, "invoice.created"), 120,
-                 lambda: f"two workers sharing invoice.created: {assignments(stack, 'streams-worker')}")
+        wait_for(lambda: spread_over(stack, "streams-worker-validation", 2, "invoice.created"), 120,
+                 lambda: f"two workers sharing invoice.created: {assignments(stack, 'streams-worker-validation')}")
         wait_for(lambda: spread_over(stack, "streams-bridge", 2, "invoice.cleared"), 120,
                  lambda: f"two bridges sharing invoice.cleared: {assignments(stack, 'streams-bridge')}")
         publish_batch(stack, first_icv=1)
@@ -97,8 +97,8 @@ def test_two_workers_and_two_bridges_share_partitions_and_survive_one_stopping(s
 
         stop_worker(worker_b, signal.SIGTERM)
         stop_worker(bridge_b, signal.SIGTERM)
-        wait_for(lambda: spread_over(stack, "streams-worker", 1, "invoice.created"), 120,
-                 lambda: f"one worker owning invoice.created: {assignments(stack, 'streams-worker')}")
+        wait_for(lambda: spread_over(stack, "streams-worker-validation", 1, "invoice.created"), 120,
+                 lambda: f"one worker owning invoice.created: {assignments(stack, 'streams-worker-validation')}")
         wait_for(lambda: spread_over(stack, "streams-bridge", 1, "invoice.cleared"), 120,
                  lambda: f"one bridge owning invoice.cleared: {assignments(stack, 'streams-bridge')}")
         publish_batch(stack, first_icv=PER_TENANT + 1)
