@@ -199,13 +199,14 @@ class TransactionalEngine:
 
     def _step(self, consumer: Consumer) -> None:
         txn, config = self._txn, self.config
-        wait = config.commit_interval_s
-        if txn.open:
-            wait = max(0.0, txn.started + config.commit_interval_s - time.monotonic())
+        # consume() returns when the batch is full or the wait is over, so records that arrive in an idle
+        # period may have waited that long already: the transaction's clock starts with the wait.
+        window = time.monotonic()
+        wait = max(0.0, txn.started + config.commit_interval_s - window) if txn.open else config.commit_interval_s
         records = consumer.consume(config.batch_size, timeout=wait)
         try:
             if records:
-                self._process(records)
+                self._process(records, window)
             if txn.open and (txn.records >= config.max_open_records
                              or time.monotonic() - txn.started >= config.commit_interval_s):
                 self._commit()
@@ -217,7 +218,7 @@ class TransactionalEngine:
             time.sleep(1.0)
         self._report_lag(consumer)
 
-    def _process(self, records: list[Message]) -> None:
+    def _process(self, records: list[Message], window: float) -> None:
         assert self._producer is not None  # noqa: S101 - run() made it
         by_partition: dict[int, list[Message]] = {}
         for record in records:
@@ -232,7 +233,7 @@ class TransactionalEngine:
         txn = self._txn
         if not txn.open:
             self._producer.begin_transaction()
-            txn.open, txn.started, txn.records = True, time.monotonic(), 0
+            txn.open, txn.started, txn.records = True, window, 0
         out = Output(self._producer)
         for partition, batch in by_partition.items():
             state = self.state.get(partition)

@@ -58,14 +58,12 @@ class ValidationAgent:
     def handle(self, records: list[Message], state: PartitionState, out: Output) -> None:
         outcomes: Counter[str] = Counter()
         now = datetime.now(UTC)
-        clock = time.perf_counter
+        started = time.perf_counter()
         for message in records:
-            started = clock()
             source = SourceRecord.from_message(message)
-            outcome = self.handle_one(source, state, out, now)
-            outcomes[outcome] += 1
-            self._processing.observe(clock() - started)
+            outcomes[self.handle_one(source, state, out, now)] += 1
             self._end_to_end.observe(max(0.0, time.time() - source.timestamp_ms / 1000))
+        self._processing.observe((time.perf_counter() - started) / len(records))  # per event, as a batch mean
         for outcome, count in outcomes.items():
             EVENTS_TOTAL.labels(agent=AGENT, outcome=outcome).inc(count)
 

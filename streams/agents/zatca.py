@@ -6,7 +6,6 @@ No I/O here; the validation agent feeds decoded invoices in and sends the outcom
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 import uuid
 from base64 import b64encode
@@ -15,6 +14,8 @@ from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from enum import Enum
 from typing import Any
+
+import orjson
 
 VAT_NUMBER = re.compile(r"^3\d{13}3$")
 CENT = Decimal("0.01")
@@ -61,7 +62,16 @@ class SellerChain:
 def canonical_json(value: Any) -> str:
     """The documented canonical form: JSON, sorted keys, no spaces; decimals as plain strings,
     times as UTC ISO-8601 with milliseconds, enums by value. docs/decisions/0011 describes it."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=_canonical_default)
+    return canonical_bytes(value).decode()
+
+
+def canonical_bytes(value: Any) -> bytes:
+    """`canonical_json` as UTF-8 bytes (orjson: the same text as `json.dumps(sort_keys=True,
+    separators=(",", ":"), ensure_ascii=False)` with the conversions below; a property test holds it to that)."""
+    return orjson.dumps(value, default=_canonical_default, option=_CANONICAL)
+
+
+_CANONICAL = orjson.OPT_SORT_KEYS | orjson.OPT_PASSTHROUGH_DATETIME
 
 
 def _canonical_default(value: Any) -> Any:
@@ -80,12 +90,12 @@ def _canonical_default(value: Any) -> Any:
 
 def invoice_hash(invoice: dict[str, Any]) -> str:
     """Base64 SHA-256 of the invoice's canonical JSON (what the next invoice's PIH must equal)."""
-    return b64encode(hashlib.sha256(canonical_json(invoice).encode()).digest()).decode()
+    return b64encode(hashlib.sha256(canonical_bytes(invoice)).digest()).decode()
 
 
 def qr_payload(invoice: dict[str, Any]) -> str:
     """ZATCA QR (phase 1 TLV, base64): 1 seller name, 2 VAT number, 3 timestamp, 4 total with VAT, 5 VAT total."""
-    issued = invoice["issued_at"].astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    issued = invoice["issued_at"].astimezone(UTC).replace(tzinfo=None).isoformat(timespec="seconds") + "Z"
     values = [invoice["seller"]["name"], invoice["seller"]["vat_number"] or "", issued,
               format(invoice["tax_inclusive_total"], "f"), format(invoice["vat_total"], "f")]
     out = bytearray()
@@ -98,8 +108,18 @@ def qr_payload(invoice: dict[str, Any]) -> str:
 
 
 def outcome_id(event_id: str, what: str) -> str:
-    """A deterministic id for an agent's output, so a redelivered input yields the same ids downstream."""
-    return str(uuid.uuid5(OUTCOME_NAMESPACE, f"{event_id}:{what}"))
+    """A deterministic id for an agent's output, so a redelivered input yields the same ids downstream.
+
+    `str(uuid.uuid5(OUTCOME_NAMESPACE, f"{event_id}:{what}"))`, computed without the UUID object.
+    """
+    raw = bytearray(hashlib.sha1(_NAMESPACE_BYTES + f"{event_id}:{what}".encode(), usedforsecurity=False).digest())
+    raw[6] = (raw[6] & 0x0F) | 0x50  # version 5
+    raw[8] = (raw[8] & 0x3F) | 0x80  # RFC 4122 variant
+    text = raw[:16].hex()
+    return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
+
+
+_NAMESPACE_BYTES = OUTCOME_NAMESPACE.bytes
 
 
 def stateless_violations(invoice: dict[str, Any], *, now: datetime) -> list[Violation]:

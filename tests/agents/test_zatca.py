@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 import base64
-from datetime import UTC, datetime, timedelta
+import json
+import uuid
+from datetime import UTC, date, datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from streams.agents.zatca import (
     FIRST_PIH,
+    OUTCOME_NAMESPACE,
     SellerChain,
+    canonical_json,
     chain_violations,
     invoice_hash,
     outcome_id,
@@ -118,3 +124,46 @@ def test_search_index_upserts_are_idempotent_within_and_across_batches(tmp_path:
     assert [hit["doc_id"] for hit in index.search("payment", tenant="acme")] == ["e1"]
     assert index.search("payment", tenant="other") == []
     index.close()
+
+
+def _reference_canonical_json(value: Any) -> str:
+    """The canonical form as decision 0011 first defined it, with the standard library's json."""
+    def default(item: Any) -> Any:
+        if isinstance(item, Decimal):
+            return format(item, "f")
+        if isinstance(item, datetime):
+            return item.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        if isinstance(item, date):
+            return item.isoformat()
+        if isinstance(item, bytes):
+            return base64.b64encode(item).decode()
+        raise TypeError(type(item).__name__)
+
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=default)
+
+
+_text = st.text(st.characters(exclude_categories=("Cs",)))  # lone surrogates are not text either way
+_scalars = st.one_of(
+    st.none(), st.booleans(), st.integers(min_value=-(2**63), max_value=2**63 - 1), _text, st.binary(max_size=16),
+    st.decimals(allow_nan=False, allow_infinity=False, places=3),
+    st.datetimes(timezones=st.sampled_from([UTC, timezone(timedelta(hours=3))])), st.dates(),
+)
+_values = st.recursive(_scalars, lambda inner: st.one_of(st.lists(inner, max_size=4),
+                                                         st.dictionaries(_text, inner, max_size=4)), max_leaves=20)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_values)
+def test_canonical_json_is_the_documented_form(value: Any) -> None:
+    assert canonical_json(value) == _reference_canonical_json(value)
+
+
+def test_canonical_json_of_real_invoices_is_the_documented_form() -> None:
+    for invoice in invoice_chain(20, seed=3):
+        assert canonical_json(invoice) == _reference_canonical_json(invoice)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_text, _text)
+def test_outcome_ids_are_uuid5_in_the_outcome_namespace(event_id: str, what: str) -> None:
+    assert outcome_id(event_id, what) == str(uuid.uuid5(OUTCOME_NAMESPACE, f"{event_id}:{what}"))
