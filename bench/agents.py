@@ -115,7 +115,12 @@ class Watch:
 
     def _run(self) -> None:
         while not self.stopped.is_set():
-            for message in self.consumer.consume(2000, timeout=0.05):
+            # poll() returns on the first record; consume(n, timeout) would wait for n or the whole timeout,
+            # adding up to that much to every arrival time
+            first = self.consumer.poll(0.05)
+            if first is None:
+                continue
+            for message in [first, *self.consumer.consume(2000, timeout=0)]:
                 now = time.time()
                 if message.error() is not None:
                     continue

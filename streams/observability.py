@@ -21,6 +21,10 @@ END_TO_END_SECONDS = Histogram(
     "streams_agent_end_to_end_seconds", "From the source record's timestamp to the agent's outputs sent, by agent.",
     ["agent"], buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
 )
+COMMIT_SECONDS = Histogram(
+    "streams_agent_commit_seconds", "Time to commit one transaction (state writes, offsets, commit), by agent.",
+    ["agent"], buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0),
+)
 DLQ_TOTAL = Counter("streams_agent_dlq_total", "Records parked in a dead-letter topic.", ["agent", "topic"])
 VIOLATIONS_TOTAL = Counter("streams_validation_violations_total", "Rule violations found, by rule code.", ["rule"])
 CONSUMER_LAG = Gauge("streams_agent_consumer_lag_records", "Records behind the end of each partition.",

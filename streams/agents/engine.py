@@ -36,7 +36,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from streams.errors import StreamsError
 from streams.kafka_util import create_missing_topics, read_partitions, topic_ids
-from streams.observability import CONSUMER_LAG, EVENTS_TOTAL
+from streams.observability import COMMIT_SECONDS, CONSUMER_LAG, EVENTS_TOTAL
 
 if TYPE_CHECKING:
     import threading
@@ -71,14 +71,8 @@ class Output:
         self.sent = 0
 
     def send(self, topic: str, key: bytes | None, value: bytes | None, headers: Sequence[tuple[str, bytes]]) -> None:
-        produce = self._producer.produce
         wire_headers = cast("list[tuple[str, str | bytes | None]]", headers)  # what produce() accepts, read-only
-        while True:
-            try:
-                produce(topic, value, key, headers=wire_headers)
-                break
-            except BufferError:  # the local queue is full: let librdkafka send some of it
-                self._producer.poll(0.05)
+        _produce(self._producer, topic, value, key, headers=wire_headers)
         self.sent += 1
 
 
@@ -102,9 +96,9 @@ def changelog_topic(group: str) -> str:
 
 @dataclass
 class EngineConfig:
-    commit_interval_s: float = 0.05
+    commit_interval_s: float = 0.025
     max_open_records: int = 5000  # commit sooner when this many source records are in the open transaction
-    batch_size: int = 1000
+    batch_size: int = 2000
     transaction_timeout_ms: int = 10_000
     session_timeout_ms: int = 10_000
 
@@ -250,24 +244,31 @@ class TransactionalEngine:
             if fresh:
                 self.agent.handle(fresh, state, out)
             state[MARK_KEY] = [txn.positions[partition], self.topic_id]
+            self._write_state(partition, state)  # now, so its sends overlap the next slice instead of the commit
 
     def _commit(self) -> None:
         """Write the coalesced state, add the offsets, commit; the caller recovers if any of it fails."""
         producer, consumer, txn = self._producer, self._consumer, self._txn
         assert producer is not None  # noqa: S101 - run() made it
         assert consumer is not None  # noqa: S101 - run() made it
-        for partition, state in self.state.items():
-            for key in state.dirty:
-                value = state.get(key)
-                producer.produce(self.changelog, orjson.dumps(value) if value is not None else None,
-                                 key.encode(), partition=partition)
-            state.dirty.clear()
+        started = time.perf_counter()
         offsets = [TopicPartition(self.agent.source, p, offset) for p, offset in txn.positions.items()]
         if offsets:
             producer.send_offsets_to_transaction(offsets, consumer.consumer_group_metadata(), 30)
         producer.commit_transaction(30)
         txn.open, txn.positions = False, {}
         self.commits += 1
+        COMMIT_SECONDS.labels(agent=self.agent.name).observe(time.perf_counter() - started)
+
+    def _write_state(self, partition: int, state: PartitionState) -> None:
+        """The keys written since the last call, once each with their latest value, into the open transaction."""
+        producer = self._producer
+        assert producer is not None  # noqa: S101 - run() made it
+        for key in state.dirty:
+            value = state.get(key)
+            _produce(producer, self.changelog, orjson.dumps(value) if value is not None else None, key.encode(),
+                     partition=partition)
+        state.dirty.clear()
 
     def _recover(self, error: KafkaError | None) -> None:
         """The transaction failed: abort it, then go back to the last commit (state and positions)."""
@@ -352,6 +353,16 @@ class TransactionalEngine:
             _, high = consumer.get_watermark_offsets(tp, cached=True)
             if tp.offset >= 0 and high >= 0:
                 CONSUMER_LAG.labels(topic=tp.topic, partition=str(tp.partition)).set(max(0, high - tp.offset))
+
+
+def _produce(producer: Producer, topic: str, value: bytes | None, key: bytes | None, **options: Any) -> None:
+    """`producer.produce`, waiting while librdkafka's local queue is full instead of failing."""
+    while True:
+        try:
+            producer.produce(topic, value, key, **options)
+            return
+        except BufferError:
+            producer.poll(0.05)
 
 
 def _claim_transactional_id(data_dir: Path, group: str) -> tuple[Any, str]:
