@@ -1,6 +1,7 @@
-"""Native Avro encoder (Rust, PyO3): compiles a schema once, encodes like fastavro.schemaless_writer.
+"""Native Avro encoder and decoder (Rust, PyO3): each compiles a schema once.
 
-Decoding stays on fastavro. See docs/decisions/0005-native-avro-encoder.md.
+The encoder writes what fastavro.schemaless_writer writes; the decoder returns what
+fastavro.schemaless_reader returns. See docs/decisions/0005-native-avro-encoder.md.
 """
 
 from typing import final
@@ -24,6 +25,30 @@ class Encoder:
 
     def encode_into(self, datum: object, prefix: bytes) -> bytes:
         """``prefix`` followed by the encoding of ``datum``, e.g. after the 5-byte Confluent header."""
+
+@final
+class Decoder:
+    """Decodes Avro binary (no Confluent header) to Python values for one schema.
+
+    For valid data the result equals ``fastavro.schemaless_reader``'s, types included: dicts with
+    keys in schema field order, str, bytes (bytes and fixed), int, float, bool, None, lists, dicts for
+    maps, enum symbols as str, union values without branch names, ``decimal.Decimal`` with the
+    schema's scale as exponent, aware datetimes in ``datetime.timezone.utc`` for timestamp-millis/
+    micros (naive for local-timestamp-*), ``datetime.date``, ``datetime.time`` and ``uuid.UUID``.
+
+    Malformed data raises ValueError starting with the field path, e.g.
+    ``field 'lines[2].quantity': decimal length 3 at offset 180 runs past the end of the datum (1 byte left)``.
+    That covers truncation, trailing bytes, bad union or enum indexes, invalid UTF-8, negative or
+    oversized lengths and counts, and values the schema's types cannot hold (ints beyond 32 bits,
+    booleans other than 0/1, decimals with more digits than their precision, dates, timestamps and
+    times of day out of range).
+    """
+
+    def __init__(self, schema_json: str) -> None:
+        """Parse and compile an Avro schema given as JSON text; ValueError when it is invalid."""
+
+    def decode(self, datum: bytes) -> object:
+        """The Python value of ``datum``, which must be exactly one encoded value."""
 
 class EnvelopeError(ValueError):
     """An event's key, tenant, traceparent or size is wrong (the payload itself encoded)."""

@@ -1,20 +1,19 @@
 """Avro codec for one writer schema in the Confluent wire format (magic 0, 4-byte schema id, datum).
 
-Encoding runs in our native encoder (Rust, byte-identical to fastavro; docs/decisions/0005), which is
-what makes publishing fast with decimal and timestamp fields; decoding stays on fastavro.
+Both directions run natively (Rust, docs/decisions/0005): the encoder writes exactly what fastavro
+writes, which makes publishing fast with decimal and timestamp fields, and the decoder returns exactly
+what fastavro reads, which makes consuming them fast. The decoder refuses malformed data that fastavro
+reads as something (trailing bytes, wrapped union indexes, rounded decimals).
 """
 
 from __future__ import annotations
 
-import io
 import json
 import struct
 from collections.abc import Mapping
 from typing import Any
 
-from fastavro import parse_schema, schemaless_reader
-
-from streams._avro_native import Encoder
+from streams._avro_native import Decoder, Encoder
 from streams.errors import SchemaError
 
 MAGIC = 0
@@ -32,9 +31,10 @@ class AvroCodec:
         raw = json.loads(schema) if isinstance(schema, str) else dict(schema)
         self.schema_id = schema_id
         self.schema: dict[str, Any] = raw
-        self._full = parse_schema(raw, _write_hint=False)
+        text = json.dumps(raw)
         try:
-            self._encoder = Encoder(json.dumps(raw))
+            self._encoder = Encoder(text)
+            self._decoder = Decoder(text)
         except ValueError as exc:
             raise SchemaError(str(exc)) from exc
         self._header = HEADER.pack(MAGIC, schema_id)
@@ -68,9 +68,10 @@ class AvroCodec:
         return self.decode_datum(data[HEADER.size:])
 
     def decode_datum(self, datum: bytes) -> dict[str, Any]:
+        """The record in `datum` (no wire header), which must hold exactly one record of this schema."""
         try:
-            result = schemaless_reader(io.BytesIO(datum), self._full, None)
-        except (EOFError, ValueError, IndexError, UnicodeDecodeError, TypeError) as exc:
+            result = self._decoder.decode(datum)
+        except ValueError as exc:
             raise SchemaError(f"cannot decode Avro datum ({len(datum)} bytes): {exc}") from exc
         if not isinstance(result, dict):
             raise SchemaError(f"schema {self.schema.get('name')} is not a record schema")

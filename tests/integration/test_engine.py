@@ -15,7 +15,7 @@ from streams.kafka_util import read_all, read_compacted
 from tests.integration.worker_harness import wait_for
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator
+    from collections.abc import Callable
     from pathlib import Path
 
     from confluent_kafka import Message
@@ -83,13 +83,13 @@ class Running:
 
 @pytest.fixture
 def engine_factory(kafka_bootstrap: str, tmp_path: Path,
-                   unique_name: Callable[[str], str]) -> Iterator[Callable[[Counting], Running]]:
+                   unique_name: Callable[[str], str]) -> Callable[[Counting], Running]:
     group = unique_name("engine-group")
 
     def make(agent: Counting) -> Running:
         return Running(TransactionalEngine({"bootstrap.servers": kafka_bootstrap}, agent, group=group,
                                            data_dir=tmp_path, config=EngineConfig(session_timeout_ms=6000)))
-    yield make
+    return make
 
 
 def values_of(bootstrap: str, topic: str) -> list[str]:

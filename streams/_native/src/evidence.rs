@@ -39,13 +39,20 @@ fn compress_portable(state: &mut [u32; 8], blocks: &[u8]) {
         for i in 16..64 {
             let s0 = w[i - 15].rotate_right(7) ^ w[i - 15].rotate_right(18) ^ (w[i - 15] >> 3);
             let s1 = w[i - 2].rotate_right(17) ^ w[i - 2].rotate_right(19) ^ (w[i - 2] >> 10);
-            w[i] = w[i - 16].wrapping_add(s0).wrapping_add(w[i - 7]).wrapping_add(s1);
+            w[i] = w[i - 16]
+                .wrapping_add(s0)
+                .wrapping_add(w[i - 7])
+                .wrapping_add(s1);
         }
         let [mut a, mut b, mut c, mut d, mut e, mut f, mut g, mut h] = *state;
         for i in 0..64 {
             let s1 = e.rotate_right(6) ^ e.rotate_right(11) ^ e.rotate_right(25);
             let ch = (e & f) ^ (!e & g);
-            let t1 = h.wrapping_add(s1).wrapping_add(ch).wrapping_add(K[i]).wrapping_add(w[i]);
+            let t1 = h
+                .wrapping_add(s1)
+                .wrapping_add(ch)
+                .wrapping_add(K[i])
+                .wrapping_add(w[i]);
             let s0 = a.rotate_right(2) ^ a.rotate_right(13) ^ a.rotate_right(22);
             let maj = (a & b) ^ (a & c) ^ (b & c);
             let t2 = s0.wrapping_add(maj);
@@ -180,7 +187,13 @@ struct Sha256 {
 
 impl Sha256 {
     fn new(engine: Engine) -> Self {
-        Sha256 { engine, state: H0, block: [0; 64], filled: 0, total: 0 }
+        Sha256 {
+            engine,
+            state: H0,
+            block: [0; 64],
+            filled: 0,
+            total: 0,
+        }
     }
 
     fn update(&mut self, mut data: &[u8]) {
@@ -290,7 +303,9 @@ fn put_headers(out: &mut Vec<u8>, headers: &Bound<'_, PyAny>) -> PyResult<()> {
                     PyTypeError::new_err("headers must be a list of (name, value) tuples or None")
                 })?;
                 if pair.len() != 2 {
-                    return Err(PyTypeError::new_err("a header must be a (name, value) tuple"));
+                    return Err(PyTypeError::new_err(
+                        "a header must be a (name, value) tuple",
+                    ));
                 }
                 let name = pair.get_item(0)?;
                 let name = name
@@ -313,12 +328,20 @@ struct Group {
 }
 
 /// The group for `header` among the first `used` (made or recycled when new).
-fn group_for<'a>(groups: &'a mut Vec<Group>, used: &mut usize, header: Option<[u8; 5]>) -> &'a mut Group {
+fn group_for<'a>(
+    groups: &'a mut Vec<Group>,
+    used: &mut usize,
+    header: Option<[u8; 5]>,
+) -> &'a mut Group {
     let index = match groups[..*used].iter().position(|g| g.header == header) {
         Some(index) => index,
         None => {
             if *used == groups.len() {
-                groups.push(Group { header, data: Vec::new(), ends: Vec::new() });
+                groups.push(Group {
+                    header,
+                    data: Vec::new(),
+                    ends: Vec::new(),
+                });
             }
             groups[*used].header = header;
             *used += 1;
@@ -367,7 +390,11 @@ pub fn encode_evidence_batch<'py>(
     partition: i32,
     messages: &Bound<'py, PyAny>,
     typed: &Bound<'py, PyAny>,
-) -> PyResult<(Bound<'py, PyBytes>, Bound<'py, PyString>, Bound<'py, PyList>)> {
+) -> PyResult<(
+    Bound<'py, PyBytes>,
+    Bound<'py, PyString>,
+    Bound<'py, PyList>,
+)> {
     let engine = detected();
     let mut part_prefix = Vec::with_capacity(topic.len() + 10);
     put_bytes(&mut part_prefix, topic.as_bytes());
@@ -396,7 +423,9 @@ pub fn encode_evidence_batch<'py>(
         let record = (|| -> PyResult<()> {
             let message = message?;
             let offset: i64 = message.call_method0(n_offset)?.extract().map_err(|_| {
-                PyValueError::new_err("a consumed record has no offset (an error message was not dropped?)")
+                PyValueError::new_err(
+                    "a consumed record has no offset (an error message was not dropped?)",
+                )
             })?;
             let timestamp: i64 = message.call_method0(n_timestamp)?.get_item(1)?.extract()?;
             let key = message.call_method0(n_key)?;
@@ -452,7 +481,10 @@ pub fn encode_evidence_batch<'py>(
             match (header, value) {
                 (Some(h), Some(v)) => {
                     // envelope: canonical prefix, schema id, union branch 1, the datum as it is
-                    put_long(&mut group.data, i64::from(u32::from_be_bytes([h[1], h[2], h[3], h[4]])));
+                    put_long(
+                        &mut group.data,
+                        i64::from(u32::from_be_bytes([h[1], h[2], h[3], h[4]])),
+                    );
                     group.data.push(SOME);
                     group.data.extend_from_slice(&v[5..]);
                 }
@@ -477,7 +509,8 @@ pub fn encode_evidence_batch<'py>(
                 Some(h) => PyBytes::new(py, &h).into_any(),
                 None => py.None().into_bound(py),
             };
-            let item = (header, PyBytes::new(py, &group.data), &group.ends).into_bound_py_any(py)?;
+            let item =
+                (header, PyBytes::new(py, &group.data), &group.ends).into_bound_py_any(py)?;
             out.append(item)?;
         }
     }
@@ -562,7 +595,11 @@ fn merkle(engine: Engine, digests: &[u8]) -> [u8; 32] {
 #[pyfunction]
 #[pyo3(signature = (data, *, portable = false))]
 pub fn evidence_sha256<'py>(py: Python<'py>, data: &[u8], portable: bool) -> Bound<'py, PyBytes> {
-    let engine = if portable { Engine::Portable } else { detected() };
+    let engine = if portable {
+        Engine::Portable
+    } else {
+        detected()
+    };
     PyBytes::new(py, &sha256(engine, data))
 }
 

@@ -11,12 +11,14 @@ pub enum Seg {
     Key(String),
 }
 
-/// An encoding failure on its way out; `path` is innermost first.
+/// An encoding or decoding failure on its way out; `path` is innermost first.
 pub struct Failure {
     type_error: bool,
     message: String,
     path: Vec<Seg>,
     cause: Option<PyErr>,
+    /// Raise `cause` itself (MemoryError, KeyboardInterrupt): not a fault of the value or the data.
+    passthrough: bool,
 }
 
 pub type Res<T> = Result<T, Box<Failure>>;
@@ -28,6 +30,7 @@ impl Failure {
             message: message.into(),
             path: Vec::new(),
             cause: None,
+            passthrough: false,
         })
     }
 
@@ -37,6 +40,7 @@ impl Failure {
             message: message.into(),
             path: Vec::new(),
             cause: None,
+            passthrough: false,
         })
     }
 
@@ -53,6 +57,18 @@ impl Failure {
             message,
             path: Vec::new(),
             cause: Some(err),
+            passthrough: false,
+        })
+    }
+
+    /// A Python exception raised as it is when the failure reaches Python (its path is dropped).
+    pub(crate) fn passthrough(err: PyErr) -> Box<Failure> {
+        Box::new(Failure {
+            type_error: false,
+            message: String::new(),
+            path: Vec::new(),
+            cause: Some(err),
+            passthrough: true,
         })
     }
 
@@ -88,6 +104,11 @@ impl Failure {
     }
 
     pub(crate) fn into_pyerr(self, py: Python<'_>) -> PyErr {
+        if self.passthrough
+            && let Some(cause) = self.cause
+        {
+            return cause;
+        }
         let message = self.render();
         let err = if self.type_error {
             PyTypeError::new_err(message)

@@ -1,14 +1,18 @@
-//! streams._avro_native: an Avro binary encoder compiled once per schema, byte-identical to
-//! fastavro.schemaless_writer. Decoding stays on fastavro.
+//! streams._avro_native: an Avro binary encoder and decoder compiled once per schema, the encoder
+//! byte-identical to fastavro.schemaless_writer, the decoder returning what fastavro.schemaless_reader
+//! returns (and refusing malformed data).
 
 mod decimal;
+mod decode;
 mod defaults;
 mod encode;
 mod envelope;
 mod evidence;
 mod failure;
 mod ids;
+mod input;
 mod logical;
+mod logical_read;
 mod mpd;
 mod schema;
 mod union;
@@ -93,11 +97,7 @@ impl Encoder {
 impl Encoder {
     #[new]
     fn new(py: Python<'_>, schema_json: &str) -> PyResult<Self> {
-        let json: serde_json::Value = serde_json::from_str(schema_json).map_err(|e| {
-            PyValueError::new_err(format!("invalid Avro schema: not valid JSON: {e}"))
-        })?;
-        let schema = Schema::parse(py, &json)
-            .map_err(|e| PyValueError::new_err(format!("invalid Avro schema: {e}")))?;
+        let schema = Schema::compile(py, schema_json)?;
         let encoder = Encoder {
             schema,
             env: PyEnv::new(py)?,
@@ -139,6 +139,8 @@ mod _avro_native {
 
     #[pymodule_export]
     use super::Encoder;
+    #[pymodule_export]
+    use super::decode::Decoder;
     #[pymodule_export]
     use super::envelope::EventWriter;
     #[pymodule_export]

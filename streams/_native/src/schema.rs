@@ -1,11 +1,12 @@
-//! Avro schema JSON compiled into an arena of nodes that the encoder walks.
+//! Avro schema JSON compiled into an arena of nodes that the encoder and the decoder walk.
 //!
 //! Named types are resolved here once (short and full names, namespaces, recursion), so encoding
-//! never looks a name up.
+//! and decoding never look a name up.
 
 use std::collections::HashMap;
 use std::sync::OnceLock;
 
+use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::PyString;
 use serde_json::{Map, Value};
@@ -134,6 +135,15 @@ const PRIMITIVES: [&str; 8] = [
 ];
 
 impl Schema {
+    /// Parses and compiles schema JSON text; ValueError "invalid Avro schema: ..." when it is invalid.
+    pub fn compile(py: Python<'_>, schema_json: &str) -> PyResult<Schema> {
+        let json: Value = serde_json::from_str(schema_json).map_err(|e| {
+            PyValueError::new_err(format!("invalid Avro schema: not valid JSON: {e}"))
+        })?;
+        Schema::parse(py, &json)
+            .map_err(|e| PyValueError::new_err(format!("invalid Avro schema: {e}")))
+    }
+
     pub fn parse(py: Python<'_>, json: &Value) -> Result<Schema, String> {
         let mut parser = Parser {
             py,
