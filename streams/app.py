@@ -10,7 +10,7 @@ import ssl
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple, cast
 
 import faust
 import structlog
@@ -64,9 +64,9 @@ class EventDecoder:
             raise UndecodableRecordError(str(exc)) from exc
 
 
-@dataclass(frozen=True)
-class SourceRecord:
-    """Where a record came from, for logs, DLQ headers and outputs' references."""
+class SourceRecord(NamedTuple):
+    """Where a record came from, for logs, DLQ headers and outputs' references (a NamedTuple: agents make one
+    per record, and a frozen dataclass costs several times as much to create)."""
 
     topic: str
     partition: int
@@ -74,7 +74,7 @@ class SourceRecord:
     timestamp_ms: int
     key: bytes | None
     value: bytes | None
-    headers: Sequence[tuple[str, bytes]]
+    headers: Sequence[tuple[str, bytes | None]]
 
     @property
     def event_id(self) -> str:
@@ -84,7 +84,7 @@ class SourceRecord:
     def header(self, name: str) -> str | None:
         for key, raw in self.headers:
             if key == name:
-                return raw.decode(errors="replace") if isinstance(raw, bytes) else str(raw)
+                return raw.decode(errors="replace") if isinstance(raw, bytes) else None if raw is None else str(raw)
         return None
 
     @classmethod
@@ -97,15 +97,14 @@ class SourceRecord:
 
     @classmethod
     def from_message(cls, message: Message) -> SourceRecord:
-        """The same from a confluent-kafka message (records an agent read itself)."""
-        raw_headers = message.headers() or []
-        pairs = raw_headers.items() if isinstance(raw_headers, Mapping) else raw_headers
+        """The same from a confluent-kafka message (its headers are already (str, bytes | None) pairs)."""
         return cls(message.topic() or "", message.partition() or 0, message.offset() or 0,
                    message.timestamp()[1], message.key(), message.value(),
-                   [(name, raw if isinstance(raw, bytes) else (raw or "").encode()) for name, raw in pairs])
+                   cast("Sequence[tuple[str, bytes | None]]", message.headers() or []))  # consumed: a list
 
 
-def dlq_headers(source: SourceRecord, agent: str, error: BaseException, attempts: int) -> list[tuple[str, bytes]]:
+def dlq_headers(source: SourceRecord, agent: str, error: BaseException,
+                attempts: int) -> list[tuple[str, bytes | None]]:
     """The original headers untouched, then what went wrong and where the record came from."""
     extra = {
         "agent": agent,
@@ -141,11 +140,12 @@ class AgentContext:
     async def dead_letter(self, source: SourceRecord, agent: str, error: BaseException, attempts: int = 1) -> None:
         """Park the record in `<topic>.dlq` (key, value, headers kept) and let the partition flow on."""
         target, headers = dead_letter(self.catalog, source, agent, error, attempts)
-        await self.topic(target).send(key=source.key, value=source.value, headers=headers)
+        await self.topic(target).send(key=source.key, value=source.value,
+                                      headers=[(name, value or b"") for name, value in headers])
 
 
 def dead_letter(catalog: Catalog, source: SourceRecord, agent: str, error: BaseException,
-                attempts: int = 1) -> tuple[str, list[tuple[str, bytes]]]:
+                attempts: int = 1) -> tuple[str, list[tuple[str, bytes | None]]]:
     """(dead-letter topic, headers) for a record an agent gives up on; logged and counted here, sent by the caller.
 
     StreamsError when the catalog declares no `<topic>.dlq`: the record must then stay uncommitted.

@@ -70,7 +70,8 @@ class Output:
         self._producer = producer
         self.sent = 0
 
-    def send(self, topic: str, key: bytes | None, value: bytes | None, headers: Sequence[tuple[str, bytes]]) -> None:
+    def send(self, topic: str, key: bytes | None, value: bytes | None,
+             headers: Sequence[tuple[str, bytes | None]]) -> None:
         wire_headers = cast("list[tuple[str, str | bytes | None]]", headers)  # what produce() accepts, read-only
         _produce(self._producer, topic, value, key, headers=wire_headers)
         self.sent += 1

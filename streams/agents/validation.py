@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 
     from streams.agents.engine import Output, PartitionState
     from streams.catalog import Catalog
-    from streams.publish import EventEncoder, OutgoingRecord
+    from streams.publish import Built, EventEncoder
 
 log = structlog.get_logger("streams.agents.validation")
 
@@ -86,17 +86,17 @@ class ValidationAgent:
             assert error is not None  # noqa: S101 - the loop ran and failed every time
             self._park(source, error, self.retries, out)
             return "dead-letter"
-        for record in outputs:
-            out.send(record.topic, record.key, record.value, record.headers)
-        return "cleared" if outputs and outputs[0].topic == CLEARED else "violation"
+        for topic, (key, value, headers, _) in outputs:
+            out.send(topic, key, value, headers)
+        return "cleared" if outputs and outputs[0][0] == CLEARED else "violation"
 
     def _park(self, source: SourceRecord, error: BaseException, attempts: int, out: Output) -> None:
         target, headers = dead_letter(self.catalog, source, AGENT, error, attempts)
         out.send(target, source.key, source.value, headers)
 
     def judge(self, source: SourceRecord, invoice: dict[str, Any], state: PartitionState,
-              now: datetime) -> list[OutgoingRecord]:
-        """The verdict as ready-to-send records; updates `state` (once per event id)."""
+              now: datetime) -> list[tuple[str, Built]]:
+        """The verdict as ready-to-send (topic, (key, value, headers, event id)); updates `state` once per event."""
         event_id = source.event_id
         found = stateless_violations(invoice, now=now)
         invoice_id = invoice["invoice_id"]
@@ -131,8 +131,8 @@ class ValidationAgent:
                 "cleared_at": now,
                 "source_event_id": event_id,
             }
-            return [self.encoder.encode(CLEARED, cleared, event_id=outcome_id(event_id, "cleared"),
-                                        traceparent=trace)]
+            return [(CLEARED, self.encoder.build(CLEARED, cleared, event_id=outcome_id(event_id, "cleared"),
+                                                 traceparent=trace))]
         records = []
         for violation in found:
             VIOLATIONS_TOTAL.labels(rule=violation.rule_code).inc()
@@ -149,5 +149,6 @@ class ValidationAgent:
                                  "offset": source.offset},
                 "detected_at": now,
             }
-            records.append(self.encoder.encode(VIOLATIONS, payload, event_id=violation_id, traceparent=trace))
+            records.append((VIOLATIONS, self.encoder.build(VIOLATIONS, payload, event_id=violation_id,
+                                                           traceparent=trace)))
         return records

@@ -9,6 +9,7 @@ import hashlib
 import re
 import uuid
 from base64 import b64encode
+from binascii import b2a_base64
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
@@ -95,16 +96,17 @@ def invoice_hash(invoice: dict[str, Any]) -> str:
 
 def qr_payload(invoice: dict[str, Any]) -> str:
     """ZATCA QR (phase 1 TLV, base64): 1 seller name, 2 VAT number, 3 timestamp, 4 total with VAT, 5 VAT total."""
+    seller = invoice["seller"]
     issued = invoice["issued_at"].astimezone(UTC).replace(tzinfo=None).isoformat(timespec="seconds") + "Z"
-    values = [invoice["seller"]["name"], invoice["seller"]["vat_number"] or "", issued,
-              format(invoice["tax_inclusive_total"], "f"), format(invoice["vat_total"], "f")]
+    values = (seller["name"], seller["vat_number"] or "", issued,
+              format(invoice["tax_inclusive_total"], "f"), format(invoice["vat_total"], "f"))
     out = bytearray()
     for tag, text in enumerate(values, start=1):
-        raw = text.encode()
-        if len(raw) > 255:
-            raw = raw[:255]
-        out += bytes((tag, len(raw))) + raw
-    return b64encode(bytes(out)).decode()
+        raw = text.encode()[:255]
+        out.append(tag)
+        out.append(len(raw))
+        out += raw
+    return b2a_base64(out, newline=False).decode()
 
 
 def outcome_id(event_id: str, what: str) -> str:
