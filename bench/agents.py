@@ -5,8 +5,9 @@ schemas applied), pre-publishes N valid invoices (Publisher, ~60 sellers) to inv
 records of the same size, key and headers to a 6-partition peer topic, then for each path: starts one
 worker process reading from the beginning, measures events/s from its first output record to its last
 (record timestamps), then offers a paced load (default 5,000 events/s for 20 s) and measures the
-end-to-end latency publish -> output record; samples the worker's RSS and CPU from /proc throughout.
-`--profile` adds a py-spy pass over a fresh worker and splits its time into faust vs our stages.
+end-to-end latency from publish to the output's arrival at a read_committed consumer; samples the worker's
+RSS and CPU from /proc throughout. `--profile` adds a py-spy pass over a fresh worker and splits its time
+into the engine's and our stages.
 Run: `python bench/agents.py [--events N] [--rounds 2] [--profile] [--json bench/results/agents.json]`.
 """
 
@@ -622,7 +623,7 @@ def main() -> None:
         "avro_value_bytes_mean": data["avro_value_bytes"], "value_sizes": rounds[0]["value_bytes"],
         "producer": "acks=all, idempotence on, linger.ms=5 (streams.publish.THROUGHPUT + DURABILITY)",
         "workers": "one process each. ours: the validation agent on the transactional engine (librdkafka, batches "
-                   "of up to 1,000, one transaction per 50 ms); peer: a faust agent, memory store, "
+                   "of up to 2,000, a transaction per 25 ms); peer: a faust agent, memory store, "
                    "broker_commit_every=1000, commit interval 1 s, acks=-1",
         "throughput": "(N-1) / (last - first output record timestamp), N pre-published events",
         "latency": "the bench consumer's arrival time of the output (read_committed: ours is visible only once its "

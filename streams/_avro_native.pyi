@@ -50,6 +50,21 @@ class Decoder:
     def decode(self, datum: bytes) -> object:
         """The Python value of ``datum``, which must be exactly one encoded value."""
 
+    def canonical_json(self, datum: bytes) -> bytes:
+        """``streams.agents.zatca.canonical_bytes(self.decode(datum))``, byte for byte, without building the value.
+
+        One pass over the datum with decode's own reading: malformed data raises decode's ValueError.
+        Sorted keys, no spaces, orjson's string escapes; decimals as ``format(d, "f")``, timestamps as
+        ``YYYY-MM-DDTHH:MM:SS.mmmZ``, dates ISO, bytes and fixed base64, uuids hyphenated lowercase.
+        ValueError for schemas with float/double, local-timestamp-* or time-millis/micros anywhere
+        (see ``canonical_json_unsupported``) and for values nested more than 254 containers deep
+        (orjson's limit: canonical_bytes raises TypeError for those).
+        """
+
+    @property
+    def canonical_json_unsupported(self) -> str | None:
+        """Why ``canonical_json`` refuses this schema (the ValueError's message), or None when it supports it."""
+
 class EnvelopeError(ValueError):
     """An event's key, tenant, traceparent or size is wrong (the payload itself encoded)."""
 

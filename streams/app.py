@@ -48,6 +48,15 @@ class EventDecoder:
 
     def decode(self, value: bytes | None) -> tuple[int, dict[str, Any]]:
         """(schema id, decoded record); UndecodableRecordError says why not."""
+        schema_id, record, _ = self._decode(value, canonical=False)
+        return schema_id, record
+
+    def decode_canonical(self, value: bytes | None) -> tuple[int, dict[str, Any], bytes | None]:
+        """`decode` plus the record's canonical JSON (`zatca.canonical_bytes` of it, made natively from the
+        datum), or None when the schema has types the native form does not cover (the caller makes it)."""
+        return self._decode(value, canonical=True)
+
+    def _decode(self, value: bytes | None, *, canonical: bool) -> tuple[int, dict[str, Any], bytes | None]:
         if value is None:
             raise UndecodableRecordError("record has no value (a tombstone is not an event)")
         if len(value) > self.max_record_bytes:
@@ -59,9 +68,12 @@ class EventDecoder:
             codec = self._codecs.get(schema_id)
             if codec is None:
                 codec = self._codecs[schema_id] = AvroCodec(self.registry.schema_by_id(schema_id), schema_id)
-            return schema_id, codec.decode_datum(value[HEADER.size:])
+            datum = value[HEADER.size:]
+            record = codec.decode_datum(datum)
+            text = codec.canonical_json_datum(datum) if canonical and codec.has_canonical_json else None
         except SchemaError as exc:
             raise UndecodableRecordError(str(exc)) from exc
+        return schema_id, record, text
 
 
 class SourceRecord(NamedTuple):

@@ -70,14 +70,14 @@ class ValidationAgent:
     def handle_one(self, source: SourceRecord, state: PartitionState, out: Output, now: datetime) -> str:
         """Process one record; returns the outcome label (cleared, violation, dead-letter)."""
         try:
-            _, invoice = self.decoder.decode(source.value)
+            _, invoice, canonical = self.decoder.decode_canonical(source.value)
         except UndecodableRecordError as exc:
             self._park(source, exc, 1, out)
             return "dead-letter"
         error: Exception | None = None
         for attempt in range(1, self.retries + 1):
             try:
-                outputs = self.judge(source, invoice, state, now)
+                outputs = self.judge(source, invoice, state, now, canonical)
                 break
             except (KeyError, TypeError, ValueError, ArithmeticError) as exc:  # a shape the rules cannot read
                 error = exc
@@ -94,8 +94,8 @@ class ValidationAgent:
         target, headers = dead_letter(self.catalog, source, AGENT, error, attempts)
         out.send(target, source.key, source.value, headers)
 
-    def judge(self, source: SourceRecord, invoice: dict[str, Any], state: PartitionState,
-              now: datetime) -> list[tuple[str, Built]]:
+    def judge(self, source: SourceRecord, invoice: dict[str, Any], state: PartitionState, now: datetime,
+              canonical: bytes | None = None) -> list[tuple[str, Built]]:
         """The verdict as ready-to-send (topic, (key, value, headers, event id)); updates `state` once per event."""
         event_id = source.event_id
         found = stateless_violations(invoice, now=now)
@@ -109,7 +109,7 @@ class ValidationAgent:
             seller_key = f"seller:{invoice['tenant_id']}"
             chain = SellerChain.from_json(state.get(seller_key))
             before = (int(seen[1]), str(seen[2])) if seen is not None else chain.state
-            chain_found, digest = chain_violations(invoice, before)
+            chain_found, digest = chain_violations(invoice, before, canonical)
             found.extend(chain_found)
             if seen is None:
                 state[f"invoice:{invoice_id}"] = [event_id, *before]

@@ -89,9 +89,10 @@ def _canonical_default(value: Any) -> Any:
     raise TypeError(f"cannot put {type(value).__name__} into canonical JSON")
 
 
-def invoice_hash(invoice: dict[str, Any]) -> str:
-    """Base64 SHA-256 of the invoice's canonical JSON (what the next invoice's PIH must equal)."""
-    return b64encode(hashlib.sha256(canonical_bytes(invoice)).digest()).decode()
+def invoice_hash(invoice: dict[str, Any], canonical: bytes | None = None) -> str:
+    """Base64 SHA-256 of the invoice's canonical JSON (what the next invoice's PIH must equal); `canonical`
+    is that JSON when the caller has it already (the native decoder makes it from the Avro datum)."""
+    return b64encode(hashlib.sha256(canonical_bytes(invoice) if canonical is None else canonical).digest()).decode()
 
 
 def qr_payload(invoice: dict[str, Any]) -> str:
@@ -183,7 +184,8 @@ def _total_violations(invoice: dict[str, Any]) -> list[Violation]:
     return found
 
 
-def chain_violations(invoice: dict[str, Any], before: tuple[int, str]) -> tuple[list[Violation], str]:
+def chain_violations(invoice: dict[str, Any], before: tuple[int, str],
+                     canonical: bytes | None = None) -> tuple[list[Violation], str]:
     """ICV and previous-hash checks against the seller's state `before` this invoice; (violations, hash).
 
     The caller passes the state the invoice's first delivery was judged on, so a redelivery (at least
@@ -197,7 +199,7 @@ def chain_violations(invoice: dict[str, Any], before: tuple[int, str]) -> tuple[
     if invoice["previous_invoice_hash"] != last_hash:
         found.append(Violation("KSA-PIH", "previous invoice hash does not match the seller's previous invoice "
                                           f"(expected {last_hash})", "previous_invoice_hash"))
-    return found, invoice_hash(invoice)
+    return found, invoice_hash(invoice, canonical)
 
 
 def _value(member: Any) -> str:

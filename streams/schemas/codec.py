@@ -4,6 +4,10 @@ Both directions run natively (Rust, docs/decisions/0005): the encoder writes exa
 writes, which makes publishing fast with decimal and timestamp fields, and the decoder returns exactly
 what fastavro reads, which makes consuming them fast. The decoder refuses malformed data that fastavro
 reads as something (trailing bytes, wrapped union indexes, rounded decimals).
+
+`canonical_json_datum` goes from the datum straight to the canonical JSON the validation agent hashes
+(`zatca.canonical_bytes` of the decoded record), natively and without building the record; schemas
+with float/double, local-timestamp-* or time-* fields are not supported (`has_canonical_json`).
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ class AvroCodec:
         except ValueError as exc:
             raise SchemaError(str(exc)) from exc
         self._header = HEADER.pack(MAGIC, schema_id)
+        self._canonical_unsupported = self._decoder.canonical_json_unsupported
 
     @property
     def native_encoder(self) -> Encoder:
@@ -76,6 +81,30 @@ class AvroCodec:
         if not isinstance(result, dict):
             raise SchemaError(f"schema {self.schema.get('name')} is not a record schema")
         return result
+
+    @property
+    def has_canonical_json(self) -> bool:
+        """Whether `canonical_json_datum` supports this schema: false when it has float or double
+        (orjson's float text is not reproduced), local-timestamp-* (canonical_bytes reads naive
+        datetimes in the machine's time zone) or time-millis/micros (canonical_bytes refuses times)."""
+        return self._canonical_unsupported is None
+
+    def canonical_json_datum(self, datum: bytes) -> bytes:
+        """`zatca.canonical_bytes(self.decode_datum(datum))`, byte for byte, in one native pass.
+
+        SchemaError as decode_datum's (same messages) for malformed data or a non-record value, and
+        when the schema is not supported (see `has_canonical_json`) or the record is nested deeper
+        than orjson writes (254 levels; canonical_bytes would raise TypeError).
+        """
+        if self._canonical_unsupported is not None:
+            raise SchemaError(f"schema {self.schema.get('name')}: {self._canonical_unsupported}")
+        try:
+            text = self._decoder.canonical_json(datum)
+        except ValueError as exc:
+            raise SchemaError(f"cannot decode Avro datum ({len(datum)} bytes): {exc}") from exc
+        if not text.startswith(b"{"):  # what decode_datum returns is a dict exactly when this is an object
+            raise SchemaError(f"schema {self.schema.get('name')} is not a record schema")
+        return text
 
 
 def split_header(data: bytes) -> tuple[int, int]:

@@ -10,30 +10,40 @@
 //! (fastavro rounds them), timestamps and dates outside years 1-9999, times of day outside one day
 //! (fastavro makes up a time for some negative ones) and array blocks whose declared size is wrong.
 
+//! The reading and all of that checking is walk.rs, shared with canonical JSON (canonical.rs); this
+//! file is the Python class and the sink that builds Python values.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+
 use pyo3::exceptions::PyValueError;
 use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyBytes, PyDict, PyFloat, PyList, PyString};
 
-use crate::encode::check_depth;
-use crate::failure::{Failure, Res, Seg, short_repr};
+use crate::canonical::{CanonicalPlan, JsonSink};
+use crate::failure::{Failure, Res, short_repr};
 use crate::input::Input;
-use crate::logical_read::{
-    EPOCH_ORDINAL, MAX_MICROS, MAX_ORDINAL, MICROS_PER_DAY, MIN_MICROS, civil_from_days, clock,
-    decimal_text,
-};
-use crate::schema::{Node, NodeId, Record, Schema, TimeUnit};
+use crate::logical_read::{MICROS_PER_DAY, civil_from_days, clock};
+use crate::schema::{Field, Node, NodeId, Record, Schema};
+use crate::walk::{Layout, Sink, Walk};
 
 /// Decodes Avro binary (no Confluent header) to Python values for one schema.
 ///
 /// `Decoder(schema_json)` parses and compiles the schema; ValueError when it is invalid.
 /// `decode(datum)` returns what `fastavro.schemaless_reader` returns for it, and raises ValueError
 /// naming the field path when the datum is malformed, truncated or followed by extra bytes.
+/// `canonical_json(datum)` returns the canonical JSON bytes of that value (canonical.rs) without
+/// building it, with the same errors.
 #[pyclass(frozen, module = "streams._avro_native")]
 pub struct Decoder {
     schema: Schema,
-    plan: Plan,
+    layout: Layout,
+    /// Enum symbols as Python strings, made once (empty for other nodes).
+    symbols: Vec<Vec<Py<PyString>>>,
     env: DecodeEnv,
+    canonical: CanonicalPlan,
+    /// The last canonical JSON's size: the next buffer starts big enough, most of the time.
+    json_size: AtomicUsize,
 }
 
 #[pymethods]
@@ -41,32 +51,79 @@ impl Decoder {
     #[new]
     fn new(py: Python<'_>, schema_json: &str) -> PyResult<Self> {
         let schema = Schema::compile(py, schema_json)?;
-        let plan = Plan::new(py, &schema);
+        let symbols = schema
+            .nodes
+            .iter()
+            .map(|node| match node {
+                Node::Enum { symbols, .. } => symbols
+                    .iter()
+                    .map(|s| PyString::intern(py, s).unbind())
+                    .collect(),
+                _ => Vec::new(),
+            })
+            .collect();
         Ok(Decoder {
             env: DecodeEnv::new(py)?,
-            plan,
+            layout: Layout::new(&schema),
+            canonical: CanonicalPlan::new(&schema),
+            json_size: AtomicUsize::new(256),
+            symbols,
             schema,
         })
     }
 
     /// The Python value of the Avro datum `datum`, which must be consumed exactly.
     fn decode<'py>(&self, py: Python<'py>, datum: &[u8]) -> PyResult<Bound<'py, PyAny>> {
-        let reader = Reader {
-            py,
+        let mut walk = Walk {
             schema: &self.schema,
-            plan: &self.plan,
-            env: &self.env,
+            layout: &self.layout,
+            sink: PySink {
+                py,
+                symbols: &self.symbols,
+                env: &self.env,
+            },
         };
-        let mut input = Input::new(datum);
-        reader
-            .read(self.schema.root, &mut input, 0)
-            .and_then(|value| input.finish().map(|()| value))
+        walk.datum(&mut Input::new(datum))
             .map_err(|failure| (*failure).into_pyerr(py))
+    }
+
+    /// The canonical JSON of the datum's value, exactly `zatca.canonical_bytes(self.decode(datum))`,
+    /// written in one pass without building the value. ValueError as `decode` for malformed data;
+    /// ValueError for schemas it does not support (`canonical_json_unsupported` says why) and for
+    /// values nested deeper than orjson writes.
+    fn canonical_json<'py>(&self, py: Python<'py>, datum: &[u8]) -> PyResult<Bound<'py, PyBytes>> {
+        if let Some(reason) = &self.canonical.unsupported {
+            return Err(PyValueError::new_err(reason.clone()));
+        }
+        let sink = JsonSink::new(
+            py,
+            &self.canonical,
+            &self.env,
+            self.json_size.load(Ordering::Relaxed),
+        );
+        let mut walk = Walk {
+            schema: &self.schema,
+            layout: &self.layout,
+            sink,
+        };
+        walk.datum(&mut Input::new(datum))
+            .and_then(|()| walk.sink.finish())
+            .map_err(|failure| (*failure).into_pyerr(py))?;
+        let out = walk.sink.output();
+        self.json_size.store(out.len(), Ordering::Relaxed);
+        Ok(PyBytes::new(py, out))
+    }
+
+    /// Why `canonical_json` refuses this schema (float/double, local timestamps, times of day), or
+    /// None when it supports it.
+    #[getter]
+    fn canonical_json_unsupported(&self) -> Option<&str> {
+        self.canonical.unsupported.as_deref()
     }
 }
 
 /// Python objects values are built with, looked up once per Decoder.
-struct DecodeEnv {
+pub(crate) struct DecodeEnv {
     decimal: Py<PyAny>,
     datetime: Py<PyAny>,
     date: Py<PyAny>,
@@ -90,91 +147,6 @@ impl DecodeEnv {
     }
 }
 
-/// What decoding needs beyond the schema, per node.
-struct Plan {
-    /// A lower bound on the bytes a value of the node takes: block counts are checked against it.
-    min_size: Vec<usize>,
-    /// Enum symbols as Python strings, made once (empty for other nodes).
-    symbols: Vec<Vec<Py<PyString>>>,
-}
-
-impl Plan {
-    fn new(py: Python<'_>, schema: &Schema) -> Plan {
-        let symbols = schema
-            .nodes
-            .iter()
-            .map(|node| match node {
-                Node::Enum { symbols, .. } => symbols
-                    .iter()
-                    .map(|s| PyString::intern(py, s).unbind())
-                    .collect(),
-                _ => Vec::new(),
-            })
-            .collect();
-        Plan {
-            min_size: min_sizes(schema),
-            symbols,
-        }
-    }
-}
-
-/// Each node's fewest bytes, iterated up from 0 until nothing changes. Every round's values are
-/// lower bounds, which is all the checks need, so the rounds are capped: a record that contains
-/// itself without a union or array in between has no finite value and would grow forever.
-fn min_sizes(schema: &Schema) -> Vec<usize> {
-    let n = schema.nodes.len();
-    let mut size = vec![0usize; n];
-    for _ in 0..=n {
-        let mut changed = false;
-        // Children are compiled after their parents: newest first settles most schemas in one round.
-        for id in (0..n).rev() {
-            let s = match &schema.nodes[id] {
-                Node::Null | Node::Placeholder => 0,
-                Node::Float => 4,
-                Node::Double => 8,
-                Node::Fixed { size: fixed, .. }
-                | Node::Decimal {
-                    fixed: Some((_, fixed)),
-                    ..
-                } => *fixed,
-                Node::Record(record) => record
-                    .fields
-                    .iter()
-                    .fold(0usize, |sum, field| sum.saturating_add(size[field.node])),
-                Node::Union(union) => union
-                    .branches
-                    .iter()
-                    .map(|&branch| size[branch])
-                    .min()
-                    .unwrap_or(0)
-                    .saturating_add(1),
-                // A varint, a length, a block count or the end-of-blocks zero: one byte at least.
-                Node::Boolean
-                | Node::Int
-                | Node::Long
-                | Node::Bytes
-                | Node::String
-                | Node::Uuid
-                | Node::Enum { .. }
-                | Node::Array { .. }
-                | Node::Map { .. }
-                | Node::Decimal { fixed: None, .. }
-                | Node::Timestamp { .. }
-                | Node::Date
-                | Node::TimeOfDay { .. } => 1,
-            };
-            if s != size[id] {
-                size[id] = s;
-                changed = true;
-            }
-        }
-        if !changed {
-            break;
-        }
-    }
-    size
-}
-
 /// A Python exception raised while building a value: ValueErrors are the data's fault and get the
 /// path; anything else (MemoryError, KeyboardInterrupt) is raised as it is.
 fn python_failure(py: Python<'_>, err: PyErr, what: impl FnOnce() -> String) -> Box<Failure> {
@@ -186,261 +158,131 @@ fn python_failure(py: Python<'_>, err: PyErr, what: impl FnOnce() -> String) -> 
     }
 }
 
-struct Reader<'a, 'py> {
+/// The str of UTF-8 bytes, decoded (and checked) by Python's own UTF-8 codec; `what` ("string",
+/// "map key") and `at` name them in the error. Canonical JSON checks UTF-8 in Rust and calls this
+/// for the message when the check fails, so both raise the same error.
+pub(crate) fn decode_utf8<'py>(
     py: Python<'py>,
-    schema: &'a Schema,
-    plan: &'a Plan,
-    env: &'a DecodeEnv,
+    raw: &[u8],
+    what: &str,
+    at: usize,
+) -> Res<Bound<'py, PyAny>> {
+    // SAFETY: `raw` is a live slice (its length <= isize::MAX: it is inside a bytes object); a NULL
+    // `errors` means strict decoding. The result is a new reference or NULL with an exception set.
+    let ptr = unsafe {
+        ffi::PyUnicode_DecodeUTF8(
+            raw.as_ptr().cast(),
+            raw.len() as ffi::Py_ssize_t,
+            std::ptr::null(),
+        )
+    };
+    if ptr.is_null() {
+        let err = PyErr::fetch(py);
+        return Err(python_failure(py, err, || {
+            format!("invalid UTF-8 in the {what} at offset {at}")
+        }));
+    }
+    // SAFETY: non-null, so a new (owned) reference to a str.
+    Ok(unsafe { Bound::from_owned_ptr(py, ptr) })
 }
 
-impl<'py> Reader<'_, 'py> {
-    fn read(&self, id: NodeId, input: &mut Input<'_>, depth: u32) -> Res<Bound<'py, PyAny>> {
-        let py = self.py;
-        match self.schema.node(id) {
-            Node::Null => Ok(py.None().into_bound(py)),
-            Node::Boolean => {
-                let at = input.pos();
-                match input.byte()? {
-                    0 => Ok(PyBool::new(py, false).to_owned().into_any()),
-                    1 => Ok(PyBool::new(py, true).to_owned().into_any()),
-                    b => Err(Failure::value(format!(
-                        "boolean byte {b:#04x} at offset {at} is neither 0 nor 1"
-                    ))),
-                }
-            }
-            Node::Int => Ok(input
-                .int()?
-                .into_pyobject(py)
-                .unwrap_or_else(|never| match never {})
-                .into_any()),
-            Node::Long => Ok(input
-                .long()?
-                .into_pyobject(py)
-                .unwrap_or_else(|never| match never {})
-                .into_any()),
-            Node::Float => {
-                let value = f32::from_le_bytes(input.array::<4>()?);
-                Ok(PyFloat::new(py, f64::from(value)).into_any())
-            }
-            Node::Double => {
-                let value = f64::from_le_bytes(input.array::<8>()?);
-                Ok(PyFloat::new(py, value).into_any())
-            }
-            Node::Bytes => {
-                let n = input.length("bytes")?;
-                Ok(PyBytes::new(py, input.take(n)?).into_any())
-            }
-            Node::String => self.string(input, "string"),
-            Node::Uuid => {
-                let text = self.string(input, "string")?;
-                self.env.uuid.bind(py).call1((&text,)).map_err(|e| {
-                    python_failure(py, e, || format!("{} is not a UUID", short_repr(&text)))
-                })
-            }
-            Node::Fixed { size, .. } => Ok(PyBytes::new(py, input.take(*size)?).into_any()),
-            Node::Enum { name, symbols } => {
-                let at = input.pos();
-                let index = input.long()?;
-                match usize::try_from(index)
-                    .ok()
-                    .and_then(|i| self.plan.symbols[id].get(i))
-                {
-                    Some(symbol) => Ok(symbol.bind(py).clone().into_any()),
-                    None => Err(Failure::value(format!(
-                        "enum index {index} at offset {at} is out of range: enum {name} has {} symbols",
-                        symbols.len()
-                    ))),
-                }
-            }
-            Node::Array { items } => self.array(*items, input, depth),
-            Node::Map { values } => self.map(*values, input, depth),
-            Node::Record(record) => self.record(record, input, depth),
-            Node::Union(union) => {
-                let at = input.pos();
-                let index = input.long()?;
-                match usize::try_from(index)
-                    .ok()
-                    .and_then(|i| union.branches.get(i))
-                {
-                    Some(&branch) => self.read(branch, input, depth),
-                    None => Err(Failure::value(format!(
-                        "union branch index {index} at offset {at} is out of range: the union has {} branches",
-                        union.branches.len()
-                    ))),
-                }
-            }
-            Node::Decimal {
-                precision,
-                scale,
-                fixed,
-            } => {
-                let at = input.pos();
-                let bytes = match fixed {
-                    None => {
-                        let n = input.length("decimal")?;
-                        input.take(n)?
-                    }
-                    Some((_, size)) => input.take(*size)?,
-                };
-                if decimal_text(bytes, *precision, *scale, &mut input.scratch).is_err() {
-                    return Err(Failure::value(format!(
-                        "decimal at offset {at} has more than {precision} digits (precision {precision})"
-                    )));
-                }
-                let text = std::str::from_utf8(&input.scratch)
-                    .map_err(|_| Failure::value("internal error: decimal text is not ASCII"))?;
-                self.env
-                    .decimal
-                    .bind(py)
-                    .call1((PyString::new(py, text),))
-                    .map_err(Failure::passthrough)
-            }
-            Node::Timestamp { unit, local } => {
-                let at = input.pos();
-                let n = input.long()?;
-                self.timestamp(n, *unit, *local, at)
-            }
-            Node::Date => {
-                let at = input.pos();
-                let days = i64::from(input.int()?);
-                if !(1..=MAX_ORDINAL).contains(&(days + EPOCH_ORDINAL)) {
-                    return Err(Failure::value(format!(
-                        "date {days} at offset {at} is out of range for a date (years 1 to 9999)"
-                    )));
-                }
-                let (year, month, day) = civil_from_days(days);
-                self.env
-                    .date
-                    .bind(py)
-                    .call1((year, month, day))
-                    .map_err(Failure::passthrough)
-            }
-            Node::TimeOfDay { unit } => {
-                let at = input.pos();
-                let (n, per_unit, name) = match unit {
-                    TimeUnit::Millis => (i64::from(input.int()?), 1000, "time-millis"),
-                    TimeUnit::Micros => (input.long()?, 1, "time-micros"),
-                };
-                let day = MICROS_PER_DAY / per_unit;
-                if !(0..day).contains(&n) {
-                    return Err(Failure::value(format!(
-                        "{name} {n} at offset {at} is not a time of day (0 to {})",
-                        day - 1
-                    )));
-                }
-                let (hour, minute, second, micros) = clock(n * per_unit);
-                self.env
-                    .time
-                    .bind(py)
-                    .call1((hour, minute, second, micros))
-                    .map_err(Failure::passthrough)
-            }
-            Node::Placeholder => Err(Failure::value(
-                "internal error: schema type was never defined",
-            )),
-        }
+/// `uuid.UUID(text)` of a uuid string's bytes, with decode's errors (shared with canonical JSON for
+/// the texts it does not read itself).
+pub(crate) fn py_uuid<'py>(
+    py: Python<'py>,
+    env: &DecodeEnv,
+    raw: &[u8],
+    at: usize,
+) -> Res<Bound<'py, PyAny>> {
+    let text = decode_utf8(py, raw, "string", at)?;
+    env.uuid
+        .bind(py)
+        .call1((&text,))
+        .map_err(|e| python_failure(py, e, || format!("{} is not a UUID", short_repr(&text))))
+}
+
+/// Builds the Python values fastavro returns.
+struct PySink<'d, 'py> {
+    py: Python<'py>,
+    symbols: &'d [Vec<Py<PyString>>],
+    env: &'d DecodeEnv,
+}
+
+impl<'py> Sink<'_> for PySink<'_, 'py> {
+    type Value = Bound<'py, PyAny>;
+    type Seq = Vec<Bound<'py, PyAny>>;
+    type Map = Bound<'py, PyDict>;
+    type Key = Bound<'py, PyAny>;
+    type Rec = Bound<'py, PyDict>;
+
+    #[inline]
+    fn null(&mut self) -> Res<Self::Value> {
+        Ok(self.py.None().into_bound(self.py))
     }
 
-    /// A length-prefixed UTF-8 string, decoded (and checked) by Python's own UTF-8 codec.
-    fn string(&self, input: &mut Input<'_>, what: &str) -> Res<Bound<'py, PyAny>> {
-        let n = input.length(what)?;
-        let at = input.pos();
-        let bytes = input.take(n)?;
-        // SAFETY: `bytes` is a live slice of `n` bytes (n <= isize::MAX, it is inside a bytes object);
-        // a NULL `errors` means strict decoding. The result is a new reference or NULL with an
-        // exception set.
-        let ptr = unsafe {
-            ffi::PyUnicode_DecodeUTF8(
-                bytes.as_ptr().cast(),
-                n as ffi::Py_ssize_t,
-                std::ptr::null(),
-            )
-        };
-        if ptr.is_null() {
-            let err = PyErr::fetch(self.py);
-            return Err(python_failure(self.py, err, || {
-                format!("invalid UTF-8 in the {what} at offset {at}")
-            }));
-        }
-        // SAFETY: non-null, so a new (owned) reference to a str.
-        Ok(unsafe { Bound::from_owned_ptr(self.py, ptr) })
+    #[inline]
+    fn boolean(&mut self, value: bool) -> Res<Self::Value> {
+        Ok(PyBool::new(self.py, value).to_owned().into_any())
     }
 
-    fn array(&self, items: NodeId, input: &mut Input<'_>, depth: u32) -> Res<Bound<'py, PyAny>> {
-        check_depth(depth)?;
-        let mut values: Vec<Bound<'py, PyAny>> = Vec::new();
-        while let Some(block) = input.block(self.plan.min_size[items], "array")? {
-            // Checked by block(): the items fit in the bytes left (or are few and take none).
-            values.reserve(block.count);
-            for _ in 0..block.count {
-                let index = values.len();
-                let value = self
-                    .read(items, input, depth + 1)
-                    .map_err(|e| e.at(Seg::Index(index)))?;
-                values.push(value);
-            }
-            input.end_block(&block, "array")?;
-        }
-        PyList::new(self.py, values)
-            .map(Bound::into_any)
+    #[inline]
+    fn int(&mut self, value: i32) -> Res<Self::Value> {
+        Ok(value
+            .into_pyobject(self.py)
+            .unwrap_or_else(|never| match never {})
+            .into_any())
+    }
+
+    #[inline]
+    fn long(&mut self, value: i64) -> Res<Self::Value> {
+        Ok(value
+            .into_pyobject(self.py)
+            .unwrap_or_else(|never| match never {})
+            .into_any())
+    }
+
+    #[inline]
+    fn float(&mut self, value: f32) -> Res<Self::Value> {
+        Ok(PyFloat::new(self.py, f64::from(value)).into_any())
+    }
+
+    #[inline]
+    fn double(&mut self, value: f64) -> Res<Self::Value> {
+        Ok(PyFloat::new(self.py, value).into_any())
+    }
+
+    #[inline]
+    fn bytes(&mut self, value: &[u8]) -> Res<Self::Value> {
+        Ok(PyBytes::new(self.py, value).into_any())
+    }
+
+    #[inline]
+    fn string(&mut self, raw: &[u8], at: usize) -> Res<Self::Value> {
+        decode_utf8(self.py, raw, "string", at)
+    }
+
+    fn uuid(&mut self, raw: &[u8], at: usize) -> Res<Self::Value> {
+        py_uuid(self.py, self.env, raw, at)
+    }
+
+    #[inline]
+    fn symbol(&mut self, node: NodeId, index: usize) -> Res<Self::Value> {
+        Ok(self.symbols[node][index].bind(self.py).clone().into_any())
+    }
+
+    fn decimal(&mut self, text: &[u8]) -> Res<Self::Value> {
+        let text = std::str::from_utf8(text)
+            .map_err(|_| Failure::value("internal error: decimal text is not ASCII"))?;
+        self.env
+            .decimal
+            .bind(self.py)
+            .call1((PyString::new(self.py, text),))
             .map_err(Failure::passthrough)
     }
 
-    fn map(&self, values: NodeId, input: &mut Input<'_>, depth: u32) -> Res<Bound<'py, PyAny>> {
-        check_depth(depth)?;
-        let dict = PyDict::new(self.py);
-        // A key's length takes a byte before the value.
-        let entry_size = self.plan.min_size[values].saturating_add(1);
-        while let Some(block) = input.block(entry_size, "map")? {
-            for _ in 0..block.count {
-                let key = self.string(input, "map key")?;
-                let value = self.read(values, input, depth + 1).map_err(|e| {
-                    let name = key
-                        .cast::<PyString>()
-                        .map(|k| k.to_string_lossy().into_owned())
-                        .unwrap_or_default();
-                    e.at(Seg::Key(name))
-                })?;
-                // Later duplicates replace earlier ones, as in fastavro.
-                dict.set_item(key, value).map_err(Failure::passthrough)?;
-            }
-            input.end_block(&block, "map")?;
-        }
-        Ok(dict.into_any())
-    }
-
-    fn record(&self, record: &Record, input: &mut Input<'_>, depth: u32) -> Res<Bound<'py, PyAny>> {
-        check_depth(depth)?;
-        // Keys are the interned field names, whose hashes are cached.
-        let dict = PyDict::new(self.py);
-        for field in &record.fields {
-            let value = self
-                .read(field.node, input, depth + 1)
-                .map_err(|e| e.at(Seg::Field(field.name.clone())))?;
-            dict.set_item(field.key.bind(self.py), value)
-                .map_err(Failure::passthrough)?;
-        }
-        Ok(dict.into_any())
-    }
-
     /// fastavro: epoch + timedelta(microseconds=...), in timezone.utc (naive for local timestamps).
-    fn timestamp(&self, n: i64, unit: TimeUnit, local: bool, at: usize) -> Res<Bound<'py, PyAny>> {
+    fn timestamp(&mut self, micros: i64, local: bool) -> Res<Self::Value> {
         let py = self.py;
-        let micros = match unit {
-            TimeUnit::Millis => n.checked_mul(1000),
-            TimeUnit::Micros => Some(n),
-        };
-        let Some(micros) = micros.filter(|m| (MIN_MICROS..=MAX_MICROS).contains(m)) else {
-            let name = match (local, unit) {
-                (false, TimeUnit::Millis) => "timestamp-millis",
-                (false, TimeUnit::Micros) => "timestamp-micros",
-                (true, TimeUnit::Millis) => "local-timestamp-millis",
-                (true, TimeUnit::Micros) => "local-timestamp-micros",
-            };
-            return Err(Failure::value(format!(
-                "{name} {n} at offset {at} is out of range for a datetime (years 1 to 9999)"
-            )));
-        };
         let (year, month, day) = civil_from_days(micros.div_euclid(MICROS_PER_DAY));
         let (hour, minute, second, micro) = clock(micros.rem_euclid(MICROS_PER_DAY));
         let datetime = self.env.datetime.bind(py);
@@ -459,5 +301,95 @@ impl<'py> Reader<'_, 'py> {
             ))
         }
         .map_err(Failure::passthrough)
+    }
+
+    fn date(&mut self, days: i64) -> Res<Self::Value> {
+        let (year, month, day) = civil_from_days(days);
+        self.env
+            .date
+            .bind(self.py)
+            .call1((year, month, day))
+            .map_err(Failure::passthrough)
+    }
+
+    fn time_of_day(&mut self, micros: i64) -> Res<Self::Value> {
+        let (hour, minute, second, micros) = clock(micros);
+        self.env
+            .time
+            .bind(self.py)
+            .call1((hour, minute, second, micros))
+            .map_err(Failure::passthrough)
+    }
+
+    #[inline]
+    fn seq_begin(&mut self) -> Res<Self::Seq> {
+        Ok(Vec::new())
+    }
+
+    #[inline]
+    fn seq_reserve(&mut self, seq: &mut Self::Seq, count: usize) {
+        seq.reserve(count);
+    }
+
+    #[inline]
+    fn seq_item(&mut self, _seq: &mut Self::Seq) {}
+
+    #[inline]
+    fn seq_push(&mut self, seq: &mut Self::Seq, value: Self::Value) -> Res<()> {
+        seq.push(value);
+        Ok(())
+    }
+
+    fn seq_end(&mut self, seq: Self::Seq) -> Res<Self::Value> {
+        PyList::new(self.py, seq)
+            .map(Bound::into_any)
+            .map_err(Failure::passthrough)
+    }
+
+    #[inline]
+    fn map_begin(&mut self) -> Res<Self::Map> {
+        Ok(PyDict::new(self.py))
+    }
+
+    #[inline]
+    fn map_key(&mut self, _map: &mut Self::Map, raw: &[u8], at: usize) -> Res<Self::Key> {
+        decode_utf8(self.py, raw, "map key", at)
+    }
+
+    #[inline]
+    fn map_insert(&mut self, map: &mut Self::Map, key: Self::Key, value: Self::Value) -> Res<()> {
+        // Later duplicates replace earlier ones, as in fastavro.
+        map.set_item(key, value).map_err(Failure::passthrough)
+    }
+
+    #[inline]
+    fn map_end(&mut self, map: Self::Map) -> Res<Self::Value> {
+        Ok(map.into_any())
+    }
+
+    #[inline]
+    fn record_begin(&mut self, _node: NodeId, _record: &Record) -> Res<Self::Rec> {
+        Ok(PyDict::new(self.py))
+    }
+
+    #[inline]
+    fn field_begin(&mut self, _rec: &mut Self::Rec, _index: usize) {}
+
+    #[inline]
+    fn field_end(
+        &mut self,
+        rec: &mut Self::Rec,
+        _index: usize,
+        field: &Field,
+        value: Self::Value,
+    ) -> Res<()> {
+        // Keys are the interned field names, whose hashes are cached.
+        rec.set_item(field.key.bind(self.py), value)
+            .map_err(Failure::passthrough)
+    }
+
+    #[inline]
+    fn record_end(&mut self, rec: Self::Rec) -> Res<Self::Value> {
+        Ok(rec.into_any())
     }
 }

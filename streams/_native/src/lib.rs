@@ -2,6 +2,7 @@
 //! byte-identical to fastavro.schemaless_writer, the decoder returning what fastavro.schemaless_reader
 //! returns (and refusing malformed data).
 
+mod canonical;
 mod decimal;
 mod decode;
 mod defaults;
@@ -16,6 +17,7 @@ mod logical_read;
 mod mpd;
 mod schema;
 mod union;
+mod walk;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
