@@ -35,6 +35,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Produ
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from streams.errors import StreamsError
+from streams.gc_tuning import throughput_gc
 from streams.kafka_util import create_missing_topics, read_partitions, topic_ids
 from streams.observability import COMMIT_SECONDS, CONSUMER_LAG, EVENTS_TOTAL
 
@@ -152,8 +153,9 @@ class TransactionalEngine:
                            on_lost=self._on_lost)
         log.info("engine.started", agent=self.agent.name, group=self.group, transactional_id=self.transactional_id)
         try:
-            while not stop.is_set():
-                self._step(consumer)
+            with throughput_gc():
+                while not stop.is_set():
+                    self._step(consumer)
             if self._txn.open:
                 self._commit()
         finally:

@@ -6,8 +6,6 @@ partitions (the consumer keeps polling, so it stays in its group) instead of blo
 
 from __future__ import annotations
 
-import contextlib
-import gc
 import random
 import signal
 import time
@@ -37,27 +35,21 @@ from streams.bridge.router import (
     UnroutableRecordError,
     header_items,
 )
+from streams.gc_tuning import throughput_gc
 from streams.schemas.registry_client import RegistryClient
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator
+    from collections.abc import Callable
 
     from streams.bridge.routes import BridgeConfig
     from streams.catalog import Catalog
     from streams.settings import Settings
 
-__all__ = ["Bridge", "BridgeOptions", "dlq_headers", "throughput_gc"]
+__all__ = ["Bridge", "BridgeOptions", "dlq_headers"]
 
 log = structlog.get_logger("streams.bridge")
 DlqHeaders = list[tuple[str, str | bytes | None]]
 DLQ_PREFIX = "dlq_"  # the same dead-letter header names the stream agents write
-# Collector thresholds while the loop runs. A consumed batch brings thousands of tracked objects at once
-# (confluent-kafka's messages, their header lists and tuples) that reference counting frees a moment later;
-# with Python's default of 700 they trigger collections that promote them, and full collections follow
-# every few thousand records, each walking the whole heap (Celery, kombu, pydantic, ...): 15-20 us of CPU
-# per task in a profiled run, a quarter of the bridge's. A first generation larger than a batch's peak
-# collects about once per 100k records instead (cycles are rare here: the loop's garbage is acyclic).
-GC_THRESHOLDS = (100_000, 10, 10)
 
 
 @dataclass(frozen=True)
@@ -445,27 +437,6 @@ class Bridge:
         self.queues.close()
         self._registry.close()
         log.info("bridge stopped", completed_records=self._inflight.completed)
-
-
-@contextlib.contextmanager
-def throughput_gc() -> Iterator[None]:
-    """Collect less often, and never walk what exists before the loop starts; as it was afterwards.
-
-    The objects that exist now (modules, classes, the catalog, the Celery app) live as long as the process:
-    frozen, full collections skip them. The loop's garbage is almost all freed by reference counting.
-    """
-    thresholds = gc.get_threshold()
-    freeze = gc.get_freeze_count() == 0  # a process that froze its own heap keeps it as it chose
-    if freeze:
-        gc.collect()
-        gc.freeze()
-    gc.set_threshold(*GC_THRESHOLDS)
-    try:
-        yield
-    finally:
-        gc.set_threshold(*thresholds)
-        if freeze:
-            gc.unfreeze()
 
 
 def dlq_headers(message: Message, error: BaseException) -> DlqHeaders:

@@ -6,7 +6,7 @@ import gc
 
 import pytest
 
-from streams.bridge.bridge import GC_THRESHOLDS, throughput_gc
+from streams.gc_tuning import GC_THRESHOLDS, throughput_gc
 
 
 def test_throughput_gc_freezes_the_startup_heap_and_restores_thresholds() -> None:
