@@ -53,7 +53,11 @@ Headers = list[tuple[str, bytes]]
 
 
 class PartitionState(dict[str, Any]):
-    """One source partition's state: a dict that remembers which keys were written since the last commit."""
+    """One source partition's state: a dict that remembers which keys were written since the last commit.
+
+    Values are JSON (written to the changelog with orjson); arrays come back as tuples after a restore, so
+    agents should write tuples too (immutable, and tuples of scalars cost the garbage collector nothing).
+    """
 
     def __init__(self, items: dict[str, Any] | None = None) -> None:
         super().__init__(items or {})
@@ -317,7 +321,7 @@ class TransactionalEngine:
             if value is None:
                 dict.pop(state, key, None)
             else:
-                dict.__setitem__(state, key, orjson.loads(value))
+                dict.__setitem__(state, key, _frozen(orjson.loads(value)))
         self.state.update(restored)
         log.info("engine.restored", agent=self.agent.name, partitions=sorted(restored),
                  keys=sum(map(len, restored.values())), seconds=round(time.monotonic() - started, 3))
@@ -356,6 +360,12 @@ class TransactionalEngine:
             _, high = consumer.get_watermark_offsets(tp, cached=True)
             if tp.offset >= 0 and high >= 0:
                 CONSUMER_LAG.labels(topic=tp.topic, partition=str(tp.partition)).set(max(0, high - tp.offset))
+
+
+def _frozen(value: Any) -> Any:
+    """A restored value with its arrays as tuples: immutable like the agent's own writes should be, and
+    untracked by the garbage collector, which then skips the (large) state in its full collections."""
+    return tuple(map(_frozen, value)) if isinstance(value, list) else value
 
 
 def _produce(producer: Producer, topic: str, value: bytes | None, key: bytes | None, **options: Any) -> None:

@@ -112,7 +112,7 @@ class ValidationAgent:
             chain_found, digest = chain_violations(invoice, before, canonical)
             found.extend(chain_found)
             if seen is None:
-                state[f"invoice:{invoice_id}"] = [event_id, *before]
+                state[f"invoice:{invoice_id}"] = (event_id, *before)
             if chain.state == before:  # a first delivery, not a re-published event judged before
                 chain.advance(invoice["icv"], digest)
                 state[seller_key] = chain.to_json()

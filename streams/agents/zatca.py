@@ -10,6 +10,7 @@ import re
 import uuid
 from base64 import b64encode
 from binascii import b2a_base64
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
@@ -44,11 +45,11 @@ class SellerChain:
     last_icv: int = 0
     last_hash: str = FIRST_PIH
 
-    def to_json(self) -> list[Any]:
-        return [self.last_icv, self.last_hash]
+    def to_json(self) -> tuple[int, str]:
+        return self.last_icv, self.last_hash
 
     @classmethod
-    def from_json(cls, data: list[Any] | None) -> SellerChain:
+    def from_json(cls, data: Sequence[Any] | None) -> SellerChain:
         return cls() if not data else cls(int(data[0]), str(data[1]))
 
     @property
