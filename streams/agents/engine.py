@@ -139,6 +139,7 @@ class TransactionalEngine:
         self._consumer: Consumer | None = None
         self._producer: Producer | None = None
         self._lag_at = 0.0
+        self._returned_at = time.monotonic()  # when consume() last returned
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -200,14 +201,15 @@ class TransactionalEngine:
 
     def _step(self, consumer: Consumer) -> None:
         txn, config = self._txn, self.config
-        # consume() returns when the batch is full or the wait is over, so records that arrive in an idle
-        # period may have waited that long already: the transaction's clock starts with the wait.
-        window = time.monotonic()
-        wait = max(0.0, txn.started + config.commit_interval_s - window) if txn.open else config.commit_interval_s
-        records = consumer.consume(config.batch_size, timeout=wait)
+        # consume() returns when the batch is full or the wait is over, and any record it returns arrived
+        # after the previous call returned: that is when the transaction's clock starts.
+        since = self._returned_at
+        deadline = (txn.started if txn.open else since) + config.commit_interval_s
+        records = consumer.consume(config.batch_size, timeout=max(0.0, deadline - time.monotonic()))
+        self._returned_at = time.monotonic()
         try:
             if records:
-                self._process(records, window)
+                self._process(records, since)
             if txn.open and (txn.records >= config.max_open_records
                              or time.monotonic() - txn.started >= config.commit_interval_s):
                 self._commit()
@@ -219,7 +221,7 @@ class TransactionalEngine:
             time.sleep(1.0)
         self._report_lag(consumer)
 
-    def _process(self, records: list[Message], window: float) -> None:
+    def _process(self, records: list[Message], since: float) -> None:
         assert self._producer is not None  # noqa: S101 - run() made it
         by_partition: dict[int, list[Message]] = {}
         for record in records:
@@ -234,7 +236,7 @@ class TransactionalEngine:
         txn = self._txn
         if not txn.open:
             self._producer.begin_transaction()
-            txn.open, txn.started, txn.records = True, window, 0
+            txn.open, txn.started, txn.records = True, since, 0
         out = Output(self._producer)
         for partition, batch in by_partition.items():
             state = self.state.get(partition)
