@@ -145,7 +145,11 @@ class TransactionalEngine:
 
     def run(self, stop: threading.Event) -> None:
         """Consume, process and commit until `stop` is set; StreamsError at once if the topics are missing."""
-        self._prepare()
+        try:
+            self._prepare()
+        except BaseException:
+            self._slot_file.close()
+            raise
         consumer = self._consumer = Consumer({
             **self.kafka, "group.id": self.group, "enable.auto.commit": False, "enable.auto.offset.store": False,
             "isolation.level": "read_committed", "auto.offset.reset": "earliest",
@@ -161,8 +165,7 @@ class TransactionalEngine:
             with throughput_gc():
                 while not stop.is_set():
                     self._step(consumer)
-            if self._txn.open:
-                self._commit()
+            self._finish_transaction()
         finally:
             consumer.close()  # revokes (committing nothing more: the transaction above is closed)
             self._close_producer()
@@ -279,6 +282,15 @@ class TransactionalEngine:
                      partition=partition)
         state.dirty.clear()
 
+    def _finish_transaction(self) -> None:
+        """Commit what is open before letting go of partitions; if that fails, abort: whoever reads them next
+        starts from the last commit."""
+        if self._txn.open:
+            try:
+                self._commit()
+            except KafkaException as exc:
+                self._abort(exc.args[0])
+
     def _recover(self, error: KafkaError | None) -> None:
         """The transaction failed: abort it, then go back to the last commit (state and positions)."""
         self._abort(error)
@@ -336,11 +348,7 @@ class TransactionalEngine:
 
     def _on_revoke(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
         """Finish the open transaction while the partitions are still ours, then forget their state."""
-        if self._txn.open:
-            try:
-                self._commit()
-            except KafkaException as exc:  # the next owner starts from the last commit
-                self._abort(exc.args[0])
+        self._finish_transaction()
         self._forget(partitions)
 
     def _on_lost(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:

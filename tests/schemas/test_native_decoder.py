@@ -20,7 +20,6 @@ import uuid
 from collections.abc import Callable, Sequence
 from datetime import UTC, date, datetime, time, timedelta, timezone
 from decimal import Decimal
-from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 import pytest
@@ -32,8 +31,8 @@ from streams._avro_native import Decoder, Encoder
 from streams.errors import SchemaError
 from streams.samples import invoice, invoice_chain, user_action, workflow_completed
 from streams.schemas.codec import HEADER, AvroCodec
+from tests.schemas.avro_builders import SCHEMAS, decimal_type, field, fixed_decimal_type, load_schema, record
 
-SCHEMAS = Path(__file__).resolve().parents[2] / "schemas"
 SEED = 20_261_124
 EXAMPLES = 150  # per schema, hypothesis or seeded
 T = TypeVar("T")
@@ -95,28 +94,6 @@ def avro_string(text: str | bytes) -> bytes:
 def raises(message: str) -> Any:
     """pytest.raises(ValueError) for exactly this message."""
     return pytest.raises(ValueError, match=f"^{re.escape(message)}$")
-
-
-def record(name: str, *fields: dict[str, Any], namespace: str = "t") -> dict[str, Any]:
-    return {"type": "record", "name": name, "namespace": namespace, "fields": list(fields)}
-
-
-def field(name: str, avro_type: Any, **extra: Any) -> dict[str, Any]:
-    return {"name": name, "type": avro_type, **extra}
-
-
-def decimal_type(precision: int, scale: int) -> dict[str, Any]:
-    return {"type": "bytes", "logicalType": "decimal", "precision": precision, "scale": scale}
-
-
-def fixed_decimal_type(name: str, size: int, precision: int, scale: int) -> dict[str, Any]:
-    return {"type": "fixed", "name": name, "size": size, "logicalType": "decimal", "precision": precision,
-            "scale": scale}
-
-
-def load_schema(topic: str) -> dict[str, Any]:
-    schema: dict[str, Any] = json.loads((SCHEMAS / f"{topic}.avsc").read_text())
-    return schema
 
 
 # ---------------------------------------------------------------------------------------------------

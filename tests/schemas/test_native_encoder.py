@@ -24,8 +24,8 @@ from fastavro import parse_schema, schemaless_reader, schemaless_writer
 
 from streams._avro_native import Encoder
 from streams.samples import invoice
+from tests.schemas.avro_builders import SCHEMAS, decimal_type, field, fixed_decimal_type, load_schema, record
 
-SCHEMAS = Path(__file__).resolve().parents[2] / "schemas"
 SEED = 20_261_101
 ROUNDS = 200
 
@@ -51,28 +51,6 @@ def same_as_fastavro(schema: Any, datum: Any, encoder: Encoder | None = None) ->
 def raises(kind: type[Exception], message: str) -> Any:
     """pytest.raises for exactly this message."""
     return pytest.raises(kind, match=f"^{re.escape(message)}$")
-
-
-def record(name: str, *fields: dict[str, Any], namespace: str = "t") -> dict[str, Any]:
-    return {"type": "record", "name": name, "namespace": namespace, "fields": list(fields)}
-
-
-def field(name: str, avro_type: Any, **extra: Any) -> dict[str, Any]:
-    return {"name": name, "type": avro_type, **extra}
-
-
-def decimal_type(precision: int, scale: int) -> dict[str, Any]:
-    return {"type": "bytes", "logicalType": "decimal", "precision": precision, "scale": scale}
-
-
-def fixed_decimal_type(name: str, size: int, precision: int, scale: int) -> dict[str, Any]:
-    return {"type": "fixed", "name": name, "size": size, "logicalType": "decimal", "precision": precision,
-            "scale": scale}
-
-
-def load_schema(topic: str) -> dict[str, Any]:
-    schema: dict[str, Any] = json.loads((SCHEMAS / f"{topic}.avsc").read_text())
-    return schema
 
 
 # ---------------------------------------------------------------------------------------------------
