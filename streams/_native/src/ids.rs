@@ -9,6 +9,8 @@ use std::sync::Once;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use crate::logical_read::civil_from_days;
+
 const GAMMA: u64 = 0x9E37_79B9_7F4A_7C15;
 static STATE: AtomicU64 = AtomicU64::new(0);
 static SEEDED: AtomicBool = AtomicBool::new(false);
@@ -142,20 +144,6 @@ pub fn rfc3339_millis(millis: i64) -> Vec<u8> {
         in_day % 1000,
     );
     format!("{year:04}-{month:02}-{day:02}T{h:02}:{m:02}:{s:02}.{ms:03}Z").into_bytes()
-}
-
-/// (year, month, day) of a count of days since 1970-01-01 (H. Hinnant's civil_from_days).
-fn civil_from_days(days: i64) -> (i64, i64, i64) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    (year, month, day)
 }
 
 #[cfg(test)]
