@@ -48,6 +48,7 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger("streams.agents.engine")
 
+RESTORE_ATTEMPTS = 3  # reads of a changelog to its end before an assignment gives up (the worker stops)
 MARK_KEY = "__next_offset"  # per partition: [next offset to process, source topic id]
 Headers = list[tuple[str, bytes]]
 
@@ -343,7 +344,15 @@ class TransactionalEngine:
     # ------------------------------------------------------------------ rebalances
 
     def _on_assign(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        self._restore(tp.partition for tp in partitions)
+        for attempt in range(1, RESTORE_ATTEMPTS + 1):
+            try:
+                self._restore(tp.partition for tp in partitions)
+                break
+            except StreamsError as exc:  # the changelog could not be read to its end: try again, then give up
+                if attempt == RESTORE_ATTEMPTS:
+                    raise  # the worker stops (it must not process partitions without their state)
+                log.warning("engine.restore.failed", agent=self.agent.name, attempt=attempt, error=str(exc))
+                time.sleep(2.0 * attempt)
         log.info("engine.assigned", agent=self.agent.name, partitions=[tp.partition for tp in partitions])
 
     def _on_revoke(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
