@@ -1,11 +1,11 @@
-"""What an agent adds to faust's at-least-once: no source record skipped, none re-emitted on a re-drive.
+"""What an agent adds to faust's at-least-once: no source record skipped, none left undelivered.
 
 faust can hand an agent a partition with a hole in it: records dropped when a rebalance lands in the
-middle of a fetch are later taken for a "gap" and committed over. And a consumer-group reset (a replay
-re-drive) delivers records whose outputs exist already. The guard knows, per source partition, the
-next offset the agent should see and the highest offset its group ever committed (kept in a compacted
-topic, because a reset moves the group's own offsets back), so the agent reads holes itself and can
-tell a re-driven record from a new one (docs/decisions/0012-agent-continuity.md).
+middle of a fetch are later taken for a "gap" and committed over; and after a recovery it can drop
+records it already fetched. The guard knows, per source partition, the next offset the agent should
+see, so the agent reads holes itself and faust is sent back to records it dropped
+(docs/decisions/0012-agent-continuity.md). Re-drives need no help here: the faust agents' effects are
+idempotent by event id (the validation agent, on the transactional engine, keeps its own marks: 0016).
 """
 
 from __future__ import annotations
@@ -21,13 +21,12 @@ import structlog
 from confluent_kafka import (
     ConsumerGroupTopicPartitions,
     KafkaException,
-    Producer,
     TopicPartition,
 )
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient
 
 from streams.errors import StreamsError
-from streams.kafka_util import create_missing_topics, read_compacted, read_range, topic_ids
+from streams.kafka_util import read_range
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -43,64 +42,28 @@ T = TypeVar("T")
 IDLE_S = 10.0  # an agent idle this long while its partitions hold records it has not seen was dropped (see below)
 
 
-def commits_topic(group: str) -> str:
-    """The compacted topic of a group's marks ("<group>|<topic>|<partition>" -> "<highest committed offset>@<topic
-    id>"; the topic id tells a mark of a deleted and re-created topic, whose offsets start again, from a live one).
-
-    Named after the group, like faust's changelog topics, so ACLs on the `<app id>-` prefix cover it.
-    """
-    return f"{group}-agent-commits"
-
-
 TP = tuple[str, int]
 
 
 @dataclass
 class ContinuityGuard:
-    """Per source partition of an agent's topics: the next expected offset and the group's committed high mark."""
+    """Per source partition of an agent's topics: the next offset the agent should see."""
 
     kafka: KafkaConfig
     group: str
     topics: tuple[str, ...]
-    replication: int = 1
     expected: dict[TP, int] = field(default_factory=dict)
-    committed_high: dict[TP, int] = field(default_factory=dict)
-    topic_ids: dict[str, str] = field(default_factory=dict)  # of the topics as they exist now (set by start())
     _admin: AdminClient | None = None  # set by start()
-    _producer: Producer | None = None  # made by the first record_commits: agents that only read holes need none
     _handling: bool = False  # between hole_before and saw: the agent is on a record
     _last_activity: float = field(default_factory=time.monotonic)
 
     def start(self) -> None:
-        """Create the commits topic if needed and load the high-water marks recorded so far."""
-        if self._admin is not None:  # faust restarted the agent: keep what we know
+        """Connect (once: when faust restarts the agent, keep what we know)."""
+        if self._admin is not None:
             return
-        admin = AdminClient(self.kafka)
-        topic_name = commits_topic(self.group)
-        create_missing_topics(admin, [NewTopic(topic_name, num_partitions=1, replication_factor=self.replication,
-                                               config={"cleanup.policy": "compact"})])
-        self.topic_ids = topic_ids(admin, self.topics)
-        stale: set[str] = set()
-        for key, value in read_compacted(self.kafka, topic_name).items():
-            group, _, where = key.decode(errors="replace").partition("|")
-            topic, _, partition = where.rpartition("|")
-            if group != self.group or topic not in self.topics or not value:
-                continue
-            offset, _, topic_id = value.decode().partition("@")
-            if topic_id and topic_id != self.topic_ids.get(topic):
-                stale.add(topic)  # a mark of an earlier topic of that name: its offsets mean nothing now
-                continue
-            self.committed_high[topic, int(partition)] = int(offset)
-        if stale:
-            log.warning("ignoring the marks of deleted topics of the same name", group=self.group, topics=sorted(stale))
-        self._admin = admin
+        self._admin = AdminClient(self.kafka)
         self._last_activity = time.monotonic()  # the agent starts reading now
-        log.info("continuity guard ready", group=self.group, topics=list(self.topics),
-                 marks={f"{t}/{p}": offset for (t, p), offset in sorted(self.committed_high.items())})
-
-    def already_committed(self, topic: str, partition: int, offset: int) -> bool:
-        """True when the group committed past `offset` before: its outputs and state writes are durable."""
-        return offset < self.committed_high.get((topic, partition), 0)
+        log.info("continuity guard ready", group=self.group, topics=list(self.topics))
 
     async def hole_before(self, topic: str, partition: int, offset: int) -> list[Message]:
         """The records between the last one this agent saw on the partition (or the group's commit) and `offset`.
@@ -166,35 +129,9 @@ class ContinuityGuard:
                 await consumer.seek(tp, start)
                 self._last_activity = time.monotonic()
 
-    def record_commits(self) -> None:
-        """Raise the recorded high-water marks to what the group has committed now (call it periodically)."""
-        if self._admin is None:  # not started: no marks loaded to raise
-            return
-        try:
-            offsets = self._committed_offsets()
-        except (KafkaException, StreamsError) as exc:
-            log.warning("cannot read the group's committed offsets", group=self.group, error=str(exc))
-            return
-        if self._producer is None:
-            self._producer = Producer({**self.kafka, "acks": "all", "enable.idempotence": True, "linger.ms": 50})
-        for (topic, partition), offset in offsets.items():
-            if offset > self.committed_high.get((topic, partition), 0):
-                self.committed_high[topic, partition] = offset
-                self._producer.produce(commits_topic(self.group), key=f"{self.group}|{topic}|{partition}",
-                                       value=f"{offset}@{self.topic_ids.get(topic, '')}")
-        self._producer.poll(0)
-
-    async def record_commits_async(self) -> None:
-        """`record_commits` off the event loop (for a faust timer)."""
-        await asyncio.get_running_loop().run_in_executor(None, self.record_commits)
-
     async def start_async(self) -> None:
-        """`start` off the event loop, retried until it works (an agent must not run without its marks)."""
+        """`start` off the event loop, retried until it works (an agent must not run without its guard)."""
         await _until_done(self.start)
-
-    def close(self) -> None:
-        if self._producer is not None:
-            self._producer.flush(10)
 
     def _group_committed(self, topic: str, partition: int) -> int | None:
         return self._committed_offsets([TopicPartition(topic, partition)]).get((topic, partition))

@@ -113,8 +113,7 @@ def register_indexing_agent(ctx: AgentContext, index: SearchIndex) -> None:
     channel = ctx.app.topic(*present, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
 
     kafka = ctx.settings.kafka_config(ctx.settings.bootstrap_servers())
-    guard = ContinuityGuard(kafka, group=ctx.app.conf.id, topics=tuple(present),
-                            replication=max(ctx.catalog.topic(name).replication_factor for name in present))
+    guard = ContinuityGuard(kafka, group=ctx.app.conf.id, topics=tuple(present))
     guard.watch(ctx.app)
 
     async def sources(events: list[Any]) -> list[SourceRecord]:

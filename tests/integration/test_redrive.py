@@ -81,8 +81,8 @@ def side_effects(settings: Settings) -> dict[str, int]:
 
 
 # The validation agent (transactional engine) skips records below its state's mark; the indexing agent (faust)
-# recognises them by its continuity guard's marks. In about 1 run in 8 faust drops the second worker's first
-# records (decision 0012, "dropped deliveries"); the guard's idle check re-reads them, so this test covers that too.
+# upserts them by event id. In about 1 run in 8 faust drops the second worker's first records (decision 0012,
+# "dropped deliveries"); the guard's idle check re-reads them, so this test covers that too.
 @pytest.mark.timeout(400)
 def test_redriving_the_agents_over_processed_events_creates_no_new_side_effects(stack: Settings,
                                                                                 tmp_path: Path) -> None:
