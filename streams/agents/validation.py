@@ -45,7 +45,7 @@ VIOLATIONS = "compliance.violation"
 
 class ValidationAgent:
     """Judges each invoice (a BatchAgent for the engine); the partition's state holds "seller:<tenant>" ->
-    [last ICV, last hash] and "invoice:<uuid>" -> [first event id, ICV, hash the seller had before it]."""
+    (last ICV, last hash) and "invoice:<uuid>" -> (first event id, ICV, hash the seller had before it)."""
 
     name = AGENT
     source = SOURCE
