@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from streams.app import AgentContext
+    from streams.catalog import Catalog
     from streams.settings import Settings
 
 AGENTS = ("validation", "audit", "indexing")
@@ -110,17 +111,17 @@ def worker(settings: Settings, agents: str, app_id: str, web_port: int, web_host
     """
     chosen = tuple(name.strip() for name in agents.split(",") if name.strip())
     configure_logging(log_level)
-    app, _, index = build_worker_app(settings, chosen, app_id=app_id, web_port=web_port, web_host=web_host)
+    app, ctx, index = build_worker_app(settings, chosen, app_id=app_id, web_port=web_port, web_host=web_host)
     stop = threading.Event()
     threads = []
     if "validation" in chosen:
-        engine = validation_engine(settings, app_id)
+        engine = validation_engine(settings, ctx.catalog, app_id)
         threads.append(threading.Thread(target=_or_stop_worker, args=(engine.run, stop), name="validation",
                                         daemon=True))
     if "audit" in chosen:
         from streams.agents.audit import AuditChainWriter  # noqa: PLC0415 - only when the audit agent runs
 
-        writer = AuditChainWriter(settings, load_catalog(settings.catalog_path, settings.profile), app_id=app_id)
+        writer = AuditChainWriter(settings, ctx.catalog, app_id=app_id)
         threads.append(threading.Thread(target=_or_stop_worker, args=(writer.run, stop), name="audit-chain",
                                         daemon=True))
     for thread in threads:
@@ -135,9 +136,9 @@ def worker(settings: Settings, agents: str, app_id: str, web_port: int, web_host
             index.close()
 
 
-def validation_engine(settings: Settings, app_id: str) -> TransactionalEngine:
-    """The validation agent on the transactional engine, in the group `<app id>-validation`."""
-    catalog = load_catalog(settings.catalog_path, settings.profile)
+def validation_engine(settings: Settings, catalog: Catalog, app_id: str) -> TransactionalEngine:
+    """The validation agent on the transactional engine, in the group `<app id>-validation` (with a registry
+    client, decoder and encoder of its own: it runs in a thread beside faust's loop)."""
     registry = RegistryClient(settings.registry_url())
     agent = ValidationAgent(catalog, EventDecoder(registry, max_record_bytes=settings.agent_max_record_bytes),
                             EventEncoder(catalog, registry, source=app_id))

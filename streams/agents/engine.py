@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import orjson
 import structlog
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from streams.errors import StreamsError
@@ -49,8 +49,7 @@ if TYPE_CHECKING:
 log = structlog.get_logger("streams.agents.engine")
 
 RESTORE_ATTEMPTS = 3  # reads of a changelog to its end before an assignment gives up (the worker stops)
-MARK_KEY = "__next_offset"  # per partition: [next offset to process, source topic id]
-Headers = list[tuple[str, bytes]]
+MARK_KEY = "__next_offset"  # per partition: (next offset to process, source topic id)
 
 
 class PartitionState(dict[str, Any]):
@@ -60,8 +59,8 @@ class PartitionState(dict[str, Any]):
     agents should write tuples too (immutable, and tuples of scalars cost the garbage collector nothing).
     """
 
-    def __init__(self, items: dict[str, Any] | None = None) -> None:
-        super().__init__(items or {})
+    def __init__(self) -> None:
+        super().__init__()
         self.dirty: set[str] = set()
 
     def __setitem__(self, key: str, value: Any) -> None:
@@ -74,13 +73,11 @@ class Output:
 
     def __init__(self, producer: Producer) -> None:
         self._producer = producer
-        self.sent = 0
 
     def send(self, topic: str, key: bytes | None, value: bytes | None,
              headers: Sequence[tuple[str, bytes | None]]) -> None:
         wire_headers = cast("list[tuple[str, str | bytes | None]]", headers)  # what produce() accepts, read-only
         _produce(self._producer, topic, value, key, headers=wire_headers)
-        self.sent += 1
 
 
 class BatchAgent(Protocol):
@@ -256,11 +253,11 @@ class TransactionalEngine:
                     EVENTS_TOTAL.labels(agent=self.agent.name, outcome="already-processed").inc(len(batch) - len(fresh))
             if fresh:
                 self.agent.handle(fresh, state, out)
-            state[MARK_KEY] = [txn.positions[partition], self.topic_id]
+            state[MARK_KEY] = (txn.positions[partition], self.topic_id)
             self._write_state(partition, state)  # now, so its sends overlap the next slice instead of the commit
 
     def _commit(self) -> None:
-        """Write the coalesced state, add the offsets, commit; the caller recovers if any of it fails."""
+        """Add the offsets and commit (the state went out after each slice); the caller recovers on failure."""
         producer, consumer, txn = self._producer, self._consumer, self._txn
         assert producer is not None  # noqa: S101 - run() made it
         assert consumer is not None  # noqa: S101 - run() made it
@@ -325,7 +322,7 @@ class TransactionalEngine:
         self._restore(partitions)
         committed = consumer.committed([TopicPartition(self.agent.source, p) for p in partitions], timeout=30)
         for tp in committed:
-            consumer.seek(TopicPartition(tp.topic, tp.partition, tp.offset if tp.offset >= 0 else -2))
+            consumer.seek(TopicPartition(tp.topic, tp.partition, tp.offset if tp.offset >= 0 else OFFSET_BEGINNING))
 
     def _restore(self, partitions: Iterable[int]) -> None:
         started = time.monotonic()

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import re
-import threading
 import uuid
 from datetime import UTC, datetime, time
 from decimal import Decimal
@@ -49,6 +48,7 @@ from tests.schemas.test_native_decoder import (
     field,
     fixed_decimal_type,
     flat,
+    in_threads,
     load_schema,
     raises,
     record,
@@ -465,18 +465,9 @@ def test_a_decoder_is_shared_across_threads() -> None:
     events = invoice_chain(40)
     encoded = [codec.encode_datum(event) for event in events]
     expected = [canonical_bytes(event) for event in events]
-    failures: list[BaseException] = []
 
     def work() -> None:
-        try:
-            for _ in range(20):
-                assert [codec.canonical_json_datum(data) for data in encoded] == expected
-        except BaseException as exc:  # noqa: BLE001 - reported by the main thread
-            failures.append(exc)
+        for _ in range(20):
+            assert [codec.canonical_json_datum(data) for data in encoded] == expected
 
-    threads = [threading.Thread(target=work) for _ in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert failures == []
+    assert in_threads(work) == []

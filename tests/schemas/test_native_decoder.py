@@ -542,22 +542,31 @@ def test_a_decoder_is_shared_across_threads() -> None:
     decoder = Decoder(json.dumps(schema))
     events = invoice_chain(40)
     encoded = [Encoder(json.dumps(schema)).encode(event) for event in events]
-    failures: list[BaseException] = []
 
     def work() -> None:
+        for _ in range(20):
+            for data, event in zip(encoded, events, strict=True):
+                assert decoder.decode(data) == event
+
+    assert in_threads(work) == []
+
+
+def in_threads(work: Callable[[], None], count: int = 4) -> list[BaseException]:
+    """Run `work` in `count` threads at once; what each raised (nothing, when it is thread-safe)."""
+    failures: list[BaseException] = []
+
+    def guarded() -> None:
         try:
-            for _ in range(20):
-                for data, event in zip(encoded, events, strict=True):
-                    assert decoder.decode(data) == event
-        except BaseException as exc:  # noqa: BLE001 - reported by the main thread
+            work()
+        except BaseException as exc:  # noqa: BLE001 - reported by the caller
             failures.append(exc)
 
-    threads = [threading.Thread(target=work) for _ in range(4)]
+    threads = [threading.Thread(target=guarded) for _ in range(count)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
-    assert failures == []
+    return failures
 
 
 # ---------------------------------------------------------------------------------------------------
