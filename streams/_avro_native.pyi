@@ -4,7 +4,8 @@ The encoder writes what fastavro.schemaless_writer writes; the decoder returns w
 fastavro.schemaless_reader returns. See docs/decisions/0005-native-avro-encoder.md.
 """
 
-from typing import final
+from datetime import datetime
+from typing import Any, final
 
 @final
 class Encoder:
@@ -93,3 +94,22 @@ class EventWriter:
         traceparent: object = None,
     ) -> tuple[bytes | None, bytes, list[tuple[str, bytes]], str]:
         """``(key, value, headers, event_id)``; ``time`` is ce_time's bytes (the clock's millisecond if None)."""
+
+@final
+class InvoiceJudge:
+    """The validation agent's fast path: judges an invoice.created record that passes every rule in one call.
+
+    ``try_clear`` returns the invoice.cleared record ``(key, value, headers, event_id)`` exactly as the Python
+    path builds it, having written the seller's and the invoice's state (into ``state`` and ``dirty``); None
+    when the record is anything but a clean invoice (a violation, a decoding error, an unusual value), with
+    nothing changed, so the Python path judges it; or the record's schema id when ``add_schema`` has not
+    been told it yet.
+    """
+
+    def __init__(self, cleared_writer: EventWriter, first_pih: str, max_record_bytes: int) -> None: ...
+    def add_schema(self, schema_id: int, schema_json: str) -> bool:
+        """Compile a writer schema; False when the fast path does not cover it (its records always get None)."""
+
+    def try_clear(
+        self, message: object, state: dict[str, Any], dirty: set[str], now: datetime, now_micros: int
+    ) -> tuple[bytes | None, bytes, list[tuple[str, bytes]], str] | int | None: ...

@@ -247,8 +247,8 @@ class TransactionalEngine:
             txn.records += len(batch)
             fresh = batch
             mark = state.get(MARK_KEY)
-            if mark is not None and mark[1] == self.topic_id:
-                fresh = [record for record in batch if (record.offset() or 0) >= mark[0]]
+            if mark is not None and mark[1] == self.topic_id and (batch[0].offset() or 0) < mark[0]:
+                fresh = [record for record in batch if (record.offset() or 0) >= mark[0]]  # offsets only grow
                 if len(fresh) < len(batch):  # a re-drive: these records' outputs and state are committed already
                     EVENTS_TOTAL.labels(agent=self.agent.name, outcome="already-processed").inc(len(batch) - len(fresh))
             if fresh:

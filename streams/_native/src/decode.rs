@@ -133,7 +133,7 @@ pub(crate) struct DecodeEnv {
 }
 
 impl DecodeEnv {
-    fn new(py: Python<'_>) -> PyResult<DecodeEnv> {
+    pub(crate) fn new(py: Python<'_>) -> PyResult<DecodeEnv> {
         let datetime = py.import("datetime")?;
         Ok(DecodeEnv {
             decimal: py.import("decimal")?.getattr("Decimal")?.unbind(),

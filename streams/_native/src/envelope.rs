@@ -209,7 +209,7 @@ impl EventWriter {
     /// `tenant`, `event_type`, `event_id` and `traceparent` override what is derived or generated.
     #[pyo3(signature = (datum, key=None, tenant=None, event_type=None, event_id=None, time=None, traceparent=None))]
     #[allow(clippy::too_many_arguments, clippy::type_complexity)]
-    fn build<'py>(
+    pub(crate) fn build<'py>(
         &self,
         py: Python<'py>,
         datum: &Bound<'py, PyAny>,

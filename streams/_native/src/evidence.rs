@@ -144,13 +144,13 @@ mod shani {
 
 /// Which compression function this process uses (decided once).
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Engine {
+pub(crate) enum Engine {
     Portable,
     #[cfg(target_arch = "x86_64")]
     ShaNi,
 }
 
-fn detected() -> Engine {
+pub(crate) fn detected() -> Engine {
     #[cfg(target_arch = "x86_64")]
     {
         use std::sync::OnceLock;
@@ -233,7 +233,7 @@ impl Sha256 {
 }
 
 /// SHA-256 of `data`.
-fn sha256(engine: Engine, data: &[u8]) -> [u8; 32] {
+pub(crate) fn sha256(engine: Engine, data: &[u8]) -> [u8; 32] {
     let mut state = H0;
     let whole = data.len() & !63;
     compress(engine, &mut state, &data[..whole]);

@@ -12,6 +12,7 @@ mod evidence;
 mod failure;
 mod ids;
 mod input;
+mod judge;
 mod logical;
 mod logical_read;
 mod mpd;
@@ -149,6 +150,8 @@ mod _avro_native {
     use super::evidence::{
         encode_evidence_batch, evidence_merkle_root, evidence_sha256, evidence_sha256_accelerated,
     };
+    #[pymodule_export]
+    use super::judge::InvoiceJudge;
 
     #[pymodule_init]
     fn init(m: &Bound<'_, PyModule>) -> PyResult<()> {
