@@ -185,6 +185,11 @@ class TransactionalEngine:
         producer = Producer({
             **self.kafka, "transactional.id": self.transactional_id, "linger.ms": 2,
             "transaction.timeout.ms": self.config.transaction_timeout_ms,
+            # A transaction begun right after the previous commit can find the coordinator still writing
+            # that commit's markers: it answers CONCURRENT_TRANSACTIONS and the client retries after
+            # retry.backoff.ms, 100 ms by default, which showed as 100-120 ms stalls in
+            # send_offsets_to_transaction every few seconds. The Java client retries those after 20 ms.
+            "retry.backoff.ms": 10,
         })
         producer.init_transactions(30)  # aborts whatever a predecessor with this id left open
         return producer
