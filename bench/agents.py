@@ -354,6 +354,8 @@ def stage_of(frames: list[str]) -> str:
         if has(frames, "TransactionalEngine."):
             return "engine: consume (librdkafka) and batch bookkeeping"
         return "other threads: faust loop (web, timers), audit, librdkafka callbacks"
+    if not inner:  # in handle's own frame: native calls do not show in py-spy's Python stacks
+        return "ours: InvoiceJudge.try_clear (native decode, rules, hash, QR, encode) and its loop"
     if has(inner, "EventDecoder.decode"):
         return "ours: decode (EventDecoder)"
     if has(inner, "streams/publish.py"):

@@ -6,6 +6,7 @@ Reading a topic to its current end without joining a consumer group.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicCollection, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
@@ -63,6 +64,15 @@ def read_all(kafka_config: KafkaConfig, topic: str, *, timeout_s: float = 30.0) 
 def read_partitions(kafka_config: KafkaConfig, topic: str, partitions: list[int] | None, *,
                     timeout_s: float = 30.0) -> list[Message]:
     """Every committed record of `topic`'s `partitions` (None: all) up to their end offsets now."""
+    return [record for batch in iter_partitions(kafka_config, topic, partitions, timeout_s=timeout_s)
+            for record in batch]
+
+
+def iter_partitions(kafka_config: KafkaConfig, topic: str, partitions: list[int] | None, *,
+                    timeout_s: float = 30.0) -> Iterator[list[Message]]:
+    """`read_partitions` in batches as they arrive, for readers that fold records into something smaller
+    (a state store's changelog) instead of holding them all. StreamsError if `timeout_s` pass without a
+    record while the end is not reached yet."""
     consumer = _reader(kafka_config)
     try:
         if partitions is None:
@@ -72,7 +82,7 @@ def read_partitions(kafka_config: KafkaConfig, topic: str, partitions: list[int]
             low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=timeout_s)
             if high > low:
                 ranges[partition] = (low, high)
-        return _read(consumer, topic, ranges, timeout_s)
+        yield from _read(consumer, topic, ranges, timeout_s)
     except KafkaException as exc:
         raise StreamsError(f"reading '{topic}': {exc.args[0]}") from exc
     finally:
@@ -84,8 +94,7 @@ def read_range(kafka_config: KafkaConfig, topic: str, partition: int, start: int
     """The committed records of one partition with offsets in [start, end)."""
     consumer = _reader(kafka_config)
     try:
-        records = _read(consumer, topic, {partition: (start, end)}, timeout_s) if end > start else []
-        return [record for record in records if (record.offset() or 0) < end]
+        return [record for batch in _read(consumer, topic, {partition: (start, end)}, timeout_s) for record in batch]
     except KafkaException as exc:
         raise StreamsError(f"reading '{topic}' [{partition}] offsets {start}-{end}: {exc.args[0]}") from exc
     finally:
@@ -97,22 +106,26 @@ def _reader(kafka_config: KafkaConfig) -> Consumer:
                      "isolation.level": "read_committed"})
 
 
-def _read(consumer: Consumer, topic: str, ranges: dict[int, tuple[int, int]], timeout_s: float) -> list[Message]:
-    records: list[Message] = []
+def _read(consumer: Consumer, topic: str, ranges: dict[int, tuple[int, int]],
+          timeout_s: float) -> Iterator[list[Message]]:
+    """Batches of the records in `ranges` ({partition: [low, high)}), none at or above a partition's high."""
+    ranges = {partition: (low, high) for partition, (low, high) in ranges.items() if high > low}
     if not ranges:
-        return records
+        return
     consumer.assign([TopicPartition(topic, p, low) for p, (low, _) in ranges.items()])
     deadline = time.monotonic() + timeout_s
-    while not _caught_up(consumer, topic, ranges):
+    while True:
+        # What is there already, else wait for the next record (consume() would wait out its timeout).
+        batch = consumer.consume(10_000, 0) or [message for message in (consumer.poll(0.2),) if message is not None]
+        batch = [message for message in batch if message.error() is None]
+        # Transaction markers take offsets that are never delivered, so ask for the positions themselves.
+        positions = {tp.partition: tp.offset for tp in consumer.position([TopicPartition(topic, p) for p in ranges])}
+        if any(offset > ranges[partition][1] for partition, offset in positions.items()):  # read past a high
+            batch = [message for message in batch if (message.offset() or 0) < ranges[message.partition() or 0][1]]
+        if batch:
+            deadline = time.monotonic() + timeout_s  # progress: the timeout counts from the last record
+            yield batch
+        if all(offset >= ranges[partition][1] for partition, offset in positions.items()):
+            return
         if time.monotonic() > deadline:
-            raise StreamsError(f"timed out reading '{topic}' to offsets {ranges}")
-        message = consumer.poll(0.2)
-        if message is not None and message.error() is None:
-            records.append(message)
-    return records
-
-
-def _caught_up(consumer: Consumer, topic: str, ranges: dict[int, tuple[int, int]]) -> bool:
-    # Transaction markers take offsets that are never delivered, so ask for the position itself.
-    positions = consumer.position([TopicPartition(topic, p) for p in ranges])
-    return all(tp.offset >= ranges[tp.partition][1] for tp in positions)
+            raise StreamsError(f"timed out reading '{topic}' to offsets {ranges}: nothing for {timeout_s:g} s")

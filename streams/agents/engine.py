@@ -36,7 +36,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from streams.errors import StreamsError
 from streams.gc_tuning import throughput_gc
-from streams.kafka_util import create_missing_topics, read_partitions, topic_ids
+from streams.kafka_util import create_missing_topics, iter_partitions, topic_ids
 from streams.observability import COMMIT_SECONDS, CONSUMER_LAG, EVENTS_TOTAL
 
 if TYPE_CHECKING:
@@ -332,13 +332,14 @@ class TransactionalEngine:
     def _restore(self, partitions: Iterable[int]) -> None:
         started = time.monotonic()
         restored = {p: PartitionState() for p in partitions}
-        for record in read_partitions(self.kafka, self.changelog, list(restored)):
-            state = restored[record.partition() or 0]
-            key, value = (record.key() or b"").decode(), record.value()
-            if value is None:
-                dict.pop(state, key, None)
-            else:
-                dict.__setitem__(state, key, _frozen(orjson.loads(value)))
+        for batch in iter_partitions(self.kafka, self.changelog, list(restored)):
+            for record in batch:
+                state = restored[record.partition() or 0]
+                key, value = (record.key() or b"").decode(), record.value()
+                if value is None:
+                    dict.pop(state, key, None)
+                else:
+                    dict.__setitem__(state, key, _frozen(orjson.loads(value)))
         self.state.update(restored)
         log.info("engine.restored", agent=self.agent.name, partitions=sorted(restored),
                  keys=sum(map(len, restored.values())), seconds=round(time.monotonic() - started, 3))
@@ -386,7 +387,9 @@ class TransactionalEngine:
 def _frozen(value: Any) -> Any:
     """A restored value with its arrays as tuples: immutable like the agent's own writes should be, and
     untracked by the garbage collector, which then skips the (large) state in its full collections."""
-    return tuple(map(_frozen, value)) if isinstance(value, list) else value
+    if type(value) is not list:
+        return value
+    return tuple(value) if list not in map(type, value) else tuple(map(_frozen, value))  # flat: the common case
 
 
 def _produce(producer: Producer, topic: str, value: bytes | None, key: bytes | None, **options: Any) -> None:

@@ -142,3 +142,27 @@ def test_a_redrive_skips_what_the_state_marks_as_done(
         wait_for(lambda: len(values_of(kafka_bootstrap, target)) >= 3, 60, lambda: "the new record's output")
     assert values_of(kafka_bootstrap, target) == ["a#1", "b#2", "c#3"]
     assert again.handled == 1
+
+
+def test_a_state_larger_than_a_read_batch_is_restored_whole(
+        kafka_bootstrap: str, topics: tuple[str, str], engine_factory: Callable[[Counting], Running]) -> None:
+    source, target = topics
+    keys = 25_000  # the restore reads the changelog in batches of up to 10,000 and folds each into the state
+    producer = Producer({"bootstrap.servers": kafka_bootstrap, "linger.ms": 20})
+    for n in range(keys):
+        producer.produce(source, value=b"v", key=f"k{n}".encode())
+    assert producer.flush(30) == 0
+    first = Counting(source, target)
+    with engine_factory(first):
+        wait_for(lambda: first.handled >= keys, 120, lambda: f"{first.handled} of {keys} handled")
+    produce(kafka_bootstrap, source, ["again"], key="k0")
+    produce(kafka_bootstrap, source, ["again"], key=f"k{keys - 1}")
+    second = Counting(source, target)
+    with engine_factory(second) as engine:
+        wait_for(lambda: second.handled >= 2, 60, lambda: "the two new records' outputs")
+        restored = sum(len(state) for state in engine.state.values())
+    assert second.handled == 2
+    assert restored == keys + PARTITIONS  # every key, and each partition's offset mark
+    outputs = values_of(kafka_bootstrap, target)
+    assert outputs.count("again#2") == 2
+    assert len(outputs) == keys + 2
