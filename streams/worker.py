@@ -152,7 +152,7 @@ def _or_stop_worker(run: Callable[[threading.Event], None], stop: threading.Even
     look healthy)."""
     try:
         run(stop)
-    except Exception:
+    except BaseException:  # a Rust panic is a BaseException too; a thread has nobody else to tell
         log.exception("worker.thread.failed", thread=threading.current_thread().name)
         os.kill(os.getpid(), signal.SIGTERM)
 

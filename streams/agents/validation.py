@@ -28,8 +28,9 @@ from streams.agents.zatca import (
     stateless_violations,
 )
 from streams.app import EventDecoder, SourceRecord, UndecodableRecordError, dead_letter
-from streams.errors import StreamsError
+from streams.errors import PublishError, StreamsError
 from streams.observability import END_TO_END_SECONDS, EVENTS_TOTAL, PROCESSING_SECONDS, VIOLATIONS_TOTAL
+from streams.publish import TRACEPARENT
 
 if TYPE_CHECKING:
     from confluent_kafka import Message
@@ -70,9 +71,17 @@ class ValidationAgent:
         try_clear, dirty, send = self._judge.try_clear, state.dirty, out.send
         cleared = 0
         for message in records:
-            built = try_clear(message, state, dirty, now, now_micros)
-            if type(built) is int and self._learn(built):
+            try:
                 built = try_clear(message, state, dirty, now, now_micros)
+                if type(built) is int and self._learn(built):
+                    built = try_clear(message, state, dirty, now, now_micros)
+            except (KeyboardInterrupt, SystemExit):
+                raise
+            except BaseException:
+                # A bug in the fast path (a Rust panic is a BaseException) must neither wedge the partition nor
+                # kill the engine's thread: the Python path judges the record.
+                log.exception("fast path failed", agent=AGENT, partition=message.partition(), offset=message.offset())
+                built = None
             if type(built) is tuple:  # the native fast path judged a clean invoice (and updated the state)
                 send(CLEARED, built[0], built[1], built[2])
                 cleared += 1
@@ -110,7 +119,9 @@ class ValidationAgent:
             try:
                 outputs = self.judge(source, invoice, state, now, canonical)
                 break
-            except (KeyError, TypeError, ValueError, ArithmeticError) as exc:  # a shape the rules cannot read
+            except (KeyError, TypeError, ValueError, ArithmeticError, PublishError) as exc:
+                # a shape the rules cannot read, or an output this record cannot make (a tenant id the envelope
+                # refuses): retried, then dead-lettered; escaping, it would fail the batch again and again
                 error = exc
                 log.warning("handler failed", agent=AGENT, attempt=attempt, offset=source.offset, error=str(exc))
         else:
@@ -148,6 +159,8 @@ class ValidationAgent:
                 chain.advance(invoice["icv"], digest)
                 state[seller_key] = chain.to_json()
         trace = source.header("ce_traceparent")
+        if trace is not None and not TRACEPARENT.match(trace):
+            trace = None  # W3C trace context: a malformed traceparent is dropped and the output starts a new trace
         if not found:
             cleared = {
                 "invoice_id": invoice_id,

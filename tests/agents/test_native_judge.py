@@ -137,7 +137,7 @@ def python_judge(world: World, record: Message, state: PartitionState) -> tuple[
     out = Collect()
     try:
         outcome = world.agent.handle_one(SourceRecord.from_message(record), state, out, NOW)
-    except (PublishError, LookupError):  # a malformed ce_traceparent (build refuses it), a one-item seller state
+    except LookupError:  # a one-item seller state (a shape our own writes never have)
         return "raised", out.sent
     return outcome, out.sent
 
@@ -644,3 +644,69 @@ def test_records_over_the_size_limit_are_left_to_python(world: World) -> None:
     state = PartitionState()
     assert judge.try_clear(message(value, cast("WireHeaders", headers)), state, state.dirty, NOW, NOW_MICROS) is None
     assert state == {}
+
+
+# ---- the agent's handle(): the fast path, its fallbacks, and records Python used to let escape ---------
+
+class Panic(BaseException):
+    """Stands in for pyo3's PanicException."""
+
+
+class BrokenJudge:
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+    def try_clear(self, *_: object) -> None:
+        raise self.error
+
+
+def handled(world: World, records: list[Message]) -> list[Sent]:
+    out = Collect()
+    world.agent.handle(records, PartitionState(), out)
+    return out.sent
+
+
+def comparable(world: World, sent: list[Sent]) -> list[tuple[str, bytes | None, dict[str, Any], bytes | None]]:
+    """Topic, key, decoded value without its clock time (handle() reads the clock), and ce_id."""
+    def without_clock(value: bytes | None) -> dict[str, Any]:
+        decoded = world.agent.decoder.decode(value)[1]
+        decoded.pop("cleared_at")
+        return decoded
+    return [(topic, key, without_clock(value), dict(headers)["ce_id"]) for topic, key, value, headers in sent]
+
+
+def test_handle_clears_clean_invoices_natively(world: World) -> None:
+    record = first_invoice(world)
+    python_outcome, python_sent = python_judge(world, record, PartitionState())
+    sent = handled(world, [record])
+    assert python_outcome == "cleared"
+    assert comparable(world, sent) == comparable(world, python_sent)
+
+
+@pytest.mark.parametrize("error", [RuntimeError("a bug"), Panic("a panic")], ids=["exception", "panic"])
+def test_a_failing_fast_path_leaves_the_record_to_python(world: World, error: BaseException,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    record = first_invoice(world)
+    _, python_sent = python_judge(world, record, PartitionState())
+    monkeypatch.setattr(world.agent, "_judge", BrokenJudge(error))
+    sent = handled(world, [record])
+    assert comparable(world, sent) == comparable(world, python_sent)
+    assert sent[0][0] == CLEARED
+
+
+def test_a_malformed_traceparent_is_dropped_and_the_invoice_cleared_on_a_new_trace(world: World) -> None:
+    sent = handled(world, [first_invoice(world, "bad_trace")])
+    assert [topic for topic, *_ in sent] == [CLEARED]
+    trace = dict(sent[0][3])["ce_traceparent"]
+    assert trace is not None
+    assert TRACEPARENT.match(trace.decode())
+
+
+def test_an_invoice_whose_output_the_envelope_refuses_is_dead_lettered(world: World) -> None:
+    record = evolved_record(world, invoice_schema(), invoice(0, tenant="not a tenant id!", icv=1))
+    sent = handled(world, [record, first_invoice(world)])  # and the partition keeps flowing
+    assert [topic for topic, *_ in sent] == [f"{SOURCE}.dlq", CLEARED]
+    _, key, value, headers = sent[0]
+    assert (key, value) == (record.key(), record.value())
+    assert dict(headers)["dlq_error_class"] == b"PublishError"
+    assert dict(headers)["dlq_attempts"] == b"3"
