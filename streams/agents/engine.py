@@ -132,6 +132,7 @@ class TransactionalEngine:
         self.state: dict[int, PartitionState] = {}
         self.topic_id = ""
         self.commits = 0
+        self.restored = 0  # partitions whose state was rebuilt from the changelog, over the engine's life
         self._txn = _Transaction()
         self._slot_file, self.transactional_id = _claim_transactional_id(data_dir, group)
         self._consumer: Consumer | None = None
@@ -154,6 +155,10 @@ class TransactionalEngine:
             "session.timeout.ms": self.config.session_timeout_ms,
             "heartbeat.interval.ms": max(500, self.config.session_timeout_ms // 5),
             "fetch.wait.max.ms": 10,
+            # Incremental rebalancing: a worker joining or leaving moves only the partitions that change
+            # owner; the others keep their state and keep flowing (eager, every rebalance revoked and
+            # restored every partition of every worker).
+            "partition.assignment.strategy": "cooperative-sticky",
         })
         self._producer = self._new_producer()
         consumer.subscribe([self.agent.source], on_assign=self._on_assign, on_revoke=self._on_revoke,
@@ -285,14 +290,16 @@ class TransactionalEngine:
                      partition=partition)
         state.dirty.clear()
 
-    def _finish_transaction(self) -> None:
-        """Commit what is open before letting go of partitions; if that fails, abort: whoever reads them next
-        starts from the last commit."""
+    def _finish_transaction(self) -> bool:
+        """Commit what is open before letting go of partitions; if that fails, abort (False): whoever reads
+        them next starts from the last commit."""
         if self._txn.open:
             try:
                 self._commit()
             except KafkaException as exc:
                 self._abort(exc.args[0])
+                return False
+        return True
 
     def _recover(self, error: KafkaError | None) -> None:
         """The transaction failed: abort it, then go back to the last commit (state and positions)."""
@@ -341,12 +348,16 @@ class TransactionalEngine:
                 else:
                     dict.__setitem__(state, key, _frozen(orjson.loads(value)))
         self.state.update(restored)
+        self.restored += len(restored)
         log.info("engine.restored", agent=self.agent.name, partitions=sorted(restored),
                  keys=sum(map(len, restored.values())), seconds=round(time.monotonic() - started, 3))
 
     # ------------------------------------------------------------------ rebalances
 
     def _on_assign(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        """Restore the state of the partitions added to ours (incremental: the others keep theirs)."""
+        if not partitions:
+            return
         for attempt in range(1, RESTORE_ATTEMPTS + 1):
             try:
                 self._restore(tp.partition for tp in partitions)
@@ -359,9 +370,14 @@ class TransactionalEngine:
         log.info("engine.assigned", agent=self.agent.name, partitions=[tp.partition for tp in partitions])
 
     def _on_revoke(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        """Finish the open transaction while the partitions are still ours, then forget their state."""
-        self._finish_transaction()
+        """Finish the open transaction while the partitions are still ours, then forget their state. If it
+        could not commit, the partitions we keep go back to the last commit too."""
+        if not partitions:
+            return
+        committed = self._finish_transaction()
         self._forget(partitions)
+        if not committed:
+            self._rewind(list(self.state))
 
     def _on_lost(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
         """The group moved on without us: whatever is open can no longer commit."""

@@ -166,3 +166,25 @@ def test_a_state_larger_than_a_read_batch_is_restored_whole(
     outputs = values_of(kafka_bootstrap, target)
     assert outputs.count("again#2") == 2
     assert len(outputs) == keys + 2
+
+
+def test_a_second_engine_joining_moves_only_its_share(
+        kafka_bootstrap: str, topics: tuple[str, str], engine_factory: Callable[[Counting], Running]) -> None:
+    source, target = topics
+    produce(kafka_bootstrap, source, ["a", "b"], key="k")
+    produce(kafka_bootstrap, source, ["c", "d"], key="j")
+    first = Counting(source, target)
+    with engine_factory(first) as engine:
+        wait_for(lambda: first.handled >= 4, 60, lambda: "the first four outputs")
+        assert engine.restored == PARTITIONS
+        second = Counting(source, target)
+        with engine_factory(second) as joined:
+            wait_for(lambda: len(joined.state) == 1 and len(engine.state) == 1, 60,
+                     lambda: f"one partition each (first {sorted(engine.state)}, second {sorted(joined.state)})")
+            # incremental: the first engine gave one partition away and kept the other without a restore
+            assert engine.restored == PARTITIONS
+            assert joined.restored == 1
+            produce(kafka_bootstrap, source, ["e"], key="k")
+            produce(kafka_bootstrap, source, ["f"], key="j")
+            wait_for(lambda: first.handled + second.handled >= 6, 60, lambda: "the two new records' outputs")
+    assert values_of(kafka_bootstrap, target) == ["a#1", "b#2", "c#1", "d#2", "e#3", "f#3"]
