@@ -5,7 +5,8 @@ faust hands an agent one event at a time through aiokafka and tops out near 3k e
 this machine, and its exactly-once mode has open duplicate bugs. An agent that needs both speed and
 exactly-once runs here instead, in a thread of the `streams worker` process:
 
-- a consumer in the group `<app id>-<agent>` reads batches (read_committed) and never commits itself;
+- a consumer in the group `<app id>-<agent>` reads batches (read_committed) and never commits itself; it
+  rebalances incrementally (cooperative-sticky), so only partitions that change owner are revoked and restored;
 - the agent's state lives in memory per source partition and in a compacted changelog topic
   `<app id>-<agent>-store-changelog`, co-partitioned with the source and rebuilt on assignment;
 - outputs, dead letters, the batch's coalesced state writes and the consumed offsets go out in one
