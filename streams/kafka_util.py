@@ -77,11 +77,8 @@ def iter_partitions(kafka_config: KafkaConfig, topic: str, partitions: list[int]
     try:
         if partitions is None:
             partitions = list(consumer.list_topics(topic, timeout=timeout_s).topics[topic].partitions)
-        ranges = {}
-        for partition in partitions:
-            low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=timeout_s)
-            if high > low:
-                ranges[partition] = (low, high)
+        ranges = {partition: consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=timeout_s)
+                  for partition in partitions}
         yield from _read(consumer, topic, ranges, timeout_s)
     except KafkaException as exc:
         raise StreamsError(f"reading '{topic}': {exc.args[0]}") from exc
