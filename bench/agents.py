@@ -333,43 +333,34 @@ def latency_of(outputs: list[Output], sent_at: dict[str, float], rate: float, ac
 # ---------------------------------------------------------------- profile
 
 
+# (a frame text to look for, the stage it means), first match wins: outside ValidationAgent.handle, then in it
+ENGINE_STAGES = [
+    ("TransactionalEngine._commit", "engine: commit (state writes, offsets, commit_transaction)"),
+    ("TransactionalEngine._restore", "engine: state restore"),
+    ("TransactionalEngine.", "engine: consume (librdkafka) and batch bookkeeping"),
+]
+HANDLE_STAGES = [
+    ("EventDecoder.decode", "ours: decode (EventDecoder)"),
+    ("streams/publish.py", "ours: encode outputs (EventEncoder, native Avro)"),
+    ("Output.send", "ours: send outputs (librdkafka produce)"),
+    ("ValidationAgent.judge", "ours: judge, rules, state and invoice hash/QR"),
+    ("prometheus_client/", "ours: metrics (prometheus_client)"),
+    ("SourceRecord.", "ours: SourceRecord.from_message"),
+]
+
+
 def stage_of(frames: list[str]) -> str:
     """Which part of the per-event work one py-spy stack (root first) belongs to."""
-    def below(marker: str) -> list[str] | None:
-        """The frames under the first one naming `marker` (None when the stack does not pass through it)."""
-        for index, frame in enumerate(frames):
-            if marker in frame:
-                return frames[index + 1:]
-        return None
-
-    def has(part: list[str], *texts: str) -> bool:
-        return any(text in frame for frame in part for text in texts)
-
-    inner = below("ValidationAgent.handle")
-    if inner is None:
-        if has(frames, "TransactionalEngine._commit"):
-            return "engine: commit (state writes, offsets, commit_transaction)"
-        if has(frames, "TransactionalEngine._restore"):
-            return "engine: state restore"
-        if has(frames, "TransactionalEngine."):
-            return "engine: consume (librdkafka) and batch bookkeeping"
-        return "other threads: faust loop (web, timers), audit, librdkafka callbacks"
-    if not inner:  # in handle's own frame: native calls do not show in py-spy's Python stacks
-        return "ours: InvoiceJudge.try_clear (native decode, rules, hash, QR, encode) and its loop"
-    if has(inner, "EventDecoder.decode"):
-        return "ours: decode (EventDecoder)"
-    if has(inner, "streams/publish.py"):
-        return "ours: encode outputs (EventEncoder, native Avro)"
-    if has(inner, "Output.send"):
-        return "ours: send outputs (librdkafka produce)"
-    judged = below("ValidationAgent.judge")
-    if judged is not None:
-        return "ours: judge, rules, state and invoice hash/QR"
-    if has(inner, "prometheus_client/"):
-        return "ours: metrics (prometheus_client)"
-    if has(inner, "SourceRecord."):
-        return "ours: SourceRecord.from_message"
-    return "ours: other (handle bookkeeping)"
+    handle = next((index for index, frame in enumerate(frames) if "ValidationAgent.handle" in frame), None)
+    if handle is None:
+        stages, part = ENGINE_STAGES, frames
+        other = "other threads: faust loop (web, timers), audit, librdkafka callbacks"
+    else:
+        stages, part = HANDLE_STAGES, frames[handle + 1:]
+        if not part:  # in handle's own frame: native calls do not show in py-spy's Python stacks
+            return "ours: InvoiceJudge.try_clear (native decode, rules, hash, QR, encode) and its loop"
+        other = "ours: other (handle bookkeeping)"
+    return next((stage for text, stage in stages if any(text in frame for frame in part)), other)
 
 
 def frame_package(frame: str) -> str:

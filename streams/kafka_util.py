@@ -9,22 +9,23 @@ import time
 from collections.abc import Iterator
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicCollection, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient, NewTopic, TopicDescription
 
 from streams.errors import StreamsError
 from streams.settings import KafkaConfig
 
 
-def topic_ids(admin: AdminClient, topics: tuple[str, ...]) -> dict[str, str]:
-    """The id of each of `topics` that exists (Kafka gives a re-created topic a new one)."""
-    ids = {}
-    for name, future in admin.describe_topics(TopicCollection(list(topics)), request_timeout=10).items():
-        try:
-            ids[name] = str(future.result().topic_id)
-        except KafkaException as exc:
-            if exc.args[0].code() != KafkaError.UNKNOWN_TOPIC_OR_PART:
-                raise
-    return ids
+def describe_topic(admin: AdminClient, topic: str) -> TopicDescription | None:
+    """`topic`'s description (its id, which Kafka renews when a topic is re-created, and its partitions), or
+    None when it does not exist."""
+    future = admin.describe_topics(TopicCollection([topic]), request_timeout=10)[topic]
+    try:
+        description: TopicDescription = future.result()
+    except KafkaException as exc:
+        if exc.args[0].code() != KafkaError.UNKNOWN_TOPIC_OR_PART:
+            raise
+        return None
+    return description
 
 
 def create_missing_topics(admin: AdminClient, topics: list[NewTopic]) -> list[str]:

@@ -37,7 +37,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from streams.errors import StreamsError
 from streams.gc_tuning import throughput_gc
-from streams.kafka_util import create_missing_topics, iter_partitions, topic_ids
+from streams.kafka_util import create_missing_topics, describe_topic, iter_partitions
 from streams.observability import COMMIT_SECONDS, CONSUMER_LAG, EVENTS_TOTAL
 
 if TYPE_CHECKING:
@@ -178,12 +178,11 @@ class TransactionalEngine:
 
     def _prepare(self) -> None:
         admin = AdminClient(self.kafka)
-        ids = topic_ids(admin, (self.agent.source,))
-        if self.agent.source not in ids:
+        source = describe_topic(admin, self.agent.source)
+        if source is None:
             raise StreamsError(f"the source topic '{self.agent.source}' does not exist; run `streams topics apply`")
-        self.topic_id = ids[self.agent.source]
-        partitions = len(admin.list_topics(self.agent.source, timeout=15).topics[self.agent.source].partitions)
-        create_missing_topics(admin, [NewTopic(self.changelog, num_partitions=partitions,
+        self.topic_id = str(source.topic_id)
+        create_missing_topics(admin, [NewTopic(self.changelog, num_partitions=len(source.partitions),
                                                replication_factor=self.replication,
                                                config={"cleanup.policy": "compact"})])
 
