@@ -48,6 +48,7 @@ def _register() -> None:
     from streams.registry.commands import registry  # noqa: PLC0415
     from streams.replay.commands import evidence, replay  # noqa: PLC0415
     from streams.schemas.commands import schemas  # noqa: PLC0415
+    from streams.webhooks.commands import webhooks  # noqa: PLC0415
     from streams.worker import search, worker  # noqa: PLC0415
 
     main.add_command(dev)
@@ -64,6 +65,7 @@ def _register() -> None:
     main.add_command(replay)
     main.add_command(evidence)
     main.add_command(bridge)
+    main.add_command(webhooks)
 
 
 _register()

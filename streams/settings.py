@@ -33,6 +33,11 @@ class Settings(BaseSettings):
     )
     schema_registry_url: str | None = Field(default=None, description="Schema registry base URL.")
     redis_url: str | None = Field(default=None, description="Redis URL for the Celery bridge.")
+    webhook_secrets: dict[str, SecretStr] = Field(
+        default_factory=dict,
+        description="Webhook signing secrets by the name a route's `secret:` gives, as JSON "
+        '(STREAMS_WEBHOOK_SECRETS=\'{"partner-a": "whsec_..."}\'). Never logged nor shown.',
+    )
     kafka_security_protocol: SecurityProtocol = Field(
         default="PLAINTEXT", description="How clients talk to the brokers (librdkafka security.protocol)."
     )
