@@ -174,6 +174,7 @@ class WebhookRunner:
                 continue
             except UndecodableRecordError as exc:
                 record = self._inflight.add(tp, offset)
+                self._inflight.hold(record)
                 self.metrics.records.labels(topic, "dead_lettered").inc()
                 self._park(record, source, exc, 1, {})
                 continue
@@ -236,13 +237,12 @@ class WebhookRunner:
 
     def _park(self, record: PendingRecord, source: SourceRecord, error: Exception, attempts: int,
               extra: dict[str, bytes]) -> None:
-        """Send the record to `<topic>.dlq` (the agents' header policy, plus the HTTP outcome); it counts as
-        settled once Kafka acknowledged the dead letter."""
+        """Send the record to `<topic>.dlq` (the agents' header policy, plus the HTTP outcome); the hold the caller
+        has on the record is settled once Kafka acknowledged the dead letter."""
         target, parked = dead_letter(self.catalog, source, AGENT, error, attempts)
         headers: list[tuple[str, str | bytes | None]] = [
             *parked, *((f"dlq_{name}", value) for name, value in extra.items())]
         self.metrics.dead_letters.labels(source.topic, type(error).__name__).inc()
-        self._inflight.hold(record)
 
         def acknowledged(err: KafkaError | None, _: Message) -> None:
             if err is None:

@@ -1,0 +1,112 @@
+"""`streams webhooks` against the real broker and registry and a real HTTP receiver on loopback: routed events
+arrive signed, refused and undecodable ones are parked with the HTTP outcome, offsets follow what is settled."""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+from confluent_kafka import Producer
+from standardwebhooks.webhooks import Webhook
+
+from streams.webhooks.commands import load_checked
+from streams.webhooks.receiver import Answer, Received, Receiver
+from streams.webhooks.runner import RunnerOptions, WebhookRunner
+from streams.webhooks.signing import webhook_id
+from tests.bridge.harness import violation_event, wait_for
+from tests.integration.registry_fixtures import registry_url  # noqa: F401
+from tests.integration.webhooks_harness import SECRET, headers_of, make_hooks_world
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+ROUTES = """\
+errors:
+  topic: "{topic}"
+  where: {{severity: ERROR}}
+  url: "{url}"
+  secret: partner
+  retry: {{max_attempts: 3, backoff: 50ms, max_backoff: 200ms}}
+warnings:
+  topic: "{topic}"
+  where: {{severity: WARNING}}
+  url: "{url}"
+  mode: structured
+  secret: partner
+  retry: {{max_attempts: 3, backoff: 50ms, max_backoff: 200ms}}
+"""
+
+
+async def refuse_odd_warnings(got: Received) -> Answer | None:
+    """Warnings whose message ends in an odd number are refused for good (422); everything else is taken."""
+    if got.headers.get("content-type") == "application/cloudevents+json":
+        message = json.loads(got.body)["data"]["message"]
+        if int(message.rstrip(")").rsplit("(", 1)[1]) % 2:
+            return Answer(422, body=b'{"error": "unknown invoice"}')
+    return None
+
+
+def test_routed_events_arrive_signed_and_refused_or_bad_records_are_parked(
+    tmp_path: Path, unique_name: Callable[[str], str], kafka_bootstrap: str, registry_url: str,  # noqa: F811
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with Receiver(SECRET, respond=refuse_odd_warnings) as receiver:
+        world = make_hooks_world(tmp_path, unique_name, kafka_bootstrap, registry_url, ROUTES, url=receiver.url)
+        events = [violation_event(i, "ERROR" if i % 3 else "WARNING") for i in range(60)]
+        ids: dict[str, str] = {}
+        with world.publisher() as publisher:
+            for event in events:
+                ids[event["violation_id"]] = publisher.publish(world.topic, event).result(timeout=30).event_id
+        garbage = Producer({"bootstrap.servers": kafka_bootstrap})
+        garbage.produce(world.topic, key=b"k", value=b"\x00\x00\x00\x00\x07 not avro", partition=0)
+        garbage.flush(10)
+
+        catalog, config = load_checked(world.settings())
+        runner = WebhookRunner(world.settings(), catalog, config, RunnerOptions(batch_size=16))
+        thread = threading.Thread(target=runner.run, daemon=True)
+        thread.start()
+        try:
+            ends = world.end_offsets()
+            wait_for(lambda: world.committed() == ends, 60, "every offset committed")
+        finally:
+            runner.stop()
+            thread.join(30)
+
+    errors = [e for e in events if e["severity"] == "ERROR"]
+    warnings = [e for e in events if e["severity"] == "WARNING"]
+    refused = [e for e in warnings if int(e["message"].rstrip(")").rsplit("(", 1)[1]) % 2]
+    taken = [e for e in warnings if e not in refused]
+    expected = {webhook_id("errors", ids[e["violation_id"]]) for e in errors} | \
+        {webhook_id("warnings", ids[e["violation_id"]]) for e in taken}
+    assert set(receiver.delivered) == expected
+    assert receiver.bad_signatures == []
+    for msg_id, got in receiver.delivered.items():  # the spec's reference library agrees
+        Webhook(SECRET).verify(got.body, got.headers)
+        if got.headers["content-type"] == "application/json":
+            body = json.loads(got.body)
+            assert got.headers["ce-id"] == ids[body["violation_id"]]
+            assert msg_id == webhook_id("errors", got.headers["ce-id"])
+            assert body["severity"] == "ERROR"
+
+    parked = world.dead_letters(len(refused) + 1)
+    assert len(parked) == len(refused) + 1
+    by_class: dict[str, list[dict[str, str]]] = {}
+    for message in parked:
+        headers = headers_of(message)
+        by_class.setdefault(headers["dlq_error_class"], []).append(headers)
+        assert headers["dlq_agent"] == "webhooks"
+        assert SECRET not in json.dumps(headers)
+    assert len(by_class["UndecodableRecordError"]) == 1
+    assert by_class["UndecodableRecordError"][0]["dlq_partition"] == "0"
+    refusals = by_class["DeliveryFailedError"]
+    assert {h["ce_id"] for h in refusals} == {ids[e["violation_id"]] for e in refused}
+    for headers in refusals:
+        assert (headers["dlq_route"], headers["dlq_http_status"], headers["dlq_attempts"]) == ("warnings", "422", "1")
+        assert headers["dlq_http_body"] == '{"error": "unknown invoice"}'
+        assert "refused; last: HTTP 422" in headers["dlq_error_message"]
+    logged = capsys.readouterr()
+    assert SECRET not in logged.out + logged.err  # nor in anything the runner logged
+    assert runner.delivered == len(expected)
