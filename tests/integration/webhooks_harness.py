@@ -22,7 +22,7 @@ from streams.schemas.registry_client import RegistryClient
 from streams.settings import Settings
 from tests.bridge.harness import ROOT, Proc, read_topic
 
-SECRET_NAME = "partner"
+SECRET_NAME = "partner"  # noqa: S105 - the name a route refers to, not a secret
 SECRET = "whsec_" + base64.b64encode(b"integration-test-secret-32-bytes").decode()
 
 
