@@ -127,8 +127,10 @@ class Receiver:
 
     async def _close_site(self) -> None:
         if self._site is not None:
-            await self._site.stop()
+            await self._site.stop()  # no new connections...
             self._site = None
+        if self._runner is not None and self._runner.server is not None:
+            await self._runner.server.shutdown(0.1)  # ...and the kept-alive ones closed, as a crashed server would
 
     async def _cleanup(self) -> None:
         if self._runner is not None:
