@@ -25,6 +25,7 @@ from streams.replay.commands import keygen, replay, verify
 from streams.samples import invoice_chain, user_action, workflow_completed
 from streams.schemas.commands import apply_schemas
 from streams.schemas.registry_client import RegistryClient
+from streams.webhooks.demo import run_webhooks_until, show_webhooks
 
 if TYPE_CHECKING:
     from streams.catalog import Catalog
@@ -99,6 +100,8 @@ def demo(settings: Settings, invoices: int) -> None:
     console.print(f"invoice PDFs: {effects.pdfs} (one per cleared invoice), e.g. {effects.sample_pdf}")
     console.print(f"compliance notifications: {effects.notifications} (one per ERROR violation) under "
                   f"{settings.data_dir / 'bridge' / 'compliance'}")
+
+    show_webhooks(console, run_webhooks_until(settings, catalog, tenants, report.errors, timeout=120))
 
     console.rule("7. replay the invoices into a signed evidence bundle, then verify it")
     ctx = click.get_current_context()

@@ -10,9 +10,12 @@ from typing import TYPE_CHECKING
 
 import pytest
 from confluent_kafka import Producer
+from rich.console import Console
 from standardwebhooks.webhooks import Webhook
 
+from streams.local.processes import free_port
 from streams.webhooks.commands import load_checked
+from streams.webhooks.demo import run_webhooks_until, show_webhooks
 from streams.webhooks.receiver import Answer, Received, Receiver
 from streams.webhooks.runner import RunnerOptions, WebhookRunner
 from streams.webhooks.signing import webhook_id
@@ -110,3 +113,29 @@ def test_routed_events_arrive_signed_and_refused_or_bad_records_are_parked(
     logged = capsys.readouterr()
     assert SECRET not in logged.out + logged.err  # nor in anything the runner logged
     assert runner.delivered == len(expected)
+
+
+def test_the_demo_step_prints_what_its_receiver_got(
+    tmp_path: Path, unique_name: Callable[[str], str], kafka_bootstrap: str, registry_url: str,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    url = f"http://127.0.0.1:{free_port()}/hooks/compliance"
+    routes = 'compliance:\n  topic: "{topic}"\n  where: {{severity: ERROR}}\n  url: "{url}"\n  secret: partner\n'
+    world = make_hooks_world(tmp_path, unique_name, kafka_bootstrap, registry_url, routes, url=url)
+    events = [violation_event(i, "ERROR" if i % 3 else "WARNING", tenant="demo-run") for i in range(9)]
+    with world.publisher() as publisher:
+        for event in [*events, violation_event(99, "ERROR", tenant="another-run")]:
+            publisher.publish(world.topic, event).result(timeout=30)
+    monkeypatch.setenv("STREAMS_KAFKA_BOOTSTRAP_SERVERS", kafka_bootstrap)
+    monkeypatch.setenv("STREAMS_SCHEMA_REGISTRY_URL", registry_url)
+    settings = world.settings().model_copy(update={"webhook_secrets": {}})  # the demo makes its own secret
+    (tmp_path / "data").mkdir(exist_ok=True)
+
+    report = run_webhooks_until(settings, world.catalog(), {"demo-run"}, 6, timeout=90)
+    assert (report.route, report.url, report.received, report.verified) == ("compliance", url, 6, 6)
+    console = Console(record=True, width=200)
+    show_webhooks(console, report)
+    text = console.export_text()
+    assert "received 6 signed CloudEvents, 6 signatures verified" in text
+    assert all(json.loads(got.body)["severity"] == "ERROR" for got in report.samples)
+    assert sum("BR-KSA-39" in line for line in text.splitlines()) == len(report.samples) == 3
