@@ -16,7 +16,7 @@ from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-import httpx
+import aiohttp
 import orjson
 import structlog
 
@@ -36,6 +36,7 @@ RETRIABLE_STATUS = frozenset({408, 425, 429})
 CE_PREFIX = "ce_"
 UNREACHED = frozenset({"connect", "connect-timeout"})  # attempts whose request never reached the endpoint
 MAX_RETRY_AFTER_S = 300.0
+USER_AGENT = "streams-webhooks/1"
 log = structlog.get_logger("streams.webhooks")
 
 
@@ -196,7 +197,7 @@ class Deliverer:
     """Posts events with retries; one per runner, sharing one HTTP connection pool and one endpoint per URL."""
 
     def __init__(self, routes: tuple[WebhookRoute, ...], signers: Mapping[str, Signer], *,
-                 client: httpx.AsyncClient | None = None, rng: random.Random | None = None,
+                 rng: random.Random | None = None,
                  on_attempt: Callable[[WebhookRoute, Attempt], None] | None = None) -> None:
         self.signers = signers
         self.endpoints: dict[str, Endpoint] = {}
@@ -204,15 +205,14 @@ class Deliverer:
             known = self.endpoints.get(route.url)
             if known is None or route.concurrency < known.concurrency:
                 self.endpoints[route.url] = Endpoint(route.url, route.concurrency, route.circuit)
-        connections = sum(route.concurrency for route in routes) or 1
-        self.client = client or httpx.AsyncClient(
-            limits=httpx.Limits(max_connections=connections, max_keepalive_connections=connections),
-            follow_redirects=False)  # a redirect is a failure (Standard Webhooks): update the URL instead
+        self._connections = sum(route.concurrency for route in routes) or 1
+        self._session: aiohttp.ClientSession | None = None
         self.rng = rng or random.SystemRandom()
         self.on_attempt = on_attempt
 
     async def aclose(self) -> None:
-        await self.client.aclose()
+        if self._session is not None:
+            await self._session.close()
 
     async def deliver(self, route: WebhookRoute, msg_id: str, headers: Mapping[str, str],
                       body: bytes) -> DeliveryResult:
@@ -258,25 +258,24 @@ class Deliverer:
                             cooldown_s=endpoint.circuit.cooldown_s, last=attempt.describe())
 
     async def post(self, route: WebhookRoute, headers: Mapping[str, str], body: bytes) -> Attempt:
+        if self._session is None:  # made on the running loop, as aiohttp wants
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=self._connections, limit_per_host=0),
+                skip_auto_headers=("User-Agent",), headers={"user-agent": USER_AGENT})
         started = time.perf_counter()
         try:
-            async with self.client.stream("POST", route.url, content=body, headers=dict(headers),
-                                          timeout=route.timeout_ms / 1000) as response:
-                excerpt = b""
-                async for chunk in response.aiter_bytes():
-                    excerpt += chunk
-                    if len(excerpt) >= BODY_EXCERPT_BYTES:
-                        break
+            # No redirects: a redirect is a failure (Standard Webhooks); the URL should be updated instead.
+            async with self._session.post(route.url, data=body, headers=headers, allow_redirects=False,
+                                          timeout=aiohttp.ClientTimeout(total=route.timeout_ms / 1000)) as response:
+                excerpt = await response.content.read(BODY_EXCERPT_BYTES)
                 wait = retry_after_s(response.headers.get("retry-after")) \
-                    if response.status_code in {429, 503} else None
-                return Attempt(response.status_code, None, excerpt[:BODY_EXCERPT_BYTES], wait,
-                               time.perf_counter() - started)
-        except httpx.ConnectTimeout:
+                    if response.status in {429, 503} else None
+                return Attempt(response.status, None, excerpt, wait, time.perf_counter() - started)
+        except aiohttp.ConnectionTimeoutError:
             return Attempt(None, "connect-timeout", seconds=time.perf_counter() - started)
-        except httpx.TimeoutException:
+        except (TimeoutError, aiohttp.ServerTimeoutError):
             return Attempt(None, "timeout", seconds=time.perf_counter() - started)
-        except httpx.ConnectError:
+        except aiohttp.ClientConnectorError:
             return Attempt(None, "connect", seconds=time.perf_counter() - started)
-        except httpx.HTTPError as exc:  # reset, protocol errors: no answer we can trust
+        except aiohttp.ClientError as exc:  # reset, protocol errors: no answer we can trust
             return Attempt(None, type(exc).__name__, seconds=time.perf_counter() - started)
-

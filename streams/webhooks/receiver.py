@@ -57,6 +57,7 @@ class Receiver:
         self.delivered: dict[str, Received] = {}
         self.requests = 0
         self.answered_2xx = 0  # duplicates included
+        self.first_2xx_at = self.last_2xx_at = 0.0  # wall clock, for rates measured where the requests land
         self.bad_signatures: list[str] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -154,12 +155,15 @@ class Receiver:
             await asyncio.sleep(answer.delay_s)
         if 200 <= answer.status < 300:
             self.answered_2xx += 1
+            self.last_2xx_at = time.time()
+            self.first_2xx_at = self.first_2xx_at or self.last_2xx_at
             self.delivered.setdefault(msg_id, received)
         return web.Response(status=answer.status, headers=answer.headers, body=answer.body)
 
     async def _stats(self, _: web.Request) -> web.Response:
         return web.json_response({"delivered": len(self.delivered), "answered_2xx": self.answered_2xx,
-                                  "requests": self.requests, "bad_signatures": len(self.bad_signatures)})
+                                  "requests": self.requests, "bad_signatures": len(self.bad_signatures),
+                                  "first_2xx_at": self.first_2xx_at, "last_2xx_at": self.last_2xx_at})
 
 
 def main() -> None:

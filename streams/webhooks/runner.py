@@ -115,6 +115,11 @@ class WebhookRunner:
     def stop(self) -> None:
         self._stopping = True
 
+    @property
+    def completed_records(self) -> int:
+        """Records settled (every route delivered or parked) and committable, since start."""
+        return self._inflight.completed
+
     async def arun(self, should_stop: Callable[[], bool] | None = None, *, handle_signals: bool = False) -> None:
         if handle_signals:
             loop = asyncio.get_running_loop()
