@@ -28,12 +28,14 @@ BENCHES: dict[str, list[str]] = {
     "agents": ["--events", "60000", "--rounds", "2", "--profile"],
     "bridge": ["--events", "100000", "--runs", "2"],
     "replay": ["--events", "1000000", "--rounds", "3"],
+    "webhooks": ["--events", "5000"],
 }
 QUICK: dict[str, list[str]] = {  # --quick: the same paths on small inputs, to check the harness itself
     "publish": ["--events", "5000"],
     "agents": ["--events", "2000", "--rounds", "1", "--seconds", "5"],
     "bridge": ["--events", "5000", "--runs", "1"],
     "replay": ["--events", "20000", "--rounds", "1"],
+    "webhooks": ["--events", "500"],
 }
 
 
