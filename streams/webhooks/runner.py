@@ -85,6 +85,9 @@ class WebhookRunner:
         consumer_config: dict[str, Any] = {
             **kafka, "group.id": config.group, "enable.auto.commit": False, "auto.offset.reset": "earliest",
             "enable.partition.eof": False, "session.timeout.ms": self.options.session_timeout_ms,
+            # Incremental rebalancing: a runner joining or leaving moves only the partitions that change owner;
+            # the others keep their deliveries under way instead of cancelling and redelivering them.
+            "partition.assignment.strategy": "cooperative-sticky",
             "client.id": f"streams-webhooks-{self.options.instance_id or 'dynamic'}",
             **self.options.consumer_config,
         }

@@ -7,6 +7,7 @@ committed offsets are checked: every record below them got a 2xx or is in the DL
 
 from __future__ import annotations
 
+import json
 import random
 import threading
 import time
@@ -43,14 +44,22 @@ EVENTS = 400
 CHUNK, PACE_S = 10, 0.4  # the stream lasts about 16 s
 
 
+def poison(event: dict[str, Any]) -> bool:
+    """Every 50th event is one the receiver always fails (500): it must be parked after the attempt bound."""
+    return int(event["message"].rstrip(")").rsplit("(", 1)[1]) % 50 == 7
+
+
 class Flaky:
-    """30% 500, 6% no answer within the time-out, 6% 429 with Retry-After: 1, else 204."""
+    """30% 500, 6% no answer within the time-out, 6% 429 with Retry-After: 1, else 204; poison events: 500."""
 
     def __init__(self, seed: int) -> None:
         self.rng = random.Random(seed)
         self.answers: Counter[str] = Counter()
 
-    async def __call__(self, _: Received) -> Answer | None:
+    async def __call__(self, got: Received) -> Answer | None:
+        if poison(json.loads(got.body)):
+            self.answers["poison"] += 1
+            return Answer(500, body=b"poison: this event always fails")
         roll = self.rng.random()
         if roll < 0.30:
             self.answers["500"] += 1
@@ -94,7 +103,8 @@ def test_every_event_is_delivered_or_parked_through_faults_and_kills(
         world = make_hooks_world(tmp_path, unique_name, kafka_bootstrap, registry_url, ROUTES, url=receiver.url)
         with running(world):  # type: ignore[arg-type] - the same processes/stop_all shape
             runner = world.runner().start()
-            stream = Stream(world, [violation_event(i, "ERROR" if i % 2 else "WARNING") for i in range(EVENTS)])
+            events = [violation_event(i, "ERROR" if i % 2 else "WARNING") for i in range(EVENTS)]
+            stream = Stream(world, events)
             stream.start()
             checked = 0
             for kill, threshold in enumerate((60, 150, 230), start=1):
@@ -112,6 +122,7 @@ def test_every_event_is_delivered_or_parked_through_faults_and_kills(
             ends = world.end_offsets()
             wait_for(lambda: world.committed() == ends, 180, "every offset committed", 0.5)
             assert runner.alive()
+            assert checked > 0  # the rule was exercised: some offsets were committed before a kill
 
         parked = {headers["ce_id"]: headers for headers in map(headers_of, world.dead_letters())}
         delivered_ids = set(receiver.delivered)
@@ -134,6 +145,12 @@ def test_every_event_is_delivered_or_parked_through_faults_and_kills(
         print(f"\nwebhook faults: {dict(outcome)}; receiver answers {dict(flaky.answers)}; "  # noqa: T201
               f"{duplicates} duplicate deliveries (kill -9 redeliveries); offset rule checked on {checked} records")
         assert outcome["delivered"] + outcome["parked"] == EVENTS
+        poisoned = {stream.ids[e["violation_id"]] for e in events if poison(e)}
+        assert poisoned <= set(parked)
+        for ce_id in poisoned:
+            assert webhook_id(ROUTE, ce_id) not in delivered_ids
+            assert (parked[ce_id]["dlq_http_status"], parked[ce_id]["dlq_http_body"]) == \
+                ("500", "poison: this event always fails")
         assert min(flaky.answers.values()) > 0  # every kind of failure happened
 
 
