@@ -109,6 +109,12 @@ class Circuit:
                 continue
         return False
 
+    def abandon(self) -> None:
+        """The probe was cancelled before it had an outcome: let the next waiting delivery probe."""
+        self.probing = False
+        self._changed.set()
+        self._changed = asyncio.Event()
+
     def record(self, *, failed: bool, probe: bool) -> None:
         """The outcome of one attempt (`failed`: no answer or a server error)."""
         if probe:
@@ -223,8 +229,13 @@ class Deliverer:
         spent = tries = 0
         while True:
             probe = await endpoint.ready()
-            async with endpoint.slots:
-                attempt = await self.post(route, {**headers, **signer.headers(msg_id, body)}, body)
+            try:
+                async with endpoint.slots:
+                    attempt = await self.post(route, {**headers, **signer.headers(msg_id, body)}, body)
+            except asyncio.CancelledError:  # its partition was revoked: another delivery must probe instead
+                if probe:
+                    endpoint.circuit.abandon()
+                raise
             tries += 1
             self._record(endpoint, attempt, probe)
             if self.on_attempt is not None:

@@ -168,3 +168,35 @@ async def test_concurrency_per_endpoint_is_bounded(receiver: Receiver) -> None:
     assert all(result.delivered for result in results)
     assert peak == 3
     assert len(receiver.delivered) == 12
+
+
+async def test_a_cancelled_probe_lets_another_delivery_probe(receiver: Receiver) -> None:
+    seen: list[str] = []
+
+    async def fail_then_hang(got: Received) -> Answer | None:
+        seen.append(got.webhook_id)
+        if len(seen) == 1:
+            return Answer(500)  # opens the breaker (failures=1)
+        return Answer(200, delay_s=3) if len(seen) == 2 else Answer(200)  # the probe hangs (for the test)
+
+    receiver.respond = fail_then_hang
+    route = route_to(receiver, timeout_ms=60_000,
+                     circuit=CircuitPolicy(failures=1, cooldown_ms=100, max_cooldown_ms=100))
+    deliverer = Deliverer((route,), {"s": Signer(SECRET)})
+    circuit = deliverer.endpoints[route.url].circuit
+    try:
+        headers, body = render(route, EVENT, ATTRS, route.topic)
+        first = asyncio.create_task(deliverer.deliver(route, "msg_a", headers, body))
+        while True:
+            if len(seen) == 2:
+                break
+            await asyncio.sleep(0.01)
+        assert circuit.probing
+        first.cancel()  # as a revoked partition's delivery is
+        with pytest.raises(asyncio.CancelledError):
+            await first
+        second = await asyncio.wait_for(deliverer.deliver(route, "msg_b", headers, body), 10)
+    finally:
+        await deliverer.aclose()
+    assert second.delivered
+    assert not circuit.is_open
