@@ -88,9 +88,9 @@ def run_webhooks_until(settings: Settings, catalog: Catalog, tenants: set[str], 
 
 def show_webhooks(console: Console, report: WebhookReport) -> None:
     """What the demo's receiver got: how many, whether the signatures verified, and a few of them."""
-    console.rule(f"6b. webhooks: ERROR violations POSTed to {report.url} (route {report.route})")
-    console.print(f"received {report.received} signed CloudEvents, {report.verified} signatures verified "
-                  "(Standard Webhooks, HMAC-SHA256)", highlight=False)
+    console.rule("6b. webhooks: ERROR violations POSTed to a local receiver")
+    console.print(f"route {report.route} -> {report.url}: received {report.received} signed CloudEvents, "
+                  f"{report.verified} signatures verified (Standard Webhooks, HMAC-SHA256)", highlight=False)
     for got in report.samples:
         body = json.loads(got.body)
         console.print(f"  {got.headers.get('webhook-id')} {got.headers.get('ce-type')} {body.get('rule_code')} "
