@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -14,6 +15,7 @@ from rich.console import Console
 from standardwebhooks.webhooks import Webhook
 
 from streams.local.processes import free_port
+from streams.schemas.registry_client import RegistryClient
 from streams.webhooks.commands import load_checked
 from streams.webhooks.demo import run_webhooks_until, show_webhooks
 from streams.webhooks.receiver import Answer, Received, Receiver
@@ -63,9 +65,7 @@ def test_routed_events_arrive_signed_and_refused_or_bad_records_are_parked(
         with world.publisher() as publisher:
             for event in events:
                 ids[event["violation_id"]] = publisher.publish(world.topic, event).result(timeout=30).event_id
-        garbage = Producer({"bootstrap.servers": kafka_bootstrap})
-        garbage.produce(world.topic, key=b"k", value=b"\x00\x00\x00\x00\x07 not avro", partition=0)
-        garbage.flush(10)
+        produce_garbage(kafka_bootstrap, world.topic)
 
         catalog, config = load_checked(world.settings())
         runner = WebhookRunner(world.settings(), catalog, config, RunnerOptions(batch_size=16))
@@ -113,6 +113,50 @@ def test_routed_events_arrive_signed_and_refused_or_bad_records_are_parked(
     logged = capsys.readouterr()
     assert SECRET not in logged.out + logged.err  # nor in anything the runner logged
     assert runner.delivered == len(expected)
+    assert_metrics(runner, world.topic, len(errors), len(refused))
+
+
+def produce_garbage(bootstrap: str, topic: str) -> None:
+    """A record no schema decodes (magic byte, a schema id, then junk) on partition 0."""
+    garbage = Producer({"bootstrap.servers": bootstrap})
+    garbage.produce(topic, key=b"k", value=b"\x00\x00\x00\x00\x07 not avro", partition=0)
+    garbage.flush(10)
+
+
+def assert_metrics(runner: WebhookRunner, topic: str, delivered: int, refused: int) -> None:
+    sample = runner.metrics.registry.get_sample_value
+    assert sample("streams_webhooks_deliveries_total", {"route": "errors", "outcome": "delivered"}) == delivered
+    assert sample("streams_webhooks_deliveries_total", {"route": "warnings", "outcome": "dead_lettered"}) == refused
+    assert sample("streams_webhooks_attempts_total", {"route": "warnings", "result": "4xx"}) == refused
+    assert sample("streams_webhooks_records_total", {"topic": topic, "outcome": "dead_lettered"}) == 1
+
+
+def test_an_unreachable_registry_holds_records_instead_of_parking_them(
+    tmp_path: Path, unique_name: Callable[[str], str], kafka_bootstrap: str, registry_url: str,  # noqa: F811
+) -> None:
+    with Receiver(SECRET) as receiver:
+        world = make_hooks_world(tmp_path, unique_name, kafka_bootstrap, registry_url, ROUTES, url=receiver.url)
+        with world.publisher() as publisher:
+            for i in range(12):
+                publisher.publish(world.topic, violation_event(i, "ERROR")).result(timeout=30)
+        catalog, config = load_checked(world.settings())
+
+        def run(registry: RegistryClient, until: Callable[[WebhookRunner], bool]) -> WebhookRunner:
+            runner = WebhookRunner(world.settings(), catalog, config, RunnerOptions(registry_retry_s=0.2),
+                                   registry=registry)
+            thread = threading.Thread(target=runner.run, args=(lambda: until(runner),), daemon=True)
+            thread.start()
+            thread.join(90)
+            return runner
+
+        started = time.monotonic()
+        down = run(RegistryClient(f"http://127.0.0.1:{free_port()}", timeout=1.0),
+                   lambda _: time.monotonic() - started > 6)
+        assert (down.delivered, down.completed_records, receiver.requests) == (0, 0, 0)
+        assert world.committed() == dict.fromkeys(world.end_offsets(), 0)
+        assert world.dead_letters() == []
+        up = run(RegistryClient(registry_url), lambda r: r.completed_records >= 12)
+        assert (up.delivered, len(receiver.delivered)) == (12, 12)
 
 
 def test_the_demo_step_prints_what_its_receiver_got(
