@@ -153,7 +153,7 @@ def run_ours(settings: Settings, directory: Path, events: int) -> dict[str, Any]
     receiver = ReceiverProcess(directory)
     try:
         catalog_path, _, value_bytes = prepare(settings, directory, events, receiver.url)
-        ours = settings.model_copy(update={"webhook_secrets": {"bench": SecretStr(SECRET)}})
+        ours = settings.model_copy(update={"webhook_secrets": SecretStr(json.dumps({"bench": SECRET}))})
         catalog = load_catalog(catalog_path)
         runner = WebhookRunner(ours, catalog, load_webhooks(catalog), RunnerOptions(batch_size=500,
                                                                                       max_in_flight=5_000))

@@ -5,6 +5,7 @@ Nothing here is read at import; call `Settings()` (or `load_settings`) where it 
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from pathlib import Path
@@ -33,10 +34,10 @@ class Settings(BaseSettings):
     )
     schema_registry_url: str | None = Field(default=None, description="Schema registry base URL.")
     redis_url: str | None = Field(default=None, description="Redis URL for the Celery bridge.")
-    webhook_secrets: dict[str, SecretStr] = Field(
-        default_factory=dict,
-        description="Webhook signing secrets by the name a route's `secret:` gives, as JSON "
-        '(STREAMS_WEBHOOK_SECRETS=\'{"partner-a": "whsec_..."}\'). Never logged nor shown.',
+    webhook_secrets: SecretStr | None = Field(
+        default=None,
+        description="Webhook signing secrets by the name a route's `secret:` gives, as a JSON object "
+        '(STREAMS_WEBHOOK_SECRETS=\'{"partner-a": "whsec_..."}\'); read by `webhook_secret_map`. Never shown.',
     )
     kafka_security_protocol: SecurityProtocol = Field(
         default="PLAINTEXT", description="How clients talk to the brokers (librdkafka security.protocol)."
@@ -160,6 +161,21 @@ class Settings(BaseSettings):
             if not path.is_file():
                 raise _config_error(f"{_variable(key)}={path}: no such file (a PEM file this process can read)")
         return {key: str(path) for key, path in files.items()}
+
+    def webhook_secret_map(self) -> dict[str, SecretStr]:
+        """STREAMS_WEBHOOK_SECRETS as name -> secret; ConfigError (never quoting it) when it is not a JSON object
+        of strings. Parsed here rather than by pydantic, so a malformed value fails the webhook commands with one
+        line instead of every command with a traceback."""
+        if self.webhook_secrets is None:
+            return {}
+        try:
+            parsed = json.loads(self.webhook_secrets.get_secret_value())
+        except ValueError:
+            parsed = None
+        if not isinstance(parsed, dict) or not all(isinstance(v, str) for v in parsed.values()):
+            raise _config_error('STREAMS_WEBHOOK_SECRETS must be a JSON object of secret names to secrets, like '
+                                '{"partner-a": "whsec_..."}')
+        return {str(name): SecretStr(value) for name, value in parsed.items()}
 
     def bootstrap_servers(self) -> str:
         """The explicit bootstrap servers, else the running local stack's broker."""

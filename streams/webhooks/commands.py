@@ -79,7 +79,7 @@ def load_checked(settings: Settings, catalog_path: Path | None = None,
     config = load_webhooks(catalog)
     if not config.routes:
         raise WebhookError(f"{catalog.path}: no 'webhooks:' routes; declare them under 'webhooks: routes:'")
-    config.secrets(settings.webhook_secrets)
+    config.secrets(settings.webhook_secret_map())
     return catalog, config
 
 

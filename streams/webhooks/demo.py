@@ -51,10 +51,11 @@ def run_webhooks_until(settings: Settings, catalog: Catalog, tenants: set[str], 
                        timeout: float) -> WebhookReport:
     """Start a receiver and `streams webhooks`, wait for `expected` deliveries of `tenants`' events, stop both."""
     route = _demo_route(catalog)
-    given = settings.webhook_secrets.get(route.secret)
+    available = settings.webhook_secret_map()
+    given = available.get(route.secret)
     # The demo makes a secret when none is set; it reaches the runner through its environment, never a file.
     secret = given.get_secret_value() if given else "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
-    known = {name: value.get_secret_value() for name, value in settings.webhook_secrets.items()}
+    known = {name: value.get_secret_value() for name, value in available.items()}
     env = {**child_env(settings), "STREAMS_WEBHOOK_SECRETS": json.dumps({**known, route.secret: secret})}
     parts = urlsplit(route.url)
     ours: dict[str, Received] = {}

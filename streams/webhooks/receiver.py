@@ -175,7 +175,7 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--path", default="/hook")
     args = parser.parse_args()
-    secret = Settings().webhook_secrets[args.secret_name].get_secret_value()
+    secret = Settings().webhook_secret_map()[args.secret_name].get_secret_value()
     receiver = Receiver(secret, port=args.port, path=args.path, keep_bodies=False).start()
     print(f"receiver listening on {receiver.url}", flush=True)  # noqa: T201 - the caller reads the URL
     try:

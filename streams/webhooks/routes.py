@@ -70,7 +70,7 @@ class WebhookRoute:
     name: str
     topic: str
     url: str
-    secret: str  # the name of a secret in Settings.webhook_secrets, never the secret itself
+    secret: str  # the name of a secret in STREAMS_WEBHOOK_SECRETS, never the secret itself
     event_type: str | None = None
     where: tuple[FieldFilter, ...] = ()
     timeout_ms: int = 10_000

@@ -74,8 +74,9 @@ class WebhookRunner:
         self.catalog = catalog
         self.options = options or RunnerOptions()
         self.metrics = metrics or WebhookMetrics()
-        config.secrets(settings.webhook_secrets)
-        self.signers = {route.secret: Signer(settings.webhook_secrets[route.secret].get_secret_value(), route.secret)
+        secrets = settings.webhook_secret_map()
+        config.secrets(secrets)
+        self.signers = {route.secret: Signer(secrets[route.secret].get_secret_value(), route.secret)
                         for route in config.routes}
         kafka = settings.kafka_config(settings.bootstrap_servers())
         settings.check_kafka_login(settings.bootstrap_servers())

@@ -172,7 +172,7 @@ def test_the_demo_step_prints_what_its_receiver_got(
             publisher.publish(world.topic, event).result(timeout=30)
     monkeypatch.setenv("STREAMS_KAFKA_BOOTSTRAP_SERVERS", kafka_bootstrap)
     monkeypatch.setenv("STREAMS_SCHEMA_REGISTRY_URL", registry_url)
-    settings = world.settings().model_copy(update={"webhook_secrets": {}})  # the demo makes its own secret
+    settings = world.settings().model_copy(update={"webhook_secrets": None})  # the demo makes its own secret
     (tmp_path / "data").mkdir(exist_ok=True)
 
     report = run_webhooks_until(settings, world.catalog(), {"demo-run"}, 6, timeout=90)

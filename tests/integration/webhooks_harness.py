@@ -4,6 +4,7 @@ posts to a receiver on loopback, the registry's schema, the runner as a child pr
 from __future__ import annotations
 
 import base64
+import json
 import os
 import shutil
 import sys
@@ -47,7 +48,7 @@ class HooksWorld:
     def settings(self) -> Settings:
         return Settings(kafka_bootstrap_servers=self.bootstrap, schema_registry_url=self.registry,
                         catalog_path=self.catalog_path, data_dir=self.directory / "data",
-                        webhook_secrets={SECRET_NAME: SECRET})  # type: ignore[arg-type]
+                        webhook_secrets=json.dumps({SECRET_NAME: SECRET}))  # type: ignore[arg-type]
 
     def env(self) -> dict[str, str]:
         pythonpath = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))

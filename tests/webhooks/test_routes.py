@@ -117,3 +117,15 @@ def test_the_command_checks_routes_and_fails_in_one_line(tmp_path: Path) -> None
     assert missing.exit_code == 1
     assert missing.output.count("\n") == 1
     assert missing.output.startswith(f"error: {path}:8: webhook route 'r' field 'secret': no secret 's'")
+
+
+def test_a_malformed_secrets_variable_is_one_error_for_the_webhook_commands_only(tmp_path: Path) -> None:
+    path = catalog_with(tmp_path, "  routes:\n    r: {topic: compliance.violation, url: 'http://h/x', secret: s}\n")
+    runner = CliRunner()
+    env = {"STREAMS_CATALOG_PATH": str(path), "STREAMS_WEBHOOK_SECRETS": '{"s": "whsec_not-closed'}
+    broken = runner.invoke(main, ["webhooks", "--check"], env=env)
+    assert (broken.exit_code, broken.output) == (
+        1, ('error: STREAMS_WEBHOOK_SECRETS must be a JSON object of secret names to secrets, like '
+           '{"partner-a": "whsec_..."}\n'))
+    assert "not-closed" not in broken.output
+    assert runner.invoke(main, ["topics", "lint"], env=env).exit_code == 0
