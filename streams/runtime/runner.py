@@ -110,6 +110,8 @@ class AgentRunner:
             self.handle = agent.fn  # type: ignore[method-assign] # the raw form: the engine calls it as it is
         if app.commit_hooks:
             self.before_commit = self._before_commit
+        # The engine ticks only agents that have windows to close (a tick asks the consumer for positions).
+        self.tick = self._close_windows if self._windowed else None
 
     # ---------------------------------------------------------------- the engine's side
 
@@ -142,10 +144,8 @@ class AgentRunner:
         for record in records:
             await self._handle_record_async(record, out)
 
-    def tick(self, partition: int, state: PartitionState, out: Output, idle: bool) -> None:
+    def _close_windows(self, partition: int, state: PartitionState, out: Output, idle: bool) -> None:
         """Close the windows this partition's stream time (or, when it is caught up, the wall clock) ended."""
-        if not self._windowed:
-            return
         watermark = self._stream_time.get(partition, -(2**62))
         if idle:  # caught up: the clock stands in for events that do not come (less what may be in flight)
             watermark = max(watermark, int((time.time() - WALL_CLOCK_ALLOWANCE_S) * 1000))
