@@ -18,9 +18,9 @@ from urllib.parse import urlsplit
 import structlog
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
-from streams.app import EventDecoder, SourceRecord, UndecodableRecordError, dead_letter
 from streams.bridge.inflight import InFlight, PendingRecord, TopicPartitionKey
 from streams.errors import SchemaError
+from streams.records import EventDecoder, SourceRecord, UndecodableRecordError, dead_letter
 from streams.schemas.codec import HEADER, MAGIC
 from streams.schemas.registry_client import RegistryClient, RegistryRequestError
 from streams.webhooks.delivery import CE_PREFIX, Attempt, Deliverer, DeliveryResult, render
