@@ -15,7 +15,7 @@ from decimal import Decimal
 import pytest
 
 from streams.bridge.retry import RetryPolicy
-from streams.webhooks.delivery import Deliverer, render, retry_after_s
+from streams.webhooks.delivery import Circuit, Deliverer, render, retry_after_s
 from streams.webhooks.receiver import Answer, Received, Receiver
 from streams.webhooks.routes import CircuitPolicy, WebhookRoute
 from streams.webhooks.signing import Signer
@@ -200,3 +200,27 @@ async def test_a_cancelled_probe_lets_another_delivery_probe(receiver: Receiver)
         await deliverer.aclose()
     assert second.delivered
     assert not circuit.is_open
+
+
+async def test_the_breaker_opens_probes_backs_off_and_closes() -> None:
+    now = [100.0]
+    circuit = Circuit(CircuitPolicy(failures=3, cooldown_ms=1_000, max_cooldown_ms=3_000), clock=lambda: now[0])
+    for _ in range(2):
+        circuit.record(failed=True, probe=False)
+    assert not circuit.is_open
+    circuit.record(failed=True, probe=False)
+    assert (circuit.is_open, circuit.open_until) == (True, 101.0)
+    now[0] = 101.5  # the cooldown is over: the next request is the probe, the others wait for its outcome
+    assert await circuit.admit() is True
+    waiting = asyncio.create_task(circuit.admit())
+    await asyncio.sleep(0.01)
+    assert not waiting.done()
+    circuit.record(failed=True, probe=True)  # still down: open again, twice as long
+    assert (circuit.open_until, circuit.cooldown_s) == (103.5, 2.0)
+    now[0] = 104.0
+    assert await asyncio.wait_for(waiting, 1) is True  # the waiter becomes the next probe
+    circuit.record(failed=True, probe=True)
+    assert circuit.cooldown_s == 3.0  # capped at max_cooldown
+    circuit.record(failed=False, probe=False)  # a request that was already under way got through
+    assert (circuit.is_open, circuit.failures, circuit.cooldown_s) == (False, 0, 1.0)
+    assert await circuit.admit() is False  # closed: no probe
