@@ -106,7 +106,7 @@ class BatchAgent(Protocol):
     Optional methods, looked up once: `tick(partition, state, out, idle)` runs every commit interval for each
     owned partition (window closing); `dead_letter(record, error)` gives (topic, headers) to park a record
     the transaction keeps failing on; `restored(partition, state)` follows a restore; `before_commit()`
-    runs before each commit (side effects outside Kafka).
+    runs before each commit (side effects outside Kafka); `committed()` and `aborted()` after each outcome.
     """
 
     name: str
@@ -161,7 +161,8 @@ class TransactionalEngine:
     """
 
     def __init__(self, kafka: KafkaConfig, agent: BatchAgent, *, group: str, data_dir: Path,
-                 replication: int = 1, config: EngineConfig | None = None) -> None:
+                 replication: int = 1, config: EngineConfig | None = None,
+                 transactional_id: str | None = None) -> None:
         self.kafka, self.agent, self.group = kafka, agent, group
         self.config = config or EngineConfig()
         self.exactly_once = self.config.guarantee == "exactly_once"
@@ -180,8 +181,13 @@ class TransactionalEngine:
         self._poison_errors: dict[tuple[str, int, int], KafkaError | Exception | None] = {}
         self._tick = getattr(agent, "tick", None)
         self._before_commit: Callable[[], None] | None = getattr(agent, "before_commit", None)
+        self._committed: Callable[[], None] | None = getattr(agent, "committed", None)
+        self._aborted: Callable[[], None] | None = getattr(agent, "aborted", None)
         self._tick_at = 0.0
-        self._slot_file, self.transactional_id = _claim_transactional_id(data_dir, group)
+        if transactional_id is None:
+            self._slot_file, self.transactional_id = _claim_transactional_id(data_dir, group)
+        else:  # one fixed id (a single writer): whoever takes it over fences the previous holder
+            self._slot_file, self.transactional_id = None, transactional_id
         self._consumer: Consumer | None = None
         self._producer: Producer | None = None
         self._lag_at = 0.0
@@ -195,7 +201,7 @@ class TransactionalEngine:
         try:
             self._prepare()
         except BaseException:
-            self._slot_file.close()
+            self._release_slot()
             raise
         consumer = self._consumer = Consumer({
             **self.kafka, "group.id": self.group, "enable.auto.commit": False, "enable.auto.offset.store": False,
@@ -223,7 +229,7 @@ class TransactionalEngine:
             self.running = False
             consumer.close()  # revokes (committing nothing more: the transaction above is closed)
             self._close_producer()
-            self._slot_file.close()
+            self._release_slot()
             log.info("engine.stopped", agent=self.agent.name, commits=self.commits)
 
     def _prepare(self) -> None:
@@ -239,6 +245,10 @@ class TransactionalEngine:
         create_missing_topics(admin, [NewTopic(self.changelog, num_partitions=partitions,
                                                replication_factor=self.replication,
                                                config={"cleanup.policy": "compact"})])
+
+    def _release_slot(self) -> None:
+        if self._slot_file is not None:
+            self._slot_file.close()
 
     def _new_producer(self) -> Producer:
         config: dict[str, Any] = {
@@ -325,7 +335,8 @@ class TransactionalEngine:
         self._begin(since)
         out = Output(self._producer)
         for (topic, partition), batch in slices.items():
-            state = self.state.get(partition)
+            slot = self._slot(partition)
+            state = self.state.get(slot)
             if state is None:  # not ours any more (revoked inside consume); the next owner reads it
                 continue
             if txn.first is None:
@@ -333,7 +344,7 @@ class TransactionalEngine:
             txn.positions[topic, partition] = (batch[-1].offset() or 0) + 1
             txn.records += len(batch)
             fresh = batch
-            mark_name, topic_id = self.marks[topic], self.topic_ids[topic]
+            mark_name, topic_id = self._mark_name(topic, partition), self.topic_ids[topic]
             mark = state.get(mark_name)
             if mark is not None and mark[1] == topic_id and (batch[0].offset() or 0) < mark[0]:
                 fresh = [record for record in batch if (record.offset() or 0) >= mark[0]]  # offsets only grow
@@ -344,7 +355,14 @@ class TransactionalEngine:
                 if not (poisoned and len(fresh) == 1 and self._park(fresh[0], out)):
                     self.agent.handle(fresh, state, out)
             state[mark_name] = (txn.positions[topic, partition], topic_id)
-            self._write_state(partition, state)  # now, so its sends overlap the next slice instead of the commit
+            self._write_state(slot, state)  # now, so its sends overlap the next slice instead of the commit
+
+    def _slot(self, partition: int) -> int:
+        """Which state a source partition's records use (and which changelog partition holds it)."""
+        return partition
+
+    def _mark_name(self, topic: str, _partition: int) -> str:
+        return self.marks[topic]
 
     def _run_ticks(self, consumer: Consumer, records: list[Message]) -> None:
         """Every commit interval: each owned partition's tick, told whether the partition is caught up."""
@@ -385,6 +403,8 @@ class TransactionalEngine:
                 consumer.commit(offsets=offsets, asynchronous=False)
         self._txn = _Transaction()
         self.commits += 1
+        if self._committed is not None:
+            self._committed()
         COMMIT_SECONDS.labels(agent=self.agent.name).observe(time.perf_counter() - started)
 
     def _write_state(self, partition: int, state: PartitionState) -> None:
@@ -462,12 +482,18 @@ class TransactionalEngine:
                 log.warning("engine.abort.failed", agent=self.agent.name, error=str(exc.args[0]))
                 error = exc.args[0]
         if error is not None and error.fatal():
-            self._close_producer()
-            self._producer = self._new_producer()
+            self._fenced()
         self._txn = _Transaction()
         self._delivery_errors = []
         for state in self.state.values():
             state.dirty.clear()
+        if self._aborted is not None:
+            self._aborted()
+
+    def _fenced(self) -> None:
+        """Another producer took our transactional id (or the producer failed for good): replace ours."""
+        self._close_producer()
+        self._producer = self._new_producer()
 
     def _rewind(self, partitions: list[int]) -> None:
         """State from the changelog and consumer positions from the group's commits, for `partitions`."""

@@ -106,8 +106,12 @@ class AgentRunner:
         self._processed_total = EVENTS_TOTAL.labels(agent=self.name, outcome="processed")
         self._processing = PROCESSING_SECONDS.labels(agent=self.name)
         self._end_to_end = END_TO_END_SECONDS.labels(agent=self.name)
-        if agent.kind == "batch":
-            self.handle = agent.fn  # type: ignore[method-assign] # the raw form: the engine calls it as it is
+        if agent.kind == "batch":  # the raw form: the engine calls it as it is, hooks included
+            handler = getattr(agent.fn, "handle", agent.fn)
+            self.handle = handler  # type: ignore[method-assign]
+            for hook in ("seed", "committed", "aborted", "leadership"):
+                if hasattr(agent.fn, hook):
+                    setattr(self, hook, getattr(agent.fn, hook))
         if app.commit_hooks:
             self.before_commit = self._before_commit
         # The engine ticks only agents that have windows to close (a tick asks the consumer for positions).
