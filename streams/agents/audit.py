@@ -48,7 +48,7 @@ if TYPE_CHECKING:
     from confluent_kafka import Message
 
     from streams.catalog import Catalog, TopicSpec
-    from streams.runtime.engine import Output, PartitionState
+    from streams.runtime.state import Output, PartitionState
     from streams.settings import KafkaConfig, Settings
 
 __all__ = ["AuditAgent", "AuditChainWriter", "ChainState", "PayloadReader", "audit_app", "audit_entry"]

@@ -33,7 +33,7 @@ import os
 import socket
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal, Protocol, cast
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import orjson
 import structlog
@@ -44,10 +44,11 @@ from streams.errors import StreamsError
 from streams.gc_tuning import throughput_gc
 from streams.kafka_util import create_missing_topics, describe_topic, iter_partitions
 from streams.observability import COMMIT_SECONDS, CONSUMER_LAG, EVENTS_TOTAL
+from streams.runtime.state import Output, PartitionState, frozen, produce
 
 if TYPE_CHECKING:
     import threading
-    from collections.abc import Callable, Iterable, Sequence
+    from collections.abc import Callable, Iterable
     from pathlib import Path
 
     from streams.settings import KafkaConfig
@@ -61,43 +62,6 @@ PARK_AFTER = 2  # failed one-record transactions of the same record before it is
 MAX_RECORD_BYTES = 8 * 1024 * 1024  # the producer's own limit; the topics' max.message.bytes decide below it
 Guarantee = Literal["exactly_once", "at_least_once"]
 Headers = list[tuple[str, bytes | None]]
-
-
-class PartitionState(dict[str, Any]):
-    """One partition's state: a dict that remembers which keys were written or deleted since the last commit.
-
-    Values are JSON (written to the changelog with orjson); arrays come back as tuples after a restore, so
-    agents should write tuples too (immutable, and tuples of scalars cost the garbage collector nothing).
-    """
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.dirty: set[str] = set()
-        self.derived: dict[str, Any] = {}  # indexes rebuilt from the state (a windowed table's windows), not stored
-
-    def __setitem__(self, key: str, value: Any) -> None:
-        super().__setitem__(key, value)
-        self.dirty.add(key)
-
-    def __delitem__(self, key: str) -> None:
-        super().__delitem__(key)
-        self.dirty.add(key)  # written as a tombstone
-
-
-class Output:
-    """Where an agent's results go: `send` queues a record in the open transaction (opening it if needed)."""
-
-    def __init__(self, producer: Producer, begin: Callable[[], None] | None = None) -> None:
-        self._producer = producer
-        self._begin = begin
-
-    def send(self, topic: str, key: bytes | None, value: bytes | None,
-             headers: Sequence[tuple[str, bytes | None]]) -> None:
-        if self._begin is not None:
-            self._begin()
-            self._begin = None
-        wire_headers = cast("list[tuple[str, str | bytes | None]]", headers)  # what produce() accepts, read-only
-        _produce(self._producer, topic, value, key, headers=wire_headers)
 
 
 class BatchAgent(Protocol):
@@ -242,9 +206,12 @@ class TransactionalEngine:
                                    "run `streams topics apply`")
             self.topic_ids[topic] = str(source.topic_id)
             partitions = max(partitions, len(source.partitions))
-        create_missing_topics(admin, [NewTopic(self.changelog, num_partitions=partitions,
-                                               replication_factor=self.replication,
-                                               config={"cleanup.policy": "compact"})])
+        create_missing_topics(admin, self._internal_topics(partitions))
+
+    def _internal_topics(self, source_partitions: int) -> list[NewTopic]:
+        """The topics the engine itself needs: the changelog, one partition per source partition."""
+        return [NewTopic(self.changelog, num_partitions=source_partitions, replication_factor=self.replication,
+                         config={"cleanup.policy": "compact"})]
 
     def _release_slot(self) -> None:
         if self._slot_file is not None:
@@ -413,7 +380,7 @@ class TransactionalEngine:
         assert producer is not None  # noqa: S101 - run() made it
         for key in state.dirty:
             value = state.get(key)
-            _produce(producer, self.changelog, orjson.dumps(value) if value is not None else None, key.encode(),
+            produce(producer, self.changelog, orjson.dumps(value) if value is not None else None, key.encode(),
                      partition=partition)
         state.dirty.clear()
 
@@ -517,7 +484,7 @@ class TransactionalEngine:
                 if value is None:
                     dict.pop(state, key, None)
                 else:
-                    dict.__setitem__(state, key, _frozen(orjson.loads(value)))
+                    dict.__setitem__(state, key, frozen(orjson.loads(value)))
         self.state.update(restored)
         self.restored += len(restored)
         restored_hook = getattr(self.agent, "restored", None)
@@ -584,24 +551,6 @@ class TransactionalEngine:
 def _caught_up(position: int, high: int) -> bool:
     """The partition's reader is at its end (both known: before the first fetch neither is)."""
     return 0 <= high <= position
-
-
-def _frozen(value: Any) -> Any:
-    """A restored value with its arrays as tuples: immutable like the agent's own writes should be, and
-    untracked by the garbage collector, which then skips the (large) state in its full collections."""
-    if type(value) is not list:
-        return value
-    return tuple(value) if list not in map(type, value) else tuple(map(_frozen, value))  # flat: the common case
-
-
-def _produce(producer: Producer, topic: str, value: bytes | None, key: bytes | None, **options: Any) -> None:
-    """`producer.produce`, waiting while librdkafka's local queue is full instead of failing."""
-    while True:
-        try:
-            producer.produce(topic, value, key, **options)
-            return
-        except BufferError:
-            producer.poll(0.05)
 
 
 def _claim_transactional_id(data_dir: Path, group: str) -> tuple[Any, str]:

@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 
     from streams.catalog import Catalog
     from streams.runtime.app import AgentDef, App
-    from streams.runtime.engine import Output, PartitionState
+    from streams.runtime.state import Output, PartitionState
     from streams.settings import Settings
 
 log = structlog.get_logger("streams.runtime")

@@ -14,11 +14,10 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import NewTopic
 
 from streams.errors import StreamsError
 from streams.gc_tuning import throughput_gc
-from streams.kafka_util import create_missing_topics, describe_topic
 from streams.observability import CONSUMER_LAG
 from streams.runtime.engine import MARK_KEY, TransactionalEngine
 
@@ -114,19 +113,11 @@ class SingleWriterEngine(TransactionalEngine):
         if self._was_fenced:
             raise StreamsError(f"another writer took the transactional id '{self.transactional_id}'")
 
-    def _prepare(self) -> None:
-        admin = AdminClient(self.kafka)
-        for topic in self.agent.sources:
-            source = describe_topic(admin, topic)
-            if source is None:
-                raise StreamsError(f"the source topic '{topic}' of agent '{self.agent.name}' does not exist; "
-                                   "run `streams topics apply`")
-            self.topic_ids[topic] = str(source.topic_id)
-        create_missing_topics(admin, [
-            NewTopic(self.changelog, num_partitions=1, replication_factor=self.replication,
-                     config={"cleanup.policy": "compact"}),
-            NewTopic(self.leader_topic, num_partitions=1, replication_factor=self.replication),
-        ])
+    def _internal_topics(self, _source_partitions: int) -> list[NewTopic]:
+        """One state, so a one-partition changelog; and the leader topic the election runs on."""
+        return [NewTopic(self.changelog, num_partitions=1, replication_factor=self.replication,
+                         config={"cleanup.policy": "compact"}),
+                NewTopic(self.leader_topic, num_partitions=1, replication_factor=self.replication)]
 
     def _elected(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
         if partitions:

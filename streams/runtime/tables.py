@@ -17,7 +17,7 @@ from streams.runtime.outcomes import LateEvent
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
 
-    from streams.runtime.engine import PartitionState
+    from streams.runtime.state import PartitionState
 
 MISSING: Any = object()
 _SCALARS = (int, float, str, bool, type(None))
