@@ -541,11 +541,15 @@ class TransactionalEngine:
         if now < self._lag_at:
             return
         self._lag_at = now + 5.0
-        wanted = [TopicPartition(t, p) for t in self.agent.sources for p in self.state]
-        for tp in consumer.position(wanted):
+        for tp in consumer.position(self._source_partitions()):
             _, high = consumer.get_watermark_offsets(tp, cached=True)
             if tp.offset >= 0 and high >= 0:
-                CONSUMER_LAG.labels(topic=tp.topic, partition=str(tp.partition)).set(max(0, high - tp.offset))
+                CONSUMER_LAG.labels(agent=self.agent.name, topic=tp.topic, partition=str(tp.partition)).set(
+                    max(0, high - tp.offset))
+
+    def _source_partitions(self) -> list[TopicPartition]:
+        """The source partitions this engine reads now."""
+        return [TopicPartition(t, p) for t in self.agent.sources for p in self.state]
 
 
 def _caught_up(position: int, high: int) -> bool:

@@ -18,7 +18,6 @@ from confluent_kafka.admin import NewTopic
 
 from streams.errors import StreamsError
 from streams.gc_tuning import throughput_gc
-from streams.observability import CONSUMER_LAG
 from streams.runtime.engine import MARK_KEY, TransactionalEngine
 
 if TYPE_CHECKING:
@@ -216,12 +215,5 @@ class SingleWriterEngine(TransactionalEngine):
         for tp in committed:
             consumer.seek(TopicPartition(tp.topic, tp.partition, tp.offset if tp.offset >= 0 else OFFSET_BEGINNING))
 
-    def _report_lag(self, consumer: Consumer) -> None:
-        now = time.monotonic()
-        if now < self._lag_at:
-            return
-        self._lag_at = now + 5.0
-        for tp in consumer.position([TopicPartition(t, p) for t, p in sorted(self._sources)]):
-            _, high = consumer.get_watermark_offsets(tp, cached=True)
-            if tp.offset >= 0 and high >= 0:
-                CONSUMER_LAG.labels(topic=tp.topic, partition=str(tp.partition)).set(max(0, high - tp.offset))
+    def _source_partitions(self) -> list[TopicPartition]:
+        return [TopicPartition(t, p) for t, p in sorted(self._sources)]
