@@ -9,7 +9,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Self
 
 from streams.catalog import load_catalog
 from streams.errors import ConfigError
@@ -82,6 +82,16 @@ class Outbox:
         finally:
             cursor.close()
         return event_id
+
+    def close(self) -> None:
+        """Close the registry client (its connection pool)."""
+        self.encoder.registry.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
 
     def _dialect(self, raw: Any) -> tuple[Dialect, str]:
         kind = type(raw)
