@@ -8,7 +8,9 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 import pytest
+import sqlalchemy
 from click.testing import CliRunner
+from sqlalchemy.orm import Session
 
 from streams.cli import main
 from streams.outbox import Outbox
@@ -34,7 +36,7 @@ if TYPE_CHECKING:
     from pathlib import Path
 
 
-def relay_until_empty(world: World, dsn: str, table: str, timeout: float = 60.0) -> Relay:
+def relay_until_empty(world: World, dsn: str, table: str, timeout: float = 60.0) -> Relay:  # noqa: F811
     """Run a relay in this process until the outbox is empty; returns it (its metrics, counts)."""
     relay = Relay(RelayOptions(dsn=dsn, table=table, batch_size=500), world.settings)
     stop = threading.Event()
@@ -97,10 +99,7 @@ def test_add_encodes_as_the_publisher_and_the_relay_publishes_committed_rows_onl
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
 def test_sqlalchemy_connection_and_session_join_the_service_transaction(
-        world: World, backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
-    sqlalchemy = pytest.importorskip("sqlalchemy", reason="SQLAlchemy is in the [dev] extra")
-    from sqlalchemy.orm import Session  # noqa: PLC0415
-
+        world: World, backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:  # noqa: F811
     from streams.outbox.commands import create_table  # noqa: PLC0415
 
     if backend == "sqlite":
@@ -120,10 +119,15 @@ def test_sqlalchemy_connection_and_session_join_the_service_transaction(
     with engine.begin() as connection:  # Core: commits
         connection.execute(invoices.insert().values(id=kept["invoice_id"]))
         core_id = outbox.add(connection, world.topic, kept)
-    with pytest.raises(RuntimeError), engine.begin() as connection:  # Core: rolls back
-        connection.execute(invoices.insert().values(id=dropped["invoice_id"]))
-        outbox.add(connection, world.topic, dropped)
-        raise RuntimeError
+
+    def fail_after_adding() -> None:
+        with engine.begin() as connection:  # Core: rolls back
+            connection.execute(invoices.insert().values(id=dropped["invoice_id"]))
+            outbox.add(connection, world.topic, dropped)
+            raise RuntimeError
+
+    with pytest.raises(RuntimeError):
+        fail_after_adding()
     with Session(engine) as session:  # ORM: commits
         session.execute(invoices.insert().values(id="orm-1"))
         orm_id = outbox.add(session, world.topic, invoice(3, tenant="orm"))
