@@ -114,6 +114,8 @@ class Relay:
                 try:
                     handled = self.cycle()
                     self._stats()
+                    if not handled:
+                        self._wait(idle, stop)
                 except self.errors as exc:
                     self._pause("database", exc, backoff, stop)
                     backoff = min(backoff * 2, 5.0)
@@ -123,11 +125,8 @@ class Relay:
                     backoff = min(backoff * 2, 5.0)
                     continue
                 backoff = 0.1
-                if handled:
-                    idle = 0.001
-                    continue
-                self._wait(idle, stop)
-                idle = min(idle * 2, self.options.max_idle_s)
+                # Adaptive polling: straight on while there is work, then ever longer pauses up to the ceiling.
+                idle = 0.001 if handled else min(idle * 2, self.options.max_idle_s)
         finally:
             self.close()
 

@@ -1,6 +1,6 @@
 """Fixtures of the outbox tests: real PostgreSQL and MariaDB servers, a topic with its schema, a relay process.
 
-Use with `from tests.integration.outbox_support import ...  # noqa: F401` for the fixtures.
+Test modules import the *_fixture functions (`# noqa: F401`), which registers the fixtures they name.
 """
 
 from __future__ import annotations
@@ -31,24 +31,24 @@ if TYPE_CHECKING:
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture(scope="session")
-def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DatabaseServer]:
+@pytest.fixture(scope="session", name="postgres")
+def postgres_fixture(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DatabaseServer]:
     """A real PostgreSQL (the Debian package's binaries) on a free loopback port, for the session."""
     server = start_postgres(tmp_path_factory.mktemp("postgres"))
     yield server
     server.stop()
 
 
-@pytest.fixture(scope="session")
-def mariadb(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DatabaseServer]:
+@pytest.fixture(scope="session", name="mariadb")
+def mariadb_fixture(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DatabaseServer]:
     """A real MariaDB (the Debian package's mariadbd) on a free loopback port, for the session."""
     server = start_mariadb(tmp_path_factory.mktemp("mariadb"))
     yield server
     server.stop()
 
 
-@pytest.fixture(params=["sqlite", "postgresql", "mariadb"])
-def database(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+@pytest.fixture(params=["sqlite", "postgresql", "mariadb"], name="database")
+def database_fixture(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """An outbox DSN with a fresh table name per test, on each of the three databases."""
     table = f"outbox_{uuid.uuid4().hex[:8]}"
     if request.param == "sqlite":
@@ -75,8 +75,8 @@ class World:
     root: Path
 
 
-@pytest.fixture
-def world(
+@pytest.fixture(name="world")
+def world_fixture(
     tmp_path: Path, unique_name: Callable[[str], str], kafka_bootstrap: str, registry_url: str  # noqa: F811
 ) -> World:
     """A catalog of one fresh invoice topic (3 partitions, keyed by tenant), applied, schema registered."""

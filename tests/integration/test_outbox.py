@@ -21,14 +21,14 @@ from streams.samples import invoice
 from streams.schemas.registry_client import RegistryClient
 from tests.integration.outbox_support import (  # noqa: F401 - fixtures
     World,
-    database,
+    database_fixture,
     header,
-    mariadb,
+    mariadb_fixture,
     pending,
-    postgres,
+    postgres_fixture,
     read_topic,
     split,
-    world,
+    world_fixture,
 )
 from tests.integration.registry_fixtures import registry_url  # noqa: F401
 
@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     from pathlib import Path
 
 
-def relay_until_empty(world: World, dsn: str, table: str, timeout: float = 60.0) -> Relay:  # noqa: F811
+def relay_until_empty(world: World, dsn: str, table: str, timeout: float = 60.0) -> Relay:
     """Run a relay in this process until the outbox is empty; returns it (its metrics, counts)."""
     relay = Relay(RelayOptions(dsn=dsn, table=table, batch_size=500), world.settings)
     stop = threading.Event()
@@ -54,7 +54,7 @@ def relay_until_empty(world: World, dsn: str, table: str, timeout: float = 60.0)
 
 
 def test_add_encodes_as_the_publisher_and_the_relay_publishes_committed_rows_only(
-        world: World, database: str, request: pytest.FixtureRequest) -> None:  # noqa: F811
+        world: World, database: str, request: pytest.FixtureRequest) -> None:
     dsn, table = split(database)
     outbox = Outbox(world.settings, source="erp", table=table)
     request.addfinalizer(outbox.close)
@@ -99,7 +99,7 @@ def test_add_encodes_as_the_publisher_and_the_relay_publishes_committed_rows_onl
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
 def test_sqlalchemy_connection_and_session_join_the_service_transaction(
-        world: World, backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:  # noqa: F811
+        world: World, backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
     from streams.outbox.commands import create_table  # noqa: PLC0415
 
     if backend == "sqlite":

@@ -16,15 +16,15 @@ from streams.outbox.table import connect
 from streams.samples import invoice
 from tests.integration.outbox_support import (  # noqa: F401 - fixtures
     World,
-    database,
+    database_fixture,
     header,
-    mariadb,
+    mariadb_fixture,
     pending,
-    postgres,
+    postgres_fixture,
     read_topic,
     relay_process,
     split,
-    world,
+    world_fixture,
 )
 from tests.integration.registry_fixtures import registry_url  # noqa: F401
 
@@ -57,17 +57,14 @@ def wait_for_progress(world: World, relay: subprocess.Popen[bytes], since: int, 
     return now
 
 
-@pytest.mark.timeout(900)
-def test_relay_killed_three_times_loses_nothing_and_keeps_commit_order_per_key(
-        world: World, database: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:  # noqa: F811
-    dsn, table = split(database)
-    log = tmp_path / "relay.log"
-    outbox = Outbox(world.settings, source="erp", table=table)
-    request.addfinalizer(outbox.close)
-    # A stable name: a restarted relay takes over the SQLite lease of its killed self at once.
-    arguments = ("--name", "relay-under-test", "--batch-size", "500")
-    relay = relay_process(world, dsn, table, log, *arguments)
-    request.addfinalizer(lambda: relay.kill() if relay.poll() is None else None)
+def write_and_kill(world: World, outbox: Outbox, dsn: str, table: str, log: Path,
+                   relays: list[subprocess.Popen[bytes]], arguments: tuple[str, ...],
+                   ) -> tuple[subprocess.Popen[bytes], dict[str, list[str]], set[str]]:
+    """Add the events (one writer, so commit order is add order) and kill -9 the relay at KILL_AT.
+
+    Returns the running relay, the committed event ids per key in commit order, the rolled-back ids.
+    """
+    relay = relays[-1]
     rng = random.Random(16)
     by_key: dict[str, list[str]] = {}  # committed event ids per key, in commit order
     rolled_back: set[str] = set()
@@ -82,6 +79,7 @@ def test_relay_killed_three_times_loses_nothing_and_keeps_commit_order_per_key(
                 relay.wait(10)
                 kills += 1
                 relay = relay_process(world, dsn, table, log, *arguments)
+                relays.append(relay)
             if sqlite:
                 conn.execute("BEGIN")
             added = []
@@ -97,6 +95,22 @@ def test_relay_killed_three_times_loses_nothing_and_keeps_commit_order_per_key(
                     by_key.setdefault(tenant, []).append(event_id)
     finally:
         conn.close()
+    assert kills == 3
+    return relay, by_key, rolled_back
+
+
+@pytest.mark.timeout(900)
+def test_relay_killed_three_times_loses_nothing_and_keeps_commit_order_per_key(
+        world: World, database: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    dsn, table = split(database)
+    log = tmp_path / "relay.log"
+    outbox = Outbox(world.settings, source="erp", table=table)
+    request.addfinalizer(outbox.close)
+    # A stable name: a restarted relay takes over the SQLite lease of its killed self at once.
+    arguments = ("--name", "relay-under-test", "--batch-size", "500")
+    relays = [relay_process(world, dsn, table, log, *arguments)]
+    request.addfinalizer(lambda: [process.kill() for process in relays if process.poll() is None])
+    relay, by_key, rolled_back = write_and_kill(world, outbox, dsn, table, log, relays, arguments)
     deadline = time.monotonic() + 180
     while pending(dsn, table)[0] > 0:
         assert relay.poll() is None, f"the relay exited:\n{log.read_text()[-3000:]}"
@@ -106,7 +120,6 @@ def test_relay_killed_three_times_loses_nothing_and_keeps_commit_order_per_key(
     assert relay.wait(30) == 0, log.read_text()[-3000:]
 
     committed = {event_id for ids in by_key.values() for event_id in ids}
-    assert kills == 3
     assert 0 < len(rolled_back) < TRANSACTIONS * PER_TRANSACTION // 5
     messages = read_topic(world.settings.bootstrap_servers(), world.topic)
     seen = [header(m, "ce_id").decode() for m in messages]
@@ -118,5 +131,5 @@ def test_relay_killed_three_times_loses_nothing_and_keeps_commit_order_per_key(
     duplicates = len(seen) - len(set(seen))
     request.node.user_properties.append(("duplicates", duplicates))
     print(f"\n{dsn.split(':', 1)[0]}: {len(committed)} committed, {len(rolled_back)} rolled back, "  # noqa: T201
-          f"{kills} kills, {duplicates} duplicate records (same ce_id)")
+          f"3 kills, {duplicates} duplicate records (same ce_id)")
     assert pending(dsn, table) == (0, 0)
