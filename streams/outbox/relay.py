@@ -50,8 +50,11 @@ PERMANENT = {
     KafkaError.TOPIC_AUTHORIZATION_FAILED, KafkaError.UNKNOWN_TOPIC_ID,
 }
 RECORD_OVERHEAD = 128  # bytes a record batch adds around one record (header, varints), rounded up
-TOPIC_TTL_S = 10.0  # how long what the cluster said about a topic (exists, size limit) is trusted
+# How long what the cluster said about a topic (exists, size limit) is trusted. Long: a topic deleted or
+# shrunk meanwhile makes the broker refuse the record, which parks it just the same.
+TOPIC_TTL_S = 300.0
 STATS_EVERY_S = 1.0
+SCHEMA_RECHECK_S = 10.0  # an id the registry did not know is asked about again after this
 
 
 class TransientError(StreamsError):
@@ -330,7 +333,7 @@ class Relay:
     def _schema_known(self, schema_id: int) -> bool:
         seen = self._schemas.get(schema_id)
         now = time.monotonic()
-        if seen is not None and (seen > 0 or now + seen < TOPIC_TTL_S):
+        if seen is not None and (seen > 0 or now + seen < SCHEMA_RECHECK_S):
             return seen > 0
         try:
             self.registry.schema_by_id(schema_id)
