@@ -20,6 +20,7 @@ from streams.catalog import load_catalog
 from streams.demo_bridge import run_bridge_until
 from streams.demo_worker import run_worker_until
 from streams.local.stack import ServiceReady, StackEvent, StackNote, start_stack
+from streams.outbox.demo import erp_through_outbox
 from streams.publish import Publisher
 from streams.replay.commands import keygen, replay, verify
 from streams.samples import invoice_chain, user_action, workflow_completed
@@ -74,9 +75,10 @@ def demo(settings: Settings, invoices: int) -> None:
         "user.action": [user_action(i) for i in range(invoices // 4)],
         "workflow.completed": [workflow_completed(i) for i in range(invoices // 10)],
     }
+    console.print(erp_through_outbox(settings, catalog, batch["invoice.created"]), highlight=False)
     with Publisher(settings, catalog=catalog, source="streams-demo") as publisher:
         for topic, events in batch.items():
-            for event in events:
+            for event in events if topic != "invoice.created" else ():  # the ERP's went through its outbox
                 publisher.publish(topic, event)
     console.print(", ".join(f"{len(events)} {topic}" for topic, events in batch.items()) + " published")
 

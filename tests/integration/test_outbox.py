@@ -156,3 +156,21 @@ def test_init_prints_ddl_and_creates_the_table(tmp_path: Path) -> None:
     bad = runner.invoke(main, ["outbox", "init", "--dsn", "oracle://x/y"])
     assert bad.exit_code == 1
     assert bad.output.startswith("error: outbox DSN 'oracle://x/y': expected sqlite:///")
+
+
+def test_the_demo_erp_step_commits_invoices_and_relays_their_events(world: World) -> None:
+    from streams.outbox.demo import erp_through_outbox  # noqa: PLC0415
+
+    invoices = [invoice(i, tenant=f"s{i % 2}") for i in range(12)]
+    said = erp_through_outbox(world.settings, world.catalog, invoices, topic=world.topic)
+    assert "12 invoices committed" in said
+    assert "the relay published 12" in said
+    assert "parked 0" in said
+    messages = read_topic(world.settings.bootstrap_servers(), world.topic)
+    assert len(messages) == 12
+    conn = connect(f"sqlite:///{world.settings.data_dir / 'erp' / 'erp.db'}")
+    try:
+        stored = {row[0] for row in conn.execute("SELECT invoice_id FROM invoices")}
+    finally:
+        conn.close()
+    assert stored == {event["invoice_id"] for event in invoices}
