@@ -4,7 +4,8 @@ Both relays read the same outbox rows (filled by `outbox.add`, the same encoded 
 PostgreSQL started for the run (streams/local/databases.py) and publish to fresh 6-partition topics on the
 same broker with acks=all and idempotence. The **peer** is the loop most services hand-write: select a
 batch by id, for each row produce it, flush (wait for the ack), delete it, then commit the batch.
-**ours** is `streams.outbox.relay.Relay` (bucket locks, one flush per batch, one delete per batch).
+**ours** is `streams outbox relay`'s loop: two workers, each locking half the key buckets per cycle
+and, per batch of up to 5000 rows, producing them all, flushing once and deleting them in one statement.
 
 Throughput: the table is filled first, then a relay empties it (rows per second, fill excluded).
 Latency: a writer commits one event per transaction at `--rate` events/s offered; commit-to-Kafka is
@@ -36,7 +37,8 @@ from streams.catalog import load_catalog
 from streams.local.databases import start_postgres
 from streams.outbox import Outbox
 from streams.outbox.commands import create_table
-from streams.outbox.relay import Relay, RelayOptions
+from streams.outbox.metrics import OutboxMetrics
+from streams.outbox.relay import RelayOptions, run_workers
 from streams.outbox.table import connect, unpack_headers
 from streams.publish import DURABILITY, THROUGHPUT
 from streams.samples import invoice
@@ -88,26 +90,28 @@ class _Latencies:
         self.values.append(value)
 
 
-def ours_child(dsn: str, table: str, topic: str, settings: Settings, until: int, deadline_s: float,
+def ours_child(dsn: str, table: str, _topic: str, settings: Settings, until: int, deadline_s: float,
                out: Any) -> None:
-    relay = Relay(RelayOptions(dsn=dsn, table=table, batch_size=2_000), settings)
-    # Warm, as a running relay is: connected, producer id and topic metadata in hand.
-    relay._connection()
-    relay._topic(topic)
-    relay._producer.list_topics(topic, timeout=10)
+    """`streams outbox relay`'s loop (two workers) until `until` rows are acknowledged."""
     latencies = _Latencies()
-    relay.metrics.latency = latencies  # type: ignore[assignment]
+    metrics = OutboxMetrics()
+    metrics.latency = latencies  # type: ignore[assignment]
     stop = threading.Event()
-    thread = threading.Thread(target=relay.run, args=(stop,), daemon=True)
-    started = time.perf_counter()
-    thread.start()
+    runner = threading.Thread(target=run_workers, args=(RelayOptions(dsn=dsn, table=table), settings, 2, stop,
+                                                        metrics), daemon=True)
+    runner.start()
     deadline = time.monotonic() + deadline_s
-    while relay.relayed < until and time.monotonic() < deadline:
-        time.sleep(0.005)
+    # Timed from the first acknowledgement: connecting and fetching metadata are not throughput.
+    while not latencies.values and time.monotonic() < deadline:
+        time.sleep(0.001)
+    first, started = len(latencies.values), time.perf_counter()
+    while len(latencies.values) < until and time.monotonic() < deadline:
+        time.sleep(0.002)
     elapsed = time.perf_counter() - started
     stop.set()
-    thread.join(30)
-    out.send({"relayed": relay.relayed, "seconds": elapsed, "latencies": latencies.values})
+    runner.join(30)
+    out.send({"relayed": len(latencies.values), "timed": len(latencies.values) - first, "seconds": elapsed,
+              "latencies": latencies.values})
 
 
 def peer_child(dsn: str, table: str, topic: str, settings: Settings, until: int, deadline_s: float,
@@ -117,10 +121,12 @@ def peer_child(dsn: str, table: str, topic: str, settings: Settings, until: int,
     producer.list_topics(topic, timeout=10)
     conn = connect(dsn)
     latencies: list[float] = []
-    relayed = 0
+    relayed = first = 0
     started = time.perf_counter()
     deadline = time.monotonic() + deadline_s
     while relayed < until and time.monotonic() < deadline:
+        if relayed and not first:
+            first, started = relayed, time.perf_counter()  # timed from the first acknowledgement, as ours
         cursor = conn.cursor()
         cursor.execute(f"SELECT id, topic, msg_key, value, headers, created_us FROM {table} "  # noqa: S608
                        f"ORDER BY id LIMIT {PEER_BATCH} FOR UPDATE SKIP LOCKED")
@@ -138,7 +144,7 @@ def peer_child(dsn: str, table: str, topic: str, settings: Settings, until: int,
         conn.commit()
     elapsed = time.perf_counter() - started
     conn.close()
-    out.send({"relayed": relayed, "seconds": elapsed, "latencies": latencies})
+    out.send({"relayed": relayed, "timed": relayed - first, "seconds": elapsed, "latencies": latencies})
 
 
 def run_child(target: Any, *args: Any) -> tuple[multiprocessing.Process, Any]:
@@ -152,7 +158,7 @@ def throughput(child: Any, dsn: str, table: str, topic: str, settings: Settings,
     process, receiver = run_child(child, dsn, table, topic, settings, count, 600.0)
     result = receiver.recv()
     process.join(30)
-    return {"events": result["relayed"], "events_per_s": round(result["relayed"] / result["seconds"])}
+    return {"events": result["relayed"], "events_per_s": round(result["timed"] / result["seconds"])}
 
 
 def latency(child: Any, outbox: Outbox, dsn: str, table: str, topic: str, settings: Settings, rate: int,

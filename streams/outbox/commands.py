@@ -80,17 +80,19 @@ def create_table(dsn: str, table: str = DEFAULT_TABLE) -> None:
 @outbox.command()
 @click.option("--dsn", required=True, help=DSN_HELP)
 @click.option("--table", default=DEFAULT_TABLE, show_default=True, help="Name of the outbox table.")
-@click.option("--batch-size", default=2_000, show_default=True, type=click.IntRange(1, 100_000),
+@click.option("--batch-size", default=5_000, show_default=True, type=click.IntRange(1, 100_000),
               help="Rows per cycle (one transaction, one flush).")
 @click.option("--max-idle", default=0.25, show_default=True, type=click.FloatRange(0.001, 60),
               help="Longest pause between polls of an idle SQLite or MariaDB outbox (PostgreSQL waits on NOTIFY).")
+@click.option("--workers", default=2, show_default=True, type=click.IntRange(1, 16),
+              help="Relay threads (PostgreSQL, MariaDB), each with its own connection and producer.")
 @click.option("--name", default=None, help="This relay's name in logs and the SQLite lease (default: host-pid-random).")
 @click.option("--metrics-port", default=None, type=click.IntRange(0, 65535), help="Serve /metrics on this port.")
 @click.option("--metrics-host", default="127.0.0.1", show_default=True,
               help="Interface of /metrics (0.0.0.0 in a container, so Prometheus can scrape it).")
 @click.option("--log-level", default="INFO", show_default=True, type=click.Choice(["DEBUG", "INFO", "WARNING"]))
 @click.pass_obj
-def relay(settings: Settings, dsn: str, table: str, batch_size: int, max_idle: float, name: str | None,
+def relay(settings: Settings, dsn: str, table: str, batch_size: int, max_idle: float, workers: int, name: str | None,
           metrics_port: int | None, metrics_host: str, log_level: str) -> None:
     """Publish committed outbox rows to Kafka (acks=all, idempotent), in commit order per key.
 
@@ -102,20 +104,22 @@ def relay(settings: Settings, dsn: str, table: str, batch_size: int, max_idle: f
       STREAMS_KAFKA_BOOTSTRAP_SERVERS=kafka:9092 streams outbox relay --dsn postgresql://erp@db/erp
     """
     from streams.observability import configure_logging  # noqa: PLC0415
-    from streams.outbox.relay import Relay, RelayOptions  # noqa: PLC0415
+    from streams.outbox.metrics import OutboxMetrics  # noqa: PLC0415
+    from streams.outbox.relay import RelayOptions, run_workers  # noqa: PLC0415
 
     configure_logging(log_level)
     options = RelayOptions(dsn=dsn, table=table, batch_size=batch_size, max_idle_s=max_idle)
     if name:
         options = dataclasses.replace(options, name=name)
-    runner = Relay(options, settings)
+    metrics = OutboxMetrics()
     if metrics_port is not None:
-        runner.metrics.serve(metrics_port, metrics_host)
+        metrics.serve(metrics_port, metrics_host)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    runner.run(stop)
-    click.echo(f"relay stopped: {runner.relayed} published, {runner.parked} parked", err=True)
+    relays = run_workers(options, settings, workers, stop, metrics)
+    click.echo(f"relay stopped: {sum(r.relayed for r in relays)} published, {sum(r.parked for r in relays)} parked",
+               err=True)
 
 
 @outbox.command(name="list")

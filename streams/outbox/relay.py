@@ -6,8 +6,10 @@ the table only after acks=all; a row Kafka can never take is parked with its rea
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
+import random
 import socket
 import threading
 import time
@@ -39,7 +41,7 @@ from streams.schemas.registry_client import RegistryClient, RegistryRequestError
 if TYPE_CHECKING:
     from streams.settings import Settings
 
-__all__ = ["Relay", "RelayOptions"]
+__all__ = ["Relay", "RelayOptions", "run_workers"]
 
 log = structlog.get_logger("streams.outbox")
 
@@ -69,9 +71,12 @@ class RelayOptions:
 
     dsn: str
     table: str = DEFAULT_TABLE
-    batch_size: int = 2_000
+    batch_size: int = 5_000
     max_idle_s: float = 0.25  # the adaptive poll's ceiling (SQLite, MariaDB); PostgreSQL waits on NOTIFY
     lease_s: float = 10.0  # SQLite only: how long a silent relay's lease keeps others out
+    # PostgreSQL, MariaDB: buckets one cycle takes at most; less than all lets two workers (or relays)
+    # overlap one's database round trips with the other's wait for Kafka.
+    buckets_per_cycle: int = BUCKETS // 2
     name: str = field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}")
 
 
@@ -103,6 +108,7 @@ class Relay:
         self._conn: Any = None
         self._listen: Any = None
         self._stats_at = 0.0
+        self._offset = random.randrange(BUCKETS)  # noqa: S311 - spreads relays over buckets, nothing secret
         self.relayed = 0
         self.parked = 0
 
@@ -164,8 +170,7 @@ class Relay:
             return self._sqlite_cycle(conn)
         cursor = conn.cursor()
         try:
-            cursor.execute(self.dialect.lock_buckets_sql())
-            buckets = [int(row[0]) for row in cursor.fetchall()]
+            buckets = self._lock_buckets(cursor)
             if not buckets:
                 conn.rollback()  # every bucket is another relay's right now
                 return 0
@@ -184,6 +189,19 @@ class Relay:
         finally:
             cursor.close()
         return self._count(rows, published, parked)
+
+    def _lock_buckets(self, cursor: Any) -> list[int]:
+        """Lock up to `buckets_per_cycle` free buckets, starting where the last cycle stopped (round robin,
+        so a relay that takes part of the buckets still serves all of them in turn)."""
+        want, start = self.options.buckets_per_cycle, self._offset
+        cursor.execute(self.dialect.lock_buckets_sql(wrapped=False, limit=want), (start,))
+        buckets = [int(row[0]) for row in cursor.fetchall()]
+        if len(buckets) < want and start > 0:
+            cursor.execute(self.dialect.lock_buckets_sql(wrapped=True, limit=want - len(buckets)), (start,))
+            buckets += [int(row[0]) for row in cursor.fetchall()]
+        if buckets:
+            self._offset = (buckets[-1] + 1) % BUCKETS if len(buckets) < BUCKETS else 0
+        return sorted(buckets)
 
     def _sqlite_cycle(self, conn: Any) -> int:
         if not self._lease(conn):
@@ -213,7 +231,7 @@ class Relay:
 
     def _settle(self, cursor: Any, published: list[int], parked: list[tuple[int, str]]) -> None:
         if published:
-            cursor.execute(self.dialect.delete_sql(published))
+            cursor.execute(*self.dialect.delete_sql(published))
         mark = "?" if self.dialect.family == "sqlite" else "%s"
         now = time.time_ns() // 1000
         for row_id, reason in parked:
@@ -250,7 +268,7 @@ class Relay:
 
         for row_id, topic, key, value, packed, _event_id, created_us in rows:
             headers = unpack_headers(bytes(packed))
-            reason = self._check(topic, key, bytes(value), headers)
+            reason = self._check(topic, key, bytes(value), packed)
             if reason is not None:
                 parked.append((row_id, reason))
                 continue
@@ -290,12 +308,12 @@ class Relay:
                     raise
                 return f"Kafka refused the record: {error.str()}"
 
-    def _check(self, topic: str, key: bytes | None, value: bytes, headers: list[tuple[str, bytes]]) -> str | None:
+    def _check(self, topic: str, key: bytes | None, value: bytes, packed: bytes) -> str | None:
         """Why Kafka would refuse this record for good (None: it would take it)."""
         known = self._topic(topic)
         if not known.exists:
             return f"topic '{topic}' does not exist on the cluster"
-        size = len(value) + len(key or b"") + sum(len(n) + len(v) for n, v in headers) + RECORD_OVERHEAD
+        size = len(value) + len(key or b"") + len(packed) + RECORD_OVERHEAD  # packed: a bound on the headers' size
         if size > known.max_bytes:
             return f"record of {size} bytes is over topic '{topic}' max.message.bytes {known.max_bytes}"
         if len(value) >= 5 and value[0] == 0:
@@ -390,6 +408,27 @@ class Relay:
         self._disconnect()
         self._producer.flush(5.0)
         self.registry.close()
+
+
+def run_workers(options: RelayOptions, settings: Settings, workers: int, stop: threading.Event,
+                metrics: OutboxMetrics | None = None) -> list[Relay]:
+    """Run `workers` relays (threads, one connection and producer each, one set of metrics) until `stop`.
+
+    They share the buckets like separate relays would; SQLite gets one (its lease admits one at a time)."""
+    metrics = metrics or OutboxMetrics()
+    count = 1 if family_of_dsn(options.dsn) == "sqlite" else workers
+    relays = [Relay(options if count == 1 else dataclasses.replace(options, name=f"{options.name}-{i}"), settings,
+                    metrics=metrics) for i in range(count)]
+    threads = [threading.Thread(target=relay.run, args=(stop,), name=f"outbox-relay-{i}", daemon=True)
+               for i, relay in enumerate(relays)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        while thread.is_alive():
+            thread.join(0.5)
+            if not all(t.is_alive() for t in threads):
+                stop.set()  # one worker died of a bug: stop the others rather than run short-handed
+    return relays
 
 
 def _libpq_url(dsn: str) -> str:

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from typing import Any, Literal
 from urllib.parse import unquote, urlsplit
 
+import orjson
+
 from streams.errors import ConfigError
 
 DEFAULT_TABLE = "streams_outbox"
@@ -109,8 +111,13 @@ class Dialect:
 
     # ---- the relay's side ----------------------------------------------------------------------------
 
-    def lock_buckets_sql(self) -> str:
-        return f"SELECT bucket FROM {self.buckets_table} ORDER BY bucket FOR UPDATE SKIP LOCKED"
+    def lock_buckets_sql(self, *, wrapped: bool, limit: int) -> str:
+        """Lock up to `limit` free buckets from an offset (parameter) up, or `wrapped`: below it.
+
+        In key order with a plain LIMIT, so InnoDB and PostgreSQL lock only the rows they return."""
+        where = "bucket < %s" if wrapped else "bucket >= %s"
+        return (f"SELECT bucket FROM {self.buckets_table} WHERE {where} ORDER BY bucket LIMIT {int(limit)} "
+                "FOR UPDATE SKIP LOCKED")
 
     def pending_sql(self, buckets: list[int] | None, limit: int) -> str:
         where = "parked_us IS NULL"
@@ -119,8 +126,11 @@ class Dialect:
         return (f"SELECT id, topic, msg_key, value, headers, event_id, created_us FROM {self.table} "
                 f"WHERE {where} ORDER BY id LIMIT {int(limit)}")
 
-    def delete_sql(self, ids: list[int]) -> str:
-        return f"DELETE FROM {self.table} WHERE id IN ({', '.join(str(int(i)) for i in ids)})"
+    def delete_sql(self, ids: list[int]) -> tuple[str, tuple[Any, ...]]:
+        """The statement and parameters deleting rows `ids` (PostgreSQL: one array parameter, planned once)."""
+        if self.family == "postgresql":
+            return f"DELETE FROM {self.table} WHERE id = ANY(%s)", (ids,)
+        return f"DELETE FROM {self.table} WHERE id IN ({', '.join(str(int(i)) for i in ids)})", ()
 
     def park_sql(self, mark: str) -> str:
         return f"UPDATE {self.table} SET parked_reason = {mark}, parked_us = {mark} WHERE id = {mark}"
@@ -157,25 +167,13 @@ def key_lock_id(family: Family, topic: str, key: bytes) -> int:
 
 
 def pack_headers(headers: Headers) -> bytes:
-    """CloudEvents headers as bytes for a BLOB column: per header, u16 name length, name, u32 value length, value."""
-    parts: list[bytes] = []
-    for name, value in headers:
-        raw = name.encode()
-        parts.append(struct.pack(">H", len(raw)) + raw + struct.pack(">I", len(value)) + value)
-    return b"".join(parts)
+    """CloudEvents headers as bytes for a BLOB column: JSON pairs, each value's bytes as latin-1 code points
+    (any byte string round-trips, and orjson reads a row's eight headers in about a microsecond)."""
+    return orjson.dumps([[name, value.decode("latin-1")] for name, value in headers])
 
 
 def unpack_headers(packed: bytes) -> Headers:
-    headers: Headers = []
-    view, at = memoryview(packed), 0
-    while at < len(view):
-        (size,) = struct.unpack_from(">H", view, at)
-        name = bytes(view[at + 2:at + 2 + size]).decode()
-        at += 2 + size
-        (size,) = struct.unpack_from(">I", view, at)
-        headers.append((name, bytes(view[at + 4:at + 4 + size])))
-        at += 4 + size
-    return headers
+    return [(name, value.encode("latin-1")) for name, value in orjson.loads(packed)]
 
 
 # ---- connections -----------------------------------------------------------------------------------------
