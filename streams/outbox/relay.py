@@ -6,6 +6,7 @@ the table only after acks=all; a row Kafka can never take is parked with its rea
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import os
@@ -136,6 +137,8 @@ class Relay:
                 backoff = 0.1
                 # Adaptive polling: straight on while there is work, then ever longer pauses up to the ceiling.
                 idle = 0.001 if handled else min(idle * 2, self.options.max_idle_s)
+            with contextlib.suppress(*self.errors):
+                self._stats(force=True)  # the gauges as the relay leaves the table
         finally:
             self.close()
 
@@ -377,9 +380,9 @@ class Relay:
             self.metrics.database_up.set(1)
         return self._conn
 
-    def _stats(self) -> None:
+    def _stats(self, *, force: bool = False) -> None:
         now = time.monotonic()
-        if now - self._stats_at < STATS_EVERY_S:
+        if now - self._stats_at < STATS_EVERY_S and not force:
             return
         self._stats_at = now
         conn = self._connection()
