@@ -133,3 +133,81 @@ def test_relay_killed_three_times_loses_nothing_and_keeps_commit_order_per_key(
     print(f"\n{dsn.split(':', 1)[0]}: {len(committed)} committed, {len(rolled_back)} rolled back, "  # noqa: T201
           f"3 kills, {duplicates} duplicate records (same ce_id)")
     assert pending(dsn, table) == (0, 0)
+
+
+@pytest.mark.timeout(600)
+def test_several_relays_share_one_database_without_reordering_a_key(
+        world: World, database: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    dsn, table = split(database)
+    outbox = Outbox(world.settings, table=table)
+    request.addfinalizer(outbox.close)
+    logs = [tmp_path / f"relay-{i}.log" for i in range(3)]
+    relays = [relay_process(world, dsn, table, log, "--batch-size", "200") for log in logs]
+    request.addfinalizer(lambda: [process.kill() for process in relays if process.poll() is None])
+    by_key: dict[str, list[str]] = {}
+    conn = connect(dsn)
+    try:
+        for number in range(300):
+            if dsn.startswith("sqlite"):
+                conn.execute("BEGIN")
+            for i in range(10):
+                tenant = f"k{(number + i) % 12}"
+                by_key.setdefault(tenant, []).append(outbox.add(conn, world.topic, invoice(number, tenant=tenant)))
+            conn.execute("COMMIT") if dsn.startswith("sqlite") else conn.commit()
+            if number % 50 == 0:
+                time.sleep(0.2)  # let the relays catch up now and then, so each cycle is small
+    finally:
+        conn.close()
+    deadline = time.monotonic() + 120
+    while pending(dsn, table)[0] > 0:
+        assert time.monotonic() < deadline, "the relays did not drain the outbox"
+        time.sleep(0.2)
+    published = []
+    for process, log in zip(relays, logs, strict=True):
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(30) == 0, log.read_text()[-3000:]
+        line = next(line for line in log.read_text().splitlines() if line.startswith("relay stopped: "))
+        published.append(int(line.split()[2]))
+    messages = read_topic(world.settings.bootstrap_servers(), world.topic)
+    assert {header(m, "ce_id").decode() for m in messages} == {i for ids in by_key.values() for i in ids}
+    for tenant, ids in by_key.items():
+        order = list(dict.fromkeys(header(m, "ce_id").decode() for m in messages if m.key() == tenant.encode()))
+        assert order == ids, f"key {tenant} reordered"
+    assert sum(published) >= 3000
+    if not dsn.startswith("sqlite"):  # SQLite's lease admits one relay at a time; the others stand by
+        assert sum(1 for count in published if count > 0) >= 2, published
+    print(f"\n{dsn.split(':', 1)[0]}: published per relay {published}")  # noqa: T201
+
+
+@pytest.mark.parametrize("kind", ["postgres", "mariadb"])
+def test_transactions_adding_one_key_serialize_so_id_order_is_commit_order(
+        world: World, kind: str, request: pytest.FixtureRequest) -> None:
+    from streams.outbox.commands import create_table  # noqa: PLC0415
+
+    server = request.getfixturevalue(kind)
+    create_table(server.dsn, "locks_outbox")
+    outbox = Outbox(world.settings, table="locks_outbox")
+    request.addfinalizer(outbox.close)
+    first, second = connect(server.dsn), connect(server.dsn)
+    try:
+        cursor = second.cursor()
+        if kind == "postgres":
+            cursor.execute("SET lock_timeout = '300ms'")
+        else:
+            cursor.execute("SET SESSION innodb_lock_wait_timeout = 1")
+        cursor.close()
+        second.commit()
+        outbox.add(first, world.topic, invoice(1, tenant="same"))  # holds the key until it commits
+        with pytest.raises(Exception, match="(?i)lock") as refused:  # each driver has its own class
+            outbox.add(second, world.topic, invoice(2, tenant="same"))
+        assert type(refused.value).__module__.split(".")[0] in {"psycopg", "pymysql"}
+        second.rollback()
+        outbox.add(second, world.topic, invoice(3, tenant="other"))  # another key does not wait
+        second.commit()
+        first.commit()
+        outbox.add(second, world.topic, invoice(2, tenant="same"))  # now it may
+        second.commit()
+    finally:
+        first.close()
+        second.close()
+    assert pending(server.dsn, "locks_outbox") == (3, 0)
