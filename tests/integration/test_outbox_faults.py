@@ -198,7 +198,7 @@ def test_transactions_adding_one_key_serialize_so_id_order_is_commit_order(
         cursor.close()
         second.commit()
         outbox.add(first, world.topic, invoice(1, tenant="same"))  # holds the key until it commits
-        with pytest.raises(Exception, match="(?i)lock") as refused:  # each driver has its own class
+        with pytest.raises(Exception, match=r"(?i)lock") as refused:  # each driver has its own class
             outbox.add(second, world.topic, invoice(2, tenant="same"))
         assert type(refused.value).__module__.split(".")[0] in {"psycopg", "pymysql"}
         second.rollback()
