@@ -13,7 +13,9 @@ from click.testing import CliRunner
 from sqlalchemy.orm import Session
 
 from streams.cli import main
+from streams.local.databases import DatabaseServer
 from streams.outbox import Outbox
+from streams.outbox.commands import create_table
 from streams.outbox.relay import Relay, RelayOptions
 from streams.outbox.table import connect
 from streams.publish import EventEncoder
@@ -100,8 +102,6 @@ def test_add_encodes_as_the_publisher_and_the_relay_publishes_committed_rows_onl
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
 def test_sqlalchemy_connection_and_session_join_the_service_transaction(
         world: World, backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
-    from streams.outbox.commands import create_table  # noqa: PLC0415
-
     if backend == "sqlite":
         dsn = f"sqlite:///{tmp_path / 'orm.db'}"
         engine = sqlalchemy.create_engine(f"sqlite:///{tmp_path / 'orm.db'}")
@@ -174,3 +174,42 @@ def test_the_demo_erp_step_commits_invoices_and_relays_their_events(world: World
     finally:
         conn.close()
     assert stored == {event["invoice_id"] for event in invoices}
+
+
+def test_django_connection_inside_atomic_is_the_documented_helper(
+        world: World, postgres: DatabaseServer, tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    import django  # noqa: PLC0415 - Django is a test dependency only
+    from django.conf import settings as django_settings  # noqa: PLC0415
+
+    sqlite_path = tmp_path / "django.db"
+    port = postgres.dsn.rsplit(":", 1)[1].split("/")[0]
+    if not django_settings.configured:
+        django_settings.configure(INSTALLED_APPS=[], USE_TZ=True, DATABASES={
+            "default": {"ENGINE": "django.db.backends.sqlite3", "NAME": str(sqlite_path)},
+            "pg": {"ENGINE": "django.db.backends.postgresql", "HOST": "127.0.0.1", "PORT": port,
+                   "NAME": "streams", "USER": "postgres"},
+        })
+        django.setup()
+    from django.db import connections, transaction  # noqa: PLC0415
+
+    request.addfinalizer(connections.close_all)
+    outbox = Outbox(world.settings, table="django_outbox")
+    request.addfinalizer(outbox.close)
+    kept: list[str] = []
+    for alias, dsn in (("default", f"sqlite:///{django_settings.DATABASES['default']['NAME']}"),
+                       ("pg", postgres.dsn)):
+        create_table(dsn, "django_outbox")
+        with transaction.atomic(using=alias):
+            kept.append(outbox.add(connections[alias], world.topic, invoice(1, tenant=alias)))
+
+        def fail(alias: str = alias) -> None:
+            with transaction.atomic(using=alias):
+                outbox.add(connections[alias], world.topic, invoice(2, tenant=alias))
+                raise RuntimeError
+
+        with pytest.raises(RuntimeError):
+            fail()
+        assert pending(dsn, "django_outbox") == (1, 0)
+        relay_until_empty(world, dsn, "django_outbox")
+    assert sorted(header(m, "ce_id").decode() for m in read_topic(world.settings.bootstrap_servers(),
+                                                                   world.topic)) == sorted(kept)
