@@ -35,6 +35,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from streams.catalog import load_catalog
 from streams.local.databases import start_postgres
+from streams.observability import configure_logging
 from streams.outbox import Outbox
 from streams.outbox.commands import create_table
 from streams.outbox.metrics import OutboxMetrics
@@ -191,6 +192,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0, help="Length of the latency run.")
     parser.add_argument("--json", type=Path, default=None, help="Write the results here as JSON.")
     args = parser.parse_args()
+    configure_logging("WARNING")  # the relays' "started" lines would only clutter the output
     settings = Settings()
     admin = AdminClient(settings.kafka_config(settings.bootstrap_servers()))
     load = [os.getloadavg()[0]]

@@ -28,12 +28,14 @@ BENCHES: dict[str, list[str]] = {
     "agents": ["--events", "60000", "--rounds", "2", "--profile"],
     "bridge": ["--events", "100000", "--runs", "2"],
     "replay": ["--events", "1000000", "--rounds", "3"],
+    "outbox": ["--events", "30000", "--peer-events", "3000", "--rate", "1000", "--seconds", "10"],
 }
 QUICK: dict[str, list[str]] = {  # --quick: the same paths on small inputs, to check the harness itself
     "publish": ["--events", "5000"],
     "agents": ["--events", "2000", "--rounds", "1", "--seconds", "5"],
     "bridge": ["--events", "5000", "--runs", "1"],
     "replay": ["--events", "20000", "--rounds", "1"],
+    "outbox": ["--events", "3000", "--peer-events", "500", "--seconds", "3"],
 }
 
 
