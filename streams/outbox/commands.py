@@ -108,6 +108,7 @@ def relay(settings: Settings, dsn: str, table: str, batch_size: int, max_idle: f
     from streams.outbox.relay import RelayOptions, run_workers  # noqa: PLC0415
 
     configure_logging(log_level)
+    _read_rows(dsn, table, parked=False, limit=1)  # a wrong DSN or a missing table: one clear error now
     options = RelayOptions(dsn=dsn, table=table, batch_size=batch_size, max_idle_s=max_idle)
     if name:
         options = dataclasses.replace(options, name=name)
@@ -135,18 +136,7 @@ def list_rows(dsn: str, table: str, parked: bool, limit: int, output: str) -> No
     Example:
       streams outbox list --dsn sqlite:///erp.db --parked -o json
     """
-    dialect = Dialect(family_of_dsn(dsn), table)
-    conn = _connect(dsn)
-    try:
-        cursor = conn.cursor()
-        cursor.execute(dialect.rows_sql(parked=parked, limit=limit))
-        rows = cursor.fetchall()
-        cursor.close()
-    except driver_errors(dialect.family) as exc:
-        raise ConfigError(f"cannot read outbox table {table} in {redact(dsn)}: {exc}") from exc
-    finally:
-        conn.close()
-    found = [_shown(row) for row in rows]
+    found = [_shown(row) for row in _read_rows(dsn, table, parked=parked, limit=limit)]
     if output == "json":
         click.echo(json.dumps(found, indent=2))
         return
@@ -157,6 +147,22 @@ def list_rows(dsn: str, table: str, parked: bool, limit: int, output: str) -> No
         view.add_row(*(str(item[c]) for c in ("id", "topic", "key", "event_id", "added")),
                      *((str(item["reason"]),) if parked else ()))
     Console().print(view)
+
+
+def _read_rows(dsn: str, table: str, *, parked: bool, limit: int) -> list[tuple[Any, ...]]:
+    dialect = Dialect(family_of_dsn(dsn), table)
+    conn = _connect(dsn)
+    try:
+        cursor = conn.cursor()
+        cursor.execute(dialect.rows_sql(parked=parked, limit=limit))
+        rows: list[tuple[Any, ...]] = cursor.fetchall()
+        cursor.close()
+        return rows
+    except driver_errors(dialect.family) as exc:
+        raise ConfigError(f"cannot read outbox table {table} in {redact(dsn)}: {str(exc).strip().splitlines()[0]}"
+                          f" (create it with `streams outbox init --dsn ...`)") from exc
+    finally:
+        conn.close()
 
 
 def _shown(row: tuple[Any, ...]) -> dict[str, Any]:

@@ -156,6 +156,10 @@ def test_init_prints_ddl_and_creates_the_table(tmp_path: Path) -> None:
     bad = runner.invoke(main, ["outbox", "init", "--dsn", "oracle://x/y"])
     assert bad.exit_code == 1
     assert bad.output.startswith("error: outbox DSN 'oracle://x/y': expected sqlite:///")
+    missing = runner.invoke(main, ["outbox", "relay", "--dsn", dsn, "--table", "nope"])
+    assert missing.exit_code == 1
+    assert missing.output == (f"error: cannot read outbox table nope in {dsn}: no such table: nope "
+                              "(create it with `streams outbox init --dsn ...`)\n")
 
 
 def test_the_demo_erp_step_commits_invoices_and_relays_their_events(world: World) -> None:
