@@ -110,6 +110,7 @@ class Relay:
         self._listen: Any = None
         self._stats_at = 0.0
         self._offset = random.randrange(BUCKETS)  # noqa: S311 - spreads relays over buckets, nothing secret
+        self._empty_buckets = BUCKETS  # buckets tried since rows were last found (SQLite: all, each cycle)
         self.relayed = 0
         self.parked = 0
 
@@ -124,7 +125,8 @@ class Relay:
                 try:
                     handled = self.cycle()
                     self._stats()
-                    if not handled:
+                    # Wait only once every bucket was looked at and found empty: a cycle covers part of them.
+                    if not handled and self._empty_buckets >= BUCKETS:
                         self._wait(idle, stop)
                 except self.errors as exc:
                     self._pause("database", exc, backoff, stop)
@@ -176,13 +178,16 @@ class Relay:
             buckets = self._lock_buckets(cursor)
             if not buckets:
                 conn.rollback()  # every bucket is another relay's right now
+                self._empty_buckets += self.options.buckets_per_cycle
                 return 0
             cursor.execute(self.dialect.pending_sql(None if len(buckets) == BUCKETS else buckets,
                                                     self.options.batch_size))
             rows: list[Row] = cursor.fetchall()
             if not rows:
                 conn.rollback()
+                self._empty_buckets += self.options.buckets_per_cycle
                 return 0
+            self._empty_buckets = 0
             published, parked = self._publish(rows, keepalive=None)
             self._settle(cursor, published, parked)
             conn.commit()  # the bucket locks go with it
