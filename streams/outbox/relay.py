@@ -110,7 +110,8 @@ class Relay:
         self._listen: Any = None
         self._stats_at = 0.0
         self._offset = random.randrange(BUCKETS)  # noqa: S311 - spreads relays over buckets, nothing secret
-        self._empty_buckets = BUCKETS  # buckets tried since rows were last found (SQLite: all, each cycle)
+        # Buckets found drained (or another relay's) since one last held a full batch: at BUCKETS, wait.
+        self._drained = BUCKETS
         self.relayed = 0
         self.parked = 0
 
@@ -125,8 +126,8 @@ class Relay:
                 try:
                     handled = self.cycle()
                     self._stats()
-                    # Wait only once every bucket was looked at and found empty: a cycle covers part of them.
-                    if not handled and self._empty_buckets >= BUCKETS:
+                    # Wait only once every bucket was found drained: a busy cycle covers part of them.
+                    if self._drained >= BUCKETS:
                         self._wait(idle, stop)
                 except self.errors as exc:
                     self._pause("database", exc, backoff, stop)
@@ -175,19 +176,21 @@ class Relay:
             return self._sqlite_cycle(conn)
         cursor = conn.cursor()
         try:
-            buckets = self._lock_buckets(cursor)
+            # A trickle (the last cycle drained its buckets): take every bucket, one cycle drains the table.
+            # A backlog: take part, so the other workers' cycles overlap this one's wait for Kafka.
+            want = self.options.buckets_per_cycle if self._drained == 0 else BUCKETS
+            buckets = self._lock_buckets(cursor, want)
             if not buckets:
                 conn.rollback()  # every bucket is another relay's right now
-                self._empty_buckets += self.options.buckets_per_cycle
+                self._drained += want
                 return 0
             cursor.execute(self.dialect.pending_sql(None if len(buckets) == BUCKETS else buckets,
                                                     self.options.batch_size))
             rows: list[Row] = cursor.fetchall()
+            self._drained = 0 if len(rows) >= self.options.batch_size else self._drained + want
             if not rows:
                 conn.rollback()
-                self._empty_buckets += self.options.buckets_per_cycle
                 return 0
-            self._empty_buckets = 0
             published, parked = self._publish(rows, keepalive=None)
             self._settle(cursor, published, parked)
             conn.commit()  # the bucket locks go with it
@@ -198,10 +201,10 @@ class Relay:
             cursor.close()
         return self._count(rows, published, parked)
 
-    def _lock_buckets(self, cursor: Any) -> list[int]:
-        """Lock up to `buckets_per_cycle` free buckets, starting where the last cycle stopped (round robin,
-        so a relay that takes part of the buckets still serves all of them in turn)."""
-        want, start = self.options.buckets_per_cycle, self._offset
+    def _lock_buckets(self, cursor: Any, want: int) -> list[int]:
+        """Lock up to `want` free buckets, starting where the last cycle stopped (round robin, so a relay
+        that takes part of the buckets still serves all of them in turn)."""
+        start = self._offset
         cursor.execute(self.dialect.lock_buckets_sql(wrapped=False, limit=want), (start,))
         buckets = [int(row[0]) for row in cursor.fetchall()]
         if len(buckets) < want and start > 0:
@@ -212,9 +215,12 @@ class Relay:
         return sorted(buckets)
 
     def _sqlite_cycle(self, conn: Any) -> int:
+        self._drained = BUCKETS
         if not self._lease(conn):
             return 0
         rows: list[Row] = conn.execute(self.dialect.pending_sql(None, self.options.batch_size)).fetchall()
+        if len(rows) >= self.options.batch_size:
+            self._drained = 0
         if not rows:
             return 0
         published, parked = self._publish(rows, keepalive=lambda: self._lease(conn))
