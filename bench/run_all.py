@@ -29,6 +29,7 @@ BENCHES: dict[str, list[str]] = {
     "bridge": ["--events", "100000", "--runs", "2"],
     "replay": ["--events", "1000000", "--rounds", "3"],
     "webhooks": ["--events", "5000"],
+    "outbox": ["--events", "30000", "--peer-events", "3000", "--rate", "1000", "--seconds", "10"],
 }
 QUICK: dict[str, list[str]] = {  # --quick: the same paths on small inputs, to check the harness itself
     "publish": ["--events", "5000"],
@@ -36,6 +37,7 @@ QUICK: dict[str, list[str]] = {  # --quick: the same paths on small inputs, to c
     "bridge": ["--events", "5000", "--runs", "1"],
     "replay": ["--events", "20000", "--rounds", "1"],
     "webhooks": ["--events", "500"],
+    "outbox": ["--events", "3000", "--peer-events", "500", "--seconds", "3"],
 }
 
 

@@ -45,6 +45,7 @@ def _register() -> None:
     from streams.dlq import dlq  # noqa: PLC0415
     from streams.events_cli import consume, publish  # noqa: PLC0415
     from streams.local.commands import dev  # noqa: PLC0415
+    from streams.outbox.commands import outbox  # noqa: PLC0415
     from streams.registry.commands import registry  # noqa: PLC0415
     from streams.replay.commands import evidence, replay  # noqa: PLC0415
     from streams.schemas.commands import schemas  # noqa: PLC0415
@@ -66,6 +67,7 @@ def _register() -> None:
     main.add_command(evidence)
     main.add_command(bridge)
     main.add_command(webhooks)
+    main.add_command(outbox)
 
 
 _register()

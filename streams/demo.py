@@ -18,9 +18,10 @@ from streams.admin import apply_plan, plan_changes
 from streams.agents.zatca import invoice_hash
 from streams.catalog import load_catalog
 from streams.demo_bridge import run_bridge_until
-from streams.demo_worker import run_worker_until
+from streams.demo_worker import WorkerReport, run_worker_until
 from streams.errors import StreamsError
 from streams.local.stack import ServiceReady, StackEvent, StackNote, start_stack
+from streams.outbox.demo import erp_through_outbox
 from streams.publish import Publisher
 from streams.replay.commands import keygen, replay, verify
 from streams.samples import invoice_chain, user_action, workflow_completed
@@ -76,9 +77,10 @@ def demo(settings: Settings, invoices: int) -> None:
         "user.action": [user_action(i) for i in range(invoices // 4)],
         "workflow.completed": [workflow_completed(i) for i in range(invoices // 10)],
     }
+    console.print(erp_through_outbox(settings, catalog, batch["invoice.created"]), highlight=False)
     with Publisher(settings, catalog=catalog, source="streams-demo") as publisher:
         for topic, events in batch.items():
-            for event in events:
+            for event in events if topic != "invoice.created" else ():  # the ERP's went through its outbox
                 publisher.publish(topic, event)
     console.print(", ".join(f"{len(events)} {topic}" for topic, events in batch.items()) + " published")
 
@@ -86,16 +88,7 @@ def demo(settings: Settings, invoices: int) -> None:
     expected = len(batch["invoice.created"])
     report = run_worker_until(settings, catalog, expected, timeout=180)
     _show_topics(console, catalog, kafka_config)
-    console.print(f"invoices judged: {report.judged} of {expected} "
-                  f"({report.cleared} cleared, {report.violating} with violations)")
-    for rule, count in sorted(report.violations.items()):
-        console.print(f"  {rule:22s} {count}")
-    console.print(f"dead letters: {report.dead_letters}")
-    console.print(f"audit chain: {report.chain_entries} entries, verify: {report.verify}")
-    if not report.search_hits:
-        raise StreamsError(f"the search index has no cleared invoice; see {settings.data_dir / 'demo-worker.log'}")
-    for hit in report.search_hits:
-        console.print(f"search 'cleared': {hit['topic']} {hit['title']}")
+    _show_worker(console, report, expected, settings)
 
     console.rule("6. bridge: Celery tasks from the outcomes (PDFs, compliance notifications)")
     tenants = {event["tenant_id"] for event in batch["invoice.created"]}
@@ -115,6 +108,20 @@ def demo(settings: Settings, invoices: int) -> None:
     ctx.invoke(replay, topic="invoice.created", export=folder / f"invoices-{stamp}",
                sign_key=folder / f"auditor-{stamp}.key")
     ctx.invoke(verify, directory=folder / f"invoices-{stamp}", public_key=folder / f"auditor-{stamp}.pub")
+
+
+def _show_worker(console: Console, report: WorkerReport, expected: int, settings: Settings) -> None:
+    """The agents' outcomes; StreamsError if the search index holds no cleared invoice."""
+    console.print(f"invoices judged: {report.judged} of {expected} "
+                  f"({report.cleared} cleared, {report.violating} with violations)")
+    for rule, count in sorted(report.violations.items()):
+        console.print(f"  {rule:22s} {count}")
+    console.print(f"dead letters: {report.dead_letters}")
+    console.print(f"audit chain: {report.chain_entries} entries, verify: {report.verify}")
+    if not report.search_hits:
+        raise StreamsError(f"the search index has no cleared invoice; see {settings.data_dir / 'demo-worker.log'}")
+    for hit in report.search_hits:
+        console.print(f"search 'cleared': {hit['topic']} {hit['title']}")
 
 
 def demo_invoices(count: int) -> list[dict[str, Any]]:
