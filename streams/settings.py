@@ -253,6 +253,22 @@ class Settings(BaseSettings):
         return path
 
 
+def load_settings(**overrides: object) -> Settings:
+    """Settings from the environment (`overrides` win), or a ConfigError in one line naming the variable,
+    the value and what is allowed, instead of pydantic's multi-line report."""
+    from pydantic import ValidationError  # noqa: PLC0415 - only on this path
+
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            field = ".".join(str(part) for part in error["loc"])
+            variable = f"STREAMS_{field.upper()}"
+            problems.append(f"{variable}={error['input']!r} is not valid: {error['msg']}")
+        raise _config_error("; ".join(problems) + " (fix or unset the variable)") from None
+
+
 _REACHED: set[tuple[str, str, str | None]] = set()  # the brokers that answered this process once
 
 
