@@ -7,12 +7,17 @@ from __future__ import annotations
 
 import importlib
 import sys
+import warnings
 from typing import Any
 
 import click
 
 from streams.errors import StreamsError
 from streams.settings import load_settings
+
+# confluent-kafka's schema registry client imports authlib's httpx integration, which warns on import that
+# it is deprecated; a user can do nothing about it, so it is not printed on every command.
+warnings.filterwarnings("ignore", message=r"The httpx module is deprecated")
 
 # name: (module, attribute, the one-line summary `streams --help` lists). Listing the summaries here lets
 # `streams --help` answer without importing every command's module and its libraries (Kafka, faust,

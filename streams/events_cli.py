@@ -11,11 +11,11 @@ from datetime import date, datetime
 from decimal import Decimal
 from enum import Enum
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, get_args
 
 import click
 from confluent_kafka import Consumer, KafkaException, TopicPartition
-from pydantic import BaseModel, ValidationError
+from pydantic import AwareDatetime, BaseModel, NaiveDatetime, ValidationError
 
 from streams.catalog import TopicSpec, load_catalog
 from streams.errors import PublishError, SchemaError, StreamsError
@@ -24,6 +24,8 @@ from streams.schemas.codec import HEADER, AvroCodec, split_header
 from streams.schemas.models import EVENT_MODELS
 from streams.schemas.registry_client import RegistryClient
 from streams.settings import Settings
+
+TIME_TYPES = {datetime, date, AwareDatetime, NaiveDatetime}
 
 
 @click.command()
@@ -52,10 +54,12 @@ def publish(settings: Settings, topic: str, source: IO[str], source_name: str, t
             where = f"{getattr(source, 'name', '<stdin>')}:{number}"
             try:
                 raw = json.loads(line, parse_float=Decimal)
+                if model is not None:
+                    _refuse_numeric_times(model, raw)
                 payload = model.model_validate(raw).model_dump() if model is not None else raw
                 records.append(publisher.encoder.encode(topic, payload, tenant=tenant))
             except json.JSONDecodeError as exc:
-                raise PublishError(f"{where}: not valid JSON: {exc.msg} at column {exc.colno}; nothing sent") from exc
+                raise PublishError(f"{where}: not valid JSON: {_json_problem(exc)}; nothing sent") from exc
             except ValidationError as exc:
                 first = exc.errors()[0]
                 path = ".".join(str(part) for part in first["loc"])
@@ -66,6 +70,46 @@ def publish(settings: Settings, topic: str, source: IO[str], source_name: str, t
             publisher.send(record)
         publisher.flush()
     click.echo(f"published {len(records)} event(s) to {topic}")
+
+
+def _json_problem(exc: json.JSONDecodeError) -> str:
+    """json's message with the column of the character at fault, 1-based as editors count.
+
+    json reports a trailing comma where it expected the next item (the `}` after it); the comma is the mistake.
+    """
+    before = exc.doc[: exc.pos].rstrip()
+    if before.endswith(",") and exc.doc[exc.pos : exc.pos + 1] in {"}", "]"}:
+        comma = exc.doc.rfind(",", 0, exc.pos)
+        return f"a trailing comma at column {comma - exc.doc.rfind(chr(10), 0, comma)} before '{exc.doc[exc.pos]}'"
+    return f"{exc.msg} at column {exc.colno}"
+
+
+def _refuse_numeric_times(model: type[BaseModel], raw: Any, prefix: str = "") -> None:
+    """A number where the schema has a timestamp is refused: pydantic would read 12 as 1970-01-01T00:00:12Z,
+    which is never what a JSON line meant. Times are ISO 8601 strings (2026-12-07T10:00:00Z)."""
+    if not isinstance(raw, dict):
+        return
+    for name, info in model.model_fields.items():
+        value = raw.get(info.alias or name)
+        path = f"{prefix}{name}"
+        for kind in _leaf_types(info.annotation):
+            if kind in TIME_TYPES and isinstance(value, int | float | Decimal) and not isinstance(value, bool):
+                raise PublishError(
+                    f"field '{path}': {value} is a number, not a time; write an ISO 8601 time such as"
+                    " 2026-12-07T10:00:00Z"
+                )
+            if isinstance(kind, type) and issubclass(kind, BaseModel):
+                items = value if isinstance(value, list) else [value]
+                for item in items:
+                    _refuse_numeric_times(kind, item, f"{path}.")
+
+
+def _leaf_types(annotation: Any) -> list[Any]:
+    """The classes an annotation can hold (through Optional, unions, lists and Annotated)."""
+    arguments = get_args(annotation)
+    if not arguments:
+        return [annotation]
+    return [leaf for argument in arguments for leaf in _leaf_types(argument)]
 
 
 def _model_for(spec: TopicSpec) -> type[BaseModel] | None:
@@ -88,7 +132,9 @@ def _model_for(spec: TopicSpec) -> type[BaseModel] | None:
 def consume(settings: Settings, topic: str, from_beginning: bool, max_messages: int | None, timeout: float) -> None:
     """Print TOPIC's records as JSON lines: decoded value, key, headers, partition, offset.
 
-    Reads without joining a consumer group, so it never moves anyone's offsets.
+    Reads without joining a consumer group, so it never moves anyone's offsets. A record that cannot be
+    decoded is printed with an `error` field and its raw bytes (`value_base64`), and the command then exits
+    1 with one line saying how many; an unreachable registry stops it at the first record.
 
     \b
     Example:
@@ -106,14 +152,25 @@ def consume(settings: Settings, topic: str, from_beginning: bool, max_messages: 
         start = -2 if from_beginning else -1  # OFFSET_BEGINNING / OFFSET_END
         consumer.assign([TopicPartition(topic, p, start) for p in found.partitions])
         seen = 0
+        undecoded: list[str] = []
         while max_messages is None or seen < max_messages:
             message = consumer.poll(timeout)
             if message is None:
                 break
             if message.error():
                 raise StreamsError(f"reading '{topic}': {message.error()}")
-            click.echo(json.dumps(_describe(message, registry, codecs), default=_json_default))
+            described = _describe(message, registry, codecs)
+            if "error" in described:
+                if described["error"].startswith("cannot reach the schema registry"):
+                    raise StreamsError(f"cannot decode '{topic}': {described['error']}")
+                undecoded.append(f"{described['partition']}:{described['offset']}")
+            click.echo(json.dumps(described, default=_json_default))
             seen += 1
+        if undecoded:
+            raise StreamsError(
+                f"{len(undecoded)} of {seen} record(s) of '{topic}' could not be decoded (partition:offset"
+                f" {', '.join(undecoded[:5])}{', ...' if len(undecoded) > 5 else ''}); see their `error` field"
+            )
     except KafkaException as exc:
         raise StreamsError(f"cannot read '{topic}': {exc.args[0]}") from exc
     finally:

@@ -131,12 +131,16 @@ def _show(config: BridgeConfig, output: str, *, checked_only: bool) -> None:
     from rich.console import Console  # noqa: PLC0415 - only for the human table
     from rich.table import Table  # noqa: PLC0415
 
+    from streams.tables import add_name_column  # noqa: PLC0415
+
     table = Table(title=f"bridge routes (group {config.group})")
-    for column in ("route", "topic / type", "where", "task", "queue (bound)", "prio", "retry"):
+    table.add_column("route")
+    add_name_column(table, "topic / type", (_topic_cell(row) for row in rows))
+    for column in ("where", "task", "queue (bound)", "prio", "retry"):
         table.add_column(column)
     for row in rows:
         retry = row["retry"]
-        table.add_row(str(row["route"]), f"{row['topic']}" + (f" [{row['event_type']}]" if row["event_type"] else ""),
+        table.add_row(str(row["route"]), _topic_cell(row),
                       json.dumps(row["where"]) if row["where"] else "", str(row["task"]),
                       f"{row['queue']} ({row['bound'] or 'unbounded'})", str(row["priority"]),
                       f"{retry['max_attempts']}x from {retry['backoff_ms']} ms")
@@ -156,3 +160,7 @@ def _run(settings: Settings, catalog: Catalog, config: BridgeConfig, redis_url: 
     if metrics_port is not None:
         runner.metrics.serve(metrics_port, metrics_host)
     runner.run(handle_signals=True)
+
+
+def _topic_cell(row: dict[str, Any]) -> str:
+    return f"{row['topic']}" + (f" [{row['event_type']}]" if row["event_type"] else "")
