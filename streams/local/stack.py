@@ -17,6 +17,10 @@ from streams.local.processes import LOOPBACK, free_port, owned_by, stop_process_
 from streams.local.state import ServiceState, StackState, clear_state, read_state, write_state
 
 STOP_TIMEOUT_S = 30.0
+# What `down --purge` deletes beside `<data_dir>/local`: state derived from the purged topics, which would
+# describe events that no longer exist (the search index, faust's tables, replay jobs' progress). Evidence
+# bundles, signing keys and the bridge's outputs are the user's artifacts and stay.
+DERIVED_DIRS = ("search", "faust", "replay")
 
 
 @dataclass(frozen=True)
@@ -269,14 +273,16 @@ def service_alive(data_dir: Path, service: ServiceState) -> bool:
 def stop_stack(data_dir: Path, *, purge: bool = False, timeout_s: float = STOP_TIMEOUT_S) -> list[str]:
     """Stop every recorded service (SIGTERM, then SIGKILL after `timeout_s`) and forget the stack.
 
-    With `purge`, Kafka's topics, Redis's data and the logs under `<data_dir>/local` go too.
+    With `purge`, Kafka's topics, Redis's data and the logs under `<data_dir>/local` go too, and so does
+    the state derived from those topics (DERIVED_DIRS: the search index, faust's tables, replay progress).
     Returns the names of the services that were running and got stopped.
     """
     data_dir = data_dir.resolve()
     stopped = _stop_services(data_dir, read_state(data_dir), timeout_s=timeout_s)
     clear_state(data_dir)
     if purge:
-        shutil.rmtree(local_dir(data_dir), ignore_errors=True)
+        for directory in (local_dir(data_dir), *(data_dir / name for name in DERIVED_DIRS)):
+            shutil.rmtree(directory, ignore_errors=True)
     return stopped
 
 

@@ -6,6 +6,7 @@ Text for people (rich progress on stderr), `--output json` for scripts; errors a
 from __future__ import annotations
 
 import json
+import shlex
 from contextlib import nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -53,7 +54,8 @@ OUTPUT = click.option("--output", type=click.Choice(["text", "json"]), default="
 @click.command()
 @click.argument("topic")
 @click.option("--from", "from_", metavar="TIME|P:OFFSET,...",
-              help="Start (inclusive): an ISO-8601 time with zone, or per-partition offsets like 0:100,1:250.")
+              help="Start (inclusive): an ISO-8601 time with zone, a time relative to now (-1h, now-30m), or"
+                   " per-partition offsets like 0:100,1:250.")
 @click.option("--to", "to", metavar="TIME|P:OFFSET,...", help="End (exclusive), same forms as --from.")
 @click.option("--ranges", metavar="P:START-END,...", help="Exact pinned offsets (end exclusive), as printed by a "
               "previous replay; repeats it exactly.")
@@ -128,6 +130,9 @@ def replay(settings: Settings, topic: str, from_: str | None, to: str | None, ra
             _print_plan(plan, replay_id)
         target, result = _copy(settings, consumer, plan, replay_id, to_topic, export, (rate, jobs),
                                {"output": bundle_format, "codec": codec, "sign_key": signer})
+        if sign_key is not None and target["kind"] == "export":
+            public = sign_key.with_suffix(".pub")  # keygen writes STEM.key beside STEM.pub
+            result["public_key"] = str(public) if public.exists() else None
         report |= {"target": target, "result": result}
         _emit(output, report, lambda: _print_result(target, result))
     finally:
@@ -296,7 +301,14 @@ def _print_result(target: dict[str, Any], result: dict[str, Any]) -> None:
         signed = f", signed by {result['signed_by']}" if result.get("signed_by") else ", unsigned"
         click.echo(f"exported {result['records']} record(s) (of {result['scanned']} read) to {result['directory']}"
                    f"; Merkle root {result['merkle_root']}{signed}")
-        click.echo(f"verify with: streams evidence verify {result['directory']}")
+        if result.get("signed_by"):
+            # Without --public-key, verify accepts a bundle re-signed by anyone; the hint names the key.
+            known = result.get("public_key")
+            public = shlex.quote(known) if known else f"<the .pub of {result['signed_by']}>"
+            click.echo(f"verify with: streams evidence verify {shlex.quote(result['directory'])} --public-key {public}")
+        else:
+            click.echo(f"verify with: streams evidence verify {shlex.quote(result['directory'])}"
+                       " (unsigned: sign with --sign-key for a bundle no one can alter unnoticed)")
     else:
         click.echo(f"copied {result['records']} record(s) (of {result['scanned']} read) to {target['name']}")
 

@@ -22,6 +22,8 @@ __all__ = [
     "parse_where", "resolve_plan",
 ]
 
+_RELATIVE = re.compile(r"^\s*(?:now\s*)?(?:-\s*(\d+)\s*([smhdw]))?\s*$")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 _OFFSETS = re.compile(r"^\s*\d+\s*:\s*\d+\s*(,\s*\d+\s*:\s*\d+\s*)*$")
 _RANGES = re.compile(r"^\s*\d+\s*:\s*\d+\s*-\s*\d+\s*(,\s*\d+\s*:\s*\d+\s*-\s*\d+\s*)*$")
 _WHERE = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*)=(.*)$", re.DOTALL)
@@ -125,9 +127,17 @@ def format_ranges(ranges: tuple[PinnedRange, ...] | list[PinnedRange]) -> str:
 
 
 def parse_bound(text: str | None, option: str) -> int | dict[int, int] | None:
-    """An ISO-8601 instant as epoch ms, or per-partition offsets `0:100,1:250` as {partition: offset}."""
+    """An ISO-8601 instant as epoch ms, or per-partition offsets `0:100,1:250` as {partition: offset}.
+
+    Also a time relative to now: `now`, `-1h`, `now-30m` (units s, m, h, d, w).
+    """
     if text is None or not text.strip():
         return None
+    relative = _RELATIVE.match(text)
+    if relative is not None and text.strip():
+        amount, unit = relative.groups()
+        seconds = int(amount) * _UNIT_SECONDS[unit] if amount else 0
+        return int((datetime.now(UTC).timestamp() - seconds) * 1000)
     if _OFFSETS.match(text):
         offsets: dict[int, int] = {}
         for item in text.split(","):
@@ -140,12 +150,14 @@ def parse_bound(text: str | None, option: str) -> int | dict[int, int] | None:
         moment = datetime.fromisoformat(text.strip())
     except ValueError:
         raise ReplayError(
-            f"{option} {text!r} is neither an ISO-8601 time (2026-11-01T08:00:00.000Z) nor per-partition "
-            "offsets (0:100,1:250)"
+            f"{option} {text!r} is neither an ISO-8601 time (2026-11-01T08:00:00.000Z), a time relative to now"
+            " (-1h, now-30m, now) nor per-partition offsets (0:100,1:250)"
         ) from None
     if moment.tzinfo is None:
         raise ReplayError(f"{option} {text!r} has no timezone; add one, e.g. {text.strip()}Z or {text.strip()}+03:00")
-    return (moment - datetime(1970, 1, 1, tzinfo=UTC)) // _ONE_MS
+    # Kafka timestamps are whole milliseconds: a bound between two rounds up, so `--from` keeps only records
+    # at or after it and `--to` keeps every record before it (rounding down would do the opposite).
+    return -(-(moment - datetime(1970, 1, 1, tzinfo=UTC)) // _ONE_MS)
 
 
 def parse_ranges(text: str) -> dict[int, tuple[int, int]]:
