@@ -119,7 +119,7 @@ def _show(config: BridgeConfig, output: str, *, checked_only: bool) -> None:
         "where": {".".join(f.path): sorted(map(str, f.values)) for f in r.where}, "task": r.task, "queue": r.queue,
         "bound": config.queues[r.queue].bound, "priority": r.priority, "countdown_ms": r.countdown_ms,
         "retry": r.retry.to_header(), "args": None if r.args is None else {k: ".".join(p) for k, p in r.args},
-        "line": r.line,
+        "soft_time_limit_ms": r.soft_time_limit_ms, "time_limit_ms": r.time_limit_ms, "line": r.line,
     } for r in config.routes]
     if output == "json":
         click.echo(json.dumps({"group": config.group, "failed_topic": config.failed_topic, "ok": True,
@@ -134,16 +134,17 @@ def _show(config: BridgeConfig, output: str, *, checked_only: bool) -> None:
     from streams.tables import add_name_column  # noqa: PLC0415
 
     table = Table(title=f"bridge routes (group {config.group})")
-    table.add_column("route")
+    add_name_column(table, "route", (str(row["route"]) for row in rows))
     add_name_column(table, "topic / type", (_topic_cell(row) for row in rows))
-    for column in ("where", "task", "queue (bound)", "prio", "retry"):
+    for column in ("where", "task", "queue (bound)", "prio", "retry", "time limits"):
         table.add_column(column)
     for row in rows:
         retry = row["retry"]
         table.add_row(str(row["route"]), _topic_cell(row),
                       json.dumps(row["where"]) if row["where"] else "", str(row["task"]),
                       f"{row['queue']} ({row['bound'] or 'unbounded'})", str(row["priority"]),
-                      f"{retry['max_attempts']}x from {retry['backoff_ms']} ms")
+                      f"{retry['max_attempts']}x from {retry['backoff_ms']} ms",
+                      f"{row['soft_time_limit_ms'] / 1000:g} s / {row['time_limit_ms'] / 1000:g} s")
     Console().print(table)
 
 
