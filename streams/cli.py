@@ -90,6 +90,14 @@ class StreamsGroup(click.Group):
         except StreamsError as exc:
             click.echo(f"error: {exc}", err=True)
             sys.exit(1)
+        except click.UsageError as exc:
+            if type(exc).__name__ == "NoArgsIsHelpError":  # a bare group: its help, as click shows it
+                raise
+            # A bad option value or a missing file is bad input like any other: one line, exit 1, and where
+            # to read more (click's own form is three lines and exit 2).
+            where = exc.ctx.command_path if exc.ctx is not None else ctx.command_path
+            click.echo(f"error: {exc.format_message()} (see `{where} --help`)", err=True)
+            sys.exit(1)
 
 
 @click.group(cls=StreamsGroup, lazy=LAZY_COMMANDS)
@@ -120,4 +128,4 @@ def _register() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    main(prog_name="streams")

@@ -45,25 +45,31 @@ def publish(settings: Settings, topic: str, source: IO[str], source_name: str, t
     """
     catalog = load_catalog(settings.catalog_path, settings.profile)
     model = _model_for(catalog.topic(topic))  # unknown topic: a clear error before anything else
+    # The whole file is read and checked before any connection: a bad line is named even with Kafka down.
+    payloads: list[tuple[str, Any]] = []
+    for number, line in enumerate(source, start=1):
+        if not line.strip():
+            continue
+        where = f"{getattr(source, 'name', '<stdin>')}:{number}"
+        try:
+            raw = json.loads(line, parse_float=Decimal)
+            if model is not None:
+                _refuse_numeric_times(model, raw)
+            payloads.append((where, model.model_validate(raw).model_dump() if model is not None else raw))
+        except json.JSONDecodeError as exc:
+            raise PublishError(f"{where}: not valid JSON: {_json_problem(exc)}; nothing sent") from exc
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            path = ".".join(str(part) for part in first["loc"])
+            raise PublishError(f"{where}: field '{path}': {first['msg']}; nothing sent") from exc
+        except PublishError as exc:
+            raise PublishError(f"{where}: {exc}; nothing sent") from exc
     with Publisher(settings, catalog=catalog, source=source_name) as publisher:
         publisher._check_topic(topic)
         records: list[OutgoingRecord] = []
-        for number, line in enumerate(source, start=1):
-            if not line.strip():
-                continue
-            where = f"{getattr(source, 'name', '<stdin>')}:{number}"
+        for where, payload in payloads:
             try:
-                raw = json.loads(line, parse_float=Decimal)
-                if model is not None:
-                    _refuse_numeric_times(model, raw)
-                payload = model.model_validate(raw).model_dump() if model is not None else raw
                 records.append(publisher.encoder.encode(topic, payload, tenant=tenant))
-            except json.JSONDecodeError as exc:
-                raise PublishError(f"{where}: not valid JSON: {_json_problem(exc)}; nothing sent") from exc
-            except ValidationError as exc:
-                first = exc.errors()[0]
-                path = ".".join(str(part) for part in first["loc"])
-                raise PublishError(f"{where}: field '{path}': {first['msg']}; nothing sent") from exc
             except PublishError as exc:
                 raise PublishError(f"{where}: {exc}; nothing sent") from exc
         for record in records:

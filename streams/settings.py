@@ -122,8 +122,8 @@ class Settings(BaseSettings):
         from confluent_kafka import KafkaError, KafkaException, Producer  # noqa: PLC0415 - import-light
 
         errors: list[KafkaError] = []
-        # log_level 0: the failure is reported once, by the caller, not as librdkafka's retry lines on stderr.
-        probe = Producer({**self.kafka_config(bootstrap_servers), "error_cb": errors.append, "log_level": 0})
+        # kafka_config sets log_level 0 unless verbose: the failure is reported once, by the caller.
+        probe = Producer({**self.kafka_config(bootstrap_servers), "error_cb": errors.append})
         deadline = time.monotonic() + timeout_s
         while (remaining := deadline - time.monotonic()) > 0:
             try:

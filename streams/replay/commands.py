@@ -22,7 +22,7 @@ from streams.replay.filters import PayloadDecoder, RecordFilter
 from streams.replay.parallel import PARALLEL_MIN_OFFSETS, PartsJob, export_in_parts, parts_for
 from streams.replay.reader import reader_consumer
 from streams.replay.runner import run_replay
-from streams.replay.selection import ReplayPlan, ReplayQuery, format_ms, resolve_plan
+from streams.replay.selection import ReplayPlan, ReplayQuery, format_ms, parse_bound, resolve_plan
 from streams.replay.signing import fingerprint, generate_keypair, load_private_key, load_public_key
 from streams.replay.state import check_replay_id, load_state, new_replay_id, save_state
 from streams.replay.targets import (
@@ -107,6 +107,7 @@ def replay(settings: Settings, topic: str, from_: str | None, to: str | None, ra
     """
     query = ReplayQuery(topic, from_, to, ranges, partitions, key, tenant, type_, where)
     _check_options(query, to_topic, group, reset, export, bundle_format, codec, sign_key, dry_run, jobs)
+    parse_bound(from_, "--from"), parse_bound(to, "--to")  # a malformed time is named before any connection
     replay_id = check_replay_id(replay_id) if replay_id else None
     signer = load_private_key(sign_key) if sign_key is not None else None
     kafka_config = settings.kafka_config(settings.bootstrap_servers())
