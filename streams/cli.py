@@ -21,7 +21,7 @@ warnings.filterwarnings("ignore", message=r"The httpx module is deprecated")
 
 # name: (module, attribute, the one-line summary `streams --help` lists). Listing the summaries here lets
 # `streams --help` answer without importing every command's module and its libraries (Kafka, faust,
-# rich, ...); tests/test_cli_help.py checks each against the command's own short help.
+# rich, ...); tests/test_cli_help.py checks each against the first line of the command's own help.
 LAZY_COMMANDS: dict[str, tuple[str, str, str]] = {
     "dev": ("streams.local.commands", "dev",
             "Run the local stack: Apache Kafka (KRaft), the schema registry and Redis on loopback."),
@@ -29,20 +29,23 @@ LAZY_COMMANDS: dict[str, tuple[str, str, str]] = {
     "registry": ("streams.registry.commands", "registry",
                  "Run the Confluent-compatible schema registry backed by the `_schemas` topic."),
     "schemas": ("streams.schemas.commands", "schemas",
-                "Avro schemas: check compatibility, register them in the registry, generate models."),
-    "publish": ("streams.events_cli", "publish", "Publish JSON-lines events to TOPIC, schema-checked."),
-    "consume": ("streams.events_cli", "consume", "Print TOPIC's records as JSON lines."),
+                "Avro schemas: check compatibility, register them in the registry, generate typed models."),
+    "publish": ("streams.events_cli", "publish", "Publish JSON-lines events to TOPIC, schema-checked, all or nothing."),
+    "consume": ("streams.events_cli", "consume",
+                "Print TOPIC's records as JSON lines: decoded value, key, headers, partition, offset."),
     "demo": ("streams.demo", "demo", "Run the reference pipeline on the local stack and report each step."),
-    "worker": ("streams.worker", "worker", "Run the stream agents until interrupted."),
-    "search": ("streams.worker", "search", "Search the events the indexing agent indexed."),
-    "dlq": ("streams.dlq", "dlq", "Dead-letter topics: list what was parked and why; redrive it."),
+    "worker": ("streams.worker", "worker", "Run the stream agents (faust) until interrupted."),
+    "search": ("streams.worker", "search", "Search the events the indexing agent indexed (SQLite FTS5 syntax)."),
+    "dlq": ("streams.dlq", "dlq",
+            "Dead-letter topics: list what was parked and why; redrive it once the cause is fixed."),
     "audit": ("streams.agents.audit_commands", "audit",
-              "The tamper-evident audit trail: verify the hash chain, export it."),
+              "The tamper-evident audit trail: verify the hash chain, export it, run its writer."),
     "replay": ("streams.replay.commands", "replay",
-               "Replay TOPIC's records in a time or offset range into a target."),
+               "Replay TOPIC's records in a time or offset range into a shadow topic, a consumer group or a bundle."),
     "evidence": ("streams.replay.commands", "evidence",
                  "Evidence bundles: verify one, or make the Ed25519 key pair that signs them."),
-    "bridge": ("streams.bridge.commands", "bridge", "Feed Celery from Kafka: routed events become tasks."),
+    "bridge": ("streams.bridge.commands", "bridge",
+               "Feed Celery from Kafka: routed events become tasks in Redis; offsets commit after Redis confirms."),
 }  # fmt: skip
 
 
