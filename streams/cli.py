@@ -13,7 +13,6 @@ from typing import Any
 import click
 
 from streams.errors import StreamsError
-from streams.settings import load_settings
 
 # confluent-kafka's schema registry client imports authlib's httpx integration, which warns on import that
 # it is deprecated; a user can do nothing about it, so it is not printed on every command.
@@ -117,6 +116,8 @@ def main(ctx: click.Context, verbose: bool) -> None:
     """
     if ctx.resilient_parsing or "--help" in sys.argv[1:]:
         return  # help needs no settings; a bad variable is reported when a command runs
+    from streams.settings import load_settings  # noqa: PLC0415 - `streams --help` skips pydantic
+
     try:
         ctx.obj = load_settings(verbose=True) if verbose else load_settings()
     except StreamsError as exc:

@@ -14,9 +14,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from confluent_kafka import KafkaException
-from confluent_kafka.admin import AdminClient
-
 from streams.errors import LocalStackError
 from streams.local.maven import COMPLETE_MARKER, fetch_jars, jars_cached, kafka_version
 from streams.local.processes import (
@@ -210,6 +207,9 @@ def kafka_answers(address: str, *, timeout_s: float = 2.0) -> bool:
 
 
 def _metadata(address: str, timeout_s: float) -> bool:
+    from confluent_kafka import KafkaException  # noqa: PLC0415 - `streams dev --help` stays fast
+    from confluent_kafka.admin import AdminClient  # noqa: PLC0415
+
     admin = AdminClient({"bootstrap.servers": address, "socket.connection.setup.timeout.ms": 1000})
     try:
         return bool(admin.list_topics(timeout=timeout_s).brokers)

@@ -8,8 +8,6 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING
 
-import redis
-
 from streams.errors import LocalStackError
 from streams.local.processes import (
     LOOPBACK,
@@ -54,6 +52,8 @@ def start_redis(
 
 def redis_answers(url: str, *, timeout_s: float = 0.5) -> bool:
     """True when the Redis at `url` answers PING."""
+    import redis  # noqa: PLC0415 - `streams dev --help` and `streams demo --help` stay fast
+
     client = redis.Redis.from_url(url, socket_connect_timeout=timeout_s, socket_timeout=timeout_s)
     try:
         return bool(client.ping())
