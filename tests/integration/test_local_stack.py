@@ -137,10 +137,16 @@ def test_up_down_up_keeps_topics_and_stops_processes(tmp_path: Path) -> None:
         admin = AdminClient({"bootstrap.servers": restarted.services["kafka"].address})
         assert "survives.restart" in admin.list_topics(timeout=10).topics
 
+        (data_dir / "search").mkdir()
+        (data_dir / "search" / "index.sqlite").write_bytes(b"an index of the topics about to go")
+        (data_dir / "evidence").mkdir()
+        (data_dir / "evidence" / "auditor.key").write_bytes(b"the user's own")
         result = runner.invoke(main, ["dev", "down", "--purge", "--output", "json"], env=env)
         assert json.loads(result.output)["stopped"] == ["kafka"]
         assert not is_running(restarted.services["kafka"].pid)
         assert not (data_dir / "local").exists()
+        assert not (data_dir / "search").exists()  # derived from the purged topics
+        assert (data_dir / "evidence" / "auditor.key").read_bytes() == b"the user's own"
     finally:
         stop_stack(data_dir)
 
