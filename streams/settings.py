@@ -244,7 +244,11 @@ class Settings(BaseSettings):
         works from any subdirectory of the project (as git does); the data dir goes beside the catalog."""
         if path.is_absolute() or path.exists():
             return path
-        for parent in Path.cwd().parents:
+        try:
+            parents = Path.cwd().parents
+        except OSError:  # the working directory was deleted: nothing to search
+            return path
+        for parent in parents:
             if (parent / path).exists():
                 return parent / path
         catalog = info.data.get("catalog_path") if info.field_name == "data_dir" else None
