@@ -119,7 +119,8 @@ def main(ctx: click.Context, verbose: bool) -> None:
     from streams.settings import load_settings  # noqa: PLC0415 - `streams --help` skips pydantic
 
     try:
-        ctx.obj = load_settings(verbose=True) if verbose else load_settings()
+        # check_reachable: a command whose broker does not answer fails in one line (decision 0019).
+        ctx.obj = load_settings(check_reachable=True, **({"verbose": True} if verbose else {}))
     except StreamsError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(1)

@@ -55,6 +55,11 @@ class Settings(BaseSettings):
         default=3.0, gt=0, description="How long a command waits for the brokers to answer before it gives up."
     )
     verbose: bool = Field(default=False, description="librdkafka's own log lines on stderr (`streams --verbose`).")
+    check_reachable: bool = Field(
+        default=False,
+        description="bootstrap_servers() first checks that a broker answers; the CLI sets it, so a command"
+        " fails in one line within kafka_connect_timeout_s, while library clients keep their own retries.",
+    )
 
     def kafka_config(self, bootstrap_servers: str) -> KafkaConfig:
         """librdkafka connection properties, security included: every Kafka client is built from these.
@@ -186,11 +191,12 @@ class Settings(BaseSettings):
                 raise _config_error(f"{_variable(key)}={path}: no such file (a PEM file this process can read)")
         return {key: str(path) for key, path in files.items()}
 
-    def bootstrap_servers(self, *, check: bool = True) -> str:
+    def bootstrap_servers(self, *, check: bool | None = None) -> str:
         """The explicit bootstrap servers, else the running local stack's broker.
 
-        With `check` (the default), a ConfigError in one line, within `kafka_connect_timeout_s`, when no
-        broker there answers: every command learns it here, before its clients retry for minutes.
+        With `check` (default: `check_reachable`, which the CLI sets), a ConfigError in one line, within
+        `kafka_connect_timeout_s`, when no broker there answers: every command learns it here, before its
+        clients retry for minutes.
         """
         if self.kafka_bootstrap_servers:
             address = self.kafka_bootstrap_servers
@@ -203,7 +209,7 @@ class Settings(BaseSettings):
             address = self._local_address("kafka", "STREAMS_KAFKA_BOOTSTRAP_SERVERS")
             origin = f"the local stack's, from {self._state_file()}"
             fix = "restart it with `streams dev down && streams dev up`, or set STREAMS_KAFKA_BOOTSTRAP_SERVERS"
-        if check:
+        if self.check_reachable if check is None else check:
             self.check_kafka_reachable(address, origin=origin, fix=fix)
         return address
 

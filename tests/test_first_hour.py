@@ -114,3 +114,16 @@ def test_the_platforms_own_topics_are_internal_others_are_not() -> None:
         assert platform_internal(name), name
     for name in ("invoice.created", "invoice.created.dlq", "leaderboard", "changelog.events", "stray"):
         assert not platform_internal(name), name
+
+
+def test_the_reachability_check_is_the_clis_library_clients_keep_their_own_errors() -> None:
+    library = Settings(kafka_bootstrap_servers="127.0.0.1:1")
+    assert library.bootstrap_servers() == "127.0.0.1:1"  # no probe: a Publisher reports its own error later
+    cli = Settings(kafka_bootstrap_servers="127.0.0.1:1", check_reachable=True, kafka_connect_timeout_s=0.5)
+    with pytest.raises(ConfigError) as raised:
+        cli.bootstrap_servers()
+    assert str(raised.value) == (
+        "cannot reach Kafka at 127.0.0.1:1 (STREAMS_KAFKA_BOOTSTRAP_SERVERS): Connection refused (no answer within"
+        " 0.5 s); check that variable (host:port of a broker, comma-separated), or unset it to use the local stack"
+        " (`streams dev up`)"
+    )
