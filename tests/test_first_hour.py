@@ -127,3 +127,17 @@ def test_the_reachability_check_is_the_clis_library_clients_keep_their_own_error
         " 0.5 s); check that variable (host:port of a broker, comma-separated), or unset it to use the local stack"
         " (`streams dev up`)"
     )
+
+
+def test_the_export_hint_names_the_public_key(capsys: pytest.CaptureFixture[str]) -> None:
+    from streams.replay.commands import _print_result  # noqa: PLC0415 - the CLI's text is what is tested
+
+    result = {"records": 2, "scanned": 2, "directory": "evidence/nov", "merkle_root": "ab", "signed_by": "sha256:1f"}
+    _print_result({"kind": "export"}, {**result, "public_key": "keys/auditor.pub"})
+    assert capsys.readouterr().out.splitlines()[-1] == (
+        "verify with: streams evidence verify evidence/nov --public-key keys/auditor.pub"
+    )
+    _print_result({"kind": "export"}, {**result, "public_key": None})
+    assert capsys.readouterr().out.splitlines()[-1].endswith("--public-key <the .pub of sha256:1f>")
+    _print_result({"kind": "export"}, {**result, "signed_by": None})
+    assert "(unsigned: sign with --sign-key" in capsys.readouterr().out
