@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 from typing import TYPE_CHECKING
 
 from confluent_kafka import Producer
@@ -101,6 +102,11 @@ def test_plan_is_silent_about_the_platforms_own_topics(
         "version: 1\ndefaults: {partitions: 1, replication_factor: 1, dlq: false}\n"
         f"topics:\n  {app}-declared: {{owner: tests}}\n"
     )
+    # Topic creation reaches the metadata asynchronously: plan once every topic is listed.
+    deadline = time.monotonic() + 30
+    while not {*internal, stray} <= set(admin_client.list_topics(timeout=10).topics):
+        assert time.monotonic() < deadline, "the created topics never showed in the metadata"
+        time.sleep(0.2)
     plan = plan_changes(load_catalog(tmp_path / "topics.yaml"), {"bootstrap.servers": kafka_bootstrap})
     assert [change.topic for change in plan.changes] == [f"{app}-declared"]  # the one create, nothing else
     mentioned = " ".join(plan.notes)
