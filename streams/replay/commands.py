@@ -12,34 +12,28 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from streams.replay.container import CODECS
 from streams.replay.errors import ReplayError
-from streams.replay.evidence import EvidenceWriter, interrupted_export
-from streams.replay.filters import PayloadDecoder, RecordFilter
-from streams.replay.parallel import PARALLEL_MIN_OFFSETS, PartsJob, export_in_parts, parts_for
-from streams.replay.reader import reader_consumer
-from streams.replay.runner import run_replay
-from streams.replay.selection import ReplayPlan, ReplayQuery, format_ms, parse_bound, resolve_plan
-from streams.replay.signing import fingerprint, generate_keypair, load_private_key, load_public_key
-from streams.replay.state import check_replay_id, load_state, new_replay_id, save_state
-from streams.replay.targets import (
-    ShadowTopicSink,
-    apply_group_reset,
-    plan_group_reset,
-    refuse_active,
-    shadow_topic_name,
+from streams.replay.selection import (
+    PARALLEL_MIN_OFFSETS,
+    ReplayPlan,
+    ReplayQuery,
+    format_ms,
+    parse_bound,
+    resolve_plan,
 )
-from streams.replay.verify import verify_bundle
-from streams.schemas.registry_client import RegistryClient
+from streams.replay.state import check_replay_id, load_state, new_replay_id, save_state
+
+# The readers, writers, targets, signing and the registry client are imported where they are used:
+# `streams replay --help` and `streams evidence --help` then load none of Kafka, httpx or cryptography.
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
     from confluent_kafka import Consumer
 
+    from streams.replay.filters import RecordFilter
     from streams.replay.runner import OnProgress, ReplaySink
     from streams.replay.runner import Progress as RunProgress
     from streams.replay.targets import GroupResetPlan
@@ -105,6 +99,10 @@ def replay(settings: Settings, topic: str, from_: str | None, to: str | None, ra
       streams replay invoice.created --where seller.vat_number=300000000000003 \\
           --export evidence/acme-nov --sign-key auditor.key
     """
+    from streams.replay.reader import reader_consumer  # noqa: PLC0415 - see the note at the imports
+    from streams.replay.signing import load_private_key  # noqa: PLC0415
+    from streams.replay.targets import apply_group_reset, plan_group_reset, refuse_active  # noqa: PLC0415
+
     query = ReplayQuery(topic, from_, to, ranges, partitions, key, tenant, type_, where)
     _check_options(query, to_topic, group, reset, export, bundle_format, codec, sign_key, dry_run, jobs)
     parse_bound(from_, "--from"), parse_bound(to, "--to")  # a malformed time is named before any connection
@@ -144,6 +142,13 @@ def _copy(settings: Settings, consumer: Consumer, plan: ReplayPlan, replay_id: s
           export: Path | None, pace: tuple[float | None, int | None],
           bundle: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     """Run the replay into an evidence bundle or a shadow topic; (target, result). `pace`: (--rate, --jobs)."""
+    from streams.replay.evidence import EvidenceWriter, interrupted_export  # noqa: PLC0415
+    from streams.replay.filters import PayloadDecoder, RecordFilter  # noqa: PLC0415
+    from streams.replay.parallel import PartsJob, export_in_parts, parts_for  # noqa: PLC0415
+    from streams.replay.signing import fingerprint  # noqa: PLC0415
+    from streams.replay.targets import ShadowTopicSink, shadow_topic_name  # noqa: PLC0415
+    from streams.schemas.registry_client import RegistryClient  # noqa: PLC0415
+
     rate, jobs = pace
     if export is not None:
         interrupted = interrupted_export(export)
@@ -208,6 +213,9 @@ def _check_options(query: ReplayQuery, to_topic: str | None, group: str | None, 
 def _plan(consumer: Consumer, query: ReplayQuery, settings: Settings, replay_id: str | None,
           export: Path | None, to_topic: str | None) -> tuple[ReplayPlan, str]:
     """The pinned plan: an interrupted run's (same query), else resolved against the cluster now."""
+    from streams.replay.evidence import interrupted_export  # noqa: PLC0415
+    from streams.replay.targets import shadow_topic_name  # noqa: PLC0415
+
     stored: ReplayPlan | None = None
     stored_id: str | None = None
     if export is not None:
@@ -235,12 +243,24 @@ def _plan(consumer: Consumer, query: ReplayQuery, settings: Settings, replay_id:
 def _run(consumer: Consumer, plan: ReplayPlan, sink: ReplaySink, record_filter: RecordFilter, rate: float | None,
          replay_id: str) -> RunProgress:
     """run_replay with a progress bar and ETA on stderr (when it is a terminal)."""
+    from streams.replay.runner import run_replay  # noqa: PLC0415
+
     return _with_progress(plan, replay_id, lambda advance: run_replay(consumer, plan, sink, record_filter, rate=rate,
                                                                        on_progress=advance))
 
 
 def _with_progress(plan: ReplayPlan, replay_id: str, run: Callable[[OnProgress], RunProgress]) -> RunProgress:
     """`run(advance)` with a progress bar and ETA on stderr (when it is a terminal)."""
+    from rich.console import Console  # noqa: PLC0415
+    from rich.progress import (  # noqa: PLC0415
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
     console = Console(stderr=True)
     columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                TextColumn("{task.percentage:>3.0f}%"), TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn())
@@ -339,6 +359,9 @@ def verify(directory: Path, public_key: Path | None, output: str) -> None:
     Example:
       streams evidence verify evidence/acme-nov --public-key auditor.pub
     """
+    from streams.replay.signing import load_public_key  # noqa: PLC0415
+    from streams.replay.verify import verify_bundle  # noqa: PLC0415
+
     trusted = load_public_key(public_key) if public_key is not None else None
     report = verify_bundle(directory, trusted)
     if output == "json":
@@ -363,5 +386,7 @@ def keygen(stem: Path) -> None:
     Example:
       streams evidence keygen keys/auditor
     """
+    from streams.replay.signing import generate_keypair  # noqa: PLC0415
+
     pair = generate_keypair(stem)
     click.echo(f"wrote {pair.private} (keep it secret) and {pair.public}; key {pair.fingerprint}")

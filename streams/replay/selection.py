@@ -10,8 +10,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from confluent_kafka import KafkaException, TopicPartition
-
 from streams.replay.errors import ReplayError
 
 if TYPE_CHECKING:
@@ -21,6 +19,10 @@ __all__ = [
     "PinnedRange", "ReplayPlan", "ReplayQuery", "format_ms", "format_ranges", "parse_bound", "parse_ranges",
     "parse_where", "resolve_plan",
 ]
+# Exports of at least this many offsets run in one process per CPU (streams.replay.parallel); smaller ones
+# would spend more on starting the processes than they save. Here, with the plan, so the CLI's help needs
+# nothing heavier.
+PARALLEL_MIN_OFFSETS = 200_000
 
 _RELATIVE = re.compile(r"^\s*(?:now\s*)?(?:-\s*(\d+)\s*([smhdw]))?\s*$")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -284,6 +286,8 @@ def _removed(partition: int, low: int, requested: str, oldest: tuple[int, int] |
 
 
 def _partition_count(consumer: Consumer, topic: str) -> int:
+    from confluent_kafka import KafkaException  # noqa: PLC0415 - `--help` stays fast
+
     try:
         metadata = consumer.list_topics(topic, timeout=TIMEOUT_S)
     except KafkaException as exc:
@@ -295,6 +299,8 @@ def _partition_count(consumer: Consumer, topic: str) -> int:
 
 
 def _watermarks(consumer: Consumer, topic: str, partition: int) -> tuple[int, int]:
+    from confluent_kafka import KafkaException, TopicPartition  # noqa: PLC0415 - `--help` stays fast
+
     try:
         low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=TIMEOUT_S)
     except KafkaException as exc:
@@ -304,6 +310,8 @@ def _watermarks(consumer: Consumer, topic: str, partition: int) -> tuple[int, in
 
 def _resolve(consumer: Consumer, topic: str, partition: int, bound: int | dict[int, int] | None,
              default: int, high: int, option: str) -> int:
+    from confluent_kafka import KafkaException, TopicPartition  # noqa: PLC0415 - `--help` stays fast
+
     if bound is None:
         return default
     if isinstance(bound, dict):
@@ -318,6 +326,8 @@ def _resolve(consumer: Consumer, topic: str, partition: int, bound: int | dict[i
 
 def _first_time(consumer: Consumer, topic: str, low: int, high: int, partition: int) -> tuple[int, int] | None:
     """(offset, timestamp) of the oldest record still in the partition, or None when it is empty."""
+    from confluent_kafka import TopicPartition  # noqa: PLC0415 - `--help` stays fast
+
     if high <= low:
         return None
     consumer.assign([TopicPartition(topic, partition, low)])
