@@ -11,19 +11,21 @@ from datetime import date, datetime
 from decimal import Decimal
 from enum import Enum
 from pathlib import Path
-from typing import IO, Any, get_args
+from typing import IO, TYPE_CHECKING, Any, get_args
 
 import click
-from confluent_kafka import Consumer, KafkaException, TopicPartition
 from pydantic import AwareDatetime, BaseModel, NaiveDatetime, ValidationError
 
 from streams.catalog import TopicSpec, load_catalog
 from streams.errors import PublishError, SchemaError, StreamsError
-from streams.publish import OutgoingRecord, Publisher
-from streams.schemas.codec import HEADER, AvroCodec, split_header
-from streams.schemas.models import EVENT_MODELS
-from streams.schemas.registry_client import RegistryClient
-from streams.settings import Settings
+
+# The publisher, the codecs, the event models and the Kafka and registry clients are imported where they are
+# used, so `streams publish --help` and `streams consume --help` load none of them.
+if TYPE_CHECKING:
+    from streams.publish import OutgoingRecord
+    from streams.schemas.codec import AvroCodec
+    from streams.schemas.registry_client import RegistryClient
+    from streams.settings import Settings
 
 TIME_TYPES = {datetime, date, AwareDatetime, NaiveDatetime}
 
@@ -43,6 +45,8 @@ def publish(settings: Settings, topic: str, source: IO[str], source_name: str, t
       streams publish invoice.created --file invoices.jsonl
       cat events.jsonl | streams publish user.action
     """
+    from streams.publish import Publisher  # noqa: PLC0415 - see the note at the imports
+
     catalog = load_catalog(settings.catalog_path, settings.profile)
     model = _model_for(catalog.topic(topic))  # unknown topic: a clear error before anything else
     # The whole file is read and checked before any connection: a bad line is named even with Kafka down.
@@ -120,6 +124,8 @@ def _leaf_types(annotation: Any) -> list[Any]:
 
 def _model_for(spec: TopicSpec) -> type[BaseModel] | None:
     """The typed model that turns JSON (ISO times, decimal strings) into the schema's Python types."""
+    from streams.schemas.models import EVENT_MODELS  # noqa: PLC0415
+
     if spec.name in EVENT_MODELS:
         return EVENT_MODELS[spec.name]
     if spec.schema_file is None:
@@ -146,6 +152,10 @@ def consume(settings: Settings, topic: str, from_beginning: bool, max_messages: 
     Example:
       streams consume invoice.created -n 10
     """
+    from confluent_kafka import Consumer, KafkaException, TopicPartition  # noqa: PLC0415
+
+    from streams.schemas.registry_client import RegistryClient  # noqa: PLC0415
+
     registry = RegistryClient(settings.registry_url())
     codecs: dict[int, AvroCodec] = {}
     consumer = Consumer({**settings.kafka_config(settings.bootstrap_servers()), "group.id": "streams-consume",
@@ -185,6 +195,8 @@ def consume(settings: Settings, topic: str, from_beginning: bool, max_messages: 
 
 
 def _describe(message: Any, registry: RegistryClient, codecs: dict[int, AvroCodec]) -> dict[str, Any]:
+    from streams.schemas.codec import HEADER, AvroCodec, split_header  # noqa: PLC0415
+
     value = message.value()
     out: dict[str, Any] = {
         "topic": message.topic(), "partition": message.partition(), "offset": message.offset(),
