@@ -17,8 +17,6 @@ from rich.table import Table
 from streams.admin import apply_plan, plan_changes
 from streams.agents.zatca import invoice_hash
 from streams.catalog import load_catalog
-from streams.demo_bridge import run_bridge_until
-from streams.demo_worker import WorkerReport, run_worker_until
 from streams.errors import StreamsError
 from streams.local.stack import ServiceReady, StackEvent, StackNote, start_stack
 from streams.outbox.demo import erp_through_outbox
@@ -31,6 +29,7 @@ from streams.webhooks.demo import run_webhooks_until, show_webhooks
 
 if TYPE_CHECKING:
     from streams.catalog import Catalog
+    from streams.demo_worker import WorkerReport
     from streams.settings import Settings
 
 
@@ -86,12 +85,16 @@ def demo(settings: Settings, invoices: int) -> None:
 
     console.rule("5. worker: validation, audit, indexing")
     expected = len(batch["invoice.created"])
+    from streams.demo_worker import run_worker_until  # noqa: PLC0415 - `streams demo --help` stays fast
+
     report = run_worker_until(settings, catalog, expected, timeout=180)
     _show_topics(console, catalog, kafka_config)
     _show_worker(console, report, expected, settings)
 
     console.rule("6. bridge: Celery tasks from the outcomes (PDFs, compliance notifications)")
     tenants = {event["tenant_id"] for event in batch["invoice.created"]}
+    from streams.demo_bridge import run_bridge_until  # noqa: PLC0415 - `streams demo --help` stays fast
+
     effects = run_bridge_until(settings, tenants, report.cleared, report.errors, timeout=180)
     console.print(f"invoice PDFs: {effects.pdfs} (one per cleared invoice), e.g. {effects.sample_pdf}")
     console.print(f"compliance notifications: {effects.notifications} (one per ERROR violation) under "

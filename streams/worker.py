@@ -148,6 +148,7 @@ def worker(settings: Settings, agents: str | None, app_refs: tuple[str, ...], ap
     chosen = tuple(name.strip() for name in (agents or ("" if app_refs else ",".join(BUILT_INS))).split(",")
                    if name.strip())
     configure_logging(log_level)
+    settings.bootstrap_servers()  # an unreachable cluster is one line before anything else is tried
     catalog = load_catalog(settings.catalog_path, settings.profile)
     apps = [load_app(reference) for reference in app_refs]
     built_ins, index = built_in_apps(settings, catalog, chosen, app_id)

@@ -34,7 +34,12 @@ __all__ = [
 
 LATENCY_CLASSES: dict[str, int] = {"interactive": 1_000, "default": 10_000, "batch": 100_000}  # name -> bound
 _SECTION = ("group", "celery_app", "tasks", "failed_topic", "queues", "routes")
-_ROUTE = ("topic", "event_type", "where", "task", "queue", "priority", "countdown", "retry", "args")
+_ROUTE = ("topic", "event_type", "where", "task", "queue", "priority", "countdown", "retry", "args",
+          "soft_time_limit", "time_limit")
+# A task past its soft limit gets SoftTimeLimitExceeded (retried or parked like any failure); past the hard
+# one Celery kills its process. Defaults for routes that set neither; the hard one is the soft one + grace.
+DEFAULT_SOFT_TIME_LIMIT_MS = 300_000
+HARD_LIMIT_GRACE_MS = 60_000
 _RETRY = ("max_attempts", "backoff", "max_backoff", "jitter", "max_redeliveries")
 _QUEUE = ("bound",)
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$")
@@ -84,6 +89,8 @@ class BridgeRoute:
     countdown_ms: int = 0
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     args: tuple[tuple[str, tuple[str, ...]], ...] | None = None  # kwarg -> field path; None = every field
+    soft_time_limit_ms: int = DEFAULT_SOFT_TIME_LIMIT_MS
+    time_limit_ms: int = DEFAULT_SOFT_TIME_LIMIT_MS + HARD_LIMIT_GRACE_MS
     line: int = 0
 
     def matches(self, event_type: str | None, record: Mapping[str, Any]) -> bool:
@@ -337,14 +344,26 @@ class _Parser(SectionParser):
         where_filters = self.filters(body.get("where"), schema, topic, where)
         args = self.args(body.get("args"), schema, topic, where)
         retry = self.retry(body.get("retry"), where)
+        soft, hard = self.time_limits(body, where)
         route = BridgeRoute(
             name=name, topic=topic or "", task=task, event_type=event_type, where=where_filters,
             queue=self.scalar(body, "queue", where, _name, "default"),
             priority=self.scalar(body, "priority", where, _priority, 0),
             countdown_ms=self.scalar(body, "countdown", where, _duration, 0),
-            retry=retry, args=args, line=line,
+            retry=retry, args=args, soft_time_limit_ms=soft, time_limit_ms=hard, line=line,
         )
         return route if len(self.issues) == before else None
+
+    def time_limits(self, body: dict[str, tuple[int, Node]], where: str) -> tuple[int, int]:
+        """(soft, hard) in ms: the route's, else the defaults; the hard limit must leave the soft one room."""
+        soft = self.scalar(body, "soft_time_limit", where, _positive_duration, DEFAULT_SOFT_TIME_LIMIT_MS)
+        hard = self.scalar(body, "time_limit", where, _positive_duration, soft + HARD_LIMIT_GRACE_MS)
+        if hard <= soft:
+            line = body.get("time_limit", body.get("soft_time_limit", (0,)))[0]
+            self.report(line, where, "time_limit",
+                        f"{hard} ms is not above soft_time_limit {soft} ms; the task would be killed before it"
+                        " could be retried")
+        return soft, hard
 
     def args(self, entry: tuple[int, Node] | None, schema: dict[str, Any] | None, topic: str | None,
              where: str) -> tuple[tuple[str, tuple[str, ...]], ...] | None:
@@ -468,6 +487,13 @@ def _bool(value: Any) -> bool:
     if not isinstance(value, bool):
         raise _FieldError(f"must be true or false, got {value!r}")
     return value
+
+
+def _positive_duration(value: Any) -> int:
+    ms = _duration(value)
+    if ms <= 0:
+        raise _FieldError(f"must be a positive duration such as 30s or 5m, got {value!r}")
+    return ms
 
 
 def _duration(value: Any) -> int:
