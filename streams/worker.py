@@ -17,16 +17,14 @@ import click
 import structlog
 
 from streams.agents import DEFAULT_APP_ID
-from streams.catalog import load_catalog
 from streams.errors import ConfigError, StreamsError
-from streams.observability import configure_logging
-from streams.runtime.app import App
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
     from streams.agents.indexing import SearchIndex
     from streams.catalog import Catalog
+    from streams.runtime.app import App
     from streams.settings import Settings
 
 BUILT_INS = ("validation", "audit", "indexing")
@@ -35,6 +33,8 @@ log = structlog.get_logger("streams.worker")
 
 def load_app(reference: str) -> App:
     """The App named by `module:attribute` (the module imported from the working directory or sys.path)."""
+    from streams.runtime.app import App  # noqa: PLC0415 - `streams worker --help` loads no runtime
+
     module_name, _, attribute = reference.partition(":")
     if not module_name or not attribute:
         raise ConfigError(f"--app {reference!r}: write it as module:attribute, e.g. examples.velocity:app")
@@ -147,6 +147,9 @@ def worker(settings: Settings, agents: str | None, app_refs: tuple[str, ...], ap
     """
     chosen = tuple(name.strip() for name in (agents or ("" if app_refs else ",".join(BUILT_INS))).split(",")
                    if name.strip())
+    from streams.catalog import load_catalog  # noqa: PLC0415 - `streams worker --help` loads none of these
+    from streams.observability import configure_logging  # noqa: PLC0415
+
     configure_logging(log_level)
     settings.bootstrap_servers()  # an unreachable cluster is one line before anything else is tried
     catalog = load_catalog(settings.catalog_path, settings.profile)
