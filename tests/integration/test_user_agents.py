@@ -21,7 +21,7 @@ from streams.catalog import load_catalog
 from streams.kafka_util import read_compacted
 from streams.local.processes import free_port
 from streams.publish import EventEncoder, Publisher
-from streams.records import EventDecoder
+from streams.records import EventDecoder, UndecodableRecordError
 from streams.schemas.registry_client import RegistryClient
 from tests.integration.worker_harness import catalog_stack, header, read_topic, start_process, stop_worker, wait_for
 
@@ -60,9 +60,7 @@ def expected_velocity(settings: Settings, tenant: str) -> tuple[dict[str, int], 
     totals: collections.Counter[str] = collections.Counter()
     per_minute: collections.Counter[tuple[str, int]] = collections.Counter()
     violations = set()
-    decoder = EventDecoder(RegistryClient(settings.registry_url()))
-    for message in read_topic(settings, "user.action"):
-        _, event = decoder.decode(message.value())
+    for message, event in _decoded(settings, "user.action"):
         if event["tenant_id"] != tenant:
             continue
         user, minute = event["user_id"], message.timestamp()[1] // 60_000
@@ -81,10 +79,8 @@ def table_totals(settings: Settings, group: str, tenant: str) -> dict[str, int]:
 
 
 def violations_of(settings: Settings, tenant: str) -> list[str]:
-    decoder = EventDecoder(RegistryClient(settings.registry_url()))
     found = []
-    for message in read_topic(settings, "compliance.violation"):
-        _, event = decoder.decode(message.value())
+    for _, event in _decoded(settings, "compliance.violation"):
         if event["tenant_id"] == tenant and event["rule_code"] == "VELOCITY-100":
             found.append(event["source_event"]["event_id"])
     return found
@@ -163,15 +159,14 @@ def test_a_quiet_window_closes_by_the_wall_clock_and_a_late_event_is_dead_letter
 
 
 def _encoded_action(settings: Settings, action: dict[str, Any]) -> bytes:
-    encoder = EventEncoder(load_catalog(settings.catalog_path), RegistryClient(settings.registry_url()), source="t")
-    return encoder.encode("user.action", action).value
+    with RegistryClient(settings.registry_url()) as registry:
+        encoder = EventEncoder(load_catalog(settings.catalog_path), registry, source="t")
+        return encoder.encode("user.action", action).value
 
 
 def _closed_windows(settings: Settings, tenant: str) -> list[tuple[str, int]]:
-    decoder = EventDecoder(RegistryClient(settings.registry_url()))
     found = []
-    for message in read_topic(settings, "compliance.violation"):
-        _, event = decoder.decode(message.value())
+    for _, event in _decoded(settings, "compliance.violation"):
         if event["tenant_id"] == tenant and event["rule_code"] == "WINDOW-CLOSED":
             found.append((event["message"], int(event["field_path"])))
     return found
@@ -227,3 +222,16 @@ def _rss_mb(pid: int) -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     raise AssertionError(f"no VmRSS for {pid}")
+
+
+def _decoded(settings: Settings, topic: str) -> list[tuple[Any, dict[str, Any]]]:
+    """Every committed record of `topic` with its decoded value (the poison test's bad records left out)."""
+    found = []
+    with RegistryClient(settings.registry_url()) as registry:
+        decoder = EventDecoder(registry)
+        for message in read_topic(settings, topic):
+            try:
+                found.append((message, decoder.decode(message.value())[1]))
+            except UndecodableRecordError:
+                continue
+    return found
