@@ -25,7 +25,7 @@ NOTES = ROOT / "bench" / "notes"
 # name -> arguments (besides --json); the order is the order of docs/benchmarks.md.
 BENCHES: dict[str, list[str]] = {
     "publish": ["--events", "50000", "--profile"],
-    "agents": ["--events", "60000", "--rounds", "2", "--profile"],
+    "agents": ["--events", "60000", "--rounds", "3", "--profile"],
     "bridge": ["--events", "100000", "--runs", "2"],
     "replay": ["--events", "1000000", "--rounds", "3"],
 }
