@@ -192,7 +192,7 @@ def run_worker(interval: float, warm: int, batches: list[list[dict[str, Any]]], 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     rates = [float(r) for r in args.rates.split(",")]
     per_phase = {rate: int(rate * args.seconds) for rate in rates}
-    total = sum(per_phase.values())
+    total = sum(per_phase[rate] for rate in rates)  # a rate may come back later in the list
     intervals = [float(x) for x in args.commit_intervals.split(",")]
     invoices = interleaved_invoices(total * (1 + len(intervals)) + 400, 60, "tail")
     gc.collect()
