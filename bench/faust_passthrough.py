@@ -1,8 +1,8 @@
 """The peer of bench/agents: a plain faust-streaming agent doing JSON passthrough, nothing of ours.
 
 Decodes each JSON value with faust's own `json` codec, re-encodes it and sends it on, keyed as it came.
-The app settings that shape throughput are the ones `streams.app.create_app` gives our worker (acks,
-commit cadence, memory store). Run by bench/agents.py as
+Its settings are the ones our worker used when it ran on faust (acks=all, commits every 1,000 records or
+1 s, memory store). Run by bench/agents.py as
 `python bench/faust_passthrough.py --broker HOST:PORT --app-id ID --source IN --sink OUT --datadir DIR`.
 """
 

@@ -520,15 +520,21 @@ def _spec(name: str, line: int, values: dict[str, Any], base_dir: Path) -> Topic
     return TopicSpec(name=name, line=line, **fields)
 
 
+BROKER_MAX_MESSAGE_BYTES = 1_048_588  # Kafka's default message.max.bytes, for a topic that sets none
+DLQ_HEADER_ROOM = 65_536  # what a dead letter adds: dlq_* headers, an error message of up to 2,000 characters
+
+
 def _dead_letters(source: TopicSpec, retention_ms: int | None) -> TopicSpec:
-    # A dead letter is the source record plus headers: it carries the same PII and needs the same
-    # size limit. The source's consumers are the ones that write dead letters.
+    # A dead letter is the source record plus headers: it carries the same PII, and needs the source's size
+    # limit plus room for the dead-letter headers (a record at the source's limit must still be parkable
+    # whole). The source's consumers are the ones that write dead letters.
     return source.model_copy(update={
         "name": f"{source.name}.dlq", "retention_ms": retention_ms, "min_retention_ms": None,
         "cleanup_policy": "delete", "key_field": None, "schema_file": None, "compatibility": "NONE",
         "producers": source.consumers, "consumers": (), "audit": False, "dlq": False,
         "description": f"Dead letters of {source.name}", "dead_letter_of": source.name, "line": 0,
-        "configs": {k: v for k, v in source.configs.items() if k == "max.message.bytes"},
+        "configs": {"max.message.bytes": str(int(source.configs.get("max.message.bytes", BROKER_MAX_MESSAGE_BYTES))
+                                              + DLQ_HEADER_ROOM)},
     })
 
 

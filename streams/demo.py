@@ -19,6 +19,7 @@ from streams.agents.zatca import invoice_hash
 from streams.catalog import load_catalog
 from streams.demo_bridge import run_bridge_until
 from streams.demo_worker import run_worker_until
+from streams.errors import StreamsError
 from streams.local.stack import ServiceReady, StackEvent, StackNote, start_stack
 from streams.publish import Publisher
 from streams.replay.commands import keygen, replay, verify
@@ -90,8 +91,10 @@ def demo(settings: Settings, invoices: int) -> None:
         console.print(f"  {rule:22s} {count}")
     console.print(f"dead letters: {report.dead_letters}")
     console.print(f"audit chain: {report.chain_entries} entries, verify: {report.verify}")
+    if not report.search_hits:
+        raise StreamsError(f"the search index has no cleared invoice; see {settings.data_dir / 'demo-worker.log'}")
     for hit in report.search_hits:
-        console.print(f"search 'payment': {hit['topic']} {hit['title']}")
+        console.print(f"search 'cleared': {hit['topic']} {hit['title']}")
 
     console.rule("6. bridge: Celery tasks from the outcomes (PDFs, compliance notifications)")
     tenants = {event["tenant_id"] for event in batch["invoice.created"]}

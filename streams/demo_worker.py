@@ -14,18 +14,24 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, TopicPartition
+from confluent_kafka.admin import AdminClient
+
+from streams.agents import DEFAULT_APP_ID
 from streams.agents.audit_chain import ChainDecoder, read_chain
 from streams.agents.audit_verify import verify_entries
+from streams.agents.indexing import AGENT as INDEXING
+from streams.agents.indexing import TOPICS as INDEXED
 from streams.agents.indexing import SearchIndex
-from streams.app import EventDecoder
 from streams.errors import StreamsError
 from streams.kafka_util import read_all
 from streams.local.processes import free_port
+from streams.records import EventDecoder
 from streams.schemas.registry_client import RegistryClient
 
 if TYPE_CHECKING:
     from streams.catalog import Catalog
-    from streams.settings import Settings
+    from streams.settings import KafkaConfig, Settings
 
 
 @dataclass
@@ -80,6 +86,24 @@ def child_env(settings: Settings) -> dict[str, str]:
             "STREAMS_CATALOG_PATH": str(settings.catalog_path.resolve())}
 
 
+def _caught_up(kafka: KafkaConfig, group: str, topics: tuple[str, ...]) -> bool:
+    """Whether `group` has committed every partition of `topics` up to its end."""
+    admin = AdminClient(kafka)
+    request = ConsumerGroupTopicPartitions(group)
+    committed = {(tp.topic, tp.partition): tp.offset for tp in
+                 admin.list_consumer_group_offsets([request], request_timeout=10)[group].result().topic_partitions}
+    consumer = Consumer({**kafka, "group.id": "streams-demo-probe"})
+    try:
+        for topic in topics:
+            for partition in consumer.list_topics(topic, timeout=10).topics[topic].partitions:
+                _, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=10)
+                if high > 0 and committed.get((topic, partition), -1) < high - 1:  # a commit marker may end it
+                    return False
+    finally:
+        consumer.close()
+    return True
+
+
 def run_worker_until(settings: Settings, catalog: Catalog, invoices: int, *, timeout: float) -> WorkerReport:
     """Start a worker, wait until `invoices` have an outcome and the chain caught up, stop it, report."""
     env = child_env(settings)
@@ -102,6 +126,9 @@ def run_worker_until(settings: Settings, catalog: Catalog, invoices: int, *, tim
             sources = sum(len(_records(settings, name)) for name in audited)
             while len(_records(settings, "audit.trail")) < sources and time.monotonic() < deadline:
                 time.sleep(1)
+            kafka = settings.kafka_config(settings.bootstrap_servers())
+            while not _caught_up(kafka, f"{DEFAULT_APP_ID}-{INDEXING}", INDEXED) and time.monotonic() < deadline:
+                time.sleep(1)
         finally:
             os.killpg(process.pid, signal.SIGTERM)
             process.wait(timeout=60)
@@ -113,7 +140,7 @@ def run_worker_until(settings: Settings, catalog: Catalog, invoices: int, *, tim
     report.verify = "intact, every source record re-read" if result.ok else f"BROKEN: {result.to_json()}"
     index = SearchIndex(settings.data_dir / "search" / "index.sqlite")
     try:
-        report.search_hits = index.search("payment", limit=2)
+        report.search_hits = index.search("cleared", limit=2)
     finally:
         index.close()
     return report

@@ -12,9 +12,9 @@ from typing import TYPE_CHECKING, Any
 import click
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 
-from streams.app import DLQ_HEADER_PREFIX
 from streams.catalog import load_catalog
 from streams.errors import StreamsError
+from streams.records import DLQ_HEADER_PREFIX
 
 if TYPE_CHECKING:
     from streams.settings import KafkaConfig, Settings

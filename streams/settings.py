@@ -57,7 +57,7 @@ class Settings(BaseSettings):
 
         ConfigError (naming the STREAMS_* variables, never a secret) when the security settings do not fit
         together. The dict holds the password in clear, so it is never logged; faust gets the same
-        properties translated by `streams.app.broker_credentials`.
+        properties translated by `streams.faust_app.broker_credentials`.
         """
         protocol = self.kafka_security_protocol
         config: KafkaConfig = {"bootstrap.servers": bootstrap_servers, "security.protocol": protocol}

@@ -1,182 +1,197 @@
-"""`streams worker` and `streams search`: run the agents on faust, query the search index.
+"""`streams worker` and `streams search`: host the built-in agents and users' apps on the one runtime.
 
-A worker runs all agents or a chosen subset; scaling out is running more workers in the same group.
+A worker runs every agent of its apps in a thread each (one engine per agent, decision 0018) and serves
+/metrics, /health and /search; scaling out is running more workers with the same apps.
 """
 
 from __future__ import annotations
 
+import importlib
 import json
-import os
 import signal
+import sys
 import threading
 from typing import TYPE_CHECKING, Any
 
 import click
-import faust
 import structlog
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from streams.agents import DEFAULT_APP_ID
-from streams.agents.engine import TransactionalEngine
-from streams.agents.indexing import SearchIndex, index_path, register_indexing_agent
-from streams.agents.validation import ValidationAgent
-from streams.app import EventDecoder, agent_context, create_app, ensure_changelog_topics
 from streams.catalog import load_catalog
-from streams.errors import ConfigError
-from streams.observability import CONSUMER_LAG, configure_logging
-from streams.publish import EventEncoder
-from streams.schemas.registry_client import RegistryClient
+from streams.errors import ConfigError, StreamsError
+from streams.observability import configure_logging
+from streams.runtime.app import App
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from streams.app import AgentContext
+    from streams.agents.indexing import SearchIndex
     from streams.catalog import Catalog
     from streams.settings import Settings
 
-AGENTS = ("validation", "audit", "indexing")
+BUILT_INS = ("validation", "audit", "indexing")
 log = structlog.get_logger("streams.worker")
 
 
-def build_worker_app(settings: Settings, agents: tuple[str, ...], *, app_id: str = DEFAULT_APP_ID,
-                     web_port: int = 6066, web_host: str = "127.0.0.1",
-                     ) -> tuple[faust.App, AgentContext, SearchIndex | None]:
-    """The faust app with the chosen agents registered, and the search index when indexing runs."""
-    unknown = set(agents) - set(AGENTS)
+def load_app(reference: str) -> App:
+    """The App named by `module:attribute` (the module imported from the working directory or sys.path)."""
+    module_name, _, attribute = reference.partition(":")
+    if not module_name or not attribute:
+        raise ConfigError(f"--app {reference!r}: write it as module:attribute, e.g. examples.velocity:app")
+    if "" not in sys.path:
+        sys.path.insert(0, "")  # like `python -m`: the project's own modules are importable
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ConfigError(f"--app {reference!r}: cannot import {module_name}: {exc}") from exc
+    app = getattr(module, attribute, None)
+    if not isinstance(app, App):
+        raise ConfigError(f"--app {reference!r}: {module_name}.{attribute} is {type(app).__name__}, not a streams.App")
+    if not app.agents:
+        raise ConfigError(f"--app {reference!r}: the app '{app.id}' has no agents (@app.agent)")
+    return app
+
+
+def built_in_apps(settings: Settings, catalog: Catalog, chosen: tuple[str, ...], app_id: str,
+                  ) -> tuple[list[App], SearchIndex | None]:
+    """The built-in agents' apps (audit aside: its elected writer runs beside them), and the search index."""
+    unknown = set(chosen) - set(BUILT_INS)
     if unknown:
-        raise ConfigError(f"unknown agent(s) {sorted(unknown)}; choose from {', '.join(AGENTS)}")
-    catalog = load_catalog(settings.catalog_path, settings.profile)
-    app = create_app(settings, catalog, app_id=app_id, web_port=web_port, web_host=web_host)
-    ctx = agent_context(app, settings, catalog)
+        raise ConfigError(f"unknown agent(s) {sorted(unknown)}; choose from {', '.join(BUILT_INS)}")
+    apps: list[App] = []
     index = None
-    if "indexing" in agents:
-        index = SearchIndex(index_path(ctx))
-        register_indexing_agent(ctx, index)
-    _register_pages(app, index)
-    _register_lag(app)
-    replication = max((spec.replication_factor for spec in catalog.topics), default=1)
-    ensure_changelog_topics(app, settings.kafka_config(settings.bootstrap_servers()), replication)
-    return app, ctx, index
+    if "validation" in chosen:
+        from streams.agents.validation import validation_app  # noqa: PLC0415 - loads the native judge
+
+        apps.append(validation_app(settings, catalog, app_id))
+    if "indexing" in chosen:
+        from streams.agents.indexing import SearchIndex, index_path, indexing_app  # noqa: PLC0415
+
+        index = SearchIndex(index_path(settings))
+        apps.append(indexing_app(app_id, index, catalog))
+    return apps, index
 
 
-def _register_lag(app: faust.App) -> None:
-    """Every few seconds: records between each assigned partition's end and the group's commit (or read position)."""
+class Worker:
+    """The engines of every app, a thread each, and the web server; `run` until stopped."""
 
-    async def report_lag() -> None:
-        monitor = app.monitor
-        for tp in app.consumer.assignment():
-            end = monitor.tp_end_offsets.get(tp)
-            done = monitor.tp_committed_offsets.get(tp, monitor.tp_read_offsets.get(tp))
-            if end is not None and done is not None:
-                CONSUMER_LAG.labels(topic=tp.topic, partition=str(tp.partition)).set(max(0, end - done))
+    def __init__(self, settings: Settings, catalog: Catalog, apps: list[App], *, web_host: str, web_port: int,
+                 search: Callable[[str, str | None, int], list[dict[str, Any]]] | None = None,
+                 extra: list[tuple[str, Callable[[threading.Event], None]]] | None = None) -> None:
+        from streams.runtime.web import WorkerWeb  # noqa: PLC0415 - the worker's side only
 
-    app.timer(interval=5.0)(report_lag)
+        self.stop = threading.Event()
+        self.engines = [engine for app in apps for engine in app.engines(settings, catalog)]
+        loops = [(f"agent-{engine.agent.name}", engine.run) for engine in self.engines] + (extra or [])
+        self.threads = [threading.Thread(target=self._or_stop_worker, args=(run,), name=name, daemon=True)
+                        for name, run in loops]
+        self.failed: list[str] = []
+        self.web = WorkerWeb(web_host, web_port, health=self.health, search=search)
 
+    def health(self) -> dict[str, bool]:
+        agents = {engine.agent.name: engine.running for engine in self.engines}
+        agents.update({thread.name: thread.is_alive() for thread in self.threads[len(self.engines):]})
+        return agents
 
-def _register_pages(app: faust.App, index: SearchIndex | None) -> None:
-    @app.page("/metrics")
-    async def metrics(web: Any, request: Any) -> Any:
-        del request
-        return web.bytes(generate_latest(), content_type=CONTENT_TYPE_LATEST.split(";")[0])
-
-    @app.page("/search")
-    async def search(web: Any, request: Any) -> Any:
-        if index is None:
-            return web.json({"error": "the indexing agent does not run on this worker"}, status=404)
-        query = request.query.get("q", "")
+    def run(self) -> None:
+        """Until SIGTERM or SIGINT: then every engine commits what it has and leaves its group (a drain)."""
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: self.stop.set())
+        self.web.start()
+        for thread in self.threads:
+            thread.start()
+        log.info("worker.started", agents=[t.name for t in self.threads], web_port=self.web.port)
         try:
-            hits = index.search(query, tenant=request.query.get("tenant"), limit=int(request.query.get("limit", 20)))
-        except ValueError as exc:
-            return web.json({"error": str(exc)}, status=400)
-        return web.json({"query": query, "hits": hits})
+            while not self.stop.wait(0.5):
+                pass
+        finally:
+            self.stop.set()
+            for thread in self.threads:
+                thread.join(timeout=30)
+            self.web.close()
+            log.info("worker.stopped", failed=self.failed)
+        if self.failed:
+            raise StreamsError(f"worker stopped because {', '.join(self.failed)} failed; see the log above")
+
+    def _or_stop_worker(self, run: Callable[[threading.Event], None]) -> None:
+        """Run one loop; if it fails, the whole worker stops (a worker missing an agent must not look healthy)."""
+        try:
+            run(self.stop)
+        except BaseException:  # a Rust panic is a BaseException too; a thread has nobody else to tell
+            log.exception("worker.thread.failed", thread=threading.current_thread().name)
+            self.failed.append(threading.current_thread().name)
+            self.stop.set()
 
 
 @click.command()
-@click.option("--agents", default=",".join(AGENTS), show_default=True,
-              help="Comma-separated agents to run on this worker.")
+@click.option("--agents", default=None,
+              help=f"Comma-separated built-in agents ({', '.join(BUILT_INS)}); all of them unless --app is given.")
+@click.option("--app", "app_refs", multiple=True, metavar="MODULE:ATTR",
+              help="A streams.App to host (repeatable), e.g. examples.velocity:app.")
 @click.option("--app-id", default=DEFAULT_APP_ID, show_default=True,
-              help="Consumer group and state namespace; workers with the same id share the work.")
-@click.option("--web-port", default=6066, show_default=True, help="Port of /metrics and /search.")
+              help="The built-ins' id: consumer groups <id>-<agent>; workers with the same id share the work.")
+@click.option("--web-port", default=6066, show_default=True, help="Port of /metrics, /health and /search.")
 @click.option("--web-host", default="127.0.0.1", show_default=True,
               help="Interface of the web server (0.0.0.0 in a container, so Prometheus can scrape it).")
 @click.option("--log-level", default="INFO", show_default=True)
 @click.pass_obj
-def worker(settings: Settings, agents: str, app_id: str, web_port: int, web_host: str, log_level: str) -> None:
-    """Run the stream agents (faust) until interrupted.
+def worker(settings: Settings, agents: str | None, app_refs: tuple[str, ...], app_id: str, web_port: int,
+           web_host: str, log_level: str) -> None:
+    """Run stream agents until SIGTERM: the built-ins, and the apps given with --app.
 
     \b
     Example:
       streams worker
       streams worker --agents validation,audit --web-port 6067
+      streams worker --app examples.velocity:app
     """
-    chosen = tuple(name.strip() for name in agents.split(",") if name.strip())
+    chosen = tuple(name.strip() for name in (agents or ("" if app_refs else ",".join(BUILT_INS))).split(",")
+                   if name.strip())
     configure_logging(log_level)
-    app, ctx, index = build_worker_app(settings, chosen, app_id=app_id, web_port=web_port, web_host=web_host)
-    stop = threading.Event()
-    threads = []
-    if "validation" in chosen:
-        engine = validation_engine(settings, ctx.catalog, app_id)
-        threads.append(threading.Thread(target=_or_stop_worker, args=(engine.run, stop), name="validation",
-                                        daemon=True))
+    catalog = load_catalog(settings.catalog_path, settings.profile)
+    apps = [load_app(reference) for reference in app_refs]
+    built_ins, index = built_in_apps(settings, catalog, chosen, app_id)
+    extra: list[tuple[str, Callable[[threading.Event], None]]] = []
     if "audit" in chosen:
         from streams.agents.audit import AuditChainWriter  # noqa: PLC0415 - only when the audit agent runs
 
-        writer = AuditChainWriter(settings, ctx.catalog, app_id=app_id)
-        threads.append(threading.Thread(target=_or_stop_worker, args=(writer.run, stop), name="audit-chain",
-                                        daemon=True))
-    for thread in threads:
-        thread.start()
+        extra.append(("audit-chain", AuditChainWriter(settings, catalog, app_id=app_id).run))
+    search = None
+    if index is not None:
+        search = lambda words, tenant, limit: index.search(words, tenant=tenant, limit=limit)  # noqa: E731
     try:
-        faust.Worker(app, loglevel=log_level.lower(), quiet=True).execute_from_commandline()
+        Worker(settings, catalog, [*built_ins, *apps], web_host=web_host, web_port=web_port, search=search,
+               extra=extra).run()
     finally:
-        stop.set()
-        for thread in threads:
-            thread.join(timeout=15)
         if index is not None:
             index.close()
-
-
-def validation_engine(settings: Settings, catalog: Catalog, app_id: str) -> TransactionalEngine:
-    """The validation agent on the transactional engine, in the group `<app id>-validation` (with a registry
-    client, decoder and encoder of its own: it runs in a thread beside faust's loop)."""
-    registry = RegistryClient(settings.registry_url())
-    agent = ValidationAgent(catalog, EventDecoder(registry, max_record_bytes=settings.agent_max_record_bytes),
-                            EventEncoder(catalog, registry, source=app_id))
-    return TransactionalEngine(settings.kafka_config(settings.bootstrap_servers()), agent,
-                               group=f"{app_id}-{agent.name}", data_dir=settings.data_dir,
-                               replication=catalog.topic(agent.source).replication_factor)
-
-
-def _or_stop_worker(run: Callable[[threading.Event], None], stop: threading.Event) -> None:
-    """Run a worker thread's loop; if it fails, the whole worker stops (a worker missing an agent must not
-    look healthy)."""
-    try:
-        run(stop)
-    except BaseException:  # a Rust panic is a BaseException too; a thread has nobody else to tell
-        log.exception("worker.thread.failed", thread=threading.current_thread().name)
-        os.kill(os.getpid(), signal.SIGTERM)
 
 
 @click.command()
 @click.argument("query")
 @click.option("--tenant", default=None, help="Only documents of this tenant.")
 @click.option("--limit", default=20, show_default=True)
+@click.option("--fts", is_flag=True, help="QUERY is FTS5 syntax (prefix*, OR, NEAR) instead of plain words.")
 @click.option("--output", "-o", type=click.Choice(["table", "json"]), default="table", show_default=True)
 @click.pass_obj
-def search(settings: Settings, query: str, tenant: str | None, limit: int, output: str) -> None:
-    """Search the events the indexing agent indexed (SQLite FTS5 syntax).
+def search(settings: Settings, query: str, tenant: str | None, limit: int, fts: bool, output: str) -> None:
+    """Search the events the indexing agent indexed: plain words, each matched as written.
 
     \b
     Example:
       streams search "payment run" --tenant acme
+      streams search KSA-ICV
+      streams search 'invoice AND pay*' --fts
     """
-    path = settings.data_dir / "search" / "index.sqlite"
+    from streams.agents.indexing import SearchIndex, index_path  # noqa: PLC0415 - keep `--help` fast
+
+    path = index_path(settings)
     if not path.exists():
         raise ConfigError(f"no search index at {path}; run `streams worker` with the indexing agent first")
     index = SearchIndex(path)
     try:
         try:
-            hits = index.search(query, tenant=tenant, limit=limit)
+            hits = index.search(query, tenant=tenant, limit=limit, fts=fts)
         except ValueError as exc:
             raise ConfigError(str(exc)) from exc
     finally:

@@ -145,7 +145,7 @@ def test_derived_dlq_topic(tmp_path: Path) -> None:
     assert (dlq.owner, dlq.dead_letter_of, dlq.description) == ("billing", "invoice.created",
                                                                 "Dead letters of invoice.created")
     assert (dlq.producers, dlq.pii_fields) == (("validation-agent",), ("buyer.name",))
-    assert dlq.configs == {"max.message.bytes": "2097152"}
+    assert dlq.configs == {"max.message.bytes": str(2097152 + 65536)}  # the source limit plus room for headers
 
 
 def test_kafka_configs_holds_only_what_the_catalog_sets(tmp_path: Path) -> None:

@@ -44,7 +44,9 @@ def _expected_topics(profile: str) -> dict[str, dict[str, Any]]:
         if merged["dlq"]:
             dlq_config = {"cleanup.policy": "delete",
                           "retention.ms": str(parse_duration_ms(merged["dlq_retention"], where=name))}
-            dlq_config.update({k: v for k, v in config.items() if k in ("min.insync.replicas", "max.message.bytes")})
+            dlq_config.update({k: v for k, v in config.items() if k == "min.insync.replicas"})
+            # the source's limit (Kafka's default 1048588 if it sets none) plus 64 KiB for the dlq_* headers
+            dlq_config["max.message.bytes"] = str(int(config.get("max.message.bytes", 1048588)) + 65536)
             out[f"{name}.dlq"] = {"partitions": merged["partitions"], "replicas": merged["replication_factor"],
                                   "config": dlq_config, "producers": topic.get("consumers", []), "consumers": []}
     return out

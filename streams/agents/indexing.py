@@ -1,31 +1,33 @@
 """The indexing agent: workflow.completed, invoice.cleared and compliance.violation into SQLite FTS5.
 
-Documents are keyed by the event id, so a redelivered event replaces itself instead of adding a copy.
+Written with the public App API like any user's agent. Documents are keyed by the event id, so a
+redelivered event replaces itself instead of adding a copy.
 """
 
 from __future__ import annotations
 
 import json
 import sqlite3
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from streams.agents.continuity import ContinuityGuard
 from streams.agents.zatca import canonical_json
-from streams.app import AgentContext, SourceRecord, UndecodableRecordError
-from streams.observability import EVENTS_TOTAL, PROCESSING_SECONDS
+from streams.runtime.app import App
+from streams.runtime.outcomes import DeadLetter
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
+
+    from streams.catalog import Catalog
+    from streams.settings import Settings
 
 log = structlog.get_logger("streams.agents.indexing")
 
 AGENT = "indexing"
 TOPICS = ("workflow.completed", "invoice.cleared", "compliance.violation")
-BATCH = 500
+Document = tuple[str, str, str | None, str, str, dict[str, Any], int, int]
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS documents (
     doc_id TEXT PRIMARY KEY, topic TEXT NOT NULL, tenant TEXT, title TEXT NOT NULL, body TEXT NOT NULL,
@@ -53,7 +55,7 @@ class SearchIndex:
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.executescript(SCHEMA)
 
-    def upsert(self, documents: Iterable[tuple[str, str, str | None, str, str, dict[str, Any], int, int]]) -> int:
+    def upsert(self, documents: Iterable[Document]) -> int:
         """Insert or replace (doc_id, topic, tenant, title, body, fields, partition, offset) rows; commits."""
         # The last version of a document wins, also within a batch (a redelivery can repeat an event id).
         latest = {d[0]: d for d in documents}
@@ -63,11 +65,16 @@ class SearchIndex:
             self.db.executemany("INSERT INTO documents VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
         return len(rows)
 
-    def search(self, query: str, *, tenant: str | None = None, limit: int = 20) -> list[dict[str, Any]]:
-        """Best matches first (FTS5 bm25); `query` uses FTS5 syntax, a plain word list works."""
+    def search(self, query: str, *, tenant: str | None = None, limit: int = 20,
+               fts: bool = False) -> list[dict[str, Any]]:
+        """Best matches first (FTS5 bm25). `query` is plain words, each matched as written (a rule code such
+        as KSA-ICV too); `fts=True` takes FTS5's own syntax (prefix*, OR, NEAR, column filters)."""
         sql = ("SELECT d.doc_id, d.topic, d.tenant, d.title, d.fields FROM documents_fts f "
                "JOIN documents d ON d.rowid = f.rowid WHERE documents_fts MATCH ?")
-        params: list[Any] = [query]
+        match = query if fts else " ".join('"' + word.replace('"', '""') + '"' for word in query.split())
+        if not match:
+            raise ValueError("the search query is empty; give one or more words")
+        params: list[Any] = [match]
         if tenant is not None:
             sql += " AND d.tenant = ?"
             params.append(tenant)
@@ -76,7 +83,8 @@ class SearchIndex:
         try:
             rows = self.db.execute(sql, params).fetchall()
         except sqlite3.OperationalError as exc:
-            raise ValueError(f"search query {query!r} is not valid FTS5: {exc}") from exc
+            raise ValueError(f"search query {query!r} is not valid FTS5 syntax ({exc}); "
+                             "drop --fts to search for the words as written") from exc
         return [{"doc_id": r[0], "topic": r[1], "tenant": r[2], "title": r[3], "fields": json.loads(r[4])}
                 for r in rows]
 
@@ -103,47 +111,30 @@ def document(topic: str, record: dict[str, Any]) -> tuple[str, str, str]:
     return tenant, title, body
 
 
-def index_path(ctx: AgentContext) -> Path:
-    return ctx.settings.data_dir / "search" / "index.sqlite"
+def index_path(settings: Settings) -> Path:
+    return Path(settings.data_dir) / "search" / "index.sqlite"
 
 
-def register_indexing_agent(ctx: AgentContext, index: SearchIndex) -> None:
-    """One agent over the three topics; batches writes (one SQLite transaction per batch)."""
-    present = [name for name in TOPICS if name in ctx.catalog.names()]
-    channel = ctx.app.topic(*present, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
+def indexing_app(app_id: str, index: SearchIndex, catalog: Catalog) -> App:
+    """The indexing agent, written with the public API: a plain handler per event, and the documents written
+    to SQLite in one transaction just before each Kafka commit (upserts by event id: a redelivery replaces)."""
+    app = App(app_id)
+    pending: list[Document] = []
 
-    kafka = ctx.settings.kafka_config(ctx.settings.bootstrap_servers())
-    guard = ContinuityGuard(kafka, group=ctx.app.conf.id, topics=tuple(present))
-    guard.watch(ctx.app)
+    @app.agent([name for name in TOPICS if name in catalog.names()], name=AGENT, typed=False)
+    def index_event(record: dict[str, Any]) -> None:
+        source = app.current_event()
+        try:
+            tenant, title, body = document(source.topic, record)
+        except KeyError as exc:  # not a shape this agent knows how to index: retrying would not help
+            raise DeadLetter(f"cannot index {source.topic}: missing field {exc}") from exc
+        pending.append((source.event_id, source.topic, tenant, title, body, record, source.partition,
+                        source.offset))
 
-    async def sources(events: list[Any]) -> list[SourceRecord]:
-        """The batch, plus any records faust skipped before one of them (see streams.agents.continuity)."""
-        records: list[SourceRecord] = []
-        for event in events:
-            message = event.message
-            records.extend(map(SourceRecord.from_message,
-                               await guard.hole_before(message.topic, message.partition, message.offset)))
-            records.append(SourceRecord.from_event(event))
-            guard.saw(message.topic, message.partition, message.offset)
-        return records
+    @app.before_commit
+    def write_documents() -> None:
+        if pending:
+            index.upsert(pending)
+            pending.clear()
 
-    async def run(stream: Any) -> None:
-        await guard.start_async()
-        async for events in stream.take_events(BATCH, within=0.2):
-            started = time.perf_counter()
-            documents = []
-            for source in await sources(events):
-                try:
-                    _, record = ctx.decoder.decode(source.value)
-                    tenant, title, body = document(source.topic, record)
-                except (UndecodableRecordError, KeyError) as exc:
-                    await ctx.dead_letter(source, AGENT, exc)
-                    EVENTS_TOTAL.labels(agent=AGENT, outcome="dead-letter").inc()
-                    continue
-                documents.append((source.event_id, source.topic, tenant, title, body, record,
-                                  source.partition, source.offset))
-            index.upsert(documents)
-            EVENTS_TOTAL.labels(agent=AGENT, outcome="indexed").inc(len(documents))
-            PROCESSING_SECONDS.labels(agent=AGENT).observe((time.perf_counter() - started) / max(len(events), 1))
-
-    ctx.app.agent(channel, name=AGENT)(run)
+    return app

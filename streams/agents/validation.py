@@ -1,6 +1,6 @@
 """The validation agent: invoice.created -> invoice.cleared, or one compliance.violation per failed rule.
 
-Runs on the transactional engine (streams.agents.engine, docs/decisions/0016): each batch's outcomes,
+An App agent in the low-level batch form (docs/decisions/0018), on the one runtime (0016): each batch's outcomes,
 dead letters, state writes and source offsets commit together, so an invoice is judged exactly once in
 effect across kill -9 and rebalances. The stateful rules (duplicate UUID, ICV, previous hash) read the
 source partition's state (partitioned like invoice.created, by seller). Outputs carry ids derived from
@@ -27,17 +27,20 @@ from streams.agents.zatca import (
     qr_payload,
     stateless_violations,
 )
-from streams.app import EventDecoder, SourceRecord, UndecodableRecordError, dead_letter
 from streams.errors import PublishError, StreamsError
 from streams.observability import END_TO_END_SECONDS, EVENTS_TOTAL, PROCESSING_SECONDS, VIOLATIONS_TOTAL
-from streams.publish import TRACEPARENT
+from streams.publish import TRACEPARENT, EventEncoder
+from streams.records import EventDecoder, SourceRecord, UndecodableRecordError, dead_letter
+from streams.runtime.app import App
+from streams.schemas.registry_client import RegistryClient
 
 if TYPE_CHECKING:
     from confluent_kafka import Message
 
-    from streams.agents.engine import Output, PartitionState
     from streams.catalog import Catalog
-    from streams.publish import Built, EventEncoder
+    from streams.publish import Built
+    from streams.runtime.engine import Output, PartitionState
+    from streams.settings import Settings
 
 log = structlog.get_logger("streams.agents.validation")
 
@@ -54,7 +57,6 @@ class ValidationAgent:
     (last ICV, last hash) and "invoice:<uuid>" -> (first event id, ICV, hash the seller had before it)."""
 
     name = AGENT
-    source = SOURCE
 
     def __init__(self, catalog: Catalog, decoder: EventDecoder, encoder: EventEncoder, *, retries: int = 3) -> None:
         self.catalog, self.decoder, self.encoder, self.retries = catalog, decoder, encoder, retries
@@ -196,3 +198,16 @@ class ValidationAgent:
             records.append((VIOLATIONS, self.encoder.build(VIOLATIONS, payload, event_id=violation_id,
                                                            traceparent=trace)))
         return records
+
+
+def validation_app(settings: Settings, catalog: Catalog, app_id: str) -> App:
+    """The validation agent as an App: group `<app id>-validation`, its state in the tables `seller` and
+    `invoice` (written natively by the fast path, and by the Python rules)."""
+    app = App(app_id, settings=settings, catalog=catalog)
+    app.table("seller")  # "seller:<tenant>" -> (last ICV, last hash)
+    app.table("invoice")  # "invoice:<uuid>" -> (first event id, ICV, hash the seller had before it)
+    registry = RegistryClient(settings.registry_url())
+    agent = ValidationAgent(catalog, EventDecoder(registry, max_record_bytes=settings.agent_max_record_bytes),
+                            EventEncoder(catalog, registry, source=app_id))
+    app.agent(SOURCE, name=AGENT, batch=True)(agent.handle)
+    return app

@@ -26,13 +26,13 @@ from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
 from streams._avro_native import EventWriter, InvoiceJudge
-from streams.agents.engine import Output, PartitionState
 from streams.agents.validation import ValidationAgent
 from streams.agents.zatca import CATEGORY_RATES, CENT, FIRST_PIH, outcome_id
-from streams.app import EventDecoder, SourceRecord
 from streams.catalog import load_catalog
 from streams.errors import PublishError
 from streams.publish import TRACEPARENT, Built, EventEncoder
+from streams.records import EventDecoder, SourceRecord
+from streams.runtime.engine import Output, PartitionState
 from streams.samples import invoice, workflow_completed
 from streams.schemas.codec import AvroCodec
 from streams.schemas.registry_client import RegistryClient

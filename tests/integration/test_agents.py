@@ -18,11 +18,11 @@ from click.testing import CliRunner
 from confluent_kafka import Producer
 
 from streams.agents.zatca import CENT
-from streams.app import EventDecoder
 from streams.catalog import load_catalog
 from streams.cli import main
 from streams.local.processes import free_port
 from streams.publish import Publisher
+from streams.records import EventDecoder
 from streams.samples import invoice_chain
 from streams.schemas.registry_client import RegistryClient
 from streams.settings import Settings

@@ -10,8 +10,8 @@ import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import NewTopic
 
-from streams.agents.engine import EngineConfig, Output, PartitionState, TransactionalEngine, changelog_topic
 from streams.kafka_util import read_all, read_compacted
+from streams.runtime.engine import EngineConfig, Output, PartitionState, TransactionalEngine, changelog_topic
 from tests.integration.worker_harness import wait_for
 
 if TYPE_CHECKING:
@@ -30,7 +30,7 @@ class Counting:
     name = "counting"
 
     def __init__(self, source: str, target: str, fail_on: set[bytes] | None = None) -> None:
-        self.source, self.target = source, target
+        self.sources, self.target = (source,), target
         self.fail_on = fail_on or set()
         self.handled = 0
 

@@ -18,8 +18,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from pydantic import SecretStr
 
-from streams.app import broker_credentials
 from streams.errors import ConfigError
+from streams.faust_app import broker_credentials
 from streams.local import kafka, scram
 from streams.settings import Settings
 

@@ -1,20 +1,25 @@
-"""Transactional batch agents on librdkafka: each batch's outputs, state writes and source offsets commit in
-one Kafka transaction (exactly-once, the design of Kafka Streams' EOS v2; docs/decisions/0016).
+"""The one agent runtime: each batch's outputs, state writes and source offsets commit in one Kafka
+transaction on librdkafka (exactly-once, the design of Kafka Streams' EOS v2; docs/decisions/0016, 0018).
 
-faust hands an agent one event at a time through aiokafka and tops out near 3k events per CPU-second on
-this machine, and its exactly-once mode has open duplicate bugs. An agent that needs both speed and
-exactly-once runs here instead, in a thread of the `streams worker` process:
+Every agent, the built-ins and the ones users write with `streams.App`, runs here, one engine per agent in
+a thread of the `streams worker` process:
 
-- a consumer in the group `<app id>-<agent>` reads batches (read_committed) and never commits itself; it
-  rebalances incrementally (cooperative-sticky), so only partitions that change owner are revoked and restored;
-- the agent's state lives in memory per source partition and in a compacted changelog topic
-  `<app id>-<agent>-store-changelog`, co-partitioned with the source and rebuilt on assignment;
+- a consumer in the group `<app id>-<agent>` reads batches (read_committed) of the agent's source topics and
+  never commits itself; it rebalances incrementally (cooperative-sticky), so only partitions that change
+  owner are revoked and restored;
+- the agent's state (its tables) lives in memory per partition number (the sources are co-partitioned) and
+  in a compacted changelog topic `<app id>-<agent>-store-changelog`, rebuilt on assignment;
 - outputs, dead letters, the batch's coalesced state writes and the consumed offsets go out in one
   transaction, committed every `commit_interval_s` (or sooner when many records are open);
-- every partition's state holds a mark, the next offset to process (with the topic's id), so records a
-  group reset delivers again (a re-drive) are recognised and skipped instead of re-emitted;
+- every partition's state holds a mark per source topic, the next offset to process (with the topic's id), so
+  records a group reset delivers again (a re-drive) are recognised and skipped instead of re-emitted;
 - anything that fails the transaction aborts it, and the state and positions go back to the last commit;
-  a fenced producer (another instance with our transactional id) is replaced.
+  a fenced producer (another instance with our transactional id) is replaced;
+- a transaction that fails again and again is narrowed down to one record, which is then parked in its
+  dead-letter topic as a reference (`dlq_value_omitted`) so no input can wedge a partition.
+
+`processing_guarantee="at_least_once"` keeps the same loop without transactions: outputs and state writes
+are flushed, then the offsets committed.
 
 The transactional id is `<group>-<host>-<slot>`, the slot being the lowest one this host can lock under
 the data directory, so a worker restarted after kill -9 takes its predecessor's id and aborts its open
@@ -28,7 +33,7 @@ import os
 import socket
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol, cast
+from typing import TYPE_CHECKING, Any, Literal, Protocol, cast
 
 import orjson
 import structlog
@@ -42,19 +47,24 @@ from streams.observability import COMMIT_SECONDS, CONSUMER_LAG, EVENTS_TOTAL
 
 if TYPE_CHECKING:
     import threading
-    from collections.abc import Iterable, Sequence
+    from collections.abc import Callable, Iterable, Sequence
     from pathlib import Path
 
     from streams.settings import KafkaConfig
 
-log = structlog.get_logger("streams.agents.engine")
+log = structlog.get_logger("streams.runtime.engine")
 
 RESTORE_ATTEMPTS = 3  # reads of a changelog to its end before an assignment gives up (the worker stops)
-MARK_KEY = "__next_offset"  # per partition: (next offset to process, source topic id)
+MARK_KEY = "__next_offset"  # per partition and source topic: (next offset to process, source topic id)
+ISOLATE_AFTER = 2  # failed transactions in a row before records are processed one per transaction
+PARK_AFTER = 2  # failed one-record transactions of the same record before it is parked as a reference
+MAX_RECORD_BYTES = 8 * 1024 * 1024  # the producer's own limit; the topics' max.message.bytes decide below it
+Guarantee = Literal["exactly_once", "at_least_once"]
+Headers = list[tuple[str, bytes | None]]
 
 
 class PartitionState(dict[str, Any]):
-    """One source partition's state: a dict that remembers which keys were written since the last commit.
+    """One partition's state: a dict that remembers which keys were written or deleted since the last commit.
 
     Values are JSON (written to the changelog with orjson); arrays come back as tuples after a restore, so
     agents should write tuples too (immutable, and tuples of scalars cost the garbage collector nothing).
@@ -63,32 +73,48 @@ class PartitionState(dict[str, Any]):
     def __init__(self) -> None:
         super().__init__()
         self.dirty: set[str] = set()
+        self.derived: dict[str, Any] = {}  # indexes rebuilt from the state (a windowed table's windows), not stored
 
     def __setitem__(self, key: str, value: Any) -> None:
         super().__setitem__(key, value)
         self.dirty.add(key)
 
+    def __delitem__(self, key: str) -> None:
+        super().__delitem__(key)
+        self.dirty.add(key)  # written as a tombstone
+
 
 class Output:
-    """Where an agent's results go: `send` queues a record in the open transaction."""
+    """Where an agent's results go: `send` queues a record in the open transaction (opening it if needed)."""
 
-    def __init__(self, producer: Producer) -> None:
+    def __init__(self, producer: Producer, begin: Callable[[], None] | None = None) -> None:
         self._producer = producer
+        self._begin = begin
 
     def send(self, topic: str, key: bytes | None, value: bytes | None,
              headers: Sequence[tuple[str, bytes | None]]) -> None:
+        if self._begin is not None:
+            self._begin()
+            self._begin = None
         wire_headers = cast("list[tuple[str, str | bytes | None]]", headers)  # what produce() accepts, read-only
         _produce(self._producer, topic, value, key, headers=wire_headers)
 
 
 class BatchAgent(Protocol):
-    """What the engine runs: a name, one source topic, and a handler for a partition's batch of records."""
+    """What the engine runs: a name, its source topics, and a handler for one partition's batch of records.
+
+    Optional methods, looked up once: `tick(partition, state, out, idle)` runs every commit interval for each
+    owned partition (window closing); `dead_letter(record, error)` gives (topic, headers) to park a record
+    the transaction keeps failing on; `restored(partition, state)` follows a restore; `before_commit()`
+    runs before each commit (side effects outside Kafka).
+    """
 
     name: str
-    source: str
+    sources: tuple[str, ...]
 
     def handle(self, records: list[Message], state: PartitionState, out: Output) -> None:
-        """Process `records` (one partition, in offset order), reading and writing `state`, sending to `out`.
+        """Process `records` (one partition of one source topic, in offset order), reading and writing `state`,
+        sending to `out`.
 
         Raising fails the transaction: the batch is retried from the last commit, so raise only for
         trouble that is not the record's fault (bad records go to a dead-letter topic instead).
@@ -99,6 +125,11 @@ def changelog_topic(group: str) -> str:
     return f"{group}-store-changelog"
 
 
+def mark_key(agent: BatchAgent, topic: str) -> str:
+    """The state key of `topic`'s mark; the first source's is the bare MARK_KEY (one-source agents' form)."""
+    return MARK_KEY if topic == agent.sources[0] else f"{MARK_KEY}:{topic}"
+
+
 @dataclass
 class EngineConfig:
     commit_interval_s: float = 0.025
@@ -106,6 +137,10 @@ class EngineConfig:
     batch_size: int = 2000
     transaction_timeout_ms: int = 10_000
     session_timeout_ms: int = 10_000
+    guarantee: Guarantee = "exactly_once"
+
+
+TP = tuple[str, int]
 
 
 @dataclass
@@ -113,7 +148,8 @@ class _Transaction:
     open: bool = False
     started: float = 0.0
     records: int = 0
-    positions: dict[int, int] = field(default_factory=dict)  # partition -> next offset, for this transaction
+    positions: dict[TP, int] = field(default_factory=dict)  # (topic, partition) -> next offset
+    first: tuple[str, int, int] | None = None  # the first record in it, for isolating a poison record
 
 
 class TransactionalEngine:
@@ -128,18 +164,29 @@ class TransactionalEngine:
                  replication: int = 1, config: EngineConfig | None = None) -> None:
         self.kafka, self.agent, self.group = kafka, agent, group
         self.config = config or EngineConfig()
+        self.exactly_once = self.config.guarantee == "exactly_once"
         self.replication = replication
         self.changelog = changelog_topic(group)
         self.state: dict[int, PartitionState] = {}
-        self.topic_id = ""
+        self.topic_ids: dict[str, str] = {}
+        self.marks = {topic: mark_key(agent, topic) for topic in agent.sources}
         self.commits = 0
+        self.parked = 0  # records parked as references after isolating them
         self.restored = 0  # partitions whose state was rebuilt from the changelog, over the engine's life
+        self.running = False
         self._txn = _Transaction()
+        self._failures = 0  # failed transactions in a row
+        self._poison: dict[tuple[str, int, int], int] = {}  # record -> failed one-record transactions
+        self._poison_errors: dict[tuple[str, int, int], KafkaError | Exception | None] = {}
+        self._tick = getattr(agent, "tick", None)
+        self._before_commit: Callable[[], None] | None = getattr(agent, "before_commit", None)
+        self._tick_at = 0.0
         self._slot_file, self.transactional_id = _claim_transactional_id(data_dir, group)
         self._consumer: Consumer | None = None
         self._producer: Producer | None = None
         self._lag_at = 0.0
         self._returned_at = time.monotonic()  # when consume() last returned
+        self._delivery_errors: list[KafkaError] = []
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -162,15 +209,18 @@ class TransactionalEngine:
             "partition.assignment.strategy": "cooperative-sticky",
         })
         self._producer = self._new_producer()
-        consumer.subscribe([self.agent.source], on_assign=self._on_assign, on_revoke=self._on_revoke,
+        consumer.subscribe(list(self.agent.sources), on_assign=self._on_assign, on_revoke=self._on_revoke,
                            on_lost=self._on_lost)
-        log.info("engine.started", agent=self.agent.name, group=self.group, transactional_id=self.transactional_id)
+        log.info("engine.started", agent=self.agent.name, group=self.group, transactional_id=self.transactional_id,
+                 guarantee=self.config.guarantee)
+        self.running = True
         try:
             with throughput_gc():
                 while not stop.is_set():
                     self._step(consumer)
             self._finish_transaction()
         finally:
+            self.running = False
             consumer.close()  # revokes (committing nothing more: the transaction above is closed)
             self._close_producer()
             self._slot_file.close()
@@ -178,26 +228,38 @@ class TransactionalEngine:
 
     def _prepare(self) -> None:
         admin = AdminClient(self.kafka)
-        source = describe_topic(admin, self.agent.source)
-        if source is None:
-            raise StreamsError(f"the source topic '{self.agent.source}' does not exist; run `streams topics apply`")
-        self.topic_id = str(source.topic_id)
-        create_missing_topics(admin, [NewTopic(self.changelog, num_partitions=len(source.partitions),
+        partitions = 0
+        for topic in self.agent.sources:
+            source = describe_topic(admin, topic)
+            if source is None:
+                raise StreamsError(f"the source topic '{topic}' of agent '{self.agent.name}' does not exist; "
+                                   "run `streams topics apply`")
+            self.topic_ids[topic] = str(source.topic_id)
+            partitions = max(partitions, len(source.partitions))
+        create_missing_topics(admin, [NewTopic(self.changelog, num_partitions=partitions,
                                                replication_factor=self.replication,
                                                config={"cleanup.policy": "compact"})])
 
     def _new_producer(self) -> Producer:
-        producer = Producer({
-            **self.kafka, "transactional.id": self.transactional_id, "linger.ms": 2,
-            "transaction.timeout.ms": self.config.transaction_timeout_ms,
+        config: dict[str, Any] = {
+            **self.kafka, "linger.ms": 2, "message.max.bytes": MAX_RECORD_BYTES,
             # A transaction begun right after the previous commit can find the coordinator still writing
             # that commit's markers: it answers CONCURRENT_TRANSACTIONS and the client retries after
             # retry.backoff.ms, 100 ms by default, which showed as 100-120 ms stalls in
             # send_offsets_to_transaction every few seconds. The Java client retries those after 20 ms.
             "retry.backoff.ms": 10,
-        })
+        }
+        if not self.exactly_once:
+            return Producer({**config, "enable.idempotence": True, "acks": "all",
+                                 "on_delivery": self._on_delivery})
+        producer = Producer({**config, "transactional.id": self.transactional_id,
+                             "transaction.timeout.ms": self.config.transaction_timeout_ms})
         producer.init_transactions(30)  # aborts whatever a predecessor with this id left open
         return producer
+
+    def _on_delivery(self, error: KafkaError | None, _message: Message) -> None:
+        if error is not None:
+            self._delivery_errors.append(error)
 
     def _close_producer(self) -> None:
         producer, self._producer = self._producer, None
@@ -216,55 +278,90 @@ class TransactionalEngine:
         # after the previous call returned: that is when the transaction's clock starts.
         since = self._returned_at
         deadline = (txn.started if txn.open else since) + config.commit_interval_s
-        records = consumer.consume(config.batch_size, timeout=max(0.0, deadline - time.monotonic()))
+        isolating = self._failures >= ISOLATE_AFTER
+        records = consumer.consume(1 if isolating else config.batch_size,
+                                   timeout=max(0.0, deadline - time.monotonic()))
         self._returned_at = time.monotonic()
         try:
             if records:
                 self._process(records, since)
-            if txn.open and (txn.records >= config.max_open_records
+            if self._tick is not None and self._returned_at >= self._tick_at:
+                self._tick_at = self._returned_at + config.commit_interval_s
+                self._run_ticks(consumer, records)
+            if txn.open and (isolating or txn.records >= config.max_open_records
                              or time.monotonic() - txn.started >= config.commit_interval_s):
                 self._commit()
+                self._failures = 0
         except KafkaException as exc:
-            self._recover(exc.args[0])
+            self._failed(exc.args[0], isolating)
         except Exception as exc:  # the agent failed outside its own dead-lettering: retry the batch, loudly
             log.exception("engine.batch.failed", agent=self.agent.name, error=f"{type(exc).__name__}: {exc}")
-            self._recover(None)
+            self._failed(None, isolating, exc)
             time.sleep(1.0)
         self._report_lag(consumer)
 
+    def _begin(self, since: float | None = None) -> None:
+        txn = self._txn
+        if txn.open:
+            return
+        if self.exactly_once:
+            assert self._producer is not None  # noqa: S101 - run() made it
+            self._producer.begin_transaction()
+        txn.open, txn.started, txn.records = True, time.monotonic() if since is None else since, 0
+
     def _process(self, records: list[Message], since: float) -> None:
         assert self._producer is not None  # noqa: S101 - run() made it
-        by_partition: dict[int, list[Message]] = {}
+        slices: dict[TP, list[Message]] = {}
         for record in records:
             error = record.error()
             if error is not None:
                 if error.code() != KafkaError._PARTITION_EOF:
                     log.warning("engine.consume.error", agent=self.agent.name, error=str(error))
                 continue
-            by_partition.setdefault(record.partition() or 0, []).append(record)
-        if not by_partition:
+            slices.setdefault((record.topic() or "", record.partition() or 0), []).append(record)
+        if not slices:
             return
         txn = self._txn
-        if not txn.open:
-            self._producer.begin_transaction()
-            txn.open, txn.started, txn.records = True, since, 0
+        self._begin(since)
         out = Output(self._producer)
-        for partition, batch in by_partition.items():
+        for (topic, partition), batch in slices.items():
             state = self.state.get(partition)
             if state is None:  # not ours any more (revoked inside consume); the next owner reads it
                 continue
-            txn.positions[partition] = (batch[-1].offset() or 0) + 1
+            if txn.first is None:
+                txn.first = (topic, partition, batch[0].offset() or 0)
+            txn.positions[topic, partition] = (batch[-1].offset() or 0) + 1
             txn.records += len(batch)
             fresh = batch
-            mark = state.get(MARK_KEY)
-            if mark is not None and mark[1] == self.topic_id and (batch[0].offset() or 0) < mark[0]:
+            mark_name, topic_id = self.marks[topic], self.topic_ids[topic]
+            mark = state.get(mark_name)
+            if mark is not None and mark[1] == topic_id and (batch[0].offset() or 0) < mark[0]:
                 fresh = [record for record in batch if (record.offset() or 0) >= mark[0]]  # offsets only grow
                 if len(fresh) < len(batch):  # a re-drive: these records' outputs and state are committed already
                     EVENTS_TOTAL.labels(agent=self.agent.name, outcome="already-processed").inc(len(batch) - len(fresh))
             if fresh:
-                self.agent.handle(fresh, state, out)
-            state[MARK_KEY] = (txn.positions[partition], self.topic_id)
+                poisoned = self._poison.get((topic, partition, fresh[0].offset() or 0), 0) >= PARK_AFTER
+                if not (poisoned and len(fresh) == 1 and self._park(fresh[0], out)):
+                    self.agent.handle(fresh, state, out)
+            state[mark_name] = (txn.positions[topic, partition], topic_id)
             self._write_state(partition, state)  # now, so its sends overlap the next slice instead of the commit
+
+    def _run_ticks(self, consumer: Consumer, records: list[Message]) -> None:
+        """Every commit interval: each owned partition's tick, told whether the partition is caught up."""
+        assert self._producer is not None  # noqa: S101 - run() made it
+        assert self._tick is not None  # noqa: S101 - only called when the agent has one
+        busy = {record.partition() for record in records}
+        wanted = [TopicPartition(t, p) for t in self.agent.sources for p in self.state]
+        positions = {(tp.topic, tp.partition): tp.offset for tp in consumer.position(wanted)}
+        for partition, state in list(self.state.items()):
+            idle = partition not in busy and all(
+                _caught_up(positions.get((topic, partition), -1),
+                           consumer.get_watermark_offsets(TopicPartition(topic, partition), cached=True)[1])
+                for topic in self.agent.sources)
+            self._tick(partition, state, Output(self._producer, self._begin), idle)
+            if state.dirty:
+                self._begin()
+                self._write_state(partition, state)
 
     def _commit(self) -> None:
         """Add the offsets and commit (the state went out after each slice); the caller recovers on failure."""
@@ -272,11 +369,21 @@ class TransactionalEngine:
         assert producer is not None  # noqa: S101 - run() made it
         assert consumer is not None  # noqa: S101 - run() made it
         started = time.perf_counter()
-        offsets = [TopicPartition(self.agent.source, p, offset) for p, offset in txn.positions.items()]
-        if offsets:
-            producer.send_offsets_to_transaction(offsets, consumer.consumer_group_metadata(), 30)
-        producer.commit_transaction(30)
-        txn.open, txn.positions = False, {}
+        if self._before_commit is not None:
+            self._before_commit()  # side effects outside Kafka: done before the offsets say so (at-least-once)
+        offsets = [TopicPartition(topic, p, offset) for (topic, p), offset in txn.positions.items()]
+        if self.exactly_once:
+            if offsets:
+                producer.send_offsets_to_transaction(offsets, consumer.consumer_group_metadata(), 30)
+            producer.commit_transaction(30)
+        else:
+            producer.flush(30)
+            if self._delivery_errors:
+                error, self._delivery_errors = self._delivery_errors[0], []
+                raise KafkaException(error)
+            if offsets:
+                consumer.commit(offsets=offsets, asynchronous=False)
+        self._txn = _Transaction()
         self.commits += 1
         COMMIT_SECONDS.labels(agent=self.agent.name).observe(time.perf_counter() - started)
 
@@ -301,6 +408,42 @@ class TransactionalEngine:
                 return False
         return True
 
+    # ------------------------------------------------------------------ failures
+
+    def _failed(self, error: KafkaError | None, isolating: bool, exc: Exception | None = None) -> None:
+        """The transaction failed: back to the last commit. After ISOLATE_AFTER failures in a row the engine
+        takes one record per transaction; a record whose own transaction fails PARK_AFTER times is parked."""
+        first = self._txn.first
+        self._failures += 1
+        if isolating and first is not None:
+            self._poison[first] = self._poison.get(first, 0) + 1
+            if self._poison[first] >= PARK_AFTER:
+                log.error("engine.record.isolated", agent=self.agent.name, topic=first[0], partition=first[1],
+                          offset=first[2], error=str(error or exc))
+                self._poison_errors[first] = error or exc
+        self._recover(error)
+
+    def _park(self, record: Message, out: Output) -> bool:
+        """Park a record its own transactions keep failing on, as a reference: key, no value, the dead-letter
+        headers of the agent and the reason (`dlq_value_omitted`). False if the agent has no dead-letter topic."""
+        target_of = getattr(self.agent, "dead_letter", None)
+        where = (record.topic() or "", record.partition() or 0, record.offset() or 0)
+        cause = self._poison_errors.pop(where, None)
+        error = StreamsError(f"the transaction failed {PARK_AFTER} times on this record alone: {cause}")
+        target = target_of(record, error) if target_of is not None else None
+        if target is None:
+            return False
+        topic, headers = target
+        dlq_only = [(name, value) for name, value in headers if name.startswith("dlq_")]
+        key = record.key()
+        out.send(topic, key if key is None or len(key) <= 1024 else None, None,
+                 [*dlq_only, ("dlq_value_omitted", (b"the record could not be written whole; it stays at its "
+                                                   b"original topic, partition and offset"))])
+        del self._poison[where]
+        self.parked += 1
+        EVENTS_TOTAL.labels(agent=self.agent.name, outcome="dead-letter").inc()
+        return True
+
     def _recover(self, error: KafkaError | None) -> None:
         """The transaction failed: abort it, then go back to the last commit (state and positions)."""
         self._abort(error)
@@ -312,7 +455,7 @@ class TransactionalEngine:
             log.warning("engine.transaction.failed", agent=self.agent.name, error=str(error),
                         fatal=error.fatal(), abortable=error.txn_requires_abort())
         producer = self._producer
-        if producer is not None and (error is None or not error.fatal()) and self._txn.open:
+        if self.exactly_once and producer is not None and (error is None or not error.fatal()) and self._txn.open:
             try:
                 producer.abort_transaction(30)
             except KafkaException as exc:
@@ -322,6 +465,7 @@ class TransactionalEngine:
             self._close_producer()
             self._producer = self._new_producer()
         self._txn = _Transaction()
+        self._delivery_errors = []
         for state in self.state.values():
             state.dirty.clear()
 
@@ -332,7 +476,8 @@ class TransactionalEngine:
         if not partitions:
             return
         self._restore(partitions)
-        committed = consumer.committed([TopicPartition(self.agent.source, p) for p in partitions], timeout=30)
+        committed = consumer.committed([TopicPartition(t, p) for t in self.agent.sources for p in partitions],
+                                       timeout=30)
         for tp in committed:
             consumer.seek(TopicPartition(tp.topic, tp.partition, tp.offset if tp.offset >= 0 else OFFSET_BEGINNING))
 
@@ -349,6 +494,10 @@ class TransactionalEngine:
                     dict.__setitem__(state, key, _frozen(orjson.loads(value)))
         self.state.update(restored)
         self.restored += len(restored)
+        restored_hook = getattr(self.agent, "restored", None)
+        if restored_hook is not None:
+            for partition, state in restored.items():
+                restored_hook(partition, state)
         log.info("engine.restored", agent=self.agent.name, partitions=sorted(restored),
                  keys=sum(map(len, restored.values())), seconds=round(time.monotonic() - started, 3))
 
@@ -356,18 +505,19 @@ class TransactionalEngine:
 
     def _on_assign(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
         """Restore the state of the partitions added to ours (incremental: the others keep theirs)."""
-        if not partitions:
+        numbers = sorted({tp.partition for tp in partitions} - set(self.state))
+        if not numbers:
             return
         for attempt in range(1, RESTORE_ATTEMPTS + 1):
             try:
-                self._restore(tp.partition for tp in partitions)
+                self._restore(numbers)
                 break
             except StreamsError as exc:  # the changelog could not be read to its end: try again, then give up
                 if attempt == RESTORE_ATTEMPTS:
                     raise  # the worker stops (it must not process partitions without their state)
                 log.warning("engine.restore.failed", agent=self.agent.name, attempt=attempt, error=str(exc))
                 time.sleep(2.0 * attempt)
-        log.info("engine.assigned", agent=self.agent.name, partitions=[tp.partition for tp in partitions])
+        log.info("engine.assigned", agent=self.agent.name, partitions=numbers)
 
     def _on_revoke(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
         """Finish the open transaction while the partitions are still ours, then forget their state. If it
@@ -385,8 +535,12 @@ class TransactionalEngine:
         self._forget(partitions)
 
     def _forget(self, partitions: list[TopicPartition]) -> None:
+        consumer = self._consumer
+        kept = {tp.partition for tp in consumer.assignment()} if consumer is not None else set()
+        kept -= {tp.partition for tp in partitions}  # the revoked ones may still be listed
         for tp in partitions:
-            self.state.pop(tp.partition, None)
+            if tp.partition not in kept:  # a partition number stays while another source topic's is still ours
+                self.state.pop(tp.partition, None)
         log.info("engine.revoked", agent=self.agent.name, partitions=[tp.partition for tp in partitions])
 
     def _report_lag(self, consumer: Consumer) -> None:
@@ -394,10 +548,16 @@ class TransactionalEngine:
         if now < self._lag_at:
             return
         self._lag_at = now + 5.0
-        for tp in consumer.position([TopicPartition(self.agent.source, p) for p in self.state]):
+        wanted = [TopicPartition(t, p) for t in self.agent.sources for p in self.state]
+        for tp in consumer.position(wanted):
             _, high = consumer.get_watermark_offsets(tp, cached=True)
             if tp.offset >= 0 and high >= 0:
                 CONSUMER_LAG.labels(topic=tp.topic, partition=str(tp.partition)).set(max(0, high - tp.offset))
+
+
+def _caught_up(position: int, high: int) -> bool:
+    """The partition's reader is at its end (both known: before the first fetch neither is)."""
+    return 0 <= high <= position
 
 
 def _frozen(value: Any) -> Any:
