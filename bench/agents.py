@@ -226,17 +226,17 @@ def run_round(number: int, data: dict[str, Any], args: argparse.Namespace) -> di
                 produce(raw, PEER_IN, invoice["tenant_id"].encode(), peer_value(f"t-{i}", invoice, size),
                         peer_headers(template))
             raw.flush(120)
-            phases = [(rate, len(invoices)) for rate, invoices in data["latency"].items()]
-            peer_phase = {rate: [(inv["tenant_id"].encode(), peer_value(f"l{rate:g}-{i}", inv, size))
-                                 for i, inv in enumerate(invoices)] for rate, invoices in data["latency"].items()}
+            phases = [(rate, len(invoices)) for rate, invoices in data["phases"]]
+            peer_phase = [[(inv["tenant_id"].encode(), peer_value(f"l{n}-{i}", inv, size))
+                           for i, inv in enumerate(invoices)] for n, (_, invoices) in enumerate(data["phases"])]
 
-            def send_ours(rate: float, i: int) -> str:
-                return publisher.publish_nowait(SOURCE, data["latency"][rate][i])
+            def send_ours(n: int, i: int) -> str:
+                return publisher.publish_nowait(SOURCE, data["phases"][n][1][i])
 
-            def send_peer(rate: float, i: int) -> str:
-                record_key, record_value = peer_phase[rate][i]
+            def send_peer(n: int, i: int) -> str:
+                record_key, record_value = peer_phase[n][i]
                 produce(raw, PEER_IN, record_key, record_value, peer_headers(template))
-                return f"l{rate:g}-{i}"
+                return f"l{n}-{i}"
 
             paths = {
                 "ours": Side("ours", worker_command(f"bench-agents-{uuid.uuid4().hex[:8]}"), env, CLEARED,
@@ -254,7 +254,7 @@ def run_round(number: int, data: dict[str, Any], args: argparse.Namespace) -> di
             for name in order:
                 print(f"round {number}: {name} ...", flush=True)
                 results[name] = measure(paths[name], bootstrap, len(data["invoices"]), phases, args.drain_seconds,
-                                        workdir)
+                                        workdir, warmup=data["warmup_phases"])
                 print(f"  {name}: {results[name]['events_per_s']:,} events/s, latency "
                       f"{[(p['offered_per_s'], p['consumer_arrival_ms']) for p in results[name]['latency']]}, "
                       f"load {load()}", flush=True)
@@ -330,6 +330,9 @@ def main() -> None:
                         help="Offered loads of the latency phases, events/s, run in this order (highest last: a "
                              "phase the worker cannot keep up with ends the run).")
     parser.add_argument("--seconds", type=float, default=20, help="Length of each latency phase.")
+    parser.add_argument("--warmup-seconds", type=float, default=15,
+                        help="A paced phase before the measured ones, reported apart (0: none).")
+    parser.add_argument("--warmup-rate", type=float, default=1000)
     parser.add_argument("--drain-seconds", type=float, default=30,
                         help="How long after a phase's last publish its outputs may take.")
     parser.add_argument("--rounds", type=int, default=3,
@@ -341,12 +344,16 @@ def main() -> None:
     args = parser.parse_args()
 
     rates = [float(rate) for rate in args.rates.split(",")]
-    latency_events = {rate: int(rate * args.seconds) for rate in rates}
-    print(f"generating {args.events:,} + {sum(latency_events.values()):,} invoices ...", flush=True)
+    # a warm-up phase first (not reported with the others): each round's broker is a fresh JVM, and its JIT
+    # compiles the transaction paths during the first minute of traffic (bench/notes/validation_tail.md)
+    planned = ([(args.warmup_rate, args.warmup_seconds)] if args.warmup_seconds > 0 else []) + [
+        (rate, args.seconds) for rate in rates]
+    print(f"generating {args.events:,} + {sum(int(r * t) for r, t in planned):,} invoices ...", flush=True)
     data: dict[str, Any] = {
         "invoices": interleaved_invoices(args.events, args.sellers, "bench"),
-        "latency": {rate: interleaved_invoices(count, args.sellers, f"paced{rate:g}")
-                    for rate, count in latency_events.items()},
+        "phases": [(rate, interleaved_invoices(int(rate * seconds), args.sellers, f"paced{n}"))
+                   for n, (rate, seconds) in enumerate(planned)],
+        "warmup_phases": 1 if args.warmup_seconds > 0 else 0,
     }
     data["avro_value_bytes"] = avro_size(data["invoices"][:2000])
     # The invoices above are millions of objects that live until the end: frozen, this process's full
@@ -363,6 +370,7 @@ def main() -> None:
     conditions = {
         **machine(), "events": args.events, "sellers": args.sellers, "partitions": PARTITIONS,
         "latency_offered_per_s": rates, "latency_seconds": args.seconds, "latency_drain_seconds": args.drain_seconds,
+        "warmup": f"{args.warmup_seconds:g} s at {args.warmup_rate:g}/s before the measured phases, not reported",
         "avro_value_bytes_mean": data["avro_value_bytes"], "value_sizes": rounds[0]["value_bytes"],
         "producer": "acks=all, idempotence on, linger.ms=5 (streams.publish.THROUGHPUT + DURABILITY)",
         "workers": "one process each. ours: the validation agent on the transactional engine (librdkafka, batches "

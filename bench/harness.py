@@ -199,14 +199,15 @@ class Side:
     output: str
     match: Callable[[Any], str]
     side: tuple[str, ...]
-    send: Callable[[float, int], str]  # publish record i of the phase at this rate; return its published id
+    send: Callable[[int, int], str]  # publish record i of phase n (measure's phases list); return its published id
     poll: Callable[[], None]
     output_id: Callable[[str], str]  # the published id -> the id matched on the output
 
 
 def measure(path: Side, bootstrap: str, events: int, phases: list[tuple[float, int]], drain_s: float,
-            workdir: Path) -> dict[str, Any]:
-    """Throughput over the pre-published backlog, then each (rate, count) latency phase in order."""
+            workdir: Path, warmup: int = 0) -> dict[str, Any]:
+    """Throughput over the pre-published backlog, then each (rate, count) latency phase in order; the first
+    `warmup` phases only warm the broker and the worker up (reported apart, under "warmup")."""
     watch = Watch(bootstrap, path.output, path.match, path.side)
     log = workdir / f"{path.name}.log"
     load_before = load()
@@ -225,13 +226,15 @@ def measure(path: Side, bootstrap: str, events: int, phases: list[tuple[float, i
         load_mid = load()
         rss_after_throughput = sampler.samples[-1][1]
         expected = events
-        for rate, count in phases:
+        for n, (rate, count) in enumerate(phases):
             phase_load = load()
-            ids, sent, achieved = paced(lambda i, rate=rate: path.send(rate, i), count, rate, path.poll)
+            ids, sent, achieved = paced(lambda i, n=n: path.send(n, i), count, rate, path.poll)
             sent_at = {path.output_id(i): s for i, s in zip(ids, sent, strict=True)}
             expected += count
             drained = watch.wait_until(expected, process, drain_s, log)
             latency.append(latency_of(watch.outputs, sent_at, rate, achieved, count, drained, phase_load))
+            if n < warmup:
+                latency[-1]["warmup"] = True
             if not drained:
                 break  # a backlog left behind would be charged to the next phase
         load_after = load()
@@ -248,7 +251,8 @@ def measure(path: Side, bootstrap: str, events: int, phases: list[tuple[float, i
         "events_per_worker_cpu_s": round(events / cpu) if cpu > 0 else None,
         "outputs_total": len(watch.outputs),
         "side_topics": dict(watch.side),
-        "latency": latency,
+        "latency": [phase for phase in latency if not phase.get("warmup")],
+        "warmup": [phase for phase in latency if phase.get("warmup")],
         "peak_rss_mb": round(sampler.peak_rss() / 2**20, 1),
         "rss_after_throughput_mb": round(rss_after_throughput / 2**20, 1),
         "load_avg_before": load_before, "load_avg_after_throughput": load_mid, "load_avg_after": load_after,

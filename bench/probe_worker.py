@@ -54,10 +54,14 @@ def flush_forever() -> None:
 
 def main() -> None:
     interval = os.environ.get("BENCH_COMMIT_INTERVAL")
-    if interval:
-        defaults = list(engine.EngineConfig.__init__.__defaults__ or ())
-        defaults[0] = float(interval)  # commit_interval_s is EngineConfig's first field
-        engine.EngineConfig.__init__.__defaults__ = tuple(defaults)
+    if interval:  # every engine of the worker, whatever its app asked for
+        init = engine.TransactionalEngine.__init__
+
+        def init_with_interval(self: Any, *args: Any, **kwargs: Any) -> None:
+            init(self, *args, **kwargs)
+            self.config.commit_interval_s = float(interval)
+
+        engine.TransactionalEngine.__init__ = init_with_interval  # type: ignore[method-assign]
     gc.callbacks.append(on_gc)
     engine.TransactionalEngine._commit = timed("commit", engine.TransactionalEngine._commit,  # type: ignore[method-assign]
                                                lambda args: 0)

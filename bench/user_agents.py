@@ -198,19 +198,20 @@ def run_round(number: int, names: list[str], data: dict[str, Any], args: argpars
                     publisher.publish_nowait(PATHS[name].source, action)
             publisher.flush(120)
             publish_s = time.perf_counter() - started
-            phases = [(rate, len(actions)) for rate, actions in data["phases"].items()]
+            phases = [(rate, len(actions)) for rate, actions in data["phases"]]
             command = commands(names, settings, workdir, args)
             for name in order:
                 spec, check = PATHS[name], OutputCheck()
 
-                def send(rate: float, i: int, source: str = spec.source) -> str:
-                    publisher.publish_nowait(source, data["phases"][rate][i])
-                    return str(data["phase_ids"][rate][i])
+                def send(n: int, i: int, source: str = spec.source) -> str:
+                    publisher.publish_nowait(source, data["phases"][n][1][i])
+                    return str(data["phase_ids"][n][i])
 
                 side = Side(name, command[name], env, spec.sink, check.match, (), send, lambda: publisher.poll(0),
                             lambda event_id: event_id)
                 print(f"round {number}: {name} ...", flush=True)
-                results[name] = measure(side, bootstrap, len(data["backlog"]), phases, args.drain_seconds, workdir)
+                results[name] = measure(side, bootstrap, len(data["backlog"]), phases, args.drain_seconds, workdir,
+                                        warmup=data["warmup_phases"])
                 results[name]["check"] = check.verify(data["expected_per_user"])
                 r = results[name]
                 print(f"  {name}: {r['events_per_s']:,} events/s, latency "
@@ -271,6 +272,9 @@ def main() -> None:
     parser.add_argument("--users", type=int, default=1000)
     parser.add_argument("--rates", default="5000", help="Offered loads of the latency phases, events/s, in order.")
     parser.add_argument("--seconds", type=float, default=20, help="Length of each latency phase.")
+    parser.add_argument("--warmup-seconds", type=float, default=15,
+                        help="A paced phase before the measured ones, reported apart (0: none).")
+    parser.add_argument("--warmup-rate", type=float, default=1000)
     parser.add_argument("--drain-seconds", type=float, default=30,
                         help="How long after a phase's last publish its outputs may take.")
     parser.add_argument("--rounds", type=int, default=3, help="Whole rounds, each on a fresh stack.")
@@ -291,10 +295,15 @@ def main() -> None:
     seen: Counter[str] = Counter()
     backlog = user_actions(args.events, args.users, rng)
     sequence_ids(backlog, seen)
-    data: dict[str, Any] = {"backlog": backlog, "phases": {}, "phase_ids": {}}
-    for rate in rates:
-        data["phases"][rate] = user_actions(int(rate * args.seconds), args.users, rng)
-        data["phase_ids"][rate] = sequence_ids(data["phases"][rate], seen)
+    # a warm-up phase first, reported apart: each round's broker is a fresh JVM whose JIT is still compiling
+    # the transaction paths in the first minute (bench/notes/validation_tail.md)
+    planned = ([(args.warmup_rate, args.warmup_seconds)] if args.warmup_seconds > 0 else []) + [
+        (rate, args.seconds) for rate in rates]
+    data: dict[str, Any] = {"backlog": backlog, "phases": [], "phase_ids": [],
+                            "warmup_phases": 1 if args.warmup_seconds > 0 else 0}
+    for rate, seconds in planned:
+        data["phases"].append((rate, user_actions(int(rate * seconds), args.users, rng)))
+        data["phase_ids"].append(sequence_ids(data["phases"][-1][1], seen))
     data["expected_per_user"] = seen
     # as bench/agents.py: the pre-generated events live to the end, so this process's collector skips them
     gc.collect()
@@ -310,6 +319,7 @@ def main() -> None:
     conditions = {
         **versions(names, args), "events": args.events, "users": args.users, "partitions": 6,
         "latency_offered_per_s": rates, "latency_seconds": args.seconds, "latency_drain_seconds": args.drain_seconds,
+        "warmup": f"{args.warmup_seconds:g} s at {args.warmup_rate:g}/s before the measured phases, not reported",
         "input": "user.action Avro (schemas/user.action.avsc), Confluent wire format + CloudEvents headers, "
                  "published by streams.publish.Publisher (acks=all, idempotent, linger 5 ms), keyed by user_id",
         "logic": "per event: count += 1 in the user's 60 s tumbling window (record timestamp), emit "
