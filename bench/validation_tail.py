@@ -23,6 +23,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -186,6 +187,9 @@ def run_worker(interval: float, warm: int, batches: list[list[dict[str, Any]]], 
         worker.stopped.set()
         stop_process(process)
         watch.close()
+    # the whole run's probes, warm-up included: shows the probes work (the engine's start collects once)
+    totals = Counter(str(p[0]) if p[0] != "gc" else f"gc gen{p[3]}" for p in read_probes(probe_log))
+    print(f"worker {interval * 1000:g} ms: probes over the whole run {dict(totals)}", flush=True)
     return phases
 
 
