@@ -254,6 +254,21 @@ def print_round(number: int, names: list[str], result: dict[str, Any]) -> None:
               "CPU-second")
 
 
+def print_targets(summary: dict[str, Any], rates: list[float]) -> None:
+    """Issue 13's targets against the medians: ours >= 2x quix and >= 5x faust events/s, p99 < 50 ms at 5k/s."""
+    checks = [(f"ours/{peer} events/s", summary.get(f"ours/{peer}", {}).get("events_per_s"), floor, ">=")
+              for peer, floor in (("quix", 2.0), ("faust", 5.0))]
+    if 5000.0 in rates and "ours" in summary:
+        checks.append(("ours p99 ms at 5000/s", summary["ours"].get("p99_ms_at_5000"), 50.0, "<"))
+    print("targets (median of the rounds):")
+    for label, value, bound, sense in checks:
+        if value is None:
+            continue
+        met = value["median"] >= bound if sense == ">=" else value["median"] < bound
+        print(f"  {label:<24} {value['median']:>9,.2f} (spread {value['min']:,.2f} - {value['max']:,.2f}), "
+              f"target {sense} {bound:g}: {'met' if met else 'NOT met'}")
+
+
 def versions(names: list[str], args: argparse.Namespace) -> dict[str, Any]:
     import faust  # noqa: PLC0415 - only for its version
 
@@ -316,6 +331,7 @@ def main() -> None:
         print_round(number, names, result)
     summary = summarize(rounds, names, rates, ratios(names))
     print_summary(summary, {name: PATHS[name].label for name in names})
+    print_targets(summary, rates)
     conditions = {
         **versions(names, args), "events": args.events, "users": args.users, "partitions": 6,
         "latency_offered_per_s": rates, "latency_seconds": args.seconds, "latency_drain_seconds": args.drain_seconds,
