@@ -258,7 +258,10 @@ def run_round(number: int, data: dict[str, Any], args: argparse.Namespace) -> di
                 print(f"  {name}: {results[name]['events_per_s']:,} events/s, latency "
                       f"{[(p['offered_per_s'], p['consumer_arrival_ms']) for p in results[name]['latency']]}, "
                       f"load {load()}", flush=True)
-            if args.profile:
+            if args.profile and not Path(sys.executable).with_name("py-spy").exists():
+                print("no py-spy beside this python (pip install py-spy, in the [dev] extra): no profile",
+                      flush=True)
+            elif args.profile:
                 print(f"round {number}: profiling ours ...", flush=True)
                 results["profile"] = profile_ours(bootstrap, env, workdir, args.profile_seconds, 200)
                 if args.keep_profile:
