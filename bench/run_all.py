@@ -81,11 +81,20 @@ def kept_sections(document: Path) -> dict[str, str]:
     return sections
 
 
+def with_current_notes(name: str, section: str) -> str:
+    """A kept section with bench/notes/<name>.md as it is now in place of the notes it was rendered with."""
+    notes = NOTES / f"{name}.md"
+    start = section.find("\n`python bench/")
+    if not notes.exists() or start < 0:
+        return section
+    return f"## bench/{name}\n\n{notes.read_text().strip()}\n\n{section[start + 1:]}"
+
+
 def render(runs: list[dict[str, object]], started: dt.datetime, kept: dict[str, str] | None = None) -> str:
     cpus = os.cpu_count()
     memory_gb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
     kept = kept or {}
-    redone = ", ".join(str(run["name"]) for run in runs)
+    redone = ", ".join(str(run["name"]) for run in runs) or "none (the notes were re-rendered)"
     partial = (f" This run redid {redone}; the other sections are from an earlier run (each gives its own date)."
                if kept else "")
     parts = [
@@ -103,7 +112,7 @@ def render(runs: list[dict[str, object]], started: dt.datetime, kept: dict[str, 
     for name in BENCHES:
         if name not in by_name:
             if name in kept:
-                parts.append(kept[name])
+                parts.append(with_current_notes(name, kept[name]))
             continue
         run = by_name[name]
         notes = NOTES / f"{name}.md"
@@ -123,7 +132,13 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="Small inputs: checks the harness, numbers mean little.")
     parser.add_argument("--output", type=Path, default=ROOT / "docs" / "benchmarks.md")
     parser.add_argument("--results", type=Path, default=RESULTS, help="Where each bench's output and JSON go.")
+    parser.add_argument("--render-only", action="store_true",
+                        help="Run nothing: re-render the document's sections with the current bench/notes.")
     options = parser.parse_args()
+    if options.render_only:
+        options.output.write_text(render([], dt.datetime.now(dt.UTC), kept_sections(options.output)))
+        print(f"wrote {options.output}")
+        return
     chosen = [name.strip() for name in options.only.split(",") if name.strip()]
     unknown = set(chosen) - set(BENCHES)
     if unknown:
