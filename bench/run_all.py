@@ -160,8 +160,11 @@ def main() -> None:
     # --only some benches: the others keep their sections from the document as it was
     kept = kept_sections(options.output) if set(chosen) != set(BENCHES) else {}
     options.output.write_text(render(runs, started, kept))
-    (options.results / "run_all.json").write_text(json.dumps([{k: v for k, v in run.items() if k != "output"}
-                                                      for run in runs], indent=2) + "\n")
+    # the runs of this invocation replace their own entries; the other benches' entries stay
+    index = options.results / "run_all.json"
+    entries = {str(e["name"]): e for e in (json.loads(index.read_text()) if index.exists() else [])}
+    entries.update({str(run["name"]): {k: v for k, v in run.items() if k != "output"} for run in runs})
+    index.write_text(json.dumps([entries[name] for name in BENCHES if name in entries], indent=2) + "\n")
     print(f"\nwrote {options.output}")
     failed = [str(run["name"]) for run in runs if run["exit_code"] != 0]
     if failed:
