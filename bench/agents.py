@@ -114,7 +114,7 @@ def stage_of(frames: list[str]) -> str:
     handle = next((index for index, frame in enumerate(frames) if "ValidationAgent.handle" in frame), None)
     if handle is None:
         stages, part = ENGINE_STAGES, frames
-        other = "other threads: faust loop (web, timers), audit, librdkafka callbacks"
+        other = "other threads: web server, timers, librdkafka callbacks"
     else:
         stages, part = HANDLE_STAGES, frames[handle + 1:]
         if not part:  # in handle's own frame: native calls do not show in py-spy's Python stacks
