@@ -30,6 +30,17 @@ from streams.settings import KafkaConfig
 # Compacted record of what apply last set per topic: lets plan tell a catalog change from drift.
 STATE_TOPIC = "_streams_catalog_state"
 TIMEOUT_S = 30.0
+# Topics the platform makes for itself, never declared in the catalog: agents' state changelogs
+# (`<app>-<agent>-store-changelog`, faust's `<app>-<table>-changelog`), leader elections (`<app>-audit-leader`,
+# faust's `<app>-__assignor-__leader`), repartition topics, and replay shadows (`<topic>.replay.<id>`).
+# Names starting with `_` (`_schemas`, `__consumer_offsets`, the catalog state) are never read at all.
+INTERNAL_SUFFIXES = ("-changelog", "-leader", "-__leader", "-repartition")
+INTERNAL_INFIXES = (".replay.",)
+
+
+def platform_internal(name: str) -> bool:
+    """True for a topic the platform creates for itself, which `topics plan` neither flags nor notes."""
+    return name.startswith("_") or name.endswith(INTERNAL_SUFFIXES) or any(i in name for i in INTERNAL_INFIXES)
 
 
 class ChangeKind(StrEnum):
@@ -143,6 +154,7 @@ def plan_changes(
     notes.extend(
         f"topic '{name}' exists on the cluster but not in the catalog (left alone)"
         for name in sorted(set(cluster) - declared - set(allow_delete))
+        if not platform_internal(name)
     )
     return Plan(changes=tuple(changes), errors=tuple(errors), notes=tuple(notes))
 

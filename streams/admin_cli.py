@@ -19,6 +19,7 @@ from streams.admin import ChangeKind, Plan, TopicChange, apply_plan, plan_change
 from streams.catalog import Catalog, lint_catalog, load_catalog
 from streams.errors import AdminError
 from streams.settings import KafkaConfig, Settings
+from streams.tables import add_name_column
 
 if TYPE_CHECKING:
     from streams.export import ExportFormat
@@ -172,8 +173,9 @@ def list_topics(settings: Settings, catalog_path: str | None, profile: str | Non
         click.echo(json.dumps(rows, indent=2))
         return
     table = Table(title=f"topics ({catalog.profile})")
-    for column in ("topic", "on cluster", "partitions", "key", "owner", "audit"):
-        table.add_column(column)
+    add_name_column(table, "topic", (str(row["topic"]) for row in rows))
+    for column in ("on cluster", "partitions", "key", "owner", "audit"):
+        table.add_column(column, overflow="fold")
     for row in rows:
         table.add_row(
             str(row["topic"]), "yes" if row["exists"] else "MISSING", str(row["partitions"] or "-"),
@@ -228,8 +230,9 @@ def _show(result: Plan, output: str) -> None:
     console = Console(stderr=False)
     if result.changes:
         table = Table(title="plan")
-        for column in ("action", "topic", "details"):
-            table.add_column(column)
+        table.add_column("action", no_wrap=True)
+        add_name_column(table, "topic", (change.topic for change in result.changes))
+        table.add_column("details", overflow="fold")
         for change in result.changes:
             table.add_row(change.kind.value, change.topic, _details(change))
         console.print(table)

@@ -44,7 +44,8 @@ _MODEL_NAMES = {"retention": "retention_ms", "min_retention": "min_retention_ms"
 _KEY_TYPES = {"string", "int", "long", "bytes", "enum", "fixed"}
 # What each section may say. Profiles tune only operational numbers: a topic's identity
 # (key, schema, owner, policy) must not differ between environments.
-_TOP_FIELDS = ("version", "defaults", "profiles", "topics", "bridge")  # bridge: streams.bridge.routes reads it
+# bridge: streams.bridge.routes reads it; webhooks: streams.webhooks.routes
+_TOP_FIELDS = ("version", "defaults", "profiles", "topics", "bridge", "webhooks")
 _PROFILE_FIELDS = (
     "partitions", "replication_factor", "min_insync_replicas", "retention", "dlq_retention", "configs",
 )
@@ -316,8 +317,10 @@ class _Linter:
                 self.report(line, f"topic '{name}'", None, "invalid topic name; use lower case "
                             "'<domain>.<event>' like 'invoice.created' (letters, digits, '_' or '-' between "
                             f"dots, at most {_MAX_NAME} characters)")
-        # Only the shape of 'bridge:' here; its routes are checked against topics and schemas by streams.bridge.
+        # Only the shape of 'bridge:' and 'webhooks:' here; their routes are checked against topics and schemas
+        # by streams.bridge and streams.webhooks.
         self.entries(_node(top, "bridge"), "", None, "section", "bridge")
+        self.entries(_node(top, "webhooks"), "", None, "section", "webhooks")
         profiles = self._profiles(_node(top, "profiles"), topics)
         if profile not in profiles:
             line = top["profiles"][0] if "profiles" in top else 0

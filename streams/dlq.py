@@ -10,11 +10,9 @@ import json
 from typing import TYPE_CHECKING, Any
 
 import click
-from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 
 from streams.catalog import load_catalog
 from streams.errors import StreamsError
-from streams.records import DLQ_HEADER_PREFIX
 
 if TYPE_CHECKING:
     from streams.settings import KafkaConfig, Settings
@@ -24,6 +22,8 @@ REDRIVE_GROUP = "streams-dlq-redrive"
 
 def _dead_letters(kafka_config: KafkaConfig, topic: str, *, group: str | None, timeout: float = 5.0) -> list[Any]:
     """Every record after the group's committed position (from the start without a group)."""
+    from confluent_kafka import Consumer, KafkaException, TopicPartition  # noqa: PLC0415 - fast `--help`
+
     consumer = Consumer({**kafka_config, "group.id": group or "streams-dlq-list", "enable.auto.commit": False,
                          "auto.offset.reset": "earliest"})
     try:
@@ -64,6 +64,8 @@ def _dead_letters(kafka_config: KafkaConfig, topic: str, *, group: str | None, t
 
 
 def _describe(message: Any) -> dict[str, Any]:
+    from streams.records import DLQ_HEADER_PREFIX  # noqa: PLC0415 - `streams dlq --help` loads no codec
+
     headers = message.headers() or []
     errors = {k.removeprefix(DLQ_HEADER_PREFIX): v.decode(errors="replace") for k, v in headers
               if k.startswith(DLQ_HEADER_PREFIX)}
@@ -117,6 +119,10 @@ def redrive(settings: Settings, topic: str, dry_run: bool) -> None:
     Example:
       streams dlq redrive invoice.created --dry-run && streams dlq redrive invoice.created
     """
+    from confluent_kafka import Consumer, Producer, TopicPartition  # noqa: PLC0415 - fast `--help`
+
+    from streams.records import DLQ_HEADER_PREFIX  # noqa: PLC0415
+
     load_catalog(settings.catalog_path, settings.profile).topic(topic)
     config = settings.kafka_config(settings.bootstrap_servers())
     records = _dead_letters(config, f"{topic}.dlq", group=REDRIVE_GROUP)

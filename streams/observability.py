@@ -27,8 +27,8 @@ COMMIT_SECONDS = Histogram(
 )
 DLQ_TOTAL = Counter("streams_agent_dlq_total", "Records parked in a dead-letter topic.", ["agent", "topic"])
 VIOLATIONS_TOTAL = Counter("streams_validation_violations_total", "Rule violations found, by rule code.", ["rule"])
-CONSUMER_LAG = Gauge("streams_agent_consumer_lag_records", "Records behind the end of each partition.",
-                     ["topic", "partition"])
+CONSUMER_LAG = Gauge("streams_agent_consumer_lag_records", "Records behind the end of each partition, by agent.",
+                     ["agent", "topic", "partition"])
 REGISTRY_REQUESTS = Counter("streams_registry_requests_total", "Schema registry requests, by method, route and status.",
                             ["method", "route", "status"])
 REGISTRY_SECONDS = Histogram(

@@ -5,12 +5,13 @@ Nothing here is read at import; call `Settings()` (or `load_settings`) where it 
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal, get_args
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 if TYPE_CHECKING:
@@ -33,6 +34,11 @@ class Settings(BaseSettings):
     )
     schema_registry_url: str | None = Field(default=None, description="Schema registry base URL.")
     redis_url: str | None = Field(default=None, description="Redis URL for the Celery bridge.")
+    webhook_secrets: SecretStr | None = Field(
+        default=None,
+        description="Webhook signing secrets by the name a route's `secret:` gives, as a JSON object "
+        '(STREAMS_WEBHOOK_SECRETS=\'{"partner-a": "whsec_..."}\'); read by `webhook_secret_map`. Never shown.',
+    )
     kafka_security_protocol: SecurityProtocol = Field(
         default="PLAINTEXT", description="How clients talk to the brokers (librdkafka security.protocol)."
     )
@@ -51,6 +57,15 @@ class Settings(BaseSettings):
     catalog_path: Path = Path("topics.yaml")
     agent_max_record_bytes: int = Field(default=1_048_576, description="Larger records go to the DLQ.")
     data_dir: Path = Path(".streams")
+    kafka_connect_timeout_s: float = Field(
+        default=3.0, gt=0, description="How long a command waits for the brokers to answer before it gives up."
+    )
+    verbose: bool = Field(default=False, description="librdkafka's own log lines on stderr (`streams --verbose`).")
+    check_reachable: bool = Field(
+        default=False,
+        description="bootstrap_servers() first checks that a broker answers; the CLI sets it, so a command"
+        " fails in one line within kafka_connect_timeout_s, while library clients keep their own retries.",
+    )
 
     def kafka_config(self, bootstrap_servers: str) -> KafkaConfig:
         """librdkafka connection properties, security included: every Kafka client is built from these.
@@ -61,6 +76,10 @@ class Settings(BaseSettings):
         """
         protocol = self.kafka_security_protocol
         config: KafkaConfig = {"bootstrap.servers": bootstrap_servers, "security.protocol": protocol}
+        if not self.verbose:
+            # librdkafka writes its own retry lines (FAIL, GETPID, ...) to stderr; what matters reaches
+            # the caller as an error or exception, so a terminal sees them only with `--verbose`.
+            config["log_level"] = 0
         if protocol in {"SASL_PLAINTEXT", "SASL_SSL"}:
             mechanism, username, password = self._sasl_credentials()
             config.update({"sasl.mechanism": mechanism, "sasl.username": username, "sasl.password": password})
@@ -88,29 +107,51 @@ class Settings(BaseSettings):
         faust failing somewhere later. PLAINTEXT has nothing to check; an unreachable cluster is left to
         the caller's own error after `timeout_s`.
         """
-        config = self.kafka_config(bootstrap_servers)
-        if self.kafka_security_protocol == "PLAINTEXT":
+        self.kafka_config(bootstrap_servers)  # inconsistent security settings fail first
+        if self.kafka_security_protocol != "PLAINTEXT":
+            self._probe(bootstrap_servers, timeout_s)
+
+    def check_kafka_reachable(self, bootstrap_servers: str, *, origin: str, fix: str) -> None:
+        """ConfigError, one line naming the address, where it came from (`origin`) and the `fix`, when no broker
+        answers within `kafka_connect_timeout_s` (or refuses the login). Once per process and address."""
+        key = (bootstrap_servers, self.kafka_security_protocol, self.kafka_sasl_username)
+        if key in _REACHED:
             return
+        failure = self._probe(bootstrap_servers, self.kafka_connect_timeout_s)
+        if failure is not None:
+            raise _config_error(
+                f"cannot reach Kafka at {bootstrap_servers} ({origin}): {failure}"
+                f" (no answer within {self.kafka_connect_timeout_s:g} s); {fix}"
+            )
+        _REACHED.add(key)
+
+    def _probe(self, bootstrap_servers: str, timeout_s: float) -> str | None:
+        """None once a broker answers metadata; else why not (the last transport error librdkafka reported).
+
+        A refused login or TLS handshake raises at once: retrying cannot fix it.
+        """
         from confluent_kafka import KafkaError, KafkaException, Producer  # noqa: PLC0415 - import-light
 
-        refusals: list[KafkaError] = []
-        # log_level 0: the refusal is reported once, below, not as librdkafka's retry lines on stderr.
-        probe = Producer({**config, "error_cb": refusals.append, "log_level": 0})
+        errors: list[KafkaError] = []
+        # kafka_config sets log_level 0 unless verbose: the failure is reported once, by the caller.
+        probe = Producer({**self.kafka_config(bootstrap_servers), "error_cb": errors.append})
         deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
+        while (remaining := deadline - time.monotonic()) > 0:
             try:
-                probe.list_topics(timeout=0.5)
+                probe.list_topics(timeout=min(0.5, remaining))
             except KafkaException:
                 probe.poll(0)  # serves error_cb
             else:
-                return
-            for error in refusals:
+                return None
+            for error in errors:
                 if error.code() in {KafkaError._AUTHENTICATION, KafkaError._SSL}:
                     raise _config_error(self._refusal(bootstrap_servers, error, tls=error.code() == KafkaError._SSL))
+        transport = [error for error in errors if error.code() != KafkaError._ALL_BROKERS_DOWN]
+        return _reason(transport[-1]) if transport else "no broker answered"
 
     def _refusal(self, bootstrap_servers: str, error: KafkaError, *, tls: bool) -> str:
         # librdkafka's text ("<broker>: SASL authentication error: <reason>") never holds the password.
-        reason = re.sub(r"\s*\(after \d+ms in state \w+\)$", "", error.str().rsplit(": ", 1)[-1])
+        reason = _reason(error)
         if not tls:
             return (
                 f"SASL authentication failed: the brokers at {bootstrap_servers} refused user"
@@ -156,11 +197,42 @@ class Settings(BaseSettings):
                 raise _config_error(f"{_variable(key)}={path}: no such file (a PEM file this process can read)")
         return {key: str(path) for key, path in files.items()}
 
-    def bootstrap_servers(self) -> str:
-        """The explicit bootstrap servers, else the running local stack's broker."""
+    def webhook_secret_map(self) -> dict[str, SecretStr]:
+        """STREAMS_WEBHOOK_SECRETS as name -> secret; ConfigError (never quoting it) when it is not a JSON object
+        of strings. Parsed here rather than by pydantic, so a malformed value fails the webhook commands with one
+        line instead of every command with a traceback."""
+        if self.webhook_secrets is None:
+            return {}
+        try:
+            parsed = json.loads(self.webhook_secrets.get_secret_value())
+        except ValueError:
+            parsed = None
+        if not isinstance(parsed, dict) or not all(isinstance(v, str) for v in parsed.values()):
+            raise _config_error('STREAMS_WEBHOOK_SECRETS must be a JSON object of secret names to secrets, like '
+                                '{"partner-a": "whsec_..."}')
+        return {str(name): SecretStr(value) for name, value in parsed.items()}
+
+    def bootstrap_servers(self, *, check: bool | None = None) -> str:
+        """The explicit bootstrap servers, else the running local stack's broker.
+
+        With `check` (default: `check_reachable`, which the CLI sets), a ConfigError in one line, within
+        `kafka_connect_timeout_s`, when no broker there answers: every command learns it here, before its
+        clients retry for minutes.
+        """
         if self.kafka_bootstrap_servers:
-            return self.kafka_bootstrap_servers
-        return self._local_address("kafka", "STREAMS_KAFKA_BOOTSTRAP_SERVERS")
+            address = self.kafka_bootstrap_servers
+            origin = "STREAMS_KAFKA_BOOTSTRAP_SERVERS"
+            fix = (
+                "check that variable (host:port of a broker, comma-separated), or unset it to use the local"
+                " stack (`streams dev up`)"
+            )
+        else:
+            address = self._local_address("kafka", "STREAMS_KAFKA_BOOTSTRAP_SERVERS")
+            origin = f"the local stack's, from {self._state_file()}"
+            fix = "restart it with `streams dev down && streams dev up`, or set STREAMS_KAFKA_BOOTSTRAP_SERVERS"
+        if self.check_reachable if check is None else check:
+            self.check_kafka_reachable(address, origin=origin, fix=fix)
+        return address
 
     def registry_url(self) -> str:
         """The explicit schema registry URL, else the running local stack's registry."""
@@ -187,6 +259,54 @@ class Settings(BaseSettings):
             )
         return address
 
+    def _state_file(self) -> Path:
+        from streams.local.state import state_path  # noqa: PLC0415 - keeps settings import-light
+
+        return state_path(self.data_dir)
+
+    @field_validator("catalog_path", "data_dir")
+    @classmethod
+    def _in_project(cls, path: Path, info: ValidationInfo) -> Path:
+        """A relative path missing here but present in a parent directory is that one, so every command
+        works from any subdirectory of the project (as git does); the data dir goes beside the catalog."""
+        if path.is_absolute() or path.exists():
+            return path
+        try:
+            parents = Path.cwd().parents
+        except OSError:  # the working directory was deleted: nothing to search
+            return path
+        for parent in parents:
+            if (parent / path).exists():
+                return parent / path
+        catalog = info.data.get("catalog_path") if info.field_name == "data_dir" else None
+        if isinstance(catalog, Path) and catalog.is_absolute() and catalog.exists():
+            return catalog.parent / path
+        return path
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Settings from the environment (`overrides` win), or a ConfigError in one line naming the variable,
+    the value and what is allowed, instead of pydantic's multi-line report."""
+    from pydantic import ValidationError  # noqa: PLC0415 - only on this path
+
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            field = ".".join(str(part) for part in error["loc"])
+            variable = f"STREAMS_{field.upper()}"
+            problems.append(f"{variable}={error['input']!r} is not valid: {error['msg']}")
+        raise _config_error("; ".join(problems) + " (fix or unset the variable)") from None
+
+
+_REACHED: set[tuple[str, str, str | None]] = set()  # the brokers that answered this process once
+
+
+def _reason(error: KafkaError) -> str:
+    """librdkafka's own reason, without the broker prefix and state suffix: 'Connection refused'."""
+    text = error.str().rsplit(": ", 1)[-1]
+    return re.sub(r"\s*\(after \d+ms in state \w+(, \d+ identical error\(s\) suppressed)?\)$", "", text)
 
 
 def _variable(librdkafka_key: str) -> str:

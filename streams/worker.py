@@ -17,16 +17,14 @@ import click
 import structlog
 
 from streams.agents import DEFAULT_APP_ID
-from streams.catalog import load_catalog
 from streams.errors import ConfigError, StreamsError
-from streams.observability import configure_logging
-from streams.runtime.app import App
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
     from streams.agents.indexing import SearchIndex
     from streams.catalog import Catalog
+    from streams.runtime.app import App
     from streams.settings import Settings
 
 BUILT_INS = ("validation", "audit", "indexing")
@@ -35,6 +33,8 @@ log = structlog.get_logger("streams.worker")
 
 def load_app(reference: str) -> App:
     """The App named by `module:attribute` (the module imported from the working directory or sys.path)."""
+    from streams.runtime.app import App  # noqa: PLC0415 - `streams worker --help` loads no runtime
+
     module_name, _, attribute = reference.partition(":")
     if not module_name or not attribute:
         raise ConfigError(f"--app {reference!r}: write it as module:attribute, e.g. examples.velocity:app")
@@ -54,7 +54,7 @@ def load_app(reference: str) -> App:
 
 def built_in_apps(settings: Settings, catalog: Catalog, chosen: tuple[str, ...], app_id: str,
                   ) -> tuple[list[App], SearchIndex | None]:
-    """The built-in agents' apps (audit aside: its elected writer runs beside them), and the search index."""
+    """The built-in agents' apps, and the search index."""
     unknown = set(chosen) - set(BUILT_INS)
     if unknown:
         raise ConfigError(f"unknown agent(s) {sorted(unknown)}; choose from {', '.join(BUILT_INS)}")
@@ -64,6 +64,10 @@ def built_in_apps(settings: Settings, catalog: Catalog, chosen: tuple[str, ...],
         from streams.agents.validation import validation_app  # noqa: PLC0415 - loads the native judge
 
         apps.append(validation_app(settings, catalog, app_id))
+    if "audit" in chosen:
+        from streams.agents.audit import audit_app  # noqa: PLC0415
+
+        apps.append(audit_app(settings, catalog, app_id))
     if "indexing" in chosen:
         from streams.agents.indexing import SearchIndex, index_path, indexing_app  # noqa: PLC0415
 
@@ -76,22 +80,18 @@ class Worker:
     """The engines of every app, a thread each, and the web server; `run` until stopped."""
 
     def __init__(self, settings: Settings, catalog: Catalog, apps: list[App], *, web_host: str, web_port: int,
-                 search: Callable[[str, str | None, int], list[dict[str, Any]]] | None = None,
-                 extra: list[tuple[str, Callable[[threading.Event], None]]] | None = None) -> None:
+                 search: Callable[[str, str | None, int], list[dict[str, Any]]] | None = None) -> None:
         from streams.runtime.web import WorkerWeb  # noqa: PLC0415 - the worker's side only
 
         self.stop = threading.Event()
         self.engines = [engine for app in apps for engine in app.engines(settings, catalog)]
-        loops = [(f"agent-{engine.agent.name}", engine.run) for engine in self.engines] + (extra or [])
-        self.threads = [threading.Thread(target=self._or_stop_worker, args=(run,), name=name, daemon=True)
-                        for name, run in loops]
+        self.threads = [threading.Thread(target=self._or_stop_worker, args=(engine.run,),
+                                         name=f"agent-{engine.agent.name}", daemon=True) for engine in self.engines]
         self.failed: list[str] = []
         self.web = WorkerWeb(web_host, web_port, health=self.health, search=search)
 
     def health(self) -> dict[str, bool]:
-        agents = {engine.agent.name: engine.running for engine in self.engines}
-        agents.update({thread.name: thread.is_alive() for thread in self.threads[len(self.engines):]})
-        return agents
+        return {engine.agent.name: engine.running for engine in self.engines}
 
     def run(self) -> None:
         """Until SIGTERM or SIGINT: then every engine commits what it has and leaves its group (a drain)."""
@@ -147,21 +147,19 @@ def worker(settings: Settings, agents: str | None, app_refs: tuple[str, ...], ap
     """
     chosen = tuple(name.strip() for name in (agents or ("" if app_refs else ",".join(BUILT_INS))).split(",")
                    if name.strip())
+    from streams.catalog import load_catalog  # noqa: PLC0415 - `streams worker --help` loads none of these
+    from streams.observability import configure_logging  # noqa: PLC0415
+
     configure_logging(log_level)
+    settings.bootstrap_servers()  # an unreachable cluster is one line before anything else is tried
     catalog = load_catalog(settings.catalog_path, settings.profile)
     apps = [load_app(reference) for reference in app_refs]
     built_ins, index = built_in_apps(settings, catalog, chosen, app_id)
-    extra: list[tuple[str, Callable[[threading.Event], None]]] = []
-    if "audit" in chosen:
-        from streams.agents.audit import AuditChainWriter  # noqa: PLC0415 - only when the audit agent runs
-
-        extra.append(("audit-chain", AuditChainWriter(settings, catalog, app_id=app_id).run))
     search = None
     if index is not None:
         search = lambda words, tenant, limit: index.search(words, tenant=tenant, limit=limit)  # noqa: E731
     try:
-        Worker(settings, catalog, [*built_ins, *apps], web_host=web_host, web_port=web_port, search=search,
-               extra=extra).run()
+        Worker(settings, catalog, [*built_ins, *apps], web_host=web_host, web_port=web_port, search=search).run()
     finally:
         if index is not None:
             index.close()

@@ -96,10 +96,12 @@ def resolve(argv: list[str]) -> tuple[click.Command, list[str], list[str]]:
     command: click.Command = main
     path, rest = ["streams"], argv[1:]
     while isinstance(command, click.Group):
-        assert rest, f"`{' '.join(path)}` is a group; name one of {sorted(command.commands)}"
+        assert rest, f"`{' '.join(path)}` is a group; name one of {command.list_commands(click.Context(command))}"
         name = rest.pop(0)
-        assert name in command.commands, f"`{' '.join(path)}` has no subcommand {name!r}: {sorted(command.commands)}"
-        command, path = command.commands[name], [*path, name]
+        context = click.Context(command)  # the root loads its commands on first use: ask it, not .commands
+        found = command.get_command(context, name)
+        assert found is not None, f"`{' '.join(path)}` has no subcommand {name!r}: {command.list_commands(context)}"
+        command, path = found, [*path, name]
     return command, path, rest
 
 

@@ -1,7 +1,8 @@
-"""The audit chain writer: each record of an `audit: true` topic becomes one hash-linked audit.trail entry.
+"""The audit agent: each record of an `audit: true` topic becomes one hash-linked audit.trail entry.
 
-One elected writer, a fenced transactional producer and source offsets kept in the entries make the chain
-exactly-once in effect across kill -9 and rebalances (docs/decisions/0010-audit-chain-exactly-once.md).
+A single-writer batch agent on the one runtime (docs/decisions/0022): one elected instance, a fixed fenced
+transactional id, and the entries, the chain's tip (its state) and the source offsets committed in one
+transaction make the chain exactly-once in effect across kill -9 and rebalances (0010).
 """
 
 from __future__ import annotations
@@ -10,18 +11,17 @@ import functools
 import hashlib
 import io
 import json
-import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import structlog
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka import OFFSET_BEGINNING
+from confluent_kafka.admin import AdminClient
 from fastavro import parse_schema, schemaless_reader
 from fastavro.schema import SchemaParseException
-from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client import Counter, Gauge
 
 from streams.agents import DEFAULT_APP_ID
 from streams.agents.audit_chain import (
@@ -35,6 +35,9 @@ from streams.agents.audit_chain import (
     read_chain,
 )
 from streams.errors import ConfigError, SchemaError, StreamsError
+from streams.runtime.app import App
+from streams.runtime.engine import EngineConfig
+from streams.runtime.single import SingleWriterEngine
 from streams.schemas.codec import HEADER, AvroCodec, split_header
 from streams.schemas.registry_client import RegistryClient, RegistryRequestError, compact_schema
 
@@ -42,10 +45,16 @@ if TYPE_CHECKING:
     import threading
     from collections.abc import Sequence
 
-    from streams.catalog import Catalog
+    from confluent_kafka import Message
+
+    from streams.catalog import Catalog, TopicSpec
+    from streams.runtime.state import Output, PartitionState
     from streams.settings import KafkaConfig, Settings
 
-__all__ = ["AuditChainWriter", "ChainState", "PayloadReader", "audit_entry"]
+__all__ = ["AuditAgent", "AuditChainWriter", "ChainState", "PayloadReader", "audit_app", "audit_entry"]
+
+AGENT = "audit"
+TIP_KEY = "chain:tip"
 
 log = structlog.get_logger("streams.agents.audit")
 
@@ -171,7 +180,6 @@ class _Metrics(NamedTuple):
     entries: Counter
     leader: Gauge
     elections: Counter
-    commit_seconds: Histogram
 
 
 @functools.cache
@@ -181,27 +189,131 @@ def _metrics() -> _Metrics:
         Counter("streams_audit_entries_total", "Audit chain entries committed.", ["chain"]),
         Gauge("streams_audit_leader", "1 while this process is the audit chain writer.", ["chain"]),
         Counter("streams_audit_elections_total", "Times this process became the chain writer.", ["chain"]),
-        Histogram("streams_audit_commit_seconds", "Time to write and commit one batch of entries.", ["chain"],
-                  buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)),
-    )
+    )  # commit time: streams_agent_commit_seconds{agent="audit"}, as every agent's
 
 
-@dataclass
-class _Links:
-    """What one run of the writer talks through."""
+class AuditAgent:
+    """Seals one chain entry per source record, in the order the writer reads them (a batch agent).
 
-    kafka: KafkaConfig
-    registry: RegistryClient
-    codec: AvroCodec
-    decoder: ChainDecoder
-    payloads: PayloadReader
-    sources: Consumer
+    Its state holds the chain's tip, "chain:tip" -> (next sequence, tip hash); an empty state (a first
+    start, or a chain written before this agent) is seeded from the chain itself.
+    """
+
+    def __init__(self, settings: Settings, chain_spec: TopicSpec, sources: tuple[str, ...]) -> None:
+        self.settings, self.chain_topic, self.schema_file = settings, chain_spec.name, chain_spec.schema_file
+        self.sources = sources
+        self._registry: RegistryClient | None = None
+        self.payloads: PayloadReader | None = None  # with the registry, on first use
+        self.written = 0  # entries in committed transactions, by this process
+        self._pending = 0
+        self._codec: AvroCodec | None = None
+        self._metrics = _metrics()
+
+    @property
+    def registry(self) -> RegistryClient:
+        if self._registry is None:
+            self._registry = RegistryClient(self.settings.registry_url())
+            self.payloads = PayloadReader(self._registry)
+        return self._registry
+
+    def codec(self) -> AvroCodec:
+        """The chain's encoder; ConfigError/SchemaError if the catalog or the registry lacks its schema."""
+        if self._codec is None:
+            if self.schema_file is None:
+                raise ConfigError(f"the chain topic '{self.chain_topic}' declares no schema in the catalog")
+            text = compact_schema(Path(self.schema_file).read_text(encoding="utf-8"))
+            schema_id = self.registry.lookup(f"{self.chain_topic}-value", text)
+            if schema_id is None:
+                raise SchemaError(f"the chain's schema is not registered under subject '{self.chain_topic}-value';"
+                                  " run `streams schemas apply`")
+            self._codec = AvroCodec(json.loads(text), schema_id)
+        return self._codec
+
+    def close(self) -> None:
+        if self._registry is not None:
+            self._registry.close()
+
+    def check_chain_topic(self, kafka: KafkaConfig) -> None:
+        """ConfigError unless the chain topic exists with exactly one partition (one total order)."""
+        chain = AdminClient(kafka).list_topics(self.chain_topic, timeout=15).topics.get(self.chain_topic)
+        if chain is None or chain.error is not None:
+            raise ConfigError(f"the chain topic '{self.chain_topic}' does not exist; run `streams topics apply`")
+        if len(chain.partitions) != 1:
+            raise ConfigError(f"the chain topic '{self.chain_topic}' has {len(chain.partitions)} partitions; a "
+                              "hash chain needs exactly 1 (one total order)")
+
+    def handle(self, records: list[Message], state: PartitionState, out: Output) -> None:
+        encode = self.codec().encode
+        sequence, tip = state.get(TIP_KEY) or (0, GENESIS_HASH)
+        for record in records:
+            headers = record.headers()
+            entry = audit_entry(
+                record.topic() or "", record.partition() or 0, record.offset() or 0, record.value(),
+                list(headers.items()) if isinstance(headers, dict) else headers, record.timestamp()[1],
+                sequence=sequence, previous_hash=tip, payloads=self.payloads,
+            )
+            out.send(self.chain_topic, entry.tenant_id.encode() or None, encode(entry.to_json()), [])
+            sequence, tip = sequence + 1, entry.entry_hash
+        state[TIP_KEY] = (sequence, tip)
+        self._pending += len(records)
+
+    def seed(self) -> tuple[dict[str, Any], dict[tuple[str, int], int]]:
+        """The tip and each source partition's next offset, from the chain itself (empty for a new chain)."""
+        kafka = self.settings.kafka_config(self.settings.bootstrap_servers())
+        self.check_chain_topic(kafka)
+        chain = ChainState()
+        for offset, entry in read_chain(kafka, ChainDecoder(self.registry), self.chain_topic):
+            if isinstance(entry, UnreadableEntry):
+                raise StreamsError(f"audit chain '{self.chain_topic}' offset {offset} is unreadable ({entry.reason});"
+                                   " run `streams audit verify`")
+            chain.apply(entry)
+        if not chain.next_sequence:
+            return {}, {}
+        log.info("audit.seeded", chain=self.chain_topic, next_sequence=chain.next_sequence)
+        return ({TIP_KEY: (chain.next_sequence, chain.tip_hash)},
+                {source: last + 1 for source, last in chain.chained.items()})
+
+    def committed(self) -> None:
+        if self._pending:
+            self.written += self._pending
+            self._metrics.entries.labels(self.chain_topic).inc(self._pending)
+            self._pending = 0
+
+    def aborted(self) -> None:
+        self._pending = 0
+
+    def leadership(self, leading: bool, state: PartitionState | None) -> dict[str, Any] | None:
+        """Counted in the metrics; on election, the chain's next sequence for the log line."""
+        self._metrics.leader.labels(self.chain_topic).set(1 if leading else 0)
+        if not leading or state is None:
+            return None
+        self._metrics.elections.labels(self.chain_topic).inc()
+        return {"chain": self.chain_topic, "next_sequence": (state.get(TIP_KEY) or (0, GENESIS_HASH))[0]}
+
+
+def audited_sources(catalog: Catalog, chain_topic: str) -> tuple[str, ...]:
+    sources = tuple(spec.name for spec in catalog.topics if spec.audit)
+    if chain_topic in sources:
+        raise ConfigError(f"{catalog.path}: the chain topic '{chain_topic}' must not be `audit: true`")
+    return sources
+
+
+def audit_app(settings: Settings, catalog: Catalog, app_id: str, *, chain_topic: str = "audit.trail") -> App:
+    """The audit agent as an App: a single-writer batch agent over every audited topic (group `<app id>-audit`,
+    elected through `<app id>-audit-leader`, transactional id `<app id>-audit`)."""
+    app = App(app_id, settings=settings, catalog=catalog)
+    app.table("chain")  # "chain:tip" -> (next sequence, tip hash)
+    agent = AuditAgent(settings, catalog.topic(chain_topic), audited_sources(catalog, chain_topic))
+    agent.check_chain_topic(settings.kafka_config(settings.bootstrap_servers()))  # misconfigured: fail at start
+    agent.codec()
+    app.agent(agent.sources, name=AGENT, batch=True, single_writer=True)(agent)
+    return app
 
 
 class AuditChainWriter:
-    """Appends one entry per record of every `audit: true` topic; only the elected leader writes.
+    """The audit agent with names of its own, for `streams audit run` and tests: the same single-writer engine.
 
-    Example (`streams worker` runs it in a thread, `streams audit run` alone):
+    Example:
         stop = threading.Event()
         AuditChainWriter(Settings(), load_catalog(Path("topics.yaml"))).run(stop)
     """
@@ -212,244 +324,57 @@ class AuditChainWriter:
         leader_topic: str | None = None, batch_size: int = 2000, session_timeout_ms: int = 6000,
         refresh_interval_s: float = 30.0, retry_backoff_s: float = 2.0,
     ) -> None:
-        """The writer's names start with `app_id`, the principal's ACL prefix (decision 0014): the group that
-        elects it (`<app id>-audit-leader`, also its 1-partition leader topic, whose owner in the group is the
-        one chain writer) and its fixed transactional id (`<app id>-audit-chain`). Every writer of one chain
-        must use the same names, or they would not fence each other."""
-        self.settings = settings
-        self.chain_topic = chain_topic
-        self.group_id = group_id or f"{app_id}-audit-leader"
-        self.leader_topic = leader_topic or f"{app_id}-audit-leader"
-        self.transactional_id = transactional_id or f"{app_id}-audit-chain"
+        """Names default to what `streams worker` uses (`audit_app`): the election group and 1-partition leader
+        topic `<app id>-audit-leader`, the offsets' group `<app id>-audit` (`<group id>.sources` when a group
+        id is given) and the fixed transactional id `<app id>-audit`. Every writer of one chain must use the
+        same names, or they would not fence each other."""
+        self.settings, self.chain_topic = settings, chain_topic
+        self.sources = audited_sources(catalog, chain_topic)
+        self.agent = AuditAgent(settings, catalog.topic(chain_topic), self.sources)
+        self.group = f"{app_id}-{AGENT}" if group_id is None else f"{group_id}.sources"
+        self.election_group = group_id or f"{app_id}-{AGENT}-leader"
+        self.leader_topic = leader_topic or self.election_group
+        self.transactional_id = transactional_id or f"{app_id}-{AGENT}"
+        self.replication = catalog.topic(chain_topic).replication_factor
         self.batch_size, self.session_timeout_ms = batch_size, session_timeout_ms
         self.refresh_interval_s, self.retry_backoff_s = refresh_interval_s, retry_backoff_s
-        self.chain_spec = catalog.topic(chain_topic)
-        self.sources = tuple(spec.name for spec in catalog.topics if spec.audit)
-        if chain_topic in self.sources:
-            raise ConfigError(f"{catalog.path}: the chain topic '{chain_topic}' must not be `audit: true`")
-        self.state = ChainState()
-        self.entries_written = 0  # by this process, committed
-        self.elections = 0  # times this process became the writer
-        self._assigned = False  # the leader partition is ours (the group says so)
-        self._producer: Producer | None = None  # set while we are the fenced-in writer
-        self._source_partitions: set[tuple[str, int]] = set()
-        self._next_refresh = 0.0
-        self._last_delivered = -1
+        self.engine: SingleWriterEngine | None = None  # made by run()
 
     @property
     def leading(self) -> bool:
-        return self._producer is not None
+        return self.engine is not None and self.engine.leading
+
+    @property
+    def elections(self) -> int:
+        return 0 if self.engine is None else self.engine.elections
+
+    @property
+    def entries_written(self) -> int:
+        return self.agent.written
 
     def run(self, stop: threading.Event) -> None:
         """Write the chain whenever elected, until `stop` is set; StreamsError at once if misconfigured."""
-        links = self._open()
-        election = Consumer({
-            **links.kafka, "group.id": self.group_id, "session.timeout.ms": self.session_timeout_ms,
-            "heartbeat.interval.ms": max(500, self.session_timeout_ms // 4), "enable.auto.commit": False,
-        })
-        retry_at = 0.0
-        try:
-            election.subscribe([self.leader_topic], on_assign=self._on_assign, on_revoke=self._on_revoke,
-                               on_lost=self._on_revoke)
-            log.info("audit.writer.started", chain=self.chain_topic, sources=list(self.sources), group=self.group_id)
-            while not stop.is_set():
-                election.poll(0 if self.leading else 0.2)  # serves the group: heartbeats and (re)assignments
-                if not self._assigned:
-                    self._step_down(links, "revoked")
-                    continue
-                if time.monotonic() < retry_at:
-                    stop.wait(0.05)
-                    continue
-                try:
-                    if not self.leading:
-                        self._take_over(links)
-                    self._write_batch(links)
-                except (KafkaException, StreamsError) as exc:
-                    log.warning("audit.writer.error", error=str(exc), chain=self.chain_topic)
-                    self._step_down(links, "error")
-                    retry_at = time.monotonic() + self.retry_backoff_s
-        finally:
-            self._step_down(links, "stopped")
-            election.close()
-            links.sources.close()
-            links.registry.close()
-
-    def _open(self) -> _Links:
         kafka = self.settings.kafka_config(self.settings.bootstrap_servers())
-        if self.chain_spec.schema_file is None:
-            raise ConfigError(f"the chain topic '{self.chain_topic}' declares no schema in the catalog")
-        schema_text = compact_schema(Path(self.chain_spec.schema_file).read_text(encoding="utf-8"))
-        registry = RegistryClient(self.settings.registry_url())
         try:
-            schema_id = registry.lookup(f"{self.chain_topic}-value", schema_text)
-            if schema_id is None:
-                raise SchemaError(f"schema {self.chain_spec.schema_file} is not registered under subject "
-                                  f"'{self.chain_topic}-value'; run `streams schemas apply`")
-            self._prepare_topics(kafka)
-        except KafkaException as exc:
-            registry.close()
-            raise StreamsError(f"preparing the audit chain writer for '{self.chain_topic}': {exc.args[0]}") from exc
-        except StreamsError:
-            registry.close()
-            raise
-        sources = Consumer({
-            **kafka, "group.id": f"{self.group_id}.sources", "enable.auto.commit": False,
-            "enable.auto.offset.store": False, "isolation.level": "read_committed", "auto.offset.reset": "earliest",
-        })  # assigned, never subscribed nor committed: the chain holds the offsets
-        return _Links(kafka, registry, AvroCodec(json.loads(schema_text), schema_id), ChainDecoder(registry),
-                      PayloadReader(registry), sources)
+            self.agent.check_chain_topic(kafka)
+            self.agent.codec()
+            self.engine = SingleWriterEngine(
+                kafka, _Named(self.agent), group=self.group, election_group=self.election_group,
+                leader_topic=self.leader_topic, transactional_id=self.transactional_id,
+                data_dir=self.settings.data_dir, replication=self.replication,
+                config=EngineConfig(batch_size=self.batch_size), refresh_interval_s=self.refresh_interval_s,
+                retry_backoff_s=self.retry_backoff_s, session_timeout_ms=self.session_timeout_ms, log_name=AGENT)
+            self.engine.run(stop)
+        finally:
+            self.agent.close()
 
-    def _prepare_topics(self, kafka: KafkaConfig) -> None:
-        admin = AdminClient(kafka)
-        topics = admin.list_topics(timeout=15).topics
-        chain = topics.get(self.chain_topic)
-        if chain is None or chain.error is not None:
-            raise ConfigError(f"the chain topic '{self.chain_topic}' does not exist; run `streams topics apply`")
-        if len(chain.partitions) != 1:
-            raise ConfigError(f"the chain topic '{self.chain_topic}' has {len(chain.partitions)} partitions; a "
-                              "hash chain needs exactly 1 (one total order)")
-        if self.leader_topic not in topics:
-            created = admin.create_topics([NewTopic(self.leader_topic, 1, self.chain_spec.replication_factor)])
-            try:
-                created[self.leader_topic].result(timeout=15)
-            except KafkaException as exc:
-                if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
-                    raise
 
-    def _on_assign(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        self._assigned = bool(partitions)
+class _Named:
+    """The agent as the engine sees it: with its name, sources and hooks."""
 
-    def _on_revoke(self, _consumer: Consumer, _partitions: list[TopicPartition]) -> None:
-        self._assigned = False
+    name = AGENT
 
-    def _take_over(self, links: _Links) -> None:
-        """Fence every earlier writer, then read the chain to its end: only then is the tip final."""
-        producer = Producer({
-            **links.kafka, "transactional.id": self.transactional_id, "enable.idempotence": True,
-            "acks": "all", "linger.ms": 2, "transaction.timeout.ms": 15_000,
-            "queue.buffering.max.messages": max(100_000, 2 * self.batch_size),  # a whole batch always fits
-        })
-        before = self.state.next_sequence
-        try:
-            producer.init_transactions(30)  # bumps the epoch: a zombie's open transaction is aborted
-            self._catch_up(links)
-        except BaseException:
-            self._close(producer)
-            raise
-        self._producer = producer
-        self.elections += 1
-        self._assign_sources(links, [(t, p) for t in self.sources for p in self._partitions(links, t)])
-        metrics = _metrics()
-        metrics.leader.labels(self.chain_topic).set(1)
-        metrics.elections.labels(self.chain_topic).inc()
-        log.info("audit.leader.elected", chain=self.chain_topic, next_sequence=self.state.next_sequence,
-                 caught_up=self.state.next_sequence - before, sources=len(self._source_partitions))
-
-    def _catch_up(self, links: _Links) -> None:
-        """Apply every committed entry after what this process already knows (all of them, the first time)."""
-        for offset, entry in read_chain(links.kafka, links.decoder, self.chain_topic, start=self.state.read_offset):
-            if isinstance(entry, UnreadableEntry):
-                raise StreamsError(f"audit chain '{self.chain_topic}' offset {offset} is unreadable ({entry.reason});"
-                                   " run `streams audit verify`")
-            if entry.sequence != self.state.next_sequence:
-                log.error("audit.chain.discontinuity", offset=offset, sequence=entry.sequence,
-                          expected=self.state.next_sequence, chain=self.chain_topic)
-            self.state.apply(entry)
-            self.state.read_offset = offset + 1
-
-    def _partitions(self, links: _Links, topic: str) -> list[int]:
-        found = links.sources.list_topics(topic, timeout=10).topics.get(topic)
-        if found is None or found.error is not None:
-            log.warning("audit.source.missing", topic=topic, chain=self.chain_topic)
-            return []
-        return sorted(found.partitions)
-
-    def _assign_sources(self, links: _Links, partitions: list[tuple[str, int]]) -> None:
-        """Start every source partition right after its highest chained offset (the chain is the truth)."""
-        new = [(t, p) for t, p in partitions if (t, p) not in self._source_partitions]
-        if new:
-            links.sources.incremental_assign([TopicPartition(t, p, self.state.resume_offset(t, p)) for t, p in new])
-            self._source_partitions.update(new)
-        self._next_refresh = time.monotonic() + self.refresh_interval_s
-
-    def _step_down(self, links: _Links, reason: str) -> None:
-        """Stop writing now: drop the producer (its open transaction, if any, is aborted) and the sources."""
-        if self._producer is None:
-            return
-        producer, self._producer = self._producer, None
-        self._close(producer)
-        try:
-            links.sources.unassign()
-        except KafkaException as exc:
-            log.warning("audit.step_down.error", error=str(exc), chain=self.chain_topic)
-        self._source_partitions.clear()
-        _metrics().leader.labels(self.chain_topic).set(0)
-        log.info("audit.leader.stepped_down", reason=reason, chain=self.chain_topic,
-                 next_sequence=self.state.next_sequence)
-
-    def _close(self, producer: Producer) -> None:
-        """Close a producer that may be fenced; nothing it could still do matters to the chain."""
-        try:
-            producer.close()
-        except (KafkaException, SystemError) as exc:
-            # confluent-kafka 2.16: close() of a fenced producer fails its internal abort and surfaces
-            # as SystemError ("returned a result with an exception set"); the handle is freed by GC.
-            log.warning("audit.producer.close_error", error=str(exc), chain=self.chain_topic)
-
-    def _write_batch(self, links: _Links) -> None:
-        if time.monotonic() >= self._next_refresh:  # partitions added to an audited topic
-            self._assign_sources(links, [(t, p) for t in self.sources for p in self._partitions(links, t)])
-        records: list[Message] = []
-        for message in links.sources.consume(self.batch_size, 0.2):
-            if (error := message.error()) is None:
-                records.append(message)
-            elif error.fatal():
-                raise KafkaException(error)
-            else:
-                log.warning("audit.source.error", error=error.str(), topic=message.topic(), chain=self.chain_topic)
-        if not records:
-            return
-        producer = self._producer
-        if producer is None:  # only called while leading
-            return
-        started = time.perf_counter()
-        entries = self._seal(records, links.payloads)
-        self._last_delivered = -1
-        producer.begin_transaction()
-        for entry in entries:
-            value = links.codec.encode(entry.to_json())
-            producer.produce(self.chain_topic, value=value, key=entry.tenant_id.encode() or None,
-                             partition=0, on_delivery=self._delivered)
-        try:
-            producer.commit_transaction(30)
-        except KafkaException as exc:
-            if exc.args[0].txn_requires_abort():
-                producer.abort_transaction(30)
-            raise  # fenced or failed: step down; the next take-over rereads the chain and re-seeks the sources
-        producer.poll(0)
-        for entry in entries:
-            self.state.apply(entry)
-        if self._last_delivered >= 0:
-            self.state.read_offset = self._last_delivered + 1
-        self.entries_written += len(entries)
-        metrics = _metrics()
-        metrics.entries.labels(self.chain_topic).inc(len(entries))
-        metrics.commit_seconds.labels(self.chain_topic).observe(time.perf_counter() - started)
-
-    def _seal(self, records: list[Message], payloads: PayloadReader) -> list[ChainEntry]:
-        sequence, previous = self.state.next_sequence, self.state.tip_hash
-        entries = []
-        for record in records:
-            headers = record.headers()
-            entry = audit_entry(
-                record.topic() or "", record.partition() or 0, record.offset() or 0, record.value(),
-                list(headers.items()) if isinstance(headers, dict) else headers, record.timestamp()[1],
-                sequence=sequence, previous_hash=previous, payloads=payloads,
-            )
-            entries.append(entry)
-            sequence, previous = sequence + 1, entry.entry_hash
-        return entries
-
-    def _delivered(self, error: KafkaError | None, message: Message) -> None:
-        if error is None:
-            self._last_delivered = max(self._last_delivered, message.offset() or 0)
+    def __init__(self, agent: AuditAgent) -> None:
+        self.sources = agent.sources
+        self.handle, self.seed, self.leadership = agent.handle, agent.seed, agent.leadership
+        self.committed, self.aborted = agent.committed, agent.aborted

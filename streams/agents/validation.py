@@ -39,7 +39,7 @@ if TYPE_CHECKING:
 
     from streams.catalog import Catalog
     from streams.publish import Built
-    from streams.runtime.engine import Output, PartitionState
+    from streams.runtime.state import Output, PartitionState
     from streams.settings import Settings
 
 log = structlog.get_logger("streams.agents.validation")

@@ -102,6 +102,14 @@ _BODY_TAIL = b"," + orjson.dumps(EMBED) + b"]"
 _PER_TASK = frozenset({"id", "root_id", "kwargsrepr", "eta", "correlation_id", "delivery_tag"})
 
 
+def _timelimit(limits_ms: tuple[int, int] | None) -> list[float | None]:
+    """Celery's `timelimit` header: [hard, soft] in seconds."""
+    if limits_ms is None:
+        return [None, None]
+    soft, hard = limits_ms
+    return [hard / 1000, soft / 1000]
+
+
 def default_origin() -> str:
     return f"streams-bridge.{os.getpid()}@{socket.gethostname()}"
 
@@ -123,7 +131,8 @@ class TaskTemplate:
 
     def __init__(self, task: str, queue: str, *, priority: int = 0, countdown_ms: int = 0,
                  extra_headers: Mapping[str, Any] | None = None, redact: frozenset[str] = frozenset(),
-                 origin: str | None = None) -> None:
+                 origin: str | None = None, time_limits_ms: tuple[int, int] | None = None) -> None:
+        """`time_limits_ms` is (soft, hard): Celery's `timelimit` header, which a worker honours per message."""
         self.task = task
         self.queue = queue
         self.priority = max(0, min(9, priority))
@@ -135,7 +144,8 @@ class TaskTemplate:
             os.register_at_fork(after_in_child=_new_tag_prefix)
         headers: dict[str, Any] = {
             "lang": "py", "task": task, "id": None, "shadow": None, "eta": None, "expires": None, "group": None,
-            "group_index": None, "retries": 0, "timelimit": [None, None], "root_id": None, "parent_id": None,
+            "group_index": None, "retries": 0, "timelimit": _timelimit(time_limits_ms), "root_id": None,
+            "parent_id": None,
             "argsrepr": "()", "kwargsrepr": "{}", "origin": origin or default_origin(), "ignore_result": False,
             "replaced_task_nesting": 0, "stamped_headers": None, "stamps": {},
             **{f"{HEADER_PREFIX}{k}": v for k, v in (extra_headers or {}).items()},

@@ -119,7 +119,7 @@ def _show(config: BridgeConfig, output: str, *, checked_only: bool) -> None:
         "where": {".".join(f.path): sorted(map(str, f.values)) for f in r.where}, "task": r.task, "queue": r.queue,
         "bound": config.queues[r.queue].bound, "priority": r.priority, "countdown_ms": r.countdown_ms,
         "retry": r.retry.to_header(), "args": None if r.args is None else {k: ".".join(p) for k, p in r.args},
-        "line": r.line,
+        "soft_time_limit_ms": r.soft_time_limit_ms, "time_limit_ms": r.time_limit_ms, "line": r.line,
     } for r in config.routes]
     if output == "json":
         click.echo(json.dumps({"group": config.group, "failed_topic": config.failed_topic, "ok": True,
@@ -131,15 +131,20 @@ def _show(config: BridgeConfig, output: str, *, checked_only: bool) -> None:
     from rich.console import Console  # noqa: PLC0415 - only for the human table
     from rich.table import Table  # noqa: PLC0415
 
+    from streams.tables import add_name_column  # noqa: PLC0415
+
     table = Table(title=f"bridge routes (group {config.group})")
-    for column in ("route", "topic / type", "where", "task", "queue (bound)", "prio", "retry"):
+    add_name_column(table, "route", (str(row["route"]) for row in rows))
+    add_name_column(table, "topic / type", (_topic_cell(row) for row in rows))
+    for column in ("where", "task", "queue (bound)", "prio", "retry", "time limits"):
         table.add_column(column)
     for row in rows:
         retry = row["retry"]
-        table.add_row(str(row["route"]), f"{row['topic']}" + (f" [{row['event_type']}]" if row["event_type"] else ""),
+        table.add_row(str(row["route"]), _topic_cell(row),
                       json.dumps(row["where"]) if row["where"] else "", str(row["task"]),
                       f"{row['queue']} ({row['bound'] or 'unbounded'})", str(row["priority"]),
-                      f"{retry['max_attempts']}x from {retry['backoff_ms']} ms")
+                      f"{retry['max_attempts']}x from {retry['backoff_ms']} ms",
+                      f"{row['soft_time_limit_ms'] / 1000:g} s / {row['time_limit_ms'] / 1000:g} s")
     Console().print(table)
 
 
@@ -156,3 +161,7 @@ def _run(settings: Settings, catalog: Catalog, config: BridgeConfig, redis_url: 
     if metrics_port is not None:
         runner.metrics.serve(metrics_port, metrics_host)
     runner.run(handle_signals=True)
+
+
+def _topic_cell(row: dict[str, Any]) -> str:
+    return f"{row['topic']}" + (f" [{row['event_type']}]" if row["event_type"] else "")

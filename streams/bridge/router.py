@@ -81,7 +81,8 @@ class Router:
                 extra["failed_topic"] = config.failed_topic
             template = TaskTemplate(route.task, route.queue, priority=route.priority,
                                     countdown_ms=route.countdown_ms, extra_headers=extra, redact=redact,
-                                    origin=origin)
+                                    origin=origin,
+                                    time_limits_ms=(route.soft_time_limit_ms, route.time_limit_ms))
             flat = None if route.args is None or any(len(path) != 1 for _, path in route.args) else \
                 tuple((name, path[0]) for name, path in route.args)
             self._routes.setdefault(route.topic, []).append((route, template, flat))

@@ -22,19 +22,24 @@ from yaml.nodes import MappingNode, Node, ScalarNode
 from streams.bridge.errors import RouteError
 from streams.bridge.retry import RetryPolicy
 from streams.catalog import parse_duration_ms
-from streams.errors import CatalogError
+from streams.errors import CatalogError, StreamsError
 
 if TYPE_CHECKING:
     from streams.catalog import Catalog
 
 __all__ = [
     "LATENCY_CLASSES", "BridgeConfig", "BridgeRoute", "FieldFilter", "QueueSpec", "RetryPolicy",
-    "check_tasks", "lint_bridge", "load_bridge",
+    "SectionParser", "check_tasks", "lint_bridge", "load_bridge",
 ]
 
 LATENCY_CLASSES: dict[str, int] = {"interactive": 1_000, "default": 10_000, "batch": 100_000}  # name -> bound
 _SECTION = ("group", "celery_app", "tasks", "failed_topic", "queues", "routes")
-_ROUTE = ("topic", "event_type", "where", "task", "queue", "priority", "countdown", "retry", "args")
+_ROUTE = ("topic", "event_type", "where", "task", "queue", "priority", "countdown", "retry", "args",
+          "soft_time_limit", "time_limit")
+# A task past its soft limit gets SoftTimeLimitExceeded (retried or parked like any failure); past the hard
+# one Celery kills its process. Defaults for routes that set neither; the hard one is the soft one + grace.
+DEFAULT_SOFT_TIME_LIMIT_MS = 300_000
+HARD_LIMIT_GRACE_MS = 60_000
 _RETRY = ("max_attempts", "backoff", "max_backoff", "jitter", "max_redeliveries")
 _QUEUE = ("bound",)
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$")
@@ -84,6 +89,8 @@ class BridgeRoute:
     countdown_ms: int = 0
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     args: tuple[tuple[str, tuple[str, ...]], ...] | None = None  # kwarg -> field path; None = every field
+    soft_time_limit_ms: int = DEFAULT_SOFT_TIME_LIMIT_MS
+    time_limit_ms: int = DEFAULT_SOFT_TIME_LIMIT_MS + HARD_LIMIT_GRACE_MS
     line: int = 0
 
     def matches(self, event_type: str | None, record: Mapping[str, Any]) -> bool:
@@ -143,7 +150,7 @@ def lint_bridge(catalog: Catalog) -> list[RouteError]:
     """Every problem in the `bridge:` section, in file order; empty when valid."""
     parser = _Parser(catalog)
     parser.run()
-    return parser.issues
+    return cast("list[RouteError]", parser.issues)
 
 
 def check_tasks(config: BridgeConfig, tasks: Mapping[str, Callable[..., Any] | None], source: str) -> None:
@@ -169,51 +176,32 @@ def check_tasks(config: BridgeConfig, tasks: Mapping[str, Callable[..., Any] | N
                              f"task '{route.task}' cannot take these arguments: {exc}") from None
 
 
-class _Parser:
-    """One pass over the `bridge:` section of the catalog's file, collecting every problem."""
+class SectionParser:
+    """One pass over a route section of the catalog's file (`bridge:`; `webhooks:` subclasses it), collecting
+    every problem as a located `error` (file:line, where, field)."""
+
+    error: Callable[[Path, int, str, str | None, str], StreamsError] = RouteError
 
     def __init__(self, catalog: Catalog) -> None:
         self.catalog = catalog
         self.path = catalog.path
-        self.issues: list[RouteError] = []
+        self.issues: list[StreamsError] = []
         self._constructor = SafeConstructor()
         self._schemas: dict[str, dict[str, Any] | None] = {}
 
     def report(self, line: int, where: str, field_name: str | None, problem: str) -> None:
-        self.issues.append(RouteError(self.path, line, where, field_name, problem))
-        self.issues.sort(key=lambda issue: issue.line)
+        self.issues.append(self.error(self.path, line, where, field_name, problem))
+        self.issues.sort(key=lambda issue: cast("Any", issue).line)
 
     def value(self, node: Node) -> Any:
         return self._constructor.construct_object(node, deep=True)
 
-    def run(self) -> BridgeConfig:
+    def section(self, name: str) -> tuple[Node, Node] | None:
+        """The (key, value) nodes of the top-level section `name`; None when the file has none."""
         root = yaml.compose(self.path.read_text(encoding="utf-8"), Loader=yaml.SafeLoader)
-        section = None
         if isinstance(root, MappingNode):
-            section = next(((k, v) for k, v in root.value if getattr(k, "value", None) == "bridge"), None)
-        default_queues = {name: QueueSpec(name, bound) for name, bound in LATENCY_CLASSES.items()}
-        if section is None:
-            return BridgeConfig(path=self.path, queues=default_queues)
-        line = section[0].start_mark.line + 1
-        top = self.entries(section[1], "bridge", _SECTION)
-        group = self.scalar(top, "group", "bridge", _name, "streams-bridge")
-        app = self.scalar(top, "celery_app", "bridge", _module, None)
-        failed = self.scalar(top, "failed_topic", "bridge", _name, None)
-        if failed is not None and failed not in self.catalog.names():
-            self.report(top["failed_topic"][0], "bridge", "failed_topic",
-                        f"topic '{failed}' is not in the catalog; {_hint(failed, self.catalog.names())}")
-        tasks = tuple(self.scalar(top, "tasks", "bridge", _names, ()))
-        queues = self.queues(top.get("queues")) if "queues" in top else default_queues
-        routes = [self.route(name, entry) for name, entry in self.entries(
-            top["routes"][1] if "routes" in top else None, "bridge", None, "route").items()]
-        if "routes" not in top:
-            self.report(line, "bridge", "routes", "missing; declare at least one route under 'routes:'")
-        for route in routes:
-            if route is not None and route.queue not in queues:
-                self.report(route.line, f"bridge route '{route.name}'", "queue",
-                            f"unknown queue '{route.queue}'; {_hint(route.queue, queues)}")
-        return BridgeConfig(path=self.path, group=group, celery_app=app, tasks=tasks, failed_topic=failed,
-                            queues=queues, routes=tuple(r for r in routes if r is not None), line=line)
+            return next(((k, v) for k, v in root.value if getattr(k, "value", None) == name), None)
+        return None
 
     def entries(self, node: Node | None, where: str, allowed: tuple[str, ...] | None,
                 kind: str = "field") -> dict[str, tuple[int, Node]]:
@@ -245,38 +233,6 @@ class _Parser:
             self.report(line, where, name, str(exc))
             return default
 
-    def queues(self, entry: tuple[int, Node] | None) -> dict[str, QueueSpec]:
-        out: dict[str, QueueSpec] = {}
-        for name, (_, node) in self.entries(entry[1] if entry else None, "bridge queues", None, "queue").items():
-            body = self.entries(node, f"bridge queue '{name}'", _QUEUE)
-            bound = self.scalar(body, "bound", f"bridge queue '{name}'", _bound, LATENCY_CLASSES.get(name))
-            out[name] = QueueSpec(name, bound)
-        return out
-
-    def route(self, name: str, entry: tuple[int, Node]) -> BridgeRoute | None:
-        line, node = entry
-        where = f"bridge route '{name}'"
-        body = self.entries(node, where, _ROUTE)
-        before = len(self.issues)
-        for required in ("topic", "task"):
-            if required not in body and not (required == "topic" and "event_type" in body):
-                self.report(line, where, required, "missing; every route names a task and a topic (or event_type)")
-        event_type = self.scalar(body, "event_type", where, _name, None)
-        topic = self.scalar(body, "topic", where, _name, event_type)
-        task = self.scalar(body, "task", where, _name, "")
-        schema = self.topic_schema(topic, body, line, where) if topic else None
-        where_filters = self.filters(body.get("where"), schema, topic, where)
-        args = self.args(body.get("args"), schema, topic, where)
-        retry = self.retry(body.get("retry"), where)
-        route = BridgeRoute(
-            name=name, topic=topic or "", task=task, event_type=event_type, where=where_filters,
-            queue=self.scalar(body, "queue", where, _name, "default"),
-            priority=self.scalar(body, "priority", where, _priority, 0),
-            countdown_ms=self.scalar(body, "countdown", where, _duration, 0),
-            retry=retry, args=args, line=line,
-        )
-        return route if len(self.issues) == before else None
-
     def topic_schema(self, topic: str, body: dict[str, tuple[int, Node]], line: int,
                      where: str) -> dict[str, Any] | None:
         names = self.catalog.names()
@@ -291,7 +247,7 @@ class _Parser:
         spec = self.catalog.topic(topic)
         if not spec.dlq:
             self.report(body.get("topic", (line,))[0], where, "topic",
-                        f"topic '{topic}' has 'dlq: false'; the bridge parks undecodable records in "
+                        f"topic '{topic}' has 'dlq: false'; undecodable records are parked in "
                         f"'{topic}.dlq', so enable it")
         if spec.schema_file is None:
             return None
@@ -334,6 +290,80 @@ class _Parser:
             else:
                 out.append(FieldFilter(tuple(dotted.split(".")), frozenset(values)))
         return tuple(out)
+
+
+class _Parser(SectionParser):
+    """The `bridge:` section: group, task registry, queues and routes."""
+
+    def run(self) -> BridgeConfig:
+        section = self.section("bridge")
+        default_queues = {name: QueueSpec(name, bound) for name, bound in LATENCY_CLASSES.items()}
+        if section is None:
+            return BridgeConfig(path=self.path, queues=default_queues)
+        line = section[0].start_mark.line + 1
+        top = self.entries(section[1], "bridge", _SECTION)
+        group = self.scalar(top, "group", "bridge", _name, "streams-bridge")
+        app = self.scalar(top, "celery_app", "bridge", _module, None)
+        failed = self.scalar(top, "failed_topic", "bridge", _name, None)
+        if failed is not None and failed not in self.catalog.names():
+            self.report(top["failed_topic"][0], "bridge", "failed_topic",
+                        f"topic '{failed}' is not in the catalog; {_hint(failed, self.catalog.names())}")
+        tasks = tuple(self.scalar(top, "tasks", "bridge", _names, ()))
+        queues = self.queues(top.get("queues")) if "queues" in top else default_queues
+        routes = [self.route(name, entry) for name, entry in self.entries(
+            top["routes"][1] if "routes" in top else None, "bridge", None, "route").items()]
+        if "routes" not in top:
+            self.report(line, "bridge", "routes", "missing; declare at least one route under 'routes:'")
+        for route in routes:
+            if route is not None and route.queue not in queues:
+                self.report(route.line, f"bridge route '{route.name}'", "queue",
+                            f"unknown queue '{route.queue}'; {_hint(route.queue, queues)}")
+        return BridgeConfig(path=self.path, group=group, celery_app=app, tasks=tasks, failed_topic=failed,
+                            queues=queues, routes=tuple(r for r in routes if r is not None), line=line)
+
+    def queues(self, entry: tuple[int, Node] | None) -> dict[str, QueueSpec]:
+        out: dict[str, QueueSpec] = {}
+        for name, (_, node) in self.entries(entry[1] if entry else None, "bridge queues", None, "queue").items():
+            body = self.entries(node, f"bridge queue '{name}'", _QUEUE)
+            bound = self.scalar(body, "bound", f"bridge queue '{name}'", _bound, LATENCY_CLASSES.get(name))
+            out[name] = QueueSpec(name, bound)
+        return out
+
+    def route(self, name: str, entry: tuple[int, Node]) -> BridgeRoute | None:
+        line, node = entry
+        where = f"bridge route '{name}'"
+        body = self.entries(node, where, _ROUTE)
+        before = len(self.issues)
+        for required in ("topic", "task"):
+            if required not in body and not (required == "topic" and "event_type" in body):
+                self.report(line, where, required, "missing; every route names a task and a topic (or event_type)")
+        event_type = self.scalar(body, "event_type", where, _name, None)
+        topic = self.scalar(body, "topic", where, _name, event_type)
+        task = self.scalar(body, "task", where, _name, "")
+        schema = self.topic_schema(topic, body, line, where) if topic else None
+        where_filters = self.filters(body.get("where"), schema, topic, where)
+        args = self.args(body.get("args"), schema, topic, where)
+        retry = self.retry(body.get("retry"), where)
+        soft, hard = self.time_limits(body, where)
+        route = BridgeRoute(
+            name=name, topic=topic or "", task=task, event_type=event_type, where=where_filters,
+            queue=self.scalar(body, "queue", where, _name, "default"),
+            priority=self.scalar(body, "priority", where, _priority, 0),
+            countdown_ms=self.scalar(body, "countdown", where, _duration, 0),
+            retry=retry, args=args, soft_time_limit_ms=soft, time_limit_ms=hard, line=line,
+        )
+        return route if len(self.issues) == before else None
+
+    def time_limits(self, body: dict[str, tuple[int, Node]], where: str) -> tuple[int, int]:
+        """(soft, hard) in ms: the route's, else the defaults; the hard limit must leave the soft one room."""
+        soft = self.scalar(body, "soft_time_limit", where, _positive_duration, DEFAULT_SOFT_TIME_LIMIT_MS)
+        hard = self.scalar(body, "time_limit", where, _positive_duration, soft + HARD_LIMIT_GRACE_MS)
+        if hard <= soft:
+            line = body.get("time_limit", body.get("soft_time_limit", (0,)))[0]
+            self.report(line, where, "time_limit",
+                        f"{hard} ms is not above soft_time_limit {soft} ms; the task would be killed before it"
+                        " could be retried")
+        return soft, hard
 
     def args(self, entry: tuple[int, Node] | None, schema: dict[str, Any] | None, topic: str | None,
              where: str) -> tuple[tuple[str, tuple[str, ...]], ...] | None:
@@ -457,6 +487,13 @@ def _bool(value: Any) -> bool:
     if not isinstance(value, bool):
         raise _FieldError(f"must be true or false, got {value!r}")
     return value
+
+
+def _positive_duration(value: Any) -> int:
+    ms = _duration(value)
+    if ms <= 0:
+        raise _FieldError(f"must be a positive duration such as 30s or 5m, got {value!r}")
+    return ms
 
 
 def _duration(value: Any) -> int:

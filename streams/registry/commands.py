@@ -57,6 +57,9 @@ def serve_registry(settings: Settings, bootstrap_servers: str | None, **options:
     from streams.registry.server import RegistryOptions, run_registry  # noqa: PLC0415 - keeps CLI start fast
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if bootstrap_servers:
+        settings.check_kafka_reachable(bootstrap_servers, origin="--bootstrap-servers",
+                                       fix="check the option (host:port of a broker, comma-separated)")
     bootstrap = bootstrap_servers or settings.bootstrap_servers()
     settings.check_kafka_login(bootstrap)  # a refused password is one clear error, not a metadata time-out
     options["profile"] = options.get("profile") or settings.profile

@@ -6,39 +6,34 @@ Text for people (rich progress on stderr), `--output json` for scripts; errors a
 from __future__ import annotations
 
 import json
+import shlex
 from contextlib import nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from streams.replay.container import CODECS
 from streams.replay.errors import ReplayError
-from streams.replay.evidence import EvidenceWriter, interrupted_export
-from streams.replay.filters import PayloadDecoder, RecordFilter
-from streams.replay.parallel import PARALLEL_MIN_OFFSETS, PartsJob, export_in_parts, parts_for
-from streams.replay.reader import reader_consumer
-from streams.replay.runner import run_replay
-from streams.replay.selection import ReplayPlan, ReplayQuery, format_ms, resolve_plan
-from streams.replay.signing import fingerprint, generate_keypair, load_private_key, load_public_key
-from streams.replay.state import check_replay_id, load_state, new_replay_id, save_state
-from streams.replay.targets import (
-    ShadowTopicSink,
-    apply_group_reset,
-    plan_group_reset,
-    refuse_active,
-    shadow_topic_name,
+from streams.replay.selection import (
+    PARALLEL_MIN_OFFSETS,
+    ReplayPlan,
+    ReplayQuery,
+    format_ms,
+    parse_bound,
+    resolve_plan,
 )
-from streams.replay.verify import verify_bundle
-from streams.schemas.registry_client import RegistryClient
+from streams.replay.state import check_replay_id, load_state, new_replay_id, save_state
+
+# The readers, writers, targets, signing and the registry client are imported where they are used:
+# `streams replay --help` and `streams evidence --help` then load none of Kafka, httpx or cryptography.
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
     from confluent_kafka import Consumer
 
+    from streams.replay.filters import RecordFilter
     from streams.replay.runner import OnProgress, ReplaySink
     from streams.replay.runner import Progress as RunProgress
     from streams.replay.targets import GroupResetPlan
@@ -53,7 +48,8 @@ OUTPUT = click.option("--output", type=click.Choice(["text", "json"]), default="
 @click.command()
 @click.argument("topic")
 @click.option("--from", "from_", metavar="TIME|P:OFFSET,...",
-              help="Start (inclusive): an ISO-8601 time with zone, or per-partition offsets like 0:100,1:250.")
+              help="Start (inclusive): an ISO-8601 time with zone, a time relative to now (-1h, now-30m), or"
+                   " per-partition offsets like 0:100,1:250.")
 @click.option("--to", "to", metavar="TIME|P:OFFSET,...", help="End (exclusive), same forms as --from.")
 @click.option("--ranges", metavar="P:START-END,...", help="Exact pinned offsets (end exclusive), as printed by a "
               "previous replay; repeats it exactly.")
@@ -103,8 +99,13 @@ def replay(settings: Settings, topic: str, from_: str | None, to: str | None, ra
       streams replay invoice.created --where seller.vat_number=300000000000003 \\
           --export evidence/acme-nov --sign-key auditor.key
     """
+    from streams.replay.reader import reader_consumer  # noqa: PLC0415 - see the note at the imports
+    from streams.replay.signing import load_private_key  # noqa: PLC0415
+    from streams.replay.targets import apply_group_reset, plan_group_reset, refuse_active  # noqa: PLC0415
+
     query = ReplayQuery(topic, from_, to, ranges, partitions, key, tenant, type_, where)
     _check_options(query, to_topic, group, reset, export, bundle_format, codec, sign_key, dry_run, jobs)
+    parse_bound(from_, "--from"), parse_bound(to, "--to")  # a malformed time is named before any connection
     replay_id = check_replay_id(replay_id) if replay_id else None
     signer = load_private_key(sign_key) if sign_key is not None else None
     kafka_config = settings.kafka_config(settings.bootstrap_servers())
@@ -128,6 +129,9 @@ def replay(settings: Settings, topic: str, from_: str | None, to: str | None, ra
             _print_plan(plan, replay_id)
         target, result = _copy(settings, consumer, plan, replay_id, to_topic, export, (rate, jobs),
                                {"output": bundle_format, "codec": codec, "sign_key": signer})
+        if sign_key is not None and target["kind"] == "export":
+            public = sign_key.with_suffix(".pub")  # keygen writes STEM.key beside STEM.pub
+            result["public_key"] = str(public) if public.exists() else None
         report |= {"target": target, "result": result}
         _emit(output, report, lambda: _print_result(target, result))
     finally:
@@ -138,6 +142,13 @@ def _copy(settings: Settings, consumer: Consumer, plan: ReplayPlan, replay_id: s
           export: Path | None, pace: tuple[float | None, int | None],
           bundle: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     """Run the replay into an evidence bundle or a shadow topic; (target, result). `pace`: (--rate, --jobs)."""
+    from streams.replay.evidence import EvidenceWriter, interrupted_export  # noqa: PLC0415
+    from streams.replay.filters import PayloadDecoder, RecordFilter  # noqa: PLC0415
+    from streams.replay.parallel import PartsJob, export_in_parts, parts_for  # noqa: PLC0415
+    from streams.replay.signing import fingerprint  # noqa: PLC0415
+    from streams.replay.targets import ShadowTopicSink, shadow_topic_name  # noqa: PLC0415
+    from streams.schemas.registry_client import RegistryClient  # noqa: PLC0415
+
     rate, jobs = pace
     if export is not None:
         interrupted = interrupted_export(export)
@@ -202,6 +213,9 @@ def _check_options(query: ReplayQuery, to_topic: str | None, group: str | None, 
 def _plan(consumer: Consumer, query: ReplayQuery, settings: Settings, replay_id: str | None,
           export: Path | None, to_topic: str | None) -> tuple[ReplayPlan, str]:
     """The pinned plan: an interrupted run's (same query), else resolved against the cluster now."""
+    from streams.replay.evidence import interrupted_export  # noqa: PLC0415
+    from streams.replay.targets import shadow_topic_name  # noqa: PLC0415
+
     stored: ReplayPlan | None = None
     stored_id: str | None = None
     if export is not None:
@@ -229,12 +243,24 @@ def _plan(consumer: Consumer, query: ReplayQuery, settings: Settings, replay_id:
 def _run(consumer: Consumer, plan: ReplayPlan, sink: ReplaySink, record_filter: RecordFilter, rate: float | None,
          replay_id: str) -> RunProgress:
     """run_replay with a progress bar and ETA on stderr (when it is a terminal)."""
+    from streams.replay.runner import run_replay  # noqa: PLC0415
+
     return _with_progress(plan, replay_id, lambda advance: run_replay(consumer, plan, sink, record_filter, rate=rate,
                                                                        on_progress=advance))
 
 
 def _with_progress(plan: ReplayPlan, replay_id: str, run: Callable[[OnProgress], RunProgress]) -> RunProgress:
     """`run(advance)` with a progress bar and ETA on stderr (when it is a terminal)."""
+    from rich.console import Console  # noqa: PLC0415
+    from rich.progress import (  # noqa: PLC0415
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
     console = Console(stderr=True)
     columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                TextColumn("{task.percentage:>3.0f}%"), TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn())
@@ -296,7 +322,14 @@ def _print_result(target: dict[str, Any], result: dict[str, Any]) -> None:
         signed = f", signed by {result['signed_by']}" if result.get("signed_by") else ", unsigned"
         click.echo(f"exported {result['records']} record(s) (of {result['scanned']} read) to {result['directory']}"
                    f"; Merkle root {result['merkle_root']}{signed}")
-        click.echo(f"verify with: streams evidence verify {result['directory']}")
+        if result.get("signed_by"):
+            # Without --public-key, verify accepts a bundle re-signed by anyone; the hint names the key.
+            known = result.get("public_key")
+            public = shlex.quote(known) if known else f"<the .pub of {result['signed_by']}>"
+            click.echo(f"verify with: streams evidence verify {shlex.quote(result['directory'])} --public-key {public}")
+        else:
+            click.echo(f"verify with: streams evidence verify {shlex.quote(result['directory'])}"
+                       " (unsigned: sign with --sign-key for a bundle no one can alter unnoticed)")
     else:
         click.echo(f"copied {result['records']} record(s) (of {result['scanned']} read) to {target['name']}")
 
@@ -326,6 +359,9 @@ def verify(directory: Path, public_key: Path | None, output: str) -> None:
     Example:
       streams evidence verify evidence/acme-nov --public-key auditor.pub
     """
+    from streams.replay.signing import load_public_key  # noqa: PLC0415
+    from streams.replay.verify import verify_bundle  # noqa: PLC0415
+
     trusted = load_public_key(public_key) if public_key is not None else None
     report = verify_bundle(directory, trusted)
     if output == "json":
@@ -350,5 +386,7 @@ def keygen(stem: Path) -> None:
     Example:
       streams evidence keygen keys/auditor
     """
+    from streams.replay.signing import generate_keypair  # noqa: PLC0415
+
     pair = generate_keypair(stem)
     click.echo(f"wrote {pair.private} (keep it secret) and {pair.public}; key {pair.fingerprint}")

@@ -23,7 +23,7 @@ from streams.replay.evidence import EvidenceWriter, partial_dir
 from streams.replay.filters import PayloadDecoder, RecordFilter
 from streams.replay.reader import reader_consumer
 from streams.replay.runner import run_replay
-from streams.replay.selection import ReplayPlan
+from streams.replay.selection import PARALLEL_MIN_OFFSETS, ReplayPlan
 from streams.schemas.registry_client import RegistryClient
 
 if TYPE_CHECKING:
@@ -36,7 +36,6 @@ if TYPE_CHECKING:
 
 __all__ = ["PARALLEL_MIN_OFFSETS", "PartsJob", "export_in_parts", "parts_for", "split_plan"]
 
-PARALLEL_MIN_OFFSETS = 200_000  # smaller exports: starting the processes would cost more than it saves
 POLL_S = 0.2
 
 

@@ -10,8 +10,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from confluent_kafka import KafkaException, TopicPartition
-
 from streams.replay.errors import ReplayError
 
 if TYPE_CHECKING:
@@ -21,7 +19,13 @@ __all__ = [
     "PinnedRange", "ReplayPlan", "ReplayQuery", "format_ms", "format_ranges", "parse_bound", "parse_ranges",
     "parse_where", "resolve_plan",
 ]
+# Exports of at least this many offsets run in one process per CPU (streams.replay.parallel); smaller ones
+# would spend more on starting the processes than they save. Here, with the plan, so the CLI's help needs
+# nothing heavier.
+PARALLEL_MIN_OFFSETS = 200_000
 
+_RELATIVE = re.compile(r"^\s*(?:now\s*)?(?:-\s*(\d+)\s*([smhdw]))?\s*$")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 _OFFSETS = re.compile(r"^\s*\d+\s*:\s*\d+\s*(,\s*\d+\s*:\s*\d+\s*)*$")
 _RANGES = re.compile(r"^\s*\d+\s*:\s*\d+\s*-\s*\d+\s*(,\s*\d+\s*:\s*\d+\s*-\s*\d+\s*)*$")
 _WHERE = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*)=(.*)$", re.DOTALL)
@@ -125,9 +129,17 @@ def format_ranges(ranges: tuple[PinnedRange, ...] | list[PinnedRange]) -> str:
 
 
 def parse_bound(text: str | None, option: str) -> int | dict[int, int] | None:
-    """An ISO-8601 instant as epoch ms, or per-partition offsets `0:100,1:250` as {partition: offset}."""
+    """An ISO-8601 instant as epoch ms, or per-partition offsets `0:100,1:250` as {partition: offset}.
+
+    Also a time relative to now: `now`, `-1h`, `now-30m` (units s, m, h, d, w).
+    """
     if text is None or not text.strip():
         return None
+    relative = _RELATIVE.match(text)
+    if relative is not None and text.strip():
+        amount, unit = relative.groups()
+        seconds = int(amount) * _UNIT_SECONDS[unit] if amount else 0
+        return int((datetime.now(UTC).timestamp() - seconds) * 1000)
     if _OFFSETS.match(text):
         offsets: dict[int, int] = {}
         for item in text.split(","):
@@ -140,12 +152,14 @@ def parse_bound(text: str | None, option: str) -> int | dict[int, int] | None:
         moment = datetime.fromisoformat(text.strip())
     except ValueError:
         raise ReplayError(
-            f"{option} {text!r} is neither an ISO-8601 time (2026-11-01T08:00:00.000Z) nor per-partition "
-            "offsets (0:100,1:250)"
+            f"{option} {text!r} is neither an ISO-8601 time (2026-11-01T08:00:00.000Z), a time relative to now"
+            " (-1h, now-30m, now) nor per-partition offsets (0:100,1:250)"
         ) from None
     if moment.tzinfo is None:
         raise ReplayError(f"{option} {text!r} has no timezone; add one, e.g. {text.strip()}Z or {text.strip()}+03:00")
-    return (moment - datetime(1970, 1, 1, tzinfo=UTC)) // _ONE_MS
+    # Kafka timestamps are whole milliseconds: a bound between two rounds up, so `--from` keeps only records
+    # at or after it and `--to` keeps every record before it (rounding down would do the opposite).
+    return -(-(moment - datetime(1970, 1, 1, tzinfo=UTC)) // _ONE_MS)
 
 
 def parse_ranges(text: str) -> dict[int, tuple[int, int]]:
@@ -272,6 +286,8 @@ def _removed(partition: int, low: int, requested: str, oldest: tuple[int, int] |
 
 
 def _partition_count(consumer: Consumer, topic: str) -> int:
+    from confluent_kafka import KafkaException  # noqa: PLC0415 - `--help` stays fast
+
     try:
         metadata = consumer.list_topics(topic, timeout=TIMEOUT_S)
     except KafkaException as exc:
@@ -283,6 +299,8 @@ def _partition_count(consumer: Consumer, topic: str) -> int:
 
 
 def _watermarks(consumer: Consumer, topic: str, partition: int) -> tuple[int, int]:
+    from confluent_kafka import KafkaException, TopicPartition  # noqa: PLC0415 - `--help` stays fast
+
     try:
         low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=TIMEOUT_S)
     except KafkaException as exc:
@@ -292,6 +310,8 @@ def _watermarks(consumer: Consumer, topic: str, partition: int) -> tuple[int, in
 
 def _resolve(consumer: Consumer, topic: str, partition: int, bound: int | dict[int, int] | None,
              default: int, high: int, option: str) -> int:
+    from confluent_kafka import KafkaException, TopicPartition  # noqa: PLC0415 - `--help` stays fast
+
     if bound is None:
         return default
     if isinstance(bound, dict):
@@ -306,6 +326,8 @@ def _resolve(consumer: Consumer, topic: str, partition: int, bound: int | dict[i
 
 def _first_time(consumer: Consumer, topic: str, low: int, high: int, partition: int) -> tuple[int, int] | None:
     """(offset, timestamp) of the oldest record still in the partition, or None when it is empty."""
+    from confluent_kafka import TopicPartition  # noqa: PLC0415 - `--help` stays fast
+
     if high <= low:
         return None
     consumer.assign([TopicPartition(topic, partition, low)])

@@ -36,6 +36,7 @@ class AgentDef:
     fn: Callable[..., Any]
     kind: AgentKind
     typed: bool  # events as the generated pydantic models (else the decoded dicts)
+    single_writer: bool = False  # one elected instance reads every partition (batch agents)
 
 
 class App:
@@ -87,26 +88,33 @@ class App:
         return table
 
     def agent(self, topics: str | Sequence[str], *, name: str | None = None, typed: bool = True,
-              batch: bool = False) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+              batch: bool = False, single_writer: bool = False) -> Callable[[Any], Any]:
         """Register an agent on catalog topics (several topics must be co-partitioned: same key, same count).
 
         - `async def f(stream)`: iterate `async for event in stream`, Faust style;
         - `def f(event)`: a plain handler returning its outputs: None, or an iterable of `(topic, payload)`
           pairs or event models (the catalog names their topic);
         - `batch=True`: `def f(records, state, out)` gets raw confluent-kafka messages, the partition's state
-          dict and the engine's Output: the low-level form for native fast paths (the validation agent).
-        `typed=False` hands the decoded dicts instead of the generated models.
+          dict and the engine's Output: the low-level form for native fast paths (the validation agent). An
+          object with such a `handle` method may be registered instead; its optional engine hooks (`seed`,
+          `committed`, `aborted`, `leadership`: streams.runtime.engine and .single) are used too.
+        `typed=False` hands the decoded dicts instead of the generated models. `single_writer=True` (batch
+        agents): one elected instance of the app reads every partition of the topics, in one state, for an
+        output that needs one total order (the audit chain; streams.runtime.single).
         """
         wanted = (topics,) if isinstance(topics, str) else tuple(topics)
         if not wanted:
             raise ValueError("an agent needs at least one topic")
 
-        def register(fn: Callable[..., Any]) -> Callable[..., Any]:
+        if single_writer and not batch:
+            raise ValueError("single_writer=True is an option of batch agents (batch=True)")
+
+        def register(fn: Any) -> Any:
             kind: AgentKind = "batch" if batch else "stream" if inspect.iscoroutinefunction(fn) else "handler"
-            agent_name = name or str(getattr(fn, "__name__", "agent"))
+            agent_name = name or str(getattr(fn, "__name__", None) or type(fn).__name__.lower())
             if any(existing.name == agent_name for existing in self.agents):
                 raise ValueError(f"app '{self.id}' already has an agent named '{agent_name}'")
-            self.agents.append(AgentDef(agent_name, wanted, fn, kind, typed))
+            self.agents.append(AgentDef(agent_name, wanted, fn, kind, typed, single_writer))
             return fn
 
         return register
@@ -138,11 +146,12 @@ class App:
         """One engine per agent, ready to run in a thread each."""
         from streams.runtime.engine import TransactionalEngine  # noqa: PLC0415 - the worker's side only
         from streams.runtime.runner import AgentRunner, Resources  # noqa: PLC0415
+        from streams.runtime.single import SingleWriterEngine  # noqa: PLC0415
 
         settings = self.settings or settings
         catalog = self.catalog or catalog
         resources = Resources.open(settings, catalog, source=self.source)
-        engines = []
+        engines: list[TransactionalEngine] = []
         for agent in self.agents:
             for topic in agent.topics:
                 catalog.topic(topic)  # CatalogError naming the topic if it is not declared
@@ -152,9 +161,15 @@ class App:
             config = EngineConfig(commit_interval_s=self.commit_interval, guarantee=self.processing_guarantee,
                                   transaction_timeout_ms=60_000)
             replication = max(catalog.topic(topic).replication_factor for topic in agent.topics)
-            engines.append(TransactionalEngine(settings.kafka_config(settings.bootstrap_servers()), runner,
-                                               group=group, data_dir=settings.data_dir, replication=replication,
-                                               config=config))
+            kafka = settings.kafka_config(settings.bootstrap_servers())
+            if agent.single_writer:
+                engines.append(SingleWriterEngine(kafka, runner, group=group, election_group=f"{group}-leader",
+                                                  leader_topic=f"{group}-leader", transactional_id=group,
+                                                  data_dir=settings.data_dir, replication=replication,
+                                                  config=config, log_name=agent.name))
+            else:
+                engines.append(TransactionalEngine(kafka, runner, group=group, data_dir=settings.data_dir,
+                                                   replication=replication, config=config))
         return engines
 
     def windowed_tables(self) -> list[WindowedTable]:

@@ -33,7 +33,7 @@ import os
 import socket
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal, Protocol, cast
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import orjson
 import structlog
@@ -44,10 +44,11 @@ from streams.errors import StreamsError
 from streams.gc_tuning import throughput_gc
 from streams.kafka_util import create_missing_topics, describe_topic, iter_partitions
 from streams.observability import COMMIT_SECONDS, CONSUMER_LAG, EVENTS_TOTAL
+from streams.runtime.state import Output, PartitionState, frozen, produce
 
 if TYPE_CHECKING:
     import threading
-    from collections.abc import Callable, Iterable, Sequence
+    from collections.abc import Callable, Iterable
     from pathlib import Path
 
     from streams.settings import KafkaConfig
@@ -63,50 +64,13 @@ Guarantee = Literal["exactly_once", "at_least_once"]
 Headers = list[tuple[str, bytes | None]]
 
 
-class PartitionState(dict[str, Any]):
-    """One partition's state: a dict that remembers which keys were written or deleted since the last commit.
-
-    Values are JSON (written to the changelog with orjson); arrays come back as tuples after a restore, so
-    agents should write tuples too (immutable, and tuples of scalars cost the garbage collector nothing).
-    """
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.dirty: set[str] = set()
-        self.derived: dict[str, Any] = {}  # indexes rebuilt from the state (a windowed table's windows), not stored
-
-    def __setitem__(self, key: str, value: Any) -> None:
-        super().__setitem__(key, value)
-        self.dirty.add(key)
-
-    def __delitem__(self, key: str) -> None:
-        super().__delitem__(key)
-        self.dirty.add(key)  # written as a tombstone
-
-
-class Output:
-    """Where an agent's results go: `send` queues a record in the open transaction (opening it if needed)."""
-
-    def __init__(self, producer: Producer, begin: Callable[[], None] | None = None) -> None:
-        self._producer = producer
-        self._begin = begin
-
-    def send(self, topic: str, key: bytes | None, value: bytes | None,
-             headers: Sequence[tuple[str, bytes | None]]) -> None:
-        if self._begin is not None:
-            self._begin()
-            self._begin = None
-        wire_headers = cast("list[tuple[str, str | bytes | None]]", headers)  # what produce() accepts, read-only
-        _produce(self._producer, topic, value, key, headers=wire_headers)
-
-
 class BatchAgent(Protocol):
     """What the engine runs: a name, its source topics, and a handler for one partition's batch of records.
 
     Optional methods, looked up once: `tick(partition, state, out, idle)` runs every commit interval for each
     owned partition (window closing); `dead_letter(record, error)` gives (topic, headers) to park a record
     the transaction keeps failing on; `restored(partition, state)` follows a restore; `before_commit()`
-    runs before each commit (side effects outside Kafka).
+    runs before each commit (side effects outside Kafka); `committed()` and `aborted()` after each outcome.
     """
 
     name: str
@@ -161,7 +125,8 @@ class TransactionalEngine:
     """
 
     def __init__(self, kafka: KafkaConfig, agent: BatchAgent, *, group: str, data_dir: Path,
-                 replication: int = 1, config: EngineConfig | None = None) -> None:
+                 replication: int = 1, config: EngineConfig | None = None,
+                 transactional_id: str | None = None) -> None:
         self.kafka, self.agent, self.group = kafka, agent, group
         self.config = config or EngineConfig()
         self.exactly_once = self.config.guarantee == "exactly_once"
@@ -180,8 +145,13 @@ class TransactionalEngine:
         self._poison_errors: dict[tuple[str, int, int], KafkaError | Exception | None] = {}
         self._tick = getattr(agent, "tick", None)
         self._before_commit: Callable[[], None] | None = getattr(agent, "before_commit", None)
+        self._committed: Callable[[], None] | None = getattr(agent, "committed", None)
+        self._aborted: Callable[[], None] | None = getattr(agent, "aborted", None)
         self._tick_at = 0.0
-        self._slot_file, self.transactional_id = _claim_transactional_id(data_dir, group)
+        if transactional_id is None:
+            self._slot_file, self.transactional_id = _claim_transactional_id(data_dir, group)
+        else:  # one fixed id (a single writer): whoever takes it over fences the previous holder
+            self._slot_file, self.transactional_id = None, transactional_id
         self._consumer: Consumer | None = None
         self._producer: Producer | None = None
         self._lag_at = 0.0
@@ -195,7 +165,7 @@ class TransactionalEngine:
         try:
             self._prepare()
         except BaseException:
-            self._slot_file.close()
+            self._release_slot()
             raise
         consumer = self._consumer = Consumer({
             **self.kafka, "group.id": self.group, "enable.auto.commit": False, "enable.auto.offset.store": False,
@@ -223,7 +193,7 @@ class TransactionalEngine:
             self.running = False
             consumer.close()  # revokes (committing nothing more: the transaction above is closed)
             self._close_producer()
-            self._slot_file.close()
+            self._release_slot()
             log.info("engine.stopped", agent=self.agent.name, commits=self.commits)
 
     def _prepare(self) -> None:
@@ -236,9 +206,16 @@ class TransactionalEngine:
                                    "run `streams topics apply`")
             self.topic_ids[topic] = str(source.topic_id)
             partitions = max(partitions, len(source.partitions))
-        create_missing_topics(admin, [NewTopic(self.changelog, num_partitions=partitions,
-                                               replication_factor=self.replication,
-                                               config={"cleanup.policy": "compact"})])
+        create_missing_topics(admin, self._internal_topics(partitions))
+
+    def _internal_topics(self, source_partitions: int) -> list[NewTopic]:
+        """The topics the engine itself needs: the changelog, one partition per source partition."""
+        return [NewTopic(self.changelog, num_partitions=source_partitions, replication_factor=self.replication,
+                         config={"cleanup.policy": "compact"})]
+
+    def _release_slot(self) -> None:
+        if self._slot_file is not None:
+            self._slot_file.close()
 
     def _new_producer(self) -> Producer:
         config: dict[str, Any] = {
@@ -325,7 +302,8 @@ class TransactionalEngine:
         self._begin(since)
         out = Output(self._producer)
         for (topic, partition), batch in slices.items():
-            state = self.state.get(partition)
+            slot = self._slot(partition)
+            state = self.state.get(slot)
             if state is None:  # not ours any more (revoked inside consume); the next owner reads it
                 continue
             if txn.first is None:
@@ -333,7 +311,7 @@ class TransactionalEngine:
             txn.positions[topic, partition] = (batch[-1].offset() or 0) + 1
             txn.records += len(batch)
             fresh = batch
-            mark_name, topic_id = self.marks[topic], self.topic_ids[topic]
+            mark_name, topic_id = self._mark_name(topic, partition), self.topic_ids[topic]
             mark = state.get(mark_name)
             if mark is not None and mark[1] == topic_id and (batch[0].offset() or 0) < mark[0]:
                 fresh = [record for record in batch if (record.offset() or 0) >= mark[0]]  # offsets only grow
@@ -344,7 +322,14 @@ class TransactionalEngine:
                 if not (poisoned and len(fresh) == 1 and self._park(fresh[0], out)):
                     self.agent.handle(fresh, state, out)
             state[mark_name] = (txn.positions[topic, partition], topic_id)
-            self._write_state(partition, state)  # now, so its sends overlap the next slice instead of the commit
+            self._write_state(slot, state)  # now, so its sends overlap the next slice instead of the commit
+
+    def _slot(self, partition: int) -> int:
+        """Which state a source partition's records use (and which changelog partition holds it)."""
+        return partition
+
+    def _mark_name(self, topic: str, _partition: int) -> str:
+        return self.marks[topic]
 
     def _run_ticks(self, consumer: Consumer, records: list[Message]) -> None:
         """Every commit interval: each owned partition's tick, told whether the partition is caught up."""
@@ -385,6 +370,8 @@ class TransactionalEngine:
                 consumer.commit(offsets=offsets, asynchronous=False)
         self._txn = _Transaction()
         self.commits += 1
+        if self._committed is not None:
+            self._committed()
         COMMIT_SECONDS.labels(agent=self.agent.name).observe(time.perf_counter() - started)
 
     def _write_state(self, partition: int, state: PartitionState) -> None:
@@ -393,7 +380,7 @@ class TransactionalEngine:
         assert producer is not None  # noqa: S101 - run() made it
         for key in state.dirty:
             value = state.get(key)
-            _produce(producer, self.changelog, orjson.dumps(value) if value is not None else None, key.encode(),
+            produce(producer, self.changelog, orjson.dumps(value) if value is not None else None, key.encode(),
                      partition=partition)
         state.dirty.clear()
 
@@ -462,12 +449,18 @@ class TransactionalEngine:
                 log.warning("engine.abort.failed", agent=self.agent.name, error=str(exc.args[0]))
                 error = exc.args[0]
         if error is not None and error.fatal():
-            self._close_producer()
-            self._producer = self._new_producer()
+            self._fenced()
         self._txn = _Transaction()
         self._delivery_errors = []
         for state in self.state.values():
             state.dirty.clear()
+        if self._aborted is not None:
+            self._aborted()
+
+    def _fenced(self) -> None:
+        """Another producer took our transactional id (or the producer failed for good): replace ours."""
+        self._close_producer()
+        self._producer = self._new_producer()
 
     def _rewind(self, partitions: list[int]) -> None:
         """State from the changelog and consumer positions from the group's commits, for `partitions`."""
@@ -491,7 +484,7 @@ class TransactionalEngine:
                 if value is None:
                     dict.pop(state, key, None)
                 else:
-                    dict.__setitem__(state, key, _frozen(orjson.loads(value)))
+                    dict.__setitem__(state, key, frozen(orjson.loads(value)))
         self.state.update(restored)
         self.restored += len(restored)
         restored_hook = getattr(self.agent, "restored", None)
@@ -548,34 +541,20 @@ class TransactionalEngine:
         if now < self._lag_at:
             return
         self._lag_at = now + 5.0
-        wanted = [TopicPartition(t, p) for t in self.agent.sources for p in self.state]
-        for tp in consumer.position(wanted):
+        for tp in consumer.position(self._source_partitions()):
             _, high = consumer.get_watermark_offsets(tp, cached=True)
             if tp.offset >= 0 and high >= 0:
-                CONSUMER_LAG.labels(topic=tp.topic, partition=str(tp.partition)).set(max(0, high - tp.offset))
+                CONSUMER_LAG.labels(agent=self.agent.name, topic=tp.topic, partition=str(tp.partition)).set(
+                    max(0, high - tp.offset))
+
+    def _source_partitions(self) -> list[TopicPartition]:
+        """The source partitions this engine reads now."""
+        return [TopicPartition(t, p) for t in self.agent.sources for p in self.state]
 
 
 def _caught_up(position: int, high: int) -> bool:
     """The partition's reader is at its end (both known: before the first fetch neither is)."""
     return 0 <= high <= position
-
-
-def _frozen(value: Any) -> Any:
-    """A restored value with its arrays as tuples: immutable like the agent's own writes should be, and
-    untracked by the garbage collector, which then skips the (large) state in its full collections."""
-    if type(value) is not list:
-        return value
-    return tuple(value) if list not in map(type, value) else tuple(map(_frozen, value))  # flat: the common case
-
-
-def _produce(producer: Producer, topic: str, value: bytes | None, key: bytes | None, **options: Any) -> None:
-    """`producer.produce`, waiting while librdkafka's local queue is full instead of failing."""
-    while True:
-        try:
-            producer.produce(topic, value, key, **options)
-            return
-        except BufferError:
-            producer.poll(0.05)
 
 
 def _claim_transactional_id(data_dir: Path, group: str) -> tuple[Any, str]:

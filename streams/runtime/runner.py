@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 
     from streams.catalog import Catalog
     from streams.runtime.app import AgentDef, App
-    from streams.runtime.engine import Output, PartitionState
+    from streams.runtime.state import Output, PartitionState
     from streams.settings import Settings
 
 log = structlog.get_logger("streams.runtime")
@@ -102,12 +102,20 @@ class AgentRunner:
         self._sent = 0
         self._stream_time: dict[int, int] = {}
         self._windowed = app.windowed_tables()
+        self._processed = 0  # events handled, counted per batch
+        self._processed_total = EVENTS_TOTAL.labels(agent=self.name, outcome="processed")
         self._processing = PROCESSING_SECONDS.labels(agent=self.name)
         self._end_to_end = END_TO_END_SECONDS.labels(agent=self.name)
-        if agent.kind == "batch":
-            self.handle = agent.fn  # type: ignore[method-assign] # the raw form: the engine calls it as it is
+        if agent.kind == "batch":  # the raw form: the engine calls it as it is, hooks included
+            handler = getattr(agent.fn, "handle", agent.fn)
+            self.handle = handler  # type: ignore[method-assign]
+            for hook in ("seed", "committed", "aborted", "leadership"):
+                if hasattr(agent.fn, hook):
+                    setattr(self, hook, getattr(agent.fn, hook))
         if app.commit_hooks:
             self.before_commit = self._before_commit
+        # The engine ticks only agents that have windows to close (a tick asks the consumer for positions).
+        self.tick = self._close_windows if self._windowed else None
 
     # ---------------------------------------------------------------- the engine's side
 
@@ -125,6 +133,8 @@ class AgentRunner:
                     self._handle_record(record, out)
         finally:
             SCOPE.state, SCOPE.runner = None, None
+            self._processed_total.inc(self._processed)
+            self._processed = 0
         newest = max(record.timestamp()[1] for record in records)
         if newest > self._stream_time.get(partition, -1):
             self._stream_time[partition] = newest
@@ -138,10 +148,8 @@ class AgentRunner:
         for record in records:
             await self._handle_record_async(record, out)
 
-    def tick(self, partition: int, state: PartitionState, out: Output, idle: bool) -> None:
+    def _close_windows(self, partition: int, state: PartitionState, out: Output, idle: bool) -> None:
         """Close the windows this partition's stream time (or, when it is caught up, the wall clock) ended."""
-        if not self._windowed:
-            return
         watermark = self._stream_time.get(partition, -(2**62))
         if idle:  # caught up: the clock stands in for events that do not come (less what may be in flight)
             watermark = max(watermark, int((time.time() - WALL_CLOCK_ALLOWANCE_S) * 1000))
@@ -189,14 +197,19 @@ class AgentRunner:
             return
 
     async def _handle_record_async(self, record: Message, out: Output) -> None:
-        """A stream agent's event: resume its coroutine with it, with the attempts."""
+        """A stream agent's event: resume its coroutine with it, with the attempts. The common case, an agent
+        that awaits nothing of its own, runs without yielding to the event loop."""
         for attempt in range(1, self.app.max_attempts + 1):
             event = self._prepare(record, out)
             if event is _NEED:
                 return
             try:
-                await self._drive(event)
+                signal = self._resume(event)
+                while signal is not _NEED:  # the agent awaits something of its own (a sleep, an HTTP call)
+                    await (asyncio.sleep(0) if signal is None else signal)
+                    signal = self._send()
             except Exception as exc:  # noqa: BLE001 - every failure of the agent's code is an outcome
+                self._coro = None
                 if self._failed(record, exc, attempt, out):
                     return
                 continue
@@ -214,35 +227,32 @@ class AgentRunner:
             self._park(record, exc, 1, out)
             return _NEED
 
-    async def _drive(self, event: Any) -> None:
-        """Hand `event` to the stream agent and run it until it asks for the next one (or ends)."""
+    def _resume(self, event: Any) -> Any:
+        """Hand `event` to the stream agent (starting it if needed); what it yields next (_NEED when it asks
+        for the following event, or when it returned)."""
+        if self._coro is None:
+            self._coro = self.definition.fn(self._stream)
+            if self._send() is not _NEED:
+                raise RuntimeError(f"agent '{self.name}' must start with `async for event in stream`")
+        self._stream.pending = event
+        return self._send()
+
+    def _send(self) -> Any:
         coro = self._coro
+        assert coro is not None  # noqa: S101 - _resume started it
         try:
-            if coro is None:
-                coro = self._coro = self.definition.fn(self._stream)
-                await self._until_next(coro, coro.send(None))
-            self._stream.pending = event
-            await self._until_next(coro, coro.send(None))
+            return coro.send(None)
         except StopIteration:  # the agent returned: the next event starts it again
             self._coro = None
-        except BaseException:
-            self._coro = None
-            raise
-
-    async def _until_next(self, coro: Coroutine[Any, Any, Any], signal: Any) -> None:
-        """Serve the agent's own awaits (a sleep, an HTTP call) until it asks for its next event."""
-        while signal is not _NEED:
-            if signal is None:
-                await asyncio.sleep(0)
-            else:
-                await signal
-            signal = coro.send(None)
+            return _NEED
 
     def _succeeded(self, out: Output) -> None:
-        for topic, key, value, headers in SCOPE.outputs:
-            out.send(topic, key, value, headers)
-        SCOPE.outputs.clear()
-        EVENTS_TOTAL.labels(agent=self.name, outcome="processed").inc()
+        outputs = SCOPE.outputs
+        if outputs:
+            for topic, key, value, headers in outputs:
+                out.send(topic, key, value, headers)
+            outputs.clear()
+        self._processed += 1
 
     def _failed(self, record: Message, exc: Exception, attempt: int, out: Output) -> bool:
         """Undo the attempt; True when the event's outcome is settled (dead-lettered), False to try again."""

@@ -17,7 +17,7 @@ from streams.runtime.outcomes import LateEvent
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
 
-    from streams.runtime.engine import PartitionState
+    from streams.runtime.state import PartitionState
 
 MISSING: Any = object()
 _SCALARS = (int, float, str, bool, type(None))
@@ -181,6 +181,8 @@ class WindowedTable(Table):
     def starts(self, timestamp_ms: int) -> list[int]:
         """The starts of the windows holding `timestamp_ms`, latest first."""
         last = timestamp_ms - timestamp_ms % self.step_ms
+        if self.step_ms == self.size_ms:  # tumbling: one window
+            return [last]
         return list(range(last, timestamp_ms - self.size_ms, -self.step_ms))
 
     def window_key(self, start: int, key: Any) -> str:

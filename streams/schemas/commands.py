@@ -19,6 +19,7 @@ from streams.errors import SchemaError
 from streams.schemas.compatibility import check_compatibility, parse_schema
 from streams.schemas.registry_client import compact_schema
 from streams.settings import Settings
+from streams.tables import add_name_column
 
 if TYPE_CHECKING:
     from streams.schemas.registry_client import RegisteredSchema, RegistryClient, compact_schema
@@ -297,7 +298,7 @@ def _show_verdicts(verdicts: list[Verdict], mode: str, output: str) -> None:
         click.echo(json.dumps(body, indent=2))
         return
     table = Table(title=f"schema compatibility ({mode})")
-    table.add_column("subject", overflow="fold")
+    add_name_column(table, "subject", (verdict.schema.subject for verdict in verdicts))
     table.add_column("level", overflow="fold")
     table.add_column("checked against", overflow="fold")
     table.add_column("verdict", no_wrap=True)
@@ -329,7 +330,8 @@ def _show_steps(steps: list[_Step], dry_run: bool, output: str) -> None:
         click.echo(json.dumps({"dry_run": dry_run, "subjects": rows}, indent=2))
         return
     table = Table(title="schemas apply" + (" (dry run: nothing changed)" if dry_run else ""))
-    for column in ("subject", "id", "version", "action", "compatibility"):
+    add_name_column(table, "subject", (str(row["subject"]) for row in rows))
+    for column in ("id", "version", "action", "compatibility"):
         table.add_column(column)
     for row in rows:
         level = str(row["compatibility"])

@@ -32,7 +32,7 @@ from streams.catalog import load_catalog
 from streams.errors import PublishError
 from streams.publish import TRACEPARENT, Built, EventEncoder
 from streams.records import EventDecoder, SourceRecord
-from streams.runtime.engine import Output, PartitionState
+from streams.runtime.state import Output, PartitionState
 from streams.samples import invoice, workflow_completed
 from streams.schemas.codec import AvroCodec
 from streams.schemas.registry_client import RegistryClient

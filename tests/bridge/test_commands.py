@@ -80,7 +80,7 @@ def test_routes_and_check_output(tmp_path: Path) -> None:
         "task": "streams.generate_invoice_pdf", "queue": "batch", "bound": 100_000, "priority": 0, "countdown_ms": 0,
         "retry": {"max_attempts": 3, "backoff_ms": 1000, "max_backoff_ms": 60000, "jitter": True,
                   "max_redeliveries": 3},
-        "args": {"invoice_id": "invoice_id"}, "line": 8,
+        "args": {"invoice_id": "invoice_id"}, "soft_time_limit_ms": 300_000, "time_limit_ms": 360_000, "line": 8,
     }]
     code, out, _ = run(tmp_path, section, "--check")
     assert (code, out.strip()) == (0, "1 route(s) OK: topics, schema fields and task names check out")

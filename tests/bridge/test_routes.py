@@ -191,3 +191,50 @@ def test_retry_policy_backs_off_exponentially_with_jitter_and_a_cap() -> None:
     assert RetryPolicy.from_header(jittered.to_header()) == jittered
     assert RetryPolicy.from_header({"max_attempts": "x"}) is None
     assert RetryPolicy.from_header(None) is None
+
+
+def test_time_limits_come_from_the_route_else_the_defaults(tmp_path: Path) -> None:
+    config = load_bridge(load_catalog(write(tmp_path, """\
+  routes:
+    quick:
+      topic: invoice.cleared
+      task: billing.pdf
+      soft_time_limit: 30s
+      time_limit: 1m
+    plain:
+      topic: invoice.cleared
+      task: billing.pdf
+    soft-only:
+      topic: invoice.cleared
+      task: billing.pdf
+      soft_time_limit: 2m
+""")))
+    limits = {route.name: (route.soft_time_limit_ms, route.time_limit_ms) for route in config.routes}
+    assert limits == {"quick": (30_000, 60_000), "plain": (300_000, 360_000), "soft-only": (120_000, 180_000)}
+    reference = {route.name: route for route in load_bridge(load_catalog(REPO / "topics.yaml")).routes}
+    assert (reference["invoice-pdf"].soft_time_limit_ms, reference["invoice-pdf"].time_limit_ms) == (30_000, 60_000)
+
+
+def test_a_hard_limit_not_above_the_soft_one_is_named(tmp_path: Path) -> None:
+    error = problem(tmp_path, """\
+  routes:
+    quick:
+      topic: invoice.cleared
+      task: billing.pdf
+      soft_time_limit: 30s
+      time_limit: 30s
+""")
+    assert (error.line, error.field) == (15, "time_limit")
+    assert "30000 ms is not above soft_time_limit 30000 ms" in str(error)
+
+
+def test_a_zero_time_limit_is_refused(tmp_path: Path) -> None:
+    error = problem(tmp_path, """\
+  routes:
+    quick:
+      topic: invoice.cleared
+      task: billing.pdf
+      soft_time_limit: 0s
+""")
+    assert (error.line, error.field) == (14, "soft_time_limit")
+    assert "must be a positive duration" in str(error)

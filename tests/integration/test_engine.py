@@ -11,7 +11,8 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import NewTopic
 
 from streams.kafka_util import read_all, read_compacted
-from streams.runtime.engine import EngineConfig, Output, PartitionState, TransactionalEngine, changelog_topic
+from streams.runtime.engine import EngineConfig, TransactionalEngine, changelog_topic
+from streams.runtime.state import Output, PartitionState
 from tests.integration.worker_harness import wait_for
 
 if TYPE_CHECKING:
@@ -188,3 +189,49 @@ def test_a_second_engine_joining_moves_only_its_share(
             produce(kafka_bootstrap, source, ["f"], key="j")
             wait_for(lambda: first.handled + second.handled >= 6, 60, lambda: "the two new records' outputs")
     assert values_of(kafka_bootstrap, target) == ["a#1", "b#2", "c#1", "d#2", "e#3", "f#3"]
+
+
+class Oversized(Counting):
+    """Counting, but a chosen input makes an output larger than the target topic accepts, so every transaction
+    holding it fails at the broker; parks in a dead-letter topic of its own when the engine isolates it."""
+
+    def __init__(self, source: str, target: str, dead_letters: str, poison: bytes) -> None:
+        super().__init__(source, target)
+        self.dead_letters, self.poison = dead_letters, poison
+
+    def handle(self, records: list[Message], state: PartitionState, out: Output) -> None:
+        for record in records:
+            if record.value() == self.poison:
+                out.send(self.target, record.key(), b"x" * 5000, [])
+            else:
+                super().handle([record], state, out)
+
+    def dead_letter(self, record: Message, error: BaseException) -> tuple[str, list[tuple[str, bytes | None]]]:
+        return self.dead_letters, [("dlq_error_message", str(error).encode()),
+                                   ("dlq_offset", str(record.offset()).encode())]
+
+
+def test_a_record_whose_transaction_keeps_failing_is_isolated_and_parked_as_a_reference(
+        kafka_bootstrap: str, admin_client: AdminClient, unique_name: Callable[[str], str],
+        engine_factory: Callable[[Counting], Running]) -> None:
+    source, target, dead = unique_name("iso-in"), unique_name("iso-out"), unique_name("iso-dlq")
+    futures = admin_client.create_topics([
+        NewTopic(source, num_partitions=1, replication_factor=1),
+        NewTopic(target, num_partitions=1, replication_factor=1, config={"max.message.bytes": "2000"}),
+        NewTopic(dead, num_partitions=1, replication_factor=1)])
+    for future in futures.values():
+        future.result()
+    produce(kafka_bootstrap, source, ["a", "b", "poison", "c", "d"])
+    agent = Oversized(source, target, dead, b"poison")
+    with engine_factory(agent) as engine:
+        wait_for(lambda: len(values_of(kafka_bootstrap, target)) >= 4, 90,
+                 lambda: f"the four good outputs (have {values_of(kafka_bootstrap, target)})")
+        parked = engine.parked
+    assert values_of(kafka_bootstrap, target) == ["a#1", "b#2", "c#3", "d#4"]  # each once, in spite of the aborts
+    assert parked == 1
+    [reference] = read_all({"bootstrap.servers": kafka_bootstrap}, dead)
+    headers = dict(reference.headers() or [])
+    assert reference.value() is None
+    assert headers["dlq_offset"] == b"2"
+    assert b"the transaction failed 2 times on this record alone" in headers["dlq_error_message"]
+    assert b"could not be written whole" in headers["dlq_value_omitted"]

