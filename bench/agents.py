@@ -8,7 +8,8 @@ worker process reading from the beginning, measures events/s from its first outp
 end-to-end latency from publish to the output's arrival at a read_committed consumer; samples the worker's
 RSS and CPU from /proc throughout. `--profile` adds a py-spy pass over a fresh worker and splits its time
 into the engine's and our stages.
-Run: `python bench/agents.py [--events N] [--rounds 2] [--profile] [--json bench/results/agents.json]`.
+Run: `python bench/agents.py [--events N] [--rounds 3] [--profile] [--json bench/results/agents.json]`; the
+last lines give the median and spread (min-max) of each number over the rounds.
 """
 
 from __future__ import annotations
@@ -18,23 +19,31 @@ import gc
 import json
 import os
 import platform
-import shutil
-import signal
 import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
+from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
+from harness import (
+    Side,
+    Watch,
+    header_value,
+    load,
+    measure,
+    print_summary,
+    produce,
+    start_process,
+    stop_process,
+    summarize,
+    uptime,
+)
 
 from streams.admin import apply_plan, plan_changes
 from streams.agents.zatca import outcome_id
@@ -52,7 +61,6 @@ ROOT = Path(__file__).resolve().parents[1]
 PARTITIONS = 6
 SOURCE, CLEARED = "invoice.created", "invoice.cleared"
 PEER_IN, PEER_OUT = "bench.passthrough.in", "bench.passthrough.out"
-TICK = os.sysconf("SC_CLK_TCK")
 
 
 # ---------------------------------------------------------------- data
@@ -82,254 +90,6 @@ def peer_headers(template: list[tuple[str, bytes]]) -> list[tuple[str, bytes]]:
     return [(name, str(uuid.uuid4()).encode() if name == "ce_id" else value) for name, value in template]
 
 
-# ---------------------------------------------------------------- processes and observation
-
-
-@dataclass
-class Output:
-    """Output records as the bench's consumer sees them: record timestamp, arrival time and matching id."""
-
-    timestamp_ms: int
-    received: float
-    match: str
-
-
-class Watch:
-    """Consumes the output topic from its current end in a thread; counts the side topics (violations, DLQ)."""
-
-    def __init__(self, bootstrap: str, topic: str, match: Callable[[Any], str], side: tuple[str, ...] = ()) -> None:
-        self.topic, self.match = topic, match
-        self.outputs: list[Output] = []
-        self.side: Counter[str] = Counter()
-        self.consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"bench-watch-{uuid.uuid4().hex[:8]}",
-                                  "enable.auto.commit": False, "fetch.wait.max.ms": 10})
-        assignment = []
-        for name in (topic, *side):
-            metadata = self.consumer.list_topics(name, timeout=10).topics[name]
-            for partition in metadata.partitions:
-                _, high = self.consumer.get_watermark_offsets(TopicPartition(name, partition), timeout=10)
-                assignment.append(TopicPartition(name, partition, high if high > 0 else OFFSET_BEGINNING))
-        self.consumer.assign(assignment)
-        self.stopped = threading.Event()
-        self.thread = threading.Thread(target=self._run, name=f"watch-{topic}", daemon=True)
-        self.thread.start()
-
-    def _run(self) -> None:
-        while not self.stopped.is_set():
-            # poll() returns on the first record; consume(n, timeout) would wait for n or the whole timeout,
-            # adding up to that much to every arrival time
-            first = self.consumer.poll(0.05)
-            if first is None:
-                continue
-            for message in [first, *self.consumer.consume(2000, timeout=0)]:
-                now = time.time()
-                if message.error() is not None:
-                    continue
-                if message.topic() == self.topic:
-                    self.outputs.append(Output(message.timestamp()[1], now, self.match(message)))
-                else:
-                    self.side[message.topic()] += 1
-
-    def wait_for(self, count: int, process: subprocess.Popen[bytes], timeout: float, log: Path) -> None:
-        deadline = time.monotonic() + timeout
-        while len(self.outputs) < count:
-            if process.poll() is not None:
-                raise RuntimeError(f"worker exited with {process.returncode}; log {log}:\n{tail(log)}")
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"{len(self.outputs)} of {count} outputs after {timeout} s; log {log}:\n{tail(log)}")
-            time.sleep(0.05)
-
-    def wait_until(self, count: int, process: subprocess.Popen[bytes], timeout: float, log: Path) -> bool:
-        """Like wait_for, but False when `timeout` passes first."""
-        try:
-            self.wait_for(count, process, timeout, log)
-        except RuntimeError:
-            if process.poll() is not None:
-                raise
-            return False
-        return True
-
-    def close(self) -> None:
-        self.stopped.set()
-        self.thread.join(timeout=10)
-        self.consumer.close()
-
-
-@dataclass
-class Sampler:
-    """RSS and CPU seconds of one process from /proc, every `interval` seconds, in a thread."""
-
-    pid: int
-    interval: float = 0.2
-    samples: list[tuple[float, int, float]] = field(default_factory=list)  # (time, rss bytes, cpu seconds)
-    hwm_bytes: int = 0
-    stopped: threading.Event = field(default_factory=threading.Event)
-
-    def start(self) -> None:
-        threading.Thread(target=self._run, name="sampler", daemon=True).start()
-
-    def _run(self) -> None:
-        while not self.stopped.wait(self.interval):
-            try:
-                status = Path(f"/proc/{self.pid}/status").read_text()
-                stat = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                return
-            fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
-            rss = int(fields["VmRSS"].split()[0]) * 1024
-            self.hwm_bytes = int(fields["VmHWM"].split()[0]) * 1024
-            self.samples.append((time.time(), rss, (int(stat[11]) + int(stat[12])) / TICK))
-
-    def cpu_between(self, start: float, end: float) -> float:
-        """CPU seconds the process used between two wall-clock times (nearest samples outside them)."""
-        before = [s for s in self.samples if s[0] <= start] or self.samples[:1]
-        after = [s for s in self.samples if s[0] >= end] or self.samples[-1:]
-        return after[0][2] - before[-1][2]
-
-    def peak_rss(self) -> int:
-        return max([s[1] for s in self.samples] + [self.hwm_bytes])
-
-
-def tail(path: Path, lines: int = 25) -> str:
-    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else ""
-
-
-def start_process(command: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    with log.open("ab") as out:
-        return subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT,  # noqa: S603 - our scripts
-                                start_new_session=True)
-
-
-def stop_process(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=30)
-
-
-def paced(send: Callable[[int], str], count: int, rate: float,
-          poll: Callable[[], None]) -> tuple[list[str], list[float], float]:
-    """Call send(i) for i in range(count) at `rate` per second; returns ids, wall send times, achieved rate."""
-    ids, sent = [""] * count, [0.0] * count
-    started = time.perf_counter()
-    for i in range(count):
-        ahead = started + i / rate - time.perf_counter()
-        if ahead > 0.001:  # sleep only when a millisecond ahead: small bursts, no busy wait
-            poll()
-            time.sleep(ahead)
-        sent[i] = time.time()
-        ids[i] = send(i)
-    achieved = count / (time.perf_counter() - started)
-    poll()
-    return ids, sent, achieved
-
-
-def percentile_ms(values: list[float]) -> dict[str, float]:
-    cuts = statistics.quantiles(values, n=100, method="inclusive")
-    return {"p50": round(cuts[49], 1), "p99": round(cuts[98], 1), "max": round(max(values), 1)}
-
-
-def uptime() -> str:
-    """`uptime`'s line (with the load averages), recorded before and after each round."""
-    command = shutil.which("uptime")
-    if command is None:
-        return f"load average: {os.getloadavg()}"
-    return subprocess.run([command], capture_output=True, text=True, check=False).stdout.strip()  # noqa: S603
-
-
-def load() -> list[float]:
-    return [round(x, 2) for x in os.getloadavg()]
-
-
-# ---------------------------------------------------------------- one path: throughput, then latency
-
-
-@dataclass
-class Side:
-    """How to run and observe one path: the worker command, its output topic, how outputs match inputs."""
-
-    name: str
-    command: list[str]
-    env: dict[str, str]
-    output: str
-    match: Callable[[Any], str]
-    side: tuple[str, ...]
-    send: Callable[[float, int], str]  # publish record i of the phase at this rate; return its published id
-    poll: Callable[[], None]
-    output_id: Callable[[str], str]  # the published id -> the id matched on the output
-
-
-def measure(path: Side, bootstrap: str, events: int, phases: list[tuple[float, int]], drain_s: float,
-            workdir: Path) -> dict[str, Any]:
-    """Throughput over the pre-published backlog, then each (rate, count) latency phase in order."""
-    watch = Watch(bootstrap, path.output, path.match, path.side)
-    log = workdir / f"{path.name}.log"
-    load_before = load()
-    launched = time.time()
-    process = start_process(path.command, path.env, log)
-    sampler = Sampler(process.pid)
-    sampler.start()
-    latency = []
-    try:
-        watch.wait_for(events, process, 1800, log)
-        produced = watch.outputs[:events]
-        first = min(o.timestamp_ms for o in produced) / 1000
-        last = max(o.timestamp_ms for o in produced) / 1000
-        time.sleep(0.5)
-        cpu = sampler.cpu_between(first, last)
-        load_mid = load()
-        rss_after_throughput = sampler.samples[-1][1]
-        expected = events
-        for rate, count in phases:
-            phase_load = load()
-            ids, sent, achieved = paced(lambda i, rate=rate: path.send(rate, i), count, rate, path.poll)
-            sent_at = {path.output_id(i): s for i, s in zip(ids, sent, strict=True)}
-            expected += count
-            drained = watch.wait_until(expected, process, drain_s, log)
-            latency.append(latency_of(watch.outputs, sent_at, rate, achieved, count, drained, phase_load))
-            if not drained:
-                break  # a backlog left behind would be charged to the next phase
-        load_after = load()
-    finally:
-        sampler.stopped.set()
-        stop_process(process)
-        watch.close()
-    return {
-        "events": events,
-        "events_per_s": round((events - 1) / (last - first)),
-        "seconds_first_to_last_output": round(last - first, 3),
-        "seconds_start_to_first_output": round(first - launched, 2),
-        "worker_cpu_seconds": round(cpu, 2),
-        "events_per_worker_cpu_s": round(events / cpu) if cpu > 0 else None,
-        "outputs_total": len(watch.outputs),
-        "side_topics": dict(watch.side),
-        "latency": latency,
-        "peak_rss_mb": round(sampler.peak_rss() / 2**20, 1),
-        "rss_after_throughput_mb": round(rss_after_throughput / 2**20, 1),
-        "load_avg_before": load_before, "load_avg_after_throughput": load_mid, "load_avg_after": load_after,
-    }
-
-
-def latency_of(outputs: list[Output], sent_at: dict[str, float], rate: float, achieved: float, count: int,
-               drained: bool, phase_load: list[float]) -> dict[str, Any]:
-    by_record, by_arrival = [], []
-    for output in outputs:
-        at = sent_at.get(output.match)
-        if at is not None:
-            by_record.append(output.timestamp_ms - at * 1000)
-            by_arrival.append((output.received - at) * 1000)
-    return {
-        "offered_per_s": rate, "achieved_offered_per_s": round(achieved), "events": count,
-        "outputs_within_drain": len(by_record), "sustained": drained,
-        "record_timestamp_ms": percentile_ms(by_record) if len(by_record) > 1 else None,
-        "consumer_arrival_ms": percentile_ms(by_arrival) if len(by_arrival) > 1 else None,
-        "load_avg_before": phase_load,
-    }
-
-
 # ---------------------------------------------------------------- profile
 
 
@@ -354,7 +114,7 @@ def stage_of(frames: list[str]) -> str:
     handle = next((index for index, frame in enumerate(frames) if "ValidationAgent.handle" in frame), None)
     if handle is None:
         stages, part = ENGINE_STAGES, frames
-        other = "other threads: faust loop (web, timers), audit, librdkafka callbacks"
+        other = "other threads: web server, timers, librdkafka callbacks"
     else:
         stages, part = HANDLE_STAGES, frames[handle + 1:]
         if not part:  # in handle's own frame: native calls do not show in py-spy's Python stacks
@@ -429,13 +189,6 @@ def worker_command(app_id: str) -> list[str]:
             "--web-port", str(free_port())]
 
 
-def header_value(message: Any, name: str) -> str:
-    for key, value in message.headers() or ():
-        if key == name:
-            return value.decode()
-    return ""
-
-
 def prepare_stack(data_dir: Path) -> Settings:
     """The harness's stack: Kafka and our registry, the catalog's topics and schemas applied."""
     start_stack(data_dir, with_redis=False, catalog=ROOT / "topics.yaml")
@@ -473,17 +226,17 @@ def run_round(number: int, data: dict[str, Any], args: argparse.Namespace) -> di
                 produce(raw, PEER_IN, invoice["tenant_id"].encode(), peer_value(f"t-{i}", invoice, size),
                         peer_headers(template))
             raw.flush(120)
-            phases = [(rate, len(invoices)) for rate, invoices in data["latency"].items()]
-            peer_phase = {rate: [(inv["tenant_id"].encode(), peer_value(f"l{rate:g}-{i}", inv, size))
-                                 for i, inv in enumerate(invoices)] for rate, invoices in data["latency"].items()}
+            phases = [(rate, len(invoices)) for rate, invoices in data["phases"]]
+            peer_phase = [[(inv["tenant_id"].encode(), peer_value(f"l{n}-{i}", inv, size))
+                           for i, inv in enumerate(invoices)] for n, (_, invoices) in enumerate(data["phases"])]
 
-            def send_ours(rate: float, i: int) -> str:
-                return publisher.publish_nowait(SOURCE, data["latency"][rate][i])
+            def send_ours(n: int, i: int) -> str:
+                return publisher.publish_nowait(SOURCE, data["phases"][n][1][i])
 
-            def send_peer(rate: float, i: int) -> str:
-                record_key, record_value = peer_phase[rate][i]
+            def send_peer(n: int, i: int) -> str:
+                record_key, record_value = peer_phase[n][i]
                 produce(raw, PEER_IN, record_key, record_value, peer_headers(template))
-                return f"l{rate:g}-{i}"
+                return f"l{n}-{i}"
 
             paths = {
                 "ours": Side("ours", worker_command(f"bench-agents-{uuid.uuid4().hex[:8]}"), env, CLEARED,
@@ -501,11 +254,14 @@ def run_round(number: int, data: dict[str, Any], args: argparse.Namespace) -> di
             for name in order:
                 print(f"round {number}: {name} ...", flush=True)
                 results[name] = measure(paths[name], bootstrap, len(data["invoices"]), phases, args.drain_seconds,
-                                        workdir)
+                                        workdir, warmup=data["warmup_phases"])
                 print(f"  {name}: {results[name]['events_per_s']:,} events/s, latency "
                       f"{[(p['offered_per_s'], p['consumer_arrival_ms']) for p in results[name]['latency']]}, "
                       f"load {load()}", flush=True)
-            if args.profile:
+            if args.profile and not Path(sys.executable).with_name("py-spy").exists():
+                print("no py-spy beside this python (pip install py-spy, in the [dev] extra): no profile",
+                      flush=True)
+            elif args.profile:
                 print(f"round {number}: profiling ours ...", flush=True)
                 results["profile"] = profile_ours(bootstrap, env, workdir, args.profile_seconds, 200)
                 if args.keep_profile:
@@ -524,15 +280,6 @@ def run_round(number: int, data: dict[str, Any], args: argparse.Namespace) -> di
                               "key": len(key or b""), "headers": len(template),
                               "header_bytes": sum(len(k) + len(v) for k, v in template)}
     return results
-
-
-def produce(producer: Producer, topic: str, key: bytes, value: bytes, headers: list[tuple[str, bytes]]) -> None:
-    while True:
-        try:
-            producer.produce(topic, value=value, key=key, headers=headers)
-            return
-        except BufferError:
-            producer.poll(0.05)
 
 
 # ---------------------------------------------------------------- report
@@ -586,9 +333,13 @@ def main() -> None:
                         help="Offered loads of the latency phases, events/s, run in this order (highest last: a "
                              "phase the worker cannot keep up with ends the run).")
     parser.add_argument("--seconds", type=float, default=20, help="Length of each latency phase.")
+    parser.add_argument("--warmup-seconds", type=float, default=15,
+                        help="A paced phase before the measured ones, reported apart (0: none).")
+    parser.add_argument("--warmup-rate", type=float, default=1000)
     parser.add_argument("--drain-seconds", type=float, default=30,
                         help="How long after a phase's last publish its outputs may take.")
-    parser.add_argument("--rounds", type=int, default=2, help="Whole rounds, each on a fresh stack.")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="Whole rounds, each on a fresh stack; the summary gives the median and min-max of them.")
     parser.add_argument("--profile", action="store_true", help="Add a py-spy pass over our worker to each round.")
     parser.add_argument("--profile-seconds", type=int, default=20)
     parser.add_argument("--keep-profile", type=Path, default=None, help="Copy the last py-spy raw output here.")
@@ -596,12 +347,16 @@ def main() -> None:
     args = parser.parse_args()
 
     rates = [float(rate) for rate in args.rates.split(",")]
-    latency_events = {rate: int(rate * args.seconds) for rate in rates}
-    print(f"generating {args.events:,} + {sum(latency_events.values()):,} invoices ...", flush=True)
+    # a warm-up phase first (not reported with the others): each round's broker is a fresh JVM, and its JIT
+    # compiles the transaction paths during the first minute of traffic (bench/notes/validation_tail.md)
+    planned = ([(args.warmup_rate, args.warmup_seconds)] if args.warmup_seconds > 0 else []) + [
+        (rate, args.seconds) for rate in rates]
+    print(f"generating {args.events:,} + {sum(int(r * t) for r, t in planned):,} invoices ...", flush=True)
     data: dict[str, Any] = {
         "invoices": interleaved_invoices(args.events, args.sellers, "bench"),
-        "latency": {rate: interleaved_invoices(count, args.sellers, f"paced{rate:g}")
-                    for rate, count in latency_events.items()},
+        "phases": [(rate, interleaved_invoices(int(rate * seconds), args.sellers, f"paced{n}"))
+                   for n, (rate, seconds) in enumerate(planned)],
+        "warmup_phases": 1 if args.warmup_seconds > 0 else 0,
     }
     data["avro_value_bytes"] = avro_size(data["invoices"][:2000])
     # The invoices above are millions of objects that live until the end: frozen, this process's full
@@ -618,6 +373,7 @@ def main() -> None:
     conditions = {
         **machine(), "events": args.events, "sellers": args.sellers, "partitions": PARTITIONS,
         "latency_offered_per_s": rates, "latency_seconds": args.seconds, "latency_drain_seconds": args.drain_seconds,
+        "warmup": f"{args.warmup_seconds:g} s at {args.warmup_rate:g}/s before the measured phases, not reported",
         "avro_value_bytes_mean": data["avro_value_bytes"], "value_sizes": rounds[0]["value_bytes"],
         "producer": "acks=all, idempotence on, linger.ms=5 (streams.publish.THROUGHPUT + DURABILITY)",
         "workers": "one process each. ours: the validation agent on the transactional engine (librdkafka, batches "
@@ -630,10 +386,13 @@ def main() -> None:
                    "transaction commits) minus the bench's wall clock just before publishing the input; "
                    "record_timestamp_ms uses the output record's timestamp instead",
     }
+    summary = summarize(rounds, ["ours", "peer"], rates, [("ours", "peer")])
+    print_summary(summary, {"ours": "ours: streams worker --agents validation", "peer": "peer: faust JSON passthrough"})
     print(json.dumps({"conditions": conditions}, default=str))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"conditions": conditions, "rounds": rounds}, indent=2, default=str) + "\n")
+        args.json.write_text(json.dumps({"conditions": conditions, "summary": summary, "rounds": rounds}, indent=2,
+                                        default=str) + "\n")
 
 
 def avro_size(invoices: list[dict[str, Any]]) -> int:
