@@ -198,7 +198,11 @@ def test_dev_up_without_system_java_mvn_or_redis_runs_on_the_wheels(
         assert set(services) == {"kafka", "registry", "redis"}
         admin = AdminClient({"bootstrap.servers": services["kafka"]["address"]})
         create_topic(admin, "made.without.system.packages")
-        assert "made.without.system.packages" in admin.list_topics(timeout=10).topics
+        # a created topic reaches the broker's metadata a moment after CreateTopics answers
+        deadline = time.monotonic() + 15
+        while "made.without.system.packages" not in admin.list_topics(timeout=10).topics:
+            assert time.monotonic() < deadline, "the created topic never appeared in the metadata"
+            time.sleep(0.2)
         assert httpx.get(f"{services['registry']['address']}/subjects", timeout=5).json() == []
         client = redis.Redis.from_url(services["redis"]["address"])
         try:
