@@ -97,7 +97,11 @@ def mark_key(agent: BatchAgent, topic: str) -> str:
 @dataclass
 class EngineConfig:
     commit_interval_s: float = 0.025
-    max_open_records: int = 5000  # commit sooner when this many source records are in the open transaction
+    # Behind (consume() returned a full batch) the interval is not enough to commit: a backlog commits every
+    # max_open_records or backlog_commit_s instead, so catching up spends its time processing, not committing
+    # (each commit costs the broker ~5 ms of CPU and the loop a round trip; bench/notes/validation_tail.md).
+    max_open_records: int = 10_000
+    backlog_commit_s: float = 0.5
     batch_size: int = 2000
     transaction_timeout_ms: int = 10_000
     session_timeout_ms: int = 10_000
@@ -265,8 +269,10 @@ class TransactionalEngine:
             if self._tick is not None and self._returned_at >= self._tick_at:
                 self._tick_at = self._returned_at + config.commit_interval_s
                 self._run_ticks(consumer, records)
+            behind = len(records) >= config.batch_size
+            age = time.monotonic() - txn.started
             if txn.open and (isolating or txn.records >= config.max_open_records
-                             or time.monotonic() - txn.started >= config.commit_interval_s):
+                             or age >= (config.backlog_commit_s if behind else config.commit_interval_s)):
                 self._commit()
                 self._failures = 0
         except KafkaException as exc:
