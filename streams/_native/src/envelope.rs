@@ -69,6 +69,14 @@ fn text_bytes<'py>(value: &Bound<'py, PyAny>, what: &str) -> PyResult<Bound<'py,
     }
 }
 
+/// `(key, value, headers, event_id)` of one built event.
+pub(crate) type Built<'py> = (
+    Option<Bound<'py, PyBytes>>,
+    Bound<'py, PyBytes>,
+    Bound<'py, PyList>,
+    Bound<'py, PyString>,
+);
+
 impl EventWriter {
     /// ce_time of the clock's current millisecond; one bytes object serves every event within it.
     fn now<'py>(&self, py: Python<'py>) -> Bound<'py, PyBytes> {
@@ -208,7 +216,10 @@ impl EventWriter {
     /// `time` is the ce_time header's bytes (the clock's current millisecond when None); `key`,
     /// `tenant`, `event_type`, `event_id` and `traceparent` override what is derived or generated.
     #[pyo3(signature = (datum, key=None, tenant=None, event_type=None, event_id=None, time=None, traceparent=None))]
-    #[allow(clippy::too_many_arguments, clippy::type_complexity)]
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "the Python signature: keyword arguments, each an override"
+    )]
     pub(crate) fn build<'py>(
         &self,
         py: Python<'py>,
@@ -219,12 +230,7 @@ impl EventWriter {
         event_id: Option<&Bound<'py, PyAny>>,
         time: Option<&Bound<'py, PyBytes>>,
         traceparent: Option<&Bound<'py, PyAny>>,
-    ) -> PyResult<(
-        Option<Bound<'py, PyBytes>>,
-        Bound<'py, PyBytes>,
-        Bound<'py, PyList>,
-        Bound<'py, PyString>,
-    )> {
+    ) -> PyResult<Built<'py>> {
         let value = self.encoder.get().encode_into(py, datum, &self.prefix)?;
         let size = value.as_bytes().len();
         if size > self.max_bytes {

@@ -18,7 +18,11 @@ const EXACT_LIMIT: i128 = 1_000_000_000_000_000_000_000_000_000;
 /// The predicates evaluated on the invoice alone.
 pub const STATELESS: [&str; 5] = ["digits", "lookup", "sum", "one_of", "not_after_now"];
 /// The seller chain's checks: try_clear implements them against the partition state.
-pub const CHAIN: [&str; 3] = ["first_submission", "counter_increases", "links_previous_hash"];
+pub const CHAIN: [&str; 3] = [
+    "first_submission",
+    "counter_increases",
+    "links_previous_hash",
+];
 /// The fields the chain checks read (try_clear captures them by name).
 const CHAIN_FIELDS: [(&str, &str); 3] = [
     ("first_submission", "invoice_id"),
@@ -73,11 +77,27 @@ struct Term {
 
 #[derive(Debug)]
 enum Pred {
-    Digits { length: usize, first: u8, last: u8 },
-    Lookup { key: FieldRef, table: Vec<(String, Dec)> },
-    Sum { terms: Vec<Term>, divide: u32, quantize: Option<u32>, tolerance: Dec },
-    OneOf { values: Vec<String> },
-    NotAfterNow { skew_micros: i64 },
+    Digits {
+        length: usize,
+        first: u8,
+        last: u8,
+    },
+    Lookup {
+        key: FieldRef,
+        table: Vec<(String, Dec)>,
+    },
+    Sum {
+        terms: Vec<Term>,
+        divide: u32,
+        quantize: Option<u32>,
+        tolerance: Dec,
+    },
+    OneOf {
+        values: Vec<String>,
+    },
+    NotAfterNow {
+        skew_micros: i64,
+    },
 }
 
 #[derive(Debug)]
@@ -188,7 +208,9 @@ impl RuleTable {
             return if field == *expected {
                 Ok(())
             } else {
-                Err(format!("{kind} is implemented natively on {expected}, not {field}"))
+                Err(format!(
+                    "{kind} is implemented natively on {expected}, not {field}"
+                ))
             };
         }
         if !STATELESS.contains(&kind) {
@@ -220,7 +242,8 @@ impl RuleTable {
     fn predicate(&mut self, kind: &str, params: &Map<String, Value>, each: bool) -> Parsed<Pred> {
         Ok(match kind {
             "digits" => {
-                let length = usize::try_from(int_param(params, "length")?).map_err(|e| e.to_string())?;
+                let length =
+                    usize::try_from(int_param(params, "length")?).map_err(|e| e.to_string())?;
                 let edge = |name| match text_param(params, name)?.as_bytes() {
                     [b] if b.is_ascii() => Ok(*b),
                     _ => Err(format!("{name} must be one ASCII character")),
@@ -253,7 +276,11 @@ impl RuleTable {
                     .and_then(Value::as_array)
                     .ok_or("needs values")?
                     .iter()
-                    .map(|v| v.as_str().map(str::to_owned).ok_or("values must be strings"))
+                    .map(|v| {
+                        v.as_str()
+                            .map(str::to_owned)
+                            .ok_or("values must be strings")
+                    })
                     .collect::<Result<_, _>>()?,
             },
             "not_after_now" => Pred::NotAfterNow {
@@ -319,7 +346,9 @@ impl RuleTable {
         };
         let quantize = match params.get("quantize") {
             None => None,
-            Some(_) => Some(u32::try_from(int_param(params, "quantize")?).map_err(|e| e.to_string())?),
+            Some(_) => {
+                Some(u32::try_from(int_param(params, "quantize")?).map_err(|e| e.to_string())?)
+            }
         };
         Ok(Pred::Sum {
             terms,
@@ -462,7 +491,9 @@ impl<'a> Context<'_, 'a> {
                 values.iter().any(|v| v.as_bytes() == text)
             }
             Pred::NotAfterNow { skew_micros } => {
-                let Cap::Time(micros) = value else { return None };
+                let Cap::Time(micros) = value else {
+                    return None;
+                };
                 micros <= now_micros.checked_add(*skew_micros)?
             }
         };
@@ -587,7 +618,10 @@ mod tests {
             .count();
         assert_eq!(table.rules.len(), stateless);
         for kind in CHAIN {
-            assert!(entries.iter().any(|e| e["predicate"]["kind"] == kind), "{kind}");
+            assert!(
+                entries.iter().any(|e| e["predicate"]["kind"] == kind),
+                "{kind}"
+            );
         }
     }
 
@@ -595,12 +629,21 @@ mod tests {
     fn unknown_predicates_and_paths_are_refused() {
         let table = |rule: &str| RuleTable::parse(&format!("{{\"rules\": [{rule}]}}"));
         let err = table(r#"{"code": "X", "field": "a", "predicate": {"kind": "frobnicate"}}"#);
-        assert!(err.unwrap_err().contains("\"frobnicate\" is not implemented natively"));
-        let err = table(r#"{"code": "X", "field": "a.b.c", "predicate": {"kind": "one_of", "values": []}}"#);
+        assert!(
+            err.unwrap_err()
+                .contains("\"frobnicate\" is not implemented natively")
+        );
+        let err = table(
+            r#"{"code": "X", "field": "a.b.c", "predicate": {"kind": "one_of", "values": []}}"#,
+        );
         assert!(err.unwrap_err().contains("not implemented natively"));
-        let err = table(r#"{"code": "X", "field": "a", "predicate": {"kind": "sum", "terms": ["b"], "divide": 3, "tolerance": "0"}}"#);
+        let err = table(
+            r#"{"code": "X", "field": "a", "predicate": {"kind": "sum", "terms": ["b"], "divide": 3, "tolerance": "0"}}"#,
+        );
         assert!(err.unwrap_err().contains("power of ten"));
-        let err = table(r#"{"code": "X", "field": "tenant_id", "predicate": {"kind": "counter_increases"}}"#);
+        let err = table(
+            r#"{"code": "X", "field": "tenant_id", "predicate": {"kind": "counter_increases"}}"#,
+        );
         assert!(err.unwrap_err().contains("on icv"));
     }
 
@@ -617,7 +660,12 @@ mod tests {
 
     #[test]
     fn decimal_text() {
-        let dec = |u, s| Some(Dec { unscaled: u, scale: s });
+        let dec = |u, s| {
+            Some(Dec {
+                unscaled: u,
+                scale: s,
+            })
+        };
         assert_eq!(parse_dec(b"-871.00"), dec(-87100, 2));
         assert_eq!(parse_dec(b"0.005"), dec(5, 3));
         assert_eq!(parse_dec(b"9999999999999.99"), dec(999_999_999_999_999, 2));
@@ -628,7 +676,10 @@ mod tests {
 
     #[test]
     fn sums_quantize_and_tolerate() {
-        let d = |u, s| Dec { unscaled: u, scale: s };
+        let d = |u, s| Dec {
+            unscaled: u,
+            scale: s,
+        };
         assert_eq!(add(d(150, 2), d(5, 3)), Some(d(1505, 3)));
         assert_eq!(rescale(d(18_450_000, 6), 2), Some(d(1845, 2)));
         assert_eq!(rescale(d(5, 3), 2), Some(d(0, 2)));

@@ -84,9 +84,25 @@ impl InvoiceJudge {
 
     /// One walk over the datum: its canonical JSON and captures; None on a decode error, or when a
     /// rule fails or cannot be decided here.
-    fn judge<'a>(&self, py: Python<'_>, plan: &Plan, datum: &'a [u8], now_micros: i64) -> Option<Judged<'a>> {
-        let json = JsonSink::new(py, &plan.canonical, &self.env, plan.json_size.load(Ordering::Relaxed));
-        let sink = JudgeSink::new(json, plan, self.rules.scalars.len(), self.rules.line_fields.len());
+    fn judge<'a>(
+        &self,
+        py: Python<'_>,
+        plan: &Plan,
+        datum: &'a [u8],
+        now_micros: i64,
+    ) -> Option<Judged<'a>> {
+        let json = JsonSink::new(
+            py,
+            &plan.canonical,
+            &self.env,
+            plan.json_size.load(Ordering::Relaxed),
+        );
+        let sink = JudgeSink::new(
+            json,
+            plan,
+            self.rules.scalars.len(),
+            self.rules.line_fields.len(),
+        );
         let mut walk = Walk {
             schema: &plan.schema,
             layout: &plan.layout,
@@ -116,8 +132,9 @@ impl InvoiceJudge {
         max_record_bytes: usize,
         rules: &str,
     ) -> PyResult<Self> {
-        let rules = RuleTable::parse(rules)
-            .map_err(|e| PyValueError::new_err(format!("the native judge refuses the rule table: {e}")))?;
+        let rules = RuleTable::parse(rules).map_err(|e| {
+            PyValueError::new_err(format!("the native judge refuses the rule table: {e}"))
+        })?;
         Ok(InvoiceJudge {
             writer: cleared_writer,
             first_pih,
@@ -132,7 +149,11 @@ impl InvoiceJudge {
     /// The predicates this side implements (rules.rs), for the table's tests.
     #[staticmethod]
     fn predicates() -> Vec<&'static str> {
-        crate::rules::STATELESS.iter().chain(&crate::rules::CHAIN).copied().collect()
+        crate::rules::STATELESS
+            .iter()
+            .chain(&crate::rules::CHAIN)
+            .copied()
+            .collect()
     }
 
     /// Compiles the writer schema registered under `schema_id`; whether the fast path supports it.
@@ -210,7 +231,10 @@ impl InvoiceJudge {
         };
         // first_submission: the fast path takes only invoices it has never seen.
         let invoice_key = PyString::new(py, &["invoice:", invoice_id].concat());
-        if state.get_item(&invoice_key)?.is_some_and(|seen| !seen.is_none()) {
+        if state
+            .get_item(&invoice_key)?
+            .is_some_and(|seen| !seen.is_none())
+        {
             return Ok(None);
         }
         let seller_key = PyString::new(py, &["seller:", tenant_id].concat());
@@ -220,7 +244,9 @@ impl InvoiceJudge {
             return Ok(None);
         };
         // counter_increases and links_previous_hash.
-        if icv <= last_icv_number || last_hash.to_str().ok().map(str::as_bytes) != Some(previous_hash) {
+        if icv <= last_icv_number
+            || last_hash.to_str().ok().map(str::as_bytes) != Some(previous_hash)
+        {
             return Ok(None);
         }
         let mut digest = Vec::with_capacity(44);
@@ -262,14 +288,22 @@ impl InvoiceJudge {
         event_id: &Bound<'py, PyString>,
         now: &Bound<'py, PyAny>,
     ) -> PyResult<Option<Bound<'py, PyDict>>> {
-        let (Some(invoice_id), Some(tenant_id), Some(invoice_number), Some(currency), Some(seller_vat), Some(qr)) = (
+        let (
+            Some(invoice_id),
+            Some(tenant_id),
+            Some(invoice_number),
+            Some(currency),
+            Some(seller_vat),
+            Some(qr),
+        ) = (
             text(invoice.invoice_id),
             text(invoice.tenant_id),
             text(invoice.invoice_number),
             text(invoice.currency),
             text(invoice.seller_vat),
             qr_payload(invoice),
-        ) else {
+        )
+        else {
             return Ok(None);
         };
         let decimal = self.decimal.bind(py);

@@ -84,6 +84,9 @@ mod tests {
     #[test]
     fn outcome_ids_are_uuid5() {
         // str(uuid.uuid5(uuid.UUID("6f1c1c8e-8d0a-4b7e-9a43-6c3f5f0f2a11"), "evt-1:cleared"))
-        assert_eq!(outcome_id("evt-1", "cleared"), "f1ff6d09-d2e4-5abe-89f3-76349ee4ac1d");
+        assert_eq!(
+            outcome_id("evt-1", "cleared"),
+            "f1ff6d09-d2e4-5abe-89f3-76349ee4ac1d"
+        );
     }
 }

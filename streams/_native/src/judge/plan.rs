@@ -154,9 +154,9 @@ impl Plan {
         let line = record(s, *items)?;
 
         let records = [root, seller, buyer, line];
-        let mut caps: [Vec<Option<FieldRef>>; 4] =
-            records.map(|r| vec![None; r.fields.len()]);
-        let position = |record: &Record, name: &str| record.fields.iter().position(|f| f.name == name);
+        let mut caps: [Vec<Option<FieldRef>>; 4] = records.map(|r| vec![None; r.fields.len()]);
+        let position =
+            |record: &Record, name: &str| record.fields.iter().position(|f| f.name == name);
         for (i, (scope, name)) in rules.scalars.iter().enumerate() {
             let role = match scope {
                 Scope::Root => ROOT,

@@ -21,7 +21,9 @@ type HeaderText<'py> = Option<Bound<'py, PyString>>;
 
 /// The first ce_id and ce_traceparent headers' text (SourceRecord.header), or Err when the headers
 /// are not a list or tuple of (str, bytes | None) pairs.
-fn event_headers<'py>(headers: &Bound<'py, PyAny>) -> Result<(HeaderText<'py>, HeaderText<'py>), ()> {
+fn event_headers<'py>(
+    headers: &Bound<'py, PyAny>,
+) -> Result<(HeaderText<'py>, HeaderText<'py>), ()> {
     let (mut id, mut trace, mut id_seen, mut trace_seen) = (None, None, false, false);
     if headers.is_none() {
         return Ok((id, trace));
@@ -80,7 +82,10 @@ pub type Chain<'py> = (Bound<'py, PyAny>, i64, Bound<'py, PyString>);
 
 /// The seller's chain state as SellerChain.from_json reads it: (last ICV, last hash), the ICV as an
 /// int object and as a number. None for anything but no state or a tuple/list [int, str, ...].
-pub fn seller_chain<'py>(found: Option<Bound<'py, PyAny>>, first_pih: &Bound<'py, PyString>) -> Option<Chain<'py>> {
+pub fn seller_chain<'py>(
+    found: Option<Bound<'py, PyAny>>,
+    first_pih: &Bound<'py, PyString>,
+) -> Option<Chain<'py>> {
     let py = first_pih.py();
     let zero = || 0i64.into_pyobject(py).map(|n| n.into_any()).ok();
     let Some(data) = found.filter(|d| !d.is_none()) else {
@@ -107,7 +112,9 @@ pub fn seller_chain<'py>(found: Option<Bound<'py, PyAny>>, first_pih: &Bound<'py
 /// SourceRecord.event_id (the ce_id header, else "topic/partition/offset") and the
 /// ce_traceparent header's text; None when the headers or coordinates are not what the Python
 /// path surely reads the same way.
-pub fn event_id<'py>(message: &Bound<'py, PyAny>) -> PyResult<Option<(Bound<'py, PyString>, HeaderText<'py>)>> {
+pub fn event_id<'py>(
+    message: &Bound<'py, PyAny>,
+) -> PyResult<Option<(Bound<'py, PyString>, HeaderText<'py>)>> {
     let py = message.py();
     let headers = message.call_method0(intern!(py, "headers"))?;
     let Ok((ce_id, trace)) = event_headers(&headers) else {
@@ -136,4 +143,3 @@ pub fn event_id<'py>(message: &Bound<'py, PyAny>) -> PyResult<Option<(Bound<'py,
 pub fn text(raw: Option<&[u8]>) -> Option<&str> {
     std::str::from_utf8(raw?).ok()
 }
-

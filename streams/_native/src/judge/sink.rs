@@ -262,12 +262,22 @@ impl<'a> Sink<'a> for JudgeSink<'a, '_, '_> {
     }
 
     #[inline]
-    fn map_key(&mut self, map: &mut (usize, usize), raw: &'a [u8], at: usize) -> Res<(&'a [u8], usize)> {
+    fn map_key(
+        &mut self,
+        map: &mut (usize, usize),
+        raw: &'a [u8],
+        at: usize,
+    ) -> Res<(&'a [u8], usize)> {
         self.json.map_key(map, raw, at)
     }
 
     #[inline]
-    fn map_insert(&mut self, map: &mut (usize, usize), key: (&'a [u8], usize), value: ()) -> Res<()> {
+    fn map_insert(
+        &mut self,
+        map: &mut (usize, usize),
+        key: (&'a [u8], usize),
+        value: (),
+    ) -> Res<()> {
         self.json.map_insert(map, key, value)
     }
 
@@ -300,7 +310,10 @@ impl<'a> Sink<'a> for JudgeSink<'a, '_, '_> {
     #[inline]
     fn field_begin(&mut self, rec: &mut JudgeRec, index: usize) {
         let slots = self.plan.slots.get(rec.role);
-        self.slot = slots.and_then(|s| s.get(index)).copied().unwrap_or(Slot::Other);
+        self.slot = slots
+            .and_then(|s| s.get(index))
+            .copied()
+            .unwrap_or(Slot::Other);
         let caps = self.plan.caps.get(rec.role);
         self.cap = caps.and_then(|c| c.get(index)).copied().flatten();
         self.json.field_begin(&mut rec.inner, index);
