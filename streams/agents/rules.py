@@ -5,11 +5,13 @@ The native fast path (streams._avro_native.InvoiceJudge) is handed the same tabl
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import operator
 import re
 import string
-from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from decimal import Decimal
 from enum import Enum
@@ -44,6 +46,11 @@ class Violation:
     severity: str = "ERROR"
 
 
+Scope = dict[str, Any]
+# A compiled rule: None when the rule holds on (scope, invoice) at `now`, else the message's values.
+Test = Callable[[Scope, Scope, datetime], dict[str, Any] | None]
+
+
 @dataclass(frozen=True)
 class Term:
     """One term of a `sum` predicate: the product of its factors (paths), negated or not, summed over the
@@ -56,7 +63,7 @@ class Term:
 
 @dataclass(frozen=True)
 class Rule:
-    """One table entry (see zatca_rules.json)."""
+    """One table entry (see zatca_rules.json), with its predicate compiled into `test`."""
 
     code: str
     severity: str
@@ -67,7 +74,7 @@ class Rule:
     each: str | None = None
     when: tuple[str, str] | None = None
     terms: tuple[Term, ...] = ()
-    pattern: re.Pattern[str] | None = None
+    test: Test | None = dataclasses.field(default=None, compare=False, repr=False)
 
     def path(self, index: int | None) -> str:
         return self.field if self.each is None else f"{self.each}[{index}].{self.field}"
@@ -81,7 +88,22 @@ class RuleTable:
     """The loaded table: the rules in order, and the JSON text the native judge is given."""
 
     rules: tuple[Rule, ...]
-    text: str = field(repr=False)
+    text: str = dataclasses.field(repr=False)
+    # Consecutive stateless rules with the same `each` (line rules run line by line), and the chain's rules.
+    blocks: tuple[tuple[str | None, tuple[Rule, ...]], ...] = dataclasses.field(default=(), repr=False)
+    chains: Mapping[str, Rule] = dataclasses.field(default_factory=dict, repr=False)
+
+    @classmethod
+    def of(cls, rules: tuple[Rule, ...], text: str) -> RuleTable:
+        blocks: list[tuple[str | None, tuple[Rule, ...]]] = []
+        for rule in rules:
+            if rule.kind not in STATELESS:
+                continue
+            if blocks and blocks[-1][0] == rule.each:
+                blocks[-1] = (rule.each, (*blocks[-1][1], rule))
+            else:
+                blocks.append((rule.each, (rule,)))
+        return cls(rules, text, tuple(blocks), {rule.kind: rule for rule in rules if rule.kind in CHAIN})
 
     @property
     def stateless(self) -> tuple[Rule, ...]:
@@ -89,18 +111,7 @@ class RuleTable:
 
     def chain(self, kind: str) -> Rule | None:
         """The table's rule for a chain predicate, if it has one."""
-        return next((rule for rule in self.rules if rule.kind == kind), None)
-
-    def blocks(self) -> Iterator[tuple[str | None, list[Rule]]]:
-        """Consecutive stateless rules with the same `each`, so line rules run line by line."""
-        block: list[Rule] = []
-        for rule in self.stateless:
-            if block and block[0].each != rule.each:
-                yield block[0].each, block
-                block = []
-            block.append(rule)
-        if block:
-            yield block[0].each, block
+        return self.chains.get(kind)
 
 
 def load_rules(path: Path = TABLE) -> RuleTable:
@@ -115,7 +126,7 @@ def load_rules(path: Path = TABLE) -> RuleTable:
     for kind in sorted(CHAIN):
         if sum(rule.kind == kind for rule in rules) != 1:
             raise RuleTableError(f"{path}: needs exactly one {kind} rule (the seller chain's checks)")
-    return RuleTable(rules, text)
+    return RuleTable.of(rules, text)
 
 
 @cache
@@ -153,29 +164,43 @@ def _rule(entry: Mapping[str, Any], where: str) -> Rule:
 
 
 def _compiled(rule: Rule) -> Rule:
+    """The rule with its parameters checked and its predicate compiled into `test`."""
     params = rule.params
     if rule.kind == "digits":
         length, first, last = int(params["length"]), str(params["first"]), str(params["last"])
         if length < 2 or len(first) != 1 or len(last) != 1:
             raise ValueError("length >= 2, first and last one character each")
         pattern = re.compile(rf"^{re.escape(first)}\d{{{length - 2}}}{re.escape(last)}$")
-        return replace(rule, pattern=pattern)
-    if rule.kind == "lookup":
+        rule = replace(rule, params={"length": length, "first": first, "last": last, "pattern": pattern})
+        test = _digits(getter(rule.field), pattern.match)
+    elif rule.kind == "lookup":
         table = {str(key): Decimal(str(value)) for key, value in params["table"].items()}
-        return replace(rule, params={"key": str(params["key"]), "table": table})
-    if rule.kind == "sum":
+        rule = replace(rule, params={"key": str(params["key"]), "table": table})
+        test = _lookup(getter(rule.field), getter(str(params["key"])), table)
+    elif rule.kind == "sum":
         terms = tuple(_term(raw) for raw in params["terms"])
         if not terms:
             raise ValueError("no terms")
         quantize = params.get("quantize")
-        checked = {"tolerance": Decimal(str(params["tolerance"])), "divide": int(params.get("divide", 1)),
-                   "quantize": None if quantize is None else Decimal(1).scaleb(-int(quantize))}
-        return replace(rule, params=checked, terms=terms)
-    if rule.kind == "one_of":
-        return replace(rule, params={"values": frozenset(str(v) for v in params["values"])})
-    if rule.kind == "not_after_now":
-        return replace(rule, params={"skew": timedelta(seconds=int(params["skew_seconds"]))})
-    return rule  # a chain predicate: no parameters
+        tolerance, divide = Decimal(str(params["tolerance"])), int(params.get("divide", 1))
+        quantum = None if quantize is None else Decimal(1).scaleb(-int(quantize))
+        expected = _sum(terms, divide, quantum)
+        rule = replace(rule, terms=terms, params={"tolerance": tolerance, "divide": divide, "quantize": quantum,
+                                                  "expected": expected})
+        test = _within(getter(rule.field), expected, tolerance)
+    elif rule.kind == "one_of":
+        values = frozenset(str(v) for v in params["values"])
+        rule = replace(rule, params={"values": values})
+        test = _one_of(getter(rule.field), values)
+    elif rule.kind == "not_after_now":
+        skew = timedelta(seconds=int(params["skew_seconds"]))
+        rule = replace(rule, params={"skew": skew})
+        test = _not_after(getter(rule.field), skew)
+    else:
+        return rule  # a chain predicate: ValidationAgent.judge and zatca.chain_violations check it
+    if rule.when is not None:
+        test = _when(getter(rule.when[0]), rule.when[1], test)
+    return replace(rule, test=test)
 
 
 def _term(raw: str | Sequence[str]) -> Term:
@@ -189,81 +214,127 @@ def _term(raw: str | Sequence[str]) -> Term:
     return Term(tuple(f.removeprefix("lines[].") for f in factors), negative, over)
 
 
-def stateless_violations(invoice: dict[str, Any], *, now: datetime, rules: RuleTable | None = None) -> list[Violation]:
+# ---- the predicates, each once (rules.rs is the native side's) ----------------------------------------
+
+def _digits(get: Callable[[Scope], Any], match: Callable[[str], Any]) -> Test:
+    def test(scope: Scope, _invoice: Scope, _now: datetime) -> dict[str, Any] | None:
+        value = get(scope)
+        return None if value and match(value) is not None else {"value": value}
+    return test
+
+
+def _lookup(get: Callable[[Scope], Any], key_of: Callable[[Scope], Any], table: Mapping[str, Decimal]) -> Test:
+    def test(scope: Scope, _invoice: Scope, _now: datetime) -> dict[str, Any] | None:
+        value, key = get(scope), value_text(key_of(scope))
+        expected = table[key]
+        return None if value == expected else {"value": value, "key": key, "expected": expected}
+    return test
+
+
+def _within(get: Callable[[Scope], Any], expected_of: Callable[[Scope, Scope], Decimal], tolerance: Decimal) -> Test:
+    def test(scope: Scope, invoice: Scope, _now: datetime) -> dict[str, Any] | None:
+        value, expected = get(scope), expected_of(scope, invoice)
+        return None if abs(value - expected) <= tolerance else {"value": value, "expected": expected}
+    return test
+
+
+def _one_of(get: Callable[[Scope], Any], values: frozenset[str]) -> Test:
+    def test(scope: Scope, _invoice: Scope, _now: datetime) -> dict[str, Any] | None:
+        value = get(scope)
+        return None if value_text(value) in values else {"value": value}
+    return test
+
+
+def _not_after(get: Callable[[Scope], Any], skew: timedelta) -> Test:
+    def test(scope: Scope, _invoice: Scope, now: datetime) -> dict[str, Any] | None:
+        value = get(scope)
+        return None if value <= now + skew else {"value": value.isoformat()}
+    return test
+
+
+def _when(get: Callable[[Scope], Any], equals: str, then: Test) -> Test:
+    def test(scope: Scope, invoice: Scope, now: datetime) -> dict[str, Any] | None:
+        return then(scope, invoice, now) if value_text(get(invoice)) == equals else None
+    return test
+
+
+def _sum(terms: tuple[Term, ...], divide: int, quantum: Decimal | None) -> Callable[[Scope, Scope], Decimal]:
+    """What a `sum` rule's field must equal: its terms added in order, then quantized (as the rules were written
+    by hand: `(quantity * unit_price - discount).quantize(CENT)`, `sum(..., Decimal("0.00"))`). Built from
+    closures once, since it runs for every invoice."""
+    compiled = [(term.negative, _term_value(term, divide)) for term in terms]
+    (first_negative, first), rest = compiled[0], compiled[1:]
+
+    def expected(scope: Scope, invoice: Scope) -> Decimal:
+        total = first(scope, invoice)
+        if first_negative:
+            total = -total
+        for negative, value in rest:
+            total = total - value(scope, invoice) if negative else total + value(scope, invoice)
+        return total if quantum is None else total.quantize(quantum)
+
+    return expected
+
+
+def _term_value(term: Term, divide: int) -> Callable[[Scope, Scope], Decimal]:
+    getters = [getter(name) for name in term.factors]
+
+    def any_product(scope: Scope) -> Decimal:
+        value: Decimal = getters[0](scope)
+        for get in getters[1:]:
+            value = value * get(scope)
+        return value if divide == 1 else value / divide
+
+    product: Callable[[Scope], Decimal] = any_product
+    if len(getters) == 1 and divide == 1:
+        product = getters[0]
+    elif len(getters) == 2:
+        first, second = getters
+        product = (lambda s: first(s) * second(s)) if divide == 1 else (lambda s: first(s) * second(s) / divide)
+    over = term.over
+    if over is None:
+        return lambda scope, _invoice: product(scope)
+    return lambda _scope, invoice: sum(map(product, invoice[over]), _ZERO)
+
+
+def getter(path: str) -> Callable[[Any], Any]:
+    """The value at a dotted path; None once a step is None (an absent optional record)."""
+    steps = path.split(".")
+    if len(steps) == 1:
+        return operator.itemgetter(path)
+
+    def get(scope: Any) -> Any:
+        for step in steps:
+            if scope is None:
+                return None
+            scope = scope[step]
+        return scope
+
+    return get
+
+
+def stateless_violations(invoice: Scope, *, now: datetime, rules: RuleTable | None = None) -> list[Violation]:
     """Every table rule that needs nothing but the invoice itself, in table order (line rules line by line)."""
     found: list[Violation] = []
-    for each, block in (rules or default_rules()).blocks():
+    for each, block in (rules or default_rules()).blocks:
         if each is None:
-            found.extend(v for rule in block if (v := check(rule, invoice, None, None, now)) is not None)
+            for rule in block:
+                broken = rule.test(invoice, invoice, now)  # type: ignore[misc]  # stateless rules have one
+                if broken is not None:
+                    found.append(rule.violation(None, **broken))
             continue
         for index, item in enumerate(invoice[each]):
-            found.extend(v for rule in block if (v := check(rule, invoice, item, index, now)) is not None)
+            for rule in block:
+                broken = rule.test(item, invoice, now)  # type: ignore[misc]
+                if broken is not None:
+                    found.append(rule.violation(index, line_id=item["line_id"], **broken))
     return found
 
 
-def check(rule: Rule, invoice: dict[str, Any], item: dict[str, Any] | None, index: int | None,
-          now: datetime) -> Violation | None:
-    """One stateless rule on the invoice (and the line `item` for an `each` rule): its violation, or None."""
-    scope = invoice if item is None else item
-    if rule.when is not None and value_text(resolve(invoice, rule.when[0])) != rule.when[1]:
-        return None
-    value = resolve(scope, rule.field)
-    context: dict[str, Any] = {"value": value}
-    if item is not None:
-        context["line_id"] = item["line_id"]
-    params = rule.params
-    if rule.kind == "digits":
-        assert rule.pattern is not None  # noqa: S101 - _compiled sets it for every digits rule
-        ok = bool(value) and rule.pattern.match(value) is not None
-    elif rule.kind == "lookup":
-        key = value_text(resolve(scope, params["key"]))
-        context["key"] = key
-        context["expected"] = expected = params["table"][key]
-        ok = value == expected
-    elif rule.kind == "sum":
-        context["expected"] = expected = sum_of(rule, invoice, item)
-        ok = abs(value - expected) <= params["tolerance"]
-    elif rule.kind == "one_of":
-        ok = value_text(value) in params["values"]
-    elif rule.kind == "not_after_now":
-        context["value"] = value.isoformat()
-        ok = value <= now + params["skew"]
-    else:
-        raise RuleTableError(f"rule {rule.code}: {rule.kind} is not a stateless predicate")
-    return None if ok else rule.violation(index, **context)
-
-
-def sum_of(rule: Rule, invoice: dict[str, Any], item: dict[str, Any] | None) -> Decimal:
-    """What a `sum` rule's field must equal (within its tolerance): its terms added, then quantized."""
-    divide = rule.params["divide"]
-    total: Decimal | None = None
-    for term in rule.terms:
-        if term.over is None:
-            value = _product(invoice if item is None else item, term.factors, divide)
-        else:
-            value = sum((_product(line, term.factors, divide) for line in invoice[term.over]), _ZERO)
-        total = (-value if total is None else total - value) if term.negative else \
-            (value if total is None else total + value)
-    assert total is not None  # noqa: S101 - _compiled refuses a sum without terms
-    quantum = rule.params["quantize"]
-    return total if quantum is None else total.quantize(quantum)
-
-
-def _product(scope: dict[str, Any], factors: tuple[str, ...], divide: int) -> Decimal:
-    value: Decimal = resolve(scope, factors[0])
-    for name in factors[1:]:
-        value = value * resolve(scope, name)
-    return value if divide == 1 else value / divide
-
-
-def resolve(scope: dict[str, Any] | None, path: str) -> Any:
-    """The value at a dotted path; None once a step is None (an absent optional record)."""
-    value: Any = scope
-    for step in path.split("."):
-        if value is None:
-            return None
-        value = value[step]
-    return value
+def sum_of(rule: Rule, invoice: Scope, item: Scope | None) -> Decimal:
+    """What a `sum` rule's field must equal (within its tolerance) on the invoice, or on its line `item`."""
+    expected: Callable[[Scope, Scope], Decimal] = rule.params["expected"]
+    return expected(invoice if item is None else item, invoice)
 
 
 def value_text(member: Any) -> str:

@@ -385,16 +385,11 @@ impl RuleTable {
 
     /// Every rule surely passes (Some), or one fails or cannot be decided here (None).
     pub fn passes(&self, schema: &Schema, caps: &Captured<'_>, now_micros: i64) -> Option<()> {
-        let stride = self.line_fields.len();
-        let lines: Vec<&[Cap<'_>]> = if stride == 0 {
-            Vec::new()
-        } else {
-            caps.lines.chunks_exact(stride).collect()
-        };
         let ctx = Context {
             schema,
             scalars: &caps.scalars,
-            lines: &lines,
+            lines: &caps.lines,
+            stride: self.line_fields.len(),
         };
         for rule in &self.rules {
             if let Some((field, equals)) = &rule.when {
@@ -403,7 +398,7 @@ impl RuleTable {
                 }
             }
             if rule.each {
-                for line in &lines {
+                for line in ctx.each_line() {
                     ctx.check(rule, Some(line), now_micros)?;
                 }
             } else {
@@ -424,10 +419,17 @@ fn position_or_push<T: PartialEq>(items: &mut Vec<T>, item: T) -> usize {
 struct Context<'c, 'a> {
     schema: &'c Schema,
     scalars: &'c [Cap<'a>],
-    lines: &'c [&'c [Cap<'a>]],
+    /// Every line's captures, `stride` per line.
+    lines: &'c [Cap<'a>],
+    stride: usize,
 }
 
-impl<'a> Context<'_, 'a> {
+impl<'c, 'a> Context<'c, 'a> {
+    fn each_line(&self) -> impl Iterator<Item = &'c [Cap<'a>]> + use<'c, 'a> {
+        // A table without line fields has no line captures (chunks_exact(0) would panic).
+        self.lines.chunks_exact(self.stride.max(1))
+    }
+
     fn get(&self, field: FieldRef, line: Option<&[Cap<'a>]>) -> Option<Cap<'a>> {
         match field {
             FieldRef::Scalar(i) => self.scalars.get(i).copied(),
@@ -511,7 +513,7 @@ impl<'a> Context<'_, 'a> {
         for term in terms {
             let mut value = if term.over_lines {
                 let mut acc = Dec::default();
-                for item in self.lines {
+                for item in self.each_line() {
                     acc = add(acc, self.product(&term.factors, divide, Some(item))?)?;
                 }
                 acc
@@ -551,7 +553,16 @@ fn exact(dec: Dec) -> Option<Dec> {
 }
 
 fn pow10(n: u32) -> Option<i128> {
-    10i128.checked_pow(n)
+    const POWERS: [i128; 30] = {
+        let mut table = [1i128; 30];
+        let mut i = 1;
+        while i < 30 {
+            table[i] = table[i - 1] * 10;
+            i += 1;
+        }
+        table
+    };
+    POWERS.get(usize::try_from(n).ok()?).copied()
 }
 
 /// `dec` at `scale` places: exact when widening, half to even when narrowing (Decimal.quantize).

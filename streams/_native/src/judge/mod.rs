@@ -42,10 +42,10 @@ use plan::Plan;
 use python::{event_id, seller_chain, text};
 use sink::{Invoice, JudgeSink};
 
-/// A record's invoice, judged by the table's stateless rules, and its canonical JSON.
+/// A record's invoice, judged by the table's stateless rules, and the SHA-256 of its canonical JSON.
 struct Judged<'a> {
     invoice: Invoice<'a>,
-    canonical: Vec<u8>,
+    digest: [u8; 32],
 }
 
 /// The validation agent's fast path for invoices that pass every rule (see the module docs).
@@ -112,13 +112,16 @@ impl InvoiceJudge {
             .and_then(|()| walk.sink.json.finish())
             .ok()?;
         let JudgeSink { json, invoice, .. } = walk.sink;
-        let canonical = json.output().to_vec();
+        let canonical = json.output();
         plan.json_size.store(canonical.len(), Ordering::Relaxed);
         if invoice.oversize {
             return None;
         }
         self.rules.passes(&plan.schema, &invoice.caps, now_micros)?;
-        Some(Judged { invoice, canonical })
+        Some(Judged {
+            invoice,
+            digest: Sha256::digest(canonical).into(),
+        })
     }
 }
 
@@ -250,7 +253,7 @@ impl InvoiceJudge {
             return Ok(None);
         }
         let mut digest = Vec::with_capacity(44);
-        write_base64(&mut digest, &Sha256::digest(&judged.canonical));
+        write_base64(&mut digest, &judged.digest);
         let digest = PyString::new(py, std::str::from_utf8(&digest).unwrap_or_default());
         let Some(cleared) = self.cleared(py, invoice, &digest, &event_id, now)? else {
             return Ok(None);

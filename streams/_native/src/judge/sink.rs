@@ -75,6 +75,8 @@ impl<'a, 'p, 'py> JudgeSink<'a, 'p, 'py> {
     pub fn new(json: JsonSink<'a, 'p, 'py>, plan: &'p Plan, scalars: usize, stride: usize) -> Self {
         let mut invoice = Invoice::default();
         invoice.caps.scalars = vec![Cap::Missing; scalars];
+        // Room for a few lines' captures up front: one allocation for most invoices.
+        invoice.caps.lines = Vec::with_capacity(stride * 8);
         JudgeSink {
             json,
             plan,
