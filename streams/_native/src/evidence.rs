@@ -218,12 +218,8 @@ pub fn encode_evidence_batch<'py>(
             let value = message.call_method0(n_value)?;
             let value = optional_bytes(&value, "a record's value")?;
 
-            prefix.clear();
-            prefix.extend_from_slice(&part_prefix);
-            put_long(prefix, offset);
-            put_long(prefix, timestamp);
-            put_optional(prefix, optional_bytes(&key, "a record's key")?);
-            put_headers(prefix, &headers)?;
+            let key = optional_bytes(&key, "a record's key")?;
+            record_prefix(prefix, &part_prefix, offset, timestamp, key, &headers)?;
 
             let mut tag: Vec<u8> = Vec::with_capacity(11);
             put_optional_tag(&mut tag, value);
@@ -235,51 +231,10 @@ pub fn encode_evidence_batch<'py>(
             let digest = <[u8; 32]>::from(hasher.finalize());
             digests.extend_from_slice(&digest);
 
-            lines.extend_from_slice(digits.format(i64::from(partition)));
-            lines.push(b' ');
-            lines.extend_from_slice(digits.format(offset));
-            lines.push(b' ');
-            for byte in digest {
-                lines.push(HEX[usize::from(byte >> 4)]);
-                lines.push(HEX[usize::from(byte & 0x0F)]);
-            }
-            lines.push(b'\n');
-
-            let header = match value {
-                Some(v) if v.len() >= 5 && v[0] == 0 => {
-                    let header: [u8; 5] = [v[0], v[1], v[2], v[3], v[4]];
-                    let known = kinds.iter().find(|(h, _)| *h == header).map(|(_, k)| *k);
-                    let is_typed = match known {
-                        Some(k) => k,
-                        None => {
-                            let k: bool = typed.call1((PyBytes::new(py, &header),))?.extract()?;
-                            kinds.push((header, k));
-                            k
-                        }
-                    };
-                    is_typed.then_some(header)
-                }
-                _ => None,
-            };
+            hash_line(&mut lines, &mut digits, partition, offset, &digest);
+            let header = typed_header(py, &mut kinds, typed, value)?;
             let group = group_for(groups, &mut used, header);
-            group.data.extend_from_slice(prefix);
-            match (header, value) {
-                (Some(h), Some(v)) => {
-                    // envelope: canonical prefix, schema id, union branch 1, the datum as it is
-                    put_long(
-                        &mut group.data,
-                        i64::from(u32::from_be_bytes([h[1], h[2], h[3], h[4]])),
-                    );
-                    group.data.push(SOME);
-                    group.data.extend_from_slice(&v[5..]);
-                }
-                _ => {
-                    // raw file: the canonical encoding itself
-                    group.data.extend_from_slice(&tag);
-                    group.data.extend_from_slice(value.unwrap_or_default());
-                }
-            }
-            group.ends.push(group.data.len());
+            append_datum(group, prefix, header, value, &tag);
             Ok(())
         })();
         if record.is_err() {
@@ -287,22 +242,115 @@ pub fn encode_evidence_batch<'py>(
             break;
         }
     }
-    let out = PyList::empty(py);
-    if result.is_ok() {
-        for group in &groups[..used] {
-            let header = match group.header {
-                Some(h) => PyBytes::new(py, &h).into_any(),
-                None => py.None().into_bound(py),
-            };
-            let item =
-                (header, PyBytes::new(py, &group.data), &group.ends).into_bound_py_any(py)?;
-            out.append(item)?;
-        }
-    }
+    let out = match result {
+        Ok(()) => groups_list(py, &buffers.groups[..used]),
+        Err(err) => Err(err),
+    };
     BUFFERS.with(|b| b.replace(buffers));
-    result?;
+    let out = out?;
     let lines = PyString::new(py, std::str::from_utf8(&lines).expect("ASCII lines"));
     Ok((PyBytes::new(py, &digests), lines, out))
+}
+
+/// The canonical encoding of a record up to its value: topic and partition, offset, timestamp, key, headers.
+fn record_prefix(
+    prefix: &mut Vec<u8>,
+    part_prefix: &[u8],
+    offset: i64,
+    timestamp: i64,
+    key: Option<&[u8]>,
+    headers: &Bound<'_, PyAny>,
+) -> PyResult<()> {
+    prefix.clear();
+    prefix.extend_from_slice(part_prefix);
+    put_long(prefix, offset);
+    put_long(prefix, timestamp);
+    put_optional(prefix, key);
+    put_headers(prefix, headers)
+}
+
+/// One `"partition offset sha256hex\n"` line of the hash list.
+fn hash_line(
+    lines: &mut Vec<u8>,
+    digits: &mut Digits,
+    partition: i32,
+    offset: i64,
+    digest: &[u8; 32],
+) {
+    lines.extend_from_slice(digits.format(i64::from(partition)));
+    lines.push(b' ');
+    lines.extend_from_slice(digits.format(offset));
+    lines.push(b' ');
+    for &byte in digest {
+        lines.push(HEX[usize::from(byte >> 4)]);
+        lines.push(HEX[usize::from(byte & 0x0F)]);
+    }
+    lines.push(b'\n');
+}
+
+/// The value's Confluent header when `typed` says its schema id is known (asked once per header).
+fn typed_header(
+    py: Python<'_>,
+    kinds: &mut Vec<([u8; 5], bool)>,
+    typed: &Bound<'_, PyAny>,
+    value: Option<&[u8]>,
+) -> PyResult<Option<[u8; 5]>> {
+    let Some(v) = value.filter(|v| v.len() >= 5 && v[0] == 0) else {
+        return Ok(None);
+    };
+    let header: [u8; 5] = [v[0], v[1], v[2], v[3], v[4]];
+    let known = kinds.iter().find(|(h, _)| *h == header).map(|(_, k)| *k);
+    let is_typed = match known {
+        Some(k) => k,
+        None => {
+            let k: bool = typed.call1((PyBytes::new(py, &header),))?.extract()?;
+            kinds.push((header, k));
+            k
+        }
+    };
+    Ok(is_typed.then_some(header))
+}
+
+/// One record into its target file's datums: the canonical prefix, then the typed envelope or the raw
+/// encoding.
+fn append_datum(
+    group: &mut Group,
+    prefix: &[u8],
+    header: Option<[u8; 5]>,
+    value: Option<&[u8]>,
+    tag: &[u8],
+) {
+    group.data.extend_from_slice(prefix);
+    match (header, value) {
+        (Some(h), Some(v)) => {
+            // envelope: canonical prefix, schema id, union branch 1, the datum as it is
+            put_long(
+                &mut group.data,
+                i64::from(u32::from_be_bytes([h[1], h[2], h[3], h[4]])),
+            );
+            group.data.push(SOME);
+            group.data.extend_from_slice(&v[5..]);
+        }
+        _ => {
+            // raw file: the canonical encoding itself
+            group.data.extend_from_slice(tag);
+            group.data.extend_from_slice(value.unwrap_or_default());
+        }
+    }
+    group.ends.push(group.data.len());
+}
+
+/// `(header or None, datums joined, end of each datum)` per target file.
+fn groups_list<'py>(py: Python<'py>, groups: &[Group]) -> PyResult<Bound<'py, PyList>> {
+    let out = PyList::empty(py);
+    for group in groups {
+        let header = match group.header {
+            Some(h) => PyBytes::new(py, &h).into_any(),
+            None => py.None().into_bound(py),
+        };
+        out.append((header, PyBytes::new(py, &group.data), &group.ends).into_bound_py_any(py)?)?;
+    }
+    Ok(out)
 }
 
 /// A small decimal formatter for the hash-list lines.
