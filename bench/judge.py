@@ -54,13 +54,14 @@ class MemoryRegistry:
         return self.schemas[schema_id]
 
 
-class Discard(Output):
-    def __init__(self) -> None:  # no producer
-        self.sent = 0
+class Keep(Output):
+    """An Output that keeps what the agent sends (no producer: nothing is produced)."""
 
-    def send(self, topic: str, key: bytes | None, value: bytes | None,  # noqa: ARG002 - counted only
-             headers: Any) -> None:  # noqa: ARG002
-        self.sent += 1
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, bytes | None, bytes | None, Any]] = []
+
+    def send(self, topic: str, key: bytes | None, value: bytes | None, headers: Any) -> None:
+        self.sent.append((topic, key, value, headers))
 
 
 def records(count: int) -> tuple[ValidationAgent, InvoiceJudge, MemoryRegistry, list[Message]]:
@@ -70,16 +71,26 @@ def records(count: int) -> tuple[ValidationAgent, InvoiceJudge, MemoryRegistry, 
     producer = EventEncoder(catalog, client, source="billing-api")
     decoder = EventDecoder(client)
     agent = ValidationAgent(catalog, decoder, EventEncoder(catalog, client, source="validation-agent"))
-    judge = InvoiceJudge(agent.encoder.topic("invoice.cleared").writer, FIRST_PIH, decoder.max_record_bytes,
-                         default_rules().text)
+    judge = InvoiceJudge(
+        agent.encoder.topic("invoice.cleared").writer, FIRST_PIH, decoder.max_record_bytes, default_rules().text
+    )
     per_seller = -(-count // 20)
     chains = [invoice_chain(per_seller, tenant=f"seller-{n:02d}", seed=n) for n in range(20)]
     events = [chain[i] for i in range(per_seller) for chain in chains][:count]
     out = []
     for offset, event in enumerate(events):
         key, value, headers, _ = producer.build("invoice.created", event)
-        out.append(Message(topic="invoice.created", partition=0, offset=offset, key=key, value=value,
-                           headers=cast("Any", headers), timestamp=(1, 1_793_520_000_000)))
+        out.append(
+            Message(
+                topic="invoice.created",
+                partition=0,
+                offset=offset,
+                key=key,
+                value=value,
+                headers=cast("Any", headers),
+                timestamp=(1, 1_793_520_000_000),
+            )
+        )
     return agent, judge, registry, out
 
 
@@ -97,7 +108,7 @@ def native_round(judge: InvoiceJudge, registry: MemoryRegistry, messages: list[M
 
 
 def python_round(agent: ValidationAgent, messages: list[Message]) -> float:
-    state, out = PartitionState(), Discard()
+    state, out = PartitionState(), Keep()
     sources = [SourceRecord.from_message(m) for m in messages]
     started = time.perf_counter()
     for source in sources:
@@ -115,15 +126,29 @@ def main() -> None:
     native = [native_round(judge, registry, messages) for _ in range(args.rounds)]
     python = [python_round(agent, messages) for _ in range(max(1, args.rounds // 2))]
     for name, runs in (("native try_clear", native), ("python handle_one", python)):
-        print(f"{name:18} {statistics.median(runs):8.2f} us/invoice  ({min(runs):.2f}-{max(runs):.2f}, "
-              f"{len(runs)} rounds of {args.events})")
+        print(
+            f"{name:18} {statistics.median(runs):8.2f} us/invoice  ({min(runs):.2f}-{max(runs):.2f}, "
+            f"{len(runs)} rounds of {args.events})"
+        )
     ratio = statistics.median(python) / statistics.median(native)
     print(f"ratio: native is {ratio:.1f}x the Python path")
     if args.json:
-        args.json.write_text(json.dumps({
-            "conditions": {"events": args.events, "sellers": 20, "python": platform.python_version(),
-                           "invoice": "streams.samples.invoice_chain, 2 lines, every one clean; empty state per round"},
-            "native_us_per_invoice": native, "python_us_per_invoice": python, "ratio": round(ratio, 2)}, indent=1))
+        args.json.write_text(
+            json.dumps(
+                {
+                    "conditions": {
+                        "events": args.events,
+                        "sellers": 20,
+                        "python": platform.python_version(),
+                        "invoice": "streams.samples.invoice_chain, 2 lines, every one clean; empty state per round",
+                    },
+                    "native_us_per_invoice": native,
+                    "python_us_per_invoice": python,
+                    "ratio": round(ratio, 2),
+                },
+                indent=1,
+            )
+        )
 
 
 if __name__ == "__main__":

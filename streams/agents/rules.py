@@ -151,12 +151,21 @@ def _rule(entry: Mapping[str, Any], where: str) -> Rule:
         raise RuleTableError(f"{where}: severity {severity!r} is not one of {sorted(SEVERITIES)}")
     names = {name for _, name, _, _ in string.Formatter().parse(message) if name is not None}
     if not names <= PLACEHOLDERS:
-        raise RuleTableError(f"{where}: the message names {sorted(names - PLACEHOLDERS)}; it may use "
-                             f"{sorted(PLACEHOLDERS)}")
+        raise RuleTableError(
+            f"{where}: the message names {sorted(names - PLACEHOLDERS)}; it may use {sorted(PLACEHOLDERS)}"
+        )
     if each is not None and each != "lines":
         raise RuleTableError(f"{where}: each must be 'lines', got {each!r}")
-    rule = Rule(code, severity, path, kind, predicate, message, each,
-                (str(when["field"]), str(when["equals"])) if when else None)
+    rule = Rule(
+        code,
+        severity,
+        path,
+        kind,
+        predicate,
+        message,
+        each,
+        (str(when["field"]), str(when["equals"])) if when else None,
+    )
     try:
         return _compiled(rule)
     except (KeyError, TypeError, ValueError, ArithmeticError) as exc:
@@ -185,8 +194,11 @@ def _compiled(rule: Rule) -> Rule:
         tolerance, divide = Decimal(str(params["tolerance"])), int(params.get("divide", 1))
         quantum = None if quantize is None else Decimal(1).scaleb(-int(quantize))
         expected = _sum(terms, divide, quantum)
-        rule = replace(rule, terms=terms, params={"tolerance": tolerance, "divide": divide, "quantize": quantum,
-                                                  "expected": expected})
+        rule = replace(
+            rule,
+            terms=terms,
+            params={"tolerance": tolerance, "divide": divide, "quantize": quantum, "expected": expected},
+        )
         test = _within(getter(rule.field), expected, tolerance)
     elif rule.kind == "one_of":
         values = frozenset(str(v) for v in params["values"])
@@ -216,10 +228,12 @@ def _term(raw: str | Sequence[str]) -> Term:
 
 # ---- the predicates, each once (rules.rs is the native side's) ----------------------------------------
 
+
 def _digits(get: Callable[[Scope], Any], match: Callable[[str], Any]) -> Test:
     def test(scope: Scope, _invoice: Scope, _now: datetime) -> dict[str, Any] | None:
         value = get(scope)
         return None if value and match(value) is not None else {"value": value}
+
     return test
 
 
@@ -228,6 +242,7 @@ def _lookup(get: Callable[[Scope], Any], key_of: Callable[[Scope], Any], table: 
         value, key = get(scope), value_text(key_of(scope))
         expected = table[key]
         return None if value == expected else {"value": value, "key": key, "expected": expected}
+
     return test
 
 
@@ -235,6 +250,7 @@ def _within(get: Callable[[Scope], Any], expected_of: Callable[[Scope, Scope], D
     def test(scope: Scope, invoice: Scope, _now: datetime) -> dict[str, Any] | None:
         value, expected = get(scope), expected_of(scope, invoice)
         return None if abs(value - expected) <= tolerance else {"value": value, "expected": expected}
+
     return test
 
 
@@ -242,6 +258,7 @@ def _one_of(get: Callable[[Scope], Any], values: frozenset[str]) -> Test:
     def test(scope: Scope, _invoice: Scope, _now: datetime) -> dict[str, Any] | None:
         value = get(scope)
         return None if value_text(value) in values else {"value": value}
+
     return test
 
 
@@ -249,12 +266,14 @@ def _not_after(get: Callable[[Scope], Any], skew: timedelta) -> Test:
     def test(scope: Scope, _invoice: Scope, now: datetime) -> dict[str, Any] | None:
         value = get(scope)
         return None if value <= now + skew else {"value": value.isoformat()}
+
     return test
 
 
 def _when(get: Callable[[Scope], Any], equals: str, then: Test) -> Test:
     def test(scope: Scope, invoice: Scope, now: datetime) -> dict[str, Any] | None:
         return then(scope, invoice, now) if value_text(get(invoice)) == equals else None
+
     return test
 
 

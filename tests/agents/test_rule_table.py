@@ -130,7 +130,7 @@ def judge_both(world: World, event: Invoice, seeded: dict[str, Any]) -> tuple[bo
     native = native_clear(world, record, copy_state(state))
     outcome, sent = python_judge(world, record, state)
     assert outcome in {"cleared", "violation"}
-    ids = {dict(headers)["ce_id"].decode() for _, _, _, headers in sent if dict(headers).get("ce_id")}
+    ids = {ce_id.decode() for _, _, _, sent_headers in sent if (ce_id := dict(sent_headers).get("ce_id"))}
     return native is not None, ids, SourceRecord.from_message(record).event_id
 
 
@@ -164,8 +164,13 @@ def test_both_sides_implement_the_same_vocabulary() -> None:
     assert set(InvoiceJudge.predicates()) == STATELESS | CHAIN
 
 
-THROWAWAY = {"code": "TEST-CURRENCY", "severity": "WARNING", "field": "currency",
-             "predicate": {"kind": "one_of", "values": ["SAR"]}, "message": "currency {value!r} is not SAR"}
+THROWAWAY = {
+    "code": "TEST-CURRENCY",
+    "severity": "WARNING",
+    "field": "currency",
+    "predicate": {"kind": "one_of", "values": ["SAR"]},
+    "message": "currency {value!r} is not SAR",
+}
 
 
 def table_with(tmp_path: Path, *extra: dict[str, Any]) -> RuleTable:
@@ -196,8 +201,13 @@ def test_a_rule_added_to_a_copy_of_the_table_is_enforced_by_both(tmp_path: Path)
 
 
 def test_a_line_rule_added_to_a_copy_is_enforced_by_both(tmp_path: Path) -> None:
-    rule = {"code": "TEST-STANDARD-RATED", "each": "lines", "field": "vat_category",
-            "predicate": {"kind": "one_of", "values": ["S"]}, "message": "line {line_id}: category {value}"}
+    rule = {
+        "code": "TEST-STANDARD-RATED",
+        "each": "lines",
+        "field": "vat_category",
+        "predicate": {"kind": "one_of", "values": ["S"]},
+        "message": "line {line_id}: category {value}",
+    }
     rules = table_with(tmp_path, rule)
     world = make_world(rules)
     event = invoice(43)
@@ -211,14 +221,18 @@ def test_a_line_rule_added_to_a_copy_is_enforced_by_both(tmp_path: Path) -> None
     assert judge_both(make_world(), broken, {})[0]  # the package's table clears it
 
 
-@pytest.mark.parametrize(("change", "refusal"), [
-    ({"predicate": {"kind": "frobnicate"}}, 'predicate "frobnicate" is not implemented natively'),
-    ({"field": "seller.address.city"}, "is not implemented natively"),
-    ({"each": "payments"}, "is not implemented natively"),
-    ({"predicate": {"kind": "sum", "terms": ["vat_total"], "divide": 3, "tolerance": "0.01"}}, "power of ten"),
-])
-def test_a_table_the_native_side_does_not_implement_is_refused(world: World, change: dict[str, Any],
-                                                               refusal: str) -> None:
+@pytest.mark.parametrize(
+    ("change", "refusal"),
+    [
+        ({"predicate": {"kind": "frobnicate"}}, 'predicate "frobnicate" is not implemented natively'),
+        ({"field": "seller.address.city"}, "is not implemented natively"),
+        ({"each": "payments"}, "is not implemented natively"),
+        ({"predicate": {"kind": "sum", "terms": ["vat_total"], "divide": 3, "tolerance": "0.01"}}, "power of ten"),
+    ],
+)
+def test_a_table_the_native_side_does_not_implement_is_refused(
+    world: World, change: dict[str, Any], refusal: str
+) -> None:
     data = json.loads(TABLE.read_text())
     data["rules"].append({**THROWAWAY, **change})
     with pytest.raises(ValueError, match=r"^the native judge refuses the rule table: rule 14 \(TEST-CURRENCY\): "):
@@ -227,12 +241,15 @@ def test_a_table_the_native_side_does_not_implement_is_refused(world: World, cha
         InvoiceJudge(world.cleared_writer(), FIRST_PIH, 1_048_576, json.dumps(data))
 
 
-@pytest.mark.parametrize(("change", "refusal"), [
-    ({"predicate": {"kind": "frobnicate"}}, "unknown predicate 'frobnicate'"),
-    ({"message": "{nope}"}, "the message names \\['nope'\\]"),
-    ({"severity": "FATAL"}, "severity 'FATAL'"),
-    ({"predicate": {"kind": "digits", "length": 1, "first": "3", "last": "3"}}, "bad parameters for digits"),
-])
+@pytest.mark.parametrize(
+    ("change", "refusal"),
+    [
+        ({"predicate": {"kind": "frobnicate"}}, "unknown predicate 'frobnicate'"),
+        ({"message": "{nope}"}, "the message names \\['nope'\\]"),
+        ({"severity": "FATAL"}, "severity 'FATAL'"),
+        ({"predicate": {"kind": "digits", "length": 1, "first": "3", "last": "3"}}, "bad parameters for digits"),
+    ],
+)
 def test_the_python_loader_refuses_a_malformed_rule(tmp_path: Path, change: dict[str, Any], refusal: str) -> None:
     with pytest.raises(RuleTableError, match=refusal):
         table_with(tmp_path, {**THROWAWAY, **change})
@@ -240,5 +257,6 @@ def test_the_python_loader_refuses_a_malformed_rule(tmp_path: Path, change: dict
 
 def test_the_chain_checks_are_declared_exactly_once(tmp_path: Path) -> None:
     with pytest.raises(RuleTableError, match="exactly one counter_increases"):
-        table_with(tmp_path, {"code": "AGAIN", "field": "icv", "predicate": {"kind": "counter_increases"},
-                              "message": "again"})
+        table_with(
+            tmp_path, {"code": "AGAIN", "field": "icv", "predicate": {"kind": "counter_increases"}, "message": "again"}
+        )
