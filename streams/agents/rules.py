@@ -89,20 +89,21 @@ class RuleTable:
 
     rules: tuple[Rule, ...]
     text: str = dataclasses.field(repr=False)
-    # Consecutive stateless rules with the same `each` (line rules run line by line), and the chain's rules.
-    blocks: tuple[tuple[str | None, tuple[Rule, ...]], ...] = dataclasses.field(default=(), repr=False)
+    # Consecutive stateless rules with the same `each` (line rules run line by line), each with its compiled
+    # test; and the chain's rules by predicate.
+    blocks: tuple[tuple[str | None, tuple[tuple[Rule, Test], ...]], ...] = dataclasses.field(default=(), repr=False)
     chains: Mapping[str, Rule] = dataclasses.field(default_factory=dict, repr=False)
 
     @classmethod
     def of(cls, rules: tuple[Rule, ...], text: str) -> RuleTable:
-        blocks: list[tuple[str | None, tuple[Rule, ...]]] = []
+        blocks: list[tuple[str | None, tuple[tuple[Rule, Test], ...]]] = []
         for rule in rules:
-            if rule.kind not in STATELESS:
+            if rule.test is None:  # a chain rule
                 continue
             if blocks and blocks[-1][0] == rule.each:
-                blocks[-1] = (rule.each, (*blocks[-1][1], rule))
+                blocks[-1] = (rule.each, (*blocks[-1][1], (rule, rule.test)))
             else:
-                blocks.append((rule.each, (rule,)))
+                blocks.append((rule.each, ((rule, rule.test),)))
         return cls(rules, text, tuple(blocks), {rule.kind: rule for rule in rules if rule.kind in CHAIN})
 
     @property
@@ -284,6 +285,9 @@ def _sum(terms: tuple[Term, ...], divide: int, quantum: Decimal | None) -> Calla
     compiled = [(term.negative, _term_value(term, divide)) for term in terms]
     (first_negative, first), rest = compiled[0], compiled[1:]
 
+    if not rest and not first_negative and quantum is None:
+        return first  # one term as it is (the totals that must equal one field)
+
     def expected(scope: Scope, invoice: Scope) -> Decimal:
         total = first(scope, invoice)
         if first_negative:
@@ -337,14 +341,14 @@ def stateless_violations(invoice: Scope, *, now: datetime, rules: RuleTable | No
     found: list[Violation] = []
     for each, block in (rules or default_rules()).blocks:
         if each is None:
-            for rule in block:
-                broken = rule.test(invoice, invoice, now)  # type: ignore[misc]  # stateless rules have one
+            for rule, test in block:
+                broken = test(invoice, invoice, now)
                 if broken is not None:
                     found.append(rule.violation(None, **broken))
             continue
         for index, item in enumerate(invoice[each]):
-            for rule in block:
-                broken = rule.test(item, invoice, now)  # type: ignore[misc]
+            for rule, test in block:
+                broken = test(item, invoice, now)
                 if broken is not None:
                     found.append(rule.violation(index, line_id=item["line_id"], **broken))
     return found
