@@ -48,6 +48,15 @@ struct Judged<'a> {
     digest: [u8; 32],
 }
 
+/// try_clear's arguments from the agent: the record, the partition state and its dirty keys, the time.
+#[derive(Clone, Copy)]
+struct Delivery<'a, 'py> {
+    message: &'a Bound<'py, PyAny>,
+    state: &'a Bound<'py, PyDict>,
+    dirty: &'a Bound<'py, PySet>,
+    now: &'a Bound<'py, PyAny>,
+}
+
 /// The validation agent's fast path for invoices that pass every rule (see the module docs).
 ///
 /// `InvoiceJudge(cleared_writer, first_pih, max_record_bytes, rules)`, `rules` being the rule
@@ -201,7 +210,13 @@ impl InvoiceJudge {
         let Some(judged) = self.judge(py, &plan, &data[5..], now_micros) else {
             return none();
         };
-        match self.clear(py, message, state, dirty, now, &judged)? {
+        let delivery = Delivery {
+            message,
+            state,
+            dirty,
+            now,
+        };
+        match self.clear(py, &delivery, &judged)? {
             Some(built) => Ok(built),
             None => none(),
         }
@@ -214,12 +229,15 @@ impl InvoiceJudge {
     fn clear<'py>(
         &self,
         py: Python<'py>,
-        message: &Bound<'py, PyAny>,
-        state: &Bound<'py, PyDict>,
-        dirty: &Bound<'py, PySet>,
-        now: &Bound<'py, PyAny>,
+        delivery: &Delivery<'_, 'py>,
         judged: &Judged<'_>,
     ) -> PyResult<Option<Bound<'py, PyAny>>> {
+        let Delivery {
+            message,
+            state,
+            dirty,
+            now,
+        } = *delivery;
         let invoice = &judged.invoice;
         let (Some(invoice_id), Some(tenant_id), Some(previous_hash), Some(icv)) = (
             text(invoice.invoice_id),
