@@ -26,6 +26,7 @@ NOTES = ROOT / "bench" / "notes"
 BENCHES: dict[str, list[str]] = {
     "publish": ["--events", "50000", "--profile"],
     "agents": ["--events", "60000", "--rounds", "3", "--profile"],
+    "judge": ["--events", "4000", "--rounds", "7"],
     "user_agents": ["--events", "60000", "--rounds", "3"],
     "bridge": ["--events", "100000", "--runs", "2"],
     "replay": ["--events", "1000000", "--rounds", "3"],
@@ -35,6 +36,7 @@ BENCHES: dict[str, list[str]] = {
 QUICK: dict[str, list[str]] = {  # --quick: the same paths on small inputs, to check the harness itself
     "publish": ["--events", "5000"],
     "agents": ["--events", "2000", "--rounds", "1", "--seconds", "5"],
+    "judge": ["--events", "200", "--rounds", "1"],
     "user_agents": ["--events", "2000", "--rounds", "1", "--seconds", "5"],
     "bridge": ["--events", "5000", "--runs", "1"],
     "replay": ["--events", "20000", "--rounds", "1"],

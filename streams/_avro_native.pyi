@@ -99,14 +99,21 @@ class EventWriter:
 class InvoiceJudge:
     """The validation agent's fast path: judges an invoice.created record that passes every rule in one call.
 
-    ``try_clear`` returns the invoice.cleared record ``(key, value, headers, event_id)`` exactly as the Python
-    path builds it, having written the seller's and the invoice's state (into ``state`` and ``dirty``); None
-    when the record is anything but a clean invoice (a violation, a decoding error, an unusual value), with
-    nothing changed, so the Python path judges it; or the record's schema id when ``add_schema`` has not
-    been told it yet.
+    It evaluates the rule table it is given (docs/decisions/0023). ``try_clear`` returns the invoice.cleared
+    record ``(key, value, headers, event_id)`` exactly as the Python path builds it, having written the
+    seller's and the invoice's state (into ``state`` and ``dirty``); None when the record is anything but a
+    clean invoice (a violation, a decoding error, an unusual value), with nothing changed, so the Python path
+    judges it; or the record's schema id when ``add_schema`` has not been told it yet.
     """
 
-    def __init__(self, cleared_writer: EventWriter, first_pih: str, max_record_bytes: int) -> None: ...
+    def __init__(self, cleared_writer: EventWriter, first_pih: str, max_record_bytes: int, rules: str) -> None:
+        """``rules`` is the rule table's JSON (streams/agents/zatca_rules.json); ValueError names a rule whose
+        predicate, path or parameter the native side does not implement."""
+
+    @staticmethod
+    def predicates() -> list[str]:
+        """The predicate kinds the native side implements (rules.rs)."""
+
     def add_schema(self, schema_id: int, schema_json: str) -> bool:
         """Compile a writer schema; False when the fast path does not cover it (its records always get None)."""
 

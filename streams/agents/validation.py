@@ -18,15 +18,8 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from streams._avro_native import InvoiceJudge
-from streams.agents.zatca import (
-    FIRST_PIH,
-    SellerChain,
-    Violation,
-    chain_violations,
-    outcome_id,
-    qr_payload,
-    stateless_violations,
-)
+from streams.agents.rules import RuleTable, default_rules, stateless_violations
+from streams.agents.zatca import FIRST_PIH, SellerChain, chain_violations, outcome_id, qr_payload
 from streams.errors import PublishError, StreamsError
 from streams.observability import END_TO_END_SECONDS, EVENTS_TOTAL, PROCESSING_SECONDS, VIOLATIONS_TOTAL
 from streams.publish import TRACEPARENT, EventEncoder
@@ -58,12 +51,16 @@ class ValidationAgent:
 
     name = AGENT
 
-    def __init__(self, catalog: Catalog, decoder: EventDecoder, encoder: EventEncoder, *, retries: int = 3) -> None:
+    def __init__(self, catalog: Catalog, decoder: EventDecoder, encoder: EventEncoder, *, retries: int = 3,
+                 rules: RuleTable | None = None) -> None:
         self.catalog, self.decoder, self.encoder, self.retries = catalog, decoder, encoder, retries
+        self.rules = rules or default_rules()
         self._processing = PROCESSING_SECONDS.labels(agent=AGENT)
         self._end_to_end = END_TO_END_SECONDS.labels(agent=AGENT)
-        # Clean invoices (nearly all) are judged natively; anything else, or any doubt, takes handle_one.
-        self._judge = InvoiceJudge(encoder.topic(CLEARED).writer, FIRST_PIH, decoder.max_record_bytes)
+        # Clean invoices (nearly all) are judged natively; anything else, or any doubt, takes handle_one. The
+        # judge reads the same rule table and refuses (ValueError) one with a predicate it does not implement.
+        self._judge = InvoiceJudge(encoder.topic(CLEARED).writer, FIRST_PIH, decoder.max_record_bytes,
+                                   self.rules.text)
 
     def handle(self, records: list[Message], state: PartitionState, out: Output) -> None:
         outcomes: Counter[str] = Counter()
@@ -142,18 +139,19 @@ class ValidationAgent:
               canonical: bytes | None = None) -> list[tuple[str, Built]]:
         """The verdict as ready-to-send (topic, (key, value, headers, event id)); updates `state` once per event."""
         event_id = source.event_id
-        found = stateless_violations(invoice, now=now)
+        found = stateless_violations(invoice, now=now, rules=self.rules)
         invoice_id = invoice["invoice_id"]
         seen = state.get(f"invoice:{invoice_id}")
         if seen is not None and seen[0] != event_id:
-            found.append(Violation("KSA-DUPLICATE-UUID", f"invoice UUID {invoice_id} was already submitted "
-                                                         f"(event {seen[0]})", "invoice_id"))
+            duplicate = self.rules.chain("first_submission")
+            if duplicate is not None:
+                found.append(duplicate.violation(value=invoice_id, expected=seen[0]))
             digest = ""
         else:
             seller_key = f"seller:{invoice['tenant_id']}"
             chain = SellerChain.from_json(state.get(seller_key))
             before = (int(seen[1]), str(seen[2])) if seen is not None else chain.state
-            chain_found, digest = chain_violations(invoice, before, canonical)
+            chain_found, digest = chain_violations(invoice, before, canonical, self.rules)
             found.extend(chain_found)
             if seen is None:
                 state[f"invoice:{invoice_id}"] = (event_id, *before)

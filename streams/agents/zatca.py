@@ -1,41 +1,28 @@
-"""ZATCA e-invoice business rules as pure functions: stateless checks, the seller chain, hash and QR.
+"""ZATCA e-invoice mechanics as pure functions: the seller chain, canonical JSON, hash, QR and outcome ids.
 
-No I/O here; the validation agent feeds decoded invoices in and sends the outcomes out.
+The rules are the table's (zatca_rules.json, evaluated by streams/agents/rules.py). No I/O here.
 """
 
 from __future__ import annotations
 
 import hashlib
-import re
 import uuid
 from base64 import b64encode
 from binascii import b2a_base64
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from enum import Enum
 from typing import Any
 
 import orjson
 
-VAT_NUMBER = re.compile(r"^3\d{13}3$")
+from streams.agents.rules import RuleTable, Violation, default_rules
+
 CENT = Decimal("0.01")
-TOLERANCE = Decimal("0.01")
-CATEGORY_RATES = {"S": Decimal("15.00"), "Z": Decimal("0.00"), "E": Decimal("0.00"), "O": Decimal("0.00")}
-FUTURE_SKEW = timedelta(minutes=5)
 FIRST_PIH = b64encode(hashlib.sha256(b"0").digest()).decode()  # a seller's first invoice links to this
 OUTCOME_NAMESPACE = uuid.UUID("6f1c1c8e-8d0a-4b7e-9a43-6c3f5f0f2a11")
-
-
-@dataclass(frozen=True)
-class Violation:
-    """One failed rule: its code, a message naming the values, and the field path."""
-
-    rule_code: str
-    message: str
-    field_path: str | None
-    severity: str = "ERROR"
 
 
 @dataclass
@@ -126,82 +113,20 @@ def outcome_id(event_id: str, what: str) -> str:
 _NAMESPACE_BYTES = OUTCOME_NAMESPACE.bytes
 
 
-def stateless_violations(invoice: dict[str, Any], *, now: datetime) -> list[Violation]:
-    """Every rule that needs nothing but the invoice itself."""
-    found: list[Violation] = []
-    seller_vat = invoice["seller"].get("vat_number")
-    if not seller_vat or not VAT_NUMBER.match(seller_vat):
-        found.append(Violation("KSA-SELLER-VAT", f"seller VAT number {seller_vat!r} must be 15 digits, "
-                                                 "starting and ending with 3", "seller.vat_number"))
-    if _value(invoice["subtype"]) == "STANDARD":
-        buyer = invoice.get("buyer") or {}
-        buyer_vat = buyer.get("vat_number")
-        if not buyer_vat or not VAT_NUMBER.match(buyer_vat):
-            found.append(Violation("KSA-B2B-BUYER-VAT", f"a standard (B2B) invoice needs the buyer's VAT number "
-                                                        f"(15 digits, 3...3), got {buyer_vat!r}", "buyer.vat_number"))
-    found.extend(_line_violations(invoice))
-    found.extend(_total_violations(invoice))
-    if invoice["tax_currency"] != "SAR":
-        found.append(Violation("KSA-TAX-CURRENCY", f"VAT must be accounted in SAR, got {invoice['tax_currency']!r}",
-                               "tax_currency"))
-    if invoice["issued_at"] > now + FUTURE_SKEW:
-        found.append(Violation("KSA-ISSUE-DATE", f"issue time {invoice['issued_at'].isoformat()} is in the future",
-                               "issued_at"))
-    return found
-
-
-def _line_violations(invoice: dict[str, Any]) -> list[Violation]:
-    found: list[Violation] = []
-    for index, line in enumerate(invoice["lines"]):
-        category = _value(line["vat_category"])
-        expected_rate = CATEGORY_RATES[category]
-        if line["vat_rate"] != expected_rate:
-            found.append(Violation("KSA-VAT-RATE", f"line {line['line_id']}: category {category} has rate "
-                                                   f"{expected_rate}, got {line['vat_rate']}",
-                                   f"lines[{index}].vat_rate"))
-        expected_net = (line["quantity"] * line["unit_price"] - line["discount"]).quantize(CENT)
-        if abs(line["net_amount"] - expected_net) > TOLERANCE:
-            found.append(Violation("KSA-LINE-AMOUNT", f"line {line['line_id']}: net amount {line['net_amount']} "
-                                                      f"!= quantity x unit price - discount = {expected_net}",
-                                   f"lines[{index}].net_amount"))
-    return found
-
-
-def _total_violations(invoice: dict[str, Any]) -> list[Violation]:
-    found: list[Violation] = []
-    lines = invoice["lines"]
-    net_sum = sum((line["net_amount"] for line in lines), Decimal("0.00"))
-    vat_sum = sum((line["net_amount"] * line["vat_rate"] / 100 for line in lines), Decimal("0.00")).quantize(CENT)
-    checks = [
-        ("tax_exclusive_total", invoice["tax_exclusive_total"], net_sum, "the sum of line net amounts"),
-        ("vat_total", invoice["vat_total"], vat_sum, "the sum of line VAT at each line's rate"),
-        ("tax_inclusive_total", invoice["tax_inclusive_total"], invoice["tax_exclusive_total"] + invoice["vat_total"],
-         "tax exclusive total + VAT total"),
-        ("payable_amount", invoice["payable_amount"], invoice["tax_inclusive_total"], "the tax inclusive total"),
-    ]
-    for path, actual, expected, meaning in checks:
-        if abs(actual - expected) > TOLERANCE:
-            found.append(Violation("KSA-TOTALS", f"{path} {actual} != {meaning} = {expected}", path))
-    return found
-
-
-def chain_violations(invoice: dict[str, Any], before: tuple[int, str],
-                     canonical: bytes | None = None) -> tuple[list[Violation], str]:
-    """ICV and previous-hash checks against the seller's state `before` this invoice; (violations, hash).
+def chain_violations(invoice: dict[str, Any], before: tuple[int, str], canonical: bytes | None = None,
+                     rules: RuleTable | None = None) -> tuple[list[Violation], str]:
+    """The table's ICV and previous-hash rules against the seller's state `before` this invoice; (violations, hash).
 
     The caller passes the state the invoice's first delivery was judged on, so a redelivery (at least
     once) gets the same verdict.
     """
+    table = rules or default_rules()
     last_icv, last_hash = before
     found: list[Violation] = []
-    if invoice["icv"] <= last_icv:
-        found.append(Violation("KSA-ICV", f"invoice counter {invoice['icv']} must be greater than the seller's "
-                                          f"previous {last_icv}", "icv"))
-    if invoice["previous_invoice_hash"] != last_hash:
-        found.append(Violation("KSA-PIH", "previous invoice hash does not match the seller's previous invoice "
-                                          f"(expected {last_hash})", "previous_invoice_hash"))
+    counter = table.chain("counter_increases")
+    if counter is not None and invoice["icv"] <= last_icv:
+        found.append(counter.violation(value=invoice["icv"], expected=last_icv))
+    link = table.chain("links_previous_hash")
+    if link is not None and invoice["previous_invoice_hash"] != last_hash:
+        found.append(link.violation(value=invoice["previous_invoice_hash"], expected=last_hash))
     return found, invoice_hash(invoice, canonical)
-
-
-def _value(member: Any) -> str:
-    return str(member.value if isinstance(member, Enum) else member)

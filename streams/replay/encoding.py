@@ -176,4 +176,4 @@ merkle_root_joined: Callable[[bytes], bytes] = _native.evidence_merkle_root
 """merkle_root over 32-byte leaf hashes given joined in one bytes object."""
 
 sha256_accelerated: Callable[[], bool] = _native.evidence_sha256_accelerated
-"""Whether the native path hashes with the CPU's SHA extensions (else portable rounds, same digests)."""
+"""Whether the native path (the sha2 crate) hashes with the CPU's SHA extensions (else portable rounds)."""

@@ -26,8 +26,9 @@ from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
 from streams._avro_native import EventWriter, InvoiceJudge
+from streams.agents.rules import RuleTable, default_rules
 from streams.agents.validation import ValidationAgent
-from streams.agents.zatca import CATEGORY_RATES, CENT, FIRST_PIH, outcome_id
+from streams.agents.zatca import CENT, FIRST_PIH, outcome_id
 from streams.catalog import load_catalog
 from streams.errors import PublishError
 from streams.publish import TRACEPARENT, Built, EventEncoder
@@ -44,6 +45,9 @@ NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 NOW_MICROS = (NOW - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1)
 SELLERS = [("acme", "300000000000003"), ("globex", "311111111111113"), ("initech", "399999999999993")]
 CE_TIME = re.compile(rb"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")
+RULES = default_rules()
+# The VAT rate of each category, as the table's KSA-VAT-RATE rule has it.
+CATEGORY_RATES: dict[str, Decimal] = next(r for r in RULES.rules if r.code == "KSA-VAT-RATE").params["table"]
 
 WireHeaders = list[tuple[str, bytes | None]]
 Sent = tuple[str, bytes | None, bytes | None, WireHeaders]
@@ -96,14 +100,15 @@ class World:
         return self.agent.encoder.topic(CLEARED).writer
 
 
-def make_world() -> World:
+def make_world(rules: RuleTable = RULES) -> World:
+    """Both judges on one rule table (the package's unless told)."""
     registry = FakeRegistry()
     client = cast("RegistryClient", registry)
     catalog = load_catalog(ROOT / "topics.yaml")
     producer = EventEncoder(catalog, client, source="billing-api")
     decoder = EventDecoder(client)
-    agent = ValidationAgent(catalog, decoder, EventEncoder(catalog, client, source="validation-agent"))
-    judge = InvoiceJudge(agent.encoder.topic(CLEARED).writer, FIRST_PIH, decoder.max_record_bytes)
+    agent = ValidationAgent(catalog, decoder, EventEncoder(catalog, client, source="validation-agent"), rules=rules)
+    judge = InvoiceJudge(agent.encoder.topic(CLEARED).writer, FIRST_PIH, decoder.max_record_bytes, rules.text)
     return World(registry, producer, agent, judge)
 
 
@@ -461,8 +466,6 @@ def set_type(fields: dict[str, dict[str, Any]], name: str, new_type: object) -> 
 
 UNSUPPORTED = {
     "icv as int": changed(lambda s: set_type(fields_of(s), "icv", "int")),
-    "vat_rate at 3 places": changed(lambda s: line_fields(s)["vat_rate"]["type"].update(scale=3)),
-    "quantity at 2 places": changed(lambda s: line_fields(s)["quantity"]["type"].update(scale=2)),
     "invoice_id as uuid": changed(lambda s: set_type(fields_of(s), "invoice_id",
                                                      {"type": "string", "logicalType": "uuid"})),
     "issued_at local": changed(lambda s: set_type(fields_of(s), "issued_at",
@@ -487,7 +490,7 @@ def test_unsupported_schemas_are_refused_and_their_records_left_to_python(schema
 
 
 def test_an_unknown_schema_id_is_returned_until_added(world: World) -> None:
-    judge = InvoiceJudge(world.cleared_writer(), FIRST_PIH, 1_048_576)
+    judge = InvoiceJudge(world.cleared_writer(), FIRST_PIH, 1_048_576, RULES.text)
     key, value, headers, _ = world.producer.build(SOURCE, invoice(1))
     record = message(value, cast("WireHeaders", headers), key=key)
     state = PartitionState()
@@ -503,7 +506,7 @@ def test_an_unknown_schema_id_is_returned_until_added(world: World) -> None:
 def test_other_event_schemas_are_refused(world: World) -> None:
     _, value, headers, _ = world.producer.build("workflow.completed", workflow_completed(1))
     schema_id = int.from_bytes(value[1:5], "big")
-    judge = InvoiceJudge(world.cleared_writer(), FIRST_PIH, 1_048_576)
+    judge = InvoiceJudge(world.cleared_writer(), FIRST_PIH, 1_048_576, RULES.text)
     assert judge.add_schema(schema_id, world.registry.schema_by_id(schema_id)) is False
     state = PartitionState()
     assert judge.try_clear(message(value, cast("WireHeaders", headers)), state, state.dirty, NOW, NOW_MICROS) is None
@@ -529,6 +532,20 @@ def test_extra_fields_and_other_precisions_are_supported(world: World) -> None:
     event = invoice(3)
     payload = {**event, "aaa_note": "first", "tags": {"z": "1", "a": "2"},
                "shipper": {"name": "Ship Co", "vat_number": "312345678901233", "cr_number": None, "address": None}}
+    state = PartitionState()
+    native = check_step(world, evolved_record(world, schema, payload), state)
+    assert native is not None
+    assert state["seller:acme"][0] == event["icv"]
+
+
+@pytest.mark.parametrize(("name", "scale"), [("vat_rate", 3), ("quantity", 2), ("discount", 4)])
+def test_rule_fields_at_other_scales_are_judged_exactly(world: World, name: str, scale: int) -> None:
+    # The rule table's arithmetic (rules.rs) takes each decimal's scale from the value, as Python's Decimal does.
+    schema = invoice_schema()
+    line_fields(schema)[name]["type"]["scale"] = scale
+    event = invoice(5)
+    quantum = Decimal(1).scaleb(-scale)
+    payload = {**event, "lines": [{**line, name: line[name].quantize(quantum)} for line in event["lines"]]}
     state = PartitionState()
     native = check_step(world, evolved_record(world, schema, payload), state)
     assert native is not None
@@ -639,7 +656,7 @@ def test_odd_records_are_left_to_python(world: World) -> None:
 def test_records_over_the_size_limit_are_left_to_python(world: World) -> None:
     _, value, headers, _ = world.producer.build(SOURCE, invoice(0, icv=1))
     schema_id = int.from_bytes(value[1:5], "big")
-    judge = InvoiceJudge(world.cleared_writer(), FIRST_PIH, len(value) - 1)
+    judge = InvoiceJudge(world.cleared_writer(), FIRST_PIH, len(value) - 1, RULES.text)
     assert judge.add_schema(schema_id, world.registry.schema_by_id(schema_id)) is True
     state = PartitionState()
     assert judge.try_clear(message(value, cast("WireHeaders", headers)), state, state.dirty, NOW, NOW_MICROS) is None

@@ -13,6 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from streams.agents.rules import stateless_violations
 from streams.agents.zatca import (
     FIRST_PIH,
     OUTCOME_NAMESPACE,
@@ -22,7 +23,6 @@ from streams.agents.zatca import (
     invoice_hash,
     outcome_id,
     qr_payload,
-    stateless_violations,
 )
 from streams.samples import invoice_chain
 

@@ -26,14 +26,17 @@ pub enum Width {
 /// Digits that fit an i128 (10**38 < 2**127); beyond that a slower arbitrary-precision path is used.
 const FAST_DIGITS: u64 = 38;
 
-/// Appends the Avro encoding of the decimal written as `text` (Python's str() of a Decimal or int).
-pub fn write_decimal(
-    text: &str,
-    precision: u32,
-    scale: u32,
-    width: Width,
-    out: &mut Vec<u8>,
-) -> Result<(), DecimalError> {
+/// A decimal's text taken apart: the sign, the mantissa (digits and at most one '.'), how many of its
+/// digits there are and how many follow the point, and the exponent after an E.
+struct Parts<'t> {
+    negative: bool,
+    mantissa: &'t [u8],
+    digit_count: usize,
+    fraction_digits: i64,
+    exponent: i64,
+}
+
+fn parts(text: &str) -> Result<Parts<'_>, DecimalError> {
     let b = text.as_bytes();
     let mut i = 0;
     let negative = match b.first() {
@@ -63,40 +66,61 @@ pub fn write_decimal(
     if digit_count == 0 {
         return Err(DecimalError::NotFinite);
     }
-    let mut exponent: i64 = 0;
-    if i < b.len() {
+    let exponent = if i < b.len() {
         if b[i] != b'E' && b[i] != b'e' {
             return Err(DecimalError::NotFinite);
         }
-        i += 1;
-        let exp_negative = match b.get(i) {
-            Some(b'-') => {
-                i += 1;
-                true
-            }
-            Some(b'+') => {
-                i += 1;
-                false
-            }
-            _ => false,
-        };
-        if i == b.len() {
+        exponent(&b[i + 1..])?
+    } else {
+        0
+    };
+    Ok(Parts {
+        negative,
+        mantissa,
+        digit_count,
+        fraction_digits: dot.map_or(0, |d| mantissa_start + mantissa.len() - d - 1) as i64,
+        exponent,
+    })
+}
+
+/// The exponent's text after the E: an optional sign and at least one digit.
+fn exponent(b: &[u8]) -> Result<i64, DecimalError> {
+    let (negative, digits) = match b.first() {
+        Some(b'-') => (true, &b[1..]),
+        Some(b'+') => (false, &b[1..]),
+        _ => (false, b),
+    };
+    if digits.is_empty() {
+        return Err(DecimalError::NotFinite);
+    }
+    let mut exponent: i64 = 0;
+    for &c in digits {
+        if !c.is_ascii_digit() {
             return Err(DecimalError::NotFinite);
         }
-        for &c in &b[i..] {
-            if !c.is_ascii_digit() {
-                return Err(DecimalError::NotFinite);
-            }
-            // Saturating: exponents this large are out of range for any precision anyway.
-            exponent = exponent
-                .saturating_mul(10)
-                .saturating_add(i64::from(c - b'0'));
-        }
-        if exp_negative {
-            exponent = -exponent;
-        }
+        // Saturating: exponents this large are out of range for any precision anyway.
+        exponent = exponent
+            .saturating_mul(10)
+            .saturating_add(i64::from(c - b'0'));
     }
-    let fraction_digits = dot.map_or(0, |d| mantissa_start + mantissa.len() - d - 1) as i64;
+    Ok(if negative { -exponent } else { exponent })
+}
+
+/// Appends the Avro encoding of the decimal written as `text` (Python's str() of a Decimal or int).
+pub fn write_decimal(
+    text: &str,
+    precision: u32,
+    scale: u32,
+    width: Width,
+    out: &mut Vec<u8>,
+) -> Result<(), DecimalError> {
+    let Parts {
+        negative,
+        mantissa,
+        digit_count,
+        fraction_digits,
+        exponent,
+    } = parts(text)?;
     let shift = exponent
         .saturating_sub(fraction_digits)
         .saturating_add(i64::from(scale));

@@ -57,6 +57,12 @@ impl PyEnv {
     }
 }
 
+/// `n` as an Avro long, once it was made.
+fn emit_long(out: &mut Vec<u8>, n: Res<i64>) -> Res<()> {
+    write_long(out, n?);
+    Ok(())
+}
+
 pub fn write_long(out: &mut Vec<u8>, n: i64) {
     let mut z = ((n << 1) ^ (n >> 63)) as u64;
     while z >= 0x80 {
@@ -78,6 +84,50 @@ pub struct Encoder<'a, 'py> {
 }
 
 impl<'py> Encoder<'_, 'py> {
+    fn write_fixed(
+        &self,
+        id: NodeId,
+        name: &str,
+        size: usize,
+        v: &Bound<'py, PyAny>,
+        out: &mut Vec<u8>,
+    ) -> Res<()> {
+        let data = self.bytes_of(id, v)?;
+        if data.len() != size {
+            return Err(Failure::value(format!(
+                "fixed {name} takes exactly {size} bytes, got {}",
+                data.len()
+            )));
+        }
+        out.extend_from_slice(data);
+        Ok(())
+    }
+
+    fn write_symbol(
+        &self,
+        id: NodeId,
+        name: &str,
+        symbols: &[String],
+        v: &Bound<'py, PyAny>,
+        out: &mut Vec<u8>,
+    ) -> Res<()> {
+        let Ok(s) = v.cast::<PyString>() else {
+            return Err(self.mismatch(id, v));
+        };
+        let text = s.to_str().map_err(|e| Failure::python(e, self.py))?;
+        match symbols.iter().position(|symbol| symbol == text) {
+            Some(index) => {
+                write_long(out, index as i64);
+                Ok(())
+            }
+            None => Err(Failure::value(format!(
+                "{} is not a symbol of enum {name}; expected one of {}",
+                short_repr(v),
+                py_list(symbols)
+            ))),
+        }
+    }
+
     pub fn write(
         &self,
         id: NodeId,
@@ -110,10 +160,7 @@ impl<'py> Encoder<'_, 'py> {
                 write_long(out, n);
                 Ok(())
             }
-            Node::Long => {
-                write_long(out, self.int(id, v)?);
-                Ok(())
-            }
+            Node::Long => emit_long(out, self.int(id, v)),
             Node::Float => {
                 // Rounds to nearest and overflows to infinity, as fastavro's C cast does.
                 out.extend_from_slice(&(self.float(id, v)? as f32).to_le_bytes());
@@ -136,34 +183,8 @@ impl<'py> Encoder<'_, 'py> {
                 Err(_) => Err(self.mismatch(id, v)),
             },
             Node::Bytes => self.write_raw_bytes(id, v, out),
-            Node::Fixed { name, size } => {
-                let data = self.bytes_of(id, v)?;
-                if data.len() != *size {
-                    return Err(Failure::value(format!(
-                        "fixed {name} takes exactly {size} bytes, got {}",
-                        data.len()
-                    )));
-                }
-                out.extend_from_slice(data);
-                Ok(())
-            }
-            Node::Enum { name, symbols } => {
-                let Ok(s) = v.cast::<PyString>() else {
-                    return Err(self.mismatch(id, v));
-                };
-                let text = s.to_str().map_err(|e| Failure::python(e, self.py))?;
-                match symbols.iter().position(|symbol| symbol == text) {
-                    Some(index) => {
-                        write_long(out, index as i64);
-                        Ok(())
-                    }
-                    None => Err(Failure::value(format!(
-                        "{} is not a symbol of enum {name}; expected one of {}",
-                        short_repr(v),
-                        py_list(symbols)
-                    ))),
-                }
-            }
+            Node::Fixed { name, size } => self.write_fixed(id, name, *size, v, out),
+            Node::Enum { name, symbols } => self.write_symbol(id, name, symbols, v, out),
             Node::Array { items } => self.write_array(id, *items, v, out, depth),
             Node::Map { values } => self.write_map(id, *values, v, out, depth),
             Node::Record(record) => self.write_record(id, record, v, out, depth),
@@ -173,21 +194,9 @@ impl<'py> Encoder<'_, 'py> {
                 scale,
                 fixed,
             } => self.write_decimal(id, *precision, *scale, fixed, v, out),
-            Node::Timestamp { unit, local } => {
-                let n = self.timestamp(id, *unit, *local, v)?;
-                write_long(out, n);
-                Ok(())
-            }
-            Node::Date => {
-                let n = self.date(id, v)?;
-                write_long(out, n);
-                Ok(())
-            }
-            Node::TimeOfDay { unit } => {
-                let n = self.time_of_day(id, *unit, v)?;
-                write_long(out, n);
-                Ok(())
-            }
+            Node::Timestamp { unit, local } => emit_long(out, self.timestamp(id, *unit, *local, v)),
+            Node::Date => emit_long(out, self.date(id, v)),
+            Node::TimeOfDay { unit } => emit_long(out, self.time_of_day(id, *unit, v)),
             Node::Placeholder => Err(Failure::value(
                 "internal error: schema type was never defined",
             )),

@@ -69,6 +69,59 @@ fn text_bytes<'py>(value: &Bound<'py, PyAny>, what: &str) -> PyResult<Bound<'py,
     }
 }
 
+/// The given event id (a non-empty str), or a fresh uuid4.
+fn event_id_of<'py>(
+    py: Python<'py>,
+    given: Option<&Bound<'py, PyAny>>,
+) -> PyResult<Bound<'py, PyString>> {
+    match given {
+        Some(given) if given.is_truthy()? => match given.cast::<PyString>() {
+            Ok(s) => Ok(s.clone()),
+            Err(_) => Err(EnvelopeError::new_err(format!(
+                "event_id must be str, got {}",
+                given.get_type().name()?
+            ))),
+        },
+        _ => {
+            let id = ids::uuid4();
+            // ASCII by construction, so this check cannot fail.
+            let text =
+                std::str::from_utf8(&id).map_err(|e| EnvelopeError::new_err(e.to_string()))?;
+            Ok(PyString::new(py, text))
+        }
+    }
+}
+
+/// The given W3C traceparent's bytes, or a new trace's.
+fn traceparent_of<'py>(
+    py: Python<'py>,
+    given: Option<&Bound<'py, PyAny>>,
+) -> PyResult<Bound<'py, PyBytes>> {
+    let Some(t) = given else {
+        return Ok(PyBytes::new(py, &ids::traceparent()));
+    };
+    let valid = t
+        .cast::<PyString>()
+        .ok()
+        .and_then(|s| s.to_str().ok())
+        .filter(|s| ids::is_traceparent(s.as_bytes()));
+    match valid {
+        Some(text) => Ok(PyBytes::new(py, text.as_bytes())),
+        None => Err(EnvelopeError::new_err(format!(
+            "traceparent {} is not W3C '00-<32 hex>-<16 hex>-<2 hex>'",
+            short_repr(t)
+        ))),
+    }
+}
+
+/// `(key, value, headers, event_id)` of one built event.
+pub(crate) type Built<'py> = (
+    Option<Bound<'py, PyBytes>>,
+    Bound<'py, PyBytes>,
+    Bound<'py, PyList>,
+    Bound<'py, PyString>,
+);
+
 impl EventWriter {
     /// ce_time of the clock's current millisecond; one bytes object serves every event within it.
     fn now<'py>(&self, py: Python<'py>) -> Bound<'py, PyBytes> {
@@ -208,7 +261,10 @@ impl EventWriter {
     /// `time` is the ce_time header's bytes (the clock's current millisecond when None); `key`,
     /// `tenant`, `event_type`, `event_id` and `traceparent` override what is derived or generated.
     #[pyo3(signature = (datum, key=None, tenant=None, event_type=None, event_id=None, time=None, traceparent=None))]
-    #[allow(clippy::too_many_arguments, clippy::type_complexity)]
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "the Python signature: keyword arguments, each an override"
+    )]
     pub(crate) fn build<'py>(
         &self,
         py: Python<'py>,
@@ -219,12 +275,7 @@ impl EventWriter {
         event_id: Option<&Bound<'py, PyAny>>,
         time: Option<&Bound<'py, PyBytes>>,
         traceparent: Option<&Bound<'py, PyAny>>,
-    ) -> PyResult<(
-        Option<Bound<'py, PyBytes>>,
-        Bound<'py, PyBytes>,
-        Bound<'py, PyList>,
-        Bound<'py, PyString>,
-    )> {
+    ) -> PyResult<Built<'py>> {
         let value = self.encoder.get().encode_into(py, datum, &self.prefix)?;
         let size = value.as_bytes().len();
         if size > self.max_bytes {
@@ -236,25 +287,7 @@ impl EventWriter {
         // The encoder only accepts a dict for a record, so a record's payload is one here.
         let data = datum.cast::<PyDict>().ok();
         let record_key = self.key(py, datum, key)?;
-        let id = match event_id {
-            Some(given) if given.is_truthy()? => match given.cast::<PyString>() {
-                Ok(s) => s.clone(),
-                Err(_) => {
-                    return Err(EnvelopeError::new_err(format!(
-                        "event_id must be str, got {}",
-                        given.get_type().name()?
-                    )));
-                }
-            },
-            _ => {
-                let id = ids::uuid4();
-                // ASCII by construction, so this check cannot fail.
-                PyString::new(
-                    py,
-                    std::str::from_utf8(&id).map_err(|e| EnvelopeError::new_err(e.to_string()))?,
-                )
-            }
-        };
+        let id = event_id_of(py, event_id)?;
         let id_bytes = PyBytes::new(py, id.to_str()?.as_bytes());
         let time = match time {
             Some(t) => t.clone(),
@@ -269,25 +302,7 @@ impl EventWriter {
             _ => self.ce_type.bind(py).clone(),
         };
         let tenant_id = self.tenant(py, data, tenant)?;
-        let trace = match traceparent {
-            Some(t) => {
-                let valid = t
-                    .cast::<PyString>()
-                    .ok()
-                    .and_then(|s| s.to_str().ok())
-                    .filter(|s| ids::is_traceparent(s.as_bytes()));
-                match valid {
-                    Some(text) => PyBytes::new(py, text.as_bytes()),
-                    None => {
-                        return Err(EnvelopeError::new_err(format!(
-                            "traceparent {} is not W3C '00-<32 hex>-<16 hex>-<2 hex>'",
-                            short_repr(t)
-                        )));
-                    }
-                }
-            }
-            None => PyBytes::new(py, &ids::traceparent()),
-        };
+        let trace = traceparent_of(py, traceparent)?;
         let mut items: Vec<Bound<'py, PyTuple>> = Vec::with_capacity(8);
         items.push(self.ce_specversion.bind(py).clone());
         items.push(pair(py, self.name_id.bind(py), id_bytes.as_any())?);

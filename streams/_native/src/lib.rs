@@ -16,6 +16,7 @@ mod judge;
 mod logical;
 mod logical_read;
 mod mpd;
+mod rules;
 mod schema;
 mod union;
 mod walk;

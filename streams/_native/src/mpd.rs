@@ -95,6 +95,59 @@ unsafe fn read(_object: *const u8) -> Option<Parts> {
     None
 }
 
+/// Decimals whose layout `probe` reads back: zero, negative zero, exponents, a coefficient of two words.
+#[cfg(target_pointer_width = "64")]
+const PROBES: [(&str, Parts); 6] = [
+    (
+        "0",
+        Parts {
+            negative: false,
+            coefficient: 0,
+            exp: 0,
+        },
+    ),
+    (
+        "-1.28",
+        Parts {
+            negative: true,
+            coefficient: 128,
+            exp: -2,
+        },
+    ),
+    (
+        "-0.00",
+        Parts {
+            negative: true,
+            coefficient: 0,
+            exp: -2,
+        },
+    ),
+    (
+        "7E+5",
+        Parts {
+            negative: false,
+            coefficient: 7,
+            exp: 5,
+        },
+    ),
+    (
+        "1234567890123456789.5",
+        Parts {
+            negative: false,
+            coefficient: 12_345_678_901_234_567_895,
+            exp: -1,
+        },
+    ),
+    (
+        "-99999999999999999999999999999999999999",
+        Parts {
+            negative: true,
+            coefficient: 99_999_999_999_999_999_999_999_999_999_999_999_999,
+            exp: 0,
+        },
+    ),
+];
+
 #[cfg(target_pointer_width = "64")]
 fn probe(py: Python<'_>, decimal_type: &Bound<'_, PyType>) -> PyResult<bool> {
     // Only the C implementation, and only if its objects are at least as large as the layout read.
@@ -106,57 +159,7 @@ fn probe(py: Python<'_>, decimal_type: &Bound<'_, PyType>) -> PyResult<bool> {
     {
         return Ok(false);
     }
-    let cases: [(&str, Parts); 6] = [
-        (
-            "0",
-            Parts {
-                negative: false,
-                coefficient: 0,
-                exp: 0,
-            },
-        ),
-        (
-            "-1.28",
-            Parts {
-                negative: true,
-                coefficient: 128,
-                exp: -2,
-            },
-        ),
-        (
-            "-0.00",
-            Parts {
-                negative: true,
-                coefficient: 0,
-                exp: -2,
-            },
-        ),
-        (
-            "7E+5",
-            Parts {
-                negative: false,
-                coefficient: 7,
-                exp: 5,
-            },
-        ),
-        (
-            "1234567890123456789.5",
-            Parts {
-                negative: false,
-                coefficient: 12_345_678_901_234_567_895,
-                exp: -1,
-            },
-        ),
-        (
-            "-99999999999999999999999999999999999999",
-            Parts {
-                negative: true,
-                coefficient: 99_999_999_999_999_999_999_999_999_999_999_999_999,
-                exp: 0,
-            },
-        ),
-    ];
-    for (text, expected) in cases {
+    for (text, expected) in PROBES {
         let value = decimal_type.call1((text,))?;
         let object = value.as_ptr().cast::<u8>();
         // SAFETY: an instance of _decimal.Decimal with __basicsize__ >= size_of::<PyDecObject>().

@@ -9,7 +9,7 @@ use pyo3::types::{
 
 use crate::encode::{Encoder, MAX_DEPTH, write_long};
 use crate::failure::Res;
-use crate::schema::{Kind, Node, NodeId, TimeUnit, Union};
+use crate::schema::{Kind, Node, NodeId, Record, TimeUnit, Union};
 
 impl<'py> Encoder<'_, 'py> {
     pub(crate) fn write_union(
@@ -206,43 +206,54 @@ impl<'py> Encoder<'_, 'py> {
             ) => v
                 .cast::<PyBytes>()
                 .is_ok_and(|b| b.as_bytes().len() == *size),
-            (Node::Array { items }, Kind::List) => match v.try_iter() {
-                Ok(iter) => iter.flatten().all(|item| {
-                    let k = self.classify(&item);
-                    self.valid(*items, &item, k, depth + 1)
-                }),
-                Err(_) => false,
-            },
-            (Node::Map { values }, Kind::Dict) => v.cast::<PyDict>().is_ok_and(|dict| {
-                dict.iter().all(|(key, value)| {
-                    let k = self.classify(&value);
-                    key.is_instance_of::<PyString>() && self.valid(*values, &value, k, depth + 1)
-                })
-            }),
-            (Node::Record(record), Kind::Dict) => v.cast::<PyDict>().is_ok_and(|dict| {
-                record
-                    .fields
-                    .iter()
-                    .all(|field| match dict.get_item(field.key.bind(self.py)) {
-                        Ok(Some(value)) => {
-                            let k = self.classify(&value);
-                            self.valid(field.node, &value, k, depth + 1)
-                        }
-                        Ok(None) if field.default.is_some() => true,
-                        Ok(None) => self.valid(
-                            field.node,
-                            &self.py.None().into_bound(self.py),
-                            Kind::None,
-                            depth + 1,
-                        ),
-                        Err(_) => false,
-                    })
-            }),
+            (Node::Array { items }, Kind::List) => self.valid_items(*items, v, depth),
+            (Node::Map { values }, Kind::Dict) => self.valid_values(*values, v, depth),
+            (Node::Record(record), Kind::Dict) => self.valid_record(record, v, depth),
             (Node::Union(union), _) => union
                 .branches
                 .iter()
                 .any(|&b| self.valid(b, v, kind, depth)),
             _ => false,
         }
+    }
+    fn valid_items(&self, items: NodeId, v: &Bound<'py, PyAny>, depth: u32) -> bool {
+        match v.try_iter() {
+            Ok(iter) => iter.flatten().all(|item| {
+                let k = self.classify(&item);
+                self.valid(items, &item, k, depth + 1)
+            }),
+            Err(_) => false,
+        }
+    }
+
+    fn valid_values(&self, values: NodeId, v: &Bound<'py, PyAny>, depth: u32) -> bool {
+        v.cast::<PyDict>().is_ok_and(|dict| {
+            dict.iter().all(|(key, value)| {
+                let k = self.classify(&value);
+                key.is_instance_of::<PyString>() && self.valid(values, &value, k, depth + 1)
+            })
+        })
+    }
+
+    fn valid_record(&self, record: &Record, v: &Bound<'py, PyAny>, depth: u32) -> bool {
+        v.cast::<PyDict>().is_ok_and(|dict| {
+            record
+                .fields
+                .iter()
+                .all(|field| match dict.get_item(field.key.bind(self.py)) {
+                    Ok(Some(value)) => {
+                        let k = self.classify(&value);
+                        self.valid(field.node, &value, k, depth + 1)
+                    }
+                    Ok(None) if field.default.is_some() => true,
+                    Ok(None) => self.valid(
+                        field.node,
+                        &self.py.None().into_bound(self.py),
+                        Kind::None,
+                        depth + 1,
+                    ),
+                    Err(_) => false,
+                })
+        })
     }
 }

@@ -153,17 +153,7 @@ impl<'a, S: Sink<'a>> Walk<'_, S> {
                 let bytes = input.take(*size)?;
                 self.sink.bytes(bytes)
             }
-            Node::Enum { name, symbols } => {
-                let at = input.pos();
-                let index = input.long()?;
-                match usize::try_from(index).ok().filter(|&i| i < symbols.len()) {
-                    Some(i) => self.sink.symbol(id, i),
-                    None => Err(Failure::value(format!(
-                        "enum index {index} at offset {at} is out of range: enum {name} has {} symbols",
-                        symbols.len()
-                    ))),
-                }
-            }
+            Node::Enum { name, symbols } => self.symbol(id, name, symbols.len(), input),
             Node::Array { items } => self.array(*items, input, depth),
             Node::Map { values } => self.map(*values, input, depth),
             Node::Record(record) => self.record(id, record, input, depth),
@@ -185,73 +175,108 @@ impl<'a, S: Sink<'a>> Walk<'_, S> {
                 precision,
                 scale,
                 fixed,
-            } => {
-                let at = input.pos();
-                let bytes = match fixed {
-                    None => {
-                        let n = input.length("decimal")?;
-                        input.take(n)?
-                    }
-                    Some((_, size)) => input.take(*size)?,
-                };
-                if decimal_text(bytes, *precision, *scale, &mut input.scratch).is_err() {
-                    return Err(Failure::value(format!(
-                        "decimal at offset {at} has more than {precision} digits (precision {precision})"
-                    )));
-                }
-                self.sink.decimal(&input.scratch)
-            }
-            Node::Timestamp { unit, local } => {
-                let at = input.pos();
-                let n = input.long()?;
-                let micros = match unit {
-                    TimeUnit::Millis => n.checked_mul(1000),
-                    TimeUnit::Micros => Some(n),
-                };
-                match micros.filter(|m| (MIN_MICROS..=MAX_MICROS).contains(m)) {
-                    Some(micros) => self.sink.timestamp(micros, *local),
-                    None => {
-                        let name = match (local, unit) {
-                            (false, TimeUnit::Millis) => "timestamp-millis",
-                            (false, TimeUnit::Micros) => "timestamp-micros",
-                            (true, TimeUnit::Millis) => "local-timestamp-millis",
-                            (true, TimeUnit::Micros) => "local-timestamp-micros",
-                        };
-                        Err(Failure::value(format!(
-                            "{name} {n} at offset {at} is out of range for a datetime (years 1 to 9999)"
-                        )))
-                    }
-                }
-            }
-            Node::Date => {
-                let at = input.pos();
-                let days = i64::from(input.int()?);
-                if !(1..=MAX_ORDINAL).contains(&(days + EPOCH_ORDINAL)) {
-                    return Err(Failure::value(format!(
-                        "date {days} at offset {at} is out of range for a date (years 1 to 9999)"
-                    )));
-                }
-                self.sink.date(days)
-            }
-            Node::TimeOfDay { unit } => {
-                let at = input.pos();
-                let (n, per_unit, name) = match unit {
-                    TimeUnit::Millis => (i64::from(input.int()?), 1000, "time-millis"),
-                    TimeUnit::Micros => (input.long()?, 1, "time-micros"),
-                };
-                let day = MICROS_PER_DAY / per_unit;
-                if !(0..day).contains(&n) {
-                    return Err(Failure::value(format!(
-                        "{name} {n} at offset {at} is not a time of day (0 to {})",
-                        day - 1
-                    )));
-                }
-                self.sink.time_of_day(n * per_unit)
-            }
+            } => self.decimal(*precision, *scale, fixed.as_ref().map(|f| f.1), input),
+            Node::Timestamp { unit, local } => self.timestamp(*unit, *local, input),
+            Node::Date => self.date(input),
+            Node::TimeOfDay { unit } => self.time_of_day(*unit, input),
             Node::Placeholder => Err(Failure::value(
                 "internal error: schema type was never defined",
             )),
         }
+    }
+
+    #[inline]
+    fn symbol(
+        &mut self,
+        id: NodeId,
+        name: &str,
+        count: usize,
+        input: &mut Input<'a>,
+    ) -> Res<S::Value> {
+        let at = input.pos();
+        let index = input.long()?;
+        match usize::try_from(index).ok().filter(|&i| i < count) {
+            Some(i) => self.sink.symbol(id, i),
+            None => Err(Failure::value(format!(
+                "enum index {index} at offset {at} is out of range: enum {name} has {count} symbols"
+            ))),
+        }
+    }
+
+    /// bytes (`fixed` None) or fixed of `fixed` bytes, checked against the precision.
+    #[inline]
+    fn decimal(
+        &mut self,
+        precision: u32,
+        scale: u32,
+        fixed: Option<usize>,
+        input: &mut Input<'a>,
+    ) -> Res<S::Value> {
+        let at = input.pos();
+        let bytes = match fixed {
+            None => {
+                let n = input.length("decimal")?;
+                input.take(n)?
+            }
+            Some(size) => input.take(size)?,
+        };
+        if decimal_text(bytes, precision, scale, &mut input.scratch).is_err() {
+            return Err(Failure::value(format!(
+                "decimal at offset {at} has more than {precision} digits (precision {precision})"
+            )));
+        }
+        self.sink.decimal(&input.scratch)
+    }
+
+    #[inline]
+    fn timestamp(&mut self, unit: TimeUnit, local: bool, input: &mut Input<'a>) -> Res<S::Value> {
+        let at = input.pos();
+        let n = input.long()?;
+        let micros = match unit {
+            TimeUnit::Millis => n.checked_mul(1000),
+            TimeUnit::Micros => Some(n),
+        };
+        match micros.filter(|m| (MIN_MICROS..=MAX_MICROS).contains(m)) {
+            Some(micros) => self.sink.timestamp(micros, local),
+            None => {
+                let name = match (local, unit) {
+                    (false, TimeUnit::Millis) => "timestamp-millis",
+                    (false, TimeUnit::Micros) => "timestamp-micros",
+                    (true, TimeUnit::Millis) => "local-timestamp-millis",
+                    (true, TimeUnit::Micros) => "local-timestamp-micros",
+                };
+                Err(Failure::value(format!(
+                    "{name} {n} at offset {at} is out of range for a datetime (years 1 to 9999)"
+                )))
+            }
+        }
+    }
+
+    fn date(&mut self, input: &mut Input<'a>) -> Res<S::Value> {
+        let at = input.pos();
+        let days = i64::from(input.int()?);
+        if !(1..=MAX_ORDINAL).contains(&(days + EPOCH_ORDINAL)) {
+            return Err(Failure::value(format!(
+                "date {days} at offset {at} is out of range for a date (years 1 to 9999)"
+            )));
+        }
+        self.sink.date(days)
+    }
+
+    fn time_of_day(&mut self, unit: TimeUnit, input: &mut Input<'a>) -> Res<S::Value> {
+        let at = input.pos();
+        let (n, per_unit, name) = match unit {
+            TimeUnit::Millis => (i64::from(input.int()?), 1000, "time-millis"),
+            TimeUnit::Micros => (input.long()?, 1, "time-micros"),
+        };
+        let day = MICROS_PER_DAY / per_unit;
+        if !(0..day).contains(&n) {
+            return Err(Failure::value(format!(
+                "{name} {n} at offset {at} is not a time of day (0 to {})",
+                day - 1
+            )));
+        }
+        self.sink.time_of_day(n * per_unit)
     }
 
     fn array(&mut self, items: NodeId, input: &mut Input<'a>, depth: u32) -> Res<S::Value> {
