@@ -194,6 +194,7 @@ def create_app(settings: Settings, console_settings: ConsoleSettings) -> Starlet
     console = Console(settings, console_settings)
     templates = Jinja2Templates(directory=str(HERE / "templates"))
     templates.env.globals["nav"] = NAV
+    templates.env.filters["iso_ms"] = _iso_ms
 
     def user_of(request: Request) -> User:
         session = request.session.get("user")
@@ -500,6 +501,15 @@ def create_app(settings: Settings, console_settings: ConsoleSettings) -> Starlet
         StreamsError: failed})
     app.state.console = console
     return app
+
+
+def _iso_ms(ms: float | None) -> str:
+    """Epoch milliseconds as `2026-12-07T21:55:44.935Z` (Kafka timestamps)."""
+    from datetime import UTC, datetime  # noqa: PLC0415
+
+    if ms is None:
+        return ""
+    return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _int(text: str | None) -> int | None:
