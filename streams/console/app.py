@@ -305,7 +305,9 @@ def create_app(settings: Settings, console_settings: ConsoleSettings) -> Starlet
         query = kafka_views.parse_browse(params, console.catalog, console.console.bench_rows)
         spec = console.catalog.topic(query.topic)
         with console.lock:
-            return query, kafka_views.browse(console.consumer(), console.decoder, spec, query, unmasked=unmasked)
+            found = kafka_views.browse(console.consumer(), console.admin, console.decoder, spec, query,
+                                       unmasked=unmasked)
+        return query, found
 
     async def messages(request: Request) -> Response:
         user = user_of(request)
