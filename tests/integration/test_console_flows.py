@@ -14,8 +14,6 @@ import pytest
 from streams.dlq import pending
 from tests.integration.console_harness import (
     ConsoleStack,
-    browser_fixture,  # noqa: F401 - the `browser` fixture
-    console_stack_fixture,  # noqa: F401 - the `console_stack` fixture
     env_for_cli,
     logged_in,
     screenshot,

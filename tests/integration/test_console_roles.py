@@ -13,8 +13,6 @@ from streams.console.kafka_views import MASK
 from tests.integration.console_harness import (
     PASSWORDS,
     ConsoleStack,
-    browser_fixture,  # noqa: F401 - the `browser` fixture
-    console_stack_fixture,  # noqa: F401 - the `console_stack` fixture
     csrf_of,
     logged_in,
     post_from_page,
