@@ -12,6 +12,8 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import structlog
+from confluent_kafka import KafkaException
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -19,7 +21,7 @@ from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.middleware.sessions import SessionMiddleware
-from starlette.responses import FileResponse, JSONResponse, RedirectResponse, Response, StreamingResponse
+from starlette.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response, StreamingResponse
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
@@ -39,7 +41,9 @@ if TYPE_CHECKING:
     from streams.console.settings import ConsoleSettings, User
     from streams.settings import Settings
 
+log = structlog.get_logger("streams.console")
 HERE = Path(__file__).parent
+VIOLATIONS_TTL_S = 30.0  # today's violations are re-counted at most this often (a read of the day's records)
 NAV = [("/", "Overview"), ("/topics", "Topics"), ("/groups", "Consumer groups"), ("/messages", "Messages"),
        ("/dlq", "Dead letters"), ("/tasks", "Tasks"), ("/audit", "Audit"), ("/evidence", "Evidence")]
 
@@ -118,6 +122,7 @@ class Console:
         root = console.evidence_dir or settings.data_dir / "console" / "evidence"
         self.jobs = EvidenceJobs(settings, root, console.evidence_sign_key)
         self.last_verification: dict[str, Any] | None = None
+        self.violations: tuple[float, dict[str, int]] = (0.0, {})
         self._consumer: Any = None
         self._publisher: Any = None
         self.lock = threading.Lock()  # one browse at a time on the shared consumer (assign is per consumer)
@@ -173,12 +178,16 @@ class Console:
             client = RedisQueues(redis_url, {}, timeout_s=2, ledger=False)
             checks["redis"] = {"ok": client.ping(), "detail": "ping"}
             client.close()
+        agents: dict[str, float] = {}
         for url in self.console.workers():
             try:
                 answer = httpx.get(f"{url}/health", timeout=2)
                 checks[f"worker {url}"] = {"ok": answer.status_code == 200, "detail": answer.text[:200]}
+                for agent, total in cluster_views.agent_totals(httpx.get(f"{url}/metrics", timeout=2).text).items():
+                    agents[agent] = agents.get(agent, 0.0) + total  # replicas of one agent add up
             except httpx.HTTPError as exc:
                 checks[f"worker {url}"] = {"ok": False, "detail": type(exc).__name__}
+        checks["_agents"] = agents  # overview() takes it out: events/s per agent, not a health check
         return checks
 
     def close(self) -> None:
@@ -256,9 +265,13 @@ def create_app(settings: Settings, console_settings: ConsoleSettings) -> Starlet
     # Overview, topics, groups, tasks ---------------------------------------------------------------------------
     def overview_data() -> dict[str, Any]:
         health = console.health()
+        if time.monotonic() - console.violations[0] > VIOLATIONS_TTL_S:
+            with console.lock:
+                counted = cluster_views.violations_today(console.kafka, console.consumer(), console.decoder)
+            console.violations = (time.monotonic(), counted)
         with console.lock:
             return cluster_views.overview(console.catalog, console.consumer(), console.admin, console.history,
-                                          health, console.kafka, console.decoder)
+                                          health, console.violations[1])
 
     async def overview(request: Request) -> Response:
         user_of(request)
@@ -472,6 +485,12 @@ def create_app(settings: Settings, console_settings: ConsoleSettings) -> Starlet
         name = "_error.html" if request.headers.get("hx-request") else "error.html"
         return render(request, name, {"status": 502, "message": str(exc)}, 502)
 
+    async def crashed(_: Request, exc: Exception) -> Response:
+        # Outside the session middleware: a plain page, the error logged, no traceback shown.
+        log.error("console request failed", error=f"{type(exc).__name__}: {exc}")
+        return HTMLResponse("<h1>500</h1><p id='error'>The console failed on this request; nothing was changed."
+                            " The error is in the console's log.</p>", 500)
+
     routes = [
         Route("/login", login_page, methods=["GET"]), Route("/login", login, methods=["POST"]),
         Route("/logout", logout, methods=["POST"]),
@@ -500,7 +519,7 @@ def create_app(settings: Settings, console_settings: ConsoleSettings) -> Starlet
 
     app = Starlette(routes=routes, middleware=middleware, lifespan=lifespan, exception_handlers={
         LoginRequiredError: login_required, ConsoleInputError: refused, HTTPException: refused,
-        StreamsError: failed})
+        StreamsError: failed, KafkaException: failed, Exception: crashed})
     app.state.console = console
     return app
 

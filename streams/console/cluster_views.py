@@ -40,6 +40,19 @@ class History:
         return [round((b[1] - a[1]) / (b[0] - a[0]), 2) if b[0] > a[0] else 0.0 for a, b in pairwise(samples)]
 
 
+def agent_totals(metrics_text: str) -> dict[str, float]:
+    """Events handled per agent (every outcome) from a worker's /metrics text (streams_agent_events_total)."""
+    from prometheus_client.parser import text_string_to_metric_families  # noqa: PLC0415
+
+    totals: dict[str, float] = defaultdict(float)
+    for family in text_string_to_metric_families(metrics_text):
+        if family.name == "streams_agent_events":  # the parser drops the counter's _total suffix
+            for sample in family.samples:
+                if sample.name == "streams_agent_events_total":
+                    totals[sample.labels.get("agent", "?")] += sample.value
+    return dict(totals)
+
+
 def end_offsets(consumer: Consumer, topic: str, partitions: int) -> dict[int, tuple[int, int]]:
     from confluent_kafka import TopicPartition  # noqa: PLC0415
 
@@ -47,7 +60,7 @@ def end_offsets(consumer: Consumer, topic: str, partitions: int) -> dict[int, tu
 
 
 def overview(catalog: Catalog, consumer: Consumer, admin: AdminClient, history: History,
-             health: dict[str, Any], kafka: KafkaConfig, decoder: EventDecoder) -> dict[str, Any]:
+             health: dict[str, Any], violations: dict[str, int]) -> dict[str, Any]:
     """What the overview shows: health, events/s per topic (with a series), lag per group, DLQ counts, violations."""
     now = time.time()
     topics, dead = [], []
@@ -66,8 +79,13 @@ def overview(catalog: Catalog, consumer: Consumer, admin: AdminClient, history: 
         topics.append({"name": spec.name, "missing": False, "rate": series[-1] if series else 0.0,
                        "series": series, "records": sum(high - low for low, high in marks.values())})
     groups = consumer_groups(admin, consumer, history, now)
-    return {"health": health, "topics": topics, "dead_letters": dead, "groups": groups,
-            "total_lag": sum(g["lag"] for g in groups), "violations": violations_today(kafka, consumer, decoder)}
+    agents = []
+    for name, total in sorted(health.pop("_agents", {}).items()):
+        history.offsets[f"agent:{name}"].append((now, int(total)))
+        series = history.rate(f"agent:{name}")
+        agents.append({"name": name, "events": int(total), "rate": series[-1] if series else 0.0, "series": series})
+    return {"health": health, "topics": topics, "agents": agents, "dead_letters": dead, "groups": groups,
+            "total_lag": sum(g["lag"] for g in groups), "violations": violations}
 
 
 def consumer_groups(admin: AdminClient, consumer: Consumer, history: History, now: float) -> list[dict[str, Any]]:

@@ -181,3 +181,16 @@ def test_the_server_refuses_what_a_role_or_a_token_does_not_allow(client) -> Non
     metrics = client.get("/metrics").text
     assert 'streams_console_actions_total{action="redrive",outcome="forbidden"}' in metrics
     assert 'streams_console_actions_total{action="redrive",outcome="csrf_refused"}' in metrics
+
+
+def test_agent_rates_come_from_the_workers_metrics() -> None:
+    from streams.console.cluster_views import agent_totals  # noqa: PLC0415
+
+    text = """# HELP streams_agent_events_total Events handled, by agent and outcome.
+# TYPE streams_agent_events_total counter
+streams_agent_events_total{agent="validation",outcome="ok"} 120.0
+streams_agent_events_total{agent="validation",outcome="dlq"} 3.0
+streams_agent_events_total{agent="audit",outcome="ok"} 40.0
+streams_agent_events_created{agent="audit",outcome="ok"} 1.7e9
+"""
+    assert agent_totals(text) == {"validation": 123.0, "audit": 40.0}

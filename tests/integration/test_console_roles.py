@@ -51,6 +51,7 @@ def test_a_wrong_password_is_refused(browser: Browser, console_stack: ConsoleSta
         page.click("#login")
     assert answer.value.status == 401
     assert "wrong user name or password" in page.inner_text("#error")
+    screenshot(page, "login")
     page.goto(f"{console_stack.url}/messages")
     assert page.url.startswith(f"{console_stack.url}/login"), "a page without a session sends to the login"
     page.close()
