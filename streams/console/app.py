@@ -30,7 +30,7 @@ from streams.console import audit_views, cluster_views, kafka_views
 from streams.console.auth import allowed, authenticate, csrf_matches, new_csrf_token
 from streams.console.evidence_jobs import EvidenceJobs, verify_upload
 from streams.console.kafka_views import ConsoleInputError
-from streams.errors import StreamsError
+from streams.errors import ConfigError, StreamsError
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, MutableMapping
@@ -110,6 +110,10 @@ class Console:
 
         self.settings, self.console = settings, console
         self.users = console.user_map()
+        if not self.users:
+            raise ConfigError("STREAMS_CONSOLE_USERS is not set, so nobody could log in; set it to a JSON object"
+                              ' like {"ana": {"role": "auditor", "password_hash": "..."}} (hashes from'
+                              " `streams console --hash-password`)")
         self.secret = console.secret_key()
         self.catalog = load_catalog(settings.catalog_path, settings.profile)
         self.bridge = load_bridge(self.catalog)

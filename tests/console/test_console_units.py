@@ -194,3 +194,22 @@ streams_agent_events_total{agent="audit",outcome="ok"} 40.0
 streams_agent_events_created{agent="audit",outcome="ok"} 1.7e9
 """
     assert agent_totals(text) == {"validation": 123.0, "audit": 40.0}
+
+
+def test_the_command_refuses_to_start_without_users_or_a_session_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    from click.testing import CliRunner  # noqa: PLC0415
+
+    from streams.cli import main  # noqa: PLC0415
+
+    monkeypatch.delenv("STREAMS_CONSOLE_USERS", raising=False)
+    monkeypatch.setenv("STREAMS_KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9")
+    monkeypatch.setattr("streams.settings.Settings.check_kafka_reachable", lambda *_, **__: None)
+    result = CliRunner().invoke(main, ["console", "--port", "0"])
+    assert result.exit_code == 1
+    assert result.output.strip().splitlines() == [result.output.strip()]
+    assert result.output.startswith("error: STREAMS_CONSOLE_USERS is not set")
+    monkeypatch.setenv("STREAMS_CONSOLE_USERS", json.dumps({"ana": {"role": "viewer", "password_hash": "x"}}))
+    monkeypatch.delenv("STREAMS_CONSOLE_SESSION_SECRET", raising=False)
+    result = CliRunner().invoke(main, ["console", "--port", "0"])
+    assert result.exit_code == 1
+    assert "STREAMS_CONSOLE_SESSION_SECRET must be set to 32 or more" in result.output
