@@ -317,6 +317,43 @@ def create_app(settings: Settings, console_settings: ConsoleSettings) -> Starlet
                                        console.bridge.failed_topic)
         return render(request, "tasks.html", {"data": data})
 
+    def task_position(form: dict[str, Any]) -> tuple[str, int, int, str]:
+        failed_topic = console.bridge.failed_topic
+        if failed_topic is None:
+            raise ConsoleInputError("the catalog's bridge section names no failed_topic", 404)
+        partition, offset = _int(str(form.get("partition", ""))), _int(str(form.get("offset", "")))
+        if partition is None or offset is None:
+            raise ConsoleInputError("a failed task is named by the partition and offset of its task.failed record")
+        try:
+            redis_url = console.settings.redis()
+        except StreamsError as exc:
+            raise ConsoleInputError(f"re-driving a task needs Redis (the effects ledger): {exc}", 409) from None
+        return failed_topic, partition, offset, redis_url
+
+    async def task_preview(request: Request) -> Response:
+        _, form = await posted(request, "redrive")
+        failed_topic, partition, offset, redis_url = task_position(form)
+        found = await run_in_threadpool(cluster_views.failed_task, console.kafka, console.decoder, failed_topic,
+                                        partition, offset, redis_url)
+        return render(request, "_task_preview.html", {"task": found})
+
+    async def task_redrive(request: Request) -> Response:
+        user, form = await posted(request, "redrive")
+        failed_topic, partition, offset, redis_url = task_position(form)
+        found = await run_in_threadpool(cluster_views.failed_task, console.kafka, console.decoder, failed_topic,
+                                        partition, offset, redis_url)
+        if found["state"] != "failed" or found["source"] is None:
+            raise ConsoleInputError(f"task {found['failed'].get('task_id')} cannot be re-driven: its effect is "
+                                    f"{found['state'] or 'not marked'} and its source record is "
+                                    f"{'there' if found['source'] is not None else 'gone'}", 409)
+        what = f"{found['failed'].get('task_name')} event {found['failed'].get('event_id')}"
+        await run_in_threadpool(console.record_action, user, "console.task.redrive", what, request)
+
+        if not await run_in_threadpool(cluster_views.redrive_task, console.kafka, redis_url, found):
+            raise ConsoleInputError("the task's effect is no longer marked failed (re-driven already?)", 409)
+        console.metrics.actions.labels("console.task.redrive", "ok").inc()
+        return render(request, "_task_done.html", {"task": found})
+
     # Messages ------------------------------------------------------------------------------------------------
     def browse(params: dict[str, str], unmasked: bool) -> tuple[kafka_views.BrowseQuery, kafka_views.BrowseResult]:
         query = kafka_views.parse_browse(params, console.catalog, console.console.bench_rows)
@@ -500,7 +537,9 @@ def create_app(settings: Settings, console_settings: ConsoleSettings) -> Starlet
         Route("/logout", logout, methods=["POST"]),
         Route("/", overview), Route("/overview/panel", overview_panel),
         Route("/topics", topics), Route("/topics/{topic}/schema", schema), Route("/groups", groups),
-        Route("/tasks", tasks), Route("/messages", messages), Route("/messages.jsonl", messages_jsonl),
+        Route("/tasks", tasks), Route("/tasks/preview", task_preview, methods=["POST"]),
+        Route("/tasks/redrive", task_redrive, methods=["POST"]), Route("/messages", messages),
+        Route("/messages.jsonl", messages_jsonl),
         Route("/dlq", dlq), Route("/dlq/preview", dlq_preview, methods=["POST"]),
         Route("/dlq/redrive", dlq_redrive, methods=["POST"]),
         Route("/audit", audit), Route("/audit/verify", audit_verify, methods=["POST"]),

@@ -209,3 +209,55 @@ def tasks_page(redis_url: str | None, queues: dict[str, int | None], kafka: Kafk
                                             "source_offset", "tenant_id")}})
     return {"queues": [{"name": name, "bound": bound, "depth": None if depths is None else depths.get(name)}
                        for name, bound in queues.items()], "error": error, "failed": failed[::-1]}
+
+
+def failed_task(kafka: KafkaConfig, decoder: EventDecoder, failed_topic: str, partition: int, offset: int,
+                redis_url: str | None) -> dict[str, Any]:
+    """One task.failed record, its source record and its effect's state: what a task re-drive would do."""
+    from streams.bridge.celery_wire import EFFECTS_PREFIX, effect_key  # noqa: PLC0415
+    from streams.console.kafka_views import ConsoleInputError  # noqa: PLC0415
+    from streams.kafka_util import read_range  # noqa: PLC0415
+
+    found = read_range(kafka, failed_topic, partition, offset, offset + 1)
+    if not found:
+        raise ConsoleInputError(f"no {failed_topic} record at partition {partition} offset {offset}", 404)
+    payload = decoder.decode(found[0].value())[1]
+    source = read_range(kafka, str(payload["source_topic"]), int(payload["source_partition"]),
+                        int(payload["source_offset"]), int(payload["source_offset"]) + 1)
+    key = effect_key(str(payload["task_name"]), str(payload["event_id"]))
+    state = None
+    if redis_url is not None:
+        import redis  # noqa: PLC0415
+
+        client = redis.Redis.from_url(redis_url, socket_timeout=3, socket_connect_timeout=3)
+        try:
+            raw = client.get(f"{EFFECTS_PREFIX}done:{key}")
+            state = raw.decode() if isinstance(raw, bytes) else None
+        finally:
+            client.close()
+    return {"partition": partition, "offset": offset, "failed": payload, "effect_key": key, "state": state,
+            "source": source[0] if source else None}
+
+
+def redrive_task(kafka: KafkaConfig, redis_url: str, found: dict[str, Any]) -> bool:
+    """Clear the failed effect's mark (the bridge's EffectLedger) and republish its source record as it was;
+    False, changing nothing, when the effect is no longer marked failed."""
+    import redis  # noqa: PLC0415
+    from confluent_kafka import Producer  # noqa: PLC0415
+
+    from streams.bridge.tasks import EffectLedger  # noqa: PLC0415
+    from streams.errors import StreamsError  # noqa: PLC0415
+
+    client = redis.Redis.from_url(redis_url, socket_timeout=5, socket_connect_timeout=5)
+    try:
+        if not EffectLedger(client, ttl_s=1, claim_ttl_s=1).forget_failure(found["effect_key"]):
+            return False
+    finally:
+        client.close()
+    source = found["source"]
+    producer = Producer({**kafka, "acks": "all", "enable.idempotence": True})
+    producer.produce(source.topic(), key=source.key(), value=source.value(), headers=source.headers())
+    if producer.flush(30) > 0:
+        raise StreamsError(f"could not republish the source record to {source.topic()} within 30 s; the task's"
+                           " failed mark is already cleared: re-publish it with `streams replay`")
+    return True

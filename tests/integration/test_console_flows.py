@@ -6,6 +6,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import zipfile
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -121,6 +122,55 @@ def test_an_auditor_builds_downloads_and_verifies_an_evidence_bundle(browser: Br
     page.context.close()
 
 
+def test_an_operator_redrives_a_failed_task_after_a_dry_run(browser: Browser, console_stack: ConsoleStack) -> None:
+    import redis  # noqa: PLC0415
+
+    from streams.bridge.celery_wire import EFFECTS_PREFIX, effect_key, task_id_for  # noqa: PLC0415
+    from streams.bridge.reference_tasks import INVOICE_PDF  # noqa: PLC0415
+    from streams.publish import Publisher  # noqa: PLC0415
+
+    settings = console_stack.settings
+    cleared = read_topic(settings, "invoice.cleared")[0]
+    event_id = dict(cleared.headers())["ce_id"].decode()
+    # What a BridgeTask that gave up leaves: its effect marked failed in Redis and a task.failed event.
+    client = redis.Redis.from_url(settings.redis())
+    done_key = f"{EFFECTS_PREFIX}done:{effect_key(INVOICE_PDF, event_id)}"
+    client.set(done_key, "failed")
+    with Publisher(settings, source="celery-worker") as publisher:
+        publisher.publish("task.failed", {
+            "task_id": task_id_for(event_id, INVOICE_PDF), "task_name": INVOICE_PDF,
+            "event_id": event_id, "route": "invoice-pdf", "reason": "retries_exhausted", "attempts": 5,
+            "deliveries": 1, "error_class": "OSError", "error_message": "disk full", "source_topic": "invoice.cleared",
+            "source_partition": cleared.partition(), "source_offset": cleared.offset(), "tenant_id": "console-co",
+            "worker": "celery@test", "failed_at": datetime.now(UTC)})
+    before = len(read_topic(settings, "invoice.cleared"))
+    page = logged_in(browser, console_stack, "otto")
+    page.goto(f"{console_stack.url}/tasks")
+    assert "disk full" in page.inner_text("#failed")
+    page.click(".task-dry-run")
+    page.wait_for_selector("#task-dry-run-result")
+    assert "Its effect is failed" in page.inner_text("#task-dry-run-result")
+    assert client.get(done_key) == b"failed", "a dry run changes nothing"
+    screenshot(page, "tasks")
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.click("#task-redrive")
+    page.wait_for_selector("#task-redrive-result")
+    assert client.get(done_key) is None, "the effect may run again"
+    after = read_topic(settings, "invoice.cleared")
+    assert len(after) == before + 1
+    copies = [m for m in after if dict(m.headers())["ce_id"].decode() == event_id]
+    assert len(copies) == 2, "the same event again (same ce_id, so the bridge derives the same task id)"
+    assert copies[0].value() == copies[1].value()
+    again = page.evaluate("""async () => (await fetch("/tasks/redrive", {method: "POST", body: new URLSearchParams(
+        {csrf: document.querySelector("input[name=csrf]").value,
+         partition: document.querySelector("#failed input[name=partition]").value,
+         offset: document.querySelector("#failed input[name=offset]").value})})).status""")
+    assert again == 409, "a second re-drive finds no failed mark and changes nothing"
+    assert len(read_topic(settings, "invoice.cleared")) == before + 1
+    client.close()
+    page.context.close()
+
+
 def test_the_overview_refreshes_without_reloading(browser: Browser, console_stack: ConsoleStack) -> None:
     page = logged_in(browser, console_stack, "vera")
     page.evaluate("window.loadedOnce = 'still here'")
@@ -134,7 +184,7 @@ def test_the_overview_refreshes_without_reloading(browser: Browser, console_stac
     ("/topics", "topics", "#topics"),
     ("/topics/invoice.created/schema", "schema", "#compatibility"),
     ("/groups", "consumer-groups", ".group"),
-    ("/tasks", "tasks", "#queues"),
+    ("/tasks", "tasks-queues", "#queues"),
 ])
 def test_every_page_renders(browser: Browser, console_stack: ConsoleStack, path: str, name: str,
                             selector: str) -> None:
