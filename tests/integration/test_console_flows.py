@@ -200,3 +200,26 @@ def test_every_page_renders(browser: Browser, console_stack: ConsoleStack, path:
         assert "streams-worker-validation" in page.inner_text("main")
     screenshot(page, name)
     page.context.close()
+
+
+def test_the_cli_redrives_with_the_same_code(console_stack: ConsoleStack) -> None:
+    from confluent_kafka import Producer  # noqa: PLC0415
+
+    from streams.records import SourceRecord, dlq_headers  # noqa: PLC0415
+
+    settings = console_stack.settings
+    source = SourceRecord("invoice.created", 0, 999, 0, b"console-co", b"still not avro", [("ce_id", b"cli-1")])
+    producer = Producer({"bootstrap.servers": settings.bootstrap_servers()})
+    producer.produce("invoice.created.dlq", key=source.key, value=source.value,
+                     headers=dlq_headers(source, "validation", ValueError("parked for the CLI"), 1))
+    producer.flush(30)
+    env = env_for_cli(console_stack)
+    dry = subprocess.run([sys.executable, "-m", "streams.cli", "dlq", "redrive", "invoice.created", "--dry-run"],
+                         env=env, capture_output=True, text=True, timeout=120, check=False)
+    assert dry.returncode == 0, dry.stderr
+    assert "would redrive 1 record(s)" in dry.stdout
+    done = subprocess.run([sys.executable, "-m", "streams.cli", "dlq", "redrive", "invoice.created"],
+                          env=env, capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+    assert "redrove 1 record(s)" in done.stdout
+    assert pending({"bootstrap.servers": settings.bootstrap_servers()}, "invoice.created") == []
