@@ -27,7 +27,11 @@ _DUMMY_HASH = bcrypt.hashpw(b"not a password", bcrypt.gensalt(rounds=12))
 
 
 def hash_password(password: str, *, rounds: int = 12) -> str:
-    """A bcrypt hash for STREAMS_CONSOLE_USERS."""
+    """A bcrypt hash for STREAMS_CONSOLE_USERS; ConfigError for a password bcrypt cannot hash whole."""
+    from streams.errors import ConfigError  # noqa: PLC0415
+
+    if not password or len(password.encode()) > 72:  # bcrypt reads at most 72 bytes; more would be cut silently
+        raise ConfigError("a console password must be 1 to 72 bytes (bcrypt's limit)")
     return bcrypt.hashpw(password.encode(), bcrypt.gensalt(rounds=rounds)).decode()
 
 

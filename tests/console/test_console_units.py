@@ -48,6 +48,8 @@ def test_passwords_and_permissions() -> None:
     assert not csrf_matches("abc", "abd")
     assert not csrf_matches("abc", None)
     assert not csrf_matches(None, None)
+    with pytest.raises(ConfigError, match="1 to 72 bytes"):
+        hash_password("x" * 73)
 
 
 def test_settings_refuse_malformed_users_and_short_keys() -> None:
