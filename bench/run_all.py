@@ -32,6 +32,7 @@ BENCHES: dict[str, list[str]] = {
     "replay": ["--events", "1000000", "--rounds", "3"],
     "webhooks": ["--events", "5000"],
     "outbox": ["--events", "30000", "--peer-events", "3000", "--rate", "1000", "--seconds", "10"],
+    "console": ["--records", "1000", "--runs", "15"],
 }
 QUICK: dict[str, list[str]] = {  # --quick: the same paths on small inputs, to check the harness itself
     "publish": ["--events", "5000"],
@@ -42,6 +43,7 @@ QUICK: dict[str, list[str]] = {  # --quick: the same paths on small inputs, to c
     "replay": ["--events", "20000", "--rounds", "1"],
     "webhooks": ["--events", "500"],
     "outbox": ["--events", "3000", "--peer-events", "500", "--seconds", "3"],
+    "console": ["--records", "1000", "--runs", "3"],
 }
 
 

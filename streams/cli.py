@@ -49,6 +49,8 @@ LAZY_COMMANDS: dict[str, tuple[str, str, str]] = {
                "Feed Celery from Kafka: routed events become tasks in Redis; offsets commit after Redis confirms."),
     "webhooks": ("streams.webhooks.commands", "webhooks",
                  "Deliver events to HTTP endpoints: signed CloudEvents POSTs, retried; offsets commit once settled."),
+    "console": ("streams.console.commands", "console",
+                "Serve the web console: topics, lag, messages, dead letters, tasks, the audit chain and evidence."),
     "outbox": ("streams.outbox.commands", "outbox",
                "The transactional outbox: services add events in their own transaction; the relay publishes them."),
 }  # fmt: skip

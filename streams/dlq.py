@@ -63,7 +63,7 @@ def _dead_letters(kafka_config: KafkaConfig, topic: str, *, group: str | None, t
         consumer.close()
 
 
-def _describe(message: Any) -> dict[str, Any]:
+def describe(message: Any) -> dict[str, Any]:
     from streams.records import DLQ_HEADER_PREFIX  # noqa: PLC0415 - `streams dlq --help` loads no codec
 
     headers = message.headers() or []
@@ -72,6 +72,57 @@ def _describe(message: Any) -> dict[str, Any]:
     return {"dlq_partition": message.partition(), "dlq_offset": message.offset(),
             "key": message.key().decode(errors="replace") if message.key() else None,
             "value_bytes": len(message.value() or b""), **errors}
+
+
+def pending(kafka_config: KafkaConfig, topic: str) -> list[Any]:
+    """TOPIC's dead letters not yet redriven (after `streams-dlq-redrive`'s committed position)."""
+    return _dead_letters(kafka_config, f"{topic}.dlq", group=REDRIVE_GROUP)
+
+
+def redrive_records(kafka_config: KafkaConfig, topic: str, records: list[Any], *,
+                    pending_records: list[Any] | None = None) -> dict[int, int]:
+    """Republish `records` (dead letters of TOPIC) with their dlq_* headers removed, then mark them done;
+    returns the positions committed ({partition: next offset}).
+
+    With `pending_records` (every pending one, of which `records` is a selection: the console's one or
+    filter), a partition's position moves only over the leading records that were all redriven, so a
+    skipped record stays pending; a selected record past a skipped one is republished but stays pending
+    too (decision 0027: a later redrive sends it again with the same ce_id).
+    """
+    from confluent_kafka import Consumer, Producer, TopicPartition  # noqa: PLC0415 - fast `--help`
+
+    from streams.records import DLQ_HEADER_PREFIX  # noqa: PLC0415
+
+    producer = Producer({**kafka_config, "acks": "all", "enable.idempotence": True})
+    for message in records:
+        headers = [(k, v) for k, v in (message.headers() or []) if not k.startswith(DLQ_HEADER_PREFIX)]
+        producer.produce(topic, key=message.key(), value=message.value(), headers=headers)
+    if producer.flush(60) > 0:
+        raise StreamsError(f"could not redrive every record to '{topic}' within 60 s; nothing was marked done")
+    consumer = Consumer({**kafka_config, "group.id": REDRIVE_GROUP, "enable.auto.commit": False})
+    try:
+        done = _prefix_done(records, pending_records if pending_records is not None else records)
+        if done:
+            consumer.commit(offsets=[TopicPartition(f"{topic}.dlq", p, o) for p, o in done.items()], asynchronous=False)
+    finally:
+        consumer.close()
+    return done
+
+
+def _prefix_done(records: list[Any], pending_records: list[Any]) -> dict[int, int]:
+    """Per partition, the offset after the longest run of pending records (in order) that were all redriven."""
+    chosen = {(m.partition(), m.offset()) for m in records}
+    done: dict[int, int] = {}
+    blocked: set[int] = set()
+    for message in sorted(pending_records, key=lambda m: (m.partition(), m.offset())):
+        partition = message.partition()
+        if partition in blocked:
+            continue
+        if (partition, message.offset()) in chosen:
+            done[partition] = message.offset() + 1
+        else:
+            blocked.add(partition)
+    return done
 
 
 @click.group()
@@ -97,7 +148,7 @@ def list_dead_letters(settings: Settings, topic: str, output: str) -> None:
       streams dlq list invoice.created --output json
     """
     load_catalog(settings.catalog_path, settings.profile).topic(topic)
-    records = [_describe(m) for m in _dead_letters(settings.kafka_config(settings.bootstrap_servers()), f"{topic}.dlq",
+    records = [describe(m) for m in _dead_letters(settings.kafka_config(settings.bootstrap_servers()), f"{topic}.dlq",
                                                    group=None)]
     if output == "json":
         click.echo(json.dumps(records, indent=2))
@@ -119,29 +170,11 @@ def redrive(settings: Settings, topic: str, dry_run: bool) -> None:
     Example:
       streams dlq redrive invoice.created --dry-run && streams dlq redrive invoice.created
     """
-    from confluent_kafka import Consumer, Producer, TopicPartition  # noqa: PLC0415 - fast `--help`
-
-    from streams.records import DLQ_HEADER_PREFIX  # noqa: PLC0415
-
     load_catalog(settings.catalog_path, settings.profile).topic(topic)
     config = settings.kafka_config(settings.bootstrap_servers())
-    records = _dead_letters(config, f"{topic}.dlq", group=REDRIVE_GROUP)
+    records = pending(config, topic)
     if dry_run:
         click.echo(f"would redrive {len(records)} record(s) from {topic}.dlq to {topic}")
         return
-    producer = Producer({**config, "acks": "all", "enable.idempotence": True})
-    for message in records:
-        headers = [(k, v) for k, v in (message.headers() or []) if not k.startswith(DLQ_HEADER_PREFIX)]
-        producer.produce(topic, key=message.key(), value=message.value(), headers=headers)
-    if producer.flush(60) > 0:
-        raise StreamsError(f"could not redrive every record to '{topic}' within 60 s; nothing was marked done")
-    consumer = Consumer({**config, "group.id": REDRIVE_GROUP, "enable.auto.commit": False})
-    try:
-        done: dict[int, int] = {}
-        for message in records:
-            done[message.partition()] = max(done.get(message.partition(), 0), message.offset() + 1)
-        if done:
-            consumer.commit(offsets=[TopicPartition(f"{topic}.dlq", p, o) for p, o in done.items()], asynchronous=False)
-    finally:
-        consumer.close()
+    redrive_records(config, topic, records)
     click.echo(f"redrove {len(records)} record(s) from {topic}.dlq to {topic}")

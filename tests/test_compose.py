@@ -36,12 +36,13 @@ DOCKERFILE = ROOT / "Dockerfile"
 DOCKERIGNORE = ROOT / ".dockerignore"
 
 IMAGE = "streams:0.1.0"
-REQUIRED_SERVICES = {"kafka", "redis", "registry", "init", "worker", "bridge", "celery", "prometheus", "grafana"}
+REQUIRED_SERVICES = {"kafka", "redis", "registry", "init", "worker", "bridge", "celery", "console", "prometheus",
+                     "grafana"}
 SCALABLE = ("worker", "bridge")  # `docker compose up --scale worker=3` must work
 AFTER_INIT = ("worker", "bridge", "celery")
 # What each scraped service listens on: its compose service, and the flags that set host and port.
 SCRAPED = {"worker": ("--web-host", "--web-port"), "bridge": ("--metrics-host", "--metrics-port"),
-           "registry": ("--host", "--port")}
+           "registry": ("--host", "--port"), "console": ("--host", "--port")}
 # Series Prometheus makes itself, and the target labels it (and our relabelling) attaches.
 PROMETHEUS_SERIES = {"up": set()}
 TARGET_LABELS = {"job", "instance", "service"}
@@ -147,7 +148,7 @@ def test_compose_file_follows_the_compose_specification():
 
 def test_every_service_is_declared():
     assert set(services()) >= REQUIRED_SERVICES
-    assert set(streams_services()) == {"registry", "init", "worker", "bridge", "celery"}
+    assert set(streams_services()) == {"registry", "init", "worker", "bridge", "celery", "console"}
 
 
 @pytest.mark.parametrize("service", SCALABLE)
@@ -181,7 +182,7 @@ def test_streams_commands_exist_in_the_cli():
             # Parsing (not invoking) also checks the values: ports in range, choices, required options.
             command.make_context(" ".join(path), list(rest))
             checked.append(" ".join(path))
-    assert sorted(checked) == ["streams bridge", "streams registry serve", "streams schemas apply",
+    assert sorted(checked) == ["streams bridge", "streams console", "streams registry serve", "streams schemas apply",
                                "streams topics apply", "streams worker"]
 
 
@@ -232,10 +233,12 @@ def test_settings_point_at_the_compose_services():
 
 def test_streams_variables_are_settings():
     from streams.bridge.reference_tasks import CelerySettings  # noqa: PLC0415
+    from streams.console.settings import ConsoleSettings  # noqa: PLC0415
     from streams.settings import Settings  # noqa: PLC0415
 
     known = {f"STREAMS_{field.upper()}" for field in Settings.model_fields}
     known |= {f"STREAMS_CELERY_{field.upper()}" for field in CelerySettings.model_fields}
+    known |= {f"STREAMS_CONSOLE_{field.upper()}" for field in ConsoleSettings.model_fields}
     for name, spec in streams_services().items():
         unknown = {key for key in spec["environment"] if key.startswith("STREAMS_")} - known
         assert not unknown, f"{name}: {sorted(unknown)} are not settings (streams/settings.py)"

@@ -37,6 +37,9 @@ KEY_PREFIX = EFFECTS_PREFIX
 FAILED_NAMESPACE = uuid.UUID("3d8f2b61-7c3e-5a9d-8e41-5f2a9c0b7d33")
 # Release the claim only if it is still ours (it may have expired and been taken by another run).
 RELEASE = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
+# Forget a failed effect in one step, so a run finishing meanwhile (marking it ok) is never undone.
+FORGET_FAILURE = ("if redis.call('GET', KEYS[1]) == 'failed' then redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])"
+                  " return 1 end return 0")
 
 
 class TaskGaveUpError(BridgeError):
@@ -87,6 +90,12 @@ class EffectLedger:
 
     def release(self, key: str, token: str) -> None:
         self._release(keys=[f"{KEY_PREFIX}claim:{key}"], args=[token])
+
+    def forget_failure(self, key: str) -> bool:
+        """Let a failed effect run again (the console's task re-drive): drop its `failed` marker and its
+        delivery and failure counts. False, changing nothing, when the effect is not marked failed."""
+        names = [f"{KEY_PREFIX}{kind}:{key}" for kind in ("done", "deliveries", "failures")]
+        return bool(self.client.eval(FORGET_FAILURE, len(names), *names))
 
     def _incr(self, name: str) -> int:
         with self.client.pipeline(transaction=True) as pipe:
