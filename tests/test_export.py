@@ -108,6 +108,16 @@ def _expected_acls() -> dict[str, list[dict[str, Any]]]:
             rules.append(({"type": "transactionalId", "name": service, "patternType": "prefix"}, ["Describe", "Write"]))
             rules.append(({"type": "cluster"}, ["IdempotentWrite"]))
         out[service] = sorted(({"resource": r, "operations": ops, "host": "*"} for r, ops in rules), key=json.dumps)
+    # The registry is the one platform principal topics.yaml cannot name: its storage topic is its own.
+    out["streams-registry"] = sorted([
+        {"resource": {"type": "topic", "name": "_schemas", "patternType": "literal"},
+         "operations": ["Create", "Describe", "DescribeConfigs", "Read", "Write"], "host": "*"},
+        {"resource": {"type": "group", "name": "streams-registry", "patternType": "prefix"},
+         "operations": ["Read"], "host": "*"},
+        {"resource": {"type": "transactionalId", "name": "streams-registry", "patternType": "prefix"},
+         "operations": ["Describe", "Write"], "host": "*"},
+        {"resource": {"type": "cluster"}, "operations": ["IdempotentWrite"], "host": "*"},
+    ], key=json.dumps)
     return out
 
 
@@ -117,7 +127,7 @@ def test_acls_match_the_catalogs_producers_and_consumers_exactly() -> None:
     assert set(users) == set(expected)
     # The catalog names these; a renamed service would show up here first.
     assert {"billing-api", "validation-agent", "audit-agent", "indexing-agent", "celery-bridge", "celery-workers",
-            "streams-replay", "web-app", "workflow-engine"} == set(users)
+            "streams-replay", "streams-webhooks", "web-app", "workflow-engine", "streams-registry"} == set(users)
     for name, want in expected.items():
         user = users[name]
         assert user["kind"] == "KafkaUser"
