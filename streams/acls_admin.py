@@ -9,7 +9,7 @@ import re
 from dataclasses import asdict, dataclass
 from typing import Any, Literal, cast
 
-from confluent_kafka import KafkaException
+from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import (
     AclBinding,
     AclBindingFilter,
@@ -68,6 +68,13 @@ def to_kafka(binding: Binding) -> AclBinding:
                       AclPermissionType[binding.permission])
 
 
+def to_filter(binding: Binding) -> AclBindingFilter:
+    """A filter matching exactly `binding` (delete_acls removes every match: never anything wider)."""
+    return AclBindingFilter(_RESOURCE_TYPES[binding.resource_type], binding.name, _PATTERNS[binding.pattern],
+                            binding.principal, binding.host, _operation(binding.operation),
+                            AclPermissionType[binding.permission])
+
+
 def _from_kafka(acl: AclBinding) -> Binding | None:
     # The stubs type these as enum-or-str-or-int (what the constructor accepts); describe_acls gives enums.
     kind = _KINDS.get(ResourceType(acl.restype))
@@ -88,16 +95,47 @@ def cluster_acls(admin: AdminClient) -> list[AclBinding]:
     try:
         found: list[AclBinding] = admin.describe_acls(every, request_timeout=TIMEOUT_S).result()
     except KafkaException as exc:
-        error = exc.args[0]
-        if error.name() == "SECURITY_DISABLED":
-            raise AdminError("the cluster has no authorizer, so it keeps no ACLs: set authorizer.class.name="
-                             "org.apache.kafka.metadata.authorizer.StandardAuthorizer on the brokers "
-                             "(locally: `streams dev up --sasl --acls`)") from None
-        if error.name() == "CLUSTER_AUTHORIZATION_FAILED":
-            raise AdminError("the cluster refused to list its ACLs (CLUSTER_AUTHORIZATION_FAILED): run this as a "
-                             "super user or a principal with Describe on the cluster") from None
-        raise AdminError(f"cannot list the cluster's ACLs: {error.str()}") from None
+        raise _acl_error(exc.args[0]) from None
+    if not found:
+        # A broker without an authorizer answers DescribeAcls with an empty list (through librdkafka), so an
+        # empty answer is checked with a deletion that can match nothing: that one reports SECURITY_DISABLED.
+        nobody = AclBindingFilter(ResourceType.TOPIC, None, ResourcePatternType.ANY,  # type: ignore[arg-type]
+                                  "User:streams-acls-probe-matches-nothing", None,  # type: ignore[arg-type]
+                                  AclOperation.ANY, AclPermissionType.ANY)
+        for future in admin.delete_acls([nobody], request_timeout=TIMEOUT_S).values():
+            try:
+                future.result()
+            except KafkaException as exc:
+                if exc.args[0].name() == "SECURITY_DISABLED":
+                    raise _acl_error(exc.args[0]) from None
+                # Anything else (a principal that may only Describe): check_may_manage speaks for it.
     return found
+
+
+def _acl_error(error: KafkaError) -> AdminError:
+    if error.name() == "SECURITY_DISABLED":
+        return AdminError("the cluster has no authorizer, so it keeps no ACLs: set authorizer.class.name="
+                          "org.apache.kafka.metadata.authorizer.StandardAuthorizer on the brokers "
+                          "(locally: `streams dev up --sasl --acls`)")
+    return AdminError(f"cannot list the cluster's ACLs: {error.str()} ({error.name()})")
+
+
+def check_may_manage(admin: AdminClient, kafka_config: KafkaConfig, operation: Literal["Describe", "Alter"]) -> None:
+    """AdminError unless this client may `operation` the cluster (see ACLs: Describe; change them: Alter).
+
+    Needed because a broker answers DescribeAcls from a principal without Describe on the cluster with an
+    empty list, which would read as "every binding is missing".
+    """
+    try:
+        cluster = admin.describe_cluster(include_authorized_operations=True, request_timeout=TIMEOUT_S).result()
+    except KafkaException as exc:
+        raise AdminError(f"cannot describe the cluster: {exc.args[0].str()}") from None
+    allowed = cluster.authorized_operations or []  # librdkafka gives None for none at all
+    if _operation(operation) not in allowed and AclOperation.ALL not in allowed:
+        username = kafka_config.get("sasl.username")
+        principal = f"User:{username}" if username else "User:ANONYMOUS"
+        raise AdminError(f"{principal} may not {operation} the cluster's ACLs (CLUSTER_AUTHORIZATION_FAILED); run "
+                         f"`streams acls` as a super user or a principal allowed {operation} on the cluster")
 
 
 def plan_acls(catalog: Catalog, kafka_config: KafkaConfig) -> AclPlan:
@@ -106,7 +144,10 @@ def plan_acls(catalog: Catalog, kafka_config: KafkaConfig) -> AclPlan:
     managed = {binding.principal for binding in desired}
     current: set[Binding] = set()
     unmanaged: dict[str, int] = {}
-    for acl in cluster_acls(AdminClient(kafka_config)):
+    admin = AdminClient(kafka_config)
+    found = cluster_acls(admin)  # first: a cluster without an authorizer says so here
+    check_may_manage(admin, kafka_config, "Describe")
+    for acl in found:
         binding = _from_kafka(acl)
         if binding is None or binding.principal not in managed:
             unmanaged[acl.principal] = unmanaged.get(acl.principal, 0) + 1
@@ -121,14 +162,14 @@ def plan_acls(catalog: Catalog, kafka_config: KafkaConfig) -> AclPlan:
 def apply_acls(plan: AclPlan, kafka_config: KafkaConfig) -> None:
     """Create the missing bindings and delete the extra ones, each exactly (never by a wider filter)."""
     admin = AdminClient(kafka_config)
+    if plan.has_changes:
+        check_may_manage(admin, kafka_config, "Alter")
     failures: list[str] = []
     if plan.add:
         futures = admin.create_acls([to_kafka(b) for b in plan.add], request_timeout=TIMEOUT_S)
         failures += _failed(futures, "add")
     if plan.remove:
-        filters = [AclBindingFilter(_RESOURCE_TYPES[b.resource_type], b.name, _PATTERNS[b.pattern], b.principal,
-                                    b.host, _operation(b.operation), AclPermissionType[b.permission])
-                   for b in plan.remove]
+        filters = [to_filter(b) for b in plan.remove]
         failures += _failed(admin.delete_acls(filters, request_timeout=TIMEOUT_S), "remove")
     if failures:
         raise AdminError(f"{len(failures)} ACL change(s) failed; first: {failures[0]}")

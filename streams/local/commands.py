@@ -175,7 +175,7 @@ def _report_up(
                 "address": service.address,
                 "log_path": service.log_path,
                 "ready_seconds": round(ready[name], 3) if name in ready else None,
-                **({"security_protocol": service.security_protocol} if name == "kafka" else {}),
+                **({"security_protocol": service.security_protocol, "acls": service.acls} if name == "kafka" else {}),
             }
             for name, service in state.services.items()
         }
@@ -198,6 +198,11 @@ def _report_up(
         console.print(f"clients need these variables (or `source {path}`):", highlight=False, soft_wrap=True)
         for name, value in client_environment.items():
             console.print(f"  export {name}={shlex.quote(value)}", highlight=False, markup=False, soft_wrap=True)
+        if kafka.acls:
+            principals = scram.credentials_path(Path(state.data_dir) / "local", "<principal>")
+            console.print(f"kafka enforces the catalog's ACLs (`streams acls plan` shows them); {user} is a super"
+                          f" user. To run as a catalog principal: `source {principals}`", highlight=False,
+                          markup=False, soft_wrap=True)
     console.print(
         f"state in {state_path(Path(state.data_dir))}; stop it with `streams dev down`",
         highlight=False,

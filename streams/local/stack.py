@@ -80,6 +80,8 @@ def start_stack(
                               " use `streams dev up --sasl --acls`")
     data_dir = data_dir.resolve()
     emit: Notify = notify if notify is not None else _ignore
+    if acls and sasl_users and catalog is not None:
+        sasl_users = _with_principals(data_dir, sasl_users, catalog)
     running = running_stack(data_dir)
     if running is not None:
         emit(StackNote(f"the local stack in {local_dir(data_dir)} is already running"))
@@ -104,6 +106,8 @@ def start_stack(
         kafka_environment = {"STREAMS_KAFKA_SECURITY_PROTOCOL": "PLAINTEXT"}
         if sasl_users:
             kafka_environment = _write_credentials(data_dir, services["kafka"].address, sasl_users)
+            if acls:
+                _write_principals(data_dir, services["kafka"].address, sasl_users)
         if with_registry:
             services["registry"] = _start_registry(
                 data_dir, services["kafka"].address, registry_port, catalog, kafka_environment, emit
@@ -173,6 +177,26 @@ def _start_kafka(
     )
 
 
+def _with_principals(data_dir: Path, sasl_users: Mapping[str, str], catalog_path: Path) -> dict[str, str]:
+    """`sasl_users` (the first stays the stack's own, super, user) plus a SCRAM user per principal the catalog
+    manages, its password the one in `<local>/principals/<name>.env` if there is one, else a new one."""
+    from streams.acls import principal_acls  # noqa: PLC0415 - only stacks with ACLs need it
+    from streams.catalog import load_catalog  # noqa: PLC0415
+
+    users = dict(sasl_users)
+    for name in principal_acls(load_catalog(catalog_path, "local")):
+        if name not in users:
+            known = scram.read_credentials(local_dir(data_dir), name) or {}
+            users[name] = known.get("STREAMS_KAFKA_SASL_PASSWORD") or scram.generate_password()
+    return users
+
+
+def _write_principals(data_dir: Path, address: str, sasl_users: Mapping[str, str]) -> None:
+    """`<local>/principals/<name>.env` for every user but the stack's own: `source` one to run as it."""
+    for name, password in list(sasl_users.items())[1:]:
+        scram.write_credentials(local_dir(data_dir), scram.client_environment(address, name, password), name)
+
+
 def _apply_acls(internal_address: str, catalog_path: Path, emit: Notify) -> None:
     """The catalog's ACLs (profile local), applied over the internal listener, whose ANONYMOUS is a super user."""
     from streams.acls_admin import apply_acls, plan_acls  # noqa: PLC0415 - only stacks with ACLs need it
@@ -180,7 +204,7 @@ def _apply_acls(internal_address: str, catalog_path: Path, emit: Notify) -> None
     from streams.settings import KafkaConfig  # noqa: PLC0415
 
     catalog = load_catalog(catalog_path, "local")
-    config: KafkaConfig = {"bootstrap.servers": internal_address}
+    config: KafkaConfig = {"bootstrap.servers": internal_address, "log_level": 0}  # the caller reports
     plan = plan_acls(catalog, config)
     apply_acls(plan, config)
     emit(StackNote(f"ACLs enforced: {len(plan.add)} binding(s) added, {len(plan.remove)} removed for "
@@ -226,6 +250,7 @@ def _with_users(
     scram.wait_for_login(broker.pid, broker.address, name, password, Path(broker.log_path))
     if acl_catalog is not None:
         _apply_acls(broker.internal_address, acl_catalog, _ignore)
+        _write_principals(data_dir, broker.address, sasl_users)
     _write_credentials(data_dir, broker.address, sasl_users)
     users = tuple(dict.fromkeys([*broker.sasl_users, *sasl_users]))
     services = {**running.services, "kafka": broker.model_copy(update={"sasl_users": users})}

@@ -182,7 +182,12 @@ class TransactionalEngine:
             # restored every partition of every worker).
             "partition.assignment.strategy": "cooperative-sticky",
         })
-        self._producer = self._new_producer()
+        try:
+            self._producer = self._new_producer()
+        except BaseException:  # refused (an ACL) or unreachable: leave nothing open behind the error
+            consumer.close()
+            self._release_slot()
+            raise
         consumer.subscribe(list(self.agent.sources), on_assign=self._on_assign, on_revoke=self._on_revoke,
                            on_lost=self._on_lost)
         log.info("engine.started", agent=self.agent.name, group=self.group, transactional_id=self.transactional_id,
