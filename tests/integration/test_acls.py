@@ -152,6 +152,7 @@ class _Nothing:
     sources = ("invoice.created",)
 
     def handle(self, records: list[Message], state: PartitionState, out: Output) -> None:
+        del records, state, out
         raise AssertionError("no record may be handled by an engine the brokers refused")
 
 
@@ -230,8 +231,10 @@ def test_the_validation_worker_runs_as_its_own_principal_with_only_its_acls(stac
         def outcomes() -> int:
             return len(stack.read("invoice.cleared")) + len(stack.read("compliance.violation"))
 
-        wait_for(lambda: outcomes() >= wanted, 240,
-                 lambda: f"{wanted} outcomes (have {outcomes()}); worker log:\n{log.read_text(errors='replace')[-3000:]}")
+        def why() -> str:
+            return f"{wanted} outcomes (have {outcomes()}); worker log:\n{log.read_text(errors='replace')[-3000:]}"
+
+        wait_for(lambda: outcomes() >= wanted, 240, why)
     finally:
         if worker.poll() is None:
             os.killpg(worker.pid, 15)
@@ -268,8 +271,9 @@ def test_dev_up_reports_acls_and_every_catalog_principal_can_log_in_from_its_fil
 def test_a_principal_that_may_not_see_acls_gets_one_line_not_an_empty_plan(stack: AclStack) -> None:
     # The broker answers its DescribeAcls with an empty list: without the check, every binding would look missing.
     result = stack.cli("acls", "plan", user="billing-api")
-    assert_one_line(result, "error: User:billing-api may not Describe the cluster's ACLs (CLUSTER_AUTHORIZATION_FAILED);"
-                            " run `streams acls` as a super user or a principal allowed Describe on the cluster")
+    assert_one_line(result, "error: User:billing-api may not Describe the cluster's ACLs"
+                            " (CLUSTER_AUTHORIZATION_FAILED); run `streams acls` as a super user or a principal"
+                            " allowed Describe on the cluster")
 
 
 def test_a_cluster_without_an_authorizer_is_one_clear_error(kafka_bootstrap: str, tmp_path: Path) -> None:
