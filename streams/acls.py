@@ -107,9 +107,12 @@ def principal_acls(catalog: Catalog) -> dict[str, tuple[AclRule, ...]]:
     out: dict[str, tuple[AclRule, ...]] = {}
     for service in sorted(produces.keys() | consumes.keys()):
         written, read = produces.get(service, set()), consumes.get(service, set())
+        # A producer may also read its topics' configs: the outbox relay parks a record over the topic's
+        # max.message.bytes instead of retrying it forever, and needs the limit for that.
         rules = [
             AclRule("topic", topic, operations=tuple(sorted(
-                {"Describe"} | ({"Write"} if topic in written else set()) | ({"Read"} if topic in read else set())
+                {"Describe"} | ({"DescribeConfigs", "Write"} if topic in written else set())
+                | ({"Read"} if topic in read else set())
             )))
             for topic in sorted(written | read)
         ]

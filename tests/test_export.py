@@ -97,7 +97,7 @@ def _expected_acls() -> dict[str, list[dict[str, Any]]]:
     for service in produces.keys() | consumes.keys():
         rules = []
         for topic in produces.get(service, set()) | consumes.get(service, set()):
-            ops = {"Describe"} | ({"Write"} if topic in produces.get(service, ()) else set())
+            ops = {"Describe"} | ({"DescribeConfigs", "Write"} if topic in produces.get(service, ()) else set())
             ops |= {"Read"} if topic in consumes.get(service, ()) else set()
             rules.append(({"type": "topic", "name": topic, "patternType": "literal"}, sorted(ops)))
         if service in consumes:
@@ -145,11 +145,11 @@ def test_acls_give_each_role_what_it_needs_and_no_more() -> None:
         return {op for rule in users[user] if rule["resource"]["type"] == kind
                 and rule["resource"].get("name") == name for op in rule["operations"]}
 
-    assert ops("billing-api", "topic", "invoice.created") == {"Write", "Describe"}
+    assert ops("billing-api", "topic", "invoice.created") == {"Write", "Describe", "DescribeConfigs"}
     assert ops("billing-api", "cluster") == {"IdempotentWrite"}
     assert ops("billing-api", "group", "billing-api") == set()  # produces only: no group
     assert ops("validation-agent", "topic", "invoice.created") == {"Read", "Describe"}
-    assert ops("validation-agent", "topic", "invoice.created.dlq") == {"Write", "Describe"}  # it dead-letters
+    assert ops("validation-agent", "topic", "invoice.created.dlq") == {"Write", "Describe", "DescribeConfigs"}
     assert ops("validation-agent", "group", "validation-agent") == {"Read"}
     assert ops("indexing-agent", "cluster") == {"IdempotentWrite"}  # it writes dead letters
     assert ops("streams-replay", "topic", "audit.trail") == {"Read", "Describe"}

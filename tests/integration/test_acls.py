@@ -72,9 +72,17 @@ class AclStack:
         settings = self.settings(user)
         return settings.kafka_config(settings.bootstrap_servers())
 
+    def password(self, user: str) -> str:
+        """USERS' password, or the one the stack generated for another catalog principal."""
+        if user in USERS:
+            return USERS[user]
+        environment = scram.read_credentials(self.data_dir / "local", user)
+        assert environment is not None, f"no credentials file for {user}"
+        return environment["STREAMS_KAFKA_SASL_PASSWORD"]
+
     def env(self, user: str = ADMIN) -> dict[str, str]:
         inherited = {name: value for name, value in os.environ.items() if not name.startswith("STREAMS_")}
-        return {**inherited, **scram.client_environment(self.bootstrap, user, USERS[user]),
+        return {**inherited, **scram.client_environment(self.bootstrap, user, self.password(user)),
                 "STREAMS_DATA_DIR": str(self.data_dir), "STREAMS_CATALOG_PATH": str(ROOT / "topics.yaml"),
                 "STREAMS_REDIS_URL": self.redis_url}
 
@@ -286,3 +294,55 @@ def test_a_cluster_without_an_authorizer_is_one_clear_error(kafka_bootstrap: str
         assert_one_line(result, "error: the cluster has no authorizer, so it keeps no ACLs: set authorizer.class.name="
                                 "org.apache.kafka.metadata.authorizer.StandardAuthorizer on the brokers (locally:"
                                 " `streams dev up --sasl --acls`)")
+
+
+def test_replay_reads_what_its_principal_consumes_and_is_refused_the_rest(stack: AclStack, tmp_path: Path) -> None:
+    allowed = stack.cli("replay", "audit.trail", "--export", str(tmp_path / "trail"), user="streams-replay")
+    assert allowed.returncode == 0, allowed.stdout + allowed.stderr
+    refused = stack.cli("replay", "invoice.created", "--export", str(tmp_path / "invoices"), user="streams-replay")
+    assert_one_line(refused, "error: User:streams-replay may not Read topic invoice.created"
+                             " (TOPIC_AUTHORIZATION_FAILED); run `streams acls plan`")
+    assert not (tmp_path / "invoices" / "manifest.json").exists()
+
+
+def test_the_outbox_relay_as_its_service_publishes_what_it_owns_and_parks_the_rest_with_the_refusal(
+        stack: AclStack, tmp_path: Path) -> None:
+    from streams.outbox import Outbox  # noqa: PLC0415 - this test only
+    from streams.outbox.commands import create_table  # noqa: PLC0415
+    from streams.outbox.relay import Relay, RelayOptions  # noqa: PLC0415
+    from streams.outbox.table import connect  # noqa: PLC0415
+    from tests.integration.outbox_support import pending  # noqa: PLC0415
+
+    dsn, table = f"sqlite:///{tmp_path / 'billing.db'}", "outbox"
+    create_table(dsn, table)
+    before = len(stack.read("invoice.created"))
+    outbox = Outbox(stack.settings("billing-api"), source="billing-api", table=table)
+    conn = connect(dsn)
+    try:
+        conn.execute("BEGIN")
+        owned = outbox.add(conn, "invoice.created", next(iter(invoice_chain(1, tenant="acl-outbox"))))
+        foreign = outbox.add(conn, "user.action", user_action(1))
+        conn.commit()
+    finally:
+        conn.close()
+        outbox.close()
+    relay = Relay(RelayOptions(dsn=dsn, table=table, batch_size=10), stack.settings("billing-api"))
+    stop = threading.Event()
+    thread = threading.Thread(target=relay.run, args=(stop,), daemon=True)
+    thread.start()
+    try:
+        wait_for(lambda: pending(dsn, table)[0] == 0, 60, lambda: f"an empty outbox (have {pending(dsn, table)})")
+    finally:
+        stop.set()
+        thread.join(30)
+    assert pending(dsn, table) == (0, 1)
+    conn = connect(dsn)
+    try:
+        reasons = dict(conn.execute(f"SELECT event_id, parked_reason FROM {table}").fetchall())  # noqa: S608
+    finally:
+        conn.close()
+    assert owned not in reasons
+    assert reasons[foreign] == ("User:billing-api may not Write topic user.action (TOPIC_AUTHORIZATION_FAILED);"
+                                " run `streams acls plan`")
+    assert len(stack.read("invoice.created")) == before + 1
+    assert stack.read("user.action") == []
