@@ -223,33 +223,47 @@ def wait_for(condition: Callable[[], bool], timeout: float, what: Callable[[], s
         time.sleep(0.5)
 
 
-def test_the_validation_worker_runs_as_its_own_principal_with_only_its_acls(stack: AclStack, tmp_path: Path) -> None:
-    with Publisher(stack.settings("billing-api"), source="billing-api") as publisher:
-        for invoice in invoice_chain(INVOICES, tenant="acl-worker"):
-            publisher.publish("invoice.created", invoice).result()
-    wanted = len(stack.read("invoice.created"))
-    log = tmp_path / "worker.log"
+def run_worker_until(stack: AclStack, principal: str, agent: str, done: Callable[[], bool], log: Path) -> None:
+    """`streams worker --agents <agent> --app-id <principal>` logged in as `principal`, until `done()`; then the
+    log must show no refusal and no password."""
     with log.open("ab") as out:
         worker = subprocess.Popen(
-            [sys.executable, "-m", "streams.cli", "worker", "--agents", "validation", "--app-id", "validation-agent",
+            [sys.executable, "-m", "streams.cli", "worker", "--agents", agent, "--app-id", principal,
              "--web-port", str(free_port())],
-            env=stack.env("validation-agent"), stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+            env=stack.env(principal), stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
             cwd=stack.data_dir)
     try:
-        def outcomes() -> int:
-            return len(stack.read("invoice.cleared")) + len(stack.read("compliance.violation"))
-
-        def why() -> str:
-            return f"{wanted} outcomes (have {outcomes()}); worker log:\n{log.read_text(errors='replace')[-3000:]}"
-
-        wait_for(lambda: outcomes() >= wanted, 240, why)
+        wait_for(done, 240, lambda: f"the {agent} worker; its log:\n{log.read_text(errors='replace')[-3000:]}")
     finally:
         if worker.poll() is None:
             os.killpg(worker.pid, 15)
         worker.wait(timeout=60)
     text = log.read_text(errors="replace")
     assert "AUTHORIZATION_FAILED" not in text, text[-3000:]
-    assert not any(password in text for password in USERS.values())
+    assert not any(password in text for password in (*USERS.values(), stack.password(principal)))
+
+
+def test_the_validation_worker_runs_as_its_own_principal_with_only_its_acls(stack: AclStack, tmp_path: Path) -> None:
+    with Publisher(stack.settings("billing-api"), source="billing-api") as publisher:
+        for invoice in invoice_chain(INVOICES, tenant="acl-worker"):
+            publisher.publish("invoice.created", invoice).result()
+    wanted = len(stack.read("invoice.created"))
+
+    def outcomes() -> int:
+        return len(stack.read("invoice.cleared")) + len(stack.read("compliance.violation"))
+
+    run_worker_until(stack, "validation-agent", "validation", lambda: outcomes() >= wanted, tmp_path / "worker.log")
+    assert stack.read("invoice.created.dlq") == []
+
+
+def test_the_audit_writer_runs_as_its_own_principal_with_only_its_acls(stack: AclStack, tmp_path: Path) -> None:
+    # A single elected writer: its group, leader group and topic, changelog and fixed transactional id all
+    # start with `audit-agent-audit`.
+    audited = len(stack.read("invoice.created"))
+    run_worker_until(stack, "audit-agent", "audit", lambda: len(stack.read("audit.trail")) >= audited,
+                     tmp_path / "audit.log")
+    result = stack.cli("audit", "verify")
+    assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_dev_up_reports_acls_and_every_catalog_principal_can_log_in_from_its_file(stack: AclStack) -> None:
@@ -346,3 +360,37 @@ def test_the_outbox_relay_as_its_service_publishes_what_it_owns_and_parks_the_re
                                 " run `streams acls plan`")
     assert len(stack.read("invoice.created")) == before + 1
     assert stack.read("user.action") == []
+
+
+def test_the_registry_runs_as_its_platform_principal_and_registers_a_schema(stack: AclStack, tmp_path: Path) -> None:
+    import httpx  # noqa: PLC0415 - this test only
+
+    port = free_port()
+    log = tmp_path / "registry.log"
+    with log.open("ab") as out:
+        registry = subprocess.Popen(
+            [sys.executable, "-m", "streams.cli", "registry", "serve", "--port", str(port)],
+            env=stack.env("streams-registry"), stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+            cwd=stack.data_dir)
+    url = f"http://127.0.0.1:{port}"
+
+    def answers() -> bool:
+        try:
+            return httpx.get(f"{url}/subjects", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    try:
+        wait_for(answers, 120, lambda: f"the registry on {url}; its log:\n{log.read_text(errors='replace')[-3000:]}")
+        assert "invoice.created-value" in httpx.get(f"{url}/subjects", timeout=10).json()  # read _schemas
+        schema = {"type": "record", "name": "AclProbe", "fields": [{"name": "id", "type": "string"}]}
+        written = httpx.post(f"{url}/subjects/acl-probe-value/versions", timeout=30,
+                             json={"schema": json.dumps(schema)})  # a transaction on _schemas
+        assert written.status_code == 200, written.text
+    finally:
+        if registry.poll() is None:
+            os.killpg(registry.pid, 15)
+        registry.wait(timeout=60)
+    text = log.read_text(errors="replace")
+    assert "AUTHORIZATION_FAILED" not in text, text[-3000:]
+    assert not any(password in text for password in (*USERS.values(), stack.password("streams-registry")))
