@@ -394,3 +394,34 @@ def test_the_registry_runs_as_its_platform_principal_and_registers_a_schema(stac
     text = log.read_text(errors="replace")
     assert "AUTHORIZATION_FAILED" not in text, text[-3000:]
     assert not any(password in text for password in (*USERS.values(), stack.password("streams-registry")))
+
+
+def test_the_bridge_runs_as_celery_bridge_in_its_own_group(stack: AclStack, tmp_path: Path) -> None:
+    import redis  # noqa: PLC0415 - this test only
+
+    from streams.bridge.celery_wire import queue_keys  # noqa: PLC0415
+
+    cleared = len(stack.read("invoice.cleared"))
+    assert cleared > 0, "the validation worker test runs first and clears invoices"
+    client = redis.Redis.from_url(stack.redis_url)
+    log = tmp_path / "bridge.log"
+
+    def queued() -> int:
+        return sum(int(client.llen(key)) for key in queue_keys("default"))
+
+    with log.open("ab") as out:
+        bridge = subprocess.Popen(
+            [sys.executable, "-m", "streams.cli", "bridge", "--group", "celery-bridge", "--instance-id", "acl-bridge"],
+            env=stack.env("celery-bridge"), stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+            cwd=stack.data_dir)
+    try:
+        wait_for(lambda: queued() >= cleared, 180,
+                 lambda: f"{cleared} tasks in Redis (have {queued()}); bridge log:\n{log.read_text()[-3000:]}")
+    finally:
+        if bridge.poll() is None:
+            os.killpg(bridge.pid, 15)
+        bridge.wait(timeout=60)
+        client.close()
+    text = log.read_text(errors="replace")
+    assert "AUTHORIZATION_FAILED" not in text, text[-3000:]
+    assert not any(password in text for password in USERS.values())
