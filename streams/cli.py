@@ -25,6 +25,8 @@ LAZY_COMMANDS: dict[str, tuple[str, str, str]] = {
     "dev": ("streams.local.commands", "dev",
             "Run the local stack: Apache Kafka (KRaft), the schema registry and Redis on loopback."),
     "topics": ("streams.admin_cli", "topics", "Topics as code: lint, plan and apply topics.yaml."),
+    "acls": ("streams.acls_cli", "acls",
+             "ACLs from the catalog: plan and apply who may read, write and join what."),
     "registry": ("streams.registry.commands", "registry",
                  "Run the Confluent-compatible schema registry backed by the `_schemas` topic."),
     "schemas": ("streams.schemas.commands", "schemas",

@@ -34,3 +34,7 @@ class SchemaError(StreamsError):
 
 class PublishError(StreamsError):
     """An event could not be validated, encoded or delivered."""
+
+
+class AuthorizationError(StreamsError):
+    """The brokers refused an operation for a missing ACL; the message names principal, resource and operation."""

@@ -8,12 +8,12 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 
+from streams.acls import AclRule, principal_acls
 from streams.catalog import Catalog, TopicSpec
 from streams.errors import CatalogError
 
@@ -29,8 +29,6 @@ ASYNCAPI_VERSION = "3.0.0"
 AVRO_SCHEMA_FORMAT = "application/vnd.apache.avro;version=1.9.0"
 KAFKA_BINDING_VERSION = "0.5.0"
 _DNS_LABEL = re.compile(r"[^a-z0-9.-]")
-# Operations a consumer needs on the topics it owns by name (faust changelogs, its assignor topic).
-_PRIVATE_TOPIC_OPS = ("Create", "Describe", "DescribeConfigs", "Read", "Write")
 _CE_HEADERS = {  # CloudEvents 1.0 Kafka binding, binary mode, as streams.publish writes them
     "ce_specversion": "CloudEvents spec version, always 1.0",
     "ce_id": "unique event id; consumers dedupe on it",
@@ -44,22 +42,6 @@ _CE_HEADERS = {  # CloudEvents 1.0 Kafka binding, binary mode, as streams.publis
 _REQUIRED_CE = ["ce_specversion", "ce_id", "ce_source", "ce_type", "ce_time", "content-type"]
 _DLQ_HEADERS = ("agent", "error_class", "error_message", "topic", "partition", "offset", "timestamp", "attempts",
                 "failed_at")
-
-
-@dataclass(frozen=True, order=True)
-class AclRule:
-    """One allow rule of a principal, in Strimzi's `simple` authorization terms."""
-
-    resource_type: Literal["topic", "group", "cluster", "transactionalId"]
-    name: str | None  # None for the cluster
-    pattern: Literal["literal", "prefix"] = "literal"
-    operations: tuple[str, ...] = field(default=())
-
-    def to_strimzi(self) -> dict[str, Any]:
-        resource: dict[str, Any] = {"type": self.resource_type}
-        if self.name is not None:
-            resource.update(name=self.name, patternType=self.pattern)
-        return {"resource": resource, "operations": list(self.operations), "host": "*"}
 
 
 def resource_name(topic: str) -> str:
@@ -89,34 +71,6 @@ def strimzi_topics(catalog: Catalog, cluster: str = "streams") -> list[dict[str,
             },
         })
     return documents
-
-
-def principal_acls(catalog: Catalog) -> dict[str, tuple[AclRule, ...]]:
-    """Every producer and consumer named in the catalog, with the ACLs its catalog role needs (sorted)."""
-    produces: dict[str, set[str]] = {}
-    consumes: dict[str, set[str]] = {}
-    for spec in catalog.topics:
-        for service in spec.producers:
-            produces.setdefault(service, set()).add(spec.name)
-        for service in spec.consumers:
-            consumes.setdefault(service, set()).add(spec.name)
-    out: dict[str, tuple[AclRule, ...]] = {}
-    for service in sorted(produces.keys() | consumes.keys()):
-        written, read = produces.get(service, set()), consumes.get(service, set())
-        rules = [
-            AclRule("topic", topic, operations=tuple(sorted(
-                {"Describe"} | ({"Write"} if topic in written else set()) | ({"Read"} if topic in read else set())
-            )))
-            for topic in sorted(written | read)
-        ]
-        if read:  # a consumer: its groups and private topics start with its name
-            rules.append(AclRule("group", service, "prefix", ("Read",)))
-            rules.append(AclRule("topic", f"{service}-", "prefix", _PRIVATE_TOPIC_OPS))
-        if written:  # producers are idempotent (acks=all, enable.idempotence=true); transactions by name
-            rules.append(AclRule("transactionalId", service, "prefix", ("Describe", "Write")))
-            rules.append(AclRule("cluster", None, operations=("IdempotentWrite",)))
-        out[service] = tuple(rules)
-    return out
 
 
 def kafka_users(catalog: Catalog, cluster: str = "streams") -> list[dict[str, Any]]:

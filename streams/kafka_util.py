@@ -1,6 +1,6 @@
 """Small confluent-kafka helpers shared by admin, registry and replay code.
 
-Reading a topic to its current end without joining a consumer group.
+Reading a topic to its current end without joining a consumer group; the one wording of an ACL denial.
 """
 
 from __future__ import annotations
@@ -11,8 +11,35 @@ from collections.abc import Iterator
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicCollection, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic, TopicDescription
 
-from streams.errors import StreamsError
+from streams.errors import AuthorizationError, StreamsError
 from streams.settings import KafkaConfig
+
+# The brokers' authorization refusals: the resource kind each names. CLUSTER_AUTHORIZATION_FAILED is what an
+# idempotent producer without IdempotentWrite (or a client creating topics it may not) gets.
+_DENIALS = {
+    "TOPIC_AUTHORIZATION_FAILED": "topic",
+    "GROUP_AUTHORIZATION_FAILED": "group",
+    "TRANSACTIONAL_ID_AUTHORIZATION_FAILED": "transactional id",
+    "CLUSTER_AUTHORIZATION_FAILED": "cluster",
+}
+
+
+def denial(error: KafkaError | str | None, kafka_config: KafkaConfig, operation: str, *, topic: str | None = None,
+           group: str | None = None, transactional_id: str | None = None) -> AuthorizationError | None:
+    """The one-line AuthorizationError for an ACL refusal, or None when `error` is not one.
+
+    `error` is a KafkaError or its name; the resource named is the one of `topic`, `group`, `transactional_id`
+    that the refusal concerns. The principal is `User:<sasl.username>` (ANONYMOUS without SASL): no password.
+    """
+    name = error if isinstance(error, str) or error is None else error.name()
+    kind = _DENIALS.get(name or "")
+    if kind is None:
+        return None
+    username = kafka_config.get("sasl.username")
+    principal = f"User:{username}" if username else "User:ANONYMOUS"
+    resource = {"topic": topic, "group": group, "transactional id": transactional_id}.get(kind)
+    where = "on the cluster" if kind == "cluster" else f"{kind} {resource}" if resource else f"this {kind}"
+    return AuthorizationError(f"{principal} may not {operation} {where} ({name}); run `streams acls plan`")
 
 
 def describe_topic(admin: AdminClient, topic: str) -> TopicDescription | None:
@@ -28,10 +55,12 @@ def describe_topic(admin: AdminClient, topic: str) -> TopicDescription | None:
     return description
 
 
-def create_missing_topics(admin: AdminClient, topics: list[NewTopic]) -> list[str]:
+def create_missing_topics(admin: AdminClient, topics: list[NewTopic], *, identity: KafkaConfig | None = None
+                          ) -> list[str]:
     """Create those of `topics` the cluster lacks (losing a creation race to another client is fine).
 
-    Returns the names created; any other failure is a StreamsError naming the topic.
+    Returns the names created; any other failure is a StreamsError naming the topic (`identity`, the client's
+    settings, names the principal of an ACL refusal).
     """
     existing = set(admin.list_topics(timeout=10).topics)
     wanted = [topic for topic in topics if topic.topic not in existing]
@@ -41,6 +70,9 @@ def create_missing_topics(admin: AdminClient, topics: list[NewTopic]) -> list[st
         try:
             future.result()
         except KafkaException as exc:
+            refused = denial(exc.args[0], identity or {}, "Create", topic=name)
+            if refused is not None:
+                raise refused from None
             if "TOPIC_ALREADY_EXISTS" not in str(exc.args[0]):
                 raise StreamsError(f"cannot create topic '{name}': {exc.args[0]}") from exc
     return [topic.topic for topic in wanted]

@@ -24,6 +24,7 @@ from pydantic import BaseModel
 from streams._avro_native import EnvelopeError, EventWriter
 from streams.catalog import Catalog, TopicSpec, load_catalog
 from streams.errors import PublishError
+from streams.kafka_util import denial
 from streams.schemas.codec import AvroCodec, EncodeError
 from streams.schemas.registry_client import RegistryClient, compact_schema
 from streams.settings import Settings
@@ -201,9 +202,13 @@ def _producer_config(settings: Settings, overrides: Mapping[str, Any] | None) ->
     return config
 
 
-def _outcome(error: KafkaError | None, message: Message, event_id: str) -> Delivered | PublishError:
+def _outcome(error: KafkaError | None, message: Message, event_id: str,
+             kafka: Mapping[str, Any] | None = None) -> Delivered | PublishError:
     topic = message.topic() or "?"
     if error is not None:
+        refused = denial(error, dict(kafka or {}), "Write", topic=topic)
+        if refused is not None:
+            return PublishError(str(refused))
         return PublishError(f"delivery to '{topic}' failed: {error.str()} ({error.name()})")
     return Delivered(topic, message.partition() or 0, message.offset() or 0, event_id)
 
@@ -226,6 +231,8 @@ class _Base:
         # The default delivery report serves publish_nowait(); a future's own callback overrides it.
         config["on_delivery"] = self._on_report
         settings.check_kafka_login(settings.bootstrap_servers())  # a refused login: one clear error, not retries
+        # Who this client is, for naming it in an ACL refusal (never the password).
+        self._identity = {key: config[key] for key in ("sasl.username",) if key in config}
         self._producer = Producer(config)
         self._checked: set[str] = set()
         self._writers: dict[str, EventWriter] = {}  # topics loaded and checked: publish_nowait's fast path
@@ -237,7 +244,8 @@ class _Base:
         if error is None:
             self.delivered += 1
         else:
-            self._failures.append(PublishError(
+            refused = denial(error, self._identity, "Write", topic=message.topic())
+            self._failures.append(PublishError(str(refused)) if refused is not None else PublishError(
                 f"delivery to '{message.topic() or '?'}' failed: {error.str()} ({error.name()}); "
                 f"record key {message.key()!r}"))
 
@@ -250,6 +258,9 @@ class _Base:
         except KafkaException as exc:
             raise PublishError(f"cannot reach Kafka to publish to '{topic}': {exc.args[0]}") from exc
         found = metadata.topics.get(topic)
+        refused = denial(found.error if found is not None else None, self._identity, "Write", topic=topic)
+        if refused is not None:  # no Describe on it: the brokers will not even say whether it exists
+            raise PublishError(str(refused))
         if found is None or found.error is not None:
             raise PublishError(f"topic '{topic}' does not exist on the cluster; run `streams topics apply`")
         self._checked.add(topic)
@@ -348,7 +359,7 @@ class DeliveryFuture:
             self._partition = message.partition() or 0
             self._publisher.delivered += 1
         else:
-            outcome = _outcome(error, message, self.event_id)
+            outcome = _outcome(error, message, self.event_id, self._publisher._identity)
             assert isinstance(outcome, PublishError)  # noqa: S101 - an error gives an error
             self._error = outcome
             self._publisher._failures.append(outcome)
@@ -472,7 +483,7 @@ class AsyncPublisher(_Base):
         def settle(error: KafkaError | None, message: Message) -> None:
             if future.done():
                 return
-            outcome = _outcome(error, message, event_id)
+            outcome = _outcome(error, message, event_id, self._identity)
             if isinstance(outcome, PublishError):
                 future.set_exception(outcome)
             else:

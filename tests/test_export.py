@@ -97,7 +97,7 @@ def _expected_acls() -> dict[str, list[dict[str, Any]]]:
     for service in produces.keys() | consumes.keys():
         rules = []
         for topic in produces.get(service, set()) | consumes.get(service, set()):
-            ops = {"Describe"} | ({"Write"} if topic in produces.get(service, ()) else set())
+            ops = {"Describe"} | ({"DescribeConfigs", "Write"} if topic in produces.get(service, ()) else set())
             ops |= {"Read"} if topic in consumes.get(service, ()) else set()
             rules.append(({"type": "topic", "name": topic, "patternType": "literal"}, sorted(ops)))
         if service in consumes:
@@ -108,6 +108,16 @@ def _expected_acls() -> dict[str, list[dict[str, Any]]]:
             rules.append(({"type": "transactionalId", "name": service, "patternType": "prefix"}, ["Describe", "Write"]))
             rules.append(({"type": "cluster"}, ["IdempotentWrite"]))
         out[service] = sorted(({"resource": r, "operations": ops, "host": "*"} for r, ops in rules), key=json.dumps)
+    # The registry is the one platform principal topics.yaml cannot name: its storage topic is its own.
+    out["streams-registry"] = sorted([
+        {"resource": {"type": "topic", "name": "_schemas", "patternType": "literal"},
+         "operations": ["Create", "Describe", "DescribeConfigs", "Read", "Write"], "host": "*"},
+        {"resource": {"type": "group", "name": "streams-registry", "patternType": "prefix"},
+         "operations": ["Read"], "host": "*"},
+        {"resource": {"type": "transactionalId", "name": "streams-registry", "patternType": "prefix"},
+         "operations": ["Describe", "Write"], "host": "*"},
+        {"resource": {"type": "cluster"}, "operations": ["IdempotentWrite"], "host": "*"},
+    ], key=json.dumps)
     return out
 
 
@@ -117,7 +127,7 @@ def test_acls_match_the_catalogs_producers_and_consumers_exactly() -> None:
     assert set(users) == set(expected)
     # The catalog names these; a renamed service would show up here first.
     assert {"billing-api", "validation-agent", "audit-agent", "indexing-agent", "celery-bridge", "celery-workers",
-            "streams-replay", "web-app", "workflow-engine"} == set(users)
+            "streams-replay", "streams-webhooks", "web-app", "workflow-engine", "streams-registry"} == set(users)
     for name, want in expected.items():
         user = users[name]
         assert user["kind"] == "KafkaUser"
@@ -135,11 +145,11 @@ def test_acls_give_each_role_what_it_needs_and_no_more() -> None:
         return {op for rule in users[user] if rule["resource"]["type"] == kind
                 and rule["resource"].get("name") == name for op in rule["operations"]}
 
-    assert ops("billing-api", "topic", "invoice.created") == {"Write", "Describe"}
+    assert ops("billing-api", "topic", "invoice.created") == {"Write", "Describe", "DescribeConfigs"}
     assert ops("billing-api", "cluster") == {"IdempotentWrite"}
     assert ops("billing-api", "group", "billing-api") == set()  # produces only: no group
     assert ops("validation-agent", "topic", "invoice.created") == {"Read", "Describe"}
-    assert ops("validation-agent", "topic", "invoice.created.dlq") == {"Write", "Describe"}  # it dead-letters
+    assert ops("validation-agent", "topic", "invoice.created.dlq") == {"Write", "Describe", "DescribeConfigs"}
     assert ops("validation-agent", "group", "validation-agent") == {"Read"}
     assert ops("indexing-agent", "cluster") == {"IdempotentWrite"}  # it writes dead letters
     assert ops("streams-replay", "topic", "audit.trail") == {"Read", "Describe"}

@@ -36,6 +36,7 @@ from streams.bridge.router import (
     header_items,
 )
 from streams.gc_tuning import throughput_gc
+from streams.kafka_util import denial
 from streams.schemas.registry_client import RegistryClient
 
 if TYPE_CHECKING:
@@ -81,6 +82,7 @@ class Bridge:
         self.metrics = metrics or BridgeMetrics()
         self.catalog = catalog
         kafka = settings.kafka_config(settings.bootstrap_servers())
+        self._identity = {key: kafka[key] for key in ("sasl.username",) if key in kafka}  # names it in refusals
         settings.check_kafka_login(settings.bootstrap_servers())  # a refused login: one clear error, not retries
         self._registry = registry or RegistryClient(settings.registry_url())
         self.router = Router(config, catalog, self._registry)
@@ -193,6 +195,9 @@ class Bridge:
         for message in messages:
             error = message.error()
             if error is not None:
+                refused = denial(error, self._identity, "Read", group=self.config.group, topic=message.topic())
+                if refused is not None:  # a missing ACL never heals by waiting: stop in one line, commit nothing
+                    raise refused
                 if error.code() != KafkaError._PARTITION_EOF:
                     log.warning("consumer error", error=error.str())
                 continue

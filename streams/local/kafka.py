@@ -32,6 +32,7 @@ LOG4J_CONFIG = DEPLOY_DIR / "log4j2.xml"
 CACHE_VARIABLE = "STREAMS_LOCAL_CACHE_DIR"
 READY_TIMEOUT_S = 60.0
 SCRAM_MECHANISM = "SCRAM-SHA-512"
+AUTHORIZER = "org.apache.kafka.metadata.authorizer.StandardAuthorizer"  # KRaft's, ACLs in the metadata log
 __all__ = ["COMPLETE_MARKER", "jars_cached", "kafka_version"]  # re-exported: bench and tests name them here
 
 
@@ -92,12 +93,14 @@ def new_cluster_id() -> str:
 
 
 def render_server_properties(
-    *, broker_port: int, controller_port: int, log_dir: Path, internal_port: int | None = None
+    *, broker_port: int, controller_port: int, log_dir: Path, internal_port: int | None = None,
+    acl_admin: str | None = None,
 ) -> str:
     """server.properties for a single combined broker+controller node on loopback.
 
     With `internal_port`, clients get a SASL_PLAINTEXT listener with SCRAM on `broker_port`, and a
     PLAINTEXT listener on `internal_port` carries inter-broker traffic and the stack's own probes.
+    With `acl_admin` (a SCRAM user name) too, the StandardAuthorizer enforces ACLs (see `_acl_settings`).
     """
     settings = {
         "process.roles": "broker,controller",
@@ -124,6 +127,8 @@ def render_server_properties(
     }
     if internal_port is not None:
         settings.update(_scram_listeners(broker_port, controller_port, internal_port))
+        if acl_admin is not None:
+            settings.update(_acl_settings(acl_admin))
     lines = ["# Written by `streams dev up`; regenerated on every start.", ""]
     lines += [f"{key}={value}" for key, value in settings.items()]
     return "\n".join(lines) + "\n"
@@ -141,6 +146,18 @@ def _scram_listeners(broker_port: int, controller_port: int, internal_port: int)
         # needs no options because no broker logs in over this listener.
         f"listener.name.sasl_plaintext.{SCRAM_MECHANISM.lower()}.sasl.jaas.config":
             "org.apache.kafka.common.security.scram.ScramLoginModule required;",
+    }
+
+
+def _acl_settings(admin: str) -> dict[str, str]:
+    """The StandardAuthorizer, denying whatever no ACL allows. Super users: `admin` (the stack's own SCRAM
+    user, which the registry and the tests' admin use) and ANONYMOUS, the principal of the PLAINTEXT
+    listeners: the controller's and the broker's internal one, which inter-broker and controller traffic and
+    the stack's probes use. Both listen on loopback only."""
+    return {
+        "authorizer.class.name": AUTHORIZER,
+        "super.users": f"User:ANONYMOUS;User:{admin}",
+        "allow.everyone.if.no.acl.found": "false",
     }
 
 
@@ -165,10 +182,12 @@ def start_kafka(
     owner: Path,
     java: str,
     internal_port: int | None = None,
+    acl_admin: str | None = None,
 ) -> int:
     """Write server.properties, format storage on first use, and launch the broker with `java`; its pid.
 
-    `internal_port` makes the client listener SASL/SCRAM (see `render_server_properties`).
+    `internal_port` makes the client listener SASL/SCRAM, `acl_admin` enforces ACLs (see
+    `render_server_properties`).
     """
     ports = [
         (broker_port, "choose another with --kafka-port"),
@@ -186,6 +205,7 @@ def start_kafka(
             controller_port=controller_port,
             log_dir=layout.log_dir,
             internal_port=internal_port,
+            acl_admin=acl_admin,
         )
     )
     if not layout.formatted():

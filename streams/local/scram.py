@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from confluent_kafka.admin import UserScramCredentialAlteration
 
 CREDENTIALS_FILE = "sasl.env"
+PRINCIPALS_DIR = "principals"  # with ACLs: one credentials file per catalog principal
 DEFAULT_USER = "streams"
 SCRAM_ITERATIONS = 8192  # Kafka's kafka-configs.sh default
 READY_TIMEOUT_S = 60.0
@@ -43,14 +44,17 @@ def client_environment(bootstrap: str, username: str, password: str) -> dict[str
     }
 
 
-def credentials_path(local_dir: Path) -> Path:
-    return local_dir / CREDENTIALS_FILE
+def credentials_path(local_dir: Path, principal: str | None = None) -> Path:
+    """`<local>/sasl.env` (the stack's own user), or `<local>/principals/<name>.env` for a catalog principal."""
+    return local_dir / CREDENTIALS_FILE if principal is None else local_dir / PRINCIPALS_DIR / f"{principal}.env"
 
 
-def write_credentials(local_dir: Path, environment: Mapping[str, str]) -> Path:
+def write_credentials(local_dir: Path, environment: Mapping[str, str], principal: str | None = None) -> Path:
     """`export` lines for a shell (`source <path>`), readable by the owner only: it holds a password."""
-    path = credentials_path(local_dir)
+    path = credentials_path(local_dir, principal)
     path.parent.mkdir(parents=True, exist_ok=True)
+    if principal is not None:
+        path.parent.chmod(0o700)  # a directory of passwords
     lines = ["# Written by `streams dev up --sasl`: source it to talk to the local SCRAM listener."]
     lines += [f"export {name}={shlex.quote(value)}" for name, value in environment.items()]
     descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -60,9 +64,9 @@ def write_credentials(local_dir: Path, environment: Mapping[str, str]) -> Path:
     return path
 
 
-def read_credentials(local_dir: Path) -> dict[str, str] | None:
+def read_credentials(local_dir: Path, principal: str | None = None) -> dict[str, str] | None:
     """The variables `write_credentials` recorded, or None when there is no such file."""
-    path = credentials_path(local_dir)
+    path = credentials_path(local_dir, principal)
     if not path.exists():
         return None
     environment = {}

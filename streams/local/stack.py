@@ -60,6 +60,7 @@ def start_stack(
     catalog: Path | None = None,
     cache_dir: Path | None = None,
     sasl_users: Mapping[str, str] | None = None,
+    acls: bool = False,
     notify: Notify | None = None,
 ) -> StackState:
     """Start the stack for `data_dir` and record it; return the running one unchanged if Kafka answers.
@@ -71,13 +72,20 @@ def start_stack(
 
     `sasl_users` (name -> password) makes Kafka's client listener SASL_PLAINTEXT with SCRAM-SHA-512 for
     those users; the registry logs in as the first, whose client variables go to `<local>/sasl.env`.
+    `acls` (with `sasl_users` and `catalog`) makes the broker enforce ACLs with the StandardAuthorizer, the
+    first user a super user, and applies the catalog's ACLs (`streams acls apply`) at every start.
     """
+    if acls and (not sasl_users or catalog is None):
+        raise LocalStackError("ACLs need SASL users to tell principals apart and a catalog to take them from;"
+                              " use `streams dev up --sasl --acls`")
     data_dir = data_dir.resolve()
     emit: Notify = notify if notify is not None else _ignore
+    if acls and sasl_users and catalog is not None:
+        sasl_users = _with_principals(data_dir, sasl_users, catalog)
     running = running_stack(data_dir)
     if running is not None:
         emit(StackNote(f"the local stack in {local_dir(data_dir)} is already running"))
-        return _with_users(data_dir, running, sasl_users or {})
+        return _with_users(data_dir, running, sasl_users or {}, catalog if acls else None)
     _stop_services(data_dir, read_state(data_dir))
     clear_state(data_dir)
     scram.credentials_path(local_dir(data_dir)).unlink(missing_ok=True)
@@ -92,11 +100,14 @@ def start_stack(
     services: dict[str, ServiceState] = {}
     try:
         services["kafka"] = _start_kafka(
-            data_dir, java.path, jar_dir, kafka_port, controller_port, sasl_users or {}, emit
+            data_dir, java.path, jar_dir, kafka_port, controller_port, sasl_users or {}, emit,
+            catalog if acls else None,
         )
         kafka_environment = {"STREAMS_KAFKA_SECURITY_PROTOCOL": "PLAINTEXT"}
         if sasl_users:
             kafka_environment = _write_credentials(data_dir, services["kafka"].address, sasl_users)
+            if acls:
+                _write_principals(data_dir, services["kafka"].address, sasl_users)
         if with_registry:
             services["registry"] = _start_registry(
                 data_dir, services["kafka"].address, registry_port, catalog, kafka_environment, emit
@@ -121,6 +132,7 @@ def _start_kafka(
     controller_port: int | None,
     sasl_users: Mapping[str, str],
     emit: Notify,
+    acl_catalog: Path | None = None,
 ) -> ServiceState:
     broker_port = port if port is not None else free_port()
     taken = {broker_port}
@@ -139,6 +151,7 @@ def _start_kafka(
         owner=data_dir,
         java=java,
         internal_port=internal_port,
+        acl_admin=next(iter(sasl_users)) if acl_catalog is not None else None,
     )
     try:
         kafka.wait_for_kafka(pid, internal_address or address, layout.log_path)
@@ -146,6 +159,8 @@ def _start_kafka(
             scram.create_users(internal_address, sasl_users)
             name, password = next(iter(sasl_users.items()))
             scram.wait_for_login(pid, address, name, password, layout.log_path)
+            if acl_catalog is not None:
+                _apply_acls(internal_address, acl_catalog, emit)
     except BaseException:  # Ctrl-C included: never leave an unrecorded broker running
         stop_process_group(pid, timeout_s=10.0)
         raise
@@ -158,7 +173,42 @@ def _start_kafka(
         security_protocol="SASL_PLAINTEXT" if sasl_users else "PLAINTEXT",
         internal_address=internal_address,
         sasl_users=tuple(sasl_users),
+        acls=acl_catalog is not None,
     )
+
+
+def _with_principals(data_dir: Path, sasl_users: Mapping[str, str], catalog_path: Path) -> dict[str, str]:
+    """`sasl_users` (the first stays the stack's own, super, user) plus a SCRAM user per principal the catalog
+    manages, its password the one in `<local>/principals/<name>.env` if there is one, else a new one."""
+    from streams.acls import principal_acls  # noqa: PLC0415 - only stacks with ACLs need it
+    from streams.catalog import load_catalog  # noqa: PLC0415
+
+    users = dict(sasl_users)
+    for name in principal_acls(load_catalog(catalog_path, "local")):
+        if name not in users:
+            known = scram.read_credentials(local_dir(data_dir), name) or {}
+            users[name] = known.get("STREAMS_KAFKA_SASL_PASSWORD") or scram.generate_password()
+    return users
+
+
+def _write_principals(data_dir: Path, address: str, sasl_users: Mapping[str, str]) -> None:
+    """`<local>/principals/<name>.env` for every user but the stack's own: `source` one to run as it."""
+    for name, password in list(sasl_users.items())[1:]:
+        scram.write_credentials(local_dir(data_dir), scram.client_environment(address, name, password), name)
+
+
+def _apply_acls(internal_address: str, catalog_path: Path, emit: Notify) -> None:
+    """The catalog's ACLs (profile local), applied over the internal listener, whose ANONYMOUS is a super user."""
+    from streams.acls_admin import apply_acls, plan_acls  # noqa: PLC0415 - only stacks with ACLs need it
+    from streams.catalog import load_catalog  # noqa: PLC0415
+    from streams.settings import KafkaConfig  # noqa: PLC0415
+
+    catalog = load_catalog(catalog_path, "local")
+    config: KafkaConfig = {"bootstrap.servers": internal_address, "log_level": 0}  # the caller reports
+    plan = plan_acls(catalog, config)
+    apply_acls(plan, config)
+    emit(StackNote(f"ACLs enforced: {len(plan.add)} binding(s) added, {len(plan.remove)} removed for "
+                   f"{plan.principals} principal(s) of {catalog_path.name}"))
 
 
 def _free_port_besides(taken: set[int]) -> int:
@@ -176,9 +226,17 @@ def _write_credentials(data_dir: Path, address: str, sasl_users: Mapping[str, st
     return environment
 
 
-def _with_users(data_dir: Path, running: StackState, sasl_users: Mapping[str, str]) -> StackState:
-    """The running stack, with `sasl_users` created (or their passwords set) when its Kafka uses SCRAM."""
+def _with_users(
+    data_dir: Path, running: StackState, sasl_users: Mapping[str, str], acl_catalog: Path | None = None
+) -> StackState:
+    """The running stack, with `sasl_users` created (or their passwords set) when its Kafka uses SCRAM, and
+    the catalog's ACLs applied again when asked for (a stack started without ACLs cannot gain them)."""
     broker = running.services["kafka"]
+    if acl_catalog is not None and not broker.acls:
+        raise LocalStackError(
+            f"asked for the local stack with ACLs, but the one in {local_dir(data_dir)} already runs without them;"
+            " stop it with `streams dev down` first"
+        )
     if bool(sasl_users) != bool(broker.sasl_users):
         wanted, has = ("with", "without") if sasl_users else ("without", "with")
         raise LocalStackError(
@@ -190,6 +248,9 @@ def _with_users(data_dir: Path, running: StackState, sasl_users: Mapping[str, st
     scram.create_users(broker.internal_address, sasl_users)
     name, password = next(iter(sasl_users.items()))
     scram.wait_for_login(broker.pid, broker.address, name, password, Path(broker.log_path))
+    if acl_catalog is not None:
+        _apply_acls(broker.internal_address, acl_catalog, _ignore)
+        _write_principals(data_dir, broker.address, sasl_users)
     _write_credentials(data_dir, broker.address, sasl_users)
     users = tuple(dict.fromkeys([*broker.sasl_users, *sasl_users]))
     services = {**running.services, "kafka": broker.model_copy(update={"sasl_users": users})}

@@ -27,6 +27,7 @@ class ServiceState(BaseModel):
     security_protocol: str = "PLAINTEXT"
     internal_address: str | None = None
     sasl_users: tuple[str, ...] = ()
+    acls: bool = False  # the StandardAuthorizer enforces ACLs (`streams dev up --sasl --acls`)
 
     def alive(self) -> bool:
         """True while the process exists (signal 0 probes without touching it)."""

@@ -23,6 +23,7 @@ from confluent_kafka import KafkaError, KafkaException, Message, Producer
 from confluent_kafka.admin import AdminClient, ConfigResource
 
 from streams.errors import SchemaError, StreamsError
+from streams.kafka_util import denial
 from streams.outbox.metrics import OutboxMetrics
 from streams.outbox.table import (
     BUCKETS,
@@ -86,6 +87,7 @@ class _Topic:
     exists: bool
     max_bytes: int
     checked: float
+    refused: str | None = None  # the ACL refusal (no Describe on it), in streams.kafka_util.denial's words
 
 
 class Relay:
@@ -98,6 +100,7 @@ class Relay:
         self.metrics = metrics or OutboxMetrics()
         self.errors = driver_errors(self.dialect.family)
         kafka = settings.kafka_config(settings.bootstrap_servers())
+        self._identity = {key: kafka[key] for key in ("sasl.username",) if key in kafka}  # names it in refusals
         # No message time-out: a record waits out a Kafka outage in the producer instead of failing and
         # leaving a gap in its key's order; the relay is paused meanwhile (decision 0020).
         self._config = _producer_config(settings, {"message.timeout.ms": 0, **(producer_config or {})})
@@ -325,6 +328,8 @@ class Relay:
     def _check(self, topic: str, key: bytes | None, value: bytes, packed: bytes) -> str | None:
         """Why Kafka would refuse this record for good (None: it would take it)."""
         known = self._topic(topic)
+        if known.refused is not None:
+            return known.refused
         if not known.exists:
             return f"topic '{topic}' does not exist on the cluster"
         size = len(value) + len(key or b"") + len(packed) + RECORD_OVERHEAD  # packed: a bound on the headers' size
@@ -346,8 +351,9 @@ class Relay:
         except KafkaException as exc:
             raise TransientError(f"cannot read the cluster's metadata: {exc.args[0]}") from exc
         found = metadata.topics.get(name)
+        refused = denial(found.error if found is not None else None, self._identity, "Write", topic=name)
         if found is None or found.error is not None:
-            known = _Topic(False, 0, now)
+            known = _Topic(False, 0, now, str(refused) if refused is not None else None)
         else:
             known = _Topic(True, self._max_bytes(name), now)
         self._topics[name] = known
@@ -358,7 +364,9 @@ class Relay:
         try:
             configs = self._admin.describe_configs([resource])[resource].result(timeout=10)
         except KafkaException as exc:
-            raise TransientError(f"cannot read topic '{topic}' configs: {exc.args[0]}") from exc
+            refused = denial(exc.args[0], self._identity, "DescribeConfigs", topic=topic)
+            raise TransientError(str(refused) if refused is not None
+                                 else f"cannot read topic '{topic}' configs: {exc.args[0]}") from exc
         entry = configs.get("max.message.bytes")
         return int(entry.value) if entry is not None and entry.value else 1_048_588
 

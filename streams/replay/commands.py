@@ -237,7 +237,8 @@ def _plan(consumer: Consumer, query: ReplayQuery, settings: Settings, replay_id:
         if replay_id is not None and replay_id != stored_id:
             raise ReplayError(f"{export} holds interrupted replay {stored_id}, not {replay_id}")
         return stored, stored_id
-    return resolve_plan(consumer, query), replay_id or new_replay_id()
+    return resolve_plan(consumer, query, settings.kafka_config(settings.bootstrap_servers())), \
+        replay_id or new_replay_id()
 
 
 def _run(consumer: Consumer, plan: ReplayPlan, sink: ReplaySink, record_filter: RecordFilter, rate: float | None,

@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING, Any
 from streams.replay.errors import ReplayError
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     from confluent_kafka import Consumer
 
 __all__ = [
@@ -187,9 +189,11 @@ def parse_where(text: str) -> tuple[tuple[str, ...], str]:
     return tuple(match[1].split(".")), match[2]
 
 
-def resolve_plan(consumer: Consumer, query: ReplayQuery) -> ReplayPlan:
-    """Pin `query` to offsets on the cluster now; ReplayError for every selector that cannot be honoured."""
-    count = _partition_count(consumer, query.topic)
+def resolve_plan(consumer: Consumer, query: ReplayQuery, identity: Mapping[str, Any] | None = None) -> ReplayPlan:
+    """Pin `query` to offsets on the cluster now; ReplayError for every selector that cannot be honoured.
+
+    `identity` (the client's Kafka settings) names the principal when the topic's ACLs refuse it."""
+    count = _partition_count(consumer, query.topic, identity or {})
     for partition in query.partitions:
         if not 0 <= partition < count:
             raise ReplayError(f"--partition {partition}: topic '{query.topic}' has partitions 0-{count - 1}")
@@ -285,14 +289,19 @@ def _removed(partition: int, low: int, requested: str, oldest: tuple[int, int] |
             f"{requested}")
 
 
-def _partition_count(consumer: Consumer, topic: str) -> int:
+def _partition_count(consumer: Consumer, topic: str, identity: Mapping[str, Any]) -> int:
     from confluent_kafka import KafkaException  # noqa: PLC0415 - `--help` stays fast
+
+    from streams.kafka_util import denial  # noqa: PLC0415
 
     try:
         metadata = consumer.list_topics(topic, timeout=TIMEOUT_S)
     except KafkaException as exc:
         raise ReplayError(f"cannot reach Kafka to look up '{topic}': {exc.args[0]}") from exc
     found = metadata.topics.get(topic)
+    refused = denial(found.error if found is not None else None, dict(identity), "Read", topic=topic)
+    if refused is not None:  # without Describe the brokers will not even say whether it exists
+        raise ReplayError(str(refused))
     if found is None or found.error is not None or not found.partitions:
         raise ReplayError(f"unknown topic '{topic}': it does not exist on the cluster (see `streams topics plan`)")
     return len(found.partitions)

@@ -42,7 +42,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from streams.errors import StreamsError
 from streams.gc_tuning import throughput_gc
-from streams.kafka_util import create_missing_topics, describe_topic, iter_partitions
+from streams.kafka_util import create_missing_topics, denial, describe_topic, iter_partitions
 from streams.observability import COMMIT_SECONDS, CONSUMER_LAG, EVENTS_TOTAL
 from streams.runtime.state import Output, PartitionState, frozen, produce
 
@@ -182,7 +182,12 @@ class TransactionalEngine:
             # restored every partition of every worker).
             "partition.assignment.strategy": "cooperative-sticky",
         })
-        self._producer = self._new_producer()
+        try:
+            self._producer = self._new_producer()
+        except BaseException:  # refused (an ACL) or unreachable: leave nothing open behind the error
+            consumer.close()
+            self._release_slot()
+            raise
         consumer.subscribe(list(self.agent.sources), on_assign=self._on_assign, on_revoke=self._on_revoke,
                            on_lost=self._on_lost)
         log.info("engine.started", agent=self.agent.name, group=self.group, transactional_id=self.transactional_id,
@@ -210,7 +215,7 @@ class TransactionalEngine:
                                    "run `streams topics apply`")
             self.topic_ids[topic] = str(source.topic_id)
             partitions = max(partitions, len(source.partitions))
-        create_missing_topics(admin, self._internal_topics(partitions))
+        create_missing_topics(admin, self._internal_topics(partitions), identity=self.kafka)
 
     def _internal_topics(self, source_partitions: int) -> list[NewTopic]:
         """The topics the engine itself needs: the changelog, one partition per source partition."""
@@ -235,7 +240,13 @@ class TransactionalEngine:
                                  "on_delivery": self._on_delivery})
         producer = Producer({**config, "transactional.id": self.transactional_id,
                              "transaction.timeout.ms": self.config.transaction_timeout_ms})
-        producer.init_transactions(30)  # aborts whatever a predecessor with this id left open
+        try:
+            producer.init_transactions(30)  # aborts whatever a predecessor with this id left open
+        except KafkaException as exc:
+            refused = denial(exc.args[0], self.kafka, "Write", transactional_id=self.transactional_id)
+            if refused is not None:  # no ACL for this id: retrying cannot help, the worker stops in one line
+                raise refused from None
+            raise
         return producer
 
     def _on_delivery(self, error: KafkaError | None, _message: Message) -> None:
@@ -298,6 +309,10 @@ class TransactionalEngine:
         for record in records:
             error = record.error()
             if error is not None:
+                refused = denial(error, self.kafka, "Read", group=self.group,
+                                 topic=record.topic() or ", ".join(self.agent.sources))
+                if refused is not None:  # a missing ACL never heals by waiting: stop in one line, commit nothing
+                    raise refused
                 if error.code() != KafkaError._PARTITION_EOF:
                     log.warning("engine.consume.error", agent=self.agent.name, error=str(error))
                 continue

@@ -20,6 +20,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Produ
 
 from streams.bridge.inflight import InFlight, PendingRecord, TopicPartitionKey
 from streams.errors import SchemaError
+from streams.kafka_util import denial
 from streams.records import EventDecoder, SourceRecord, UndecodableRecordError, dead_letter
 from streams.schemas.codec import HEADER, MAGIC
 from streams.schemas.registry_client import RegistryClient, RegistryRequestError
@@ -79,6 +80,7 @@ class WebhookRunner:
         self.signers = {route.secret: Signer(secrets[route.secret].get_secret_value(), route.secret)
                         for route in config.routes}
         kafka = settings.kafka_config(settings.bootstrap_servers())
+        self._identity = {key: kafka[key] for key in ("sasl.username",) if key in kafka}  # names it in refusals
         settings.check_kafka_login(settings.bootstrap_servers())
         self._registry = registry or RegistryClient(settings.registry_url())
         self.decoder = EventDecoder(self._registry, max_record_bytes=settings.agent_max_record_bytes)
@@ -166,6 +168,9 @@ class WebhookRunner:
         for message in messages:
             error = message.error()
             if error is not None:
+                refused = denial(error, self._identity, "Read", group=self.config.group, topic=message.topic())
+                if refused is not None:  # a missing ACL never heals by waiting: stop in one line, commit nothing
+                    raise refused
                 if error.code() != KafkaError._PARTITION_EOF:
                     log.warning("consumer error", error=error.str())
                 continue

@@ -18,9 +18,10 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from pydantic import SecretStr
 
-from streams.errors import ConfigError
+from streams.errors import ConfigError, LocalStackError
 from streams.faust_app import broker_credentials
 from streams.local import kafka, scram
+from streams.local.stack import start_stack
 from streams.settings import Settings
 
 if TYPE_CHECKING:
@@ -75,6 +76,40 @@ def test_the_scram_stack_listens_for_clients_with_sasl_and_keeps_plaintext_insid
     } <= lines
     plain = kafka.render_server_properties(broker_port=39092, controller_port=39093, log_dir=tmp_path / "d")
     assert "sasl" not in plain
+
+
+def test_an_acl_stack_denies_by_default_and_trusts_only_its_admin_and_the_loopback_listeners(tmp_path: Path) -> None:
+    text = kafka.render_server_properties(
+        broker_port=39092, controller_port=39093, log_dir=tmp_path / "d", internal_port=39094, acl_admin="streams"
+    )
+    lines = set(text.splitlines())
+    assert {
+        "authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+        "super.users=User:ANONYMOUS;User:streams",
+        "allow.everyone.if.no.acl.found=false",
+    } <= lines
+    without = kafka.render_server_properties(
+        broker_port=39092, controller_port=39093, log_dir=tmp_path / "d", internal_port=39094
+    )
+    assert "authorizer" not in without
+
+
+def test_acls_without_sasl_users_or_a_catalog_are_refused_before_anything_starts(tmp_path: Path) -> None:
+    with pytest.raises(LocalStackError, match="use `streams dev up --sasl --acls`"):
+        start_stack(tmp_path, acls=True, catalog=tmp_path / "topics.yaml")
+    with pytest.raises(LocalStackError, match="use `streams dev up --sasl --acls`"):
+        start_stack(tmp_path, acls=True, sasl_users={"streams": "pw"})
+    assert not (tmp_path / "local").exists()
+
+
+def test_principal_credentials_files_are_owner_only(tmp_path: Path) -> None:
+    path = scram.write_credentials(tmp_path, scram.client_environment("127.0.0.1:1", "billing-api", "pw-1"),
+                                   "billing-api")
+    assert path == tmp_path / "principals" / "billing-api.env"
+    assert path.stat().st_mode & 0o077 == 0
+    assert path.parent.stat().st_mode & 0o077 == 0
+    assert scram.read_credentials(tmp_path, "billing-api") == scram.client_environment(
+        "127.0.0.1:1", "billing-api", "pw-1")
 
 
 def test_the_credentials_file_is_for_the_owner_and_sources_back_exactly(tmp_path: Path) -> None:
