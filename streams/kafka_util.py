@@ -1,18 +1,22 @@
 """Small confluent-kafka helpers shared by admin, registry and replay code.
 
-Reading a topic to its current end without joining a consumer group.
+Reading a topic to its current end without joining a consumer group; committing a consumer loop's offsets
+and sending its dead letters until Kafka acknowledges them (the bridge and the webhook runner).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicCollection, TopicPartition
+import structlog
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicCollection, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic, TopicDescription
 
 from streams.errors import StreamsError
 from streams.settings import KafkaConfig
+
+log = structlog.get_logger("streams.kafka")
 
 
 def describe_topic(admin: AdminClient, topic: str) -> TopicDescription | None:
@@ -127,3 +131,49 @@ def _read(consumer: Consumer, topic: str, ranges: dict[int, tuple[int, int]],
             return
         if time.monotonic() > deadline:
             raise StreamsError(f"timed out reading '{topic}' to offsets {ranges}: nothing for {timeout_s:g} s")
+
+
+def commit_offsets(consumer: Consumer, offsets: dict[tuple[str, int], int], assigned: set[tuple[str, int]],
+                   committed: dict[tuple[str, int], int], *, sync: bool = False) -> None:
+    """Commit `offsets` (next offset per partition) for the partitions still `assigned`, noting them in
+    `committed`; a failed commit is logged, not raised: a later commit, or the next owner's redelivery, covers it."""
+    if not offsets:
+        return
+    committed.update(offsets)
+    parts = [TopicPartition(t, p, o) for (t, p), o in offsets.items() if (t, p) in assigned]
+    if not parts:
+        return
+    try:
+        if sync:  # two calls: the stubs type the synchronous and asynchronous forms apart
+            consumer.commit(offsets=parts, asynchronous=False)
+        else:
+            consumer.commit(offsets=parts, asynchronous=True)
+    except KafkaException as exc:
+        log.warning("offset commit failed", error=str(exc))
+
+
+def produce_until_acknowledged(producer: Producer, topic: str, key: bytes | None, value: bytes | None,
+                               headers: Sequence[tuple[str, str | bytes | None]],
+                               acknowledged: Callable[[], None]) -> None:
+    """Send one record (a dead letter) and call `acknowledged` once Kafka has it; a failed delivery is logged and
+    sent again, and a full local queue is waited out, so the record is never dropped."""
+
+    def delivered(err: KafkaError | None, _: Message) -> None:
+        if err is None:
+            acknowledged()
+            return
+        log.warning("dead letter not delivered; retrying", topic=topic, error=err.str())
+        _produce(producer, topic, key, value, headers, delivered)
+
+    _produce(producer, topic, key, value, headers, delivered)
+
+
+def _produce(producer: Producer, topic: str, key: bytes | None, value: bytes | None,
+             headers: Sequence[tuple[str, str | bytes | None]],
+             callback: Callable[[KafkaError | None, Message], None]) -> None:
+    while True:
+        try:
+            producer.produce(topic, value=value, key=key, headers=list(headers), on_delivery=callback)
+            return
+        except BufferError:
+            producer.poll(0.05)

@@ -18,7 +18,7 @@ import structlog
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
 from streams.bridge.enqueue import RedisQueues
-from streams.bridge.errors import BridgeError, RedisUnavailableError
+from streams.bridge.errors import RedisUnavailableError
 from streams.bridge.inflight import (
     InFlight,
     PendingRecord,
@@ -28,14 +28,11 @@ from streams.bridge.inflight import (
     first_tasks,
 )
 from streams.bridge.metrics import BridgeMetrics
-from streams.bridge.router import (
-    Router,
-    SchemaUnavailableError,
-    UndecodableRecordError,
-    UnroutableRecordError,
-    header_items,
-)
+from streams.bridge.router import Router, SchemaUnavailableError, UnroutableRecordError
+from streams.errors import StreamsError
 from streams.gc_tuning import throughput_gc
+from streams.kafka_util import commit_offsets, produce_until_acknowledged
+from streams.records import SourceRecord, UndecodableRecordError, dead_letter
 from streams.schemas.registry_client import RegistryClient
 
 if TYPE_CHECKING:
@@ -45,11 +42,10 @@ if TYPE_CHECKING:
     from streams.catalog import Catalog
     from streams.settings import Settings
 
-__all__ = ["Bridge", "BridgeOptions", "dlq_headers"]
+__all__ = ["AGENT", "Bridge", "BridgeOptions"]
 
 log = structlog.get_logger("streams.bridge")
-DlqHeaders = list[tuple[str, str | bytes | None]]
-DLQ_PREFIX = "dlq_"  # the same dead-letter header names the stream agents write
+AGENT = "bridge"  # dlq_agent of what the bridge parks
 
 
 @dataclass(frozen=True)
@@ -306,50 +302,19 @@ class Bridge:
         self._redis_backoff = min(self._redis_backoff * 2, self.options.redis_backoff_max_s)
 
     def _commit(self, offsets: dict[TopicPartitionKey, int], *, sync: bool = False) -> None:
-        if not offsets:
-            return
-        parts = [TopicPartition(t, p, o) for (t, p), o in offsets.items() if (t, p) in self._assigned]
-        self._confirmed.update(offsets)
-        if not parts:
-            return
-        try:
-            if sync:
-                self._consumer.commit(offsets=parts, asynchronous=False)
-            else:
-                self._consumer.commit(offsets=parts, asynchronous=True)
-        except KafkaException as exc:
-            # A later commit (or the next owner's redelivery, deduplicated by the tasks) covers it.
-            log.warning("offset commit failed", error=str(exc))
+        commit_offsets(self._consumer, offsets, self._assigned, self._confirmed, sync=sync)
 
     # ---- dead letters -------------------------------------------------------------------------------
 
-    def _dead_letter(self, record: PendingRecord, message: Message, error: BridgeError) -> None:
-        topic = message.topic() or ""
-        target = f"{topic}.dlq"
-        log.warning("dead-lettered", topic=topic, partition=message.partition(), offset=message.offset(),
-                    error=f"{type(error).__name__}: {error}")
-        self.metrics.dead_letters.labels(topic, type(error).__name__).inc()
-        self.metrics.records.labels(topic, "dead_lettered").inc()
+    def _dead_letter(self, record: PendingRecord, message: Message, error: StreamsError) -> None:
+        """Park the record in `<topic>.dlq` with the agents' header policy; settled once Kafka acknowledged it."""
+        source = SourceRecord.from_message(message)
+        target, headers = dead_letter(self.catalog, source, AGENT, error)
+        self.metrics.dead_letters.labels(source.topic, type(error).__name__).inc()
+        self.metrics.records.labels(source.topic, "dead_lettered").inc()
         self._inflight.hold(record)
-        key, value, headers = message.key(), message.value(), dlq_headers(message, error)
-
-        def delivered(err: KafkaError | None, _: Message) -> None:
-            if err is None:
-                self._inflight.settle(record)
-                return
-            log.warning("dead letter not delivered; retrying", topic=target, error=err.str())
-            self._produce(target, key, value, headers, delivered)
-
-        self._produce(target, key, value, headers, delivered)
-
-    def _produce(self, topic: str, key: bytes | None, value: bytes | None, headers: DlqHeaders,
-                 callback: Callable[[KafkaError | None, Message], None]) -> None:
-        while True:
-            try:
-                self._producer.produce(topic, value=value, key=key, headers=headers, on_delivery=callback)
-                return
-            except BufferError:
-                self._producer.poll(0.05)
+        produce_until_acknowledged(self._producer, target, source.key, source.value, headers,
+                                   lambda: self._inflight.settle(record))
 
     # ---- partitions ---------------------------------------------------------------------------------
 
@@ -438,19 +403,3 @@ class Bridge:
         self._registry.close()
         log.info("bridge stopped", completed_records=self._inflight.completed)
 
-
-def dlq_headers(message: Message, error: BaseException) -> DlqHeaders:
-    """The original headers untouched, then what went wrong and where the record came from."""
-    _, timestamp = message.timestamp()
-    extra = {
-        "agent": "bridge",
-        "error_class": type(error).__name__,
-        "error_message": str(error)[:2000],
-        "topic": message.topic() or "",
-        "partition": str(message.partition()),
-        "offset": str(message.offset()),
-        "timestamp": str(timestamp),
-        "attempts": "1",
-        "failed_at": str(int(time.time() * 1000)),
-    }
-    return [*header_items(message.headers()), *((f"{DLQ_PREFIX}{k}", v.encode()) for k, v in extra.items())]

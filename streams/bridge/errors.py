@@ -29,5 +29,3 @@ class RouteError(BridgeError):
 
 class RedisUnavailableError(BridgeError):
     """Redis did not confirm a push; the bridge pauses, backs off and retries (nothing is committed)."""
-
-    retriable = True

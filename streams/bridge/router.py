@@ -15,6 +15,7 @@ from streams.bridge.avro_json import FieldReader
 from streams.bridge.celery_wire import TaskTemplate, default_origin, effect_key, task_id_for
 from streams.bridge.errors import BridgeError
 from streams.errors import SchemaError
+from streams.records import UndecodableRecordError
 from streams.schemas.codec import HEADER, MAGIC, split_header
 from streams.schemas.registry_client import RegistryRequestError
 
@@ -23,17 +24,12 @@ if TYPE_CHECKING:
     from streams.catalog import Catalog
 
 __all__ = [
-    "RawHeaders", "RoutedTask", "Router", "SchemaSource", "SchemaUnavailableError", "UndecodableRecordError",
-    "UnroutableRecordError",
+    "RawHeaders", "RoutedTask", "Router", "SchemaSource", "SchemaUnavailableError", "UnroutableRecordError",
 ]
 
 _CE_HEADERS = frozenset({"ce_id", "ce_type", "ce_tenantid", "ce_traceparent"})
 # What confluent-kafka's Message.headers() returns.
 RawHeaders = list[tuple[str, str | bytes | None]] | dict[str, str | bytes | None] | None
-
-
-class UndecodableRecordError(BridgeError):
-    """The record is not a decodable event of its topic (no value, bad header, unknown schema, bad datum)."""
 
 
 class UnroutableRecordError(BridgeError):
@@ -42,8 +38,6 @@ class UnroutableRecordError(BridgeError):
 
 class SchemaUnavailableError(BridgeError):
     """The registry could not be asked for a schema right now; retry later, do not dead-letter."""
-
-    retriable = True
 
 
 class SchemaSource(Protocol):

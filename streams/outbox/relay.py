@@ -63,8 +63,6 @@ SCHEMA_RECHECK_S = 10.0  # an id the registry did not know is asked about again 
 class TransientError(StreamsError):
     """Kafka or the registry is unreachable for now: the cycle is rolled back and retried after a pause."""
 
-    retriable = True
-
 
 @dataclass(frozen=True)
 class RelayOptions:

@@ -20,7 +20,8 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Produ
 
 from streams.bridge.inflight import InFlight, PendingRecord, TopicPartitionKey
 from streams.errors import SchemaError
-from streams.records import EventDecoder, SourceRecord, UndecodableRecordError, dead_letter
+from streams.kafka_util import commit_offsets, produce_until_acknowledged
+from streams.records import DLQ_HEADER_PREFIX, EventDecoder, SourceRecord, UndecodableRecordError, dead_letter
 from streams.schemas.codec import HEADER, MAGIC
 from streams.schemas.registry_client import RegistryClient, RegistryRequestError
 from streams.webhooks.delivery import CE_PREFIX, Attempt, Deliverer, DeliveryResult, render
@@ -46,7 +47,7 @@ class DeliveryFailedError(WebhookError):
 
 
 class _RegistryUnavailableError(WebhookError):
-    retriable = True
+    """The registry could not be asked for a schema right now: the partition is held and retried."""
 
 
 @dataclass(frozen=True)
@@ -250,27 +251,10 @@ class WebhookRunner:
         has on the record is settled once Kafka acknowledged the dead letter."""
         target, parked = dead_letter(self.catalog, source, AGENT, error, attempts)
         headers: list[tuple[str, str | bytes | None]] = [
-            *parked, *((f"dlq_{name}", value) for name, value in extra.items())]
+            *parked, *((f"{DLQ_HEADER_PREFIX}{name}", value) for name, value in extra.items())]
         self.metrics.dead_letters.labels(source.topic, type(error).__name__).inc()
-
-        def acknowledged(err: KafkaError | None, _: Message) -> None:
-            if err is None:
-                self._inflight.settle(record)
-                return
-            log.warning("dead letter not delivered; retrying", topic=target, error=err.str())
-            self._produce(target, source, headers, acknowledged)
-
-        self._produce(target, source, headers, acknowledged)
-
-    def _produce(self, topic: str, source: SourceRecord, headers: list[tuple[str, str | bytes | None]],
-                 callback: Callable[[KafkaError | None, Message], None]) -> None:
-        while True:
-            try:
-                self._producer.produce(topic, value=source.value, key=source.key, headers=headers,
-                                       on_delivery=callback)
-                return
-            except BufferError:
-                self._producer.poll(0.05)
+        produce_until_acknowledged(self._producer, target, source.key, source.value, headers,
+                                   lambda: self._inflight.settle(record))
 
     def _attempted(self, route: WebhookRoute, attempt: Attempt) -> None:
         self.metrics.attempts.labels(route.name, attempt.label).inc()
@@ -285,17 +269,7 @@ class WebhookRunner:
             self._stopping = True
 
     def _commit(self, offsets: dict[TopicPartitionKey, int], *, sync: bool = False) -> None:
-        parts = [TopicPartition(t, p, o) for (t, p), o in offsets.items() if (t, p) in self._assigned]
-        self._committed.update(offsets)
-        if not parts:
-            return
-        try:
-            if sync:
-                self._consumer.commit(offsets=parts, asynchronous=False)
-            else:
-                self._consumer.commit(offsets=parts, asynchronous=True)
-        except KafkaException as exc:
-            log.warning("offset commit failed", error=str(exc))  # a later commit covers it
+        commit_offsets(self._consumer, offsets, self._assigned, self._committed, sync=sync)
 
     # ---- partitions ---------------------------------------------------------------------------------
 
