@@ -4,21 +4,21 @@ Every problem is reported as one line naming the file, line and field that is wr
 """
 
 # No `from __future__ import annotations`: pydantic resolves Mapping and Path at class creation.
-import difflib
 import json
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, cast, get_args
 
-import yaml
 from fastavro import parse_schema
 from pydantic import BaseModel
-from yaml.constructor import SafeConstructor
-from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+from yaml.nodes import Node, SequenceNode
 
 from streams.errors import CatalogError
+from streams.located_yaml import FieldError as _FieldError
+from streams.located_yaml import LocatedParser, located_message
+from streams.located_yaml import hint as _hint
 
 __all__ = [
     "Catalog", "CatalogLocationError", "TopicSpec", "lint_catalog", "load_catalog", "parse_duration_ms",
@@ -124,9 +124,7 @@ class CatalogLocationError(CatalogError):
 
     def __init__(self, path: Path, line: int, field: str | None, problem: str, where: str = "") -> None:
         self.path, self.line, self.field, self.problem = path, line, field, problem
-        location = f"{path}:{line}" if line else str(path)
-        subject = " ".join(part for part in (where, f"field '{field}'" if field else "") if part)
-        super().__init__(f"{location}: {subject}: {problem}" if subject else f"{location}: {problem}")
+        super().__init__(located_message(path, line, where, field, problem))
 
 
 def load_catalog(path: Path, profile: str = "local") -> Catalog:
@@ -176,19 +174,6 @@ def _duration_ms(value: object) -> int:
 def _human_ms(ms: int) -> str:
     units = [unit for unit in ("y", "w", "d", "h", "m", "s") if ms > 0 and ms % _UNIT_MS[unit] == 0]
     return "infinite" if ms == -1 else f"{ms // _UNIT_MS[units[0]]}{units[0]}" if units else f"{ms}ms"
-
-
-class _FieldError(Exception):
-    """Internal: one field's value is wrong (the text says how); the linter adds where."""
-
-
-def _hint(name: str, known: Iterable[str]) -> str:
-    known = list(known)
-    close = [k for k in known if k.startswith(name) or name.startswith(k)]
-    close = close or difflib.get_close_matches(name, known, n=3, cutoff=0.6)
-    if close:
-        return "did you mean " + " or ".join(f"'{c}'" for c in close) + "?"
-    return "known: " + (", ".join(known) or "none")
 
 
 def _check(value: Any, ok: bool, expected: str) -> Any:
@@ -276,18 +261,12 @@ def _misplaced(field: str, where: str) -> str:
     return f"not allowed in {where}; set it on each topic instead"
 
 
-def _kind(node: Node) -> str:
-    kinds: dict[type[Node], str] = {MappingNode: "mapping", SequenceNode: "list"}
-    return kinds.get(type(node), f"scalar ({node.value!r})")
-
-
-class _Linter:
+class _Linter(LocatedParser):
     """One pass over one catalog file, collecting every problem."""
 
     def __init__(self, path: Path) -> None:
-        self.path = path
+        super().__init__(path)
         self.issues: list[CatalogLocationError] = []
-        self._constructor = SafeConstructor()
         self._schemas: dict[str, tuple[dict[str, Any] | None, str]] = {}
 
     def report(self, line: int, where: str, field: str | None, problem: str) -> None:
@@ -297,11 +276,8 @@ class _Linter:
         unique = {str(issue): issue for issue in self.issues}  # a base-layer problem repeats per profile
         return sorted(unique.values(), key=lambda issue: issue.line)
 
-    def construct(self, node: Node) -> Any:
-        return self._constructor.construct_object(node, deep=True)
-
     def run(self, profile: str) -> Catalog | None:
-        root = self._compose()
+        root = self.compose(_TOP_FIELDS)
         if root is None:
             return None
         top = self.entries(root, "", _TOP_FIELDS)
@@ -329,51 +305,8 @@ class _Linter:
         specs = self._specs(defaults, topics, profiles, profile)
         return None if self.issues else Catalog(path=self.path, profile=profile, topics=specs)
 
-    def _compose(self) -> Node | None:
-        try:
-            root = yaml.compose(self.path.read_text(encoding="utf-8"), Loader=yaml.SafeLoader)
-        except OSError as exc:
-            self.report(0, "", None, f"cannot read the catalog: {exc.strerror or exc}")
-            return None
-        except UnicodeDecodeError as exc:
-            self.report(0, "", None, f"not UTF-8 text: {exc.reason}")
-            return None
-        except yaml.MarkedYAMLError as exc:
-            mark = exc.problem_mark or exc.context_mark
-            context = f" ({exc.context})" if exc.context else ""
-            self.report(mark.line + 1 if mark else 0, "", None, f"invalid YAML: {exc.problem}{context}")
-            return None
-        if not isinstance(root, MappingNode):
-            got = "an empty file" if root is None else f"a {_kind(root)}"
-            self.report(root.start_mark.line + 1 if root else 1, "", None,
-                        f"the top level must be a mapping with keys {', '.join(_TOP_FIELDS)}; got {got}")
-            return None
-        return root
-
-    def entries(self, node: Node | None, where: str, allowed: tuple[str, ...] | None,
-                kind: str = "field", field: str | None = None) -> dict[str, tuple[int, Node]]:
-        """A mapping node's keys -> (line, value node); reports duplicate, unknown and misplaced keys."""
-        out: dict[str, tuple[int, Node]] = {}
-        if node is None or (isinstance(node, ScalarNode) and node.tag == "tag:yaml.org,2002:null"):
-            return out
-        if not isinstance(node, MappingNode):
-            self.report(node.start_mark.line + 1, where, field, f"must be a mapping, got a {_kind(node)}")
-            return out
-        for key_node, value_node in node.value:
-            line, key = key_node.start_mark.line + 1, str(key_node.value)
-            subject, named = (where, key) if kind == "field" else (f"{where} {kind} '{key}'".strip(), None)
-            if not isinstance(key_node, ScalarNode):
-                self.report(line, where, None, f"a {kind} name must be a string, got a {_kind(key_node)}")
-            elif key in out:
-                self.report(line, subject, named, f"duplicate {kind}, first declared at line {out[key][0]}; "
-                            "remove one")
-            elif allowed is not None and key in _TOPIC_FIELDS and key not in allowed:
-                self.report(line, where, key, _misplaced(key, where))
-            elif allowed is not None and key not in allowed:
-                self.report(line, where, key, f"unknown field; {_hint(key, allowed)}")
-            else:
-                out[key] = (line, value_node)
-        return out
+    def unknown_key(self, key: str, where: str, allowed: tuple[str, ...]) -> str:
+        return _misplaced(key, where) if key in _TOPIC_FIELDS else super().unknown_key(key, where, allowed)
 
     def layer(self, node: Node | None, where: str, allowed: tuple[str, ...],
               profile: str | None = None) -> Layer:

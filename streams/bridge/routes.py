@@ -5,7 +5,6 @@ A route says which events (topic, event type, field filter) become which Celery 
 
 from __future__ import annotations
 
-import difflib
 import inspect
 import json
 import re
@@ -14,15 +13,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
-import yaml
 from fastavro import parse_schema
-from yaml.constructor import SafeConstructor
-from yaml.nodes import MappingNode, Node, ScalarNode
+from yaml.nodes import Node
 
 from streams.bridge.errors import RouteError
 from streams.bridge.retry import RetryPolicy
 from streams.catalog import parse_duration_ms
 from streams.errors import CatalogError, StreamsError
+from streams.located_yaml import FieldError as _FieldError
+from streams.located_yaml import LocatedParser, hint
 
 if TYPE_CHECKING:
     from streams.catalog import Catalog
@@ -45,10 +44,6 @@ _QUEUE = ("bound",)
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$")
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _SCALAR_TYPES = {"string": str, "enum": str, "int": int, "long": int, "boolean": bool}
-
-
-class _FieldError(Exception):
-    """Internal: one value is wrong (the text says how); the parser adds where."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,11 +156,9 @@ def check_tasks(config: BridgeConfig, tasks: Mapping[str, Callable[..., Any] | N
     """
     for route in config.routes:
         if route.task not in tasks:
-            close = difflib.get_close_matches(route.task, list(tasks), n=3, cutoff=0.6)
-            hint = ("did you mean " + " or ".join(f"'{c}'" for c in close) + "?") if close else \
-                f"known: {', '.join(sorted(n for n in tasks if not n.startswith('celery.'))) or 'none'}"
+            known = _hint(route.task, (n for n in tasks if not n.startswith("celery.")))
             raise RouteError(config.path, route.line, f"bridge route '{route.name}'", "task",
-                             f"unknown task '{route.task}' (not registered in {source}); {hint}")
+                             f"unknown task '{route.task}' (not registered in {source}); {known}")
         function = tasks[route.task]
         if function is None or route.args is None:
             continue
@@ -176,62 +169,21 @@ def check_tasks(config: BridgeConfig, tasks: Mapping[str, Callable[..., Any] | N
                              f"task '{route.task}' cannot take these arguments: {exc}") from None
 
 
-class SectionParser:
+class SectionParser(LocatedParser):
     """One pass over a route section of the catalog's file (`bridge:`; `webhooks:` subclasses it), collecting
     every problem as a located `error` (file:line, where, field)."""
 
     error: Callable[[Path, int, str, str | None, str], StreamsError] = RouteError
 
     def __init__(self, catalog: Catalog) -> None:
+        super().__init__(catalog.path)
         self.catalog = catalog
-        self.path = catalog.path
         self.issues: list[StreamsError] = []
-        self._constructor = SafeConstructor()
         self._schemas: dict[str, dict[str, Any] | None] = {}
 
     def report(self, line: int, where: str, field_name: str | None, problem: str) -> None:
         self.issues.append(self.error(self.path, line, where, field_name, problem))
         self.issues.sort(key=lambda issue: cast("Any", issue).line)
-
-    def value(self, node: Node) -> Any:
-        return self._constructor.construct_object(node, deep=True)
-
-    def section(self, name: str) -> tuple[Node, Node] | None:
-        """The (key, value) nodes of the top-level section `name`; None when the file has none."""
-        root = yaml.compose(self.path.read_text(encoding="utf-8"), Loader=yaml.SafeLoader)
-        if isinstance(root, MappingNode):
-            return next(((k, v) for k, v in root.value if getattr(k, "value", None) == name), None)
-        return None
-
-    def entries(self, node: Node | None, where: str, allowed: tuple[str, ...] | None,
-                kind: str = "field") -> dict[str, tuple[int, Node]]:
-        out: dict[str, tuple[int, Node]] = {}
-        if node is None or (isinstance(node, ScalarNode) and node.tag == "tag:yaml.org,2002:null"):
-            return out
-        if not isinstance(node, MappingNode):
-            self.report(node.start_mark.line + 1, where, None, f"must be a mapping, got {self.value(node)!r}")
-            return out
-        for key_node, value_node in node.value:
-            line, key = key_node.start_mark.line + 1, str(key_node.value)
-            if key in out:
-                self.report(line, where, key if kind == "field" else None,
-                            f"duplicate {kind} '{key}', first at line {out[key][0]}; remove one")
-            elif allowed is not None and key not in allowed:
-                self.report(line, where, key, f"unknown field; {_hint(key, allowed)}")
-            else:
-                out[key] = (line, value_node)
-        return out
-
-    def scalar(self, entries: dict[str, tuple[int, Node]], name: str, where: str,
-               parse: Callable[[Any], Any], default: Any) -> Any:
-        if name not in entries:
-            return default
-        line, node = entries[name]
-        try:
-            return parse(self.value(node))
-        except _FieldError as exc:
-            self.report(line, where, name, str(exc))
-            return default
 
     def topic_schema(self, topic: str, body: dict[str, tuple[int, Node]], line: int,
                      where: str) -> dict[str, Any] | None:
@@ -282,7 +234,7 @@ class SectionParser:
             avro = self.field_type(schema, topic, dotted, line, where, "where")
             if avro is None:
                 continue
-            raw = self.value(node)
+            raw = self.construct(node)
             values = raw["in"] if isinstance(raw, dict) and set(raw) == {"in"} else [raw]
             problem = _filter_problem(avro, dotted, values)
             if problem:
@@ -374,7 +326,7 @@ class _Parser(SectionParser):
             if not _IDENT.match(name):
                 self.report(line, where, "args", f"argument name {name!r} is not a Python identifier")
                 continue
-            dotted = self.value(node)
+            dotted = self.construct(node)
             if self.field_type(schema, topic, dotted, line, where, "args") is not None:
                 out.append((name, tuple(dotted.split("."))))
         return tuple(out)
@@ -436,11 +388,7 @@ def _filter_problem(avro: Any, dotted: str, values: list[Any]) -> str | None:
 
 
 def _hint(name: str, known: Iterable[str]) -> str:
-    known = sorted(known)
-    close = difflib.get_close_matches(name, known, n=3, cutoff=0.6)
-    if close:
-        return "did you mean " + " or ".join(f"'{c}'" for c in close) + "?"
-    return "known: " + (", ".join(known) or "none")
+    return hint(name, sorted(known))  # route sections list the known names sorted
 
 
 def _name(value: Any) -> str:

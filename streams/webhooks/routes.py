@@ -18,11 +18,12 @@ from streams.bridge.routes import (
     SectionParser,
     _bool,
     _duration,
-    _FieldError,
     _name,
     _positive,
 )
 from streams.errors import ConfigError, StreamsError
+from streams.located_yaml import FieldError as _FieldError
+from streams.located_yaml import located_message
 
 if TYPE_CHECKING:
     from yaml.nodes import Node
@@ -48,9 +49,7 @@ class WebhookRouteError(WebhookError):
 
     def __init__(self, path: Path, line: int, where: str, field: str | None, problem: str) -> None:
         self.path, self.line, self.field, self.problem = path, line, field, problem
-        location = f"{path}:{line}" if line else str(path)
-        subject = " ".join(part for part in (where, f"field '{field}'" if field else "") if part)
-        super().__init__(f"{location}: {subject}: {problem}" if subject else f"{location}: {problem}")
+        super().__init__(located_message(path, line, where, field, problem))
 
 
 @dataclass(frozen=True, slots=True)
