@@ -8,18 +8,18 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, NamedTuple, cast
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, cast
 
 import structlog
 
 from streams.errors import SchemaError, StreamsError
 from streams.schemas.codec import HEADER, AvroCodec, split_header
+from streams.schemas.registry_client import RegistryRequestError
 
 if TYPE_CHECKING:
     from confluent_kafka import Message
 
     from streams.catalog import Catalog
-    from streams.schemas.registry_client import RegistryClient
 
 log = structlog.get_logger("streams.records")
 
@@ -31,12 +31,28 @@ class UndecodableRecordError(StreamsError):
     """A record that is not a decodable event for its topic (bad bytes, unknown schema, too large)."""
 
 
-class EventDecoder:
-    """Decodes Confluent wire-format values, fetching and caching writer schemas by id."""
+class SchemaUnavailableError(StreamsError):
+    """The registry could not be asked for a record's schema right now: hold the record and retry, never park it."""
 
-    def __init__(self, registry: RegistryClient, *, max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES) -> None:
+
+class SchemaSource(Protocol):
+    def schema_by_id(self, schema_id: int) -> str: ...
+
+
+class EventDecoder:
+    """Decodes Confluent wire-format values, fetching and caching writer schemas by id: the one Avro decode
+    path of the Python side (the native decoder, `AvroCodec`), for agents, the bridge and webhooks.
+
+    With `hold_when_registry_down`, a registry that cannot be reached raises SchemaUnavailableError (the
+    caller pauses the partition) instead of UndecodableRecordError; an id the registry does not know is
+    undecodable either way.
+    """
+
+    def __init__(self, registry: SchemaSource, *, max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
+                 hold_when_registry_down: bool = False) -> None:
         self.registry = registry
         self.max_record_bytes = max_record_bytes
+        self.hold_when_registry_down = hold_when_registry_down
         self._codecs: dict[int, AvroCodec] = {}
 
     def decode(self, value: bytes | None) -> tuple[int, dict[str, Any]]:
@@ -58,15 +74,37 @@ class EventDecoder:
             )
         try:
             _, schema_id = split_header(value)
-            codec = self._codecs.get(schema_id)
-            if codec is None:
-                codec = self._codecs[schema_id] = AvroCodec(self.registry.schema_by_id(schema_id), schema_id)
+            codec = self._codecs.get(schema_id) or self.codec(schema_id)
             datum = value[HEADER.size:]
             record = codec.decode_datum(datum)
             text = codec.canonical_json_datum(datum) if canonical and codec.has_canonical_json else None
         except SchemaError as exc:
             raise UndecodableRecordError(str(exc)) from exc
         return schema_id, record, text
+
+    def codec(self, schema_id: int) -> AvroCodec:
+        """The codec of a writer schema id (cached); UndecodableRecordError when the registry does not know the
+        id or the schema is invalid, SchemaUnavailableError (holding) or SchemaError when it cannot be asked."""
+        if (known := self._codecs.get(schema_id)) is not None:
+            return known
+        try:
+            text = self.registry.schema_by_id(schema_id)
+        except RegistryRequestError as exc:
+            if 400 <= exc.status < 500:
+                raise UndecodableRecordError(f"schema id {schema_id} is unknown to the registry: {exc.message}") \
+                    from None
+            if self.hold_when_registry_down:
+                raise SchemaUnavailableError(str(exc)) from None
+            raise
+        except SchemaError as exc:  # the client's "cannot reach the registry"
+            if self.hold_when_registry_down:
+                raise SchemaUnavailableError(str(exc)) from None
+            raise
+        try:
+            codec = self._codecs[schema_id] = AvroCodec(text, schema_id)
+        except SchemaError as exc:
+            raise UndecodableRecordError(f"schema id {schema_id}: {exc}") from exc
+        return codec
 
 
 class SourceRecord(NamedTuple):

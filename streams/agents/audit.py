@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import io
 import json
+import sys
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -19,13 +19,10 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import structlog
 from confluent_kafka import OFFSET_BEGINNING
 from confluent_kafka.admin import AdminClient
-from fastavro import parse_schema, schemaless_reader
-from fastavro.schema import SchemaParseException
 from prometheus_client import Counter, Gauge
 
 from streams.agents import DEFAULT_APP_ID
 from streams.agents.audit_chain import (
-    DECODE_ERRORS,
     EPOCH,
     GENESIS_HASH,
     ONE_MS,
@@ -35,11 +32,12 @@ from streams.agents.audit_chain import (
     read_chain,
 )
 from streams.errors import ConfigError, SchemaError, StreamsError
+from streams.records import EventDecoder, UndecodableRecordError
 from streams.runtime.app import App
 from streams.runtime.engine import EngineConfig
 from streams.runtime.single import SingleWriterEngine
-from streams.schemas.codec import HEADER, AvroCodec, split_header
-from streams.schemas.registry_client import RegistryClient, RegistryRequestError, compact_schema
+from streams.schemas.codec import AvroCodec, split_header
+from streams.schemas.registry_client import RegistryClient, compact_schema
 
 if TYPE_CHECKING:
     import threading
@@ -84,64 +82,50 @@ class ChainState:
 
 
 class PayloadReader:
-    """Reads the few payload fields an entry takes (actor, tenant), leniently: any failure means None."""
+    """Reads the few payload fields an entry takes (actor, tenant), leniently: any failure means None.
+
+    Decodes with the project's one decoder (streams.records.EventDecoder), only when the record's schema
+    has such fields.
+    """
 
     def __init__(self, registry: RegistryClient) -> None:
-        self._registry = registry
-        self._readers: dict[int, tuple[Any, frozenset[str]] | None] = {}  # schema id -> (parsed schema, fields)
+        self._decoder = EventDecoder(registry, max_record_bytes=sys.maxsize)
+        self._fields: dict[int, frozenset[str]] = {}  # schema id -> its top-level field names
+        self._unknown: set[int] = set()  # ids the registry says it does not know: the answer will not change
 
     def fields(self, value: bytes | None, *, need_tenant: bool) -> tuple[str | None, str | None]:
         """(actor, tenant_id) from a wire-format payload, decoding only when its schema has such fields."""
         if not value:
             return None, None
-        try:
-            _, schema_id = split_header(value)
-        except SchemaError:
-            return None, None
-        known = self._reader(schema_id)
-        if known is None:
-            return None, None
-        schema, names = known
+        names = self._names(value)
         wanted = [name for name in ACTOR_FIELDS if name in names]
         if not wanted and not (need_tenant and "tenant_id" in names):
             return None, None
         try:
-            datum = schemaless_reader(io.BytesIO(value[HEADER.size:]), schema, None)
-        except (SchemaParseException, *DECODE_ERRORS):
-            return None, None
-        if not isinstance(datum, dict):
+            _, datum = self._decoder.decode(value)
+        except UndecodableRecordError:
             return None, None
         actor = next((str(datum[name]) for name in wanted if datum.get(name) is not None), None)
         tenant = datum.get("tenant_id")
         return actor, tenant if isinstance(tenant, str) else None
 
-    def _reader(self, schema_id: int) -> tuple[Any, frozenset[str]] | None:
-        if schema_id in self._readers:
-            return self._readers[schema_id]
+    def _names(self, value: bytes) -> frozenset[str]:
         try:
-            text = self._registry.schema_by_id(schema_id)
-        except RegistryRequestError:
-            self._readers[schema_id] = None  # the registry says no such id: the answer will not change
-            return None
+            _, schema_id = split_header(value)
         except SchemaError:
-            return None  # unreachable: this record goes without an actor; ask again for the next one
+            return frozenset()
+        if schema_id in self._fields or schema_id in self._unknown:
+            return self._fields.get(schema_id, frozenset())
         try:
-            raw = json.loads(text)
-            names = frozenset(f["name"] for f in raw.get("fields", ()) if isinstance(f, dict))
-            # Without logical types: the fields read here are strings, and decimals/timestamps cost 2-3x.
-            self._readers[schema_id] = (parse_schema(_physical(raw), _write_hint=False), names)
-        except (SchemaParseException, *DECODE_ERRORS, AttributeError):
-            self._readers[schema_id] = None
-        return self._readers[schema_id]
-
-
-def _physical(schema: Any) -> Any:
-    """`schema` with every logicalType annotation dropped (the physical types stay)."""
-    if isinstance(schema, list):
-        return [_physical(branch) for branch in schema]
-    if isinstance(schema, dict):
-        return {key: _physical(value) for key, value in schema.items() if key != "logicalType"}
-    return schema
+            codec = self._decoder.codec(schema_id)
+        except UndecodableRecordError:
+            self._unknown.add(schema_id)
+            return frozenset()
+        except SchemaError:
+            return frozenset()  # unreachable: this record goes without an actor; ask again for the next one
+        names = frozenset(f["name"] for f in codec.schema.get("fields", ()) if isinstance(f, dict))
+        self._fields[schema_id] = names
+        return names
 
 
 def audit_entry(

@@ -28,11 +28,11 @@ from streams.bridge.inflight import (
     first_tasks,
 )
 from streams.bridge.metrics import BridgeMetrics
-from streams.bridge.router import Router, SchemaUnavailableError, UnroutableRecordError
+from streams.bridge.router import Router, UnroutableRecordError
 from streams.errors import StreamsError
 from streams.gc_tuning import throughput_gc
 from streams.kafka_util import commit_offsets, produce_until_acknowledged
-from streams.records import SourceRecord, UndecodableRecordError, dead_letter
+from streams.records import SchemaUnavailableError, SourceRecord, UndecodableRecordError, dead_letter
 from streams.schemas.registry_client import RegistryClient
 
 if TYPE_CHECKING:

@@ -19,11 +19,16 @@ import structlog
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
 from streams.bridge.inflight import InFlight, PendingRecord, TopicPartitionKey
-from streams.errors import SchemaError
 from streams.kafka_util import commit_offsets, produce_until_acknowledged
-from streams.records import DLQ_HEADER_PREFIX, EventDecoder, SourceRecord, UndecodableRecordError, dead_letter
-from streams.schemas.codec import HEADER, MAGIC
-from streams.schemas.registry_client import RegistryClient, RegistryRequestError
+from streams.records import (
+    DLQ_HEADER_PREFIX,
+    EventDecoder,
+    SchemaUnavailableError,
+    SourceRecord,
+    UndecodableRecordError,
+    dead_letter,
+)
+from streams.schemas.registry_client import RegistryClient
 from streams.webhooks.delivery import CE_PREFIX, Attempt, Deliverer, DeliveryResult, render
 from streams.webhooks.metrics import WebhookMetrics
 from streams.webhooks.routes import WebhookError
@@ -44,10 +49,6 @@ AGENT = "webhooks"  # dlq_agent of what the runner parks
 
 class DeliveryFailedError(WebhookError):
     """An endpoint did not take an event within the route's attempts (or refused it for good)."""
-
-
-class _RegistryUnavailableError(WebhookError):
-    """The registry could not be asked for a schema right now: the partition is held and retried."""
 
 
 @dataclass(frozen=True)
@@ -82,7 +83,9 @@ class WebhookRunner:
         kafka = settings.kafka_config(settings.bootstrap_servers())
         settings.check_kafka_login(settings.bootstrap_servers())
         self._registry = registry or RegistryClient(settings.registry_url())
-        self.decoder = EventDecoder(self._registry, max_record_bytes=settings.agent_max_record_bytes)
+        # A registry outage holds the partition (SchemaUnavailableError) instead of parking its records.
+        self.decoder = EventDecoder(self._registry, max_record_bytes=settings.agent_max_record_bytes,
+                                    hold_when_registry_down=True)
         self._routes = config.routes_by_topic()
         consumer_config: dict[str, Any] = {
             **kafka, "group.id": config.group, "enable.auto.commit": False, "auto.offset.reset": "earliest",
@@ -103,7 +106,6 @@ class WebhookRunner:
         self._paused: set[TopicPartitionKey] = set()
         self._held: dict[TopicPartitionKey, float] = {}  # partition -> resume time (registry unreachable)
         self._committed: dict[TopicPartitionKey, int] = {}
-        self._known_schemas: set[int] = set()
         self._deliverer: Deliverer | None = None
         self._stopping = False
         self._failure: BaseException | None = None
@@ -176,9 +178,8 @@ class WebhookRunner:
                 continue
             source = SourceRecord.from_message(message)
             try:
-                self._check_schema(source.value)
                 _, data = self.decoder.decode(source.value)
-            except _RegistryUnavailableError as exc:
+            except SchemaUnavailableError as exc:
                 rewound.add(tp)
                 self._hold(tp, offset, exc)
                 continue
@@ -203,24 +204,6 @@ class WebhookRunner:
                 tasks = self._tasks.setdefault(tp, set())
                 tasks.add(task)
                 task.add_done_callback(functools.partial(self._finished, tasks=tasks))
-
-    def _check_schema(self, value: bytes | None) -> None:
-        """_RegistryUnavailableError when the registry cannot say what the record's schema id is right now (the
-        partition waits); an id the registry does not know is left to the decoder (a dead letter)."""
-        if value is None or len(value) < HEADER.size or value[0] != MAGIC:
-            return
-        schema_id = int.from_bytes(value[1:HEADER.size], "big")
-        if schema_id in self._known_schemas:
-            return
-        try:
-            self._registry.schema_by_id(schema_id)
-        except RegistryRequestError as exc:
-            if not 400 <= exc.status < 500:
-                raise _RegistryUnavailableError(str(exc)) from None
-            return
-        except SchemaError as exc:
-            raise _RegistryUnavailableError(str(exc)) from None
-        self._known_schemas.add(schema_id)
 
     def _hold(self, tp: TopicPartitionKey, offset: int, exc: Exception) -> None:
         log.warning("schema registry unreachable; partition held", topic=tp[0], partition=tp[1], offset=offset,

@@ -13,11 +13,11 @@ import pytest
 from kombu.utils.json import loads as kombu_loads
 
 from streams.bridge.celery_wire import task_id_for
-from streams.bridge.router import Router, SchemaUnavailableError, UnroutableRecordError
+from streams.bridge.router import Router, UnroutableRecordError
 from streams.bridge.routes import load_bridge
 from streams.catalog import load_catalog
 from streams.errors import SchemaError
-from streams.records import UndecodableRecordError
+from streams.records import SchemaUnavailableError, UndecodableRecordError
 from streams.schemas.codec import AvroCodec
 from streams.schemas.registry_client import RegistryRequestError
 from tests.bridge.harness import violation_event
