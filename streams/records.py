@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from confluent_kafka import Message
 
     from streams.catalog import Catalog
+    from streams.observability import AgentMetrics
 
 log = structlog.get_logger("streams.records")
 
@@ -156,8 +157,9 @@ def dlq_headers(source: SourceRecord, agent: str, error: BaseException,
 
 
 def dead_letter(catalog: Catalog, source: SourceRecord, agent: str, error: BaseException,
-                attempts: int = 1) -> tuple[str, list[tuple[str, bytes | None]]]:
-    """(dead-letter topic, headers) for a record an agent gives up on; logged and counted here, sent by the caller.
+                attempts: int = 1, metrics: AgentMetrics | None = None) -> tuple[str, list[tuple[str, bytes | None]]]:
+    """(dead-letter topic, headers) for a record an agent gives up on; logged here, counted in `metrics`
+    (streams_agent_dlq_total; the bridge and webhooks count in their own), sent by the caller.
 
     StreamsError when the catalog declares no `<topic>.dlq`: the record must then stay uncommitted.
     """
@@ -167,9 +169,8 @@ def dead_letter(catalog: Catalog, source: SourceRecord, agent: str, error: BaseE
     if target not in catalog.names():
         raise StreamsError(f"topic '{source.topic}' has no dead-letter topic in the catalog; cannot park "
                            f"offset {source.offset}") from error
-    from streams.observability import DLQ_TOTAL  # noqa: PLC0415 - metrics module imports prometheus lazily
-
-    DLQ_TOTAL.labels(agent=agent, topic=source.topic).inc()
+    if metrics is not None:
+        metrics.dlq.labels(agent=agent, topic=source.topic).inc()
     return target, dlq_headers(source, agent, error, attempts)
 
 

@@ -21,7 +21,7 @@ import click
 import jsonschema
 import pytest
 import yaml
-from prometheus_client import REGISTRY, CollectorRegistry
+from prometheus_client import CollectorRegistry
 from prometheus_client.metrics import MetricWrapperBase
 
 from streams.cli import main
@@ -350,18 +350,17 @@ def label_uses(expr: str) -> tuple[set[str], set[str]]:
 def registered_metrics() -> dict[str, frozenset[str]]:
     """Every series name our code exposes -> its labels, from the prometheus_client registries themselves.
 
-    The worker serves the default REGISTRY (streams.observability at import, the audit chain's metrics on
-    first use); each bridge serves the registry of its BridgeMetrics.
+    The worker serves the registry of its AgentMetrics (every hosted agent's, the audit chain's included), the
+    schema registry that of its RegistryMetrics; each bridge serves the registry of its BridgeMetrics.
     """
-    import streams.observability  # noqa: F401, PLC0415 - registers the agents' metrics
-    from streams.agents.audit import _metrics as audit_metrics  # noqa: PLC0415
     from streams.bridge.metrics import BridgeMetrics  # noqa: PLC0415
+    from streams.observability import AgentMetrics, RegistryMetrics  # noqa: PLC0415
 
-    audit_metrics()
     suffixes = {"counter": ("_total", "_created"), "gauge": ("",), "histogram": ("_bucket", "_sum", "_count",
                 "_created"), "summary": ("", "_sum", "_count", "_created"), "info": ("_info",)}
     exposed: dict[str, frozenset[str]] = {}
-    registries: tuple[CollectorRegistry, ...] = (REGISTRY, BridgeMetrics().registry)
+    registries: tuple[CollectorRegistry, ...] = (AgentMetrics().registry, RegistryMetrics().registry,
+                                                 BridgeMetrics().registry)
     for registry in registries:
         collectors = set(registry._names_to_collectors.values())  # private: prometheus_client lists no collectors
         for collector in collectors:

@@ -7,19 +7,17 @@ transaction make the chain exactly-once in effect across kill -9 and rebalances 
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import sys
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any
 
 import structlog
 from confluent_kafka import OFFSET_BEGINNING
 from confluent_kafka.admin import AdminClient
-from prometheus_client import Counter, Gauge
 
 from streams.agents import DEFAULT_APP_ID
 from streams.agents.audit_chain import (
@@ -32,6 +30,7 @@ from streams.agents.audit_chain import (
     read_chain,
 )
 from streams.errors import ConfigError, SchemaError, StreamsError
+from streams.observability import AgentMetrics
 from streams.records import EventDecoder, UndecodableRecordError
 from streams.runtime.app import App
 from streams.runtime.engine import EngineConfig
@@ -160,22 +159,6 @@ def _millis(ce_time: str | bytes | None, fallback: int) -> int:
     return (moment.replace(tzinfo=moment.tzinfo or UTC) - EPOCH) // ONE_MS
 
 
-class _Metrics(NamedTuple):
-    entries: Counter
-    leader: Gauge
-    elections: Counter
-
-
-@functools.cache
-def _metrics() -> _Metrics:
-    """Created on first use (not at import), once per process."""
-    return _Metrics(
-        Counter("streams_audit_entries_total", "Audit chain entries committed.", ["chain"]),
-        Gauge("streams_audit_leader", "1 while this process is the audit chain writer.", ["chain"]),
-        Counter("streams_audit_elections_total", "Times this process became the chain writer.", ["chain"]),
-    )  # commit time: streams_agent_commit_seconds{agent="audit"}, as every agent's
-
-
 class AuditAgent:
     """Seals one chain entry per source record, in the order the writer reads them (a batch agent).
 
@@ -183,7 +166,8 @@ class AuditAgent:
     start, or a chain written before this agent) is seeded from the chain itself.
     """
 
-    def __init__(self, settings: Settings, chain_spec: TopicSpec, sources: tuple[str, ...]) -> None:
+    def __init__(self, settings: Settings, chain_spec: TopicSpec, sources: tuple[str, ...],
+                 metrics: AgentMetrics | None = None) -> None:
         self.settings, self.chain_topic, self.schema_file = settings, chain_spec.name, chain_spec.schema_file
         self.sources = sources
         self._registry: RegistryClient | None = None
@@ -191,7 +175,7 @@ class AuditAgent:
         self.written = 0  # entries in committed transactions, by this process
         self._pending = 0
         self._codec: AvroCodec | None = None
-        self._metrics = _metrics()
+        self._metrics = metrics or AgentMetrics()
 
     @property
     def registry(self) -> RegistryClient:
@@ -260,7 +244,7 @@ class AuditAgent:
     def committed(self) -> None:
         if self._pending:
             self.written += self._pending
-            self._metrics.entries.labels(self.chain_topic).inc(self._pending)
+            self._metrics.audit_entries.labels(self.chain_topic).inc(self._pending)
             self._pending = 0
 
     def aborted(self) -> None:
@@ -268,10 +252,10 @@ class AuditAgent:
 
     def leadership(self, leading: bool, state: PartitionState | None) -> dict[str, Any] | None:
         """Counted in the metrics; on election, the chain's next sequence for the log line."""
-        self._metrics.leader.labels(self.chain_topic).set(1 if leading else 0)
+        self._metrics.audit_leader.labels(self.chain_topic).set(1 if leading else 0)
         if not leading or state is None:
             return None
-        self._metrics.elections.labels(self.chain_topic).inc()
+        self._metrics.audit_elections.labels(self.chain_topic).inc()
         return {"chain": self.chain_topic, "next_sequence": (state.get(TIP_KEY) or (0, GENESIS_HASH))[0]}
 
 
@@ -282,12 +266,13 @@ def audited_sources(catalog: Catalog, chain_topic: str) -> tuple[str, ...]:
     return sources
 
 
-def audit_app(settings: Settings, catalog: Catalog, app_id: str, *, chain_topic: str = "audit.trail") -> App:
+def audit_app(settings: Settings, catalog: Catalog, app_id: str, *, chain_topic: str = "audit.trail",
+              metrics: AgentMetrics | None = None) -> App:
     """The audit agent as an App: a single-writer batch agent over every audited topic (group `<app id>-audit`,
     elected through `<app id>-audit-leader`, transactional id `<app id>-audit`)."""
-    app = App(app_id, settings=settings, catalog=catalog)
+    app = App(app_id, settings=settings, catalog=catalog, metrics=metrics)
     app.table("chain")  # "chain:tip" -> (next sequence, tip hash)
-    agent = AuditAgent(settings, catalog.topic(chain_topic), audited_sources(catalog, chain_topic))
+    agent = AuditAgent(settings, catalog.topic(chain_topic), audited_sources(catalog, chain_topic), app.metrics)
     agent.check_chain_topic(settings.kafka_config(settings.bootstrap_servers()))  # misconfigured: fail at start
     agent.codec()
     app.agent(agent.sources, name=AGENT, batch=True, single_writer=True)(agent)
@@ -306,7 +291,7 @@ class AuditChainWriter:
         self, settings: Settings, catalog: Catalog, *, chain_topic: str = "audit.trail",
         app_id: str = DEFAULT_APP_ID, group_id: str | None = None, transactional_id: str | None = None,
         leader_topic: str | None = None, batch_size: int = 2000, session_timeout_ms: int = 6000,
-        refresh_interval_s: float = 30.0, retry_backoff_s: float = 2.0,
+        refresh_interval_s: float = 30.0, retry_backoff_s: float = 2.0, metrics: AgentMetrics | None = None,
     ) -> None:
         """Names default to what `streams worker` uses (`audit_app`): the election group and 1-partition leader
         topic `<app id>-audit-leader`, the offsets' group `<app id>-audit` (`<group id>.sources` when a group
@@ -314,7 +299,8 @@ class AuditChainWriter:
         same names, or they would not fence each other."""
         self.settings, self.chain_topic = settings, chain_topic
         self.sources = audited_sources(catalog, chain_topic)
-        self.agent = AuditAgent(settings, catalog.topic(chain_topic), self.sources)
+        self.metrics = metrics or AgentMetrics()
+        self.agent = AuditAgent(settings, catalog.topic(chain_topic), self.sources, self.metrics)
         self.group = f"{app_id}-{AGENT}" if group_id is None else f"{group_id}.sources"
         self.election_group = group_id or f"{app_id}-{AGENT}-leader"
         self.leader_topic = leader_topic or self.election_group
@@ -347,7 +333,8 @@ class AuditChainWriter:
                 leader_topic=self.leader_topic, transactional_id=self.transactional_id,
                 data_dir=self.settings.data_dir, replication=self.replication,
                 config=EngineConfig(batch_size=self.batch_size), refresh_interval_s=self.refresh_interval_s,
-                retry_backoff_s=self.retry_backoff_s, session_timeout_ms=self.session_timeout_ms, log_name=AGENT)
+                retry_backoff_s=self.retry_backoff_s, session_timeout_ms=self.session_timeout_ms, log_name=AGENT,
+                metrics=self.metrics)
             self.engine.run(stop)
         finally:
             self.agent.close()

@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
+from streams.observability import AgentMetrics
 from streams.runtime.engine import EngineConfig, Guarantee
 from streams.runtime.tables import SCOPE, Table, WindowedTable
 
@@ -58,7 +59,8 @@ class App:
 
     def __init__(self, id: str, *, settings: Settings | None = None, catalog: Catalog | None = None,
                  processing_guarantee: Guarantee = "exactly_once", commit_interval: float = 0.025,
-                 max_attempts: int = 3, retry_backoff: float = 0.2, source: str | None = None) -> None:
+                 max_attempts: int = 3, retry_backoff: float = 0.2, source: str | None = None,
+                 metrics: AgentMetrics | None = None) -> None:
         if processing_guarantee not in GUARANTEES:
             raise ValueError(f"processing_guarantee must be one of {', '.join(GUARANTEES)}; "
                              f"got {processing_guarantee!r}")
@@ -70,6 +72,8 @@ class App:
         self.commit_interval = commit_interval
         self.max_attempts, self.retry_backoff = max_attempts, retry_backoff
         self.source = source or id  # ce_source of what the app sends
+        # Its own registry unless the host (the worker) shares one between its apps, so /metrics serves them all.
+        self.metrics = metrics or AgentMetrics()
         self.agents: list[AgentDef] = []
         self.tables: dict[str, Table] = {}
         self.commit_hooks: list[Callable[[], None]] = []
@@ -142,20 +146,22 @@ class App:
 
     # ---------------------------------------------------------------- running (the worker's side)
 
-    def engines(self, settings: Settings, catalog: Catalog) -> list[TransactionalEngine]:
-        """One engine per agent, ready to run in a thread each."""
+    def engines(self, settings: Settings, catalog: Catalog,
+                metrics: AgentMetrics | None = None) -> list[TransactionalEngine]:
+        """One engine per agent, ready to run in a thread each, counting in `metrics` (default: the app's)."""
         from streams.runtime.engine import TransactionalEngine  # noqa: PLC0415 - the worker's side only
         from streams.runtime.runner import AgentRunner, Resources  # noqa: PLC0415
         from streams.runtime.single import SingleWriterEngine  # noqa: PLC0415
 
         settings = self.settings or settings
         catalog = self.catalog or catalog
+        metrics = metrics or self.metrics
         resources = Resources.open(settings, catalog, source=self.source)
         engines: list[TransactionalEngine] = []
         for agent in self.agents:
             for topic in agent.topics:
                 catalog.topic(topic)  # CatalogError naming the topic if it is not declared
-            runner = AgentRunner(self, agent, resources)
+            runner = AgentRunner(self, agent, resources, metrics)
             self._runners.append(runner)
             group = f"{self.id}-{agent.name}"
             config = EngineConfig(commit_interval_s=self.commit_interval, guarantee=self.processing_guarantee,
@@ -166,10 +172,10 @@ class App:
                 engines.append(SingleWriterEngine(kafka, runner, group=group, election_group=f"{group}-leader",
                                                   leader_topic=f"{group}-leader", transactional_id=group,
                                                   data_dir=settings.data_dir, replication=replication,
-                                                  config=config, log_name=agent.name))
+                                                  config=config, log_name=agent.name, metrics=metrics))
             else:
                 engines.append(TransactionalEngine(kafka, runner, group=group, data_dir=settings.data_dir,
-                                                   replication=replication, config=config))
+                                                   replication=replication, config=config, metrics=metrics))
         return engines
 
     def windowed_tables(self) -> list[WindowedTable]:

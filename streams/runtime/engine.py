@@ -43,7 +43,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from streams.errors import StreamsError
 from streams.gc_tuning import throughput_gc
 from streams.kafka_util import create_missing_topics, describe_topic, iter_partitions
-from streams.observability import COMMIT_SECONDS, CONSUMER_LAG, EVENTS_TOTAL
+from streams.observability import AgentMetrics
 from streams.runtime.state import Output, PartitionState, frozen, produce
 
 if TYPE_CHECKING:
@@ -126,8 +126,9 @@ class TransactionalEngine:
 
     def __init__(self, kafka: KafkaConfig, agent: BatchAgent, *, group: str, data_dir: Path,
                  replication: int = 1, config: EngineConfig | None = None,
-                 transactional_id: str | None = None) -> None:
+                 transactional_id: str | None = None, metrics: AgentMetrics | None = None) -> None:
         self.kafka, self.agent, self.group = kafka, agent, group
+        self.metrics = metrics or AgentMetrics()
         self.config = config or EngineConfig()
         self.exactly_once = self.config.guarantee == "exactly_once"
         self.replication = replication
@@ -316,7 +317,8 @@ class TransactionalEngine:
             if mark is not None and mark[1] == topic_id and (batch[0].offset() or 0) < mark[0]:
                 fresh = [record for record in batch if (record.offset() or 0) >= mark[0]]  # offsets only grow
                 if len(fresh) < len(batch):  # a re-drive: these records' outputs and state are committed already
-                    EVENTS_TOTAL.labels(agent=self.agent.name, outcome="already-processed").inc(len(batch) - len(fresh))
+                    self.metrics.events.labels(agent=self.agent.name, outcome="already-processed").inc(
+                        len(batch) - len(fresh))
             if fresh:
                 poisoned = self._poison.get((topic, partition, fresh[0].offset() or 0), 0) >= PARK_AFTER
                 if not (poisoned and len(fresh) == 1 and self._park(fresh[0], out)):
@@ -372,7 +374,7 @@ class TransactionalEngine:
         self.commits += 1
         if self._committed is not None:
             self._committed()
-        COMMIT_SECONDS.labels(agent=self.agent.name).observe(time.perf_counter() - started)
+        self.metrics.commit.labels(agent=self.agent.name).observe(time.perf_counter() - started)
 
     def _write_state(self, partition: int, state: PartitionState) -> None:
         """The keys written since the last call, once each with their latest value, into the open transaction."""
@@ -428,7 +430,7 @@ class TransactionalEngine:
                                                    b"original topic, partition and offset"))])
         del self._poison[where]
         self.parked += 1
-        EVENTS_TOTAL.labels(agent=self.agent.name, outcome="dead-letter").inc()
+        self.metrics.events.labels(agent=self.agent.name, outcome="dead-letter").inc()
         return True
 
     def _recover(self, error: KafkaError | None) -> None:
@@ -544,7 +546,7 @@ class TransactionalEngine:
         for tp in consumer.position(self._source_partitions()):
             _, high = consumer.get_watermark_offsets(tp, cached=True)
             if tp.offset >= 0 and high >= 0:
-                CONSUMER_LAG.labels(agent=self.agent.name, topic=tp.topic, partition=str(tp.partition)).set(
+                self.metrics.lag.labels(agent=self.agent.name, topic=tp.topic, partition=str(tp.partition)).set(
                     max(0, high - tp.offset))
 
     def _source_partitions(self) -> list[TopicPartition]:

@@ -23,6 +23,7 @@ from streams.runtime.engine import MARK_KEY, TransactionalEngine
 if TYPE_CHECKING:
     import threading
 
+    from streams.observability import AgentMetrics
     from streams.runtime.engine import BatchAgent, EngineConfig
     from streams.settings import KafkaConfig
 
@@ -41,9 +42,10 @@ class SingleWriterEngine(TransactionalEngine):
     def __init__(self, kafka: KafkaConfig, agent: BatchAgent, *, group: str, election_group: str,
                  leader_topic: str, transactional_id: str, data_dir: Any, replication: int = 1,
                  config: EngineConfig | None = None, refresh_interval_s: float = 30.0,
-                 retry_backoff_s: float = 2.0, session_timeout_ms: int = 6000, log_name: str = "agent") -> None:
+                 retry_backoff_s: float = 2.0, session_timeout_ms: int = 6000, log_name: str = "agent",
+                 metrics: AgentMetrics | None = None) -> None:
         super().__init__(kafka, agent, group=group, data_dir=data_dir, replication=replication, config=config,
-                         transactional_id=transactional_id)
+                         transactional_id=transactional_id, metrics=metrics)
         self.election_group, self.leader_topic = election_group, leader_topic
         self.refresh_interval_s, self.retry_backoff_s = refresh_interval_s, retry_backoff_s
         self.election_timeout_ms = session_timeout_ms

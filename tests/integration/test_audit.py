@@ -26,7 +26,6 @@ from click.testing import CliRunner
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewPartitions
 from fastavro import parse_schema, schemaless_reader
-from prometheus_client import REGISTRY
 
 from streams.admin import apply_plan, plan_changes
 from streams.agents.audit import AuditChainWriter
@@ -242,8 +241,9 @@ def test_writer_chains_every_audited_event_once_and_verify_passes(
         f"{landed[0][0]}/1/{landed[0][2]}", None, "")
     assert undecodable["payload_sha256"] == hashlib.sha256(garbage).hexdigest()
     assert writer_thread.leading
-    assert REGISTRY.get_sample_value("streams_audit_entries_total", {"chain": world.chain}) == 31
-    assert REGISTRY.get_sample_value("streams_audit_leader", {"chain": world.chain}) == 1
+    counted = writer_thread.metrics.registry  # the writer's own registry: nothing is global
+    assert counted.get_sample_value("streams_audit_entries_total", {"chain": world.chain}) == 31
+    assert counted.get_sample_value("streams_audit_leader", {"chain": world.chain}) == 1
 
     code, output = world.cli("verify", "--chain-topic", world.chain, "--check-sources", "--output", "json")
     assert code == 0, output
