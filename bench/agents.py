@@ -48,11 +48,11 @@ from harness import (
 from streams.admin import apply_plan, plan_changes
 from streams.agents.zatca import outcome_id
 from streams.catalog import load_catalog
+from streams.demo.samples import invoice_chain
 from streams.local.kafka import kafka_version
 from streams.local.processes import free_port
 from streams.local.stack import start_stack, stop_stack
 from streams.publish import DURABILITY, THROUGHPUT, Publisher
-from streams.samples import invoice_chain
 from streams.schemas.commands import apply_schemas
 from streams.schemas.registry_client import RegistryClient
 from streams.settings import Settings

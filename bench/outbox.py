@@ -35,6 +35,7 @@ from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from streams.catalog import load_catalog
+from streams.demo.samples import invoice
 from streams.local.databases import start_postgres
 from streams.observability import configure_logging
 from streams.outbox import Outbox
@@ -43,7 +44,6 @@ from streams.outbox.metrics import OutboxMetrics
 from streams.outbox.relay import RelayOptions, run_workers
 from streams.outbox.table import connect, unpack_headers
 from streams.publish import DURABILITY, THROUGHPUT
-from streams.samples import invoice
 from streams.schemas.registry_client import RegistryClient
 from streams.settings import Settings
 

@@ -39,8 +39,8 @@ with warnings.catch_warnings(record=True):
     from confluent_kafka.schema_registry.avro import AvroSerializer
 
 from streams.catalog import load_catalog
+from streams.demo.samples import invoice
 from streams.publish import DURABILITY, THROUGHPUT, Publisher
-from streams.samples import invoice
 from streams.schemas.registry_client import RegistryClient
 from streams.settings import Settings
 

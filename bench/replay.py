@@ -22,6 +22,7 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from streams.catalog import load_catalog
+from streams.demo.samples import invoice
 from streams.publish import DURABILITY, EventEncoder
 from streams.replay.encoding import sha256_accelerated
 from streams.replay.evidence import EvidenceWriter
@@ -31,7 +32,6 @@ from streams.replay.reader import reader_consumer
 from streams.replay.runner import run_replay
 from streams.replay.selection import ReplayQuery, resolve_plan
 from streams.replay.verify import verify_bundle
-from streams.samples import invoice
 from streams.schemas.registry_client import RegistryClient
 from streams.settings import Settings
 

@@ -13,8 +13,8 @@ from confluent_kafka import OFFSET_BEGINNING
 from streams.agents.audit import AuditChainWriter, ChainState, PayloadReader, audit_entry
 from streams.agents.audit_chain import GENESIS_HASH, ChainEntry, UnreadableEntry, read_jsonl, write_jsonl
 from streams.catalog import load_catalog
+from streams.demo.samples import user_action, workflow_completed
 from streams.errors import ConfigError
-from streams.samples import user_action, workflow_completed
 from streams.schemas.codec import AvroCodec
 from streams.schemas.registry_client import RegistryRequestError
 from streams.settings import Settings

@@ -29,11 +29,11 @@ from streams._avro_native import EventWriter, InvoiceJudge
 from streams.agents.validation import ValidationAgent
 from streams.agents.zatca import CATEGORY_RATES, CENT, FIRST_PIH, outcome_id
 from streams.catalog import load_catalog
+from streams.demo.samples import invoice, workflow_completed
 from streams.errors import PublishError
 from streams.publish import TRACEPARENT, Built, EventEncoder
 from streams.records import EventDecoder, SourceRecord
 from streams.runtime.state import Output, PartitionState
-from streams.samples import invoice, workflow_completed
 from streams.schemas.codec import AvroCodec
 from streams.schemas.registry_client import RegistryClient
 

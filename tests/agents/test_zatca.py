@@ -24,7 +24,7 @@ from streams.agents.zatca import (
     qr_payload,
     stateless_violations,
 )
-from streams.samples import invoice_chain
+from streams.demo.samples import invoice_chain
 
 NOW = datetime(2026, 11, 23, tzinfo=UTC)
 

@@ -15,9 +15,9 @@ from streams.agents.audit_chain import ChainDecoder, ChainEntry, read_chain
 from streams.agents.audit_verify import verify_entries
 from streams.agents.zatca import outcome_id
 from streams.catalog import load_catalog
+from streams.demo.samples import invoice_chain
 from streams.local.processes import free_port
 from streams.publish import Publisher
-from streams.samples import invoice_chain
 from streams.schemas.registry_client import RegistryClient
 from tests.integration.worker_harness import catalog_stack, header, read_topic, start_worker, stop_worker, wait_for
 

@@ -20,10 +20,10 @@ from confluent_kafka import Producer
 from streams.agents.zatca import CENT
 from streams.catalog import load_catalog
 from streams.cli import main
+from streams.demo.samples import invoice_chain
 from streams.local.processes import free_port
 from streams.publish import Publisher
 from streams.records import EventDecoder
-from streams.samples import invoice_chain
 from streams.schemas.registry_client import RegistryClient
 from streams.settings import Settings
 from tests.integration.worker_harness import (

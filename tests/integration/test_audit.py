@@ -32,8 +32,8 @@ from streams.agents.audit import AuditChainWriter
 from streams.agents.audit_chain import ChainEntry, read_jsonl, write_jsonl
 from streams.agents.audit_commands import audit
 from streams.catalog import load_catalog
+from streams.demo.samples import invoice, user_action, workflow_completed
 from streams.publish import Publisher
-from streams.samples import invoice, user_action, workflow_completed
 from streams.schemas.registry_client import RegistryClient
 from streams.settings import Settings
 from tests.integration.registry_fixtures import registry_url  # noqa: F401

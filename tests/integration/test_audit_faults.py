@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
-from streams.samples import invoice, user_action, workflow_completed
+from streams.demo.samples import invoice, user_action, workflow_completed
 from streams.schemas.codec import AvroCodec
 from tests.integration.registry_fixtures import registry_url  # noqa: F401
 from tests.integration.test_audit import (

@@ -13,13 +13,13 @@ from click.testing import CliRunner
 from sqlalchemy.orm import Session
 
 from streams.cli import main
+from streams.demo.samples import invoice
 from streams.local.databases import DatabaseServer
 from streams.outbox import Outbox
 from streams.outbox.commands import create_table
 from streams.outbox.relay import Relay, RelayOptions
 from streams.outbox.table import connect
 from streams.publish import EventEncoder
-from streams.samples import invoice
 from streams.schemas.registry_client import RegistryClient
 from tests.integration.outbox_support import (  # noqa: F401 - fixtures
     World,
@@ -163,7 +163,7 @@ def test_init_prints_ddl_and_creates_the_table(tmp_path: Path) -> None:
 
 
 def test_the_demo_erp_step_commits_invoices_and_relays_their_events(world: World) -> None:
-    from streams.outbox.demo import erp_through_outbox  # noqa: PLC0415
+    from streams.demo.outbox import erp_through_outbox  # noqa: PLC0415
 
     invoices = [invoice(i, tenant=f"s{i % 2}") for i in range(12)]
     said = erp_through_outbox(world.settings, world.catalog, invoices, topic=world.topic)

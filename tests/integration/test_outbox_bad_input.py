@@ -16,13 +16,13 @@ from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, C
 from streams.admin import apply_plan, plan_changes
 from streams.catalog import Catalog, load_catalog
 from streams.cli import main
+from streams.demo.samples import invoice
 from streams.errors import PublishError
 from streams.local.databases import DatabaseServer, start_mariadb, start_postgres
 from streams.local.processes import free_port
 from streams.outbox import Outbox
 from streams.outbox.commands import create_table
 from streams.outbox.table import connect
-from streams.samples import invoice
 from streams.schemas.registry_client import RegistryClient
 from tests.integration.outbox_support import (  # noqa: F401 - fixtures
     World,

@@ -11,9 +11,9 @@ from typing import TYPE_CHECKING
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 
+from streams.demo.samples import invoice
 from streams.outbox import Outbox
 from streams.outbox.table import connect
-from streams.samples import invoice
 from tests.integration.outbox_support import (  # noqa: F401 - fixtures
     World,
     database_fixture,

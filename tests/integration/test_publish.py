@@ -20,9 +20,9 @@ from confluent_kafka.serialization import MessageField, SerializationContext
 from streams.admin import apply_plan, plan_changes
 from streams.catalog import Catalog, load_catalog
 from streams.cli import main
+from streams.demo.samples import invoice
 from streams.errors import PublishError, SchemaError
 from streams.publish import AsyncPublisher, Publisher
-from streams.samples import invoice
 from streams.schemas.registry_client import RegistryClient
 from streams.settings import Settings
 from tests.integration.registry_fixtures import registry_url  # noqa: F401

@@ -12,9 +12,9 @@ from confluent_kafka import Consumer, TopicPartition
 
 from streams.agents.indexing import SearchIndex
 from streams.cli import main
+from streams.demo.samples import invoice_chain, workflow_completed
 from streams.local.processes import free_port
 from streams.publish import Publisher
-from streams.samples import invoice_chain, workflow_completed
 from tests.integration.worker_harness import catalog_stack, read_topic, start_worker, stop_worker, wait_for
 
 if TYPE_CHECKING:

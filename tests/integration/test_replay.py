@@ -21,9 +21,9 @@ from confluent_kafka.admin import AdminClient
 from streams.admin import apply_plan, plan_changes
 from streams.catalog import load_catalog
 from streams.cli import StreamsGroup
+from streams.demo.samples import invoice
 from streams.publish import EventEncoder
 from streams.replay.commands import evidence, replay
-from streams.samples import invoice
 from streams.schemas.registry_client import RegistryClient
 from streams.settings import Settings
 from tests.integration.registry_fixtures import registry_url  # noqa: F401

@@ -22,12 +22,12 @@ from pydantic import SecretStr
 from streams.admin import apply_plan, plan_changes
 from streams.bridge.celery_wire import queue_keys
 from streams.catalog import load_catalog
+from streams.demo.samples import invoice_chain
 from streams.kafka_util import read_all
 from streams.local import scram
 from streams.local.processes import free_port
 from streams.local.stack import start_stack, stop_stack
 from streams.publish import Publisher
-from streams.samples import invoice_chain
 from streams.schemas.commands import apply_schemas
 from streams.schemas.registry_client import RegistryClient
 from streams.settings import Settings

@@ -10,9 +10,9 @@ from typing import TYPE_CHECKING
 import pytest
 from confluent_kafka.admin import AdminClient
 
+from streams.demo.samples import invoice_chain
 from streams.local.processes import free_port
 from streams.publish import Publisher
-from streams.samples import invoice_chain
 from tests.integration.worker_harness import (
     catalog_stack,
     header,

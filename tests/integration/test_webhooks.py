@@ -14,10 +14,10 @@ from confluent_kafka import Producer
 from rich.console import Console
 from standardwebhooks.webhooks import Webhook
 
+from streams.demo.webhooks import run_webhooks_until, show_webhooks
 from streams.local.processes import free_port
 from streams.schemas.registry_client import RegistryClient
 from streams.webhooks.commands import load_checked
-from streams.webhooks.demo import run_webhooks_until, show_webhooks
 from streams.webhooks.receiver import Answer, Received, Receiver
 from streams.webhooks.runner import RunnerOptions, WebhookRunner
 from streams.webhooks.signing import webhook_id

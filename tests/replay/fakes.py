@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from streams.demo.samples import invoice
 from streams.replay.filters import PayloadDecoder
-from streams.samples import invoice
 from streams.schemas.codec import AvroCodec
 from streams.schemas.registry_client import SCHEMA_NOT_FOUND, RegistryRequestError
 

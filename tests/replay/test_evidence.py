@@ -10,13 +10,13 @@ from pathlib import Path
 import pytest
 from fastavro import parse_schema, reader, writer
 
+from streams.demo.samples import invoice
 from streams.replay.errors import EvidenceError
 from streams.replay.evidence import CHECKPOINT, EvidenceWriter, partial_dir
 from streams.replay.runner import Progress
 from streams.replay.selection import PinnedRange, ReplayPlan, ReplayQuery
 from streams.replay.signing import generate_keypair, load_private_key, load_public_key
 from streams.replay.verify import verify_bundle
-from streams.samples import invoice
 from tests.replay.fakes import FakeMessage, decoder, invoice_messages
 
 TOPIC = "t.invoice.created"

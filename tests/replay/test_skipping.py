@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 from fastavro import parse_schema, schemaless_writer
 
+from streams.demo.samples import invoice
 from streams.replay.skipping import read_long, skipper
-from streams.samples import invoice
 from tests.replay.fakes import INVOICE_SCHEMA
 
 KINDS: dict[str, Any] = {

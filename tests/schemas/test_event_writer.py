@@ -18,9 +18,9 @@ import pytest
 
 from streams._avro_native import Encoder, EnvelopeError, EventWriter
 from streams.catalog import load_catalog
+from streams.demo.samples import invoice
 from streams.errors import PublishError
 from streams.publish import TENANT, TRACEPARENT, EventEncoder
-from streams.samples import invoice
 from streams.schemas.codec import AvroCodec, EncodeError
 from streams.schemas.registry_client import RegistryClient
 

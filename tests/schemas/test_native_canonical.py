@@ -23,8 +23,8 @@ from hypothesis import strategies as st
 
 from streams._avro_native import Decoder, Encoder
 from streams.agents.zatca import canonical_bytes
+from streams.demo.samples import invoice_chain
 from streams.errors import SchemaError
-from streams.samples import invoice_chain
 from streams.schemas.codec import AvroCodec
 from tests.schemas.test_native_decoder import (
     CATALOG,

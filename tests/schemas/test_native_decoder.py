@@ -28,8 +28,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from streams._avro_native import Decoder, Encoder
+from streams.demo.samples import invoice, invoice_chain, user_action, workflow_completed
 from streams.errors import SchemaError
-from streams.samples import invoice, invoice_chain, user_action, workflow_completed
 from streams.schemas.codec import HEADER, AvroCodec
 from tests.schemas.avro_builders import SCHEMAS, decimal_type, field, fixed_decimal_type, load_schema, record
 

@@ -23,7 +23,7 @@ import pytest
 from fastavro import parse_schema, schemaless_reader, schemaless_writer
 
 from streams._avro_native import Encoder
-from streams.samples import invoice
+from streams.demo.samples import invoice
 from tests.schemas.avro_builders import SCHEMAS, decimal_type, field, fixed_decimal_type, load_schema, record
 
 SEED = 20_261_101

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-from streams.demo_worker import child_env
+from streams.demo.worker import child_env
 from streams.errors import StreamsError
 from streams.webhooks.receiver import Received, Receiver
 from streams.webhooks.routes import WebhookRoute, load_webhooks

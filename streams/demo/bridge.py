@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from streams.demo_worker import child_env
+from streams.demo.worker import child_env
 from streams.errors import StreamsError
 
 if TYPE_CHECKING:

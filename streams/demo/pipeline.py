@@ -17,19 +17,19 @@ from rich.table import Table
 from streams.admin import apply_plan, plan_changes
 from streams.agents.zatca import invoice_hash
 from streams.catalog import load_catalog
+from streams.demo.outbox import erp_through_outbox
+from streams.demo.samples import invoice_chain, user_action, workflow_completed
+from streams.demo.webhooks import run_webhooks_until, show_webhooks
 from streams.errors import StreamsError
 from streams.local.stack import ServiceReady, StackEvent, StackNote, start_stack
-from streams.outbox.demo import erp_through_outbox
 from streams.publish import Publisher
 from streams.replay.commands import keygen, replay, verify
-from streams.samples import invoice_chain, user_action, workflow_completed
 from streams.schemas.commands import apply_schemas
 from streams.schemas.registry_client import RegistryClient
-from streams.webhooks.demo import run_webhooks_until, show_webhooks
 
 if TYPE_CHECKING:
     from streams.catalog import Catalog
-    from streams.demo_worker import WorkerReport
+    from streams.demo.worker import WorkerReport
     from streams.settings import Settings
 
 
@@ -77,7 +77,7 @@ def run_demo(settings: Settings, invoices: int) -> None:
 
     console.rule("5. worker: validation, audit, indexing")
     expected = len(batch["invoice.created"])
-    from streams.demo_worker import run_worker_until  # noqa: PLC0415 - `streams demo --help` stays fast
+    from streams.demo.worker import run_worker_until  # noqa: PLC0415 - `streams demo --help` stays fast
 
     report = run_worker_until(settings, catalog, expected, timeout=180)
     _show_topics(console, catalog, kafka_config)
@@ -85,7 +85,7 @@ def run_demo(settings: Settings, invoices: int) -> None:
 
     console.rule("6. bridge: Celery tasks from the outcomes (PDFs, compliance notifications)")
     tenants = {event["tenant_id"] for event in batch["invoice.created"]}
-    from streams.demo_bridge import run_bridge_until  # noqa: PLC0415 - `streams demo --help` stays fast
+    from streams.demo.bridge import run_bridge_until  # noqa: PLC0415 - `streams demo --help` stays fast
 
     effects = run_bridge_until(settings, tenants, report.cleared, report.errors, timeout=180)
     console.print(f"invoice PDFs: {effects.pdfs} (one per cleared invoice), e.g. {effects.sample_pdf}")
