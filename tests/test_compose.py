@@ -43,7 +43,7 @@ AFTER_INIT = ("worker", "bridge", "celery")
 SCRAPED = {"worker": ("--web-host", "--web-port"), "bridge": ("--metrics-host", "--metrics-port"),
            "registry": ("--host", "--port")}
 # Series Prometheus makes itself, and the target labels it (and our relabelling) attaches.
-PROMETHEUS_SERIES = {"up": set()}
+PROMETHEUS_SERIES: dict[str, set[str]] = {"up": set()}
 TARGET_LABELS = {"job", "instance", "service"}
 GRAFANA_VARIABLES = {"$__rate_interval", "$__interval", "$__range"}
 
@@ -53,21 +53,25 @@ GRAFANA_VARIABLES = {"$__rate_interval", "$__interval", "$__range"}
 
 @cache
 def compose() -> dict[str, Any]:
-    return yaml.safe_load(COMPOSE_FILE.read_text(encoding="utf-8"))
+    loaded: dict[str, Any] = yaml.safe_load(COMPOSE_FILE.read_text(encoding="utf-8"))
+    return loaded
 
 
 def services() -> dict[str, Any]:
-    return compose()["services"]
+    found: dict[str, Any] = compose()["services"]
+    return found
 
 
 @cache
 def prometheus_config() -> dict[str, Any]:
-    return yaml.safe_load(PROMETHEUS_CONFIG.read_text(encoding="utf-8"))
+    loaded: dict[str, Any] = yaml.safe_load(PROMETHEUS_CONFIG.read_text(encoding="utf-8"))
+    return loaded
 
 
 @cache
 def dashboard() -> dict[str, Any]:
-    return json.loads(DASHBOARD.read_text(encoding="utf-8"))
+    loaded: dict[str, Any] = json.loads(DASHBOARD.read_text(encoding="utf-8"))
+    return loaded
 
 
 def streams_services() -> dict[str, dict[str, Any]]:
@@ -135,7 +139,7 @@ def host_path(source: str) -> Path:
 # --- the compose file ----------------------------------------------------------------------------------
 
 
-def test_compose_file_follows_the_compose_specification():
+def test_compose_file_follows_the_compose_specification() -> None:
     schema = json.loads(COMPOSE_SCHEMA.read_text(encoding="utf-8"))
     validator = jsonschema.Draft202012Validator(schema)
     errors = [f"{error.json_path}: {error.message}" for error in validator.iter_errors(compose())]
@@ -145,19 +149,19 @@ def test_compose_file_follows_the_compose_specification():
     assert not validator.is_valid(broken)
 
 
-def test_every_service_is_declared():
+def test_every_service_is_declared() -> None:
     assert set(services()) >= REQUIRED_SERVICES
     assert set(streams_services()) == {"registry", "init", "worker", "bridge", "celery"}
 
 
 @pytest.mark.parametrize("service", SCALABLE)
-def test_scalable_services_have_no_fixed_name_or_host_port(service):
+def test_scalable_services_have_no_fixed_name_or_host_port(service: str) -> None:
     spec = services()[service]
     assert "container_name" not in spec
     assert "ports" not in spec, "a fixed host port makes `--scale` fail; Prometheus scrapes inside the network"
 
 
-def test_streams_services_build_the_image_the_manifests_run():
+def test_streams_services_build_the_image_the_manifests_run() -> None:
     project_version = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]["version"]
     assert f"streams:{project_version}" == IMAGE
     for name, spec in streams_services().items():
@@ -168,7 +172,7 @@ def test_streams_services_build_the_image_the_manifests_run():
     assert images == {IMAGE}
 
 
-def test_streams_commands_exist_in_the_cli():
+def test_streams_commands_exist_in_the_cli() -> None:
     checked = []
     for name, spec in streams_services().items():
         for argv in argv_lists(spec):
@@ -185,7 +189,7 @@ def test_streams_commands_exist_in_the_cli():
                                "streams topics apply", "streams worker"]
 
 
-def test_a_wrong_command_is_caught():
+def test_a_wrong_command_is_caught() -> None:
     with pytest.raises(AssertionError, match="no subcommand 'wroker'"):
         resolve(["streams", "wroker"])
     command, _, rest = resolve(["streams", "worker", "--web-port", "6066"])
@@ -195,7 +199,7 @@ def test_a_wrong_command_is_caught():
         resolve(["streams", "bridge"])[0].make_context("bridge", ["--metrics-port", "99999"])
 
 
-def test_init_runs_once_before_the_services_that_need_topics_and_schemas():
+def test_init_runs_once_before_the_services_that_need_topics_and_schemas() -> None:
     init = services()["init"]
     assert [argv[:3] for argv in argv_lists(init)] == [["streams", "topics", "apply"],
                                                         ["streams", "schemas", "apply"]]
@@ -206,7 +210,7 @@ def test_init_runs_once_before_the_services_that_need_topics_and_schemas():
         assert services()[name]["depends_on"]["init"]["condition"] == "service_completed_successfully", name
 
 
-def test_healthy_conditions_have_healthchecks():
+def test_healthy_conditions_have_healthchecks() -> None:
     for name, spec in services().items():
         depends_on = spec.get("depends_on", {})
         if isinstance(depends_on, list):  # the short form waits for nothing but the start
@@ -216,7 +220,7 @@ def test_healthy_conditions_have_healthchecks():
                 assert "healthcheck" in services()[dependency], f"{name} waits for {dependency} to be healthy"
 
 
-def test_settings_point_at_the_compose_services():
+def test_settings_point_at_the_compose_services() -> None:
     kafka = services()["kafka"]["environment"]
     internal = {listener.split("://")[1] for listener in kafka["KAFKA_ADVERTISED_LISTENERS"].split(",")}
     registry_port = service_option("registry", "--port")
@@ -230,7 +234,7 @@ def test_settings_point_at_the_compose_services():
         assert env["STREAMS_CATALOG_PATH"] == "/app/topics.yaml", name
 
 
-def test_streams_variables_are_settings():
+def test_streams_variables_are_settings() -> None:
     from streams.bridge.reference_tasks import CelerySettings  # noqa: PLC0415
     from streams.settings import Settings  # noqa: PLC0415
 
@@ -241,7 +245,7 @@ def test_streams_variables_are_settings():
         assert not unknown, f"{name}: {sorted(unknown)} are not settings (streams/settings.py)"
 
 
-def test_celery_worker_consumes_every_bridge_queue():
+def test_celery_worker_consumes_every_bridge_queue() -> None:
     from streams.bridge.routes import load_bridge  # noqa: PLC0415
     from streams.catalog import load_catalog  # noqa: PLC0415
 
@@ -266,14 +270,14 @@ def prometheus_port() -> int:
     return 9090
 
 
-def test_prometheus_reads_this_config():
+def test_prometheus_reads_this_config() -> None:
     spec = services()["prometheus"]
     config_path = next(arg.split("=", 1)[1] for arg in spec["command"] if arg.startswith("--config.file="))
     assert host_path(bind_mounts("prometheus")[config_path]) == PROMETHEUS_CONFIG
 
 
 @pytest.mark.parametrize("service", sorted(SCRAPED))
-def test_prometheus_scrapes_every_replica_where_it_listens(service):
+def test_prometheus_scrapes_every_replica_where_it_listens(service: str) -> None:
     host_flag, port_flag = SCRAPED[service]
     assert service_option(service, host_flag) == "0.0.0.0"  # noqa: S104 - reachable from Prometheus
     port = int(service_option(service, port_flag))
@@ -296,7 +300,7 @@ def provisioning(kind: str) -> list[dict[str, Any]]:
     return [yaml.safe_load(path.read_text(encoding="utf-8")) for path in files]
 
 
-def test_grafana_mounts_the_provisioning_and_dashboards():
+def test_grafana_mounts_the_provisioning_and_dashboards() -> None:
     mounts = bind_mounts("grafana")
     assert host_path(mounts["/etc/grafana/provisioning"]) == GRAFANA_PROVISIONING
     (provider,) = [provider for config in provisioning("dashboards") for provider in config["providers"]]
@@ -307,7 +311,7 @@ def test_grafana_mounts_the_provisioning_and_dashboards():
     assert home == f"{dashboards_dir}/{DASHBOARD.name}"
 
 
-def test_grafana_datasource_is_the_compose_prometheus():
+def test_grafana_datasource_is_the_compose_prometheus() -> None:
     datasources = [source for config in provisioning("datasources") for source in config["datasources"]]
     (prometheus,) = [source for source in datasources if source["type"] == "prometheus"]
     url = urlsplit(prometheus["url"])
@@ -390,7 +394,7 @@ def queries() -> list[tuple[str, str]]:
     return found
 
 
-def test_metric_name_extraction():
+def test_metric_name_extraction() -> None:
     expr = ('histogram_quantile(0.99, sum by (agent, le) (rate(streams_agent_end_to_end_seconds_bucket'
             '{agent=~"$agent", outcome!="x(y)"}[$__rate_interval]))) / on(job) group_left sum(up offset 5m)')
     assert metric_names(expr) == {"streams_agent_end_to_end_seconds_bucket", "up"}
@@ -398,7 +402,7 @@ def test_metric_name_extraction():
     assert metric_names("sum(rate(streams_agent_event_total[5m])) > 0") == {"streams_agent_event_total"}
 
 
-def test_our_metrics_are_found_in_the_registries():
+def test_our_metrics_are_found_in_the_registries() -> None:
     metrics = registered_metrics()
     assert metrics["streams_agent_events_total"] == {"agent", "outcome"}
     assert metrics["streams_agent_end_to_end_seconds_bucket"] == {"agent", "le"}
@@ -407,7 +411,7 @@ def test_our_metrics_are_found_in_the_registries():
     assert "streams_audit_entries_total" in metrics
 
 
-def test_dashboard_queries_only_metrics_our_code_exports():
+def test_dashboard_queries_only_metrics_our_code_exports() -> None:
     metrics = {**registered_metrics(), **PROMETHEUS_SERIES}
     assert queries()
     for where, expr in queries():
@@ -420,21 +424,21 @@ def test_dashboard_queries_only_metrics_our_code_exports():
         assert matched | grouped <= labels, f"{where}: labels {sorted((matched | grouped) - labels)} unknown"
 
 
-def test_dashboard_jobs_are_prometheus_jobs():
+def test_dashboard_jobs_are_prometheus_jobs() -> None:
     jobs = {job["job_name"] for job in prometheus_config()["scrape_configs"]}
     for where, expr in queries():
         for value in re.findall(r'job=~?"([^"]*)"', expr):
             assert set(value.split("|")) <= jobs, f"{where}: job {value!r} is not in {PROMETHEUS_CONFIG.name}"
 
 
-def test_dashboard_variables_are_defined():
+def test_dashboard_variables_are_defined() -> None:
     defined = {f"${variable['name']}" for variable in dashboard()["templating"]["list"]} | GRAFANA_VARIABLES
     for where, expr in queries():
         used = set(re.findall(r"\$\w+", expr))
         assert used <= defined, f"{where}: undefined variable(s) {sorted(used - defined)}"
 
 
-def test_dashboard_model():
+def test_dashboard_model() -> None:
     board = dashboard()
     assert board["schemaVersion"] >= 36
     assert board["uid"]
@@ -466,7 +470,7 @@ REQUIRED_PANELS = {
 
 
 @pytest.mark.parametrize("subject", sorted(REQUIRED_PANELS))
-def test_dashboard_has_a_panel_for(subject):
+def test_dashboard_has_a_panel_for(subject: str) -> None:
     matching = [title for title, exprs in panel_exprs() if re.search(REQUIRED_PANELS[subject], exprs)]
     assert matching, f"no panel shows {subject}"
 
@@ -489,7 +493,7 @@ def dockerfile_stages() -> list[list[tuple[str, str]]]:
     return stages
 
 
-def test_dockerfile_runtime_stage_matches_the_manifests():
+def test_dockerfile_runtime_stage_matches_the_manifests() -> None:
     stages = dockerfile_stages()
     assert len(stages) >= 2, "a builder stage with Rust and a slim runtime stage"
     runtime = stages[-1]
@@ -521,7 +525,7 @@ def dockerignored(path: str, patterns: list[str]) -> bool:
     return ignored
 
 
-def test_dockerignore_sends_only_the_build_inputs():
+def test_dockerignore_sends_only_the_build_inputs() -> None:
     patterns = [line.strip() for line in DOCKERIGNORE.read_text(encoding="utf-8").splitlines()
                 if line.strip() and not line.startswith("#")]
     copied = [value.split()[0] for stage in dockerfile_stages() for instruction, value in stage

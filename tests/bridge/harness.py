@@ -32,7 +32,7 @@ from streams.local.binaries import find_redis_server
 from streams.local.processes import free_port
 from streams.publish import Publisher
 from streams.schemas.registry_client import RegistryClient
-from streams.settings import Settings
+from streams.settings import KafkaConfig, Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 QUEUES = ("interactive", "default", "batch")
@@ -258,7 +258,7 @@ bridge:
   failed_topic: {failed}
 """ + "".join(f"  {line}\n" for line in section.strip("\n").splitlines()))
     catalog = load_catalog(tmp_path / "topics.yaml")
-    config = {"bootstrap.servers": bootstrap}
+    config: KafkaConfig = {"bootstrap.servers": bootstrap}
     apply_plan(plan_changes(catalog, config), catalog, config)
     with RegistryClient(registry) as client:
         for spec in catalog.topics:

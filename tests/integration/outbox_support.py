@@ -22,7 +22,7 @@ from streams.catalog import Catalog, load_catalog
 from streams.local.databases import DatabaseServer, start_mariadb, start_postgres
 from streams.outbox.commands import create_table
 from streams.schemas.registry_client import RegistryClient
-from streams.settings import Settings
+from streams.settings import KafkaConfig, Settings
 from tests.integration.registry_fixtures import registry_url  # noqa: F401
 
 if TYPE_CHECKING:
@@ -92,7 +92,7 @@ topics:
     schema: schemas/invoice.created.avsc
 """)
     catalog = load_catalog(tmp_path / "topics.yaml")
-    config = {"bootstrap.servers": kafka_bootstrap}
+    config: KafkaConfig = {"bootstrap.servers": kafka_bootstrap}
     apply_plan(plan_changes(catalog, config), catalog, config)
     with RegistryClient(registry_url) as client:
         spec = catalog.topic(topic)

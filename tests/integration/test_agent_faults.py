@@ -120,7 +120,7 @@ def chain_complete(stack: Settings) -> bool:
 
 def assert_chain_intact(stack: Settings) -> None:
     """Every audited record exactly once in the chain, one unbroken chain, every source re-read."""
-    kafka = {"bootstrap.servers": stack.bootstrap_servers()}
+    kafka: KafkaConfig = {"bootstrap.servers": stack.bootstrap_servers()}
     with RegistryClient(stack.registry_url()) as registry:
         chain = [entry for _, entry in read_chain(kafka, ChainDecoder(registry), "audit.trail")]
     entries = [entry for entry in chain if isinstance(entry, ChainEntry)]

@@ -35,7 +35,7 @@ from streams.catalog import load_catalog
 from streams.demo.samples import invoice, user_action, workflow_completed
 from streams.publish import Publisher
 from streams.schemas.registry_client import RegistryClient
-from streams.settings import Settings
+from streams.settings import KafkaConfig, Settings
 from tests.integration.registry_fixtures import registry_url  # noqa: F401
 
 if TYPE_CHECKING:
@@ -107,7 +107,7 @@ topics:
   {names["chain"]}: {{owner: tests, partitions: 1, key: tenant_id, schema: schemas/audit.trail.avsc}}
 """)
     catalog = load_catalog(tmp_path / "topics.yaml")
-    config = {"bootstrap.servers": kafka_bootstrap}
+    config: KafkaConfig = {"bootstrap.servers": kafka_bootstrap}
     apply_plan(plan_changes(catalog, config), catalog, config)
     ids = {}
     with RegistryClient(registry_url) as client:

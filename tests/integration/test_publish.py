@@ -24,7 +24,7 @@ from streams.demo.samples import invoice
 from streams.errors import PublishError, SchemaError
 from streams.publish import AsyncPublisher, Publisher
 from streams.schemas.registry_client import RegistryClient
-from streams.settings import Settings
+from streams.settings import KafkaConfig, Settings
 from tests.integration.registry_fixtures import registry_url  # noqa: F401
 
 if TYPE_CHECKING:
@@ -64,7 +64,7 @@ topics:
     schema: schemas/user.action.avsc
 """)
     catalog = load_catalog(tmp_path / "topics.yaml")
-    config = {"bootstrap.servers": kafka_bootstrap}
+    config: KafkaConfig = {"bootstrap.servers": kafka_bootstrap}
     apply_plan(plan_changes(catalog, config), catalog, config)
     with RegistryClient(registry_url) as client:
         for spec in catalog.topics:

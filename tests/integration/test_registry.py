@@ -27,6 +27,7 @@ from streams.registry.commands import registry, standalone
 from streams.registry.service import NewSchema, SchemaRegistry
 from streams.registry.store import SchemaLog, ensure_topic
 from streams.schemas import LEVELS, check_compatibility
+from streams.settings import KafkaConfig
 from tests.integration.registry_fixtures import (
     AUDITED_TOPIC,
     PLAIN_TOPIC,
@@ -409,7 +410,7 @@ def test_two_registries_racing_on_one_subject_stay_consistent(
 def test_a_writer_fenced_mid_plan_replans_instead_of_reusing_an_id(kafka_bootstrap: str) -> None:
     """Deterministic version of the race: A plans on a state B then changes; A's commit must fail."""
     topic = unique_schemas_topic()
-    config = {"bootstrap.servers": kafka_bootstrap}
+    config: KafkaConfig = {"bootstrap.servers": kafka_bootstrap}
     store_a, store_b = SchemaLog(config, topic), SchemaLog(config, topic)
     store_a.start()
     store_b.start()

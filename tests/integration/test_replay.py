@@ -25,7 +25,7 @@ from streams.demo.samples import invoice
 from streams.publish import EventEncoder
 from streams.replay.commands import evidence, replay
 from streams.schemas.registry_client import RegistryClient
-from streams.settings import Settings
+from streams.settings import KafkaConfig, Settings
 from tests.integration.registry_fixtures import registry_url  # noqa: F401
 
 if TYPE_CHECKING:
@@ -180,7 +180,7 @@ topics:
     schema: schemas/invoice.created.avsc
 """)
     catalog = load_catalog(tmp_path / "topics.yaml")
-    config = {"bootstrap.servers": kafka_bootstrap}
+    config: KafkaConfig = {"bootstrap.servers": kafka_bootstrap}
     apply_plan(plan_changes(catalog, config), catalog, config)
     registry = RegistryClient(registry_url)
     registry.register(f"{topic}-value", (tmp_path / "schemas" / "invoice.created.avsc").read_text())

@@ -21,7 +21,7 @@ from streams.admin import apply_plan, plan_changes
 from streams.catalog import Catalog, load_catalog
 from streams.publish import Publisher
 from streams.schemas.registry_client import RegistryClient
-from streams.settings import Settings
+from streams.settings import KafkaConfig, Settings
 from tests.bridge.harness import ROOT, Proc, read_topic
 
 SECRET_NAME = "partner"  # noqa: S105 - the name a route refers to, not a secret
@@ -114,7 +114,7 @@ webhooks:
   routes:
 """ + "".join(f"    {line}\n" for line in routes.strip("\n").splitlines()))
     catalog = load_catalog(tmp_path / "topics.yaml")
-    config = {"bootstrap.servers": bootstrap}
+    config: KafkaConfig = {"bootstrap.servers": bootstrap}
     apply_plan(plan_changes(catalog, config), catalog, config)
     with RegistryClient(registry) as client:
         client.register(f"{topic}-value", (tmp_path / "schemas" / "compliance.violation.avsc").read_text())
