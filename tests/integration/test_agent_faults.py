@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
     from pathlib import Path
 
-    from streams.settings import Settings
+    from streams.settings import KafkaConfig, Settings
 
 # The run size. CI keeps the suite short with the default; acceptance runs set STREAMS_CRASH_EVENTS=20000.
 CRASH_EVENTS = int(os.environ.get("STREAMS_CRASH_EVENTS", "4000"))
