@@ -114,7 +114,7 @@ def prepare(settings: Settings, directory: Path, events: int) -> tuple[Path, str
         sizes.append(len(record.value))
         while True:
             try:
-                producer.produce(topic, value=record.value, key=record.key, headers=record.headers)
+                producer.produce(topic, value=record.value, key=record.key, headers=[*record.headers])
                 break
             except BufferError:
                 producer.poll(0.05)

@@ -70,7 +70,7 @@ class Watch:
                 if message.topic() == self.topic:
                     self.outputs.append(Output(message.timestamp()[1], now, self.match(message)))
                 else:
-                    self.side[message.topic()] += 1
+                    self.side[message.topic() or ""] += 1
 
     def wait_for(self, count: int, process: subprocess.Popen[bytes], timeout: float, log: Path) -> None:
         deadline = time.monotonic() + timeout
@@ -153,7 +153,7 @@ def stop_process(process: subprocess.Popen[bytes]) -> None:
 
 
 def paced(send: Callable[[int], str], count: int, rate: float,
-          poll: Callable[[], None]) -> tuple[list[str], list[float], float]:
+          poll: Callable[[], object]) -> tuple[list[str], list[float], float]:
     """Call send(i) for i in range(count) at `rate` per second; returns ids, wall send times, achieved rate."""
     ids, sent = [""] * count, [0.0] * count
     started = time.perf_counter()
@@ -200,7 +200,7 @@ class Side:
     match: Callable[[Any], str]
     side: tuple[str, ...]
     send: Callable[[int, int], str]  # publish record i of phase n (measure's phases list); return its published id
-    poll: Callable[[], None]
+    poll: Callable[[], object]  # what it returns is ignored (Producer.poll's count, ...)
     output_id: Callable[[str], str]  # the published id -> the id matched on the output
 
 
@@ -228,7 +228,10 @@ def measure(path: Side, bootstrap: str, events: int, phases: list[tuple[float, i
         expected = events
         for n, (rate, count) in enumerate(phases):
             phase_load = load()
-            ids, sent, achieved = paced(lambda i, n=n: path.send(n, i), count, rate, path.poll)
+            def send(i: int, n: int = n) -> str:
+                return path.send(n, i)
+
+            ids, sent, achieved = paced(send, count, rate, path.poll)
             sent_at = {path.output_id(i): s for i, s in zip(ids, sent, strict=True)}
             expected += count
             drained = watch.wait_until(expected, process, drain_s, log)
@@ -280,7 +283,8 @@ def latency_of(outputs: list[Output], sent_at: dict[str, float], rate: float, ac
 def header_value(message: Any, name: str) -> str:
     for key, value in message.headers() or ():
         if key == name:
-            return value.decode()
+            text: str = value.decode()
+            return text
     return ""
 
 
@@ -288,7 +292,7 @@ def header_value(message: Any, name: str) -> str:
 def produce(producer: Producer, topic: str, key: bytes, value: bytes, headers: list[tuple[str, bytes]]) -> None:
     while True:
         try:
-            producer.produce(topic, value=value, key=key, headers=headers)
+            producer.produce(topic, value=value, key=key, headers=[*headers])
             return
         except BufferError:
             producer.poll(0.05)

@@ -28,6 +28,7 @@ import tempfile
 import threading
 import time
 import uuid
+from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import Any
 
@@ -141,7 +142,7 @@ def peer_child(dsn: str, table: str, topic: str, settings: Settings, until: int,
             time.sleep(PEER_IDLE_S)
             continue
         for row_id, name, key, value, headers, created_us in rows:
-            producer.produce(name, bytes(value), bytes(key) if key else None, headers=unpack_headers(bytes(headers)))
+            producer.produce(name, bytes(value), bytes(key) if key else None, headers=[*unpack_headers(bytes(headers))])
             producer.flush()
             latencies.append(time.time() - created_us / 1e6)
             cursor.execute(f"DELETE FROM {table} WHERE id = %s", (row_id,))  # noqa: S608
@@ -153,7 +154,7 @@ def peer_child(dsn: str, table: str, topic: str, settings: Settings, until: int,
               "with_startup_s": ended - launched, "latencies": latencies})
 
 
-def run_child(target: Any, *args: Any) -> tuple[multiprocessing.Process, Any]:
+def run_child(target: Any, *args: Any) -> tuple[BaseProcess, Any]:
     receiver, sender = multiprocessing.Pipe(duplex=False)
     process = multiprocessing.get_context("fork").Process(target=target, args=(*args, sender), daemon=True)
     process.start()

@@ -59,7 +59,7 @@ def fill_topic(settings: Settings, registry: RegistryClient, events: int, partit
         headers = [(k, f"{uuid.UUID(int=i)}".encode() if k == "ce_id" else v) for k, v in record.headers]
         while True:
             try:
-                producer.produce(topic, value=record.value, key=f"inv-{i:09d}".encode(), headers=headers)
+                producer.produce(topic, value=record.value, key=f"inv-{i:09d}".encode(), headers=[*headers])
                 break
             except BufferError:
                 producer.poll(0.05)

@@ -96,10 +96,10 @@ def _expected_acls() -> dict[str, list[dict[str, Any]]]:
     out: dict[str, list[dict[str, Any]]] = {}
     for service in produces.keys() | consumes.keys():
         rules = []
-        for topic in produces.get(service, set()) | consumes.get(service, set()):
-            ops = {"Describe"} | ({"Write"} if topic in produces.get(service, ()) else set())
-            ops |= {"Read"} if topic in consumes.get(service, ()) else set()
-            rules.append(({"type": "topic", "name": topic, "patternType": "literal"}, sorted(ops)))
+        for topic_name in produces.get(service, set()) | consumes.get(service, set()):
+            ops = {"Describe"} | ({"Write"} if topic_name in produces.get(service, ()) else set())
+            ops |= {"Read"} if topic_name in consumes.get(service, ()) else set()
+            rules.append(({"type": "topic", "name": topic_name, "patternType": "literal"}, sorted(ops)))
         if service in consumes:
             rules.append(({"type": "group", "name": service, "patternType": "prefix"}, ["Read"]))
             rules.append(({"type": "topic", "name": f"{service}-", "patternType": "prefix"},

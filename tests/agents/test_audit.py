@@ -105,7 +105,7 @@ def test_from_json_names_the_wrong_field(field: str, value: object, message: str
 
 
 def test_jsonl_round_trip_keeps_positions_of_unreadable_records(tmp_path: Path) -> None:
-    entries = [entry(), UnreadableEntry("cannot decode"), entry(sequence=1)]
+    entries: list[ChainEntry | UnreadableEntry] = [entry(), UnreadableEntry("cannot decode"), entry(sequence=1)]
     path = tmp_path / "chain.jsonl"
     assert write_jsonl(path, entries) == 3
     path.write_text(path.read_text() + "[1, 2]\nnot json\n")

@@ -142,7 +142,7 @@ def _reference_canonical_json(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=default)
 
 
-_text = st.text(st.characters(exclude_categories=("Cs",)))  # lone surrogates are not text either way
+_text = st.text(st.characters(exclude_categories=["Cs"]))  # lone surrogates are not text either way
 _scalars = st.one_of(
     st.none(), st.booleans(), st.integers(min_value=-(2**63), max_value=2**63 - 1), _text, st.binary(max_size=16),
     st.decimals(allow_nan=False, allow_infinity=False, places=3),

@@ -3,6 +3,7 @@ wire-format codec, and run_all's partial regeneration of docs/benchmarks.md (no 
 
 from __future__ import annotations
 
+import datetime as dt
 import io
 import json
 import struct
@@ -92,7 +93,7 @@ def test_a_partial_run_keeps_the_other_benches_sections(tmp_path: Path) -> None:
     assert set(kept) == {"publish", "replay"}
     run = {"name": "user_agents", "command": "python bench/user_agents.py", "exit_code": 0, "when": "now",
            "seconds": 1.0, "load_before": 0.1, "load_after": 0.2, "output": "new numbers"}
-    text = run_all.render([run], run_all.dt.datetime(2026, 12, 7, tzinfo=run_all.dt.UTC), kept)
+    text = run_all.render([run], dt.datetime(2026, 12, 7, tzinfo=dt.UTC), kept)
     assert "This run redid user_agents" in text
     order = [text.index(f"## bench/{name}") for name in ("publish", "user_agents", "replay")]
     assert order == sorted(order)  # the document keeps run_all's order of benches

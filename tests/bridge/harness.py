@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import redis
 from confluent_kafka import Consumer, Message, TopicPartition
@@ -270,8 +270,20 @@ bridge:
                        failed, group)
 
 
+class _Processes(Protocol):
+    """What `running` needs of a world: its processes, and a way to stop them all."""
+
+    @property
+    def processes(self) -> list[Proc]: ...
+
+    def stop_all(self) -> None: ...
+
+
+_World = TypeVar("_World", bound=_Processes)
+
+
 @contextlib.contextmanager
-def running(world: BridgeWorld) -> Iterator[BridgeWorld]:
+def running(world: _World) -> Iterator[_World]:
     """Stop every process of `world` at the end, and show their logs when the test failed."""
     try:
         yield world

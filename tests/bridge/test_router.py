@@ -77,7 +77,7 @@ def encode(event: dict[str, Any]) -> bytes:
 
 
 def decoded_message(payload: bytes) -> dict[str, Any]:
-    envelope = json.loads(payload)
+    envelope: dict[str, Any] = json.loads(payload)
     envelope["body"] = json.loads(base64.b64decode(envelope["body"]))
     return envelope
 
@@ -85,7 +85,8 @@ def decoded_message(payload: bytes) -> dict[str, Any]:
 def test_an_event_becomes_one_task_per_matching_route(router: tuple[Router, Registry]) -> None:
     route, registry = router
     event = violation_event(1, "ERROR")
-    headers = [("ce_id", b"ev-1"), ("ce_type", b"compliance.violation"), ("ce_tenantid", b"acme")]
+    headers: list[tuple[str, str | bytes | None]] = [
+        ("ce_id", b"ev-1"), ("ce_type", b"compliance.violation"), ("ce_tenantid", b"acme")]
     tasks = route.route("compliance.violation", 0, 42, encode(event), headers)
     assert [(t.route, t.queue, t.slot) for t in tasks] == [("errors", "interactive", 0), ("everything", "batch", 3)]
     first, second = (decoded_message(t.payload) for t in tasks)

@@ -119,14 +119,15 @@ def read_topic(bootstrap: str, topic: str, *, idle_s: float = 3.0) -> list[Any]:
                 break
             assert message.error() is None, message.error()
             messages.append(message)
-            seen[message.partition()] = message.offset() + 1
+            seen[message.partition() or 0] = (message.offset() or 0) + 1
         return sorted(messages, key=lambda m: (m.partition(), m.offset()))
     finally:
         consumer.close()
 
 
 def header(message: Any, name: str) -> bytes:
-    return dict(message.headers())[name]
+    value: bytes = dict(message.headers())[name]
+    return value
 
 
 def relay_process(world: World, dsn: str, table: str, log_path: Path, *extra: str) -> subprocess.Popen[bytes]:

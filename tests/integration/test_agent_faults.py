@@ -94,8 +94,13 @@ def run_with_faults(stack: Settings, tmp_path: Path, tenants: list[str], per_ten
     workers = [start_worker(stack, AGENTS, free_port(), tmp_path / "worker-0.log")]
     try:
         for mark in marks:
-            wait_for(lambda mark=mark: cleared.update() >= mark, PATIENCE,
-                     lambda mark=mark: f"{mark} cleared (have {len(cleared.sources)})")
+            def reached(mark: int = mark) -> bool:
+                return cleared.update() >= mark
+
+            def wanted(mark: int = mark) -> str:
+                return f"{mark} cleared (have {len(cleared.sources)})"
+
+            wait_for(reached, PATIENCE, wanted)
             fault(mark, workers)
         try:
             wait_for(lambda: cleared.update() >= total, PATIENCE,

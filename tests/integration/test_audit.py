@@ -138,7 +138,9 @@ class ChainTail:
             assert message.error() is None, message.error()
             value = message.value()
             assert value is not None
-            self.entries.append(schemaless_reader(io.BytesIO(value[5:]), self.schema, None))
+            entry = schemaless_reader(io.BytesIO(value[5:]), self.schema, None)
+            assert isinstance(entry, dict)
+            self.entries.append(entry)
         return len(self.entries)
 
     def wait_for(self, count: int, timeout: float) -> int:
@@ -218,7 +220,7 @@ def test_writer_chains_every_audited_event_once_and_verify_passes(
     producer = Producer({"bootstrap.servers": world.settings.bootstrap_servers()})
     landed: list[Source] = []
     producer.produce(world.invoices, value=garbage, partition=1,
-                     on_delivery=lambda _e, m: landed.append((m.topic(), m.partition(), m.offset())))
+                     on_delivery=lambda _e, m: landed.append((m.topic() or "", m.partition() or 0, m.offset() or 0)))
     assert producer.flush(10) == 0
     tail = ChainTail(world)
     try:
@@ -268,7 +270,8 @@ def test_partitions_added_to_an_audited_topic_are_audited_without_a_restart(audi
         producer = Producer({"bootstrap.servers": world.settings.bootstrap_servers()})
         landed: list[Source] = []
         producer.produce(world.actions, value=b"late", partition=3,
-                         on_delivery=lambda _e, m: landed.append((m.topic(), m.partition(), m.offset())))
+                         on_delivery=lambda _e, m: landed.append(
+                             (m.topic() or "", m.partition() or 0, m.offset() or 0)))
         assert producer.flush(10) == 0
         tail.wait_for(7, timeout=60)
         entries = tail.read_to_end()

@@ -60,7 +60,8 @@ class PacedPublisher(threading.Thread):
         started = time.monotonic()
         for i in range(TOTAL):
             topic = topics[i % len(topics)]
-            headers = [("ce_specversion", b"1.0"), ("ce_id", f"fault-{i}".encode()), ("ce_type", topic.encode()),
+            headers: list[tuple[str, str | bytes | None]] = [
+                ("ce_specversion", b"1.0"), ("ce_id", f"fault-{i}".encode()), ("ce_type", topic.encode()),
                        ("ce_time", datetime.now(UTC).isoformat(timespec="milliseconds").encode()),
                        ("ce_tenantid", f"tenant-{i % 3}".encode())]
             producer.produce(topic, value=self.values[topic][i % 30], key=f"k{i % 101}".encode(), headers=headers,

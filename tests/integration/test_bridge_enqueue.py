@@ -46,9 +46,15 @@ def tasks(queue: str, slot: int, count: int, start: int = 0) -> list[PendingTask
             for i in range(start, start + count)]
 
 
+def text(value: object) -> str:
+    """A value this (decode_responses=False) client returned: bytes, as text."""
+    assert isinstance(value, bytes), value
+    return value.decode()
+
+
 def ledger_ids(client: redis.Redis) -> set[str]:
-    fields = {key.decode() for key in client.hkeys(PENDING_MESSAGES)}
-    members = {member.decode() for member in client.zrange(PENDING_SET, 0, -1)}
+    fields = {text(key) for key in client.hkeys(PENDING_MESSAGES)}
+    members = {text(member) for member in client.zrange(PENDING_SET, 0, -1)}
     assert fields == members
     return fields
 
@@ -63,7 +69,7 @@ def test_unbounded_push_keeps_everything_in_order_with_a_ledger_entry_each(serve
     assert queues.push({("default", 0): tasks("default", 0, 2, start=5)}) == {("default", 0): 2}
     lists = queue_keys("default")
     # Workers pop the tail: the oldest task first.
-    assert [m.decode() for m in reversed(client.lrange(lists[0], 0, -1))] == \
+    assert [text(m) for m in reversed(client.lrange(lists[0], 0, -1))] == \
         [f'{{"n":{i},"q":"default/0"}}' for i in range(7)]
     assert client.llen(lists[2]) == 3
     assert ledger_ids(client) == {f"task-default-0-{i}" for i in range(7)} | {f"task-default-2-{i}" for i in range(3)}
@@ -81,7 +87,7 @@ def test_bounded_push_keeps_the_longest_prefix_that_fits_across_the_queues_lists
     waiting = {("small", 0): tasks("small", 0, 6), ("other", 0): tasks("other", 0, 4),
                ("small", 1): tasks("small", 1, 5)}
     assert queues.push(waiting) == {("small", 0): 6, ("other", 0): 4, ("small", 1): 2}
-    assert [m.decode() for m in reversed(client.lrange(lists[1], 0, -1))] == \
+    assert [text(m) for m in reversed(client.lrange(lists[1], 0, -1))] == \
         [f'{{"n":{i},"q":"small/1"}}' for i in range(2)]
     assert client.llen(lists[0]) == 6
     assert sum(client.llen(key) for key in lists) == 10
@@ -94,7 +100,7 @@ def test_bounded_push_keeps_the_longest_prefix_that_fits_across_the_queues_lists
     assert ledger_ids(client) == kept
     client.rpop(lists[0], 4)  # a worker took four
     assert queues.push({("small", 2): tasks("small", 2, 9)}) == {("small", 2): 4}
-    assert [m.decode() for m in reversed(client.lrange(lists[2], 0, -1))] == \
+    assert [text(m) for m in reversed(client.lrange(lists[2], 0, -1))] == \
         [f'{{"n":{i},"q":"small/2"}}' for i in range(4)]
     queues.close()
 

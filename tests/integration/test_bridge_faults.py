@@ -106,7 +106,10 @@ def test_every_routed_event_has_exactly_one_effect_through_kills_and_an_outage(
 
         # 1) kill -9 the bridge three times while it works, restarting it each time.
         for kill, threshold in enumerate((40, 110, 180), start=1):
-            wait_for(lambda t=threshold: world.effects() >= t, 60, f"{threshold} effects before bridge kill {kill}")
+            def reached(t: int = threshold) -> bool:
+                return world.effects() >= t
+
+            wait_for(reached, 60, f"{threshold} effects before bridge kill {kill}")
             bridge.kill9_and_restart()
         # 2) kill -9 the worker (all its processes) while it holds reserved, unacknowledged tasks.
         reserved = kill_worker_holding_tasks(world, worker, after_effects=250)

@@ -31,7 +31,8 @@ class Counting:
     name = "counting"
 
     def __init__(self, source: str, target: str, fail_on: set[bytes] | None = None) -> None:
-        self.sources, self.target = (source,), target
+        self.sources: tuple[str, ...] = (source,)
+        self.target = target
         self.fail_on = fail_on or set()
         self.handled = 0
 
@@ -233,5 +234,8 @@ def test_a_record_whose_transaction_keeps_failing_is_isolated_and_parked_as_a_re
     headers = dict(reference.headers() or [])
     assert reference.value() is None
     assert headers["dlq_offset"] == b"2"
-    assert b"the transaction failed 2 times on this record alone" in headers["dlq_error_message"]
-    assert b"could not be written whole" in headers["dlq_value_omitted"]
+    message, omitted = headers["dlq_error_message"], headers["dlq_value_omitted"]
+    assert isinstance(message, bytes)
+    assert isinstance(omitted, bytes)
+    assert b"the transaction failed 2 times on this record alone" in message
+    assert b"could not be written whole" in omitted

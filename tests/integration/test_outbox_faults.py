@@ -109,7 +109,7 @@ def test_relay_killed_three_times_loses_nothing_and_keeps_commit_order_per_key(
     # A stable name: a restarted relay takes over the SQLite lease of its killed self at once.
     arguments = ("--name", "relay-under-test", "--batch-size", "500")
     relays = [relay_process(world, dsn, table, log, *arguments)]
-    request.addfinalizer(lambda: [process.kill() for process in relays if process.poll() is None])
+    request.addfinalizer(lambda: kill_all(relays))
     relay, by_key, rolled_back = write_and_kill(world, outbox, dsn, table, log, relays, arguments)
     deadline = time.monotonic() + 180
     while pending(dsn, table)[0] > 0:
@@ -135,6 +135,12 @@ def test_relay_killed_three_times_loses_nothing_and_keeps_commit_order_per_key(
     assert pending(dsn, table) == (0, 0)
 
 
+def kill_all(processes: list[subprocess.Popen[bytes]]) -> None:
+    for process in processes:
+        if process.poll() is None:
+            process.kill()
+
+
 @pytest.mark.timeout(600)
 def test_several_relays_share_one_database_without_reordering_a_key(
         world: World, database: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
@@ -143,7 +149,7 @@ def test_several_relays_share_one_database_without_reordering_a_key(
     request.addfinalizer(outbox.close)
     logs = [tmp_path / f"relay-{i}.log" for i in range(3)]
     relays = [relay_process(world, dsn, table, log, "--batch-size", "200") for log in logs]
-    request.addfinalizer(lambda: [process.kill() for process in relays if process.poll() is None])
+    request.addfinalizer(lambda: kill_all(relays))
     by_key: dict[str, list[str]] = {}
     conn = connect(dsn)
     try:

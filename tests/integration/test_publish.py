@@ -158,15 +158,17 @@ def test_confluent_serializer_registers_and_streams_consume_decodes(world: World
 
 def test_sync_and_async_publishers_encode_identically(world: World) -> None:
     event = invoice(3)
-    fixed = {"event_id": "e-1", "traceparent": f"00-{'1' * 32}-{'2' * 16}-01"}
+    event_id, traceparent = "e-1", f"00-{'1' * 32}-{'2' * 16}-01"
     with Publisher(world.settings) as publisher:
-        sync_record = publisher.encoder.encode(world.invoices, event, **fixed)
-        sync_delivery = publisher.publish(world.invoices, event, **fixed).result()
+        sync_record = publisher.encoder.encode(world.invoices, event, event_id=event_id, traceparent=traceparent)
+        sync_delivery = publisher.publish(world.invoices, event, event_id=event_id, traceparent=traceparent).result()
 
     async def run() -> Any:
         async with AsyncPublisher(world.settings) as publisher:
-            record = publisher.encoder.encode(world.invoices, event, **fixed)
-            return record, await publisher.publish_and_wait(world.invoices, event, **fixed)
+            record = publisher.encoder.encode(world.invoices, event, event_id=event_id, traceparent=traceparent)
+            delivery = await publisher.publish_and_wait(world.invoices, event, event_id=event_id,
+                                                        traceparent=traceparent)
+            return record, delivery
 
     async_record, async_delivery = asyncio.run(run())
     assert (sync_record.key, sync_record.value) == (async_record.key, async_record.value)
@@ -273,9 +275,11 @@ def test_publish_nowait_refuses_bad_input_before_sending(world: World) -> None:
         publisher.publish_nowait(world.invoices, invoice(1))  # warms the fast path
         publisher.flush()
         before = end_offsets(bootstrap, world.invoices)
-        for spoil, message in [(lambda e: {**e, "icv": "seven"}, "field 'icv'"),
-                               (lambda e: {**e, "tenant_id": "acme corp!"}, "tenant id 'acme corp!' is not valid"),
-                               (lambda e: {**e, "lines": e["lines"] * 400}, "max.message.bytes 20000")]:
+        spoilers: list[tuple[Callable[[dict[str, Any]], dict[str, Any]], str]] = [
+            (lambda e: {**e, "icv": "seven"}, "field 'icv'"),
+            (lambda e: {**e, "tenant_id": "acme corp!"}, "tenant id 'acme corp!' is not valid"),
+            (lambda e: {**e, "lines": e["lines"] * 400}, "max.message.bytes 20000")]
+        for spoil, message in spoilers:
             with pytest.raises(PublishError, match=message):
                 publisher.publish_nowait(world.invoices, spoil(invoice(2)))
         with pytest.raises(PublishError, match="traceparent"):

@@ -85,7 +85,10 @@ def test_client_register_read_lookup_compat_config_delete(client: SchemaRegistry
     assert id2 == id1 + 1
     assert client.register_schema(other, Schema(invoice(), "AVRO")) == id1  # same schema, same id
 
-    assert json.loads(client.get_schema(id2).schema_str) == json.loads(v2.schema_str)
+    fetched = client.get_schema(id2).schema_str
+    assert fetched is not None
+    assert v2.schema_str is not None
+    assert json.loads(fetched) == json.loads(v2.schema_str)
     assert client.get_versions(subject) == [1, 2]
     latest = client.get_latest_version(subject)
     assert (latest.version, latest.schema_id, latest.subject) == (2, id2, subject)
@@ -105,7 +108,9 @@ def test_client_register_read_lookup_compat_config_delete(client: SchemaRegistry
     assert sr_error(lambda: client.get_compatibility(subject)).error_code == 40408
     client.set_compatibility(subject, "FULL")
     assert client.get_compatibility(subject) == "FULL"
-    assert client.delete_config(subject).compatibility_level.value == "FULL"
+    deleted = client.delete_config(subject).compatibility_level
+    assert deleted is not None
+    assert deleted.value == "FULL"
 
     assert client.delete_version(subject, 2) == 2
     assert client.get_versions(subject) == [1]

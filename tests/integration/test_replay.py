@@ -94,7 +94,7 @@ class ReplayWorld:
                                          event_type=options.get("event_type"), event_id=f"ev-{seq}")
             headers = [(name, value) for name, value in record.headers if isinstance(value, bytes)]
             producer.produce(self.topic, value=record.value, key=record.key, partition=partition,
-                             timestamp=timestamp, headers=headers,
+                             timestamp=timestamp, headers=list[tuple[str, str | bytes | None]](headers),
                              on_delivery=lambda err, msg: delivered.append((err, msg)))
             pending.append((partition, timestamp, record, headers, payload))
         assert producer.flush(30) == 0

@@ -29,6 +29,8 @@ if TYPE_CHECKING:
     import subprocess
     from collections.abc import Iterator
 
+    from confluent_kafka import Message
+
     from streams.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -141,7 +143,7 @@ def test_a_quiet_window_closes_by_the_wall_clock_and_a_late_event_is_dead_letter
             for n in range(3):
                 publisher.publish("user.action", actions(3, 1, tenant)[n]).result()
         # No event follows: the 2-second window must close on the clock and its callback report the count.
-        wait_for(lambda: _closed_windows(stack, tenant), 60, lambda: "a window-closed violation")
+        wait_for(lambda: bool(_closed_windows(stack, tenant)), 60, lambda: "a window-closed violation")
         closed = _closed_windows(stack, tenant)
         assert [count for _, count in closed] == [3]
         late = Producer({"bootstrap.servers": stack.bootstrap_servers()})
@@ -190,8 +192,9 @@ def test_poison_inputs_end_as_specified_and_the_partition_flows(stack: Settings,
             for action, resource in (("always-raise", "r1"), ("retry-3", "r2"), ("approve", "r3")):
                 publisher.publish("user.action", {**actions(1, 1, tenant)[0], "action": action,
                                                   "resource": f"{tenant}-{resource}"}).result()
-        parked = lambda: {header(m, "ce_id"): m for m in read_topic(stack, "user.action.dlq")  # noqa: E731
-                          if m.key() == key}
+        def parked() -> dict[str, Message]:
+            return {header(m, "ce_id"): m for m in read_topic(stack, "user.action.dlq") if m.key() == key}
+
         wait_for(lambda: len(parked()) == 3, 90, lambda: f"3 dead letters of {tenant}, have {sorted(parked())}")
         dead = parked()
         assert dead[f"{tenant}-bad"].value() == bad

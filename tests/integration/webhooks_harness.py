@@ -48,7 +48,7 @@ class HooksWorld:
     def settings(self) -> Settings:
         return Settings(kafka_bootstrap_servers=self.bootstrap, schema_registry_url=self.registry,
                         catalog_path=self.catalog_path, data_dir=self.directory / "data",
-                        webhook_secrets=json.dumps({SECRET_NAME: SECRET}))  # type: ignore[arg-type]
+                        webhook_secrets=json.dumps({SECRET_NAME: SECRET}))
 
     def env(self) -> dict[str, str]:
         pythonpath = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
@@ -145,4 +145,6 @@ def read_to_end(bootstrap: str, topic: str, timeout: float = 30.0) -> list[Messa
 
 
 def headers_of(message: Message) -> dict[str, str]:
-    return {k: (v.decode(errors="replace") if isinstance(v, bytes) else str(v)) for k, v in message.headers() or []}
+    raw = message.headers() or []
+    pairs: list[tuple[str, str | bytes | None]] = list(raw.items()) if isinstance(raw, dict) else raw
+    return {k: (v.decode(errors="replace") if isinstance(v, bytes) else str(v)) for k, v in pairs}

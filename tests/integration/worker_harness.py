@@ -70,7 +70,8 @@ def read_topic(settings: Settings, topic: str) -> list[Any]:
 
 
 def header(message: Any, name: str) -> str:
-    return dict(message.headers())[name].decode()
+    value: bytes = dict(message.headers())[name]
+    return value.decode()
 
 
 def wait_for(condition: Callable[[], bool], timeout: float, what: Callable[[], str]) -> None:

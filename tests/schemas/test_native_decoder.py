@@ -434,6 +434,7 @@ def test_values_carry_fastavros_types() -> None:
         "lts_ms": datetime(2026, 11, 1, 8, 0),  # noqa: DTZ001 - local timestamps are naive
         "t_ms": time(23, 59, 59, 999_999),
     }))
+    assert isinstance(decoded, dict)
     assert repr(decoded["dec"]) == "Decimal('871.00')"
     assert repr(decoded["dec0"]) == "Decimal('0')"
     assert decoded["id"] == uuid.UUID("12345678-1234-5678-1234-567812345678")
