@@ -23,10 +23,11 @@ test: $(BIN)/.installed lint typecheck
 
 lint: $(BIN)/.installed
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(STREAMS) schemas codegen --check
 
 typecheck: $(BIN)/.installed
-	$(BIN)/mypy streams
+	$(BIN)/mypy streams tests bench
 
 unit: $(BIN)/.installed
 	$(BIN)/pytest -q -m "not integration"

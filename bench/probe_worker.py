@@ -40,6 +40,7 @@ def timed(name: str, method: Any, detail: Any) -> Any:
             return method(self, *args)
         finally:
             events.append((name, wall, time.perf_counter() - started, detail(args)))
+
     return wrapper
 
 
@@ -64,10 +65,10 @@ def main() -> None:
 
         engine.TransactionalEngine.__init__ = init_with_interval
     gc.callbacks.append(on_gc)
-    engine.TransactionalEngine._commit = timed("commit", engine.TransactionalEngine._commit,
-                                               lambda args: 0)
-    engine.TransactionalEngine._process = timed("process", engine.TransactionalEngine._process,
-                                                lambda args: len(args[0]))
+    engine.TransactionalEngine._commit = timed("commit", engine.TransactionalEngine._commit, lambda args: 0)
+    engine.TransactionalEngine._process = timed(
+        "process", engine.TransactionalEngine._process, lambda args: len(args[0])
+    )
     threading.Thread(target=flush_forever, name="probe-flush", daemon=True).start()
     from streams.cli import main as cli  # noqa: PLC0415 - after the probes are in place
 

@@ -25,11 +25,18 @@ if TYPE_CHECKING:
     from streams.export import ExportFormat
 
 OUTPUT = click.option(
-    "--output", "-o", type=click.Choice(["table", "json"]), default="table", show_default=True,
+    "--output",
+    "-o",
+    type=click.Choice(["table", "json"]),
+    default="table",
+    show_default=True,
     help="Human table, or JSON for scripts.",
 )
 CATALOG = click.option(
-    "--catalog", "catalog_path", type=click.Path(dir_okay=False), default=None,
+    "--catalog",
+    "catalog_path",
+    type=click.Path(dir_okay=False),
+    default=None,
     help="The catalog file (default: STREAMS_CATALOG_PATH or ./topics.yaml).",
 )
 PROFILE = click.option(
@@ -112,7 +119,9 @@ def plan(
 @PROFILE
 @OUTPUT
 @click.option(
-    "--allow-delete", multiple=True, metavar="TOPIC",
+    "--allow-delete",
+    multiple=True,
+    metavar="TOPIC",
     help="Delete this topic, which must exist on the cluster and not be declared. Repeat per topic.",
 )
 @click.pass_obj
@@ -161,14 +170,16 @@ def list_topics(settings: Settings, catalog_path: str | None, profile: str | Non
     rows = []
     for spec in catalog.topics:
         found = metadata.topics.get(spec.name)
-        rows.append({
-            "topic": spec.name,
-            "exists": found is not None,
-            "partitions": len(found.partitions) if found is not None else None,
-            "key": spec.key_field,
-            "owner": spec.owner,
-            "audit": spec.audit,
-        })
+        rows.append(
+            {
+                "topic": spec.name,
+                "exists": found is not None,
+                "partitions": len(found.partitions) if found is not None else None,
+                "key": spec.key_field,
+                "owner": spec.owner,
+                "audit": spec.audit,
+            }
+        )
     if output == "json":
         click.echo(json.dumps(rows, indent=2))
         return
@@ -178,8 +189,12 @@ def list_topics(settings: Settings, catalog_path: str | None, profile: str | Non
         table.add_column(column, overflow="fold")
     for row in rows:
         table.add_row(
-            str(row["topic"]), "yes" if row["exists"] else "MISSING", str(row["partitions"] or "-"),
-            str(row["key"] or "-"), str(row["owner"]), "yes" if row["audit"] else "",
+            str(row["topic"]),
+            "yes" if row["exists"] else "MISSING",
+            str(row["partitions"] or "-"),
+            str(row["key"] or "-"),
+            str(row["owner"]),
+            "yes" if row["audit"] else "",
         )
     Console().print(table)
 
@@ -187,19 +202,47 @@ def list_topics(settings: Settings, catalog_path: str | None, profile: str | Non
 @topics.command()
 @CATALOG
 @PROFILE
-@click.option("--format", "fmt", type=click.Choice(["strimzi", "acls", "asyncapi"]), required=True,
-              help="strimzi: KafkaTopic resources; acls: KafkaUser resources with ACLs; asyncapi: AsyncAPI 3.")
-@click.option("--output", "-o", "output_file", type=click.Path(dir_okay=False, writable=True), default=None,
-              help="Write to this file instead of stdout.")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["strimzi", "acls", "asyncapi"]),
+    required=True,
+    help="strimzi: KafkaTopic resources; acls: KafkaUser resources with ACLs; asyncapi: AsyncAPI 3.",
+)
+@click.option(
+    "--output",
+    "-o",
+    "output_file",
+    type=click.Path(dir_okay=False, writable=True),
+    default=None,
+    help="Write to this file instead of stdout.",
+)
 @click.option("--cluster", default="streams", show_default=True, help="Strimzi cluster (strimzi.io/cluster label).")
-@click.option("--server", default="localhost:9092", show_default=True,
-              help="AsyncAPI: the Kafka bootstrap address documented as the server.")
-@click.option("--registry-url", default="http://localhost:8081", show_default=True,
-              help="AsyncAPI: the schema registry documented in the server bindings.")
+@click.option(
+    "--server",
+    default="localhost:9092",
+    show_default=True,
+    help="AsyncAPI: the Kafka bootstrap address documented as the server.",
+)
+@click.option(
+    "--registry-url",
+    default="http://localhost:8081",
+    show_default=True,
+    help="AsyncAPI: the schema registry documented in the server bindings.",
+)
 @click.option("--secure", is_flag=True, help="AsyncAPI: the server uses TLS and SASL (protocol kafka-secure).")
 @click.pass_obj
-def export(settings: Settings, catalog_path: str | None, profile: str | None, fmt: str, output_file: str | None,
-           cluster: str, server: str, registry_url: str, secure: bool) -> None:
+def export(
+    settings: Settings,
+    catalog_path: str | None,
+    profile: str | None,
+    fmt: str,
+    output_file: str | None,
+    cluster: str,
+    server: str,
+    registry_url: str,
+    secure: bool,
+) -> None:
     """Generate deployment documents from topics.yaml: Strimzi topics, ACLs, or an AsyncAPI catalog.
 
     \b
@@ -211,8 +254,9 @@ def export(settings: Settings, catalog_path: str | None, profile: str | None, fm
     from streams.export import export_catalog  # noqa: PLC0415 - keeps `streams --help` fast
 
     catalog = _catalog(settings, catalog_path, profile)
-    text = export_catalog(catalog, cast("ExportFormat", fmt), cluster=cluster, server=server,
-                          registry_url=registry_url, secure=secure)
+    text = export_catalog(
+        catalog, cast("ExportFormat", fmt), cluster=cluster, server=server, registry_url=registry_url, secure=secure
+    )
     if output_file is None:
         click.echo(text, nl=False)
         return

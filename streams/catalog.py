@@ -21,7 +21,12 @@ from streams.located_yaml import LocatedParser, located_message
 from streams.located_yaml import hint as _hint
 
 __all__ = [
-    "Catalog", "CatalogLocationError", "TopicSpec", "lint_catalog", "load_catalog", "parse_duration_ms",
+    "Catalog",
+    "CatalogLocationError",
+    "TopicSpec",
+    "lint_catalog",
+    "load_catalog",
+    "parse_duration_ms",
 ]
 
 CleanupPolicy = Literal["delete", "compact", "compact,delete"]
@@ -36,28 +41,59 @@ _MAX_NAME = 249  # Kafka's limit on topic names
 _AVRO_PATH = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
 _CONFIG_NAME = re.compile(r"^[a-z0-9]+(\.[a-z0-9]+)+$")
 _MANAGED = {
-    "cleanup.policy": "cleanup_policy", "retention.ms": "retention",
+    "cleanup.policy": "cleanup_policy",
+    "retention.ms": "retention",
     "min.insync.replicas": "min_insync_replicas",
 }
-_MODEL_NAMES = {"retention": "retention_ms", "min_retention": "min_retention_ms", "key": "key_field",
-                "schema": "schema_file"}  # YAML field -> TopicSpec attribute, where they differ
+_MODEL_NAMES = {
+    "retention": "retention_ms",
+    "min_retention": "min_retention_ms",
+    "key": "key_field",
+    "schema": "schema_file",
+}  # YAML field -> TopicSpec attribute, where they differ
 _KEY_TYPES = {"string", "int", "long", "bytes", "enum", "fixed"}
 # What each section may say. Profiles tune only operational numbers: a topic's identity
 # (key, schema, owner, policy) must not differ between environments.
 # bridge: streams.bridge.routes reads it; webhooks: streams.webhooks.routes
 _TOP_FIELDS = ("version", "defaults", "profiles", "topics", "bridge", "webhooks")
 _PROFILE_FIELDS = (
-    "partitions", "replication_factor", "min_insync_replicas", "retention", "dlq_retention", "configs",
+    "partitions",
+    "replication_factor",
+    "min_insync_replicas",
+    "retention",
+    "dlq_retention",
+    "configs",
 )
 _DEFAULT_FIELDS = (*_PROFILE_FIELDS, "cleanup_policy", "compatibility", "dlq")
-_TOPIC_FIELDS = (*_DEFAULT_FIELDS, "description", "owner", "min_retention", "key", "schema", "producers",
-                 "consumers", "audit", "pii_fields")
+_TOPIC_FIELDS = (
+    *_DEFAULT_FIELDS,
+    "description",
+    "owner",
+    "min_retention",
+    "key",
+    "schema",
+    "producers",
+    "consumers",
+    "audit",
+    "pii_fields",
+)
 _REQUIRED = ("owner", "partitions", "replication_factor")
 _BUILTIN: dict[str, Any] = {
-    "cleanup_policy": "delete", "compatibility": "BACKWARD_TRANSITIVE", "dlq": True, "audit": False,
-    "description": "", "producers": (), "consumers": (), "pii_fields": (), "configs": {},
-    "min_insync_replicas": None, "retention": None, "min_retention": None, "dlq_retention": None,
-    "key": None, "schema": None,
+    "cleanup_policy": "delete",
+    "compatibility": "BACKWARD_TRANSITIVE",
+    "dlq": True,
+    "audit": False,
+    "description": "",
+    "producers": (),
+    "consumers": (),
+    "pii_fields": (),
+    "configs": {},
+    "min_insync_replicas": None,
+    "retention": None,
+    "min_retention": None,
+    "dlq_retention": None,
+    "key": None,
+    "schema": None,
 }
 
 
@@ -143,8 +179,7 @@ def lint_catalog(path: Path, profile: str = "local") -> list[CatalogError]:
     return list(linter.sorted_issues())
 
 
-_UNIT_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 604_800_000,
-            "y": 365 * 86_400_000}
+_UNIT_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 604_800_000, "y": 365 * 86_400_000}
 _DURATION = re.compile(r"^(\d+)\s*(ms|s|m|h|d|w|y)$")
 
 
@@ -167,8 +202,10 @@ def _duration_ms(value: object) -> int:
             return int(text)
         if match := _DURATION.match(text):
             return int(match[1]) * _UNIT_MS[match[2]]
-    raise _FieldError(f"not a duration: {value!r}; use a whole number and a unit (500ms, 45s, 30m, 12h, 7d, "
-                      "2w, 10y), plain milliseconds, or 'infinite'")
+    raise _FieldError(
+        f"not a duration: {value!r}; use a whole number and a unit (500ms, 45s, 30m, 12h, 7d, "
+        "2w, 10y), plain milliseconds, or 'infinite'"
+    )
 
 
 def _human_ms(ms: int) -> str:
@@ -218,11 +255,17 @@ _SCALARS: dict[str, Callable[[Any], Any]] = {
     "description": lambda value: _check(value, isinstance(value, str), "a string"),
     "audit": lambda value: _check(value, isinstance(value, bool), "true or false"),
     "dlq": lambda value: _check(value, isinstance(value, bool), "true or false"),
-    "owner": _name, "partitions": _count, "replication_factor": _count,
-    "min_insync_replicas": _nullable(_count), "retention": _nullable(_retention),
-    "min_retention": _nullable(_retention), "dlq_retention": _nullable(_retention),
+    "owner": _name,
+    "partitions": _count,
+    "replication_factor": _count,
+    "min_insync_replicas": _nullable(_count),
+    "retention": _nullable(_retention),
+    "min_retention": _nullable(_retention),
+    "dlq_retention": _nullable(_retention),
     "cleanup_policy": _choice(CLEANUP_POLICIES),
-    "compatibility": _choice(COMPATIBILITIES), "key": _nullable(_avro_path), "schema": _nullable(_name),
+    "compatibility": _choice(COMPATIBILITIES),
+    "key": _nullable(_avro_path),
+    "schema": _nullable(_name),
 }
 _LISTS: dict[str, Callable[[Any], str]] = {"producers": _name, "consumers": _name, "pii_fields": _avro_path}
 
@@ -290,9 +333,14 @@ class _Linter(LocatedParser):
             if TOPIC_NAME.match(name) and len(name) <= _MAX_NAME:
                 topics[name] = (line, self.layer(node, f"topic '{name}'", _TOPIC_FIELDS))
             else:
-                self.report(line, f"topic '{name}'", None, "invalid topic name; use lower case "
-                            "'<domain>.<event>' like 'invoice.created' (letters, digits, '_' or '-' between "
-                            f"dots, at most {_MAX_NAME} characters)")
+                self.report(
+                    line,
+                    f"topic '{name}'",
+                    None,
+                    "invalid topic name; use lower case "
+                    "'<domain>.<event>' like 'invoice.created' (letters, digits, '_' or '-' between "
+                    f"dots, at most {_MAX_NAME} characters)",
+                )
         # Only the shape of 'bridge:' and 'webhooks:' here; their routes are checked against topics and schemas
         # by streams.bridge and streams.webhooks.
         self.entries(_node(top, "bridge"), "", None, "section", "bridge")
@@ -308,8 +356,7 @@ class _Linter(LocatedParser):
     def unknown_key(self, key: str, where: str, allowed: tuple[str, ...]) -> str:
         return _misplaced(key, where) if key in _TOPIC_FIELDS else super().unknown_key(key, where, allowed)
 
-    def layer(self, node: Node | None, where: str, allowed: tuple[str, ...],
-              profile: str | None = None) -> Layer:
+    def layer(self, node: Node | None, where: str, allowed: tuple[str, ...], profile: str | None = None) -> Layer:
         out: Layer = {}
         for field, (line, value_node) in self.entries(node, where, allowed).items():
             try:
@@ -340,11 +387,19 @@ class _Linter(LocatedParser):
         for name, (line, value_node) in self.entries(node, where, None, "config", "configs").items():
             value = self.construct(value_node)
             if name in _MANAGED:
-                self.report(line, where, "configs", f"{name!r} is managed by the catalog; set the field "
-                            f"'{_MANAGED[name]}' instead")
+                self.report(
+                    line,
+                    where,
+                    "configs",
+                    f"{name!r} is managed by the catalog; set the field '{_MANAGED[name]}' instead",
+                )
             elif not _CONFIG_NAME.match(name):
-                self.report(line, where, "configs", f"{name!r} is not a Kafka topic config name "
-                            "(dotted lower case, like max.message.bytes)")
+                self.report(
+                    line,
+                    where,
+                    "configs",
+                    f"{name!r} is not a Kafka topic config name (dotted lower case, like max.message.bytes)",
+                )
             elif isinstance(value, str | int | float):  # bool is an int: Kafka spells it true/false
                 out[name] = str(value).lower() if isinstance(value, bool) else str(value)
             else:
@@ -355,8 +410,9 @@ class _Linter(LocatedParser):
         if entry is None:
             self.report(1, "", "version", f"missing; start the file with 'version: {CATALOG_VERSION}'")
         elif (value := self.construct(entry[1])) != CATALOG_VERSION or isinstance(value, bool):
-            self.report(entry[0], "", "version",
-                        f"unsupported version {value!r}; this streams reads version {CATALOG_VERSION}")
+            self.report(
+                entry[0], "", "version", f"unsupported version {value!r}; this streams reads version {CATALOG_VERSION}"
+            )
 
     def _profiles(self, node: Node | None, topics: Topics) -> dict[str, tuple[Layer, Topics]]:
         profiles: dict[str, tuple[Layer, Topics]] = {"local": ({}, {})}  # 'local' always exists
@@ -371,13 +427,15 @@ class _Linter(LocatedParser):
                     overlay = self.layer(tnode, f"{where} topic '{topic}'", _PROFILE_FIELDS, name)
                     overlays[topic] = (line, overlay)
                 else:
-                    self.report(line, f"{where} topic '{topic}'", None,
-                                f"not declared under 'topics'; {_hint(topic, topics)}")
+                    self.report(
+                        line, f"{where} topic '{topic}'", None, f"not declared under 'topics'; {_hint(topic, topics)}"
+                    )
             profiles[name] = (defaults, overlays)
         return profiles
 
-    def _specs(self, defaults: Layer, topics: Topics, profiles: dict[str, tuple[Layer, Topics]],
-               selected: str) -> tuple[TopicSpec, ...]:
+    def _specs(
+        self, defaults: Layer, topics: Topics, profiles: dict[str, tuple[Layer, Topics]], selected: str
+    ) -> tuple[TopicSpec, ...]:
         specs: dict[str, TopicSpec] = {}
         dlq_retention: dict[str, int | None] = {}
         builtin = {field: _Val(value, 0) for field, value in _BUILTIN.items()}
@@ -385,8 +443,12 @@ class _Linter(LocatedParser):
             where = f"topic '{name}'"
             missing = [field for field in _REQUIRED if field not in _merge(defaults, layer)]
             for field in missing:
-                self.report(line, where, field, "missing; set it on the topic"
-                            + (" or under 'defaults'" if field in _DEFAULT_FIELDS else ""))
+                self.report(
+                    line,
+                    where,
+                    field,
+                    "missing; set it on the topic" + (" or under 'defaults'" if field in _DEFAULT_FIELDS else ""),
+                )
             self._check_schema(where, layer)
             # Every profile is checked, so a production-only mistake fails on a laptop too.
             for pname, (pdefaults, overlays) in profiles.items():
@@ -398,9 +460,13 @@ class _Linter(LocatedParser):
         for spec in [spec for spec in specs.values() if spec.dlq]:
             dlq = _dead_letters(spec, dlq_retention[spec.name])
             if dlq.name in specs:
-                self.report(specs[dlq.name].line, f"topic '{dlq.name}'", None,
-                            f"duplicate topic: it is also derived as the dead-letter topic of '{spec.name}' "
-                            f"(line {spec.line}); rename it or set 'dlq: false' on '{spec.name}'")
+                self.report(
+                    specs[dlq.name].line,
+                    f"topic '{dlq.name}'",
+                    None,
+                    f"duplicate topic: it is also derived as the dead-letter topic of '{spec.name}' "
+                    f"(line {spec.line}); rename it or set 'dlq: false' on '{spec.name}'",
+                )
             specs.setdefault(dlq.name, dlq)
         return tuple(specs[name] for name in sorted(specs))
 
@@ -410,23 +476,40 @@ class _Linter(LocatedParser):
 
         isr, rf = merged["min_insync_replicas"], merged.get("replication_factor")
         if rf and isr.value is not None and isr.value > rf.value:
-            self.report(isr.line or line, where, "min_insync_replicas", f"must be <= replication_factor, "
-                        f"which is {rf.value} (line {rf.line}){context(isr, rf)}; got {isr.value}")
+            self.report(
+                isr.line or line,
+                where,
+                "min_insync_replicas",
+                f"must be <= replication_factor, "
+                f"which is {rf.value} (line {rf.line}){context(isr, rf)}; got {isr.value}",
+            )
         floor, retention, policy = merged["min_retention"], merged["retention"], merged["cleanup_policy"]
         if floor.value is None:
             return
         if policy.value != "delete":
-            self.report(policy.line or line, where, "cleanup_policy",
-                        "must be 'delete' when min_retention is set (compaction removes records early); "
-                        f"got {policy.value!r}")
+            self.report(
+                policy.line or line,
+                where,
+                "cleanup_policy",
+                f"must be 'delete' when min_retention is set (compaction removes records early); got {policy.value!r}",
+            )
         if retention.value is None:
-            self.report(line, where, "retention", "must be set explicitly because min_retention is "
-                        f"{_human_ms(floor.value)} (line {floor.line}){context(floor)}")
+            self.report(
+                line,
+                where,
+                "retention",
+                "must be set explicitly because min_retention is "
+                f"{_human_ms(floor.value)} (line {floor.line}){context(floor)}",
+            )
         elif (floor.value == -1 and retention.value != -1) or -1 < retention.value < floor.value:
-            self.report(retention.line or line, where, "retention",
-                        f"{_human_ms(retention.value)} is below the legal minimum min_retention "
-                        f"{_human_ms(floor.value)} (line {floor.line}){context(retention, floor)}; "
-                        f"set it to at least {_human_ms(floor.value)}")
+            self.report(
+                retention.line or line,
+                where,
+                "retention",
+                f"{_human_ms(retention.value)} is below the legal minimum min_retention "
+                f"{_human_ms(floor.value)} (line {floor.line}){context(retention, floor)}; "
+                f"set it to at least {_human_ms(floor.value)}",
+            )
 
     def _check_schema(self, where: str, layer: Layer) -> None:
         entry = layer.get("schema")
@@ -464,14 +547,29 @@ def _dead_letters(source: TopicSpec, retention_ms: int | None) -> TopicSpec:
     # A dead letter is the source record plus headers: it carries the same PII, and needs the source's size
     # limit plus room for the dead-letter headers (a record at the source's limit must still be parkable
     # whole). The source's consumers are the ones that write dead letters.
-    return source.model_copy(update={
-        "name": f"{source.name}.dlq", "retention_ms": retention_ms, "min_retention_ms": None,
-        "cleanup_policy": "delete", "key_field": None, "schema_file": None, "compatibility": "NONE",
-        "producers": source.consumers, "consumers": (), "audit": False, "dlq": False,
-        "description": f"Dead letters of {source.name}", "dead_letter_of": source.name, "line": 0,
-        "configs": {"max.message.bytes": str(int(source.configs.get("max.message.bytes", BROKER_MAX_MESSAGE_BYTES))
-                                              + DLQ_HEADER_ROOM)},
-    })
+    return source.model_copy(
+        update={
+            "name": f"{source.name}.dlq",
+            "retention_ms": retention_ms,
+            "min_retention_ms": None,
+            "cleanup_policy": "delete",
+            "key_field": None,
+            "schema_file": None,
+            "compatibility": "NONE",
+            "producers": source.consumers,
+            "consumers": (),
+            "audit": False,
+            "dlq": False,
+            "description": f"Dead letters of {source.name}",
+            "dead_letter_of": source.name,
+            "line": 0,
+            "configs": {
+                "max.message.bytes": str(
+                    int(source.configs.get("max.message.bytes", BROKER_MAX_MESSAGE_BYTES)) + DLQ_HEADER_ROOM
+                )
+            },
+        }
+    )
 
 
 def _read_schema(file: Path, shown: str) -> tuple[dict[str, Any] | None, str]:
@@ -501,8 +599,10 @@ def _key_problem(schema: dict[str, Any], key: str, shown: str) -> str | None:
     except _FieldError as exc:
         return str(exc)
     if nullable:
-        return (f"{key!r} is nullable in {shown}; a null key loses per-key ordering, so make the field "
-                "(and its parents) non-null")
+        return (
+            f"{key!r} is nullable in {shown}; a null key loses per-key ordering, so make the field "
+            "(and its parents) non-null"
+        )
     if _type_name(leaf) not in _KEY_TYPES:
         return f"{key!r} is a {_type_name(leaf)} in {shown}; a key must be {' or '.join(sorted(_KEY_TYPES))}"
     return None
@@ -520,13 +620,16 @@ def _resolve(schema: dict[str, Any], dotted: str, shown: str) -> tuple[Any, bool
         if not part:
             return current, nullable
         if _type_name(current) != "record":
-            raise _FieldError(f"'{'.'.join(parts[:index])}' in {shown} is a {_type_name(current)}, "
-                              f"not a record, so {dotted!r} does not exist")
+            raise _FieldError(
+                f"'{'.'.join(parts[:index])}' in {shown} is a {_type_name(current)}, "
+                f"not a record, so {dotted!r} does not exist"
+            )
         fields = {field["name"]: field["type"] for field in current["fields"]}
         if part not in fields:
             record = str(current["name"]).rsplit(".", 1)[-1]
-            raise _FieldError(f"{dotted!r} is not in {shown}: record {record} has no field {part!r}; "
-                              f"its fields: {', '.join(fields)}")
+            raise _FieldError(
+                f"{dotted!r} is not in {shown}: record {record} has no field {part!r}; its fields: {', '.join(fields)}"
+            )
         current = fields[part]
     raise AssertionError("unreachable")  # the sentinel part above always returns
 

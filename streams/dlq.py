@@ -24,8 +24,14 @@ def _dead_letters(kafka_config: KafkaConfig, topic: str, *, group: str | None, t
     """Every record after the group's committed position (from the start without a group)."""
     from confluent_kafka import Consumer, KafkaException, TopicPartition  # noqa: PLC0415 - fast `--help`
 
-    consumer = Consumer({**kafka_config, "group.id": group or "streams-dlq-list", "enable.auto.commit": False,
-                         "auto.offset.reset": "earliest"})
+    consumer = Consumer(
+        {
+            **kafka_config,
+            "group.id": group or "streams-dlq-list",
+            "enable.auto.commit": False,
+            "auto.offset.reset": "earliest",
+        }
+    )
     try:
         metadata = consumer.list_topics(topic, timeout=10)
         found = metadata.topics.get(topic)
@@ -67,11 +73,18 @@ def _describe(message: Any) -> dict[str, Any]:
     from streams.records import DLQ_HEADER_PREFIX  # noqa: PLC0415 - `streams dlq --help` loads no codec
 
     headers = message.headers() or []
-    errors = {k.removeprefix(DLQ_HEADER_PREFIX): v.decode(errors="replace") for k, v in headers
-              if k.startswith(DLQ_HEADER_PREFIX)}
-    return {"dlq_partition": message.partition(), "dlq_offset": message.offset(),
-            "key": message.key().decode(errors="replace") if message.key() else None,
-            "value_bytes": len(message.value() or b""), **errors}
+    errors = {
+        k.removeprefix(DLQ_HEADER_PREFIX): v.decode(errors="replace")
+        for k, v in headers
+        if k.startswith(DLQ_HEADER_PREFIX)
+    }
+    return {
+        "dlq_partition": message.partition(),
+        "dlq_offset": message.offset(),
+        "key": message.key().decode(errors="replace") if message.key() else None,
+        "value_bytes": len(message.value() or b""),
+        **errors,
+    }
 
 
 @click.group()
@@ -97,14 +110,18 @@ def list_dead_letters(settings: Settings, topic: str, output: str) -> None:
       streams dlq list invoice.created --output json
     """
     load_catalog(settings.catalog_path, settings.profile).topic(topic)
-    records = [_describe(m) for m in _dead_letters(settings.kafka_config(settings.bootstrap_servers()), f"{topic}.dlq",
-                                                   group=None)]
+    records = [
+        _describe(m)
+        for m in _dead_letters(settings.kafka_config(settings.bootstrap_servers()), f"{topic}.dlq", group=None)
+    ]
     if output == "json":
         click.echo(json.dumps(records, indent=2))
         return
     for record in records:
-        click.echo(f"{record.get('topic')}[{record.get('partition')}]@{record.get('offset')} "
-                   f"{record.get('agent')}: {record.get('error_class')}: {record.get('error_message')}")
+        click.echo(
+            f"{record.get('topic')}[{record.get('partition')}]@{record.get('offset')} "
+            f"{record.get('agent')}: {record.get('error_class')}: {record.get('error_message')}"
+        )
     click.echo(f"{len(records)} dead letter(s) in {topic}.dlq")
 
 

@@ -50,9 +50,7 @@ def create_missing_topics(admin: AdminClient, topics: list[NewTopic]) -> list[st
     return [topic.topic for topic in wanted]
 
 
-def read_compacted(
-    kafka_config: KafkaConfig, topic: str, *, timeout_s: float = 30.0
-) -> dict[bytes, bytes | None]:
+def read_compacted(kafka_config: KafkaConfig, topic: str, *, timeout_s: float = 30.0) -> dict[bytes, bytes | None]:
     """Every key's latest value in `topic` up to its end offset now (None for a tombstone)."""
     return {
         key: message.value()
@@ -66,15 +64,18 @@ def read_all(kafka_config: KafkaConfig, topic: str, *, timeout_s: float = 30.0) 
     return read_partitions(kafka_config, topic, None, timeout_s=timeout_s)
 
 
-def read_partitions(kafka_config: KafkaConfig, topic: str, partitions: list[int] | None, *,
-                    timeout_s: float = 30.0) -> list[Message]:
+def read_partitions(
+    kafka_config: KafkaConfig, topic: str, partitions: list[int] | None, *, timeout_s: float = 30.0
+) -> list[Message]:
     """Every committed record of `topic`'s `partitions` (None: all) up to their end offsets now."""
-    return [record for batch in iter_partitions(kafka_config, topic, partitions, timeout_s=timeout_s)
-            for record in batch]
+    return [
+        record for batch in iter_partitions(kafka_config, topic, partitions, timeout_s=timeout_s) for record in batch
+    ]
 
 
-def iter_partitions(kafka_config: KafkaConfig, topic: str, partitions: list[int] | None, *,
-                    timeout_s: float = 30.0) -> Iterator[list[Message]]:
+def iter_partitions(
+    kafka_config: KafkaConfig, topic: str, partitions: list[int] | None, *, timeout_s: float = 30.0
+) -> Iterator[list[Message]]:
     """`read_partitions` in batches as they arrive, for readers that fold records into something smaller
     (a state store's changelog) instead of holding them all. StreamsError if `timeout_s` pass without a
     record while the end is not reached yet."""
@@ -82,8 +83,10 @@ def iter_partitions(kafka_config: KafkaConfig, topic: str, partitions: list[int]
     try:
         if partitions is None:
             partitions = list(consumer.list_topics(topic, timeout=timeout_s).topics[topic].partitions)
-        ranges = {partition: consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=timeout_s)
-                  for partition in partitions}
+        ranges = {
+            partition: consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=timeout_s)
+            for partition in partitions
+        }
         yield from _read(consumer, topic, ranges, timeout_s)
     except KafkaException as exc:
         raise StreamsError(f"reading '{topic}': {exc.args[0]}") from exc
@@ -91,8 +94,9 @@ def iter_partitions(kafka_config: KafkaConfig, topic: str, partitions: list[int]
         consumer.close()
 
 
-def read_range(kafka_config: KafkaConfig, topic: str, partition: int, start: int, end: int, *,
-               timeout_s: float = 30.0) -> list[Message]:
+def read_range(
+    kafka_config: KafkaConfig, topic: str, partition: int, start: int, end: int, *, timeout_s: float = 30.0
+) -> list[Message]:
     """The committed records of one partition with offsets in [start, end)."""
     consumer = _reader(kafka_config)
     try:
@@ -104,12 +108,14 @@ def read_range(kafka_config: KafkaConfig, topic: str, partition: int, start: int
 
 
 def _reader(kafka_config: KafkaConfig) -> Consumer:
-    return Consumer({**kafka_config, "group.id": "streams-reader", "enable.auto.commit": False,
-                     "isolation.level": "read_committed"})
+    return Consumer(
+        {**kafka_config, "group.id": "streams-reader", "enable.auto.commit": False, "isolation.level": "read_committed"}
+    )
 
 
-def _read(consumer: Consumer, topic: str, ranges: dict[int, tuple[int, int]],
-          timeout_s: float) -> Iterator[list[Message]]:
+def _read(
+    consumer: Consumer, topic: str, ranges: dict[int, tuple[int, int]], timeout_s: float
+) -> Iterator[list[Message]]:
     """Batches of the records in `ranges` ({partition: [low, high)}), none at or above a partition's high."""
     ranges = {partition: (low, high) for partition, (low, high) in ranges.items() if high > low}
     if not ranges:
@@ -133,8 +139,14 @@ def _read(consumer: Consumer, topic: str, ranges: dict[int, tuple[int, int]],
             raise StreamsError(f"timed out reading '{topic}' to offsets {ranges}: nothing for {timeout_s:g} s")
 
 
-def commit_offsets(consumer: Consumer, offsets: dict[tuple[str, int], int], assigned: set[tuple[str, int]],
-                   committed: dict[tuple[str, int], int], *, sync: bool = False) -> None:
+def commit_offsets(
+    consumer: Consumer,
+    offsets: dict[tuple[str, int], int],
+    assigned: set[tuple[str, int]],
+    committed: dict[tuple[str, int], int],
+    *,
+    sync: bool = False,
+) -> None:
     """Commit `offsets` (next offset per partition) for the partitions still `assigned`, noting them in
     `committed`; a failed commit is logged, not raised: a later commit, or the next owner's redelivery, covers it."""
     if not offsets:
@@ -152,9 +164,14 @@ def commit_offsets(consumer: Consumer, offsets: dict[tuple[str, int], int], assi
         log.warning("offset commit failed", error=str(exc))
 
 
-def produce_until_acknowledged(producer: Producer, topic: str, key: bytes | None, value: bytes | None,
-                               headers: Sequence[tuple[str, str | bytes | None]],
-                               acknowledged: Callable[[], None]) -> None:
+def produce_until_acknowledged(
+    producer: Producer,
+    topic: str,
+    key: bytes | None,
+    value: bytes | None,
+    headers: Sequence[tuple[str, str | bytes | None]],
+    acknowledged: Callable[[], None],
+) -> None:
     """Send one record (a dead letter) and call `acknowledged` once Kafka has it; a failed delivery is logged and
     sent again, and a full local queue is waited out, so the record is never dropped."""
 
@@ -168,9 +185,14 @@ def produce_until_acknowledged(producer: Producer, topic: str, key: bytes | None
     _produce(producer, topic, key, value, headers, delivered)
 
 
-def _produce(producer: Producer, topic: str, key: bytes | None, value: bytes | None,
-             headers: Sequence[tuple[str, str | bytes | None]],
-             callback: Callable[[KafkaError | None, Message], None]) -> None:
+def _produce(
+    producer: Producer,
+    topic: str,
+    key: bytes | None,
+    value: bytes | None,
+    headers: Sequence[tuple[str, str | bytes | None]],
+    callback: Callable[[KafkaError | None, Message], None],
+) -> None:
     while True:
         try:
             producer.produce(topic, value=value, key=key, headers=list(headers), on_delivery=callback)

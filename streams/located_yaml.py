@@ -81,8 +81,12 @@ class LocatedParser:
             return None
         if not isinstance(root, MappingNode):
             got = "an empty file" if root is None else f"a {node_kind(root)}"
-            self.report(root.start_mark.line + 1 if root else 1, "", None,
-                        f"the top level must be a mapping with keys {', '.join(top_fields)}; got {got}")
+            self.report(
+                root.start_mark.line + 1 if root else 1,
+                "",
+                None,
+                f"the top level must be a mapping with keys {', '.join(top_fields)}; got {got}",
+            )
             return None
         return root
 
@@ -98,8 +102,14 @@ class LocatedParser:
         """The problem of a key `allowed` does not list, at `where` (the catalog names misplaced topic fields)."""
         return f"unknown field; {hint(key, allowed)}"
 
-    def entries(self, node: Node | None, where: str, allowed: tuple[str, ...] | None,
-                kind: str = "field", field: str | None = None) -> dict[str, tuple[int, Node]]:
+    def entries(
+        self,
+        node: Node | None,
+        where: str,
+        allowed: tuple[str, ...] | None,
+        kind: str = "field",
+        field: str | None = None,
+    ) -> dict[str, tuple[int, Node]]:
         """A mapping node's keys -> (line, value node); reports duplicate and unknown keys."""
         out: dict[str, tuple[int, Node]] = {}
         if node is None or is_null(node):
@@ -113,16 +123,16 @@ class LocatedParser:
             if not isinstance(key_node, ScalarNode):
                 self.report(line, where, None, f"a {kind} name must be a string, got a {node_kind(key_node)}")
             elif key in out:
-                self.report(line, subject, named, f"duplicate {kind}, first declared at line {out[key][0]}; "
-                            "remove one")
+                self.report(line, subject, named, f"duplicate {kind}, first declared at line {out[key][0]}; remove one")
             elif allowed is not None and key not in allowed:
                 self.report(line, where, key, self.unknown_key(key, where, allowed))
             else:
                 out[key] = (line, value_node)
         return out
 
-    def scalar(self, entries: dict[str, tuple[int, Node]], name: str, where: str,
-               parse: Callable[[Any], Any], default: Any) -> Any:
+    def scalar(
+        self, entries: dict[str, tuple[int, Node]], name: str, where: str, parse: Callable[[Any], Any], default: Any
+    ) -> Any:
         """`parse` of the value at `name` (reported and `default` when it raises FieldError, or is absent)."""
         if name not in entries:
             return default

@@ -49,8 +49,13 @@ class EventDecoder:
     undecodable either way.
     """
 
-    def __init__(self, registry: SchemaSource, *, max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
-                 hold_when_registry_down: bool = False) -> None:
+    def __init__(
+        self,
+        registry: SchemaSource,
+        *,
+        max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
+        hold_when_registry_down: bool = False,
+    ) -> None:
         self.registry = registry
         self.max_record_bytes = max_record_bytes
         self.hold_when_registry_down = hold_when_registry_down
@@ -76,7 +81,7 @@ class EventDecoder:
         try:
             _, schema_id = split_header(value)
             codec = self._codecs.get(schema_id) or self.codec(schema_id)
-            datum = value[HEADER.size:]
+            datum = value[HEADER.size :]
             record = codec.decode_datum(datum)
             text = codec.canonical_json_datum(datum) if canonical and codec.has_canonical_json else None
         except SchemaError as exc:
@@ -92,8 +97,9 @@ class EventDecoder:
             text = self.registry.schema_by_id(schema_id)
         except RegistryRequestError as exc:
             if 400 <= exc.status < 500:
-                raise UndecodableRecordError(f"schema id {schema_id} is unknown to the registry: {exc.message}") \
-                    from None
+                raise UndecodableRecordError(
+                    f"schema id {schema_id} is unknown to the registry: {exc.message}"
+                ) from None
             if self.hold_when_registry_down:
                 raise SchemaUnavailableError(str(exc)) from None
             raise
@@ -134,13 +140,20 @@ class SourceRecord(NamedTuple):
     @classmethod
     def from_message(cls, message: Message) -> SourceRecord:
         """The same from a confluent-kafka message (its headers are already (str, bytes | None) pairs)."""
-        return cls(message.topic() or "", message.partition() or 0, message.offset() or 0,
-                   message.timestamp()[1], message.key(), message.value(),
-                   cast("Sequence[tuple[str, bytes | None]]", message.headers() or []))  # consumed: a list
+        return cls(
+            message.topic() or "",
+            message.partition() or 0,
+            message.offset() or 0,
+            message.timestamp()[1],
+            message.key(),
+            message.value(),
+            cast("Sequence[tuple[str, bytes | None]]", message.headers() or []),
+        )  # consumed: a list
 
 
-def dlq_headers(source: SourceRecord, agent: str, error: BaseException,
-                attempts: int) -> list[tuple[str, bytes | None]]:
+def dlq_headers(
+    source: SourceRecord, agent: str, error: BaseException, attempts: int
+) -> list[tuple[str, bytes | None]]:
     """The original headers untouched, then what went wrong and where the record came from."""
     extra = {
         "agent": agent,
@@ -156,21 +169,33 @@ def dlq_headers(source: SourceRecord, agent: str, error: BaseException,
     return [*source.headers, *((f"{DLQ_HEADER_PREFIX}{k}", v.encode()) for k, v in extra.items())]
 
 
-def dead_letter(catalog: Catalog, source: SourceRecord, agent: str, error: BaseException,
-                attempts: int = 1, metrics: AgentMetrics | None = None) -> tuple[str, list[tuple[str, bytes | None]]]:
+def dead_letter(
+    catalog: Catalog,
+    source: SourceRecord,
+    agent: str,
+    error: BaseException,
+    attempts: int = 1,
+    metrics: AgentMetrics | None = None,
+) -> tuple[str, list[tuple[str, bytes | None]]]:
     """(dead-letter topic, headers) for a record an agent gives up on; logged here, counted in `metrics`
     (streams_agent_dlq_total; the bridge and webhooks count in their own), sent by the caller.
 
     StreamsError when the catalog declares no `<topic>.dlq`: the record must then stay uncommitted.
     """
-    log.warning("dead-lettered", agent=agent, topic=source.topic, partition=source.partition,
-                offset=source.offset, event_id=source.event_id, error=f"{type(error).__name__}: {error}")
+    log.warning(
+        "dead-lettered",
+        agent=agent,
+        topic=source.topic,
+        partition=source.partition,
+        offset=source.offset,
+        event_id=source.event_id,
+        error=f"{type(error).__name__}: {error}",
+    )
     target = f"{source.topic}.dlq"
     if target not in catalog.names():
-        raise StreamsError(f"topic '{source.topic}' has no dead-letter topic in the catalog; cannot park "
-                           f"offset {source.offset}") from error
+        raise StreamsError(
+            f"topic '{source.topic}' has no dead-letter topic in the catalog; cannot park offset {source.offset}"
+        ) from error
     if metrics is not None:
         metrics.dlq.labels(agent=agent, topic=source.topic).inc()
     return target, dlq_headers(source, agent, error, attempts)
-
-

@@ -40,8 +40,11 @@ REQUIRED_SERVICES = {"kafka", "redis", "registry", "init", "worker", "bridge", "
 SCALABLE = ("worker", "bridge")  # `docker compose up --scale worker=3` must work
 AFTER_INIT = ("worker", "bridge", "celery")
 # What each scraped service listens on: its compose service, and the flags that set host and port.
-SCRAPED = {"worker": ("--web-host", "--web-port"), "bridge": ("--metrics-host", "--metrics-port"),
-           "registry": ("--host", "--port")}
+SCRAPED = {
+    "worker": ("--web-host", "--web-port"),
+    "bridge": ("--metrics-host", "--metrics-port"),
+    "registry": ("--host", "--port"),
+}
 # Series Prometheus makes itself, and the target labels it (and our relabelling) attaches.
 PROMETHEUS_SERIES: dict[str, set[str]] = {"up": set()}
 TARGET_LABELS = {"job", "instance", "service"}
@@ -111,8 +114,9 @@ def resolve(argv: list[str]) -> tuple[click.Command, list[str], list[str]]:
 
 def option_values(argv: list[str]) -> dict[str, str]:
     """`--flag value` pairs of one command line (flags without values are left out)."""
-    return {flag: value for flag, value in itertools.pairwise(argv) if flag.startswith("--")
-            and not value.startswith("-")}
+    return {
+        flag: value for flag, value in itertools.pairwise(argv) if flag.startswith("--") and not value.startswith("-")
+    }
 
 
 def service_option(service: str, flag: str) -> str:
@@ -185,8 +189,13 @@ def test_streams_commands_exist_in_the_cli() -> None:
             # Parsing (not invoking) also checks the values: ports in range, choices, required options.
             command.make_context(" ".join(path), list(rest))
             checked.append(" ".join(path))
-    assert sorted(checked) == ["streams bridge", "streams registry serve", "streams schemas apply",
-                               "streams topics apply", "streams worker"]
+    assert sorted(checked) == [
+        "streams bridge",
+        "streams registry serve",
+        "streams schemas apply",
+        "streams topics apply",
+        "streams worker",
+    ]
 
 
 def test_a_wrong_command_is_caught() -> None:
@@ -201,8 +210,7 @@ def test_a_wrong_command_is_caught() -> None:
 
 def test_init_runs_once_before_the_services_that_need_topics_and_schemas() -> None:
     init = services()["init"]
-    assert [argv[:3] for argv in argv_lists(init)] == [["streams", "topics", "apply"],
-                                                        ["streams", "schemas", "apply"]]
+    assert [argv[:3] for argv in argv_lists(init)] == [["streams", "topics", "apply"], ["streams", "schemas", "apply"]]
     assert init["restart"] == "no"
     assert init["depends_on"]["kafka"]["condition"] == "service_healthy"
     assert init["depends_on"]["registry"]["condition"] in {"service_started", "service_healthy"}
@@ -281,8 +289,11 @@ def test_prometheus_scrapes_every_replica_where_it_listens(service: str) -> None
     host_flag, port_flag = SCRAPED[service]
     assert service_option(service, host_flag) == "0.0.0.0"  # noqa: S104 - reachable from Prometheus
     port = int(service_option(service, port_flag))
-    jobs = [job for job in prometheus_config()["scrape_configs"]
-            if any(service in sd["names"] for sd in job.get("dns_sd_configs", []))]
+    jobs = [
+        job
+        for job in prometheus_config()["scrape_configs"]
+        if any(service in sd["names"] for sd in job.get("dns_sd_configs", []))
+    ]
     assert len(jobs) == 1, f"one job must resolve the compose service {service}"
     (sd,) = jobs[0]["dns_sd_configs"]
     assert sd["names"] == [service]
@@ -321,8 +332,22 @@ def test_grafana_datasource_is_the_compose_prometheus() -> None:
 
 # --- the dashboard -------------------------------------------------------------------------------------
 
-_PROMQL_WORDS = {"by", "without", "on", "ignoring", "group_left", "group_right", "bool", "and", "or", "unless",
-                 "offset", "inf", "nan", "atan2"}
+_PROMQL_WORDS = {
+    "by",
+    "without",
+    "on",
+    "ignoring",
+    "group_left",
+    "group_right",
+    "bool",
+    "and",
+    "or",
+    "unless",
+    "offset",
+    "inf",
+    "nan",
+    "atan2",
+}
 _GROUPING = re.compile(r"\b(?:by|without|on|ignoring|group_left|group_right)\s*\(([^)]*)\)")
 _SELECTOR = re.compile(r"(?<![\w:.])([a-zA-Z_:][\w:]*)\s*\{([^}]*)\}")
 _NAME = re.compile(r"(?<![\w:.$])([a-zA-Z_:][\w:]*)(?![\w:])(?!\s*\()")
@@ -360,11 +385,19 @@ def registered_metrics() -> dict[str, frozenset[str]]:
     from streams.bridge.metrics import BridgeMetrics  # noqa: PLC0415
     from streams.observability import AgentMetrics, RegistryMetrics  # noqa: PLC0415
 
-    suffixes = {"counter": ("_total", "_created"), "gauge": ("",), "histogram": ("_bucket", "_sum", "_count",
-                "_created"), "summary": ("", "_sum", "_count", "_created"), "info": ("_info",)}
+    suffixes = {
+        "counter": ("_total", "_created"),
+        "gauge": ("",),
+        "histogram": ("_bucket", "_sum", "_count", "_created"),
+        "summary": ("", "_sum", "_count", "_created"),
+        "info": ("_info",),
+    }
     exposed: dict[str, frozenset[str]] = {}
-    registries: tuple[CollectorRegistry, ...] = (AgentMetrics().registry, RegistryMetrics().registry,
-                                                 BridgeMetrics().registry)
+    registries: tuple[CollectorRegistry, ...] = (
+        AgentMetrics().registry,
+        RegistryMetrics().registry,
+        BridgeMetrics().registry,
+    )
     for registry in registries:
         collectors = set(registry._names_to_collectors.values())  # private: prometheus_client lists no collectors
         for collector in collectors:
@@ -384,8 +417,12 @@ def panels(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def queries() -> list[tuple[str, str]]:
     """(where, PromQL) of every panel target and of every query variable."""
-    found = [(f"panel {panel['title']!r}", target["expr"]) for panel in panels(dashboard()["panels"])
-             for target in panel.get("targets", []) if target.get("expr")]
+    found = [
+        (f"panel {panel['title']!r}", target["expr"])
+        for panel in panels(dashboard()["panels"])
+        for target in panel.get("targets", [])
+        if target.get("expr")
+    ]
     for variable in dashboard()["templating"]["list"]:
         if variable["type"] == "query":
             query = variable["query"]["query"] if isinstance(variable["query"], dict) else variable["query"]
@@ -395,8 +432,10 @@ def queries() -> list[tuple[str, str]]:
 
 
 def test_metric_name_extraction() -> None:
-    expr = ('histogram_quantile(0.99, sum by (agent, le) (rate(streams_agent_end_to_end_seconds_bucket'
-            '{agent=~"$agent", outcome!="x(y)"}[$__rate_interval]))) / on(job) group_left sum(up offset 5m)')
+    expr = (
+        "histogram_quantile(0.99, sum by (agent, le) (rate(streams_agent_end_to_end_seconds_bucket"
+        '{agent=~"$agent", outcome!="x(y)"}[$__rate_interval]))) / on(job) group_left sum(up offset 5m)'
+    )
     assert metric_names(expr) == {"streams_agent_end_to_end_seconds_bucket", "up"}
     assert label_uses(expr) == ({"agent", "outcome"}, {"agent", "le", "job"})
     assert metric_names("sum(rate(streams_agent_event_total[5m])) > 0") == {"streams_agent_event_total"}
@@ -453,8 +492,10 @@ def test_dashboard_model() -> None:
 
 
 def panel_exprs() -> list[tuple[str, str]]:
-    return [(panel["title"], " ".join(target["expr"] for target in panel.get("targets", [])))
-            for panel in panels(dashboard()["panels"])]
+    return [
+        (panel["title"], " ".join(target["expr"] for target in panel.get("targets", [])))
+        for panel in panels(dashboard()["panels"])
+    ]
 
 
 REQUIRED_PANELS = {
@@ -465,7 +506,7 @@ REQUIRED_PANELS = {
     "bridge in-flight": r"streams_bridge_inflight_tasks",
     "bridge paused partitions": r"streams_bridge_paused_partitions",
     "end-to-end latency p50 and p99": r"histogram_quantile\(0\.5, .*streams_agent_end_to_end_seconds_bucket.*"
-                                      r"histogram_quantile\(0\.99, .*streams_agent_end_to_end_seconds_bucket",
+    r"histogram_quantile\(0\.99, .*streams_agent_end_to_end_seconds_bucket",
 }
 
 
@@ -526,15 +567,33 @@ def dockerignored(path: str, patterns: list[str]) -> bool:
 
 
 def test_dockerignore_sends_only_the_build_inputs() -> None:
-    patterns = [line.strip() for line in DOCKERIGNORE.read_text(encoding="utf-8").splitlines()
-                if line.strip() and not line.startswith("#")]
-    copied = [value.split()[0] for stage in dockerfile_stages() for instruction, value in stage
-              if instruction == "COPY" and "--from" not in value]
+    patterns = [
+        line.strip()
+        for line in DOCKERIGNORE.read_text(encoding="utf-8").splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+    copied = [
+        value.split()[0]
+        for stage in dockerfile_stages()
+        for instruction, value in stage
+        if instruction == "COPY" and "--from" not in value
+    ]
     for source in copied:
         assert not dockerignored(source.rstrip("/"), patterns), f"COPY {source} but .dockerignore drops it"
-    for kept in ("streams/cli.py", "streams/_native/Cargo.toml", "streams/_native/Cargo.lock",
-                 "streams/_native/src/lib.rs", "schemas/invoice.created.avsc"):
+    for kept in (
+        "streams/cli.py",
+        "streams/_native/Cargo.toml",
+        "streams/_native/Cargo.lock",
+        "streams/_native/src/lib.rs",
+        "schemas/invoice.created.avsc",
+    ):
         assert not dockerignored(kept, patterns), kept
-    for dropped in (".venv/bin/python", ".streams/local/state.json", "streams/_native/target/release/x.so",
-                    "streams/__pycache__/cli.cpython-311.pyc", "streams/_avro_native.abi3.so", "tests/conftest.py"):
+    for dropped in (
+        ".venv/bin/python",
+        ".streams/local/state.json",
+        "streams/_native/target/release/x.so",
+        "streams/__pycache__/cli.cpython-311.pyc",
+        "streams/_avro_native.abi3.so",
+        "tests/conftest.py",
+    ):
         assert dockerignored(dropped, patterns), dropped

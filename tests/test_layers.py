@@ -24,8 +24,9 @@ def test_no_core_module_imports_the_demo() -> None:
     core = [path for path in STREAMS.rglob("*.py") if STREAMS / "demo" not in path.parents]
     assert len(core) > 50  # the walk found the package
     offenders = {
-        str(path.relative_to(STREAMS)): sorted(name for name in imported_modules(path)
-                                               if name == "streams.demo" or name.startswith("streams.demo."))
+        str(path.relative_to(STREAMS)): sorted(
+            name for name in imported_modules(path) if name == "streams.demo" or name.startswith("streams.demo.")
+        )
         for path in core
     }
     assert {path: names for path, names in offenders.items() if names} == {}

@@ -31,7 +31,7 @@ from streams.agents.audit_chain import (
 )
 from streams.errors import ConfigError, SchemaError, StreamsError
 from streams.observability import AgentMetrics
-from streams.records import EventDecoder, UndecodableRecordError
+from streams.records import EventDecoder, SchemaSource, UndecodableRecordError
 from streams.runtime.app import App
 from streams.runtime.engine import EngineConfig
 from streams.runtime.single import SingleWriterEngine
@@ -87,7 +87,7 @@ class PayloadReader:
     has such fields.
     """
 
-    def __init__(self, registry: RegistryClient) -> None:
+    def __init__(self, registry: SchemaSource) -> None:
         self._decoder = EventDecoder(registry, max_record_bytes=sys.maxsize)
         self._fields: dict[int, frozenset[str]] = {}  # schema id -> its top-level field names
         self._unknown: set[int] = set()  # ids the registry says it does not know: the answer will not change
@@ -128,20 +128,33 @@ class PayloadReader:
 
 
 def audit_entry(
-    topic: str, partition: int, offset: int, value: bytes | None,
-    headers: Sequence[tuple[str, str | bytes | None]] | None, timestamp_ms: int, *,
-    sequence: int, previous_hash: str, payloads: PayloadReader | None = None,
+    topic: str,
+    partition: int,
+    offset: int,
+    value: bytes | None,
+    headers: Sequence[tuple[str, str | bytes | None]] | None,
+    timestamp_ms: int,
+    *,
+    sequence: int,
+    previous_hash: str,
+    payloads: PayloadReader | None = None,
 ) -> ChainEntry:
     """The sealed entry for one source record (CloudEvents headers first, payload and record as fallbacks)."""
     ce = {name: raw for name, raw in headers or () if name in _CE_HEADERS and raw is not None}
     tenant = _text(ce.get("ce_tenantid"))
     actor, payload_tenant = (None, None) if payloads is None else payloads.fields(value, need_tenant=not tenant)
     return ChainEntry(
-        sequence=sequence, tenant_id=tenant or payload_tenant or "", topic=topic, partition=partition,
-        offset=offset, event_id=_text(ce.get("ce_id")) or f"{topic}/{partition}/{offset}",
-        event_type=_text(ce.get("ce_type")) or topic, actor=actor,
+        sequence=sequence,
+        tenant_id=tenant or payload_tenant or "",
+        topic=topic,
+        partition=partition,
+        offset=offset,
+        event_id=_text(ce.get("ce_id")) or f"{topic}/{partition}/{offset}",
+        event_type=_text(ce.get("ce_type")) or topic,
+        actor=actor,
         occurred_at=_millis(ce.get("ce_time"), max(timestamp_ms, 0)),
-        payload_sha256=hashlib.sha256(value or b"").hexdigest(), previous_entry_hash=previous_hash,
+        payload_sha256=hashlib.sha256(value or b"").hexdigest(),
+        previous_entry_hash=previous_hash,
     ).sealed()
 
 
@@ -166,8 +179,9 @@ class AuditAgent:
     start, or a chain written before this agent) is seeded from the chain itself.
     """
 
-    def __init__(self, settings: Settings, chain_spec: TopicSpec, sources: tuple[str, ...],
-                 metrics: AgentMetrics | None = None) -> None:
+    def __init__(
+        self, settings: Settings, chain_spec: TopicSpec, sources: tuple[str, ...], metrics: AgentMetrics | None = None
+    ) -> None:
         self.settings, self.chain_topic, self.schema_file = settings, chain_spec.name, chain_spec.schema_file
         self.sources = sources
         self._registry: RegistryClient | None = None
@@ -192,8 +206,10 @@ class AuditAgent:
             text = compact_schema(Path(self.schema_file).read_text(encoding="utf-8"))
             schema_id = self.registry.lookup(f"{self.chain_topic}-value", text)
             if schema_id is None:
-                raise SchemaError(f"the chain's schema is not registered under subject '{self.chain_topic}-value';"
-                                  " run `streams schemas apply`")
+                raise SchemaError(
+                    f"the chain's schema is not registered under subject '{self.chain_topic}-value';"
+                    " run `streams schemas apply`"
+                )
             self._codec = AvroCodec(json.loads(text), schema_id)
         return self._codec
 
@@ -207,8 +223,10 @@ class AuditAgent:
         if chain is None or chain.error is not None:
             raise ConfigError(f"the chain topic '{self.chain_topic}' does not exist; run `streams topics apply`")
         if len(chain.partitions) != 1:
-            raise ConfigError(f"the chain topic '{self.chain_topic}' has {len(chain.partitions)} partitions; a "
-                              "hash chain needs exactly 1 (one total order)")
+            raise ConfigError(
+                f"the chain topic '{self.chain_topic}' has {len(chain.partitions)} partitions; a "
+                "hash chain needs exactly 1 (one total order)"
+            )
 
     def handle(self, records: list[Message], state: PartitionState, out: Output) -> None:
         encode = self.codec().encode
@@ -216,9 +234,15 @@ class AuditAgent:
         for record in records:
             headers = record.headers()
             entry = audit_entry(
-                record.topic() or "", record.partition() or 0, record.offset() or 0, record.value(),
-                list(headers.items()) if isinstance(headers, dict) else headers, record.timestamp()[1],
-                sequence=sequence, previous_hash=tip, payloads=self.payloads,
+                record.topic() or "",
+                record.partition() or 0,
+                record.offset() or 0,
+                record.value(),
+                list(headers.items()) if isinstance(headers, dict) else headers,
+                record.timestamp()[1],
+                sequence=sequence,
+                previous_hash=tip,
+                payloads=self.payloads,
             )
             out.send(self.chain_topic, entry.tenant_id.encode() or None, encode(entry.to_json()), [])
             sequence, tip = sequence + 1, entry.entry_hash
@@ -232,14 +256,18 @@ class AuditAgent:
         chain = ChainState()
         for offset, entry in read_chain(kafka, ChainDecoder(self.registry), self.chain_topic):
             if isinstance(entry, UnreadableEntry):
-                raise StreamsError(f"audit chain '{self.chain_topic}' offset {offset} is unreadable ({entry.reason});"
-                                   " run `streams audit verify`")
+                raise StreamsError(
+                    f"audit chain '{self.chain_topic}' offset {offset} is unreadable ({entry.reason});"
+                    " run `streams audit verify`"
+                )
             chain.apply(entry)
         if not chain.next_sequence:
             return {}, {}
         log.info("audit.seeded", chain=self.chain_topic, next_sequence=chain.next_sequence)
-        return ({TIP_KEY: (chain.next_sequence, chain.tip_hash)},
-                {source: last + 1 for source, last in chain.chained.items()})
+        return (
+            {TIP_KEY: (chain.next_sequence, chain.tip_hash)},
+            {source: last + 1 for source, last in chain.chained.items()},
+        )
 
     def committed(self) -> None:
         if self._pending:
@@ -266,8 +294,14 @@ def audited_sources(catalog: Catalog, chain_topic: str) -> tuple[str, ...]:
     return sources
 
 
-def audit_app(settings: Settings, catalog: Catalog, app_id: str, *, chain_topic: str = "audit.trail",
-              metrics: AgentMetrics | None = None) -> App:
+def audit_app(
+    settings: Settings,
+    catalog: Catalog,
+    app_id: str,
+    *,
+    chain_topic: str = "audit.trail",
+    metrics: AgentMetrics | None = None,
+) -> App:
     """The audit agent as an App: a single-writer batch agent over every audited topic (group `<app id>-audit`,
     elected through `<app id>-audit-leader`, transactional id `<app id>-audit`)."""
     app = App(app_id, settings=settings, catalog=catalog, metrics=metrics)
@@ -288,10 +322,20 @@ class AuditChainWriter:
     """
 
     def __init__(
-        self, settings: Settings, catalog: Catalog, *, chain_topic: str = "audit.trail",
-        app_id: str = DEFAULT_APP_ID, group_id: str | None = None, transactional_id: str | None = None,
-        leader_topic: str | None = None, batch_size: int = 2000, session_timeout_ms: int = 6000,
-        refresh_interval_s: float = 30.0, retry_backoff_s: float = 2.0, metrics: AgentMetrics | None = None,
+        self,
+        settings: Settings,
+        catalog: Catalog,
+        *,
+        chain_topic: str = "audit.trail",
+        app_id: str = DEFAULT_APP_ID,
+        group_id: str | None = None,
+        transactional_id: str | None = None,
+        leader_topic: str | None = None,
+        batch_size: int = 2000,
+        session_timeout_ms: int = 6000,
+        refresh_interval_s: float = 30.0,
+        retry_backoff_s: float = 2.0,
+        metrics: AgentMetrics | None = None,
     ) -> None:
         """Names default to what `streams worker` uses (`audit_app`): the election group and 1-partition leader
         topic `<app id>-audit-leader`, the offsets' group `<app id>-audit` (`<group id>.sources` when a group
@@ -329,12 +373,21 @@ class AuditChainWriter:
             self.agent.check_chain_topic(kafka)
             self.agent.codec()
             self.engine = SingleWriterEngine(
-                kafka, _Named(self.agent), group=self.group, election_group=self.election_group,
-                leader_topic=self.leader_topic, transactional_id=self.transactional_id,
-                data_dir=self.settings.data_dir, replication=self.replication,
-                config=EngineConfig(batch_size=self.batch_size), refresh_interval_s=self.refresh_interval_s,
-                retry_backoff_s=self.retry_backoff_s, session_timeout_ms=self.session_timeout_ms, log_name=AGENT,
-                metrics=self.metrics)
+                kafka,
+                _Named(self.agent),
+                group=self.group,
+                election_group=self.election_group,
+                leader_topic=self.leader_topic,
+                transactional_id=self.transactional_id,
+                data_dir=self.settings.data_dir,
+                replication=self.replication,
+                config=EngineConfig(batch_size=self.batch_size),
+                refresh_interval_s=self.refresh_interval_s,
+                retry_backoff_s=self.retry_backoff_s,
+                session_timeout_ms=self.session_timeout_ms,
+                log_name=AGENT,
+                metrics=self.metrics,
+            )
             self.engine.run(stop)
         finally:
             self.agent.close()

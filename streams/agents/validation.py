@@ -58,8 +58,15 @@ class ValidationAgent:
 
     name = AGENT
 
-    def __init__(self, catalog: Catalog, decoder: EventDecoder, encoder: EventEncoder, *, retries: int = 3,
-                 metrics: AgentMetrics | None = None) -> None:
+    def __init__(
+        self,
+        catalog: Catalog,
+        decoder: EventDecoder,
+        encoder: EventEncoder,
+        *,
+        retries: int = 3,
+        metrics: AgentMetrics | None = None,
+    ) -> None:
         self.catalog, self.decoder, self.encoder, self.retries = catalog, decoder, encoder, retries
         self.metrics = metrics or AgentMetrics()
         self._processing = self.metrics.processing.labels(agent=AGENT)
@@ -140,16 +147,27 @@ class ValidationAgent:
         target, headers = dead_letter(self.catalog, source, AGENT, error, attempts, self.metrics)
         out.send(target, source.key, source.value, headers)
 
-    def judge(self, source: SourceRecord, invoice: dict[str, Any], state: PartitionState, now: datetime,
-              canonical: bytes | None = None) -> list[tuple[str, Built]]:
+    def judge(
+        self,
+        source: SourceRecord,
+        invoice: dict[str, Any],
+        state: PartitionState,
+        now: datetime,
+        canonical: bytes | None = None,
+    ) -> list[tuple[str, Built]]:
         """The verdict as ready-to-send (topic, (key, value, headers, event id)); updates `state` once per event."""
         event_id = source.event_id
         found = stateless_violations(invoice, now=now)
         invoice_id = invoice["invoice_id"]
         seen = state.get(f"invoice:{invoice_id}")
         if seen is not None and seen[0] != event_id:
-            found.append(Violation("KSA-DUPLICATE-UUID", f"invoice UUID {invoice_id} was already submitted "
-                                                         f"(event {seen[0]})", "invoice_id"))
+            found.append(
+                Violation(
+                    "KSA-DUPLICATE-UUID",
+                    f"invoice UUID {invoice_id} was already submitted (event {seen[0]})",
+                    "invoice_id",
+                )
+            )
             digest = ""
         else:
             seller_key = f"seller:{invoice['tenant_id']}"
@@ -179,8 +197,12 @@ class ValidationAgent:
                 "cleared_at": now,
                 "source_event_id": event_id,
             }
-            return [(CLEARED, self.encoder.build(CLEARED, cleared, event_id=outcome_id(event_id, "cleared"),
-                                                 traceparent=trace))]
+            return [
+                (
+                    CLEARED,
+                    self.encoder.build(CLEARED, cleared, event_id=outcome_id(event_id, "cleared"), traceparent=trace),
+                )
+            ]
         records = []
         for violation in found:
             self.metrics.violations.labels(rule=violation.rule_code).inc()
@@ -193,12 +215,17 @@ class ValidationAgent:
                 "severity": violation.severity,
                 "message": violation.message,
                 "field_path": violation.field_path,
-                "source_event": {"event_id": event_id, "topic": source.topic, "partition": source.partition,
-                                 "offset": source.offset},
+                "source_event": {
+                    "event_id": event_id,
+                    "topic": source.topic,
+                    "partition": source.partition,
+                    "offset": source.offset,
+                },
                 "detected_at": now,
             }
-            records.append((VIOLATIONS, self.encoder.build(VIOLATIONS, payload, event_id=violation_id,
-                                                           traceparent=trace)))
+            records.append(
+                (VIOLATIONS, self.encoder.build(VIOLATIONS, payload, event_id=violation_id, traceparent=trace))
+            )
         return records
 
 
@@ -209,7 +236,11 @@ def validation_app(settings: Settings, catalog: Catalog, app_id: str, metrics: A
     app.table("seller")  # "seller:<tenant>" -> (last ICV, last hash)
     app.table("invoice")  # "invoice:<uuid>" -> (first event id, ICV, hash the seller had before it)
     registry = RegistryClient(settings.registry_url())
-    agent = ValidationAgent(catalog, EventDecoder(registry, max_record_bytes=settings.agent_max_record_bytes),
-                            EventEncoder(catalog, registry, source=app_id), metrics=app.metrics)
+    agent = ValidationAgent(
+        catalog,
+        EventDecoder(registry, max_record_bytes=settings.agent_max_record_bytes),
+        EventEncoder(catalog, registry, source=app_id),
+        metrics=app.metrics,
+    )
     app.agent(SOURCE, name=AGENT, batch=True)(agent.handle)
     return app

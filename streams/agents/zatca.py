@@ -100,8 +100,13 @@ def qr_payload(invoice: dict[str, Any]) -> str:
     """ZATCA QR (phase 1 TLV, base64): 1 seller name, 2 VAT number, 3 timestamp, 4 total with VAT, 5 VAT total."""
     seller = invoice["seller"]
     issued = invoice["issued_at"].astimezone(UTC).replace(tzinfo=None).isoformat(timespec="seconds") + "Z"
-    values = (seller["name"], seller["vat_number"] or "", issued,
-              format(invoice["tax_inclusive_total"], "f"), format(invoice["vat_total"], "f"))
+    values = (
+        seller["name"],
+        seller["vat_number"] or "",
+        issued,
+        format(invoice["tax_inclusive_total"], "f"),
+        format(invoice["vat_total"], "f"),
+    )
     out = bytearray()
     for tag, text in enumerate(values, start=1):
         raw = text.encode()[:255]
@@ -131,22 +136,36 @@ def stateless_violations(invoice: dict[str, Any], *, now: datetime) -> list[Viol
     found: list[Violation] = []
     seller_vat = invoice["seller"].get("vat_number")
     if not seller_vat or not VAT_NUMBER.match(seller_vat):
-        found.append(Violation("KSA-SELLER-VAT", f"seller VAT number {seller_vat!r} must be 15 digits, "
-                                                 "starting and ending with 3", "seller.vat_number"))
+        found.append(
+            Violation(
+                "KSA-SELLER-VAT",
+                f"seller VAT number {seller_vat!r} must be 15 digits, starting and ending with 3",
+                "seller.vat_number",
+            )
+        )
     if _value(invoice["subtype"]) == "STANDARD":
         buyer = invoice.get("buyer") or {}
         buyer_vat = buyer.get("vat_number")
         if not buyer_vat or not VAT_NUMBER.match(buyer_vat):
-            found.append(Violation("KSA-B2B-BUYER-VAT", f"a standard (B2B) invoice needs the buyer's VAT number "
-                                                        f"(15 digits, 3...3), got {buyer_vat!r}", "buyer.vat_number"))
+            found.append(
+                Violation(
+                    "KSA-B2B-BUYER-VAT",
+                    f"a standard (B2B) invoice needs the buyer's VAT number (15 digits, 3...3), got {buyer_vat!r}",
+                    "buyer.vat_number",
+                )
+            )
     found.extend(_line_violations(invoice))
     found.extend(_total_violations(invoice))
     if invoice["tax_currency"] != "SAR":
-        found.append(Violation("KSA-TAX-CURRENCY", f"VAT must be accounted in SAR, got {invoice['tax_currency']!r}",
-                               "tax_currency"))
+        found.append(
+            Violation(
+                "KSA-TAX-CURRENCY", f"VAT must be accounted in SAR, got {invoice['tax_currency']!r}", "tax_currency"
+            )
+        )
     if invoice["issued_at"] > now + FUTURE_SKEW:
-        found.append(Violation("KSA-ISSUE-DATE", f"issue time {invoice['issued_at'].isoformat()} is in the future",
-                               "issued_at"))
+        found.append(
+            Violation("KSA-ISSUE-DATE", f"issue time {invoice['issued_at'].isoformat()} is in the future", "issued_at")
+        )
     return found
 
 
@@ -156,14 +175,23 @@ def _line_violations(invoice: dict[str, Any]) -> list[Violation]:
         category = _value(line["vat_category"])
         expected_rate = CATEGORY_RATES[category]
         if line["vat_rate"] != expected_rate:
-            found.append(Violation("KSA-VAT-RATE", f"line {line['line_id']}: category {category} has rate "
-                                                   f"{expected_rate}, got {line['vat_rate']}",
-                                   f"lines[{index}].vat_rate"))
+            found.append(
+                Violation(
+                    "KSA-VAT-RATE",
+                    f"line {line['line_id']}: category {category} has rate {expected_rate}, got {line['vat_rate']}",
+                    f"lines[{index}].vat_rate",
+                )
+            )
         expected_net = (line["quantity"] * line["unit_price"] - line["discount"]).quantize(CENT)
         if abs(line["net_amount"] - expected_net) > TOLERANCE:
-            found.append(Violation("KSA-LINE-AMOUNT", f"line {line['line_id']}: net amount {line['net_amount']} "
-                                                      f"!= quantity x unit price - discount = {expected_net}",
-                                   f"lines[{index}].net_amount"))
+            found.append(
+                Violation(
+                    "KSA-LINE-AMOUNT",
+                    f"line {line['line_id']}: net amount {line['net_amount']} "
+                    f"!= quantity x unit price - discount = {expected_net}",
+                    f"lines[{index}].net_amount",
+                )
+            )
     return found
 
 
@@ -175,8 +203,12 @@ def _total_violations(invoice: dict[str, Any]) -> list[Violation]:
     checks = [
         ("tax_exclusive_total", invoice["tax_exclusive_total"], net_sum, "the sum of line net amounts"),
         ("vat_total", invoice["vat_total"], vat_sum, "the sum of line VAT at each line's rate"),
-        ("tax_inclusive_total", invoice["tax_inclusive_total"], invoice["tax_exclusive_total"] + invoice["vat_total"],
-         "tax exclusive total + VAT total"),
+        (
+            "tax_inclusive_total",
+            invoice["tax_inclusive_total"],
+            invoice["tax_exclusive_total"] + invoice["vat_total"],
+            "tax exclusive total + VAT total",
+        ),
         ("payable_amount", invoice["payable_amount"], invoice["tax_inclusive_total"], "the tax inclusive total"),
     ]
     for path, actual, expected, meaning in checks:
@@ -185,8 +217,9 @@ def _total_violations(invoice: dict[str, Any]) -> list[Violation]:
     return found
 
 
-def chain_violations(invoice: dict[str, Any], before: tuple[int, str],
-                     canonical: bytes | None = None) -> tuple[list[Violation], str]:
+def chain_violations(
+    invoice: dict[str, Any], before: tuple[int, str], canonical: bytes | None = None
+) -> tuple[list[Violation], str]:
     """ICV and previous-hash checks against the seller's state `before` this invoice; (violations, hash).
 
     The caller passes the state the invoice's first delivery was judged on, so a redelivery (at least
@@ -195,11 +228,21 @@ def chain_violations(invoice: dict[str, Any], before: tuple[int, str],
     last_icv, last_hash = before
     found: list[Violation] = []
     if invoice["icv"] <= last_icv:
-        found.append(Violation("KSA-ICV", f"invoice counter {invoice['icv']} must be greater than the seller's "
-                                          f"previous {last_icv}", "icv"))
+        found.append(
+            Violation(
+                "KSA-ICV",
+                f"invoice counter {invoice['icv']} must be greater than the seller's previous {last_icv}",
+                "icv",
+            )
+        )
     if invoice["previous_invoice_hash"] != last_hash:
-        found.append(Violation("KSA-PIH", "previous invoice hash does not match the seller's previous invoice "
-                                          f"(expected {last_hash})", "previous_invoice_hash"))
+        found.append(
+            Violation(
+                "KSA-PIH",
+                f"previous invoice hash does not match the seller's previous invoice (expected {last_hash})",
+                "previous_invoice_hash",
+            )
+        )
     return found, invoice_hash(invoice, canonical)
 
 

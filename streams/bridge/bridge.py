@@ -69,9 +69,17 @@ class BridgeOptions:
 class Bridge:
     """One bridge process: a Kafka consumer group member feeding Celery queues in Redis."""
 
-    def __init__(self, settings: Settings, catalog: Catalog, config: BridgeConfig,
-                 options: BridgeOptions | None = None, *, metrics: BridgeMetrics | None = None,
-                 redis_url: str | None = None, registry: RegistryClient | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        catalog: Catalog,
+        config: BridgeConfig,
+        options: BridgeOptions | None = None,
+        *,
+        metrics: BridgeMetrics | None = None,
+        redis_url: str | None = None,
+        registry: RegistryClient | None = None,
+    ) -> None:
         self.config = config
         self.options = options or BridgeOptions()
         self.metrics = metrics or BridgeMetrics()
@@ -80,12 +88,18 @@ class Bridge:
         settings.check_kafka_login(settings.bootstrap_servers())  # a refused login: one clear error, not retries
         self._registry = registry or RegistryClient(settings.registry_url())
         self.router = Router(config, catalog, self._registry)
-        self.queues = RedisQueues(redis_url or settings.redis(),
-                                  {name: spec.bound for name, spec in config.queues.items()},
-                                  ledger=self.options.sweep_interval_s > 0)
+        self.queues = RedisQueues(
+            redis_url or settings.redis(),
+            {name: spec.bound for name, spec in config.queues.items()},
+            ledger=self.options.sweep_interval_s > 0,
+        )
         consumer_config: dict[str, Any] = {
-            **kafka, "group.id": config.group, "enable.auto.commit": False, "auto.offset.reset": "earliest",
-            "enable.partition.eof": False, "session.timeout.ms": self.options.session_timeout_ms,
+            **kafka,
+            "group.id": config.group,
+            "enable.auto.commit": False,
+            "auto.offset.reset": "earliest",
+            "enable.partition.eof": False,
+            "session.timeout.ms": self.options.session_timeout_ms,
             "client.id": f"streams-bridge-{self.options.instance_id or 'dynamic'}",
             **self.options.consumer_config,
         }
@@ -119,8 +133,7 @@ class Bridge:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 signal.signal(sig, lambda *_: self.stop())
         topics = list(self.config.topics())
-        self._consumer.subscribe(topics, on_assign=self._on_assign, on_revoke=self._on_revoke,
-                                 on_lost=self._on_lost)
+        self._consumer.subscribe(topics, on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost)
         log.info("bridge started", group=self.config.group, topics=topics, redis=self.queues.url)
         self.metrics.redis_up.set(1)
         with throughput_gc():
@@ -215,8 +228,14 @@ class Bridge:
     def _hold(self, tp: TopicPartitionKey, offset: int, exc: Exception) -> None:
         """The registry is unreachable: rewind the partition to `offset` and pause it for a while."""
         delay = min(self.options.redis_backoff_max_s, 1.0)
-        log.warning("schema registry unreachable; partition held", topic=tp[0], partition=tp[1], offset=offset,
-                    error=str(exc), retry_in_s=delay)
+        log.warning(
+            "schema registry unreachable; partition held",
+            topic=tp[0],
+            partition=tp[1],
+            offset=offset,
+            error=str(exc),
+            retry_in_s=delay,
+        )
         self._held[tp] = time.monotonic() + delay
         part = TopicPartition(tp[0], tp[1], offset)
         self._consumer.pause([part])
@@ -283,7 +302,7 @@ class Bridge:
             spec = self.config.queues.get(queue)
             room = None if spec is None or spec.bound is None else spec.bound - depths[queue]
             for group in [g for g in waiting if g[0] == queue]:
-                tasks = waiting[group] if room is None else waiting[group][:max(0, room)]
+                tasks = waiting[group] if room is None else waiting[group][: max(0, room)]
                 if tasks:
                     eligible[group] = tasks
                     room = None if room is None else room - len(tasks)
@@ -313,8 +332,9 @@ class Bridge:
         self.metrics.dead_letters.labels(source.topic, type(error).__name__).inc()
         self.metrics.records.labels(source.topic, "dead_lettered").inc()
         self._inflight.hold(record)
-        produce_until_acknowledged(self._producer, target, source.key, source.value, headers,
-                                   lambda: self._inflight.settle(record))
+        produce_until_acknowledged(
+            self._producer, target, source.key, source.value, headers, lambda: self._inflight.settle(record)
+        )
 
     # ---- partitions ---------------------------------------------------------------------------------
 
@@ -332,8 +352,12 @@ class Bridge:
         if resume:
             self._consumer.resume([TopicPartition(t, p) for t, p in resume])
         if pause or resume:
-            log.info("partitions paused" if pause else "partitions resumed", paused=len(desired),
-                     redis_down=self._redis_down, in_flight=self._inflight.outstanding)
+            log.info(
+                "partitions paused" if pause else "partitions resumed",
+                paused=len(desired),
+                redis_down=self._redis_down,
+                in_flight=self._inflight.outstanding,
+            )
         self._paused = desired
 
     def _on_assign(self, _: Consumer, partitions: list[TopicPartition]) -> None:
@@ -402,4 +426,3 @@ class Bridge:
         self.queues.close()
         self._registry.close()
         log.info("bridge stopped", completed_records=self._inflight.completed)
-

@@ -21,7 +21,10 @@ if TYPE_CHECKING:
     from streams.catalog import Catalog
 
 __all__ = [
-    "RawHeaders", "RoutedTask", "Router", "UnroutableRecordError",
+    "RawHeaders",
+    "RoutedTask",
+    "Router",
+    "UnroutableRecordError",
 ]
 
 _CE_HEADERS = frozenset({"ce_id", "ce_type", "ce_tenantid", "ce_traceparent"})
@@ -47,8 +50,9 @@ class RoutedTask(NamedTuple):
 class Router:
     """Turns records of the routed topics into task messages."""
 
-    def __init__(self, config: BridgeConfig, catalog: Catalog, registry: SchemaSource,
-                 *, origin: str | None = None) -> None:
+    def __init__(
+        self, config: BridgeConfig, catalog: Catalog, registry: SchemaSource, *, origin: str | None = None
+    ) -> None:
         self.registry = registry
         # Any size the broker took; a registry outage holds the partition (SchemaUnavailableError), never parks.
         self._decoder = EventDecoder(registry, max_record_bytes=sys.maxsize, hold_when_registry_down=True)
@@ -61,12 +65,21 @@ class Router:
             extra: dict[str, Any] = {"route": route.name, "retry": route.retry.to_header()}
             if config.failed_topic:
                 extra["failed_topic"] = config.failed_topic
-            template = TaskTemplate(route.task, route.queue, priority=route.priority,
-                                    countdown_ms=route.countdown_ms, extra_headers=extra, redact=redact,
-                                    origin=origin,
-                                    time_limits_ms=(route.soft_time_limit_ms, route.time_limit_ms))
-            flat = None if route.args is None or any(len(path) != 1 for _, path in route.args) else \
-                tuple((name, path[0]) for name, path in route.args)
+            template = TaskTemplate(
+                route.task,
+                route.queue,
+                priority=route.priority,
+                countdown_ms=route.countdown_ms,
+                extra_headers=extra,
+                redact=redact,
+                origin=origin,
+                time_limits_ms=(route.soft_time_limit_ms, route.time_limit_ms),
+            )
+            flat = (
+                None
+                if route.args is None or any(len(path) != 1 for _, path in route.args)
+                else tuple((name, path[0]) for name, path in route.args)
+            )
             self._routes.setdefault(route.topic, []).append((route, template, flat))
 
     def decode(self, value: bytes | None) -> dict[str, Any]:
@@ -74,8 +87,9 @@ class Router:
         writes them in kombu's typed JSON)."""
         return self._decoder.decode(value)[1]
 
-    def route(self, topic: str, partition: int, offset: int, value: bytes | None,
-              headers: RawHeaders) -> list[RoutedTask]:
+    def route(
+        self, topic: str, partition: int, offset: int, value: bytes | None, headers: RawHeaders
+    ) -> list[RoutedTask]:
         """The task messages for one record (empty when no route matches)."""
         routes = self._routes.get(topic)
         if not routes:
@@ -84,8 +98,12 @@ class Router:
         event_id, event_type, tenant, traceparent = _cloud_event_headers(headers)
         # No ce_id: the record's coordinates are as stable an identity as Kafka offers.
         event_id = event_id or f"{topic}/{partition}/{offset}"
-        meta: dict[str, Any] = {"streams_event_id": event_id, "streams_topic": topic,
-                                "streams_partition": partition, "streams_offset": offset}
+        meta: dict[str, Any] = {
+            "streams_event_id": event_id,
+            "streams_topic": topic,
+            "streams_partition": partition,
+            "streams_offset": offset,
+        }
         if tenant is not None:
             meta["streams_tenant"] = tenant
         if traceparent is not None:
@@ -98,15 +116,21 @@ class Router:
             task_id = task_id_for(event_id, route.task)
             try:
                 try:  # every argument a top-level field (the usual case): no path to walk
-                    kwargs = {name: event[field] for name, field in flat_args} if flat_args is not None \
+                    kwargs = (
+                        {name: event[field] for name, field in flat_args}
+                        if flat_args is not None
                         else route.kwargs(event)
+                    )
                 except KeyError:
                     kwargs = route.kwargs(event)  # raises the KeyError that names the field and the argument
                 payload = template.encode_json(task_id, kwargs, fragment)
             except (KeyError, TypeError, ValueError) as exc:  # str() of a KeyError quotes its message
                 raise UnroutableRecordError(str(exc.args[0] if isinstance(exc, KeyError) else exc)) from None
-            out.append(RoutedTask(route.name, template.queue, template.slot, payload, task_id,
-                                  effect_key(route.task, event_id)))
+            out.append(
+                RoutedTask(
+                    route.name, template.queue, template.slot, payload, task_id, effect_key(route.task, event_id)
+                )
+            )
         return out
 
 
@@ -137,4 +161,3 @@ def _redacted_args(route: BridgeRoute, pii_fields: Sequence[str]) -> frozenset[s
     if route.args is None:
         return frozenset(p.split(".")[0] for p in pii)
     return frozenset(name for name, path in route.args if is_pii(".".join(path)))
-

@@ -27,14 +27,33 @@ if TYPE_CHECKING:
     from streams.catalog import Catalog
 
 __all__ = [
-    "LATENCY_CLASSES", "BridgeConfig", "BridgeRoute", "FieldFilter", "QueueSpec", "RetryPolicy",
-    "SectionParser", "check_tasks", "lint_bridge", "load_bridge",
+    "LATENCY_CLASSES",
+    "BridgeConfig",
+    "BridgeRoute",
+    "FieldFilter",
+    "QueueSpec",
+    "RetryPolicy",
+    "SectionParser",
+    "check_tasks",
+    "lint_bridge",
+    "load_bridge",
 ]
 
 LATENCY_CLASSES: dict[str, int] = {"interactive": 1_000, "default": 10_000, "batch": 100_000}  # name -> bound
 _SECTION = ("group", "celery_app", "tasks", "failed_topic", "queues", "routes")
-_ROUTE = ("topic", "event_type", "where", "task", "queue", "priority", "countdown", "retry", "args",
-          "soft_time_limit", "time_limit")
+_ROUTE = (
+    "topic",
+    "event_type",
+    "where",
+    "task",
+    "queue",
+    "priority",
+    "countdown",
+    "retry",
+    "args",
+    "soft_time_limit",
+    "time_limit",
+)
 # A task past its soft limit gets SoftTimeLimitExceeded (retried or parked like any failure); past the hard
 # one Celery kills its process. Defaults for routes that set neither; the hard one is the soft one + grace.
 DEFAULT_SOFT_TIME_LIMIT_MS = 300_000
@@ -102,8 +121,9 @@ class BridgeRoute:
             value: Any = record
             for part in path:
                 if not isinstance(value, dict) or part not in value:
-                    raise KeyError(f"route '{self.name}': the event has no field '{'.'.join(path)}' for "
-                                   f"argument '{name}'")
+                    raise KeyError(
+                        f"route '{self.name}': the event has no field '{'.'.join(path)}' for argument '{name}'"
+                    )
                 value = value[part]
             out[name] = value
         return out
@@ -157,16 +177,26 @@ def check_tasks(config: BridgeConfig, tasks: Mapping[str, Callable[..., Any] | N
     for route in config.routes:
         if route.task not in tasks:
             known = _hint(route.task, (n for n in tasks if not n.startswith("celery.")))
-            raise RouteError(config.path, route.line, f"bridge route '{route.name}'", "task",
-                             f"unknown task '{route.task}' (not registered in {source}); {known}")
+            raise RouteError(
+                config.path,
+                route.line,
+                f"bridge route '{route.name}'",
+                "task",
+                f"unknown task '{route.task}' (not registered in {source}); {known}",
+            )
         function = tasks[route.task]
         if function is None or route.args is None:
             continue
         try:
             inspect.signature(function).bind_partial(**{name: None for name, _ in route.args})
         except TypeError as exc:
-            raise RouteError(config.path, route.line, f"bridge route '{route.name}'", "args",
-                             f"task '{route.task}' cannot take these arguments: {exc}") from None
+            raise RouteError(
+                config.path,
+                route.line,
+                f"bridge route '{route.name}'",
+                "args",
+                f"task '{route.task}' cannot take these arguments: {exc}",
+            ) from None
 
 
 class SectionParser(LocatedParser):
@@ -185,22 +215,31 @@ class SectionParser(LocatedParser):
         self.issues.append(self.error(self.path, line, where, field_name, problem))
         self.issues.sort(key=lambda issue: cast("Any", issue).line)
 
-    def topic_schema(self, topic: str, body: dict[str, tuple[int, Node]], line: int,
-                     where: str) -> dict[str, Any] | None:
+    def topic_schema(
+        self, topic: str, body: dict[str, tuple[int, Node]], line: int, where: str
+    ) -> dict[str, Any] | None:
         names = self.catalog.names()
         if topic not in names:
             names = tuple(spec.name for spec in self.catalog.topics if spec.dead_letter_of is None)
             key = "topic" if "topic" in body else "event_type"
             shown = f"topic '{topic}'" if key == "topic" else f"event type '{topic}' names no topic (add 'topic:'); "
-            self.report(body[key][0] if key in body else line, where, key,
-                        f"{shown} is not in the catalog; {_hint(topic, names)}" if key == "topic" else
-                        f"{shown}{_hint(topic, names)}")
+            self.report(
+                body[key][0] if key in body else line,
+                where,
+                key,
+                f"{shown} is not in the catalog; {_hint(topic, names)}"
+                if key == "topic"
+                else f"{shown}{_hint(topic, names)}",
+            )
             return None
         spec = self.catalog.topic(topic)
         if not spec.dlq:
-            self.report(body.get("topic", (line,))[0], where, "topic",
-                        f"topic '{topic}' has 'dlq: false'; undecodable records are parked in "
-                        f"'{topic}.dlq', so enable it")
+            self.report(
+                body.get("topic", (line,))[0],
+                where,
+                "topic",
+                f"topic '{topic}' has 'dlq: false'; undecodable records are parked in '{topic}.dlq', so enable it",
+            )
         if spec.schema_file is None:
             return None
         if topic not in self._schemas:
@@ -211,15 +250,20 @@ class SectionParser(LocatedParser):
                 self._schemas[topic] = None  # the catalog itself reports unreadable schemas
         return self._schemas[topic]
 
-    def field_type(self, schema: dict[str, Any] | None, topic: str | None, dotted: Any, line: int, where: str,
-                   what: str) -> Any:
+    def field_type(
+        self, schema: dict[str, Any] | None, topic: str | None, dotted: Any, line: int, where: str, what: str
+    ) -> Any:
         """The Avro type at `dotted`; reports and returns None when the schema lacks it."""
         if not isinstance(dotted, str) or not all(_IDENT.match(p) for p in dotted.split(".")):
             self.report(line, where, what, f"{dotted!r} is not a field name or a dotted path (a.b)")
             return None
         if schema is None:
-            self.report(line, where, what, f"topic '{topic}' declares no schema, so field '{dotted}' cannot be "
-                        "checked; give the topic a schema")
+            self.report(
+                line,
+                where,
+                what,
+                f"topic '{topic}' declares no schema, so field '{dotted}' cannot be checked; give the topic a schema",
+            )
             return None
         try:
             return _resolve(schema, dotted, topic or "")
@@ -227,8 +271,9 @@ class SectionParser(LocatedParser):
             self.report(line, where, what, str(exc))
             return None
 
-    def filters(self, entry: tuple[int, Node] | None, schema: dict[str, Any] | None, topic: str | None,
-                where: str) -> tuple[FieldFilter, ...]:
+    def filters(
+        self, entry: tuple[int, Node] | None, schema: dict[str, Any] | None, topic: str | None, where: str
+    ) -> tuple[FieldFilter, ...]:
         out: list[FieldFilter] = []
         for dotted, (line, node) in self.entries(entry[1] if entry else None, where, None, "filter").items():
             avro = self.field_type(schema, topic, dotted, line, where, "where")
@@ -258,20 +303,40 @@ class _Parser(SectionParser):
         app = self.scalar(top, "celery_app", "bridge", _module, None)
         failed = self.scalar(top, "failed_topic", "bridge", _name, None)
         if failed is not None and failed not in self.catalog.names():
-            self.report(top["failed_topic"][0], "bridge", "failed_topic",
-                        f"topic '{failed}' is not in the catalog; {_hint(failed, self.catalog.names())}")
+            self.report(
+                top["failed_topic"][0],
+                "bridge",
+                "failed_topic",
+                f"topic '{failed}' is not in the catalog; {_hint(failed, self.catalog.names())}",
+            )
         tasks = tuple(self.scalar(top, "tasks", "bridge", _names, ()))
         queues = self.queues(top.get("queues")) if "queues" in top else default_queues
-        routes = [self.route(name, entry) for name, entry in self.entries(
-            top["routes"][1] if "routes" in top else None, "bridge", None, "route").items()]
+        routes = [
+            self.route(name, entry)
+            for name, entry in self.entries(
+                top["routes"][1] if "routes" in top else None, "bridge", None, "route"
+            ).items()
+        ]
         if "routes" not in top:
             self.report(line, "bridge", "routes", "missing; declare at least one route under 'routes:'")
         for route in routes:
             if route is not None and route.queue not in queues:
-                self.report(route.line, f"bridge route '{route.name}'", "queue",
-                            f"unknown queue '{route.queue}'; {_hint(route.queue, queues)}")
-        return BridgeConfig(path=self.path, group=group, celery_app=app, tasks=tasks, failed_topic=failed,
-                            queues=queues, routes=tuple(r for r in routes if r is not None), line=line)
+                self.report(
+                    route.line,
+                    f"bridge route '{route.name}'",
+                    "queue",
+                    f"unknown queue '{route.queue}'; {_hint(route.queue, queues)}",
+                )
+        return BridgeConfig(
+            path=self.path,
+            group=group,
+            celery_app=app,
+            tasks=tasks,
+            failed_topic=failed,
+            queues=queues,
+            routes=tuple(r for r in routes if r is not None),
+            line=line,
+        )
 
     def queues(self, entry: tuple[int, Node] | None) -> dict[str, QueueSpec]:
         out: dict[str, QueueSpec] = {}
@@ -298,11 +363,19 @@ class _Parser(SectionParser):
         retry = self.retry(body.get("retry"), where)
         soft, hard = self.time_limits(body, where)
         route = BridgeRoute(
-            name=name, topic=topic or "", task=task, event_type=event_type, where=where_filters,
+            name=name,
+            topic=topic or "",
+            task=task,
+            event_type=event_type,
+            where=where_filters,
             queue=self.scalar(body, "queue", where, _name, "default"),
             priority=self.scalar(body, "priority", where, _priority, 0),
             countdown_ms=self.scalar(body, "countdown", where, _duration, 0),
-            retry=retry, args=args, soft_time_limit_ms=soft, time_limit_ms=hard, line=line,
+            retry=retry,
+            args=args,
+            soft_time_limit_ms=soft,
+            time_limit_ms=hard,
+            line=line,
         )
         return route if len(self.issues) == before else None
 
@@ -312,13 +385,18 @@ class _Parser(SectionParser):
         hard = self.scalar(body, "time_limit", where, _positive_duration, soft + HARD_LIMIT_GRACE_MS)
         if hard <= soft:
             line = body.get("time_limit", body.get("soft_time_limit", (0,)))[0]
-            self.report(line, where, "time_limit",
-                        f"{hard} ms is not above soft_time_limit {soft} ms; the task would be killed before it"
-                        " could be retried")
+            self.report(
+                line,
+                where,
+                "time_limit",
+                f"{hard} ms is not above soft_time_limit {soft} ms; the task would be killed before it"
+                " could be retried",
+            )
         return soft, hard
 
-    def args(self, entry: tuple[int, Node] | None, schema: dict[str, Any] | None, topic: str | None,
-             where: str) -> tuple[tuple[str, tuple[str, ...]], ...] | None:
+    def args(
+        self, entry: tuple[int, Node] | None, schema: dict[str, Any] | None, topic: str | None, where: str
+    ) -> tuple[tuple[str, tuple[str, ...]], ...] | None:
         if entry is None:
             return None
         out: list[tuple[str, tuple[str, ...]]] = []
@@ -344,8 +422,12 @@ class _Parser(SectionParser):
             max_redeliveries=self.scalar(body, "max_redeliveries", spot, _non_negative, 3),
         )
         if policy.max_backoff_ms < policy.backoff_ms:
-            self.report(body.get("max_backoff", entry)[0], spot, "max_backoff",
-                        f"{policy.max_backoff_ms} ms is below backoff {policy.backoff_ms} ms; raise it")
+            self.report(
+                body.get("max_backoff", entry)[0],
+                spot,
+                "max_backoff",
+                f"{policy.max_backoff_ms} ms is below backoff {policy.backoff_ms} ms; raise it",
+            )
         return policy
 
 
@@ -355,13 +437,16 @@ def _resolve(schema: dict[str, Any], dotted: str, topic: str) -> Any:
     for index, part in enumerate(parts):
         current = _non_null(current)
         if not isinstance(current, dict) or current.get("type") != "record":
-            raise _FieldError(f"'{'.'.join(parts[:index])}' in the schema of '{topic}' is not a record, "
-                             f"so '{dotted}' does not exist")
+            raise _FieldError(
+                f"'{'.'.join(parts[:index])}' in the schema of '{topic}' is not a record, so '{dotted}' does not exist"
+            )
         fields = {f["name"]: f["type"] for f in current["fields"]}
         if part not in fields:
             record = str(current["name"]).rsplit(".", 1)[-1]
-            raise _FieldError(f"'{dotted}' is not in the schema of '{topic}': record {record} has no field "
-                             f"'{part}'; its fields: {', '.join(fields)}")
+            raise _FieldError(
+                f"'{dotted}' is not in the schema of '{topic}': record {record} has no field "
+                f"'{part}'; its fields: {', '.join(fields)}"
+            )
         current = fields[part]
     return _non_null(current)
 

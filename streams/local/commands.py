@@ -197,9 +197,12 @@ def _report_up(
 
 
 @dev.command(short_help="Stop the local stack; --purge deletes its data.")
-@click.option("--purge", is_flag=True,
-              help="Also delete the stack's data (topics, Redis data, logs) and what was derived from it: the search"
-                   " index, faust's tables, replay progress. Evidence bundles and keys stay.")
+@click.option(
+    "--purge",
+    is_flag=True,
+    help="Also delete the stack's data (topics, Redis data, logs) and what was derived from it: the search"
+    " index, faust's tables, replay progress. Evidence bundles and keys stay.",
+)
 @OUTPUT
 @click.pass_obj
 def down(settings: Settings, purge: bool, output: str) -> None:
@@ -212,9 +215,7 @@ def down(settings: Settings, purge: bool, output: str) -> None:
     """
     stopped = stop_stack(settings.data_dir, purge=purge)
     if output == "json":
-        click.echo(
-            json.dumps({"data_dir": str(settings.data_dir.resolve()), "stopped": stopped, "purged": purge})
-        )
+        click.echo(json.dumps({"data_dir": str(settings.data_dir.resolve()), "stopped": stopped, "purged": purge}))
         return
     where = local_dir(settings.data_dir)
     message = f"stopped {', '.join(stopped)}" if stopped else f"no local stack was running in {where}"

@@ -286,9 +286,7 @@ def stop_stack(data_dir: Path, *, purge: bool = False, timeout_s: float = STOP_T
     return stopped
 
 
-def _stop_services(
-    data_dir: Path, state: StackState | None, *, timeout_s: float = STOP_TIMEOUT_S
-) -> list[str]:
+def _stop_services(data_dir: Path, state: StackState | None, *, timeout_s: float = STOP_TIMEOUT_S) -> list[str]:
     if state is None:
         return []
     stopped = []

@@ -60,8 +60,9 @@ async def _measured(request: web.Request, handler: Handler) -> web.StreamRespons
 
 
 async def metrics_page(request: web.Request) -> web.Response:
-    return web.Response(body=generate_latest(request.app[METRICS].registry),
-                        content_type=CONTENT_TYPE_LATEST.split(";")[0])
+    return web.Response(
+        body=generate_latest(request.app[METRICS].registry), content_type=CONTENT_TYPE_LATEST.split(";")[0]
+    )
 
 
 @web.middleware
@@ -157,9 +158,7 @@ async def lookup(request: web.Request) -> web.Response:
 
 
 async def delete_subject(request: web.Request) -> web.Response:
-    found = await request.app[REGISTRY].delete_subject(
-        _subject(request), permanent=_flag(request, "permanent")
-    )
+    found = await request.app[REGISTRY].delete_subject(_subject(request), permanent=_flag(request, "permanent"))
     return _reply(found)
 
 
@@ -323,9 +322,7 @@ async def run_registry(options: RegistryOptions, on_ready: Callable[[str], None]
     """Serve until SIGINT or SIGTERM; `on_ready` gets the URL once requests can be answered."""
     audited = audit_check_from_catalog(options.catalog, options.profile)
     store = SchemaLog(options.kafka_config, options.topic)
-    registry = SchemaRegistry(
-        store, default_compatibility=options.default_compatibility, audited_topic=audited
-    )
+    registry = SchemaRegistry(store, default_compatibility=options.default_compatibility, audited_topic=audited)
     await asyncio.to_thread(store.start)
     runner = web.AppRunner(create_app(registry), access_log=None)
     stop = asyncio.Event()

@@ -124,9 +124,18 @@ class TransactionalEngine:
         engine.run(stop_event)
     """
 
-    def __init__(self, kafka: KafkaConfig, agent: BatchAgent, *, group: str, data_dir: Path,
-                 replication: int = 1, config: EngineConfig | None = None,
-                 transactional_id: str | None = None, metrics: AgentMetrics | None = None) -> None:
+    def __init__(
+        self,
+        kafka: KafkaConfig,
+        agent: BatchAgent,
+        *,
+        group: str,
+        data_dir: Path,
+        replication: int = 1,
+        config: EngineConfig | None = None,
+        transactional_id: str | None = None,
+        metrics: AgentMetrics | None = None,
+    ) -> None:
         self.kafka, self.agent, self.group = kafka, agent, group
         self.metrics = metrics or AgentMetrics()
         self.config = config or EngineConfig()
@@ -168,22 +177,34 @@ class TransactionalEngine:
         except BaseException:
             self._release_slot()
             raise
-        consumer = self._consumer = Consumer({
-            **self.kafka, "group.id": self.group, "enable.auto.commit": False, "enable.auto.offset.store": False,
-            "isolation.level": "read_committed", "auto.offset.reset": "earliest",
-            "session.timeout.ms": self.config.session_timeout_ms,
-            "heartbeat.interval.ms": max(500, self.config.session_timeout_ms // 5),
-            "fetch.wait.max.ms": 10,
-            # Incremental rebalancing: a worker joining or leaving moves only the partitions that change
-            # owner; the others keep their state and keep flowing (eager, every rebalance revoked and
-            # restored every partition of every worker).
-            "partition.assignment.strategy": "cooperative-sticky",
-        })
+        consumer = self._consumer = Consumer(
+            {
+                **self.kafka,
+                "group.id": self.group,
+                "enable.auto.commit": False,
+                "enable.auto.offset.store": False,
+                "isolation.level": "read_committed",
+                "auto.offset.reset": "earliest",
+                "session.timeout.ms": self.config.session_timeout_ms,
+                "heartbeat.interval.ms": max(500, self.config.session_timeout_ms // 5),
+                "fetch.wait.max.ms": 10,
+                # Incremental rebalancing: a worker joining or leaving moves only the partitions that change
+                # owner; the others keep their state and keep flowing (eager, every rebalance revoked and
+                # restored every partition of every worker).
+                "partition.assignment.strategy": "cooperative-sticky",
+            }
+        )
         self._producer = self._new_producer()
-        consumer.subscribe(list(self.agent.sources), on_assign=self._on_assign, on_revoke=self._on_revoke,
-                           on_lost=self._on_lost)
-        log.info("engine.started", agent=self.agent.name, group=self.group, transactional_id=self.transactional_id,
-                 guarantee=self.config.guarantee)
+        consumer.subscribe(
+            list(self.agent.sources), on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost
+        )
+        log.info(
+            "engine.started",
+            agent=self.agent.name,
+            group=self.group,
+            transactional_id=self.transactional_id,
+            guarantee=self.config.guarantee,
+        )
         self.running = True
         try:
             with throughput_gc():
@@ -203,16 +224,24 @@ class TransactionalEngine:
         for topic in self.agent.sources:
             source = describe_topic(admin, topic)
             if source is None:
-                raise StreamsError(f"the source topic '{topic}' of agent '{self.agent.name}' does not exist; "
-                                   "run `streams topics apply`")
+                raise StreamsError(
+                    f"the source topic '{topic}' of agent '{self.agent.name}' does not exist; "
+                    "run `streams topics apply`"
+                )
             self.topic_ids[topic] = str(source.topic_id)
             partitions = max(partitions, len(source.partitions))
         create_missing_topics(admin, self._internal_topics(partitions))
 
     def _internal_topics(self, source_partitions: int) -> list[NewTopic]:
         """The topics the engine itself needs: the changelog, one partition per source partition."""
-        return [NewTopic(self.changelog, num_partitions=source_partitions, replication_factor=self.replication,
-                         config={"cleanup.policy": "compact"})]
+        return [
+            NewTopic(
+                self.changelog,
+                num_partitions=source_partitions,
+                replication_factor=self.replication,
+                config={"cleanup.policy": "compact"},
+            )
+        ]
 
     def _release_slot(self) -> None:
         if self._slot_file is not None:
@@ -220,7 +249,9 @@ class TransactionalEngine:
 
     def _new_producer(self) -> Producer:
         config: dict[str, Any] = {
-            **self.kafka, "linger.ms": 2, "message.max.bytes": MAX_RECORD_BYTES,
+            **self.kafka,
+            "linger.ms": 2,
+            "message.max.bytes": MAX_RECORD_BYTES,
             # A transaction begun right after the previous commit can find the coordinator still writing
             # that commit's markers: it answers CONCURRENT_TRANSACTIONS and the client retries after
             # retry.backoff.ms, 100 ms by default, which showed as 100-120 ms stalls in
@@ -228,10 +259,14 @@ class TransactionalEngine:
             "retry.backoff.ms": 10,
         }
         if not self.exactly_once:
-            return Producer({**config, "enable.idempotence": True, "acks": "all",
-                                 "on_delivery": self._on_delivery})
-        producer = Producer({**config, "transactional.id": self.transactional_id,
-                             "transaction.timeout.ms": self.config.transaction_timeout_ms})
+            return Producer({**config, "enable.idempotence": True, "acks": "all", "on_delivery": self._on_delivery})
+        producer = Producer(
+            {
+                **config,
+                "transactional.id": self.transactional_id,
+                "transaction.timeout.ms": self.config.transaction_timeout_ms,
+            }
+        )
         producer.init_transactions(30)  # aborts whatever a predecessor with this id left open
         return producer
 
@@ -257,8 +292,7 @@ class TransactionalEngine:
         since = self._returned_at
         deadline = (txn.started if txn.open else since) + config.commit_interval_s
         isolating = self._failures >= ISOLATE_AFTER
-        records = consumer.consume(1 if isolating else config.batch_size,
-                                   timeout=max(0.0, deadline - time.monotonic()))
+        records = consumer.consume(1 if isolating else config.batch_size, timeout=max(0.0, deadline - time.monotonic()))
         self._returned_at = time.monotonic()
         try:
             if records:
@@ -266,8 +300,11 @@ class TransactionalEngine:
             if self._tick is not None and self._returned_at >= self._tick_at:
                 self._tick_at = self._returned_at + config.commit_interval_s
                 self._run_ticks(consumer, records)
-            if txn.open and (isolating or txn.records >= config.max_open_records
-                             or time.monotonic() - txn.started >= config.commit_interval_s):
+            if txn.open and (
+                isolating
+                or txn.records >= config.max_open_records
+                or time.monotonic() - txn.started >= config.commit_interval_s
+            ):
                 self._commit()
                 self._failures = 0
         except KafkaException as exc:
@@ -318,7 +355,8 @@ class TransactionalEngine:
                 fresh = [record for record in batch if (record.offset() or 0) >= mark[0]]  # offsets only grow
                 if len(fresh) < len(batch):  # a re-drive: these records' outputs and state are committed already
                     self.metrics.events.labels(agent=self.agent.name, outcome="already-processed").inc(
-                        len(batch) - len(fresh))
+                        len(batch) - len(fresh)
+                    )
             if fresh:
                 poisoned = self._poison.get((topic, partition, fresh[0].offset() or 0), 0) >= PARK_AFTER
                 if not (poisoned and len(fresh) == 1 and self._park(fresh[0], out)):
@@ -342,9 +380,12 @@ class TransactionalEngine:
         positions = {(tp.topic, tp.partition): tp.offset for tp in consumer.position(wanted)}
         for partition, state in list(self.state.items()):
             idle = partition not in busy and all(
-                _caught_up(positions.get((topic, partition), -1),
-                           consumer.get_watermark_offsets(TopicPartition(topic, partition), cached=True)[1])
-                for topic in self.agent.sources)
+                _caught_up(
+                    positions.get((topic, partition), -1),
+                    consumer.get_watermark_offsets(TopicPartition(topic, partition), cached=True)[1],
+                )
+                for topic in self.agent.sources
+            )
             self._tick(partition, state, Output(self._producer, self._begin), idle)
             if state.dirty:
                 self._begin()
@@ -382,8 +423,13 @@ class TransactionalEngine:
         assert producer is not None  # noqa: S101 - run() made it
         for key in state.dirty:
             value = state.get(key)
-            produce(producer, self.changelog, orjson.dumps(value) if value is not None else None, key.encode(),
-                     partition=partition)
+            produce(
+                producer,
+                self.changelog,
+                orjson.dumps(value) if value is not None else None,
+                key.encode(),
+                partition=partition,
+            )
         state.dirty.clear()
 
     def _finish_transaction(self) -> bool:
@@ -407,8 +453,14 @@ class TransactionalEngine:
         if isolating and first is not None:
             self._poison[first] = self._poison.get(first, 0) + 1
             if self._poison[first] >= PARK_AFTER:
-                log.error("engine.record.isolated", agent=self.agent.name, topic=first[0], partition=first[1],
-                          offset=first[2], error=str(error or exc))
+                log.error(
+                    "engine.record.isolated",
+                    agent=self.agent.name,
+                    topic=first[0],
+                    partition=first[1],
+                    offset=first[2],
+                    error=str(error or exc),
+                )
                 self._poison_errors[first] = error or exc
         self._recover(error)
 
@@ -425,9 +477,18 @@ class TransactionalEngine:
         topic, headers = target
         dlq_only = [(name, value) for name, value in headers if name.startswith("dlq_")]
         key = record.key()
-        out.send(topic, key if key is None or len(key) <= 1024 else None, None,
-                 [*dlq_only, ("dlq_value_omitted", (b"the record could not be written whole; it stays at its "
-                                                   b"original topic, partition and offset"))])
+        out.send(
+            topic,
+            key if key is None or len(key) <= 1024 else None,
+            None,
+            [
+                *dlq_only,
+                (
+                    "dlq_value_omitted",
+                    (b"the record could not be written whole; it stays at its original topic, partition and offset"),
+                ),
+            ],
+        )
         del self._poison[where]
         self.parked += 1
         self.metrics.events.labels(agent=self.agent.name, outcome="dead-letter").inc()
@@ -441,8 +502,13 @@ class TransactionalEngine:
     def _abort(self, error: KafkaError | None) -> None:
         """Abort the open transaction; a fenced (fatal) producer is replaced by a new one with the same id."""
         if error is not None:
-            log.warning("engine.transaction.failed", agent=self.agent.name, error=str(error),
-                        fatal=error.fatal(), abortable=error.txn_requires_abort())
+            log.warning(
+                "engine.transaction.failed",
+                agent=self.agent.name,
+                error=str(error),
+                fatal=error.fatal(),
+                abortable=error.txn_requires_abort(),
+            )
         producer = self._producer
         if self.exactly_once and producer is not None and (error is None or not error.fatal()) and self._txn.open:
             try:
@@ -471,8 +537,9 @@ class TransactionalEngine:
         if not partitions:
             return
         self._restore(partitions)
-        committed = consumer.committed([TopicPartition(t, p) for t in self.agent.sources for p in partitions],
-                                       timeout=30)
+        committed = consumer.committed(
+            [TopicPartition(t, p) for t in self.agent.sources for p in partitions], timeout=30
+        )
         for tp in committed:
             consumer.seek(TopicPartition(tp.topic, tp.partition, tp.offset if tp.offset >= 0 else OFFSET_BEGINNING))
 
@@ -493,8 +560,13 @@ class TransactionalEngine:
         if restored_hook is not None:
             for partition, state in restored.items():
                 restored_hook(partition, state)
-        log.info("engine.restored", agent=self.agent.name, partitions=sorted(restored),
-                 keys=sum(map(len, restored.values())), seconds=round(time.monotonic() - started, 3))
+        log.info(
+            "engine.restored",
+            agent=self.agent.name,
+            partitions=sorted(restored),
+            keys=sum(map(len, restored.values())),
+            seconds=round(time.monotonic() - started, 3),
+        )
 
     # ------------------------------------------------------------------ rebalances
 
@@ -547,7 +619,8 @@ class TransactionalEngine:
             _, high = consumer.get_watermark_offsets(tp, cached=True)
             if tp.offset >= 0 and high >= 0:
                 self.metrics.lag.labels(agent=self.agent.name, topic=tp.topic, partition=str(tp.partition)).set(
-                    max(0, high - tp.offset))
+                    max(0, high - tp.offset)
+                )
 
     def _source_partitions(self) -> list[TopicPartition]:
         """The source partitions this engine reads now."""

@@ -53,8 +53,11 @@ class Resources:
     @classmethod
     def open(cls, settings: Settings, catalog: Catalog, *, source: str) -> Resources:
         registry = RegistryClient(settings.registry_url())
-        return cls(catalog, EventDecoder(registry, max_record_bytes=settings.agent_max_record_bytes),
-                   EventEncoder(catalog, registry, source=source))
+        return cls(
+            catalog,
+            EventDecoder(registry, max_record_bytes=settings.agent_max_record_bytes),
+            EventEncoder(catalog, registry, source=source),
+        )
 
 
 class _Next(Generic[T]):
@@ -167,8 +170,7 @@ class AgentRunner:
             state.derived[table.name] = table.rebuild(state)
 
     def dead_letter(self, record: Message, error: BaseException) -> tuple[str, list[tuple[str, bytes | None]]]:
-        return dead_letter(self.resources.catalog, SourceRecord.from_message(record), self.name, error, 1,
-                           self.metrics)
+        return dead_letter(self.resources.catalog, SourceRecord.from_message(record), self.name, error, 1, self.metrics)
 
     def _before_commit(self) -> None:
         for hook in self.app.commit_hooks:
@@ -267,16 +269,26 @@ class AgentRunner:
             return True
         backoff = self.app.retry_backoff * 2 ** (attempt - 1)
         wait = min(exc.after, MAX_RETRY_WAIT_S) if isinstance(exc, Retry) else backoff
-        log.warning("agent.retry", agent=self.name, topic=record.topic(), partition=record.partition(),
-                    offset=record.offset(), attempt=attempt, wait_s=wait, error=f"{type(exc).__name__}: {exc}")
+        log.warning(
+            "agent.retry",
+            agent=self.name,
+            topic=record.topic(),
+            partition=record.partition(),
+            offset=record.offset(),
+            attempt=attempt,
+            wait_s=wait,
+            error=f"{type(exc).__name__}: {exc}",
+        )
         self._events.labels(agent=self.name, outcome="retried").inc()
         time.sleep(wait)
         return False
 
-    def _park(self, record: Message, error: BaseException, attempts: int, out: Output,
-              outcome: str = "dead-letter") -> None:
-        target, headers = dead_letter(self.resources.catalog, SourceRecord.from_message(record), self.name, error,
-                                      attempts, self.metrics)
+    def _park(
+        self, record: Message, error: BaseException, attempts: int, out: Output, outcome: str = "dead-letter"
+    ) -> None:
+        target, headers = dead_letter(
+            self.resources.catalog, SourceRecord.from_message(record), self.name, error, attempts, self.metrics
+        )
         out.send(target, record.key(), record.value(), headers)
         self._events.labels(agent=self.name, outcome=outcome).inc()  # streams_agent_dlq_total: counted by dead_letter
 
@@ -305,8 +317,12 @@ class AgentRunner:
         trace = _header(record, "ce_traceparent") if record is not None else None
         event_id = outcome_id(self._event_id or "window", f"{self.name}:{self._sent}")
         key_bytes, value, headers, _ = self.resources.encoder.build(
-            topic, payload, key=key, event_id=event_id,
-            traceparent=trace if trace is not None and TRACEPARENT.match(trace) else None)
+            topic,
+            payload,
+            key=key,
+            event_id=event_id,
+            traceparent=trace if trace is not None and TRACEPARENT.match(trace) else None,
+        )
         SCOPE.outputs.append((str(topic), key_bytes, value, cast("list[tuple[str, bytes | None]]", headers)))
 
     def current_record(self) -> SourceRecord:

@@ -19,12 +19,19 @@ if TYPE_CHECKING:
 
     from prometheus_client import CollectorRegistry
 
+
 class WorkerWeb:
     """Serves the worker's pages until `close`; `health()` names each agent and whether it runs."""
 
-    def __init__(self, host: str, port: int, *, health: Callable[[], dict[str, bool]],
-                 search: Callable[[str, str | None, int], list[dict[str, Any]]] | None,
-                 metrics: CollectorRegistry) -> None:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        *,
+        health: Callable[[], dict[str, bool]],
+        search: Callable[[str, str | None, int], list[dict[str, Any]]] | None,
+        metrics: CollectorRegistry,
+    ) -> None:
         handler = _handler(health, search, metrics)
         self.server = ThreadingHTTPServer((host, port), handler)
         self.server.daemon_threads = True
@@ -42,9 +49,11 @@ class WorkerWeb:
         self.server.server_close()
 
 
-def _handler(health: Callable[[], dict[str, bool]],
-             search: Callable[[str, str | None, int], list[dict[str, Any]]] | None,
-             metrics: CollectorRegistry) -> type[BaseHTTPRequestHandler]:
+def _handler(
+    health: Callable[[], dict[str, bool]],
+    search: Callable[[str, str | None, int], list[dict[str, Any]]] | None,
+    metrics: CollectorRegistry,
+) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
             url = urlsplit(self.path)
@@ -54,8 +63,10 @@ def _handler(health: Callable[[], dict[str, bool]],
             elif url.path == "/health":
                 agents = health()
                 ok = bool(agents) and all(agents.values())
-                self._json(HTTPStatus.OK if ok else HTTPStatus.SERVICE_UNAVAILABLE,
-                           {"status": "ok" if ok else "unavailable", "agents": agents})
+                self._json(
+                    HTTPStatus.OK if ok else HTTPStatus.SERVICE_UNAVAILABLE,
+                    {"status": "ok" if ok else "unavailable", "agents": agents},
+                )
             elif url.path == "/search":
                 self._search(query)
             else:

@@ -69,27 +69,40 @@ class RunnerOptions:
 class WebhookRunner:
     """One `streams webhooks` process: a consumer group member posting events to HTTP endpoints."""
 
-    def __init__(self, settings: Settings, catalog: Catalog, config: WebhookConfig,
-                 options: RunnerOptions | None = None, *, metrics: WebhookMetrics | None = None,
-                 registry: RegistryClient | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        catalog: Catalog,
+        config: WebhookConfig,
+        options: RunnerOptions | None = None,
+        *,
+        metrics: WebhookMetrics | None = None,
+        registry: RegistryClient | None = None,
+    ) -> None:
         self.config = config
         self.catalog = catalog
         self.options = options or RunnerOptions()
         self.metrics = metrics or WebhookMetrics()
         secrets = settings.webhook_secret_map()
         config.secrets(secrets)
-        self.signers = {route.secret: Signer(secrets[route.secret].get_secret_value(), route.secret)
-                        for route in config.routes}
+        self.signers = {
+            route.secret: Signer(secrets[route.secret].get_secret_value(), route.secret) for route in config.routes
+        }
         kafka = settings.kafka_config(settings.bootstrap_servers())
         settings.check_kafka_login(settings.bootstrap_servers())
         self._registry = registry or RegistryClient(settings.registry_url())
         # A registry outage holds the partition (SchemaUnavailableError) instead of parking its records.
-        self.decoder = EventDecoder(self._registry, max_record_bytes=settings.agent_max_record_bytes,
-                                    hold_when_registry_down=True)
+        self.decoder = EventDecoder(
+            self._registry, max_record_bytes=settings.agent_max_record_bytes, hold_when_registry_down=True
+        )
         self._routes = config.routes_by_topic()
         consumer_config: dict[str, Any] = {
-            **kafka, "group.id": config.group, "enable.auto.commit": False, "auto.offset.reset": "earliest",
-            "enable.partition.eof": False, "session.timeout.ms": self.options.session_timeout_ms,
+            **kafka,
+            "group.id": config.group,
+            "enable.auto.commit": False,
+            "auto.offset.reset": "earliest",
+            "enable.partition.eof": False,
+            "session.timeout.ms": self.options.session_timeout_ms,
             # Incremental rebalancing: a runner joining or leaving moves only the partitions that change owner;
             # the others keep their deliveries under way instead of cancelling and redelivering them.
             "partition.assignment.strategy": "cooperative-sticky",
@@ -134,10 +147,13 @@ class WebhookRunner:
                 loop.add_signal_handler(sig, self.stop)
         self._deliverer = Deliverer(self.config.routes, self.signers, on_attempt=self._attempted)
         topics = list(self.config.topics())
-        self._consumer.subscribe(topics, on_assign=self._on_assign, on_revoke=self._on_revoke,
-                                 on_lost=self._on_lost)
-        log.info("webhooks started", group=self.config.group, topics=topics,
-                 routes=[route.name for route in self.config.routes])
+        self._consumer.subscribe(topics, on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost)
+        log.info(
+            "webhooks started",
+            group=self.config.group,
+            topics=topics,
+            routes=[route.name for route in self.config.routes],
+        )
         try:
             while not self._stopping and not (should_stop and should_stop()):
                 await self.cycle()
@@ -190,8 +206,11 @@ class WebhookRunner:
                 self._park(record, source, exc, 1, {})
                 continue
             record = self._inflight.add(tp, offset)
-            attributes = {name.removeprefix(CE_PREFIX): raw.decode(errors="replace")
-                          for name, raw in source.headers if name.startswith(CE_PREFIX) and raw is not None}
+            attributes = {
+                name.removeprefix(CE_PREFIX): raw.decode(errors="replace")
+                for name, raw in source.headers
+                if name.startswith(CE_PREFIX) and raw is not None
+            }
             event_type = attributes.get("type") or topic
             event_id = attributes.setdefault("id", source.event_id)
             matched = [route for route in self._routes.get(topic, ()) if route.matches(event_type, data)]
@@ -200,14 +219,21 @@ class WebhookRunner:
                 headers, body = render(route, data, attributes, topic)
                 self._inflight.hold(record)
                 task = asyncio.get_running_loop().create_task(
-                    self._deliver(record, source, route, webhook_id(route.name, event_id), headers, body))
+                    self._deliver(record, source, route, webhook_id(route.name, event_id), headers, body)
+                )
                 tasks = self._tasks.setdefault(tp, set())
                 tasks.add(task)
                 task.add_done_callback(functools.partial(self._finished, tasks=tasks))
 
     def _hold(self, tp: TopicPartitionKey, offset: int, exc: Exception) -> None:
-        log.warning("schema registry unreachable; partition held", topic=tp[0], partition=tp[1], offset=offset,
-                    error=str(exc), retry_in_s=self.options.registry_retry_s)
+        log.warning(
+            "schema registry unreachable; partition held",
+            topic=tp[0],
+            partition=tp[1],
+            offset=offset,
+            error=str(exc),
+            retry_in_s=self.options.registry_retry_s,
+        )
         self._held[tp] = time.monotonic() + self.options.registry_retry_s
         part = TopicPartition(tp[0], tp[1], offset)
         self._consumer.pause([part])
@@ -216,8 +242,15 @@ class WebhookRunner:
 
     # ---- delivering and parking ---------------------------------------------------------------------
 
-    async def _deliver(self, record: PendingRecord, source: SourceRecord, route: WebhookRoute, msg_id: str,
-                       headers: dict[str, str], body: bytes) -> None:
+    async def _deliver(
+        self,
+        record: PendingRecord,
+        source: SourceRecord,
+        route: WebhookRoute,
+        msg_id: str,
+        headers: dict[str, str],
+        body: bytes,
+    ) -> None:
         assert self._deliverer is not None  # noqa: S101 - set before the first record is taken
         result = await self._deliverer.deliver(route, msg_id, headers, body)
         if result.delivered:
@@ -228,16 +261,20 @@ class WebhookRunner:
         self.metrics.deliveries.labels(route.name, "dead_lettered").inc()
         self._park(record, source, _failure(route, result), result.attempts, _http_headers(route, result.last))
 
-    def _park(self, record: PendingRecord, source: SourceRecord, error: Exception, attempts: int,
-              extra: dict[str, bytes]) -> None:
+    def _park(
+        self, record: PendingRecord, source: SourceRecord, error: Exception, attempts: int, extra: dict[str, bytes]
+    ) -> None:
         """Send the record to `<topic>.dlq` (the agents' header policy, plus the HTTP outcome); the hold the caller
         has on the record is settled once Kafka acknowledged the dead letter."""
         target, parked = dead_letter(self.catalog, source, AGENT, error, attempts)
         headers: list[tuple[str, str | bytes | None]] = [
-            *parked, *((f"{DLQ_HEADER_PREFIX}{name}", value) for name, value in extra.items())]
+            *parked,
+            *((f"{DLQ_HEADER_PREFIX}{name}", value) for name, value in extra.items()),
+        ]
         self.metrics.dead_letters.labels(source.topic, type(error).__name__).inc()
-        produce_until_acknowledged(self._producer, target, source.key, source.value, headers,
-                                   lambda: self._inflight.settle(record))
+        produce_until_acknowledged(
+            self._producer, target, source.key, source.value, headers, lambda: self._inflight.settle(record)
+        )
 
     def _attempted(self, route: WebhookRoute, attempt: Attempt) -> None:
         self.metrics.attempts.labels(route.name, attempt.label).inc()
@@ -307,7 +344,8 @@ class WebhookRunner:
         if self._deliverer is not None:
             for route in self.config.routes:
                 self.metrics.circuit_open.labels(route.name).set(
-                    int(self._deliverer.endpoints[route.url].circuit.is_open))
+                    int(self._deliverer.endpoints[route.url].circuit.is_open)
+                )
         for topic, partition in self._assigned:
             try:
                 _, high = self._consumer.get_watermark_offsets(TopicPartition(topic, partition), cached=True)

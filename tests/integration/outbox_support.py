@@ -77,7 +77,10 @@ class World:
 
 @pytest.fixture(name="world")
 def world_fixture(
-    tmp_path: Path, unique_name: Callable[[str], str], kafka_bootstrap: str, registry_url: str  # noqa: F811
+    tmp_path: Path,
+    unique_name: Callable[[str], str],
+    kafka_bootstrap: str,
+    registry_url: str,  # noqa: F811
 ) -> World:
     """A catalog of one fresh invoice topic (3 partitions, keyed by tenant), applied, schema registered."""
     topic = unique_name("outbox")
@@ -98,15 +101,20 @@ topics:
         spec = catalog.topic(topic)
         assert spec.schema_file is not None
         client.register(f"{topic}-value", Path(spec.schema_file).read_text())
-    settings = Settings(kafka_bootstrap_servers=kafka_bootstrap, schema_registry_url=registry_url,
-                        catalog_path=tmp_path / "topics.yaml", data_dir=tmp_path / ".streams")
+    settings = Settings(
+        kafka_bootstrap_servers=kafka_bootstrap,
+        schema_registry_url=registry_url,
+        catalog_path=tmp_path / "topics.yaml",
+        data_dir=tmp_path / ".streams",
+    )
     return World(catalog, settings, topic, registry_url, tmp_path)
 
 
 def read_topic(bootstrap: str, topic: str, *, idle_s: float = 3.0) -> list[Any]:
     """Every record of `topic`, partition by partition in offset order (stops after `idle_s` of silence)."""
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"t-{uuid.uuid4().hex[:6]}",
-                         "enable.auto.commit": False})
+    consumer = Consumer(
+        {"bootstrap.servers": bootstrap, "group.id": f"t-{uuid.uuid4().hex[:6]}", "enable.auto.commit": False}
+    )
     try:
         partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
         ends = {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in partitions}
@@ -142,7 +150,12 @@ def relay_process(world: World, dsn: str, table: str, log_path: Path, *extra: st
     with log_path.open("ab") as log:
         return subprocess.Popen(
             [sys.executable, "-m", "streams.cli", "outbox", "relay", "--dsn", dsn, "--table", table, *extra],
-            env=env, cwd=world.root, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+            env=env,
+            cwd=world.root,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
 
 
 def pending(dsn: str, table: str) -> tuple[int, int]:

@@ -19,8 +19,16 @@ from streams.settings import KafkaConfig
 
 
 def write_catalog(path: Path, topics: dict[str, dict[str, object]], *, dlq: bool = False) -> Catalog:
-    lines = ["version: 1", "defaults:", "  partitions: 2", "  replication_factor: 1",
-             "  min_insync_replicas: 1", "  retention: 7d", f"  dlq: {str(dlq).lower()}", "topics:"]
+    lines = [
+        "version: 1",
+        "defaults:",
+        "  partitions: 2",
+        "  replication_factor: 1",
+        "  min_insync_replicas: 1",
+        "  retention: 7d",
+        f"  dlq: {str(dlq).lower()}",
+        "topics:",
+    ]
     for name, fields in topics.items():
         lines.append(f"  {name}:")
         lines.append("    owner: tests")
@@ -58,10 +66,14 @@ def test_apply_creates_every_topic_and_second_apply_has_nothing_to_do(
     tmp_path: Path, unique_name: Callable[[str], str], kafka_config: KafkaConfig, admin_client: AdminClient
 ) -> None:
     orders, events = unique_name("orders"), unique_name("events")
-    catalog = write_catalog(tmp_path / "topics.yaml", {
-        orders: {"partitions": 3, "retention": "2d"},
-        events: {"cleanup_policy": "compact"},
-    }, dlq=True)
+    catalog = write_catalog(
+        tmp_path / "topics.yaml",
+        {
+            orders: {"partitions": 3, "retention": "2d"},
+            events: {"cleanup_policy": "compact"},
+        },
+        dlq=True,
+    )
 
     first = plan_changes(catalog, kafka_config)
     created = {c.topic for c in first.changes if c.kind is ChangeKind.CREATE}
@@ -102,10 +114,14 @@ def test_config_changed_by_another_client_is_reported_as_drift(
     catalog = write_catalog(tmp_path / "topics.yaml", {name: {}})
     apply_plan(plan_changes(catalog, kafka_config), catalog, kafka_config)
 
-    resource = ConfigResource(ResourceType.TOPIC, name, incremental_configs=[
-        ConfigEntry("retention.ms", "60000", incremental_operation=AlterConfigOpType.SET),
-        ConfigEntry("segment.ms", "3600000", incremental_operation=AlterConfigOpType.SET),
-    ])
+    resource = ConfigResource(
+        ResourceType.TOPIC,
+        name,
+        incremental_configs=[
+            ConfigEntry("retention.ms", "60000", incremental_operation=AlterConfigOpType.SET),
+            ConfigEntry("segment.ms", "3600000", incremental_operation=AlterConfigOpType.SET),
+        ],
+    )
     for future in admin_client.incremental_alter_configs([resource]).values():
         future.result()
 
@@ -136,9 +152,15 @@ def test_partitions_grow_with_a_warning_for_keyed_topics_and_never_shrink(
 ) -> None:
     keyed, plain = unique_name("keyed"), unique_name("plain")
     path = tmp_path / "topics.yaml"
-    (tmp_path / "keyed.avsc").write_text(json.dumps({
-        "type": "record", "name": "Keyed", "fields": [{"name": "invoice_id", "type": "string"}],
-    }))
+    (tmp_path / "keyed.avsc").write_text(
+        json.dumps(
+            {
+                "type": "record",
+                "name": "Keyed",
+                "fields": [{"name": "invoice_id", "type": "string"}],
+            }
+        )
+    )
     keyed_fields = {"key": "invoice_id", "schema": "keyed.avsc"}
     catalog = write_catalog(path, {keyed: {"partitions": 2, **keyed_fields}, plain: {"partitions": 2}})
     apply_plan(plan_changes(catalog, kafka_config), catalog, kafka_config)
@@ -165,7 +187,8 @@ def test_partitions_grow_with_a_warning_for_keyed_topics_and_never_shrink(
     assert partition_count(admin_client, keyed) == 4
 
     invoked = CliRunner().invoke(
-        main, ["topics", "apply", "--catalog", str(path)],
+        main,
+        ["topics", "apply", "--catalog", str(path)],
         env={"STREAMS_KAFKA_BOOTSTRAP_SERVERS": str(kafka_config["bootstrap.servers"])},
     )
     assert invoked.exit_code == 1

@@ -48,8 +48,12 @@ routes:
 
 
 @pytest.fixture
-def world(tmp_path: Path, unique_name: Callable[[str], str], kafka_bootstrap: str,
-          registry_url: str) -> Iterator[BridgeWorld]:  # noqa: F811
+def world(
+    tmp_path: Path,
+    unique_name: Callable[[str], str],
+    kafka_bootstrap: str,
+    registry_url: str,  # noqa: F811
+) -> Iterator[BridgeWorld]:
     with running(make_world(tmp_path, unique_name, kafka_bootstrap, registry_url, ROUTES)) as made:
         yield made
 
@@ -69,8 +73,7 @@ def test_undecodable_records_go_to_the_dlq_and_good_ones_to_celery(world: Bridge
         good = publisher.encoder.encode(world.cleared, cleared_event(99)).value
     garbage[2] = (b"truncated", good[:12])
     for key, value in garbage:
-        producer.produce(world.cleared, key=key, value=value, partition=0,
-                         headers=[("ce_id", key), ("trace", b"kept")])
+        producer.produce(world.cleared, key=key, value=value, partition=0, headers=[("ce_id", key), ("trace", b"kept")])
     assert producer.flush(10) == 0
     with world.publisher() as publisher:
         for event in events[10:]:
@@ -101,37 +104,77 @@ def test_undecodable_records_go_to_the_dlq_and_good_ones_to_celery(world: Bridge
     assert bridge.alive()
 
 
-@pytest.mark.parametrize(("routes", "expected"), [
-    ("routes:\n  r:\n    topic: '{cleared}'\n    task: streams.generate_invoice_pf\n",
-     ("field 'task': unknown task 'streams.generate_invoice_pf' (not registered in the Celery app "
-      "tests.bridge.worker_app); did you mean 'streams.generate_invoice_pdf'?")),
-    ("routes:\n  r:\n    topic: invoice.nope\n    task: streams.generate_invoice_pdf\n",
-     "field 'topic': topic 'invoice.nope' is not in the catalog"),
-    ("routes:\n  r:\n    topic: '{violations}'\n    where: {{severty: ERROR}}\n    task: streams.notify_compliance\n",
-     "field 'where': 'severty' is not in the schema of"),
-], ids=["unknown-task", "topic-not-in-catalog", "filter-on-missing-field"])
-def test_startup_errors_are_one_line_and_exit_1(tmp_path: Path, unique_name: Callable[[str], str],
-                                                 kafka_bootstrap: str, registry_url: str,  # noqa: F811
-                                                 routes: str, expected: str) -> None:
+@pytest.mark.parametrize(
+    ("routes", "expected"),
+    [
+        (
+            "routes:\n  r:\n    topic: '{cleared}'\n    task: streams.generate_invoice_pf\n",
+            (
+                "field 'task': unknown task 'streams.generate_invoice_pf' (not registered in the Celery app "
+                "tests.bridge.worker_app); did you mean 'streams.generate_invoice_pdf'?"
+            ),
+        ),
+        (
+            "routes:\n  r:\n    topic: invoice.nope\n    task: streams.generate_invoice_pdf\n",
+            "field 'topic': topic 'invoice.nope' is not in the catalog",
+        ),
+        (
+            (
+                "routes:\n  r:\n    topic: '{violations}'\n    where: {{severty: ERROR}}\n"
+                "    task: streams.notify_compliance\n"
+            ),
+            "field 'where': 'severty' is not in the schema of",
+        ),
+    ],
+    ids=["unknown-task", "topic-not-in-catalog", "filter-on-missing-field"],
+)
+def test_startup_errors_are_one_line_and_exit_1(
+    tmp_path: Path,
+    unique_name: Callable[[str], str],
+    kafka_bootstrap: str,
+    registry_url: str,  # noqa: F811
+    routes: str,
+    expected: str,
+) -> None:
     with running(make_world(tmp_path, unique_name, kafka_bootstrap, registry_url, routes)) as world:
-        result = subprocess.run([sys.executable, "-m", "streams.bridge"], env=world.env(), cwd=ROOT,
-                                capture_output=True, text=True, timeout=60, check=False)
+        result = subprocess.run(
+            [sys.executable, "-m", "streams.bridge"],
+            env=world.env(),
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
         assert result.returncode == 1, result.stderr
         lines = result.stderr.strip().splitlines()
         assert len(lines) == 1, result.stderr
         assert lines[0].startswith(f"error: {world.catalog_path}:"), lines[0]
         assert expected in lines[0]
         assert "Traceback" not in result.stderr
-        checked = subprocess.run([sys.executable, "-m", "streams.bridge", "--check", "-o", "json"],
-                                 env=world.env(), cwd=ROOT, capture_output=True, text=True, timeout=60,
-                                 check=False)
+        checked = subprocess.run(
+            [sys.executable, "-m", "streams.bridge", "--check", "-o", "json"],
+            env=world.env(),
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
         assert checked.returncode == 1
         assert expected in checked.stderr
 
 
 def test_routes_listing_checks_against_the_real_celery_app(world: BridgeWorld) -> None:
-    result = subprocess.run([sys.executable, "-m", "streams.bridge", "--routes", "-o", "json"], env=world.env(),
-                            cwd=ROOT, capture_output=True, text=True, timeout=60, check=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "streams.bridge", "--routes", "-o", "json"],
+        env=world.env(),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
     listed = json.loads(result.stdout)
     assert listed["group"] == world.group
     assert [(r["route"], r["topic"], r["task"], r["queue"]) for r in listed["routes"]] == [

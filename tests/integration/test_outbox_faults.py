@@ -57,9 +57,15 @@ def wait_for_progress(world: World, relay: subprocess.Popen[bytes], since: int, 
     return now
 
 
-def write_and_kill(world: World, outbox: Outbox, dsn: str, table: str, log: Path,
-                   relays: list[subprocess.Popen[bytes]], arguments: tuple[str, ...],
-                   ) -> tuple[subprocess.Popen[bytes], dict[str, list[str]], set[str]]:
+def write_and_kill(
+    world: World,
+    outbox: Outbox,
+    dsn: str,
+    table: str,
+    log: Path,
+    relays: list[subprocess.Popen[bytes]],
+    arguments: tuple[str, ...],
+) -> tuple[subprocess.Popen[bytes], dict[str, list[str]], set[str]]:
     """Add the events (one writer, so commit order is add order) and kill -9 the relay at KILL_AT.
 
     Returns the running relay, the committed event ids per key in commit order, the rolled-back ids.
@@ -101,7 +107,8 @@ def write_and_kill(world: World, outbox: Outbox, dsn: str, table: str, log: Path
 
 @pytest.mark.timeout(900)
 def test_relay_killed_three_times_loses_nothing_and_keeps_commit_order_per_key(
-        world: World, database: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    world: World, database: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
     dsn, table = split(database)
     log = tmp_path / "relay.log"
     outbox = Outbox(world.settings, source="erp", table=table)
@@ -130,8 +137,10 @@ def test_relay_killed_three_times_loses_nothing_and_keeps_commit_order_per_key(
         assert first_seen == ids, f"key {tenant}: Kafka's order (deduplicated by ce_id) is not commit order"
     duplicates = len(seen) - len(set(seen))
     request.node.user_properties.append(("duplicates", duplicates))
-    print(f"\n{dsn.split(':', 1)[0]}: {len(committed)} committed, {len(rolled_back)} rolled back, "  # noqa: T201
-          f"3 kills, {duplicates} duplicate records (same ce_id)")
+    print(  # noqa: T201
+        f"\n{dsn.split(':', 1)[0]}: {len(committed)} committed, {len(rolled_back)} rolled back, "
+        f"3 kills, {duplicates} duplicate records (same ce_id)"
+    )
     assert pending(dsn, table) == (0, 0)
 
 
@@ -143,7 +152,8 @@ def kill_all(processes: list[subprocess.Popen[bytes]]) -> None:
 
 @pytest.mark.timeout(600)
 def test_several_relays_share_one_database_without_reordering_a_key(
-        world: World, database: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    world: World, database: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
     dsn, table = split(database)
     outbox = Outbox(world.settings, table=table)
     request.addfinalizer(outbox.close)
@@ -187,7 +197,8 @@ def test_several_relays_share_one_database_without_reordering_a_key(
 
 @pytest.mark.parametrize("kind", ["postgres", "mariadb"])
 def test_transactions_adding_one_key_serialize_so_id_order_is_commit_order(
-        world: World, kind: str, request: pytest.FixtureRequest) -> None:
+    world: World, kind: str, request: pytest.FixtureRequest
+) -> None:
     from streams.outbox.commands import create_table  # noqa: PLC0415
 
     server = request.getfixturevalue(kind)

@@ -85,7 +85,7 @@ class Stream(threading.Thread):
         try:
             with self.world.publisher() as publisher:
                 for start in range(0, len(self.events), CHUNK):
-                    chunk = self.events[start:start + CHUNK]
+                    chunk = self.events[start : start + CHUNK]
                     futures = [publisher.publish(self.world.topic, event) for event in chunk]
                     for event, future in zip(chunk, futures, strict=True):
                         self.ids[event["violation_id"]] = future.result(timeout=30).event_id
@@ -96,7 +96,10 @@ class Stream(threading.Thread):
 
 @pytest.mark.timeout(420)
 def test_every_event_is_delivered_or_parked_through_faults_and_kills(
-    tmp_path: Path, unique_name: Callable[[str], str], kafka_bootstrap: str, registry_url: str  # noqa: F811
+    tmp_path: Path,
+    unique_name: Callable[[str], str],
+    kafka_bootstrap: str,
+    registry_url: str,  # noqa: F811
 ) -> None:
     flaky = Flaky(seed=16)
     with Receiver(SECRET, respond=flaky) as receiver:
@@ -108,6 +111,7 @@ def test_every_event_is_delivered_or_parked_through_faults_and_kills(
             stream.start()
             checked = 0
             for kill, threshold in enumerate((60, 150, 230), start=1):
+
                 def delivered(t: int = threshold) -> bool:
                     return len(receiver.delivered) >= t
 
@@ -145,15 +149,19 @@ def test_every_event_is_delivered_or_parked_through_faults_and_kills(
         for received in receiver.delivered.values():
             Webhook(SECRET).verify(received.body, received.headers)
         duplicates = receiver.answered_2xx - len(receiver.delivered)
-        print(f"\nwebhook faults: {dict(outcome)}; receiver answers {dict(flaky.answers)}; "  # noqa: T201
-              f"{duplicates} duplicate deliveries (kill -9 redeliveries); offset rule checked on {checked} records")
+        print(  # noqa: T201
+            f"\nwebhook faults: {dict(outcome)}; receiver answers {dict(flaky.answers)}; "
+            f"{duplicates} duplicate deliveries (kill -9 redeliveries); offset rule checked on {checked} records"
+        )
         assert outcome["delivered"] + outcome["parked"] == EVENTS
         poisoned = {stream.ids[e["violation_id"]] for e in events if poison(e)}
         assert poisoned <= set(parked)
         for ce_id in poisoned:
             assert webhook_id(ROUTE, ce_id) not in delivered_ids
-            assert (parked[ce_id]["dlq_http_status"], parked[ce_id]["dlq_http_body"]) == \
-                ("500", "poison: this event always fails")
+            assert (parked[ce_id]["dlq_http_status"], parked[ce_id]["dlq_http_body"]) == (
+                "500",
+                "poison: this event always fails",
+            )
         assert min(flaky.answers.values()) > 0  # every kind of failure happened
 
 
@@ -168,7 +176,8 @@ def assert_offset_rule(world: HooksWorld, receiver: Receiver) -> int:
         if offset >= committed.get(partition, 0):
             continue
         ce_id = headers_of(message)["ce_id"]
-        assert webhook_id(ROUTE, ce_id) in receiver.delivered or (str(partition), str(offset)) in parked, \
+        assert webhook_id(ROUTE, ce_id) in receiver.delivered or (str(partition), str(offset)) in parked, (
             f"offset {offset} of partition {partition} committed but neither delivered nor parked"
+        )
         checked += 1
     return checked

@@ -74,7 +74,8 @@ def test_sealed_parts_merge_into_the_bundle_a_single_writer_makes(tmp_path: Path
     assert [f["name"] for f in files] == [f"records-{schema_id}.part0.avro", f"records-{schema_id}.part1.avro"]
     assert sum(f["records"] for f in files) == 40
     assert sorted(p.name for p in (tmp_path / "parallel").iterdir()) == sorted(
-        ["manifest.json", "records.sha256", *(f["name"] for f in files)])
+        ["manifest.json", "records.sha256", *(f["name"] for f in files)]
+    )
     report = verify_bundle(tmp_path / "parallel")
     assert report.ok, report.problems
     assert report.records == 40
