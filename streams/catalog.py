@@ -27,6 +27,7 @@ __all__ = [
     "lint_catalog",
     "load_catalog",
     "parse_duration_ms",
+    "resolve_field",
 ]
 
 CleanupPolicy = Literal["delete", "compact", "compact,delete"]
@@ -527,7 +528,7 @@ class _Linter(LocatedParser):
         pii = layer.get("pii_fields", _Val((), 0))
         for dotted in pii.value:
             try:
-                _resolve(schema, dotted, entry.value)
+                resolve_field(schema, dotted, entry.value)
             except _FieldError as exc:
                 self.report(pii.line, where, "pii_fields", str(exc))
 
@@ -595,7 +596,7 @@ def _read_schema(file: Path, shown: str) -> tuple[dict[str, Any] | None, str]:
 
 def _key_problem(schema: dict[str, Any], key: str, shown: str) -> str | None:
     try:
-        leaf, nullable = _resolve(schema, key, shown)
+        leaf, nullable = resolve_field(schema, key, shown)
     except _FieldError as exc:
         return str(exc)
     if nullable:
@@ -608,8 +609,10 @@ def _key_problem(schema: dict[str, Any], key: str, shown: str) -> str | None:
     return None
 
 
-def _resolve(schema: dict[str, Any], dotted: str, shown: str) -> tuple[Any, bool]:
-    """The Avro type at `dotted` inside record `schema`, and whether any step on the way is nullable."""
+def resolve_field(schema: dict[str, Any], dotted: str, shown: str) -> tuple[Any, bool]:
+    """The Avro type at `dotted` inside record `schema` (null stripped from a [null, T] union), and whether any
+    step on the way is nullable; FieldError naming `shown` (e.g. "the schema of 'x'") when there is none.
+    The one resolver of field paths: catalog keys and PII fields, bridge and webhook route fields."""
     current: Any = schema
     nullable = False
     parts = dotted.split(".")

@@ -18,7 +18,7 @@ from yaml.nodes import Node
 
 from streams.bridge.errors import RouteError
 from streams.bridge.retry import RetryPolicy
-from streams.catalog import parse_duration_ms
+from streams.catalog import parse_duration_ms, resolve_field
 from streams.errors import CatalogError, StreamsError
 from streams.located_yaml import FieldError as _FieldError
 from streams.located_yaml import LocatedParser, hint
@@ -266,7 +266,7 @@ class SectionParser(LocatedParser):
             )
             return None
         try:
-            return _resolve(schema, dotted, topic or "")
+            return resolve_field(schema, dotted, f"the schema of '{topic}'")[0]
         except _FieldError as exc:
             self.report(line, where, what, str(exc))
             return None
@@ -429,33 +429,6 @@ class _Parser(SectionParser):
                 f"{policy.max_backoff_ms} ms is below backoff {policy.backoff_ms} ms; raise it",
             )
         return policy
-
-
-def _resolve(schema: dict[str, Any], dotted: str, topic: str) -> Any:
-    current: Any = schema
-    parts = dotted.split(".")
-    for index, part in enumerate(parts):
-        current = _non_null(current)
-        if not isinstance(current, dict) or current.get("type") != "record":
-            raise _FieldError(
-                f"'{'.'.join(parts[:index])}' in the schema of '{topic}' is not a record, so '{dotted}' does not exist"
-            )
-        fields = {f["name"]: f["type"] for f in current["fields"]}
-        if part not in fields:
-            record = str(current["name"]).rsplit(".", 1)[-1]
-            raise _FieldError(
-                f"'{dotted}' is not in the schema of '{topic}': record {record} has no field "
-                f"'{part}'; its fields: {', '.join(fields)}"
-            )
-        current = fields[part]
-    return _non_null(current)
-
-
-def _non_null(avro: Any) -> Any:
-    if isinstance(avro, list):
-        branches = [b for b in avro if b != "null"]
-        return branches[0] if len(branches) == 1 else avro
-    return avro
 
 
 def _filter_problem(avro: Any, dotted: str, values: list[Any]) -> str | None:
