@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 import structlog
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicCollection, TopicPartition
@@ -199,3 +200,83 @@ def _produce(
             return
         except BufferError:
             producer.poll(0.05)
+
+
+TopicPartitionKey = tuple[str, int]
+
+
+class Partitions:
+    """What a consumer-group member that commits only settled records keeps about its partitions (the bridge and
+    the webhook runner): which it owns, which are paused or held (the registry was unreachable: rewound and
+    paused until a time), the next offsets it committed; and the lag it reports from those."""
+
+    def __init__(self, consumer: Consumer, lag_gauge: Any, lag_interval_s: float) -> None:
+        self.consumer = consumer
+        self.assigned: set[TopicPartitionKey] = set()
+        self.paused: set[TopicPartitionKey] = set()
+        self.held: dict[TopicPartitionKey, float] = {}  # partition -> when to resume it
+        self.committed: dict[TopicPartitionKey, int] = {}  # next offset everything before is settled
+        self._lag_gauge, self._lag_interval_s, self._lag_at = lag_gauge, lag_interval_s, 0.0
+
+    def hold(self, tp: TopicPartitionKey, offset: int, error: Exception, delay_s: float) -> None:
+        """The registry cannot be asked now: rewind the partition to `offset` and pause it for `delay_s`."""
+        log.warning(
+            "schema registry unreachable; partition held",
+            topic=tp[0],
+            partition=tp[1],
+            offset=offset,
+            error=str(error),
+            retry_in_s=delay_s,
+        )
+        self.held[tp] = time.monotonic() + delay_s
+        part = TopicPartition(tp[0], tp[1], offset)
+        self.consumer.pause([part])
+        self.paused.add(tp)
+        self.consumer.seek(part)
+
+    def release_held(self, now: float) -> None:
+        """Forget the holds whose time has come (the next `pause_only` resumes those partitions)."""
+        for tp in [tp for tp, at in self.held.items() if at <= now]:
+            del self.held[tp]
+
+    def pause_only(self, desired: set[TopicPartitionKey]) -> tuple[set[TopicPartitionKey], set[TopicPartitionKey]]:
+        """Pause exactly `desired` (resuming the others); (newly paused, newly resumed)."""
+        pause, resume = desired - self.paused, self.paused - desired
+        if pause:
+            self.consumer.pause([TopicPartition(t, p) for t, p in pause])
+        if resume:
+            self.consumer.resume([TopicPartition(t, p) for t, p in resume])
+        self.paused = desired
+        return pause, resume
+
+    def commit(self, offsets: dict[TopicPartitionKey, int], *, sync: bool = False) -> None:
+        commit_offsets(self.consumer, offsets, self.assigned, self.committed, sync=sync)
+
+    def assign(self, partitions: list[TopicPartition]) -> None:
+        tps = {(p.topic, p.partition) for p in partitions}
+        self.assigned |= tps
+        self.paused -= tps  # a fresh assignment starts unpaused; the next turn re-pauses if needed
+        log.info("partitions assigned", partitions=sorted(tps))
+
+    def forget(self, tps: set[TopicPartitionKey]) -> None:
+        self.assigned -= tps
+        self.paused -= tps
+        for tp in tps:
+            self.held.pop(tp, None)
+            self.committed.pop(tp, None)
+
+    def report_lag(self) -> bool:
+        """Now and then (True when now): records between each owned partition's committed offset and its end."""
+        now = time.monotonic()
+        if now < self._lag_at:
+            return False
+        self._lag_at = now + self._lag_interval_s
+        for topic, partition in self.assigned:
+            try:
+                _, high = self.consumer.get_watermark_offsets(TopicPartition(topic, partition), cached=True)
+            except KafkaException:
+                continue
+            committed = self.committed.get((topic, partition))
+            if high >= 0 and committed is not None:
+                self._lag_gauge.labels(topic, str(partition)).set(max(0, high - committed))
+        return True

@@ -31,7 +31,7 @@ from streams.bridge.metrics import BridgeMetrics
 from streams.bridge.router import Router, UnroutableRecordError
 from streams.errors import StreamsError
 from streams.gc_tuning import throughput_gc
-from streams.kafka_util import commit_offsets, produce_until_acknowledged
+from streams.kafka_util import Partitions, produce_until_acknowledged
 from streams.records import SchemaUnavailableError, SourceRecord, UndecodableRecordError, dead_letter
 from streams.schemas.registry_client import RegistryClient
 
@@ -108,10 +108,8 @@ class Bridge:
         self._consumer = Consumer(consumer_config)
         self._producer = Producer({**kafka, "acks": "all", "enable.idempotence": True, "linger.ms": 5})
         self._inflight = InFlight()
-        self._assigned: set[TopicPartitionKey] = set()
-        self._paused: set[TopicPartitionKey] = set()
-        self._held: dict[TopicPartitionKey, float] = {}  # partition -> resume time (registry unreachable)
-        self._confirmed: dict[TopicPartitionKey, int] = {}  # next offset Redis confirmed everything before
+        # owned, paused and held partitions; `committed`: the next offset Redis confirmed everything before
+        self._parts = Partitions(self._consumer, self.metrics.lag, self.options.lag_interval_s)
         self._redis_down = False
         self._redis_backoff = self.options.redis_backoff_s
         self._push_at = 0.0
@@ -120,7 +118,6 @@ class Bridge:
         self._push: tuple[Future[dict[QueueSlot, int]], dict[QueueSlot, list[PendingTask]], float] | None = None
         self._rng = random.SystemRandom()
         self._full: dict[str, float] = {}  # queue -> when to look at its depth again
-        self._lag_at = 0.0
         self._sweep_at = time.monotonic() + self.options.sweep_interval_s
         self._stopping = False
         self.first_record_at: float | None = None  # monotonic, for benchmarks
@@ -198,7 +195,8 @@ class Bridge:
             self.first_record_at = time.monotonic()
         rewound: set[TopicPartitionKey] = set()
         counts: dict[tuple[str, str], int] = {}
-        assigned, route, add, enqueue = self._assigned, self.router.route, self._inflight.add, self._inflight.enqueue
+        assigned, route = self._parts.assigned, self.router.route
+        add, enqueue = self._inflight.add, self._inflight.enqueue
         for message in messages:
             error = message.error()
             if error is not None:
@@ -227,20 +225,7 @@ class Bridge:
 
     def _hold(self, tp: TopicPartitionKey, offset: int, exc: Exception) -> None:
         """The registry is unreachable: rewind the partition to `offset` and pause it for a while."""
-        delay = min(self.options.redis_backoff_max_s, 1.0)
-        log.warning(
-            "schema registry unreachable; partition held",
-            topic=tp[0],
-            partition=tp[1],
-            offset=offset,
-            error=str(exc),
-            retry_in_s=delay,
-        )
-        self._held[tp] = time.monotonic() + delay
-        part = TopicPartition(tp[0], tp[1], offset)
-        self._consumer.pause([part])
-        self._paused.add(tp)
-        self._consumer.seek(part)
+        self._parts.hold(tp, offset, exc, min(self.options.redis_backoff_max_s, 1.0))
 
     # ---- pushing and committing ---------------------------------------------------------------------
 
@@ -321,7 +306,7 @@ class Bridge:
         self._redis_backoff = min(self._redis_backoff * 2, self.options.redis_backoff_max_s)
 
     def _commit(self, offsets: dict[TopicPartitionKey, int], *, sync: bool = False) -> None:
-        commit_offsets(self._consumer, offsets, self._assigned, self._confirmed, sync=sync)
+        self._parts.commit(offsets, sync=sync)
 
     # ---- dead letters -------------------------------------------------------------------------------
 
@@ -339,18 +324,14 @@ class Bridge:
     # ---- partitions ---------------------------------------------------------------------------------
 
     def _reconcile_pauses(self, now: float) -> None:
-        for tp in [tp for tp, at in self._held.items() if at <= now]:
-            del self._held[tp]
+        parts = self._parts
+        parts.release_held(now)
         if self._redis_down or self._inflight.outstanding >= self.options.max_in_flight:
-            desired = set(self._assigned)
+            desired = set(parts.assigned)
         else:  # only partitions whose tasks wait for a full queue; tasks being pushed are not blocked
             desired = self._inflight.blocked_partitions(set(self._full)) if self._full else set()
-            desired = (desired & self._assigned) | set(self._held)
-        pause, resume = desired - self._paused, self._paused - desired
-        if pause:
-            self._consumer.pause([TopicPartition(t, p) for t, p in pause])
-        if resume:
-            self._consumer.resume([TopicPartition(t, p) for t, p in resume])
+            desired = (desired & parts.assigned) | set(parts.held)
+        pause, resume = parts.pause_only(desired)
         if pause or resume:
             log.info(
                 "partitions paused" if pause else "partitions resumed",
@@ -358,19 +339,16 @@ class Bridge:
                 redis_down=self._redis_down,
                 in_flight=self._inflight.outstanding,
             )
-        self._paused = desired
 
     def _on_assign(self, _: Consumer, partitions: list[TopicPartition]) -> None:
-        tps = {(p.topic, p.partition) for p in partitions}
-        self._assigned |= tps
-        self._paused -= tps  # a fresh assignment starts unpaused; the next turn re-pauses if needed
-        log.info("partitions assigned", partitions=sorted(tps))
+        self._parts.assign(partitions)
 
     def _on_revoke(self, _: Consumer, partitions: list[TopicPartition]) -> None:
         tps = {(p.topic, p.partition) for p in partitions}
         self._collect(block=True)  # what Redis confirms now may still be committed by us
         self._commit(self._inflight.committable())
-        confirmed = {tp: self._confirmed[tp] for tp in tps if tp in self._confirmed}
+        committed = self._parts.committed
+        confirmed = {tp: committed[tp] for tp in tps if tp in committed}
         self._commit(confirmed, sync=True)
         self._forget(tps, "revoked")
 
@@ -380,11 +358,7 @@ class Bridge:
 
     def _forget(self, tps: set[TopicPartitionKey], why: str) -> None:
         dropped = self._inflight.drop(tps)
-        self._assigned -= tps
-        self._paused -= tps
-        for tp in tps:
-            self._held.pop(tp, None)
-            self._confirmed.pop(tp, None)
+        self._parts.forget(tps)
         log.info("partitions given up", why=why, partitions=sorted(tps), dropped_unconfirmed=dropped)
 
     # ---- observing and stopping ---------------------------------------------------------------------
@@ -392,19 +366,8 @@ class Bridge:
     def _observe(self) -> None:
         self.metrics.in_flight.set(self._inflight.tasks_waiting)
         self.metrics.in_flight_records.set(self._inflight.outstanding)
-        self.metrics.paused.set(len(self._paused))
-        now = time.monotonic()
-        if now < self._lag_at:
-            return
-        self._lag_at = now + self.options.lag_interval_s
-        for topic, partition in self._assigned:
-            try:
-                _, high = self._consumer.get_watermark_offsets(TopicPartition(topic, partition), cached=True)
-            except KafkaException:
-                continue
-            committed = self._confirmed.get((topic, partition))
-            if high >= 0 and committed is not None:
-                self.metrics.lag.labels(topic, str(partition)).set(max(0, high - committed))
+        self.metrics.paused.set(len(self._parts.paused))
+        self._parts.report_lag()
 
     def _shutdown(self, push_deadline_s: float = 10.0) -> None:
         """Push what is waiting (briefly), commit what Redis confirmed, leave the group, flush dead letters."""

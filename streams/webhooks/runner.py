@@ -19,7 +19,7 @@ import structlog
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
 from streams.bridge.inflight import InFlight, PendingRecord, TopicPartitionKey
-from streams.kafka_util import commit_offsets, produce_until_acknowledged
+from streams.kafka_util import Partitions, produce_until_acknowledged
 from streams.records import (
     DLQ_HEADER_PREFIX,
     EventDecoder,
@@ -115,14 +115,10 @@ class WebhookRunner:
         self._producer = Producer({**kafka, "acks": "all", "enable.idempotence": True, "linger.ms": 5})
         self._inflight = InFlight()
         self._tasks: dict[TopicPartitionKey, set[asyncio.Task[None]]] = {}
-        self._assigned: set[TopicPartitionKey] = set()
-        self._paused: set[TopicPartitionKey] = set()
-        self._held: dict[TopicPartitionKey, float] = {}  # partition -> resume time (registry unreachable)
-        self._committed: dict[TopicPartitionKey, int] = {}
+        self._parts = Partitions(self._consumer, self.metrics.lag, self.options.lag_interval_s)
         self._deliverer: Deliverer | None = None
         self._stopping = False
         self._failure: BaseException | None = None
-        self._lag_at = 0.0
         self.delivered = 0  # deliveries that got a 2xx, since start (for tests and benchmarks)
         self.first_record_at: float | None = None
 
@@ -190,7 +186,7 @@ class WebhookRunner:
                 continue
             topic, partition, offset = message.topic() or "", message.partition() or 0, message.offset() or 0
             tp = (topic, partition)
-            if tp in rewound or tp not in self._assigned:
+            if tp in rewound or tp not in self._parts.assigned:
                 continue
             source = SourceRecord.from_message(message)
             try:
@@ -226,19 +222,7 @@ class WebhookRunner:
                 task.add_done_callback(functools.partial(self._finished, tasks=tasks))
 
     def _hold(self, tp: TopicPartitionKey, offset: int, exc: Exception) -> None:
-        log.warning(
-            "schema registry unreachable; partition held",
-            topic=tp[0],
-            partition=tp[1],
-            offset=offset,
-            error=str(exc),
-            retry_in_s=self.options.registry_retry_s,
-        )
-        self._held[tp] = time.monotonic() + self.options.registry_retry_s
-        part = TopicPartition(tp[0], tp[1], offset)
-        self._consumer.pause([part])
-        self._paused.add(tp)
-        self._consumer.seek(part)
+        self._parts.hold(tp, offset, exc, self.options.registry_retry_s)
 
     # ---- delivering and parking ---------------------------------------------------------------------
 
@@ -289,27 +273,18 @@ class WebhookRunner:
             self._stopping = True
 
     def _commit(self, offsets: dict[TopicPartitionKey, int], *, sync: bool = False) -> None:
-        commit_offsets(self._consumer, offsets, self._assigned, self._committed, sync=sync)
+        self._parts.commit(offsets, sync=sync)
 
     # ---- partitions ---------------------------------------------------------------------------------
 
     def _reconcile_pauses(self, now: float) -> None:
-        for tp in [tp for tp, at in self._held.items() if at <= now]:
-            del self._held[tp]
+        parts = self._parts
+        parts.release_held(now)
         full = self._inflight.outstanding >= self.options.max_in_flight
-        desired = set(self._assigned) if full else set(self._held) & self._assigned
-        pause, resume = desired - self._paused, self._paused - desired
-        if pause:
-            self._consumer.pause([TopicPartition(t, p) for t, p in pause])
-        if resume:
-            self._consumer.resume([TopicPartition(t, p) for t, p in resume])
-        self._paused = desired
+        parts.pause_only(set(parts.assigned) if full else set(parts.held) & parts.assigned)
 
     def _on_assign(self, _: Consumer, partitions: list[TopicPartition]) -> None:
-        tps = {(p.topic, p.partition) for p in partitions}
-        self._assigned |= tps
-        self._paused -= tps
-        log.info("partitions assigned", partitions=sorted(tps))
+        self._parts.assign(partitions)
 
     def _on_revoke(self, _: Consumer, partitions: list[TopicPartition]) -> None:
         tps = {(p.topic, p.partition) for p in partitions}
@@ -325,35 +300,20 @@ class WebhookRunner:
         for tp in tps:
             for task in self._tasks.pop(tp, set()):
                 task.cancel()
-            self._held.pop(tp, None)
-            self._committed.pop(tp, None)
         dropped = self._inflight.drop(tps)
-        self._assigned -= tps
-        self._paused -= tps
+        self._parts.forget(tps)
         log.info("partitions given up", why=why, partitions=sorted(tps), dropped_unsettled=dropped)
 
     # ---- observing and stopping ---------------------------------------------------------------------
 
     def _observe(self) -> None:
         self.metrics.in_flight.set(self._inflight.outstanding)
-        self.metrics.paused.set(len(self._paused))
-        now = time.monotonic()
-        if now < self._lag_at:
-            return
-        self._lag_at = now + self.options.lag_interval_s
-        if self._deliverer is not None:
+        self.metrics.paused.set(len(self._parts.paused))
+        if self._parts.report_lag() and self._deliverer is not None:  # the circuits on the lag's interval
             for route in self.config.routes:
                 self.metrics.circuit_open.labels(route.name).set(
                     int(self._deliverer.endpoints[route.url].circuit.is_open)
                 )
-        for topic, partition in self._assigned:
-            try:
-                _, high = self._consumer.get_watermark_offsets(TopicPartition(topic, partition), cached=True)
-            except KafkaException:
-                continue
-            committed = self._committed.get((topic, partition))
-            if high >= 0 and committed is not None:
-                self.metrics.lag.labels(topic, str(partition)).set(max(0, high - committed))
 
     async def _shutdown(self) -> None:
         """Let deliveries under way finish (briefly), commit what is settled, leave the group."""
