@@ -17,6 +17,7 @@ from rich.table import Table
 
 from streams.admin import ChangeKind, Plan, TopicChange, apply_plan, plan_changes
 from streams.catalog import Catalog, lint_catalog, load_catalog
+from streams.cli_options import CATALOG, OUTPUT_TABLE, PROFILE
 from streams.errors import AdminError
 from streams.settings import KafkaConfig, Settings
 from streams.tables import add_name_column
@@ -24,28 +25,9 @@ from streams.tables import add_name_column
 if TYPE_CHECKING:
     from streams.export import ExportFormat
 
-OUTPUT = click.option(
-    "--output",
-    "-o",
-    type=click.Choice(["table", "json"]),
-    default="table",
-    show_default=True,
-    help="Human table, or JSON for scripts.",
-)
-CATALOG = click.option(
-    "--catalog",
-    "catalog_path",
-    type=click.Path(dir_okay=False),
-    default=None,
-    help="The catalog file (default: STREAMS_CATALOG_PATH or ./topics.yaml).",
-)
-PROFILE = click.option(
-    "--profile", default=None, help="Environment profile of the catalog (default: STREAMS_PROFILE or local)."
-)
 
-
-def _catalog(settings: Settings, catalog_path: str | None, profile: str | None) -> Catalog:
-    path = Path(catalog_path) if catalog_path else settings.catalog_path
+def _catalog(settings: Settings, catalog_path: Path | None, profile: str | None) -> Catalog:
+    path = catalog_path or settings.catalog_path
     return load_catalog(path, profile or settings.profile)
 
 
@@ -66,16 +48,16 @@ def topics() -> None:
 @topics.command()
 @CATALOG
 @PROFILE
-@OUTPUT
+@OUTPUT_TABLE
 @click.pass_obj
-def lint(settings: Settings, catalog_path: str | None, profile: str | None, output: str) -> None:
+def lint(settings: Settings, catalog_path: Path | None, profile: str | None, output: str) -> None:
     """Check topics.yaml and its schemas offline; every problem on its own line.
 
     \b
     Example:
       streams topics lint --profile production
     """
-    path = Path(catalog_path) if catalog_path else settings.catalog_path
+    path = catalog_path or settings.catalog_path
     problems = [str(problem) for problem in lint_catalog(path, profile or settings.profile)]
     if output == "json":
         click.echo(json.dumps({"catalog": str(path), "problems": problems}, indent=2))
@@ -91,11 +73,11 @@ def lint(settings: Settings, catalog_path: str | None, profile: str | None, outp
 @topics.command()
 @CATALOG
 @PROFILE
-@OUTPUT
+@OUTPUT_TABLE
 @click.option("--allow-delete", multiple=True, metavar="TOPIC", help="Also plan deleting this undeclared topic.")
 @click.pass_obj
 def plan(
-    settings: Settings, catalog_path: str | None, profile: str | None, output: str, allow_delete: tuple[str, ...]
+    settings: Settings, catalog_path: Path | None, profile: str | None, output: str, allow_delete: tuple[str, ...]
 ) -> None:
     """Show what apply would change on the cluster, and drift made outside the catalog.
 
@@ -117,7 +99,7 @@ def plan(
 @topics.command()
 @CATALOG
 @PROFILE
-@OUTPUT
+@OUTPUT_TABLE
 @click.option(
     "--allow-delete",
     multiple=True,
@@ -126,7 +108,7 @@ def plan(
 )
 @click.pass_obj
 def apply(
-    settings: Settings, catalog_path: str | None, profile: str | None, output: str, allow_delete: tuple[str, ...]
+    settings: Settings, catalog_path: Path | None, profile: str | None, output: str, allow_delete: tuple[str, ...]
 ) -> None:
     """Create, alter and grow topics so the cluster matches the catalog. Idempotent.
 
@@ -152,9 +134,9 @@ def apply(
 @topics.command(name="list")
 @CATALOG
 @PROFILE
-@OUTPUT
+@OUTPUT_TABLE
 @click.pass_obj
-def list_topics(settings: Settings, catalog_path: str | None, profile: str | None, output: str) -> None:
+def list_topics(settings: Settings, catalog_path: Path | None, profile: str | None, output: str) -> None:
     """List the catalog's topics as they are on the cluster.
 
     \b
@@ -234,7 +216,7 @@ def list_topics(settings: Settings, catalog_path: str | None, profile: str | Non
 @click.pass_obj
 def export(
     settings: Settings,
-    catalog_path: str | None,
+    catalog_path: Path | None,
     profile: str | None,
     fmt: str,
     output_file: str | None,

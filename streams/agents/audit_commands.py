@@ -20,6 +20,7 @@ from streams.agents import DEFAULT_APP_ID
 from streams.agents.audit_chain import ChainDecoder, ChainEntry, UnreadableEntry, read_chain, read_jsonl, write_jsonl
 from streams.agents.audit_verify import verify_entries
 from streams.catalog import load_catalog
+from streams.cli_options import CATALOG
 from streams.schemas.registry_client import RegistryClient
 from streams.settings import Settings
 
@@ -149,13 +150,7 @@ def export(obj: object, file: Path, chain_topic: str) -> None:
     type=click.IntRange(1, 100_000),
     help="Entries per transaction, at most.",
 )
-@click.option(
-    "--catalog",
-    "catalog_path",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=None,
-    help="The catalog file (default: STREAMS_CATALOG_PATH or ./topics.yaml).",
-)
+@CATALOG
 @click.pass_obj
 def run(
     obj: object,

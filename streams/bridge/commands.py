@@ -17,6 +17,7 @@ import click
 from streams.bridge.errors import BridgeError
 from streams.bridge.routes import BridgeConfig, check_tasks, load_bridge
 from streams.catalog import load_catalog
+from streams.cli_options import CATALOG, METRICS_HOST, METRICS_PORT, OUTPUT_TABLE, PROFILE
 from streams.errors import StreamsError
 from streams.settings import Settings
 
@@ -31,14 +32,8 @@ __all__ = ["bridge", "load_checked"]
 @click.command(name="bridge")
 @click.option("--routes", "show_routes", is_flag=True, help="Print the checked routes and exit.")
 @click.option("--check", "check_only", is_flag=True, help="Check routes, topics, schema fields and task names; exit.")
-@click.option(
-    "--catalog",
-    "catalog_path",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=None,
-    help="The catalog file (default: STREAMS_CATALOG_PATH or ./topics.yaml).",
-)
-@click.option("--profile", default=None, help="Catalog profile (default: STREAMS_PROFILE or local).")
+@CATALOG
+@PROFILE
 @click.option(
     "--celery-app",
     default=None,
@@ -80,21 +75,9 @@ __all__ = ["bridge", "load_checked"]
     type=click.FloatRange(0),
     help="Seconds between looks for such lost tasks (0: keep no ledger; kombu's losses stay lost).",
 )
-@click.option("--metrics-port", default=None, type=click.IntRange(0, 65535), help="Serve /metrics on this port.")
-@click.option(
-    "--metrics-host",
-    default="127.0.0.1",
-    show_default=True,
-    help="Interface of /metrics (0.0.0.0 in a container, so Prometheus can scrape it).",
-)
-@click.option(
-    "--output",
-    "-o",
-    type=click.Choice(["table", "json"]),
-    default="table",
-    show_default=True,
-    help="For --routes and --check: a table, or JSON for scripts.",
-)
+@METRICS_PORT
+@METRICS_HOST
+@OUTPUT_TABLE
 @click.pass_obj
 def bridge(
     obj: object,
@@ -241,17 +224,10 @@ def _run(
     metrics_port: int | None,
     metrics_host: str = "127.0.0.1",
 ) -> None:
-    import structlog  # noqa: PLC0415 - logging is configured by the command that runs, never at import
-
     from streams.bridge.bridge import Bridge, BridgeOptions  # noqa: PLC0415 - confluent-kafka on demand
+    from streams.observability import configure_logging  # noqa: PLC0415 - by the command that runs, not at import
 
-    structlog.configure(
-        processors=[
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            structlog.processors.JSONRenderer(),
-        ]
-    )
+    configure_logging()
     runner = Bridge(settings, catalog, config, BridgeOptions(**options), redis_url=redis_url)
     if metrics_port is not None:
         runner.metrics.serve(metrics_port, metrics_host)

@@ -14,6 +14,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from streams.cli_options import OUTPUT_TEXT
 from streams.local import scram
 from streams.local.kafka import SCRAM_MECHANISM
 from streams.local.stack import (
@@ -34,13 +35,6 @@ if TYPE_CHECKING:
     from streams.local.state import StackState
     from streams.settings import Settings
 
-OUTPUT = click.option(
-    "--output",
-    type=click.Choice(["text", "json"]),
-    default="text",
-    show_default=True,
-    help="text for people, json for scripts.",
-)
 PORT = click.IntRange(1, 65535)
 
 
@@ -73,7 +67,7 @@ def dev() -> None:
 @click.option("--sasl-user", default=scram.DEFAULT_USER, show_default=True, help="SCRAM user to create (with --sasl).")
 @click.option("--sasl-password", envvar="STREAMS_LOCAL_SASL_PASSWORD", show_envvar=True,
               help="Its password [default: the one in <data dir>/local/sasl.env, else a new random one].")  # fmt: skip
-@OUTPUT
+@OUTPUT_TEXT
 @click.pass_obj
 def up(
     settings: Settings,
@@ -203,7 +197,7 @@ def _report_up(
     help="Also delete the stack's data (topics, Redis data, logs) and what was derived from it: the search"
     " index, faust's tables, replay progress. Evidence bundles and keys stay.",
 )
-@OUTPUT
+@OUTPUT_TEXT
 @click.pass_obj
 def down(settings: Settings, purge: bool, output: str) -> None:
     """Stop the local stack (SIGTERM, SIGKILL after 30s) and forget it; topics survive unless --purge.
@@ -225,7 +219,7 @@ def down(settings: Settings, purge: bool, output: str) -> None:
 
 
 @dev.command(short_help="Show each service's pid, address and liveness.")
-@OUTPUT
+@OUTPUT_TEXT
 @click.pass_obj
 def status(settings: Settings, output: str) -> None:
     """Show the local stack's services: pid, address, and whether each is alive.

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from streams.cli_options import OUTPUT_TEXT
 from streams.replay.container import CODECS
 from streams.replay.errors import ReplayError
 from streams.replay.selection import (
@@ -40,14 +41,6 @@ if TYPE_CHECKING:
     from streams.settings import Settings
 
 __all__ = ["evidence", "replay"]
-
-OUTPUT = click.option(
-    "--output",
-    type=click.Choice(["text", "json"]),
-    default="text",
-    show_default=True,
-    help="text for people, json for scripts.",
-)
 
 
 @click.command()
@@ -120,7 +113,7 @@ OUTPUT = click.option(
 @click.option(
     "--dry-run", is_flag=True, help="Print the pinned ranges and counts (and a group reset plan); change nothing."
 )
-@OUTPUT
+@OUTPUT_TEXT
 @click.pass_obj
 def replay(
     settings: Settings,
@@ -494,7 +487,7 @@ def evidence() -> None:
     type=click.Path(path_type=Path, dir_okay=False),
     help="The signer's Ed25519 public key (PEM); without it a signature proves integrity, not who.",
 )
-@OUTPUT
+@OUTPUT_TEXT
 def verify(directory: Path, public_key: Path | None, output: str) -> None:
     """Recompute every record hash, the Merkle root and the signature of the bundle in DIRECTORY.
 

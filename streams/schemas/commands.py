@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from streams.catalog import Catalog, load_catalog
+from streams.cli_options import CATALOG, OUTPUT_TABLE, PROFILE
 from streams.errors import SchemaError
 from streams.schemas.compatibility import check_compatibility, parse_schema
 from streams.schemas.registry_client import compact_schema
@@ -26,24 +27,6 @@ if TYPE_CHECKING:
 
 __all__ = ["schemas"]
 
-OUTPUT = click.option(
-    "--output",
-    "-o",
-    type=click.Choice(["table", "json"]),
-    default="table",
-    show_default=True,
-    help="Human table, or JSON for scripts.",
-)
-CATALOG = click.option(
-    "--catalog",
-    "catalog_path",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=None,
-    help="The catalog file (default: STREAMS_CATALOG_PATH or ./topics.yaml).",
-)
-PROFILE = click.option(
-    "--profile", default=None, help="Environment profile of the catalog (default: STREAMS_PROFILE or local)."
-)
 REGISTRY_URL = click.option(
     "--registry-url",
     default=None,
@@ -114,7 +97,7 @@ def schemas() -> None:
 @REGISTRY_URL
 @CATALOG
 @PROFILE
-@OUTPUT
+@OUTPUT_TABLE
 @click.pass_obj
 def check(
     obj: object,
@@ -159,7 +142,7 @@ def check(
 @REGISTRY_URL
 @CATALOG
 @PROFILE
-@OUTPUT
+@OUTPUT_TABLE
 @click.pass_obj
 def apply(
     obj: object, dry_run: bool, registry_url: str | None, catalog_path: Path | None, profile: str | None, output: str

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from streams.catalog import load_catalog
+from streams.cli_options import CATALOG, METRICS_HOST, METRICS_PORT, OUTPUT_TABLE, PROFILE
 from streams.errors import StreamsError
 from streams.settings import Settings
 from streams.webhooks.routes import WebhookConfig, WebhookError, load_webhooks
@@ -27,14 +28,8 @@ __all__ = ["load_checked", "webhooks"]
 @click.command(name="webhooks")
 @click.option("--routes", "show_routes", is_flag=True, help="Print the checked routes and exit.")
 @click.option("--check", "check_only", is_flag=True, help="Check routes, topics, schema fields and secrets; exit.")
-@click.option(
-    "--catalog",
-    "catalog_path",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=None,
-    help="The catalog file (default: STREAMS_CATALOG_PATH or ./topics.yaml).",
-)
-@click.option("--profile", default=None, help="Catalog profile (default: STREAMS_PROFILE or local).")
+@CATALOG
+@PROFILE
 @click.option("--group", default=None, help="Consumer group (default: the catalog's webhooks.group).")
 @click.option(
     "--instance-id",
@@ -51,21 +46,9 @@ __all__ = ["load_checked", "webhooks"]
     type=click.IntRange(1),
     help="Consumed records not yet delivered or parked before every partition pauses.",
 )
-@click.option("--metrics-port", default=None, type=click.IntRange(0, 65535), help="Serve /metrics on this port.")
-@click.option(
-    "--metrics-host",
-    default="127.0.0.1",
-    show_default=True,
-    help="Interface of /metrics (0.0.0.0 in a container, so Prometheus can scrape it).",
-)
-@click.option(
-    "--output",
-    "-o",
-    type=click.Choice(["table", "json"]),
-    default="table",
-    show_default=True,
-    help="For --routes and --check: a table, or JSON for scripts.",
-)
+@METRICS_PORT
+@METRICS_HOST
+@OUTPUT_TABLE
 @click.pass_obj
 def webhooks(
     obj: object,
@@ -181,17 +164,10 @@ def _run(
     metrics_port: int | None,
     metrics_host: str,
 ) -> None:
-    import structlog  # noqa: PLC0415 - logging is configured by the command that runs, never at import
-
+    from streams.observability import configure_logging  # noqa: PLC0415 - by the command that runs, not at import
     from streams.webhooks.runner import RunnerOptions, WebhookRunner  # noqa: PLC0415 - confluent-kafka on demand
 
-    structlog.configure(
-        processors=[
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            structlog.processors.JSONRenderer(),
-        ]
-    )
+    configure_logging()
     runner = WebhookRunner(settings, catalog, config, RunnerOptions(**options))
     if metrics_port is not None:
         runner.metrics.serve(metrics_port, metrics_host)
