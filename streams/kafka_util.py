@@ -205,6 +205,32 @@ def _produce(
 TopicPartitionKey = tuple[str, int]
 
 
+def member_config(
+    kafka: KafkaConfig,
+    group: str,
+    client_id: str,
+    *,
+    session_timeout_ms: int,
+    instance_id: str | None = None,
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The consumer configuration of a group member that commits offsets itself, only for settled records: from
+    the earliest offset when the group has none, static membership with `instance_id`; `extra` wins."""
+    config: dict[str, Any] = {
+        **kafka,
+        "group.id": group,
+        "enable.auto.commit": False,
+        "auto.offset.reset": "earliest",
+        "enable.partition.eof": False,
+        "session.timeout.ms": session_timeout_ms,
+        "client.id": client_id,
+        **(extra or {}),
+    }
+    if instance_id:
+        config["group.instance.id"] = instance_id
+    return config
+
+
 class Partitions:
     """What a consumer-group member that commits only settled records keeps about its partitions (the bridge and
     the webhook runner): which it owns, which are paused or held (the registry was unreachable: rewound and
@@ -238,6 +264,24 @@ class Partitions:
         """Forget the holds whose time has come (the next `pause_only` resumes those partitions)."""
         for tp in [tp for tp, at in self.held.items() if at <= now]:
             del self.held[tp]
+
+    def owned(
+        self, messages: list[Message], rewound: set[TopicPartitionKey]
+    ) -> Iterator[tuple[Message, TopicPartitionKey, int]]:
+        """(record, partition, offset) of each record to handle: consumer errors are logged and skipped, as are
+        records of partitions no longer owned or rewound earlier in this batch (`rewound`, which the caller
+        fills as it holds partitions)."""
+        assigned = self.assigned
+        for message in messages:
+            error = message.error()
+            if error is not None:
+                if error.code() != KafkaError._PARTITION_EOF:
+                    log.warning("consumer error", error=error.str())
+                continue
+            tp = (message.topic() or "", message.partition() or 0)
+            if tp in rewound or tp not in assigned:
+                continue
+            yield message, tp, message.offset() or 0
 
     def pause_only(self, desired: set[TopicPartitionKey]) -> tuple[set[TopicPartitionKey], set[TopicPartitionKey]]:
         """Pause exactly `desired` (resuming the others); (newly paused, newly resumed)."""

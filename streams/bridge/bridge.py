@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import structlog
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaException, Message, Producer, TopicPartition
 
 from streams.bridge.enqueue import RedisQueues
 from streams.bridge.errors import RedisUnavailableError
@@ -31,7 +31,7 @@ from streams.bridge.metrics import BridgeMetrics
 from streams.bridge.router import Router, UnroutableRecordError
 from streams.errors import StreamsError
 from streams.gc_tuning import throughput_gc
-from streams.kafka_util import Partitions, produce_until_acknowledged
+from streams.kafka_util import Partitions, member_config, produce_until_acknowledged
 from streams.records import SchemaUnavailableError, SourceRecord, UndecodableRecordError, dead_letter
 from streams.schemas.registry_client import RegistryClient
 
@@ -93,19 +93,16 @@ class Bridge:
             {name: spec.bound for name, spec in config.queues.items()},
             ledger=self.options.sweep_interval_s > 0,
         )
-        consumer_config: dict[str, Any] = {
-            **kafka,
-            "group.id": config.group,
-            "enable.auto.commit": False,
-            "auto.offset.reset": "earliest",
-            "enable.partition.eof": False,
-            "session.timeout.ms": self.options.session_timeout_ms,
-            "client.id": f"streams-bridge-{self.options.instance_id or 'dynamic'}",
-            **self.options.consumer_config,
-        }
-        if self.options.instance_id:
-            consumer_config["group.instance.id"] = self.options.instance_id
-        self._consumer = Consumer(consumer_config)
+        self._consumer = Consumer(
+            member_config(
+                kafka,
+                config.group,
+                f"streams-bridge-{self.options.instance_id or 'dynamic'}",
+                session_timeout_ms=self.options.session_timeout_ms,
+                instance_id=self.options.instance_id,
+                extra=self.options.consumer_config,
+            )
+        )
         self._producer = Producer({**kafka, "acks": "all", "enable.idempotence": True, "linger.ms": 5})
         self._inflight = InFlight()
         # owned, paused and held partitions; `committed`: the next offset Redis confirmed everything before
@@ -195,18 +192,9 @@ class Bridge:
             self.first_record_at = time.monotonic()
         rewound: set[TopicPartitionKey] = set()
         counts: dict[tuple[str, str], int] = {}
-        assigned, route = self._parts.assigned, self.router.route
-        add, enqueue = self._inflight.add, self._inflight.enqueue
-        for message in messages:
-            error = message.error()
-            if error is not None:
-                if error.code() != KafkaError._PARTITION_EOF:
-                    log.warning("consumer error", error=error.str())
-                continue
-            topic, partition, offset = message.topic() or "", message.partition() or 0, message.offset() or 0
-            tp = (topic, partition)
-            if tp in rewound or tp not in assigned:
-                continue
+        route, add, enqueue = self.router.route, self._inflight.add, self._inflight.enqueue
+        for message, tp, offset in self._parts.owned(messages, rewound):
+            topic, partition = tp
             try:
                 routed = route(topic, partition, offset, message.value(), message.headers())
             except SchemaUnavailableError as exc:

@@ -16,10 +16,10 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import structlog
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaException, Message, Producer, TopicPartition
 
 from streams.bridge.inflight import InFlight, PendingRecord, TopicPartitionKey
-from streams.kafka_util import Partitions, produce_until_acknowledged
+from streams.kafka_util import Partitions, member_config, produce_until_acknowledged
 from streams.records import (
     DLQ_HEADER_PREFIX,
     EventDecoder,
@@ -96,22 +96,18 @@ class WebhookRunner:
             self._registry, max_record_bytes=settings.agent_max_record_bytes, hold_when_registry_down=True
         )
         self._routes = config.routes_by_topic()
-        consumer_config: dict[str, Any] = {
-            **kafka,
-            "group.id": config.group,
-            "enable.auto.commit": False,
-            "auto.offset.reset": "earliest",
-            "enable.partition.eof": False,
-            "session.timeout.ms": self.options.session_timeout_ms,
-            # Incremental rebalancing: a runner joining or leaving moves only the partitions that change owner;
-            # the others keep their deliveries under way instead of cancelling and redelivering them.
-            "partition.assignment.strategy": "cooperative-sticky",
-            "client.id": f"streams-webhooks-{self.options.instance_id or 'dynamic'}",
-            **self.options.consumer_config,
-        }
-        if self.options.instance_id:
-            consumer_config["group.instance.id"] = self.options.instance_id
-        self._consumer = Consumer(consumer_config)
+        self._consumer = Consumer(
+            member_config(
+                kafka,
+                config.group,
+                f"streams-webhooks-{self.options.instance_id or 'dynamic'}",
+                session_timeout_ms=self.options.session_timeout_ms,
+                instance_id=self.options.instance_id,
+                # Incremental rebalancing: a runner joining or leaving moves only the partitions that change
+                # owner; the others keep their deliveries under way instead of cancelling and redelivering them.
+                extra={"partition.assignment.strategy": "cooperative-sticky", **self.options.consumer_config},
+            )
+        )
         self._producer = Producer({**kafka, "acks": "all", "enable.idempotence": True, "linger.ms": 5})
         self._inflight = InFlight()
         self._tasks: dict[TopicPartitionKey, set[asyncio.Task[None]]] = {}
@@ -178,16 +174,8 @@ class WebhookRunner:
         if self.first_record_at is None:
             self.first_record_at = time.monotonic()
         rewound: set[TopicPartitionKey] = set()
-        for message in messages:
-            error = message.error()
-            if error is not None:
-                if error.code() != KafkaError._PARTITION_EOF:
-                    log.warning("consumer error", error=error.str())
-                continue
-            topic, partition, offset = message.topic() or "", message.partition() or 0, message.offset() or 0
-            tp = (topic, partition)
-            if tp in rewound or tp not in self._parts.assigned:
-                continue
+        for message, tp, offset in self._parts.owned(messages, rewound):
+            topic = tp[0]
             source = SourceRecord.from_message(message)
             try:
                 _, data = self.decoder.decode(source.value)
