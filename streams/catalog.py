@@ -4,14 +4,12 @@ Every problem is reported as one line naming the file, line and field that is wr
 """
 
 # No `from __future__ import annotations`: pydantic resolves Mapping and Path at class creation.
-import json
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, cast, get_args
+from typing import Any, Literal, get_args
 
-from fastavro import parse_schema
 from pydantic import BaseModel
 from yaml.nodes import Node, SequenceNode
 
@@ -19,6 +17,7 @@ from streams.errors import CatalogError
 from streams.located_yaml import FieldError as _FieldError
 from streams.located_yaml import LocatedParser, located_message
 from streams.located_yaml import hint as _hint
+from streams.schema_fields import key_problem, read_record_schema, resolve_field
 
 __all__ = [
     "Catalog",
@@ -27,7 +26,6 @@ __all__ = [
     "lint_catalog",
     "load_catalog",
     "parse_duration_ms",
-    "resolve_field",
 ]
 
 CleanupPolicy = Literal["delete", "compact", "compact,delete"]
@@ -52,7 +50,6 @@ _MODEL_NAMES = {
     "key": "key_field",
     "schema": "schema_file",
 }  # YAML field -> TopicSpec attribute, where they differ
-_KEY_TYPES = {"string", "int", "long", "bytes", "enum", "fixed"}
 # What each section may say. Profiles tune only operational numbers: a topic's identity
 # (key, schema, owner, policy) must not differ between environments.
 # bridge: streams.bridge.routes reads it; webhooks: streams.webhooks.routes
@@ -517,13 +514,13 @@ class _Linter(LocatedParser):
         if entry is None or entry.value is None:
             return
         if entry.value not in self._schemas:
-            self._schemas[entry.value] = _read_schema(self.path.parent / entry.value, entry.value)
+            self._schemas[entry.value] = read_record_schema(self.path.parent / entry.value, entry.value)
         schema, problem = self._schemas[entry.value]
         if schema is None:
             self.report(entry.line, where, "schema", problem)
             return
         key = layer.get("key")
-        if key and key.value is not None and (wrong_key := _key_problem(schema, key.value, entry.value)):
+        if key and key.value is not None and (wrong_key := key_problem(schema, key.value, entry.value)):
             self.report(key.line, where, "key", wrong_key)
         pii = layer.get("pii_fields", _Val((), 0))
         for dotted in pii.value:
@@ -571,73 +568,3 @@ def _dead_letters(source: TopicSpec, retention_ms: int | None) -> TopicSpec:
             },
         }
     )
-
-
-def _read_schema(file: Path, shown: str) -> tuple[dict[str, Any] | None, str]:
-    try:
-        schema = json.loads(file.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return None, f"schema file {shown!r} not found (looked for {file}; paths are relative to the catalog)"
-    except (OSError, ValueError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
-        what = "is not valid JSON" if isinstance(exc, ValueError) else "cannot be read"
-        detail = str(exc)
-        if isinstance(exc, json.JSONDecodeError):
-            detail = f"{exc.msg} at line {exc.lineno} column {exc.colno}"
-        return None, f"schema file {shown!r} {what}: {detail}"
-    if not isinstance(schema, dict) or schema.get("type") != "record":
-        got = schema.get("type") if isinstance(schema, dict) else type(schema).__name__
-        return None, f'schema file {shown!r} must be an Avro record ({{"type": "record", ...}}), got {got!r}'
-    try:
-        parsed = parse_schema(schema, expand=True, _write_hint=False)
-    except Exception as exc:  # noqa: BLE001 - fastavro raises several unrelated types for bad schemas
-        return None, f"schema file {shown!r} is not a valid Avro schema: {exc}"
-    return cast("dict[str, Any]", parsed), ""
-
-
-def _key_problem(schema: dict[str, Any], key: str, shown: str) -> str | None:
-    try:
-        leaf, nullable = resolve_field(schema, key, shown)
-    except _FieldError as exc:
-        return str(exc)
-    if nullable:
-        return (
-            f"{key!r} is nullable in {shown}; a null key loses per-key ordering, so make the field "
-            "(and its parents) non-null"
-        )
-    if _type_name(leaf) not in _KEY_TYPES:
-        return f"{key!r} is a {_type_name(leaf)} in {shown}; a key must be {' or '.join(sorted(_KEY_TYPES))}"
-    return None
-
-
-def resolve_field(schema: dict[str, Any], dotted: str, shown: str) -> tuple[Any, bool]:
-    """The Avro type at `dotted` inside record `schema` (null stripped from a [null, T] union), and whether any
-    step on the way is nullable; FieldError naming `shown` (e.g. "the schema of 'x'") when there is none.
-    The one resolver of field paths: catalog keys and PII fields, bridge and webhook route fields."""
-    current: Any = schema
-    nullable = False
-    parts = dotted.split(".")
-    for index, part in [*enumerate(parts), (len(parts), "")]:
-        branches = [b for b in current if b != "null"] if isinstance(current, list) else [current]
-        nullable = nullable or len(branches) < len(current if isinstance(current, list) else [current])
-        current = branches[0] if len(branches) == 1 else current
-        if not part:
-            return current, nullable
-        if _type_name(current) != "record":
-            raise _FieldError(
-                f"'{'.'.join(parts[:index])}' in {shown} is a {_type_name(current)}, "
-                f"not a record, so {dotted!r} does not exist"
-            )
-        fields = {field["name"]: field["type"] for field in current["fields"]}
-        if part not in fields:
-            record = str(current["name"]).rsplit(".", 1)[-1]
-            raise _FieldError(
-                f"{dotted!r} is not in {shown}: record {record} has no field {part!r}; its fields: {', '.join(fields)}"
-            )
-        current = fields[part]
-    raise AssertionError("unreachable")  # the sentinel part above always returns
-
-
-def _type_name(avro_type: Any) -> str:
-    if isinstance(avro_type, list):
-        return "union"
-    return str(avro_type.get("type")) if isinstance(avro_type, dict) else str(avro_type)

@@ -18,10 +18,11 @@ from yaml.nodes import Node
 
 from streams.bridge.errors import RouteError
 from streams.bridge.retry import RetryPolicy
-from streams.catalog import parse_duration_ms, resolve_field
+from streams.catalog import parse_duration_ms
 from streams.errors import CatalogError, StreamsError
 from streams.located_yaml import FieldError as _FieldError
 from streams.located_yaml import LocatedParser, hint
+from streams.schema_fields import resolve_field
 
 if TYPE_CHECKING:
     from streams.catalog import Catalog
