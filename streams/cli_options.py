@@ -31,6 +31,7 @@ OUTPUT_TABLE = click.option(
 )
 OUTPUT_TEXT = click.option(
     "--output",
+    "-o",
     type=click.Choice(["text", "json"]),
     default="text",
     show_default=True,

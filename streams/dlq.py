@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from streams.catalog import load_catalog
+from streams.cli_options import OUTPUT_TABLE
 from streams.errors import StreamsError
 
 if TYPE_CHECKING:
@@ -100,7 +101,7 @@ def dlq() -> None:
 
 @dlq.command(name="list")
 @click.argument("topic")
-@click.option("--output", "-o", type=click.Choice(["table", "json"]), default="table", show_default=True)
+@OUTPUT_TABLE
 @click.pass_obj
 def list_dead_letters(settings: Settings, topic: str, output: str) -> None:
     """List TOPIC's dead letters with the agent, error and original position.

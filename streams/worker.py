@@ -17,6 +17,7 @@ import click
 import structlog
 
 from streams.agents import DEFAULT_APP_ID
+from streams.cli_options import OUTPUT_TABLE
 from streams.errors import ConfigError, StreamsError
 
 if TYPE_CHECKING:
@@ -215,7 +216,7 @@ def worker(
 @click.option("--tenant", default=None, help="Only documents of this tenant.")
 @click.option("--limit", default=20, show_default=True)
 @click.option("--fts", is_flag=True, help="QUERY is FTS5 syntax (prefix*, OR, NEAR) instead of plain words.")
-@click.option("--output", "-o", type=click.Choice(["table", "json"]), default="table", show_default=True)
+@OUTPUT_TABLE
 @click.pass_obj
 def search(settings: Settings, query: str, tenant: str | None, limit: int, fts: bool, output: str) -> None:
     """Search the events the indexing agent indexed: plain words, each matched as written.

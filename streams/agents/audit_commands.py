@@ -20,7 +20,7 @@ from streams.agents import DEFAULT_APP_ID
 from streams.agents.audit_chain import ChainDecoder, ChainEntry, UnreadableEntry, read_chain, read_jsonl, write_jsonl
 from streams.agents.audit_verify import verify_entries
 from streams.catalog import load_catalog
-from streams.cli_options import CATALOG
+from streams.cli_options import CATALOG, OUTPUT_TEXT
 from streams.schemas.registry_client import RegistryClient
 from streams.settings import Settings
 
@@ -64,14 +64,7 @@ def audit() -> None:
     is_flag=True,
     help="Also re-read every audited source record: payload SHA-256, missing and unknown records.",
 )
-@click.option(
-    "--output",
-    "-o",
-    type=click.Choice(["text", "json"]),
-    default="text",
-    show_default=True,
-    help="text for people, json for scripts.",
-)
+@OUTPUT_TEXT
 @click.pass_obj
 def verify(obj: object, chain_topic: str, file_: Path | None, check_sources: bool, output: str) -> None:
     """Check every link of the chain; exit 1 and name the first broken one when it is not intact.
