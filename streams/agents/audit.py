@@ -33,7 +33,7 @@ from streams.errors import ConfigError, SchemaError, StreamsError
 from streams.observability import AgentMetrics
 from streams.records import EventDecoder, SchemaSource, UndecodableRecordError
 from streams.runtime.app import App
-from streams.runtime.engine import EngineConfig
+from streams.runtime.contract import EngineConfig
 from streams.runtime.single import SingleWriterEngine
 from streams.schemas.codec import AvroCodec, split_header
 from streams.schemas.registry_client import RegistryClient, compact_schema

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 from streams.observability import AgentMetrics
-from streams.runtime.engine import EngineConfig, Guarantee
+from streams.runtime.contract import EngineConfig, Guarantee
 from streams.runtime.tables import SCOPE, Table, WindowedTable
 
 if TYPE_CHECKING:

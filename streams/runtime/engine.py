@@ -33,7 +33,7 @@ import os
 import socket
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any
 
 import orjson
 import structlog
@@ -44,6 +44,7 @@ from streams.errors import StreamsError
 from streams.gc_tuning import throughput_gc
 from streams.kafka_util import create_missing_topics, describe_topic, iter_partitions
 from streams.observability import AgentMetrics
+from streams.runtime.contract import BatchAgent, EngineConfig, changelog_topic, mark_key
 from streams.runtime.state import Output, PartitionState, frozen, produce
 
 if TYPE_CHECKING:
@@ -56,52 +57,10 @@ if TYPE_CHECKING:
 log = structlog.get_logger("streams.runtime.engine")
 
 RESTORE_ATTEMPTS = 3  # reads of a changelog to its end before an assignment gives up (the worker stops)
-MARK_KEY = "__next_offset"  # per partition and source topic: (next offset to process, source topic id)
 ISOLATE_AFTER = 2  # failed transactions in a row before records are processed one per transaction
 PARK_AFTER = 2  # failed one-record transactions of the same record before it is parked as a reference
 MAX_RECORD_BYTES = 8 * 1024 * 1024  # the producer's own limit; the topics' max.message.bytes decide below it
-Guarantee = Literal["exactly_once", "at_least_once"]
 Headers = list[tuple[str, bytes | None]]
-
-
-class BatchAgent(Protocol):
-    """What the engine runs: a name, its source topics, and a handler for one partition's batch of records.
-
-    Optional methods, looked up once: `tick(partition, state, out, idle)` runs every commit interval for each
-    owned partition (window closing); `dead_letter(record, error)` gives (topic, headers) to park a record
-    the transaction keeps failing on; `restored(partition, state)` follows a restore; `before_commit()`
-    runs before each commit (side effects outside Kafka); `committed()` and `aborted()` after each outcome.
-    """
-
-    name: str
-    sources: tuple[str, ...]
-
-    def handle(self, records: list[Message], state: PartitionState, out: Output) -> None:
-        """Process `records` (one partition of one source topic, in offset order), reading and writing `state`,
-        sending to `out`.
-
-        Raising fails the transaction: the batch is retried from the last commit, so raise only for
-        trouble that is not the record's fault (bad records go to a dead-letter topic instead).
-        """
-
-
-def changelog_topic(group: str) -> str:
-    return f"{group}-store-changelog"
-
-
-def mark_key(agent: BatchAgent, topic: str) -> str:
-    """The state key of `topic`'s mark; the first source's is the bare MARK_KEY (one-source agents' form)."""
-    return MARK_KEY if topic == agent.sources[0] else f"{MARK_KEY}:{topic}"
-
-
-@dataclass
-class EngineConfig:
-    commit_interval_s: float = 0.025
-    max_open_records: int = 5000  # commit sooner when this many source records are in the open transaction
-    batch_size: int = 2000
-    transaction_timeout_ms: int = 10_000
-    session_timeout_ms: int = 10_000
-    guarantee: Guarantee = "exactly_once"
 
 
 TP = tuple[str, int]

@@ -18,13 +18,14 @@ from confluent_kafka.admin import NewTopic
 
 from streams.errors import StreamsError
 from streams.gc_tuning import throughput_gc
-from streams.runtime.engine import MARK_KEY, TransactionalEngine
+from streams.runtime.contract import MARK_KEY
+from streams.runtime.engine import TransactionalEngine
 
 if TYPE_CHECKING:
     import threading
 
     from streams.observability import AgentMetrics
-    from streams.runtime.engine import BatchAgent, EngineConfig
+    from streams.runtime.contract import BatchAgent, EngineConfig
     from streams.settings import KafkaConfig
 
 log = structlog.get_logger("streams.runtime.single")

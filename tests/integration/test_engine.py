@@ -11,7 +11,8 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import NewTopic
 
 from streams.kafka_util import read_all, read_compacted
-from streams.runtime.engine import EngineConfig, TransactionalEngine, changelog_topic
+from streams.runtime.contract import EngineConfig, changelog_topic
+from streams.runtime.engine import TransactionalEngine
 from streams.runtime.state import Output, PartitionState
 from tests.integration.worker_harness import wait_for
 
