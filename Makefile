@@ -23,10 +23,11 @@ test: $(BIN)/.installed lint typecheck native-check
 
 lint: $(BIN)/.installed
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(STREAMS) schemas codegen --check
 
 typecheck: $(BIN)/.installed
-	$(BIN)/mypy streams
+	$(BIN)/mypy streams tests bench
 
 # The Rust crate under the same gates as the Python: its tests (linked against the venv's interpreter),
 # clippy with warnings as errors on every target, rustfmt.

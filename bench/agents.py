@@ -48,11 +48,11 @@ from harness import (
 from streams.admin import apply_plan, plan_changes
 from streams.agents.zatca import outcome_id
 from streams.catalog import load_catalog
+from streams.demo.samples import invoice_chain
 from streams.local.kafka import kafka_version
 from streams.local.processes import free_port
 from streams.local.stack import start_stack, stop_stack
 from streams.publish import DURABILITY, THROUGHPUT, Publisher
-from streams.samples import invoice_chain
 from streams.schemas.commands import apply_schemas
 from streams.schemas.registry_client import RegistryClient
 from streams.settings import Settings
@@ -75,11 +75,19 @@ def interleaved_invoices(count: int, sellers: int, prefix: str) -> list[dict[str
 
 def peer_value(record_id: str, invoice: dict[str, Any], size: int) -> bytes:
     """A JSON invoice summary padded to `size` bytes: the peer moves values as large as our Avro ones."""
-    doc = {"id": record_id, "invoice_id": invoice["invoice_id"], "tenant_id": invoice["tenant_id"],
-           "invoice_number": invoice["invoice_number"], "icv": invoice["icv"],
-           "issued_at": invoice["issued_at"].isoformat(), "seller_vat_number": invoice["seller"]["vat_number"],
-           "tax_inclusive_total": str(invoice["tax_inclusive_total"]), "vat_total": str(invoice["vat_total"]),
-           "currency": invoice["currency"], "memo": ""}
+    doc = {
+        "id": record_id,
+        "invoice_id": invoice["invoice_id"],
+        "tenant_id": invoice["tenant_id"],
+        "invoice_number": invoice["invoice_number"],
+        "icv": invoice["icv"],
+        "issued_at": invoice["issued_at"].isoformat(),
+        "seller_vat_number": invoice["seller"]["vat_number"],
+        "tax_inclusive_total": str(invoice["tax_inclusive_total"]),
+        "vat_total": str(invoice["vat_total"]),
+        "currency": invoice["currency"],
+        "memo": "",
+    }
     body = json.dumps(doc, separators=(",", ":"))
     doc["memo"] = "x" * max(0, size - len(body))
     return json.dumps(doc, separators=(",", ":")).encode()
@@ -116,7 +124,7 @@ def stage_of(frames: list[str]) -> str:
         stages, part = ENGINE_STAGES, frames
         other = "other threads: web server, timers, librdkafka callbacks"
     else:
-        stages, part = HANDLE_STAGES, frames[handle + 1:]
+        stages, part = HANDLE_STAGES, frames[handle + 1 :]
         if not part:  # in handle's own frame: native calls do not show in py-spy's Python stacks
             return "ours: InvoiceJudge.try_clear (native decode, rules, hash, QR, encode) and its loop"
         other = "ours: other (handle bookkeeping)"
@@ -144,15 +152,17 @@ def summarize_profile(raw: Path, events: int, rate_hz: int) -> dict[str, Any]:
         stages[stage_of(frames)] += count
     per_event = 1e6 / rate_hz / events if events else 0.0
     return {
-        "samples": total, "rate_hz": rate_hz, "events": events,
-        "stages": {k: {"share": round(v / total, 3), "us_per_event": round(v * per_event, 1)}
-                   for k, v in stages.most_common()},
+        "samples": total,
+        "rate_hz": rate_hz,
+        "events": events,
+        "stages": {
+            k: {"share": round(v / total, 3), "us_per_event": round(v * per_event, 1)} for k, v in stages.most_common()
+        },
         "self_by_package": {k: round(v / total, 3) for k, v in leaf_packages.most_common(12)},
     }
 
 
-def profile_ours(bootstrap: str, env: dict[str, str], workdir: Path, seconds: int,
-                 rate_hz: int) -> dict[str, Any]:
+def profile_ours(bootstrap: str, env: dict[str, str], workdir: Path, seconds: int, rate_hz: int) -> dict[str, Any]:
     """A fresh worker (new group: it re-reads invoice.created) under py-spy for `seconds` once it is producing."""
     watch = Watch(bootstrap, CLEARED, lambda m: "")
     log = workdir / "ours-profile.log"
@@ -162,9 +172,21 @@ def profile_ours(bootstrap: str, env: dict[str, str], workdir: Path, seconds: in
     try:
         watch.wait_for(1, process, 300, log)
         started = time.time()
-        spy_command = [str(Path(sys.executable).with_name("py-spy")), "record", "--pid", str(process.pid),
-                       "--rate", str(rate_hz), "--duration", str(seconds), "--format", "raw", "--nonblocking",
-                       "--output", str(raw)]
+        spy_command = [
+            str(Path(sys.executable).with_name("py-spy")),
+            "record",
+            "--pid",
+            str(process.pid),
+            "--rate",
+            str(rate_hz),
+            "--duration",
+            str(seconds),
+            "--format",
+            "raw",
+            "--nonblocking",
+            "--output",
+            str(raw),
+        ]
         spy = subprocess.run(spy_command, capture_output=True, text=True, check=False)  # noqa: S603 - venv's py-spy
         ended = time.time()
         if spy.returncode != 0:
@@ -185,8 +207,18 @@ def profile_ours(bootstrap: str, env: dict[str, str], workdir: Path, seconds: in
 
 
 def worker_command(app_id: str) -> list[str]:
-    return [sys.executable, "-m", "streams.cli", "worker", "--agents", "validation", "--app-id", app_id,
-            "--web-port", str(free_port())]
+    return [
+        sys.executable,
+        "-m",
+        "streams.cli",
+        "worker",
+        "--agents",
+        "validation",
+        "--app-id",
+        app_id,
+        "--web-port",
+        str(free_port()),
+    ]
 
 
 def prepare_stack(data_dir: Path) -> Settings:
@@ -211,8 +243,11 @@ def run_round(number: int, data: dict[str, Any], args: argparse.Namespace) -> di
         settings = prepare_stack(workdir / "data")
         try:
             bootstrap = settings.bootstrap_servers()
-            env = {**os.environ, "STREAMS_DATA_DIR": str(settings.data_dir),
-                   "STREAMS_CATALOG_PATH": str(settings.catalog_path)}
+            env = {
+                **os.environ,
+                "STREAMS_DATA_DIR": str(settings.data_dir),
+                "STREAMS_CATALOG_PATH": str(settings.catalog_path),
+            }
             publisher = Publisher(settings, source="billing-api")
             raw = Producer({**settings.kafka_config(bootstrap), **THROUGHPUT, **DURABILITY})
             started = time.perf_counter()
@@ -223,12 +258,19 @@ def run_round(number: int, data: dict[str, Any], args: argparse.Namespace) -> di
             key, value, template, _ = publisher.encoder.build(SOURCE, data["invoices"][0])
             size = data["avro_value_bytes"]
             for i, invoice in enumerate(data["invoices"]):
-                produce(raw, PEER_IN, invoice["tenant_id"].encode(), peer_value(f"t-{i}", invoice, size),
-                        peer_headers(template))
+                produce(
+                    raw,
+                    PEER_IN,
+                    invoice["tenant_id"].encode(),
+                    peer_value(f"t-{i}", invoice, size),
+                    peer_headers(template),
+                )
             raw.flush(120)
             phases = [(rate, len(invoices)) for rate, invoices in data["phases"]]
-            peer_phase = [[(inv["tenant_id"].encode(), peer_value(f"l{n}-{i}", inv, size))
-                           for i, inv in enumerate(invoices)] for n, (_, invoices) in enumerate(data["phases"])]
+            peer_phase = [
+                [(inv["tenant_id"].encode(), peer_value(f"l{n}-{i}", inv, size)) for i, inv in enumerate(invoices)]
+                for n, (_, invoices) in enumerate(data["phases"])
+            ]
 
             def send_ours(n: int, i: int) -> str:
                 return publisher.publish_nowait(SOURCE, data["phases"][n][1][i])
@@ -239,28 +281,63 @@ def run_round(number: int, data: dict[str, Any], args: argparse.Namespace) -> di
                 return f"l{n}-{i}"
 
             paths = {
-                "ours": Side("ours", worker_command(f"bench-agents-{uuid.uuid4().hex[:8]}"), env, CLEARED,
-                             lambda m: header_value(m, "ce_id"), ("compliance.violation", "invoice.created.dlq"),
-                             send_ours, lambda: publisher.poll(0),
-                             lambda event_id: outcome_id(event_id, "cleared")),
-                "peer": Side("peer", [sys.executable, str(ROOT / "bench" / "faust_passthrough.py"), "--broker",
-                                      bootstrap, "--app-id", f"bench-passthrough-{uuid.uuid4().hex[:8]}",
-                                      "--source", PEER_IN, "--sink", PEER_OUT, "--datadir", str(workdir / "peer")],
-                             env, PEER_OUT, lambda m: json.loads(m.value())["id"], (), send_peer,
-                             lambda: raw.poll(0), lambda record_id: record_id),
+                "ours": Side(
+                    "ours",
+                    worker_command(f"bench-agents-{uuid.uuid4().hex[:8]}"),
+                    env,
+                    CLEARED,
+                    lambda m: header_value(m, "ce_id"),
+                    ("compliance.violation", "invoice.created.dlq"),
+                    send_ours,
+                    lambda: publisher.poll(0),
+                    lambda event_id: outcome_id(event_id, "cleared"),
+                ),
+                "peer": Side(
+                    "peer",
+                    [
+                        sys.executable,
+                        str(ROOT / "bench" / "faust_passthrough.py"),
+                        "--broker",
+                        bootstrap,
+                        "--app-id",
+                        f"bench-passthrough-{uuid.uuid4().hex[:8]}",
+                        "--source",
+                        PEER_IN,
+                        "--sink",
+                        PEER_OUT,
+                        "--datadir",
+                        str(workdir / "peer"),
+                    ],
+                    env,
+                    PEER_OUT,
+                    lambda m: json.loads(m.value())["id"],
+                    (),
+                    send_peer,
+                    lambda: raw.poll(0),
+                    lambda record_id: record_id,
+                ),
             }
             order = ["ours", "peer"] if number % 2 else ["peer", "ours"]
             results: dict[str, Any] = {}
             for name in order:
                 print(f"round {number}: {name} ...", flush=True)
-                results[name] = measure(paths[name], bootstrap, len(data["invoices"]), phases, args.drain_seconds,
-                                        workdir, warmup=data["warmup_phases"])
-                print(f"  {name}: {results[name]['events_per_s']:,} events/s, latency "
-                      f"{[(p['offered_per_s'], p['consumer_arrival_ms']) for p in results[name]['latency']]}, "
-                      f"load {load()}", flush=True)
+                results[name] = measure(
+                    paths[name],
+                    bootstrap,
+                    len(data["invoices"]),
+                    phases,
+                    args.drain_seconds,
+                    workdir,
+                    warmup=data["warmup_phases"],
+                )
+                print(
+                    f"  {name}: {results[name]['events_per_s']:,} events/s, latency "
+                    f"{[(p['offered_per_s'], p['consumer_arrival_ms']) for p in results[name]['latency']]}, "
+                    f"load {load()}",
+                    flush=True,
+                )
             if args.profile and not Path(sys.executable).with_name("py-spy").exists():
-                print("no py-spy beside this python (pip install py-spy, in the [dev] extra): no profile",
-                      flush=True)
+                print("no py-spy beside this python (pip install py-spy, in the [dev] extra): no profile", flush=True)
             elif args.profile:
                 print(f"round {number}: profiling ours ...", flush=True)
                 results["profile"] = profile_ours(bootstrap, env, workdir, args.profile_seconds, 200)
@@ -276,9 +353,13 @@ def run_round(number: int, data: dict[str, Any], args: argparse.Namespace) -> di
     results["ours_publish_events_per_s"] = round(len(data["invoices"]) / ours_publish_s)
     results["uptime_before"], results["uptime_after"] = uptime_before, uptime_after
     peer_bytes = len(peer_value("t-0", data["invoices"][0], data["avro_value_bytes"]))
-    results["value_bytes"] = {"avro_invoice_created": len(value), "json_peer": peer_bytes,
-                              "key": len(key or b""), "headers": len(template),
-                              "header_bytes": sum(len(k) + len(v) for k, v in template)}
+    results["value_bytes"] = {
+        "avro_invoice_created": len(value),
+        "json_peer": peer_bytes,
+        "key": len(key or b""),
+        "headers": len(template),
+        "header_bytes": sum(len(k) + len(v) for k, v in template),
+    }
     return results
 
 
@@ -287,28 +368,34 @@ def run_round(number: int, data: dict[str, Any], args: argparse.Namespace) -> di
 
 def print_round(number: int, result: dict[str, Any]) -> None:
     print(f"\nround {number} (order {' then '.join(result['order'])}; {result['uptime_before']})")
-    print(f"{'path':<42} {'events/s':>9} {'ev/CPU-s':>9} {'offered':>8} {'p50 ms':>9} {'p99 ms':>9} {'done':>6} "
-          f"{'peak RSS':>9}  load 1m before/after")
+    print(
+        f"{'path':<42} {'events/s':>9} {'ev/CPU-s':>9} {'offered':>8} {'p50 ms':>9} {'p99 ms':>9} {'done':>6} "
+        f"{'peak RSS':>9}  load 1m before/after"
+    )
     labels = (("ours", "ours: streams worker --agents validation"), ("peer", "peer: faust JSON passthrough"))
     for name, label in labels:
         r = result[name]
         for n, phase in enumerate(r["latency"]):
             lat = phase["consumer_arrival_ms"] or {"p50": float("nan"), "p99": float("nan")}
-            head = (f"{label:<42} {r['events_per_s']:>9,} {r['events_per_worker_cpu_s'] or 0:>9,}" if n == 0
-                    else " " * 62)
-            tail_ = (f" {r['peak_rss_mb']:>7.1f}MB  {r['load_avg_before'][0]}/{r['load_avg_after'][0]}" if n == 0
-                     else "")
+            head = (
+                f"{label:<42} {r['events_per_s']:>9,} {r['events_per_worker_cpu_s'] or 0:>9,}" if n == 0 else " " * 62
+            )
+            tail_ = f" {r['peak_rss_mb']:>7.1f}MB  {r['load_avg_before'][0]}/{r['load_avg_after'][0]}" if n == 0 else ""
             done = f"{phase['outputs_within_drain'] / phase['events']:.0%}"
             offered = phase["achieved_offered_per_s"]
             print(f"{head} {offered:>8,} {lat['p50']:>9.1f} {lat['p99']:>9.1f} {done:>6}{tail_}")
     ours, peer = result["ours"], result["peer"]
     cpu_ratio = (ours["events_per_worker_cpu_s"] or 0) / (peer["events_per_worker_cpu_s"] or 1)
-    print(f"ours/peer: {result['ratio_events_per_s']:.2f}x events/s, {cpu_ratio:.2f}x events per worker CPU-second "
-          "(done: share of the phase's outputs seen within the drain time; below 100% the load was not sustained)")
+    print(
+        f"ours/peer: {result['ratio_events_per_s']:.2f}x events/s, {cpu_ratio:.2f}x events per worker CPU-second "
+        "(done: share of the phase's outputs seen within the drain time; below 100% the load was not sustained)"
+    )
     if "profile" in result:
         profile = result["profile"]
-        print(f"profile of ours ({profile['samples']} samples, {profile['events']:,} events, "
-              f"{profile['events_per_s_while_profiled']:,} events/s under py-spy):")
+        print(
+            f"profile of ours ({profile['samples']} samples, {profile['events']:,} events, "
+            f"{profile['events_per_s_while_profiled']:,} events/s under py-spy):"
+        )
         for label, stage in profile["stages"].items():
             print(f"  {label:<78} {stage['share']:>6.1%} {stage['us_per_event']:>8.1f} us/event")
         print(f"  self time by package: {profile['self_by_package']}")
@@ -317,29 +404,51 @@ def print_round(number: int, result: dict[str, Any]) -> None:
 def machine() -> dict[str, Any]:
     cpuinfo = Path("/proc/cpuinfo").read_text()
     model = next((line.split(":", 1)[1].strip() for line in cpuinfo.splitlines() if line.startswith("model name")), "?")
-    memory = next(line.split(":", 1)[1].strip() for line in Path("/proc/meminfo").read_text().splitlines()
-                  if line.startswith("MemTotal"))
+    memory = next(
+        line.split(":", 1)[1].strip()
+        for line in Path("/proc/meminfo").read_text().splitlines()
+        if line.startswith("MemTotal")
+    )
     import faust  # noqa: PLC0415 - only for its version
 
-    return {"machine": platform.machine(), "cpu": model, "cores": os.cpu_count(), "memory": memory,
-            "python": platform.python_version(), "kafka": kafka_version(), "faust_streaming": faust.__version__}
+    return {
+        "machine": platform.machine(),
+        "cpu": model,
+        "cores": os.cpu_count(),
+        "memory": memory,
+        "python": platform.python_version(),
+        "kafka": kafka_version(),
+        "faust_streaming": faust.__version__,
+    }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--events", type=int, default=50_000, help="Pre-published events for the throughput phase.")
     parser.add_argument("--sellers", type=int, default=60)
-    parser.add_argument("--rates", default="100,5000",
-                        help="Offered loads of the latency phases, events/s, run in this order (highest last: a "
-                             "phase the worker cannot keep up with ends the run).")
+    parser.add_argument(
+        "--rates",
+        default="100,5000",
+        help="Offered loads of the latency phases, events/s, run in this order (highest last: a "
+        "phase the worker cannot keep up with ends the run).",
+    )
     parser.add_argument("--seconds", type=float, default=20, help="Length of each latency phase.")
-    parser.add_argument("--warmup-seconds", type=float, default=15,
-                        help="A paced phase before the measured ones, reported apart (0: none).")
+    parser.add_argument(
+        "--warmup-seconds",
+        type=float,
+        default=15,
+        help="A paced phase before the measured ones, reported apart (0: none).",
+    )
     parser.add_argument("--warmup-rate", type=float, default=1000)
-    parser.add_argument("--drain-seconds", type=float, default=30,
-                        help="How long after a phase's last publish its outputs may take.")
-    parser.add_argument("--rounds", type=int, default=3,
-                        help="Whole rounds, each on a fresh stack; the summary gives the median and min-max of them.")
+    parser.add_argument(
+        "--drain-seconds", type=float, default=30, help="How long after a phase's last publish its outputs may take."
+    )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="Whole rounds, each on a fresh stack; the summary gives the median and min-max of them.",
+    )
     parser.add_argument("--profile", action="store_true", help="Add a py-spy pass over our worker to each round.")
     parser.add_argument("--profile-seconds", type=int, default=20)
     parser.add_argument("--keep-profile", type=Path, default=None, help="Copy the last py-spy raw output here.")
@@ -350,12 +459,15 @@ def main() -> None:
     # a warm-up phase first (not reported with the others): each round's broker is a fresh JVM, and its JIT
     # compiles the transaction paths during the first minute of traffic (bench/notes/validation_tail.md)
     planned = ([(args.warmup_rate, args.warmup_seconds)] if args.warmup_seconds > 0 else []) + [
-        (rate, args.seconds) for rate in rates]
+        (rate, args.seconds) for rate in rates
+    ]
     print(f"generating {args.events:,} + {sum(int(r * t) for r, t in planned):,} invoices ...", flush=True)
     data: dict[str, Any] = {
         "invoices": interleaved_invoices(args.events, args.sellers, "bench"),
-        "phases": [(rate, interleaved_invoices(int(rate * seconds), args.sellers, f"paced{n}"))
-                   for n, (rate, seconds) in enumerate(planned)],
+        "phases": [
+            (rate, interleaved_invoices(int(rate * seconds), args.sellers, f"paced{n}"))
+            for n, (rate, seconds) in enumerate(planned)
+        ],
         "warmup_phases": 1 if args.warmup_seconds > 0 else 0,
     }
     data["avro_value_bytes"] = avro_size(data["invoices"][:2000])
@@ -371,28 +483,35 @@ def main() -> None:
         gc.collect()  # the round's producers sit in closure cycles: free them before their broker is gone for long
         print_round(number, result)
     conditions = {
-        **machine(), "events": args.events, "sellers": args.sellers, "partitions": PARTITIONS,
-        "latency_offered_per_s": rates, "latency_seconds": args.seconds, "latency_drain_seconds": args.drain_seconds,
+        **machine(),
+        "events": args.events,
+        "sellers": args.sellers,
+        "partitions": PARTITIONS,
+        "latency_offered_per_s": rates,
+        "latency_seconds": args.seconds,
+        "latency_drain_seconds": args.drain_seconds,
         "warmup": f"{args.warmup_seconds:g} s at {args.warmup_rate:g}/s before the measured phases, not reported",
-        "avro_value_bytes_mean": data["avro_value_bytes"], "value_sizes": rounds[0]["value_bytes"],
+        "avro_value_bytes_mean": data["avro_value_bytes"],
+        "value_sizes": rounds[0]["value_bytes"],
         "producer": "acks=all, idempotence on, linger.ms=5 (streams.publish.THROUGHPUT + DURABILITY)",
         "workers": "one process each. ours: the validation agent on the transactional engine (librdkafka, batches "
-                   "of up to 2,000, a transaction per 25 ms); peer: a faust agent, memory store, "
-                   "broker_commit_every=1000, commit interval 1 s, acks=-1",
+        "of up to 2,000, a transaction per 25 ms); peer: a faust agent, memory store, "
+        "broker_commit_every=1000, commit interval 1 s, acks=-1",
         "throughput": "(N-1) / (last - first output record timestamp), N pre-published events",
         "bench_process": "the pre-generated invoices are gc.freeze()d, so the bench's own collector does not pause "
-                         "its publisher and consumer threads during a phase",
+        "its publisher and consumer threads during a phase",
         "latency": "the bench consumer's arrival time of the output (read_committed: ours is visible only once its "
-                   "transaction commits) minus the bench's wall clock just before publishing the input; "
-                   "record_timestamp_ms uses the output record's timestamp instead",
+        "transaction commits) minus the bench's wall clock just before publishing the input; "
+        "record_timestamp_ms uses the output record's timestamp instead",
     }
     summary = summarize(rounds, ["ours", "peer"], rates, [("ours", "peer")])
     print_summary(summary, {"ours": "ours: streams worker --agents validation", "peer": "peer: faust JSON passthrough"})
     print(json.dumps({"conditions": conditions}, default=str))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"conditions": conditions, "summary": summary, "rounds": rounds}, indent=2,
-                                        default=str) + "\n")
+        args.json.write_text(
+            json.dumps({"conditions": conditions, "summary": summary, "rounds": rounds}, indent=2, default=str) + "\n"
+        )
 
 
 def avro_size(invoices: list[dict[str, Any]]) -> int:

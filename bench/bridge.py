@@ -47,8 +47,17 @@ from streams.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
 PARTITIONS = 6
-ARGS = ("invoice_id", "invoice_number", "tenant_id", "seller_vat_number", "tax_inclusive_total", "vat_total",
-        "currency", "cleared_at", "qr_payload")
+ARGS = (
+    "invoice_id",
+    "invoice_number",
+    "tenant_id",
+    "seller_vat_number",
+    "tax_inclusive_total",
+    "vat_total",
+    "currency",
+    "cleared_at",
+    "qr_payload",
+)
 CATALOG = """\
 version: 1
 defaults: {{partitions: {partitions}, replication_factor: 1, retention: 1d}}
@@ -70,11 +79,17 @@ bridge:
 def cleared(seq: int) -> dict[str, Any]:
     total = Decimal(1000 + seq % 9000) + Decimal("0.15")
     return {
-        "invoice_id": str(uuid.UUID(int=seq + 1, version=4)), "tenant_id": f"tenant-{seq % 20:02d}",
-        "invoice_number": f"INV-{seq:08d}", "seller_vat_number": "300000000000003",
-        "invoice_hash": "n5/Cl4q5GvNqk7ZSZ5JtqUgnGHV/cKRB9BbBAaw0fWk=", "qr_payload": "AQxBY21lIFRyYWRpbmc=" * 3,
-        "tax_inclusive_total": total, "vat_total": (total * 15 / 115).quantize(Decimal("0.01")), "currency": "SAR",
-        "cleared_at": datetime(2026, 11, 1, tzinfo=UTC) + timedelta(seconds=seq), "source_event_id": str(seq),
+        "invoice_id": str(uuid.UUID(int=seq + 1, version=4)),
+        "tenant_id": f"tenant-{seq % 20:02d}",
+        "invoice_number": f"INV-{seq:08d}",
+        "seller_vat_number": "300000000000003",
+        "invoice_hash": "n5/Cl4q5GvNqk7ZSZ5JtqUgnGHV/cKRB9BbBAaw0fWk=",
+        "qr_payload": "AQxBY21lIFRyYWRpbmc=" * 3,
+        "tax_inclusive_total": total,
+        "vat_total": (total * 15 / 115).quantize(Decimal("0.01")),
+        "currency": "SAR",
+        "cleared_at": datetime(2026, 11, 1, tzinfo=UTC) + timedelta(seconds=seq),
+        "source_event_id": str(seq),
     }
 
 
@@ -96,9 +111,16 @@ def prepare(settings: Settings, directory: Path, events: int) -> tuple[Path, str
     topic = f"bench.cleared.u{uuid.uuid4().hex[:8]}"
     shutil.copytree(ROOT / "schemas", directory / "schemas")
     catalog_path = directory / "topics.yaml"
-    catalog_path.write_text(CATALOG.format(partitions=PARTITIONS, topic=topic, schema="schemas/invoice.cleared.avsc",
-                                           group=f"bench-{uuid.uuid4().hex[:6]}", task=INVOICE_PDF,
-                                           args=", ".join(f"{a}: {a}" for a in ARGS)))
+    catalog_path.write_text(
+        CATALOG.format(
+            partitions=PARTITIONS,
+            topic=topic,
+            schema="schemas/invoice.cleared.avsc",
+            group=f"bench-{uuid.uuid4().hex[:6]}",
+            task=INVOICE_PDF,
+            args=", ".join(f"{a}: {a}" for a in ARGS),
+        )
+    )
     kafka = settings.kafka_config(settings.bootstrap_servers())
     admin = AdminClient(kafka)
     for future in admin.create_topics([NewTopic(topic, PARTITIONS, 1), NewTopic(f"{topic}.dlq", 1, 1)]).values():
@@ -114,7 +136,7 @@ def prepare(settings: Settings, directory: Path, events: int) -> tuple[Path, str
         sizes.append(len(record.value))
         while True:
             try:
-                producer.produce(topic, value=record.value, key=record.key, headers=record.headers)
+                producer.produce(topic, value=record.value, key=record.key, headers=[*record.headers])
                 break
             except BufferError:
                 producer.poll(0.05)
@@ -133,12 +155,14 @@ def redis_cpu_s(client: redis.Redis, *, children: bool = True) -> float:
     return float(sum(info[k] for k in names))
 
 
-def run_ours(settings: Settings, catalog_path: Path, url: str, events: int, batch: int, profile: bool,
-             ledger: bool) -> dict[str, Any]:
+def run_ours(
+    settings: Settings, catalog_path: Path, url: str, events: int, batch: int, profile: bool, ledger: bool
+) -> dict[str, Any]:
     catalog = load_catalog(catalog_path)
     config = load_bridge(catalog)
-    options = BridgeOptions(batch_size=batch, max_in_flight=max(batch * 4, 20_000),
-                            sweep_interval_s=30 if ledger else 0)
+    options = BridgeOptions(
+        batch_size=batch, max_in_flight=max(batch * 4, 20_000), sweep_interval_s=30 if ledger else 0
+    )
     bridge = Bridge(settings, catalog, config, options, redis_url=url)
     client = redis.Redis.from_url(url)
     profiler = cProfile.Profile() if profile else None
@@ -159,11 +183,18 @@ def run_ours(settings: Settings, catalog_path: Path, url: str, events: int, batc
     first = bridge.first_record_at or started
     queued = depth(client)
     sample = client.lindex(queue_keys("default")[0], 0) or b""
-    return {"tasks_per_s": round(events / (ended - first)), "seconds": round(ended - first, 3),
-            "tasks_per_cpu_s": round(events / cpu), "cpu_us_per_task": round(cpu / events * 1e6, 1),
-            "cpu_seconds": round(cpu, 3), "redis_cpu_us_per_task": round(redis_cpu / events * 1e6, 1),
-            "redis_main_cpu_us_per_task": round(redis_main_cpu / events * 1e6, 1),
-            "seconds_with_group_join": round(ended - started, 3), "queued": queued, "message_bytes": len(sample)}
+    return {
+        "tasks_per_s": round(events / (ended - first)),
+        "seconds": round(ended - first, 3),
+        "tasks_per_cpu_s": round(events / cpu),
+        "cpu_us_per_task": round(cpu / events * 1e6, 1),
+        "cpu_seconds": round(cpu, 3),
+        "redis_cpu_us_per_task": round(redis_cpu / events * 1e6, 1),
+        "redis_main_cpu_us_per_task": round(redis_main_cpu / events * 1e6, 1),
+        "seconds_with_group_join": round(ended - started, 3),
+        "queued": queued,
+        "message_bytes": len(sample),
+    }
 
 
 def run_apply_async(url: str, payloads: list[dict[str, Any]]) -> dict[str, Any]:
@@ -181,10 +212,15 @@ def run_apply_async(url: str, payloads: list[dict[str, Any]]) -> dict[str, Any]:
         task.apply_async(kwargs=kwargs, task_id=task_id, queue="default")
     elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu_started
     redis_cpu = redis_cpu_s(client) - redis_started
-    return {"tasks_per_s": round(len(jobs) / elapsed), "seconds": round(elapsed, 3),
-            "tasks_per_cpu_s": round(len(jobs) / cpu), "cpu_us_per_task": round(cpu / len(jobs) * 1e6, 1),
-            "cpu_seconds": round(cpu, 3), "redis_cpu_us_per_task": round(redis_cpu / len(jobs) * 1e6, 1),
-            "queued": depth(client)}
+    return {
+        "tasks_per_s": round(len(jobs) / elapsed),
+        "seconds": round(elapsed, 3),
+        "tasks_per_cpu_s": round(len(jobs) / cpu),
+        "cpu_us_per_task": round(cpu / len(jobs) * 1e6, 1),
+        "cpu_seconds": round(cpu, 3),
+        "redis_cpu_us_per_task": round(redis_cpu / len(jobs) * 1e6, 1),
+        "queued": depth(client),
+    }
 
 
 def load_avg() -> list[float]:
@@ -207,21 +243,32 @@ def one_run(settings: Settings, directory: Path, args: argparse.Namespace) -> di
     finally:
         stop_process_group(pid)
     assert ours["queued"] == args.events, ours  # noqa: S101 - every confirmed task is really in Redis
-    print(f"bridge      {ours['tasks_per_s']:10,} tasks/s confirmed in Redis and committed "
-          f"({ours['seconds']} s; {ours['seconds_with_group_join']} s with the group join)")
-    print(f"CPU per task: bridge {ours['cpu_us_per_task']} us (+ redis-server {ours['redis_cpu_us_per_task']} us, "
-          f"{ours['redis_main_cpu_us_per_task']} us of it outside append-only-file rewrites)")
+    print(
+        f"bridge      {ours['tasks_per_s']:10,} tasks/s confirmed in Redis and committed "
+        f"({ours['seconds']} s; {ours['seconds_with_group_join']} s with the group join)"
+    )
+    print(
+        f"CPU per task: bridge {ours['cpu_us_per_task']} us (+ redis-server {ours['redis_cpu_us_per_task']} us, "
+        f"{ours['redis_main_cpu_us_per_task']} us of it outside append-only-file rewrites)"
+    )
     ratio = None
     if peer is not None:
         assert peer["queued"] == args.events, peer  # noqa: S101
         ratio = ours["tasks_per_s"] / peer["tasks_per_s"]
-        print(f"apply_async {peer['tasks_per_s']:10,} tasks/s, CPU per task {peer['cpu_us_per_task']} us "
-              f"(+ redis-server {peer['redis_cpu_us_per_task']} us); bridge/apply_async {ratio:.1f}x")
+        print(
+            f"apply_async {peer['tasks_per_s']:10,} tasks/s, CPU per task {peer['cpu_us_per_task']} us "
+            f"(+ redis-server {peer['redis_cpu_us_per_task']} us); bridge/apply_async {ratio:.1f}x"
+        )
     print(f"load average (1, 5, 15 min) before {load_before}, between {load_between}, after {load_after}")
-    return {"bridge": ours, "apply_async": peer, "ratio": None if ratio is None else round(ratio, 2),
-            "avro_value_bytes": value_bytes,
-            "load_avg_1_5_15_before": load_before, "load_avg_1_5_15_between": load_between,
-            "load_avg_1_5_15_after": load_after}
+    return {
+        "bridge": ours,
+        "apply_async": peer,
+        "ratio": None if ratio is None else round(ratio, 2),
+        "avro_value_bytes": value_bytes,
+        "load_avg_1_5_15_before": load_before,
+        "load_avg_1_5_15_between": load_between,
+        "load_avg_1_5_15_after": load_after,
+    }
 
 
 def main() -> None:
@@ -242,22 +289,31 @@ def main() -> None:
             print(f"run {number + 1} of {args.runs}")
             runs.append(one_run(settings, Path(temp) / f"run{number}", args))
     conditions = {
-        "events": args.events, "partitions": PARTITIONS, "batch_size": args.batch_size,
-        "max_in_flight": max(args.batch_size * 4, 20_000), "avro_value_bytes": runs[0]["avro_value_bytes"],
-        "task_message_bytes": runs[0]["bridge"]["message_bytes"], "task_kwargs": len(ARGS),
-        "redis": "private redis-server per run, appendonly yes, appendfsync everysec", "ledger": not args.no_ledger,
+        "events": args.events,
+        "partitions": PARTITIONS,
+        "batch_size": args.batch_size,
+        "max_in_flight": max(args.batch_size * 4, 20_000),
+        "avro_value_bytes": runs[0]["avro_value_bytes"],
+        "task_message_bytes": runs[0]["bridge"]["message_bytes"],
+        "task_kwargs": len(ARGS),
+        "redis": "private redis-server per run, appendonly yes, appendfsync everysec",
+        "ledger": not args.no_ledger,
         "machine": f"{platform.machine()} cores={os.cpu_count()}, shared with other engineers' test runs "
-                   "(see the load averages: numbers are noisy)",
-        "python": platform.python_version(), "celery": celery.__version__, "kombu": kombu.__version__,
+        "(see the load averages: numbers are noisy)",
+        "python": platform.python_version(),
+        "celery": celery.__version__,
+        "kombu": kombu.__version__,
     }
     print(json.dumps(conditions))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        summary = {"bridge_tasks_per_s": [r["bridge"]["tasks_per_s"] for r in runs],
-                   "bridge_cpu_us_per_task": [r["bridge"]["cpu_us_per_task"] for r in runs],
-                   "redis_cpu_us_per_task": [r["bridge"]["redis_cpu_us_per_task"] for r in runs],
-                   "apply_async_tasks_per_s": [r["apply_async"]["tasks_per_s"] for r in runs if r["apply_async"]],
-                   "ratio": [r["ratio"] for r in runs]}
+        summary = {
+            "bridge_tasks_per_s": [r["bridge"]["tasks_per_s"] for r in runs],
+            "bridge_cpu_us_per_task": [r["bridge"]["cpu_us_per_task"] for r in runs],
+            "redis_cpu_us_per_task": [r["bridge"]["redis_cpu_us_per_task"] for r in runs],
+            "apply_async_tasks_per_s": [r["apply_async"]["tasks_per_s"] for r in runs if r["apply_async"]],
+            "ratio": [r["ratio"] for r in runs],
+        }
         args.json.write_text(json.dumps({"summary": summary, "runs": runs, "conditions": conditions}, indent=2) + "\n")
 
 

@@ -31,9 +31,9 @@ from streams.catalog import load_catalog  # noqa: E402 - after the warnings filt
 from streams.console.app import create_app  # noqa: E402 - after the warnings filter
 from streams.console.auth import hash_password  # noqa: E402 - after the warnings filter
 from streams.console.settings import ConsoleSettings  # noqa: E402 - after the warnings filter
+from streams.demo.samples import invoice_chain  # noqa: E402 - after the warnings filter
 from streams.local.stack import start_stack, stop_stack  # noqa: E402 - after the warnings filter
 from streams.publish import Publisher  # noqa: E402 - after the warnings filter
-from streams.samples import invoice_chain  # noqa: E402 - after the warnings filter
 from streams.schemas.commands import apply_schemas  # noqa: E402 - after the warnings filter
 from streams.schemas.registry_client import RegistryClient  # noqa: E402 - after the warnings filter
 from streams.settings import Settings  # noqa: E402 - after the warnings filter
@@ -46,8 +46,13 @@ def peer(settings: Settings, records: int) -> float:
     started = time.perf_counter()
     registry = SchemaRegistryClient({"url": settings.registry_url()})
     deserializer = AvroDeserializer(registry)
-    consumer = Consumer({"bootstrap.servers": settings.bootstrap_servers(), "group.id": "bench-console-peer",
-                         "enable.auto.commit": False})
+    consumer = Consumer(
+        {
+            "bootstrap.servers": settings.bootstrap_servers(),
+            "group.id": "bench-console-peer",
+            "enable.auto.commit": False,
+        }
+    )
     partitions = consumer.list_topics("invoice.created", timeout=10).topics["invoice.created"].partitions
     consumer.assign([TopicPartition("invoice.created", p, 0) for p in partitions])
     lines: list[str] = []
@@ -80,9 +85,12 @@ def main() -> None:
             with Publisher(settings, source="bench") as publisher:
                 for event in invoice_chain(args.records, tenant="bench"):
                     publisher.publish_nowait("invoice.created", event)
-            os.environ["STREAMS_CONSOLE_USERS"] = json.dumps({
-                "viewer": {"role": "viewer", "password_hash": hash_password("v", rounds=4)},
-                "auditor": {"role": "auditor", "password_hash": hash_password("a", rounds=4)}})
+            os.environ["STREAMS_CONSOLE_USERS"] = json.dumps(
+                {
+                    "viewer": {"role": "viewer", "password_hash": hash_password("v", rounds=4)},
+                    "auditor": {"role": "auditor", "password_hash": hash_password("a", rounds=4)},
+                }
+            )
             os.environ["STREAMS_CONSOLE_SESSION_SECRET"] = "b" * 40
             app = create_app(settings, ConsoleSettings(secure_cookies=False))
             results = {}
@@ -106,15 +114,29 @@ def main() -> None:
             stop_stack(data_dir)
     load = os.getloadavg()[0]
     for role, (median, worst, rows, read) in results.items():
-        print(f"ours ({role:7}) {rows:5} records rendered: server time median {median:7.1f} ms, worst {worst:7.1f} ms"
-              f" (of which read+decode+mask {read:.1f} ms)  (target < 300 ms: {'met' if median < 300 else 'MISSED'})")
+        print(
+            f"ours ({role:7}) {rows:5} records rendered: server time median {median:7.1f} ms, worst {worst:7.1f} ms"
+            f" (of which read+decode+mask {read:.1f} ms)  (target < 300 ms: {'met' if median < 300 else 'MISSED'})"
+        )
     print(f"peer (AvroDeserializer + json.dumps, no page): median {peer_ms:7.1f} ms for {args.records} records")
     if args.json is not None:
-        args.json.write_text(json.dumps({"records": args.records, "runs": args.runs, "peer_ms": peer_ms, "load": load,
-                                         **{f"{role}_median_ms": r[0] for role, r in results.items()},
-                                         **{f"{role}_worst_ms": r[1] for role, r in results.items()}}, indent=2))
-    print(f"ours/peer time ratio (viewer) {results['viewer'][0] / peer_ms:.2f}x   load {load:.2f}   "
-          f"{platform.machine()} cores={os.cpu_count()} python {platform.python_version()}")
+        args.json.write_text(
+            json.dumps(
+                {
+                    "records": args.records,
+                    "runs": args.runs,
+                    "peer_ms": peer_ms,
+                    "load": load,
+                    **{f"{role}_median_ms": r[0] for role, r in results.items()},
+                    **{f"{role}_worst_ms": r[1] for role, r in results.items()},
+                },
+                indent=2,
+            )
+        )
+    print(
+        f"ours/peer time ratio (viewer) {results['viewer'][0] / peer_ms:.2f}x   load {load:.2f}   "
+        f"{platform.machine()} cores={os.cpu_count()} python {platform.python_version()}"
+    )
 
 
 if __name__ == "__main__":

@@ -48,8 +48,9 @@ class ConfluentAvro(codecs.Codec):
         schema = self.readers.get(schema_id)
         if schema is None:
             schema = self.readers[schema_id] = fastavro.parse_schema(
-                json.loads(self._get(f"/schemas/ids/{schema_id}")["schema"]))
-        return fastavro.schemaless_reader(io.BytesIO(memoryview(data)[WIRE.size:]), schema)
+                json.loads(self._get(f"/schemas/ids/{schema_id}")["schema"])
+            )
+        return fastavro.schemaless_reader(io.BytesIO(memoryview(data)[WIRE.size :]), schema)
 
     def _dumps(self, value: Any) -> bytes:
         assert self.writer is not None, "this codec was made without a subject: it only decodes"  # noqa: S101
@@ -60,8 +61,9 @@ class ConfluentAvro(codecs.Codec):
         return out.getvalue()
 
 
-def build_app(broker: str, registry: str, app_id: str, source: str, sink: str, datadir: str,
-              partitions: int) -> faust.App:
+def build_app(
+    broker: str, registry: str, app_id: str, source: str, sink: str, datadir: str, partitions: int
+) -> faust.App:
     app = faust.App(
         app_id,
         broker=f"kafka://{broker}",
@@ -75,10 +77,16 @@ def build_app(broker: str, registry: str, app_id: str, source: str, sink: str, d
         datadir=datadir,
         topic_partitions=partitions,
     )
-    inbound = app.topic(source, key_type=bytes, key_serializer="raw", value_serializer=ConfluentAvro(registry),
-                        partitions=partitions)
-    outbound = app.topic(sink, key_type=bytes, key_serializer="raw",
-                         value_serializer=ConfluentAvro(registry, f"{sink}-value"), partitions=partitions)
+    inbound = app.topic(
+        source, key_type=bytes, key_serializer="raw", value_serializer=ConfluentAvro(registry), partitions=partitions
+    )
+    outbound = app.topic(
+        sink,
+        key_type=bytes,
+        key_serializer="raw",
+        value_serializer=ConfluentAvro(registry, f"{sink}-value"),
+        partitions=partitions,
+    )
     per_minute = app.Table("actions-per-minute", default=int, partitions=partitions).tumbling(60, expires=3600)
 
     @app.agent(inbound)

@@ -25,8 +25,6 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 TICK = os.sysconf("SC_CLK_TCK")
 
 
-
-
 @dataclass
 class Output:
     """Output records as the bench's consumer sees them: record timestamp, arrival time and matching id."""
@@ -43,8 +41,14 @@ class Watch:
         self.topic, self.match = topic, match
         self.outputs: list[Output] = []
         self.side: Counter[str] = Counter()
-        self.consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"bench-watch-{uuid.uuid4().hex[:8]}",
-                                  "enable.auto.commit": False, "fetch.wait.max.ms": 10})
+        self.consumer = Consumer(
+            {
+                "bootstrap.servers": bootstrap,
+                "group.id": f"bench-watch-{uuid.uuid4().hex[:8]}",
+                "enable.auto.commit": False,
+                "fetch.wait.max.ms": 10,
+            }
+        )
         assignment = []
         for name in (topic, *side):
             metadata = self.consumer.list_topics(name, timeout=10).topics[name]
@@ -70,7 +74,7 @@ class Watch:
                 if message.topic() == self.topic:
                     self.outputs.append(Output(message.timestamp()[1], now, self.match(message)))
                 else:
-                    self.side[message.topic()] += 1
+                    self.side[message.topic() or ""] += 1
 
     def wait_for(self, count: int, process: subprocess.Popen[bytes], timeout: float, log: Path) -> None:
         deadline = time.monotonic() + timeout
@@ -138,8 +142,13 @@ def tail(path: Path, lines: int = 25) -> str:
 
 def start_process(command: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
     with log.open("ab") as out:
-        return subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT,  # noqa: S603 - our scripts
-                                start_new_session=True)
+        return subprocess.Popen(  # noqa: S603 - our scripts
+            command,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
 
 
 def stop_process(process: subprocess.Popen[bytes]) -> None:
@@ -152,8 +161,9 @@ def stop_process(process: subprocess.Popen[bytes]) -> None:
             process.wait(timeout=30)
 
 
-def paced(send: Callable[[int], str], count: int, rate: float,
-          poll: Callable[[], None]) -> tuple[list[str], list[float], float]:
+def paced(
+    send: Callable[[int], str], count: int, rate: float, poll: Callable[[], object]
+) -> tuple[list[str], list[float], float]:
     """Call send(i) for i in range(count) at `rate` per second; returns ids, wall send times, achieved rate."""
     ids, sent = [""] * count, [0.0] * count
     started = time.perf_counter()
@@ -200,12 +210,19 @@ class Side:
     match: Callable[[Any], str]
     side: tuple[str, ...]
     send: Callable[[int, int], str]  # publish record i of phase n (measure's phases list); return its published id
-    poll: Callable[[], None]
+    poll: Callable[[], object]  # what it returns is ignored (Producer.poll's count, ...)
     output_id: Callable[[str], str]  # the published id -> the id matched on the output
 
 
-def measure(path: Side, bootstrap: str, events: int, phases: list[tuple[float, int]], drain_s: float,
-            workdir: Path, warmup: int = 0) -> dict[str, Any]:
+def measure(
+    path: Side,
+    bootstrap: str,
+    events: int,
+    phases: list[tuple[float, int]],
+    drain_s: float,
+    workdir: Path,
+    warmup: int = 0,
+) -> dict[str, Any]:
     """Throughput over the pre-published backlog, then each (rate, count) latency phase in order; the first
     `warmup` phases only warm the broker and the worker up (reported apart, under "warmup")."""
     watch = Watch(bootstrap, path.output, path.match, path.side)
@@ -228,7 +245,11 @@ def measure(path: Side, bootstrap: str, events: int, phases: list[tuple[float, i
         expected = events
         for n, (rate, count) in enumerate(phases):
             phase_load = load()
-            ids, sent, achieved = paced(lambda i, n=n: path.send(n, i), count, rate, path.poll)
+
+            def send(i: int, n: int = n) -> str:
+                return path.send(n, i)
+
+            ids, sent, achieved = paced(send, count, rate, path.poll)
             sent_at = {path.output_id(i): s for i, s in zip(ids, sent, strict=True)}
             expected += count
             drained = watch.wait_until(expected, process, drain_s, log)
@@ -255,12 +276,21 @@ def measure(path: Side, bootstrap: str, events: int, phases: list[tuple[float, i
         "warmup": [phase for phase in latency if phase.get("warmup")],
         "peak_rss_mb": round(sampler.peak_rss() / 2**20, 1),
         "rss_after_throughput_mb": round(rss_after_throughput / 2**20, 1),
-        "load_avg_before": load_before, "load_avg_after_throughput": load_mid, "load_avg_after": load_after,
+        "load_avg_before": load_before,
+        "load_avg_after_throughput": load_mid,
+        "load_avg_after": load_after,
     }
 
 
-def latency_of(outputs: list[Output], sent_at: dict[str, float], rate: float, achieved: float, count: int,
-               drained: bool, phase_load: list[float]) -> dict[str, Any]:
+def latency_of(
+    outputs: list[Output],
+    sent_at: dict[str, float],
+    rate: float,
+    achieved: float,
+    count: int,
+    drained: bool,
+    phase_load: list[float],
+) -> dict[str, Any]:
     by_record, by_arrival = [], []
     for output in outputs:
         at = sent_at.get(output.match)
@@ -268,32 +298,32 @@ def latency_of(outputs: list[Output], sent_at: dict[str, float], rate: float, ac
             by_record.append(output.timestamp_ms - at * 1000)
             by_arrival.append((output.received - at) * 1000)
     return {
-        "offered_per_s": rate, "achieved_offered_per_s": round(achieved), "events": count,
-        "outputs_within_drain": len(by_record), "sustained": drained,
+        "offered_per_s": rate,
+        "achieved_offered_per_s": round(achieved),
+        "events": count,
+        "outputs_within_drain": len(by_record),
+        "sustained": drained,
         "record_timestamp_ms": percentile_ms(by_record) if len(by_record) > 1 else None,
         "consumer_arrival_ms": percentile_ms(by_arrival) if len(by_arrival) > 1 else None,
         "load_avg_before": phase_load,
     }
 
 
-
 def header_value(message: Any, name: str) -> str:
     for key, value in message.headers() or ():
         if key == name:
-            return value.decode()
+            text: str = value.decode()
+            return text
     return ""
-
 
 
 def produce(producer: Producer, topic: str, key: bytes, value: bytes, headers: list[tuple[str, bytes]]) -> None:
     while True:
         try:
-            producer.produce(topic, value=value, key=key, headers=headers)
+            producer.produce(topic, value=value, key=key, headers=[*headers])
             return
         except BufferError:
             producer.poll(0.05)
-
-
 
 
 # ---------------------------------------------------------------- rounds: median and spread
@@ -304,8 +334,12 @@ def spread(values: Sequence[float | None]) -> dict[str, float] | None:
     present = [v for v in values if v is not None]
     if not present:
         return None
-    return {"median": round(statistics.median(present), 2), "min": round(min(present), 2),
-            "max": round(max(present), 2), "rounds": len(present)}
+    return {
+        "median": round(statistics.median(present), 2),
+        "min": round(min(present), 2),
+        "max": round(max(present), 2),
+        "rounds": len(present),
+    }
 
 
 def path_metrics(result: dict[str, Any], rate: float) -> dict[str, float | None]:
@@ -323,8 +357,9 @@ def path_metrics(result: dict[str, Any], rate: float) -> dict[str, float | None]
     }
 
 
-def summarize(rounds: list[dict[str, Any]], paths: Sequence[str], rates: Sequence[float],
-              ratios: Sequence[tuple[str, str]]) -> dict[str, Any]:
+def summarize(
+    rounds: list[dict[str, Any]], paths: Sequence[str], rates: Sequence[float], ratios: Sequence[tuple[str, str]]
+) -> dict[str, Any]:
     """Median and spread (min-max) over rounds of each path's metrics and of the per-round ratios."""
     summary: dict[str, Any] = {}
     for name in paths:
@@ -333,8 +368,9 @@ def summarize(rounds: list[dict[str, Any]], paths: Sequence[str], rates: Sequenc
     for ours, peer in ratios:
         summary[f"{ours}/{peer}"] = {
             "events_per_s": spread([r[ours]["events_per_s"] / r[peer]["events_per_s"] for r in rounds]),
-            "events_per_worker_cpu_s": spread([(r[ours]["events_per_worker_cpu_s"] or 0)
-                                               / (r[peer]["events_per_worker_cpu_s"] or 1) for r in rounds]),
+            "events_per_worker_cpu_s": spread(
+                [(r[ours]["events_per_worker_cpu_s"] or 0) / (r[peer]["events_per_worker_cpu_s"] or 1) for r in rounds]
+            ),
         }
     return summary
 

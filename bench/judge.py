@@ -24,10 +24,10 @@ from streams.agents.rules import default_rules
 from streams.agents.validation import ValidationAgent
 from streams.agents.zatca import FIRST_PIH
 from streams.catalog import load_catalog
+from streams.demo.samples import invoice_chain
 from streams.publish import EventEncoder
 from streams.records import EventDecoder, SourceRecord
 from streams.runtime.state import Output, PartitionState
-from streams.samples import invoice_chain
 from streams.schemas.registry_client import RegistryClient
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -140,7 +140,7 @@ def main() -> None:
                         "events": args.events,
                         "sellers": 20,
                         "python": platform.python_version(),
-                        "invoice": "streams.samples.invoice_chain, 2 lines, every one clean; empty state per round",
+                        "invoice": "streams.demo.samples.invoice_chain, 2 lines, all clean, empty state per round",
                     },
                     "native_us_per_invoice": native,
                     "python_us_per_invoice": python,

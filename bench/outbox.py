@@ -28,6 +28,7 @@ import tempfile
 import threading
 import time
 import uuid
+from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,7 @@ from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from streams.catalog import load_catalog
+from streams.demo.samples import invoice
 from streams.local.databases import start_postgres
 from streams.observability import configure_logging
 from streams.outbox import Outbox
@@ -43,7 +45,6 @@ from streams.outbox.metrics import OutboxMetrics
 from streams.outbox.relay import RelayOptions, run_workers
 from streams.outbox.table import connect, unpack_headers
 from streams.publish import DURABILITY, THROUGHPUT
-from streams.samples import invoice
 from streams.schemas.registry_client import RegistryClient
 from streams.settings import Settings
 
@@ -65,8 +66,9 @@ def make_topic(admin: AdminClient, registry: RegistryClient, prefix: str) -> str
 def bench_catalog(catalog_path: Path, topics: list[str]) -> Any:
     catalog = load_catalog(catalog_path)
     base = catalog.topic("invoice.created")
-    return catalog.model_copy(update={"topics": (*catalog.topics, *(base.model_copy(update={"name": t})
-                                                                      for t in topics))})
+    return catalog.model_copy(
+        update={"topics": (*catalog.topics, *(base.model_copy(update={"name": t}) for t in topics))}
+    )
 
 
 def fill(outbox: Outbox, dsn: str, topic: str, count: int) -> None:
@@ -82,6 +84,7 @@ def fill(outbox: Outbox, dsn: str, topic: str, count: int) -> None:
 
 # ---- the two relays, each in a child process --------------------------------------------------------------
 
+
 class _Latencies:
     """Stands in for the relay's latency histogram: keeps every observation."""
 
@@ -92,15 +95,15 @@ class _Latencies:
         self.values.append(value)
 
 
-def ours_child(dsn: str, table: str, _topic: str, settings: Settings, until: int, deadline_s: float,
-               out: Any) -> None:
+def ours_child(dsn: str, table: str, _topic: str, settings: Settings, until: int, deadline_s: float, out: Any) -> None:
     """`streams outbox relay`'s loop (two workers) until `until` rows are acknowledged."""
     latencies = _Latencies()
     metrics = OutboxMetrics()
     metrics.latency = latencies  # type: ignore[assignment]
     stop = threading.Event()
-    runner = threading.Thread(target=run_workers, args=(RelayOptions(dsn=dsn, table=table), settings, 2, stop,
-                                                        metrics), daemon=True)
+    runner = threading.Thread(
+        target=run_workers, args=(RelayOptions(dsn=dsn, table=table), settings, 2, stop, metrics), daemon=True
+    )
     launched = time.perf_counter()
     runner.start()
     deadline = time.monotonic() + deadline_s
@@ -114,12 +117,18 @@ def ours_child(dsn: str, table: str, _topic: str, settings: Settings, until: int
     ended = time.perf_counter()
     stop.set()
     runner.join(30)
-    out.send({"relayed": len(latencies.values), "timed": len(latencies.values) - first, "seconds": ended - started,
-              "with_startup_s": ended - launched, "latencies": latencies.values})
+    out.send(
+        {
+            "relayed": len(latencies.values),
+            "timed": len(latencies.values) - first,
+            "seconds": ended - started,
+            "with_startup_s": ended - launched,
+            "latencies": latencies.values,
+        }
+    )
 
 
-def peer_child(dsn: str, table: str, topic: str, settings: Settings, until: int, deadline_s: float,
-               out: Any) -> None:
+def peer_child(dsn: str, table: str, topic: str, settings: Settings, until: int, deadline_s: float, out: Any) -> None:
     """The hand-written relay: select a batch, for each row produce + flush + delete, commit."""
     launched = time.perf_counter()
     producer = Producer({**settings.kafka_config(settings.bootstrap_servers()), **THROUGHPUT, **DURABILITY})
@@ -133,15 +142,17 @@ def peer_child(dsn: str, table: str, topic: str, settings: Settings, until: int,
         if relayed and not first:
             first, started = relayed, time.perf_counter()  # timed from the first acknowledgement, as ours
         cursor = conn.cursor()
-        cursor.execute(f"SELECT id, topic, msg_key, value, headers, created_us FROM {table} "  # noqa: S608
-                       f"ORDER BY id LIMIT {PEER_BATCH} FOR UPDATE SKIP LOCKED")
+        cursor.execute(
+            f"SELECT id, topic, msg_key, value, headers, created_us FROM {table} "  # noqa: S608
+            f"ORDER BY id LIMIT {PEER_BATCH} FOR UPDATE SKIP LOCKED"
+        )
         rows = cursor.fetchall()
         if not rows:
             conn.rollback()
             time.sleep(PEER_IDLE_S)
             continue
         for row_id, name, key, value, headers, created_us in rows:
-            producer.produce(name, bytes(value), bytes(key) if key else None, headers=unpack_headers(bytes(headers)))
+            producer.produce(name, bytes(value), bytes(key) if key else None, headers=[*unpack_headers(bytes(headers))])
             producer.flush()
             latencies.append(time.time() - created_us / 1e6)
             cursor.execute(f"DELETE FROM {table} WHERE id = %s", (row_id,))  # noqa: S608
@@ -149,11 +160,18 @@ def peer_child(dsn: str, table: str, topic: str, settings: Settings, until: int,
         conn.commit()
     ended = time.perf_counter()
     conn.close()
-    out.send({"relayed": relayed, "timed": relayed - first, "seconds": ended - started,
-              "with_startup_s": ended - launched, "latencies": latencies})
+    out.send(
+        {
+            "relayed": relayed,
+            "timed": relayed - first,
+            "seconds": ended - started,
+            "with_startup_s": ended - launched,
+            "latencies": latencies,
+        }
+    )
 
 
-def run_child(target: Any, *args: Any) -> tuple[multiprocessing.Process, Any]:
+def run_child(target: Any, *args: Any) -> tuple[BaseProcess, Any]:
     receiver, sender = multiprocessing.Pipe(duplex=False)
     process = multiprocessing.get_context("fork").Process(target=target, args=(*args, sender), daemon=True)
     process.start()
@@ -164,12 +182,16 @@ def throughput(child: Any, dsn: str, table: str, topic: str, settings: Settings,
     process, receiver = run_child(child, dsn, table, topic, settings, count, 600.0)
     result = receiver.recv()
     process.join(30)
-    return {"events": result["relayed"], "events_per_s": round(result["timed"] / result["seconds"]),
-            "events_per_s_with_startup": round(result["relayed"] / result["with_startup_s"])}
+    return {
+        "events": result["relayed"],
+        "events_per_s": round(result["timed"] / result["seconds"]),
+        "events_per_s_with_startup": round(result["relayed"] / result["with_startup_s"]),
+    }
 
 
-def latency(child: Any, outbox: Outbox, dsn: str, table: str, topic: str, settings: Settings, rate: int,
-            seconds: float) -> dict[str, Any]:
+def latency(
+    child: Any, outbox: Outbox, dsn: str, table: str, topic: str, settings: Settings, rate: int, seconds: float
+) -> dict[str, Any]:
     count = int(rate * seconds)
     process, receiver = run_child(child, dsn, table, topic, settings, count, seconds + 60)
     time.sleep(3.0)  # the child connects, LISTENs, warms its producer
@@ -186,8 +208,13 @@ def latency(child: Any, outbox: Outbox, dsn: str, table: str, topic: str, settin
     result = receiver.recv()
     process.join(30)
     cuts = statistics.quantiles(result["latencies"], n=100)
-    return {"offered_per_s": round(offered), "events": result["relayed"], "p50_ms": round(cuts[49] * 1000, 2),
-            "p99_ms": round(cuts[98] * 1000, 2), "max_ms": round(max(result["latencies"]) * 1000, 2)}
+    return {
+        "offered_per_s": round(offered),
+        "events": result["relayed"],
+        "p50_ms": round(cuts[49] * 1000, 2),
+        "p99_ms": round(cuts[98] * 1000, 2),
+        "max_ms": round(max(result["latencies"]) * 1000, 2),
+    }
 
 
 def main() -> None:
@@ -202,8 +229,10 @@ def main() -> None:
     settings = Settings()
     admin = AdminClient(settings.kafka_config(settings.bootstrap_servers()))
     load = [os.getloadavg()[0]]
-    with tempfile.TemporaryDirectory(prefix="bench-outbox-") as scratch, \
-            RegistryClient(settings.registry_url()) as registry:
+    with (
+        tempfile.TemporaryDirectory(prefix="bench-outbox-") as scratch,
+        RegistryClient(settings.registry_url()) as registry,
+    ):
         server = start_postgres(Path(scratch) / "pg")
         try:
             topics = {name: make_topic(admin, registry, f"outbox-{name}") for name in ("ours", "peer", "lat")}
@@ -215,38 +244,52 @@ def main() -> None:
             fill(outbox_ours, server.dsn, topics["ours"], args.events)
             fill(outbox_peer, server.dsn, topics["peer"], args.peer_events)
             results: dict[str, Any] = {
-                "throughput_ours": throughput(ours_child, server.dsn, "bench_ours", topics["ours"], settings,
-                                              args.events)}
+                "throughput_ours": throughput(
+                    ours_child, server.dsn, "bench_ours", topics["ours"], settings, args.events
+                )
+            }
             load.append(os.getloadavg()[0])
-            results["throughput_peer"] = throughput(peer_child, server.dsn, "bench_peer", topics["peer"], settings,
-                                                    args.peer_events)
+            results["throughput_peer"] = throughput(
+                peer_child, server.dsn, "bench_peer", topics["peer"], settings, args.peer_events
+            )
             load.append(os.getloadavg()[0])
             lat = Outbox(settings, catalog=catalog, registry=registry, table="bench_lat")
-            results["latency_ours"] = latency(ours_child, lat, server.dsn, "bench_lat", topics["lat"], settings,
-                                              args.rate, args.seconds)
+            results["latency_ours"] = latency(
+                ours_child, lat, server.dsn, "bench_lat", topics["lat"], settings, args.rate, args.seconds
+            )
             load.append(os.getloadavg()[0])
             lat_peer = Outbox(settings, catalog=catalog, registry=registry, table="bench_lat_peer")
-            results["latency_peer"] = latency(peer_child, lat_peer, server.dsn, "bench_lat_peer", topics["lat"],
-                                              settings, args.rate, args.seconds)
+            results["latency_peer"] = latency(
+                peer_child, lat_peer, server.dsn, "bench_lat_peer", topics["lat"], settings, args.rate, args.seconds
+            )
             load.append(os.getloadavg()[0])
         finally:
             server.stop()
     ours, peer = results["throughput_ours"]["events_per_s"], results["throughput_peer"]["events_per_s"]
     results["ratio"] = round(ours / peer, 1)
-    conditions = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
-                              "platform": platform.platform()},
-                  "load_average_1m": [round(x, 2) for x in load], "partitions": PARTITIONS,
-                  "peer_batch": PEER_BATCH, "postgres": "local, fsync=off, synchronous_commit=off",
-                  "note": "shared 2-core machine; compare the ratio within one run"}
-    print(f"throughput  ours {ours:>7} events/s ({results['throughput_ours']['events']} rows)   "
-          f"peer {peer:>6} events/s ({results['throughput_peer']['events']} rows)   ratio {results['ratio']}x")
-    print(f"            counting start-up (connect, metadata, producer id, first batch): ours "
-          f"{results['throughput_ours']['events_per_s_with_startup']} events/s, peer "
-          f"{results['throughput_peer']['events_per_s_with_startup']} events/s")
+    conditions = {
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
+        "load_average_1m": [round(x, 2) for x in load],
+        "partitions": PARTITIONS,
+        "peer_batch": PEER_BATCH,
+        "postgres": "local, fsync=off, synchronous_commit=off",
+        "note": "shared 2-core machine; compare the ratio within one run",
+    }
+    print(
+        f"throughput  ours {ours:>7} events/s ({results['throughput_ours']['events']} rows)   "
+        f"peer {peer:>6} events/s ({results['throughput_peer']['events']} rows)   ratio {results['ratio']}x"
+    )
+    print(
+        f"            counting start-up (connect, metadata, producer id, first batch): ours "
+        f"{results['throughput_ours']['events_per_s_with_startup']} events/s, peer "
+        f"{results['throughput_peer']['events_per_s_with_startup']} events/s"
+    )
     for side in ("ours", "peer"):
         row = results[f"latency_{side}"]
-        print(f"latency     {side}: offered {row['offered_per_s']}/s, p50 {row['p50_ms']} ms, p99 {row['p99_ms']} ms, "
-              f"max {row['max_ms']} ms ({row['events']} events)")
+        print(
+            f"latency     {side}: offered {row['offered_per_s']}/s, p50 {row['p50_ms']} ms, p99 {row['p99_ms']} ms, "
+            f"max {row['max_ms']} ms ({row['events']} events)"
+        )
     print(f"load average (1m) through the run: {conditions['load_average_1m']}")
     if args.json:
         args.json.write_text(json.dumps({"results": results, "conditions": conditions}, indent=2) + "\n")

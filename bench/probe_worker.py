@@ -9,16 +9,17 @@ commit interval can be set with $BENCH_COMMIT_INTERVAL (seconds). Run as `python
 from __future__ import annotations
 
 import gc
+import importlib
 import json
 import os
 import threading
 import time
 from typing import Any
 
-try:  # the engine moved with the agent runtime of issue 13
-    from streams.runtime import engine
+try:  # the engine moved with the agent runtime of issue 13; older checkouts have it in streams.agents
+    engine = importlib.import_module("streams.runtime.engine")
 except ImportError:
-    from streams.agents import engine  # type: ignore[no-redef]
+    engine = importlib.import_module("streams.agents.engine")
 
 LOG = os.environ["BENCH_PROBE_LOG"]
 events: list[tuple[str, float, float, int]] = []  # (kind, wall start, seconds, detail)
@@ -39,6 +40,7 @@ def timed(name: str, method: Any, detail: Any) -> Any:
             return method(self, *args)
         finally:
             events.append((name, wall, time.perf_counter() - started, detail(args)))
+
     return wrapper
 
 
@@ -61,12 +63,12 @@ def main() -> None:
             init(self, *args, **kwargs)
             self.config.commit_interval_s = float(interval)
 
-        engine.TransactionalEngine.__init__ = init_with_interval  # type: ignore[method-assign]
+        engine.TransactionalEngine.__init__ = init_with_interval
     gc.callbacks.append(on_gc)
-    engine.TransactionalEngine._commit = timed("commit", engine.TransactionalEngine._commit,  # type: ignore[method-assign]
-                                               lambda args: 0)
-    engine.TransactionalEngine._process = timed("process", engine.TransactionalEngine._process,  # type: ignore[method-assign]
-                                                lambda args: len(args[0]))
+    engine.TransactionalEngine._commit = timed("commit", engine.TransactionalEngine._commit, lambda args: 0)
+    engine.TransactionalEngine._process = timed(
+        "process", engine.TransactionalEngine._process, lambda args: len(args[0])
+    )
     threading.Thread(target=flush_forever, name="probe-flush", daemon=True).start()
     from streams.cli import main as cli  # noqa: PLC0415 - after the probes are in place
 

@@ -39,8 +39,8 @@ with warnings.catch_warnings(record=True):
     from confluent_kafka.schema_registry.avro import AvroSerializer
 
 from streams.catalog import load_catalog
+from streams.demo.samples import invoice
 from streams.publish import DURABILITY, THROUGHPUT, Publisher
-from streams.samples import invoice
 from streams.schemas.registry_client import RegistryClient
 from streams.settings import Settings
 
@@ -138,13 +138,20 @@ def run_ours_futures(settings: Settings, catalog_path: Path, topic: str, events:
 
 def run_peer(settings: Settings, topic: str, events: list[dict[str, Any]]) -> Run:
     client = SchemaRegistryClient({"url": settings.registry_url()})
-    serializer = AvroSerializer(client, SCHEMA.read_text(), conf={"auto.register.schemas": False,
-                                                                   "use.latest.version": True})
+    serializer = AvroSerializer(
+        client, SCHEMA.read_text(), conf={"auto.register.schemas": False, "use.latest.version": True}
+    )
     counter = Counter()
-    producer = SerializingProducer({
-        **settings.kafka_config(settings.bootstrap_servers()), **THROUGHPUT, **DURABILITY,
-        "key.serializer": StringSerializer(), "value.serializer": serializer, "on_delivery": counter,
-    })
+    producer = SerializingProducer(
+        {
+            **settings.kafka_config(settings.bootstrap_servers()),
+            **THROUGHPUT,
+            **DURABILITY,
+            "key.serializer": StringSerializer(),
+            "value.serializer": serializer,
+            "on_delivery": counter,
+        }
+    )
     latencies: list[float] = []
     producer.produce(topic, key=events[0]["invoice_id"], value=events[0])
     producer.flush()
@@ -167,8 +174,9 @@ def run_peer(settings: Settings, topic: str, events: list[dict[str, Any]]) -> Ru
 
 def run_raw(settings: Settings, topic: str, payloads: list[tuple[bytes, bytes, Any]]) -> Run:
     counter = Counter()
-    producer = Producer({**settings.kafka_config(settings.bootstrap_servers()), **THROUGHPUT, **DURABILITY,
-                         "on_delivery": counter})
+    producer = Producer(
+        {**settings.kafka_config(settings.bootstrap_servers()), **THROUGHPUT, **DURABILITY, "on_delivery": counter}
+    )
     latencies: list[float] = []
     producer.produce(topic, value=payloads[0][1], key=payloads[0][0])
     producer.flush()
@@ -196,8 +204,10 @@ def encode_cost(publisher: Publisher, events: list[dict[str, Any]]) -> dict[str,
     native, header = codec.native_encoder, codec.wire_header
     build = publisher.encoder.build
     costs: dict[str, float] = {}
-    for name, step in (("native_encoder_us", lambda e: native.encode_into(e, header)),
-                       ("event_build_us", lambda e: build("invoice.created", e))):
+    for name, step in (
+        ("native_encoder_us", lambda e: native.encode_into(e, header)),
+        ("event_build_us", lambda e: build("invoice.created", e)),
+    ):
         best = float("inf")
         for _ in range(3):
             started = time.process_time()
@@ -238,8 +248,10 @@ def main() -> None:
         encode = encode_cost(publisher, events[:20_000])
     payloads = [(r.key or b"", r.value, r.headers) for r in records]
     size = statistics.mean(len(r.value) for r in records)
-    print(f"encode alone (CPU, no Kafka): native encoder {encode['native_encoder_us']} us/event, "
-          f"whole event (value, key, id, headers) {encode['event_build_us']} us/event")
+    print(
+        f"encode alone (CPU, no Kafka): native encoder {encode['native_encoder_us']} us/event, "
+        f"whole event (value, key, id, headers) {encode['event_build_us']} us/event"
+    )
 
     results: dict[str, dict[str, Any]] = {}
     runs: list[tuple[str, Callable[[], Run]]] = [
@@ -253,17 +265,31 @@ def main() -> None:
         rate, latencies, cpu_us, main_us = run()
         load = (round(load_before, 2), round(os.getloadavg()[0], 2))
         p50, p99 = percentiles(latencies)
-        results[name] = {"events_per_s": round(rate), "p50_ms": round(p50, 2), "p99_ms": round(p99, 2),
-                         "cpu_us_per_event": round(cpu_us, 1), "main_thread_cpu_us_per_event": round(main_us, 1),
-                         "load_1m_before_after": load}
-        print(f"{name:12s} {rate:10,.0f} events/s   delivery p50 {p50:7.2f} ms  p99 {p99:7.2f} ms   "
-              f"CPU {cpu_us:5.1f} us/event (main thread {main_us:5.1f})   load {load[0]:.2f}->{load[1]:.2f}")
+        results[name] = {
+            "events_per_s": round(rate),
+            "p50_ms": round(p50, 2),
+            "p99_ms": round(p99, 2),
+            "cpu_us_per_event": round(cpu_us, 1),
+            "main_thread_cpu_us_per_event": round(main_us, 1),
+            "load_1m_before_after": load,
+        }
+        print(
+            f"{name:12s} {rate:10,.0f} events/s   delivery p50 {p50:7.2f} ms  p99 {p99:7.2f} ms   "
+            f"CPU {cpu_us:5.1f} us/event (main thread {main_us:5.1f})   load {load[0]:.2f}->{load[1]:.2f}"
+        )
     ours, peer, raw = (results[k]["events_per_s"] for k in ("ours", "peer", "raw"))
     print(f"ours/peer {ours / peer:.2f}x   ours/raw {ours / raw:.2f}x")
     conditions = {
-        "events": args.events, "value_bytes_mean": round(size), "lines_per_invoice": 3, "partitions": PARTITIONS,
-        "acks": "all", "idempotence": True, "linger_ms": THROUGHPUT["linger.ms"], "schema_id": schema_id,
-        "latency_sampled_every": SAMPLE_EVERY, "encode_cpu": encode,
+        "events": args.events,
+        "value_bytes_mean": round(size),
+        "lines_per_invoice": 3,
+        "partitions": PARTITIONS,
+        "acks": "all",
+        "idempotence": True,
+        "linger_ms": THROUGHPUT["linger.ms"],
+        "schema_id": schema_id,
+        "latency_sampled_every": SAMPLE_EVERY,
+        "encode_cpu": encode,
         "machine": f"{platform.machine()} {platform.processor() or ''} cores={os.cpu_count()}",
         "python": platform.python_version(),
         "uptime": Path("/proc/loadavg").read_text().strip() if Path("/proc/loadavg").exists() else None,

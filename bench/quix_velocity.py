@@ -38,20 +38,33 @@ def build_app(args: argparse.Namespace) -> Application:
     )
     registry = SchemaRegistryClientConfig(url=args.registry)
     schema = json.loads(Path(args.schema).read_text())
-    source = app.topic(args.source, key_deserializer="bytes",
-                       value_deserializer=AvroDeserializer(schema_registry_client_config=registry))
-    sink = app.topic(args.sink, key_serializer="bytes",
-                     value_serializer=AvroSerializer(
-                         schema, schema_registry_client_config=registry,
-                         # the bench registered the sink's schema already (bench/catalog/topics.yaml)
-                         schema_registry_serialization_config=SchemaRegistrySerializationConfig(
-                             auto_register_schemas=False)))
+    source = app.topic(
+        args.source,
+        key_deserializer="bytes",
+        value_deserializer=AvroDeserializer(schema_registry_client_config=registry),
+    )
+    sink = app.topic(
+        args.sink,
+        key_serializer="bytes",
+        value_serializer=AvroSerializer(
+            schema,
+            schema_registry_client_config=registry,
+            # the bench registered the sink's schema already (bench/catalog/topics.yaml)
+            schema_registry_serialization_config=SchemaRegistrySerializationConfig(auto_register_schemas=False),
+        ),
+    )
 
     sdf = app.dataframe(source)
     # Windows are keyed by the message key, which is user_id (the catalog keys user.action by it).
     sdf = sdf.tumbling_window(timedelta(seconds=60)).count().current()
-    sdf = sdf.apply(lambda window, key, timestamp, headers: {
-        "user_id": key.decode(), "window_start_ms": window["start"], "count": window["value"]}, metadata=True)
+    sdf = sdf.apply(
+        lambda window, key, timestamp, headers: {
+            "user_id": key.decode(),
+            "window_start_ms": window["start"],
+            "count": window["value"],
+        },
+        metadata=True,
+    )
     sdf.to_topic(sink)
     return app
 

@@ -22,6 +22,7 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from streams.catalog import load_catalog
+from streams.demo.samples import invoice
 from streams.publish import DURABILITY, EventEncoder
 from streams.replay.encoding import sha256_accelerated
 from streams.replay.evidence import EvidenceWriter
@@ -31,7 +32,6 @@ from streams.replay.reader import reader_consumer
 from streams.replay.runner import run_replay
 from streams.replay.selection import ReplayQuery, resolve_plan
 from streams.replay.verify import verify_bundle
-from streams.samples import invoice
 from streams.schemas.registry_client import RegistryClient
 from streams.settings import Settings
 
@@ -52,14 +52,22 @@ def fill_topic(settings: Settings, registry: RegistryClient, events: int, partit
     catalog = catalog.model_copy(update={"topics": (*catalog.topics, spec)})
     encoder = EventEncoder(catalog, registry, source="bench")
     records = [encoder.encode(topic, invoice(i, lines=3)) for i in range(DISTINCT)]
-    producer = Producer({**config, **DURABILITY, "linger.ms": 20, "batch.num.messages": 10_000,
-                         "queue.buffering.max.messages": 1_000_000, "queue.buffering.max.kbytes": 1_048_576})
+    producer = Producer(
+        {
+            **config,
+            **DURABILITY,
+            "linger.ms": 20,
+            "batch.num.messages": 10_000,
+            "queue.buffering.max.messages": 1_000_000,
+            "queue.buffering.max.kbytes": 1_048_576,
+        }
+    )
     for i in range(events):
         record = records[i % DISTINCT]
         headers = [(k, f"{uuid.UUID(int=i)}".encode() if k == "ce_id" else v) for k, v in record.headers]
         while True:
             try:
-                producer.produce(topic, value=record.value, key=f"inv-{i:09d}".encode(), headers=headers)
+                producer.produce(topic, value=record.value, key=f"inv-{i:09d}".encode(), headers=[*headers])
                 break
             except BufferError:
                 producer.poll(0.05)
@@ -73,8 +81,9 @@ def run_raw(settings: Settings, topic: str, events: int, partitions: int, *, eve
 
     With `every_field`, the loop also takes key, timestamp and headers from each record, as any export must.
     """
-    consumer = Consumer({**settings.kafka_config(settings.bootstrap_servers()), "group.id": "bench-raw",
-                         "enable.auto.commit": False})
+    consumer = Consumer(
+        {**settings.kafka_config(settings.bootstrap_servers()), "group.id": "bench-raw", "enable.auto.commit": False}
+    )
     consumer.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
     seen = size = 0
     started = time.perf_counter()
@@ -92,8 +101,9 @@ def run_raw(settings: Settings, topic: str, events: int, partitions: int, *, eve
     return elapsed
 
 
-def run_export(settings: Settings, registry: RegistryClient, topic: str, directory: Path,
-               jobs: int | None) -> tuple[float, str, int]:
+def run_export(
+    settings: Settings, registry: RegistryClient, topic: str, directory: Path, jobs: int | None
+) -> tuple[float, str, int]:
     """Seconds for plan + export + manifest (the `streams replay --export [--jobs N]` path, without the CLI),
     the Merkle root, and the processes it ran in."""
     config = settings.kafka_config(settings.bootstrap_servers())
@@ -121,8 +131,10 @@ def time_verify(bundle: Path) -> tuple[int, float, bool]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, epilog="Addresses: the local stack, or STREAMS_* "
-                                     "variables. Results go to bench/results/replay.json.")
+    parser = argparse.ArgumentParser(
+        description=__doc__,
+        epilog="Addresses: the local stack, or STREAMS_* variables. Results go to bench/results/replay.json.",
+    )
     parser.add_argument("--events", type=int, default=200_000)
     parser.add_argument("--partitions", type=int, default=6)
     parser.add_argument("--rounds", type=int, default=3, help="Alternating raw/export runs; medians are reported.")
@@ -134,8 +146,10 @@ def main() -> None:
     load = [os.getloadavg()]
     fill_started = time.perf_counter()
     topic, value_size = fill_topic(settings, registry, args.events, args.partitions)
-    print(f"filled {topic}: {args.events} events, {value_size:.0f} B values, {args.partitions} partitions "
-          f"in {time.perf_counter() - fill_started:.1f}s")
+    print(
+        f"filled {topic}: {args.events} events, {value_size:.0f} B values, {args.partitions} partitions "
+        f"in {time.perf_counter() - fill_started:.1f}s"
+    )
     scratch = Path(tempfile.mkdtemp(prefix="bench-replay-"))
     raw_times: list[float] = []
     fields_times: list[float] = []
@@ -158,9 +172,11 @@ def main() -> None:
             if round_:
                 shutil.rmtree(scratch / f"bundle-{round_}")  # bundle-0 is kept for the verify timing
             load.append(os.getloadavg())
-            print(f"round {round_ + 1}: raw {args.events / raw_times[-1]:,.0f}/s, raw reading every field "
-                  f"{args.events / fields_times[-1]:,.0f}/s, export {args.events / seconds:,.0f}/s "
-                  f"(--jobs 1: {args.events / single:,.0f}/s) (load {load[-1][0]:.2f})")
+            print(
+                f"round {round_ + 1}: raw {args.events / raw_times[-1]:,.0f}/s, raw reading every field "
+                f"{args.events / fields_times[-1]:,.0f}/s, export {args.events / seconds:,.0f}/s "
+                f"(--jobs 1: {args.events / single:,.0f}/s) (load {load[-1][0]:.2f})"
+            )
         bundle_bytes, verify_seconds, verified = time_verify(scratch / "bundle-0")
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
@@ -171,30 +187,38 @@ def main() -> None:
     single_rate = args.events / statistics.median(single_times)
     result: dict[str, Any] = {
         "benchmark": "replay export (SHA-256 per record, RFC 6962 Merkle root, Avro container, manifest) vs raw "
-                     "confluent-kafka consume loop",
+        "confluent-kafka consume loop",
         "when": datetime.now(UTC).isoformat(timespec="seconds"),
-        "events": args.events, "value_bytes_mean": round(value_size), "headers_per_event": 8,
-        "partitions": args.partitions, "rounds": args.rounds,
-        "raw_events_per_s": round(raw_rate), "raw_every_field_events_per_s": round(fields_rate),
-        "export_events_per_s": round(export_rate), "export_vs_raw": round(export_rate / raw_rate, 3),
+        "events": args.events,
+        "value_bytes_mean": round(value_size),
+        "headers_per_event": 8,
+        "partitions": args.partitions,
+        "rounds": args.rounds,
+        "raw_events_per_s": round(raw_rate),
+        "raw_every_field_events_per_s": round(fields_rate),
+        "export_events_per_s": round(export_rate),
+        "export_vs_raw": round(export_rate / raw_rate, 3),
         "export_vs_raw_every_field": round(export_rate / fields_rate, 3),
         "export_processes": parts,
         "export_single_process_events_per_s": round(single_rate),
         "export_single_process_vs_raw": round(single_rate / raw_rate, 3),
         "export_single_process_seconds": [round(t, 2) for t in single_times],
         "export_vs_raw_per_round": [round(r / e, 3) for r, e in zip(raw_times, export_times, strict=True)],
-        "raw_seconds": [round(t, 2) for t in raw_times], "raw_every_field_seconds": [round(t, 2) for t in fields_times],
+        "raw_seconds": [round(t, 2) for t in raw_times],
+        "raw_every_field_seconds": [round(t, 2) for t in fields_times],
         "export_seconds": [round(t, 2) for t in export_times],
         "export_1m_seconds_extrapolated": round(1_000_000 / export_rate, 1) if args.events < 1_000_000 else None,
         "export_seconds_median": round(statistics.median(export_times), 2),
-        "bundle_bytes": bundle_bytes, "verify_seconds": round(verify_seconds, 2), "verify_ok": verified,
+        "bundle_bytes": bundle_bytes,
+        "verify_seconds": round(verify_seconds, 2),
+        "verify_ok": verified,
         "deterministic_merkle_root": len(roots) == 1,
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
         "load_average_1m": [round(sample[0], 2) for sample in load],
         "load_average_1m_5m_15m_at_start_and_end": [[round(x, 2) for x in load[0]], [round(x, 2) for x in load[-1]]],
         "native_sha256_accelerated": sha256_accelerated(),
         "note": "shared 2-core machine: other engineers' test runs load it, so rates are noisy; compare the "
-                "ratio within one run",
+        "ratio within one run",
     }
     print(json.dumps(result, indent=2))
     args.json.parent.mkdir(parents=True, exist_ok=True)

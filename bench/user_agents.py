@@ -75,10 +75,18 @@ PATHS = {
 def user_actions(count: int, users: int, rng: random.Random) -> list[dict[str, Any]]:
     """`count` user.action payloads from `users` users picked uniformly at random."""
     now = datetime.now(UTC)
-    return [{"user_id": f"user-{rng.randrange(users):05d}", "tenant_id": f"tenant-{rng.randrange(20):02d}",
-             "action": rng.choice(ACTIONS), "resource": f"invoice/{rng.randrange(10**6):06d}",
-             "ip_address": f"10.{rng.randrange(256)}.{rng.randrange(256)}.{rng.randrange(1, 255)}",
-             "user_agent": "Mozilla/5.0 (X11; Linux x86_64) bench", "occurred_at": now} for _ in range(count)]
+    return [
+        {
+            "user_id": f"user-{rng.randrange(users):05d}",
+            "tenant_id": f"tenant-{rng.randrange(20):02d}",
+            "action": rng.choice(ACTIONS),
+            "resource": f"invoice/{rng.randrange(10**6):06d}",
+            "ip_address": f"10.{rng.randrange(256)}.{rng.randrange(256)}.{rng.randrange(1, 255)}",
+            "user_agent": "Mozilla/5.0 (X11; Linux x86_64) bench",
+            "occurred_at": now,
+        }
+        for _ in range(count)
+    ]
 
 
 def sequence_ids(actions: list[dict[str, Any]], seen: Counter[str]) -> list[str]:
@@ -121,9 +129,13 @@ class OutputCheck:
                 bad.append(f"{user}: count {count} in window {window}, expected {expected}")
             last[user] = (window, count)
         got = Counter({k.decode(): v for k, v in self.seen.items()})
-        return {"outputs": len(self.values), "count_errors": len(bad), "first_errors": bad[:3],
-                "users_with_outputs_missing": sum(1 for u, n in expected_per_user.items() if got[u] < n),
-                "users_with_outputs_extra": sum(1 for u, n in got.items() if n > expected_per_user[u])}
+        return {
+            "outputs": len(self.values),
+            "count_errors": len(bad),
+            "first_errors": bad[:3],
+            "users_with_outputs_missing": sum(1 for u, n in expected_per_user.items() if got[u] < n),
+            "users_with_outputs_extra": sum(1 for u, n in got.items() if n > expected_per_user[u]),
+        }
 
 
 # ---------------------------------------------------------------- the peers' processes
@@ -133,13 +145,23 @@ def quix_python(version: str) -> Path:
     """The Quix virtualenv's python, created (python -m venv, pip install quixstreams) on first use."""
     python = QUIX_VENV / "bin" / "python"
     probe = [str(python), "-c", "import quixstreams, fastavro; print(quixstreams.__version__)"]
-    if python.exists() and subprocess.run(probe, capture_output=True, text=True,  # noqa: S603 - our venv
-                                          check=False).stdout.strip() == version:
+    if (
+        python.exists()
+        and subprocess.run(  # noqa: S603 - our venv
+            probe,
+            capture_output=True,
+            text=True,
+            check=False,
+        ).stdout.strip()
+        == version
+    ):
         return python
     print(f"creating {QUIX_VENV} with quixstreams {version} ...", flush=True)
     subprocess.run([sys.executable, "-m", "venv", str(QUIX_VENV)], check=True)  # noqa: S603
-    subprocess.run([str(python), "-m", "pip", "install", "-q", f"quixstreams[avro]=={version}"],  # noqa: S603
-                   check=True)
+    subprocess.run(  # noqa: S603
+        [str(python), "-m", "pip", "install", "-q", f"quixstreams[avro]=={version}"],
+        check=True,
+    )
     return python
 
 
@@ -147,20 +169,54 @@ def commands(names: list[str], settings: Settings, workdir: Path, args: argparse
     bootstrap, registry, run = settings.bootstrap_servers(), settings.registry_url(), uuid.uuid4().hex[:8]
     out: dict[str, list[str]] = {}
     if "ours" in names:
-        out["ours"] = [sys.executable, "-m", "streams.cli", "worker", "--app", args.ours_app,
-                       "--web-port", str(free_port())]
+        out["ours"] = [
+            sys.executable,
+            "-m",
+            "streams.cli",
+            "worker",
+            "--app",
+            args.ours_app,
+            "--web-port",
+            str(free_port()),
+        ]
     if "quix" in names:
-        out["quix"] = [str(quix_python(args.quix_version)), str(ROOT / "bench" / "quix_velocity.py"),
-                       "--broker", bootstrap, "--registry", registry, "--group", f"bench-quix-{run}",
-                       "--source", PATHS["quix"].source, "--sink", PATHS["quix"].sink,
-                       "--state-dir", str(workdir / "quix-state"), "--schema", str(OUTPUT_SCHEMA)]
+        out["quix"] = [
+            str(quix_python(args.quix_version)),
+            str(ROOT / "bench" / "quix_velocity.py"),
+            "--broker",
+            bootstrap,
+            "--registry",
+            registry,
+            "--group",
+            f"bench-quix-{run}",
+            "--source",
+            PATHS["quix"].source,
+            "--sink",
+            PATHS["quix"].sink,
+            "--state-dir",
+            str(workdir / "quix-state"),
+            "--schema",
+            str(OUTPUT_SCHEMA),
+        ]
         if args.quix_commit_interval is not None:
             out["quix"] += ["--commit-interval", str(args.quix_commit_interval)]
     if "faust" in names:
-        out["faust"] = [sys.executable, str(ROOT / "bench" / "faust_velocity.py"), "--broker", bootstrap,
-                        "--registry", registry, "--app-id", f"bench-faust-velocity-{run}",
-                        "--source", PATHS["faust"].source, "--sink", PATHS["faust"].sink,
-                        "--datadir", str(workdir / "faust")]
+        out["faust"] = [
+            sys.executable,
+            str(ROOT / "bench" / "faust_velocity.py"),
+            "--broker",
+            bootstrap,
+            "--registry",
+            registry,
+            "--app-id",
+            f"bench-faust-velocity-{run}",
+            "--source",
+            PATHS["faust"].source,
+            "--sink",
+            PATHS["faust"].sink,
+            "--datadir",
+            str(workdir / "faust"),
+        ]
     return out
 
 
@@ -182,15 +238,20 @@ def prepare_stack(data_dir: Path) -> Settings:
 def run_round(number: int, names: list[str], data: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
     uptime_before = uptime()
     results: dict[str, Any] = {}
-    order = names[number % len(names):] + names[:number % len(names)]  # each path goes first in turn
+    order = names[number % len(names) :] + names[: number % len(names)]  # each path goes first in turn
     with tempfile.TemporaryDirectory(prefix="bench-user-agents-") as temp:
         workdir = Path(temp)
         settings = prepare_stack(workdir / "data")
         try:
             bootstrap = settings.bootstrap_servers()
-            env = {**os.environ, "STREAMS_DATA_DIR": str(settings.data_dir),
-                   "STREAMS_CATALOG_PATH": str(settings.catalog_path), "PYTHONPATH": str(ROOT),
-                   "PYTHONWARNINGS": "ignore", "BENCH_VELOCITY_SINK": PATHS["ours"].sink}
+            env = {
+                **os.environ,
+                "STREAMS_DATA_DIR": str(settings.data_dir),
+                "STREAMS_CATALOG_PATH": str(settings.catalog_path),
+                "PYTHONPATH": str(ROOT),
+                "PYTHONWARNINGS": "ignore",
+                "BENCH_VELOCITY_SINK": PATHS["ours"].sink,
+            }
             publisher = Publisher(settings, source="web-app")
             started = time.perf_counter()
             for name in names:
@@ -207,16 +268,35 @@ def run_round(number: int, names: list[str], data: dict[str, Any], args: argpars
                     publisher.publish_nowait(source, data["phases"][n][1][i])
                     return str(data["phase_ids"][n][i])
 
-                side = Side(name, command[name], env, spec.sink, check.match, (), send, lambda: publisher.poll(0),
-                            lambda event_id: event_id)
+                side = Side(
+                    name,
+                    command[name],
+                    env,
+                    spec.sink,
+                    check.match,
+                    (),
+                    send,
+                    lambda: publisher.poll(0),
+                    lambda event_id: event_id,
+                )
                 print(f"round {number}: {name} ...", flush=True)
-                results[name] = measure(side, bootstrap, len(data["backlog"]), phases, args.drain_seconds, workdir,
-                                        warmup=data["warmup_phases"])
+                results[name] = measure(
+                    side,
+                    bootstrap,
+                    len(data["backlog"]),
+                    phases,
+                    args.drain_seconds,
+                    workdir,
+                    warmup=data["warmup_phases"],
+                )
                 results[name]["check"] = check.verify(data["expected_per_user"])
                 r = results[name]
-                print(f"  {name}: {r['events_per_s']:,} events/s, latency "
-                      f"{[(p['offered_per_s'], p['consumer_arrival_ms']) for p in r['latency']]}, check {r['check']}, "
-                      f"load {load()}", flush=True)
+                print(
+                    f"  {name}: {r['events_per_s']:,} events/s, latency "
+                    f"{[(p['offered_per_s'], p['consumer_arrival_ms']) for p in r['latency']]}, check {r['check']}, "
+                    f"load {load()}",
+                    flush=True,
+                )
             publisher.close()
         finally:
             stop_stack(settings.data_dir)
@@ -234,30 +314,42 @@ def ratios(names: list[str]) -> list[tuple[str, str]]:
 
 def print_round(number: int, names: list[str], result: dict[str, Any]) -> None:
     print(f"\nround {number} (order {' then '.join(result['order'])}; {result['uptime_before']})")
-    print(f"{'path':<54} {'events/s':>9} {'ev/CPU-s':>9} {'offered':>8} {'p50 ms':>9} {'p99 ms':>9} {'done':>6} "
-          f"{'peak RSS':>9}  counts  load 1m before/after")
+    print(
+        f"{'path':<54} {'events/s':>9} {'ev/CPU-s':>9} {'offered':>8} {'p50 ms':>9} {'p99 ms':>9} {'done':>6} "
+        f"{'peak RSS':>9}  counts  load 1m before/after"
+    )
     for name in names:
         r = result[name]
         for n, phase in enumerate(r["latency"]):
             lat = phase["consumer_arrival_ms"] or {"p50": float("nan"), "p99": float("nan")}
-            head = (f"{PATHS[name].label:<54} {r['events_per_s']:>9,} {r['events_per_worker_cpu_s'] or 0:>9,}"
-                    if n == 0 else " " * 74)
+            head = (
+                f"{PATHS[name].label:<54} {r['events_per_s']:>9,} {r['events_per_worker_cpu_s'] or 0:>9,}"
+                if n == 0
+                else " " * 74
+            )
             ok = "ok" if not (r["check"]["count_errors"] or r["check"]["users_with_outputs_extra"]) else "WRONG"
-            tail = (f" {r['peak_rss_mb']:>7.1f}MB  {ok:<6}  {r['load_avg_before'][0]}/{r['load_avg_after'][0]}"
-                    if n == 0 else "")
+            tail = (
+                f" {r['peak_rss_mb']:>7.1f}MB  {ok:<6}  {r['load_avg_before'][0]}/{r['load_avg_after'][0]}"
+                if n == 0
+                else ""
+            )
             done = f"{phase['outputs_within_drain'] / phase['events']:.0%}"
             print(f"{head} {phase['achieved_offered_per_s']:>8,} {lat['p50']:>9.1f} {lat['p99']:>9.1f} {done:>6}{tail}")
     for ours, peer in ratios(names):
         o, p = result[ours], result[peer]
         cpu = (o["events_per_worker_cpu_s"] or 0) / (p["events_per_worker_cpu_s"] or 1)
-        print(f"{ours}/{peer}: {o['events_per_s'] / p['events_per_s']:.2f}x events/s, {cpu:.2f}x events per worker "
-              "CPU-second")
+        print(
+            f"{ours}/{peer}: {o['events_per_s'] / p['events_per_s']:.2f}x events/s, {cpu:.2f}x events per worker "
+            "CPU-second"
+        )
 
 
 def print_targets(summary: dict[str, Any], rates: list[float]) -> None:
     """Issue 13's targets against the medians: ours >= 2x quix and >= 5x faust events/s, p99 < 50 ms at 5k/s."""
-    checks = [(f"ours/{peer} events/s", summary.get(f"ours/{peer}", {}).get("events_per_s"), floor, ">=")
-              for peer, floor in (("quix", 2.0), ("faust", 5.0))]
+    checks = [
+        (f"ours/{peer} events/s", summary.get(f"ours/{peer}", {}).get("events_per_s"), floor, ">=")
+        for peer, floor in (("quix", 2.0), ("faust", 5.0))
+    ]
     if 5000.0 in rates and "ours" in summary:
         checks.append(("ours p99 ms at 5000/s", summary["ours"].get("p99_ms_at_5000"), 50.0, "<"))
     print("targets (median of the rounds):")
@@ -265,20 +357,33 @@ def print_targets(summary: dict[str, Any], rates: list[float]) -> None:
         if value is None:
             continue
         met = value["median"] >= bound if sense == ">=" else value["median"] < bound
-        print(f"  {label:<24} {value['median']:>9,.2f} (spread {value['min']:,.2f} - {value['max']:,.2f}), "
-              f"target {sense} {bound:g}: {'met' if met else 'NOT met'}")
+        print(
+            f"  {label:<24} {value['median']:>9,.2f} (spread {value['min']:,.2f} - {value['max']:,.2f}), "
+            f"target {sense} {bound:g}: {'met' if met else 'NOT met'}"
+        )
 
 
 def versions(names: list[str], args: argparse.Namespace) -> dict[str, Any]:
     import faust  # noqa: PLC0415 - only for its version
 
-    commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],  # noqa: S603,S607 - git
-                            capture_output=True, text=True, check=False).stdout.strip()
+    commit = subprocess.run(  # noqa: S603 - git
+        ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],  # noqa: S607
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.strip()
     cpuinfo = Path("/proc/cpuinfo").read_text()
     model = next((line.split(":", 1)[1].strip() for line in cpuinfo.splitlines() if line.startswith("model name")), "?")
-    return {"machine": platform.machine(), "cpu": model, "cores": os.cpu_count(), "python": platform.python_version(),
-            "kafka": kafka_version(), "streams_commit": commit, "faust_streaming": faust.__version__,
-            "quixstreams": args.quix_version if "quix" in names else None}
+    return {
+        "machine": platform.machine(),
+        "cpu": model,
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "kafka": kafka_version(),
+        "streams_commit": commit,
+        "faust_streaming": faust.__version__,
+        "quixstreams": args.quix_version if "quix" in names else None,
+    }
 
 
 def main() -> None:
@@ -287,17 +392,26 @@ def main() -> None:
     parser.add_argument("--users", type=int, default=1000)
     parser.add_argument("--rates", default="5000", help="Offered loads of the latency phases, events/s, in order.")
     parser.add_argument("--seconds", type=float, default=20, help="Length of each latency phase.")
-    parser.add_argument("--warmup-seconds", type=float, default=15,
-                        help="A paced phase before the measured ones, reported apart (0: none).")
+    parser.add_argument(
+        "--warmup-seconds",
+        type=float,
+        default=15,
+        help="A paced phase before the measured ones, reported apart (0: none).",
+    )
     parser.add_argument("--warmup-rate", type=float, default=1000)
-    parser.add_argument("--drain-seconds", type=float, default=30,
-                        help="How long after a phase's last publish its outputs may take.")
+    parser.add_argument(
+        "--drain-seconds", type=float, default=30, help="How long after a phase's last publish its outputs may take."
+    )
     parser.add_argument("--rounds", type=int, default=3, help="Whole rounds, each on a fresh stack.")
     parser.add_argument("--paths", default="ours,quix,faust", help="Comma-separated subset of ours,quix,faust.")
     parser.add_argument("--ours-app", default="bench.apps.velocity:app", help="What `streams worker --app` hosts.")
     parser.add_argument("--quix-version", default=QUIX_VERSION)
-    parser.add_argument("--quix-commit-interval", type=float, default=None,
-                        help="Quix's commit_interval in seconds; unset: its default (5 s).")
+    parser.add_argument(
+        "--quix-commit-interval",
+        type=float,
+        default=None,
+        help="Quix's commit_interval in seconds; unset: its default (5 s).",
+    )
     parser.add_argument("--seed", type=int, default=13)
     parser.add_argument("--json", type=Path, default=None, help="Write the results here as JSON.")
     args = parser.parse_args()
@@ -313,9 +427,14 @@ def main() -> None:
     # a warm-up phase first, reported apart: each round's broker is a fresh JVM whose JIT is still compiling
     # the transaction paths in the first minute (bench/notes/validation_tail.md)
     planned = ([(args.warmup_rate, args.warmup_seconds)] if args.warmup_seconds > 0 else []) + [
-        (rate, args.seconds) for rate in rates]
-    data: dict[str, Any] = {"backlog": backlog, "phases": [], "phase_ids": [],
-                            "warmup_phases": 1 if args.warmup_seconds > 0 else 0}
+        (rate, args.seconds) for rate in rates
+    ]
+    data: dict[str, Any] = {
+        "backlog": backlog,
+        "phases": [],
+        "phase_ids": [],
+        "warmup_phases": 1 if args.warmup_seconds > 0 else 0,
+    }
     for rate, seconds in planned:
         data["phases"].append((rate, user_actions(int(rate * seconds), args.users, rng)))
         data["phase_ids"].append(sequence_ids(data["phases"][-1][1], seen))
@@ -333,29 +452,35 @@ def main() -> None:
     print_summary(summary, {name: PATHS[name].label for name in names})
     print_targets(summary, rates)
     conditions = {
-        **versions(names, args), "events": args.events, "users": args.users, "partitions": 6,
-        "latency_offered_per_s": rates, "latency_seconds": args.seconds, "latency_drain_seconds": args.drain_seconds,
+        **versions(names, args),
+        "events": args.events,
+        "users": args.users,
+        "partitions": 6,
+        "latency_offered_per_s": rates,
+        "latency_seconds": args.seconds,
+        "latency_drain_seconds": args.drain_seconds,
         "warmup": f"{args.warmup_seconds:g} s at {args.warmup_rate:g}/s before the measured phases, not reported",
         "input": "user.action Avro (schemas/user.action.avsc), Confluent wire format + CloudEvents headers, "
-                 "published by streams.publish.Publisher (acks=all, idempotent, linger 5 ms), keyed by user_id",
+        "published by streams.publish.Publisher (acks=all, idempotent, linger 5 ms), keyed by user_id",
         "logic": "per event: count += 1 in the user's 60 s tumbling window (record timestamp), emit "
-                 "{user_id, window_start_ms, count} as Avro keyed by user_id",
+        "{user_id, window_start_ms, count} as Avro keyed by user_id",
         "ours": f"`streams worker --app {args.ours_app}`: exactly-once (transactional engine)",
         "quix": f"quixstreams {args.quix_version}: processing_guarantee=exactly-once, RocksDB state + changelog, "
-                f"commit_interval {args.quix_commit_interval or 'default (5 s)'}, Avro via its schema-registry "
-                "serializers (confluent-kafka 2.12 AvroSerializer/AvroDeserializer on our registry)",
+        f"commit_interval {args.quix_commit_interval or 'default (5 s)'}, Avro via its schema-registry "
+        "serializers (confluent-kafka 2.12 AvroSerializer/AvroDeserializer on our registry)",
         "faust": "faust-streaming: at-least-once (its default), memory store + changelog, commit every 1,000 "
-                 "events or 1 s, Avro via fastavro on our registry's wire format (bench/faust_velocity.py)",
+        "events or 1 s, Avro via fastavro on our registry's wire format (bench/faust_velocity.py)",
         "throughput": "(N-1) / (last - first output's LogAppendTime), N pre-published events",
         "latency": "the bench consumer's (read_committed) arrival time of the output minus the bench's wall clock "
-                   "just before publishing the input; an exactly-once path's output is visible once its "
-                   "transaction commits",
+        "just before publishing the input; an exactly-once path's output is visible once its "
+        "transaction commits",
     }
     print(json.dumps({"conditions": conditions}, default=str))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"conditions": conditions, "summary": summary, "rounds": rounds}, indent=2,
-                                        default=str) + "\n")
+        args.json.write_text(
+            json.dumps({"conditions": conditions, "summary": summary, "rounds": rounds}, indent=2, default=str) + "\n"
+        )
 
 
 if __name__ == "__main__":

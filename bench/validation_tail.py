@@ -83,8 +83,16 @@ def stats_ms(values: list[float]) -> dict[str, float] | None:
 class Phase:
     """One paced phase: publish at `rate`, watch the outputs, and record what the machine did meanwhile."""
 
-    def __init__(self, publisher: Publisher, watch: Watch, invoices: list[dict[str, Any]], rate: float,
-                 to_output: Any, samplers: dict[str, Sampler], broker_pid: int) -> None:
+    def __init__(
+        self,
+        publisher: Publisher,
+        watch: Watch,
+        invoices: list[dict[str, Any]],
+        rate: float,
+        to_output: Any,
+        samplers: dict[str, Sampler],
+        broker_pid: int,
+    ) -> None:
         self.publisher, self.watch, self.invoices, self.rate = publisher, watch, invoices, rate
         self.to_output, self.samplers, self.broker_pid = to_output, samplers, broker_pid
 
@@ -92,8 +100,12 @@ class Phase:
         before_outputs = len(self.watch.outputs)
         busy0, cpu0, gc0, own0 = busy_jiffies(), time.time(), jvm_gc_seconds(self.broker_pid), os.times()
         threads0 = thread_cpu(self.broker_pid)
-        ids, sent, achieved = paced(lambda i: self.publisher.publish_nowait(SOURCE, self.invoices[i]),
-                                    len(self.invoices), self.rate, lambda: self.publisher.poll(0))
+        ids, sent, achieved = paced(
+            lambda i: self.publisher.publish_nowait(SOURCE, self.invoices[i]),
+            len(self.invoices),
+            self.rate,
+            lambda: self.publisher.poll(0),
+        )
         deadline = time.monotonic() + drain_s
         while len(self.watch.outputs) - before_outputs < len(ids) and time.monotonic() < deadline:
             time.sleep(0.05)
@@ -106,12 +118,16 @@ class Phase:
         cpu_s = {name: round(sampler.cpu_between(cpu0, ended), 2) for name, sampler in self.samplers.items()}
         own_cpu = (own1.user + own1.system) - (own0.user + own0.system)
         return {
-            "offered_per_s": self.rate, "achieved_per_s": round(achieved), "events": len(ids), "matched": len(matched),
+            "offered_per_s": self.rate,
+            "achieved_per_s": round(achieved),
+            "events": len(ids),
+            "matched": len(matched),
             "e2e_ms": stats_ms(e2e),
             "publish_to_produced_ms": stats_ms([o.timestamp_ms - s * 1000 for s, o in matched]),
             "produced_to_visible_ms": stats_ms([o.received * 1000 - o.timestamp_ms for _, o in matched]),
             "machine_busy": round((busy1[0] - busy0[0]) / max(1, busy1[1] - busy0[1]), 3),
-            "cpu_seconds": {**cpu_s, "bench": round(own_cpu, 2)}, "seconds": round(ended - cpu0, 1),
+            "cpu_seconds": {**cpu_s, "bench": round(own_cpu, 2)},
+            "seconds": round(ended - cpu0, 1),
             "broker_gc": {"collections": gc1[0] - gc0[0], "seconds": round(gc1[1] - gc0[1], 3)},
             "broker_threads_cpu_s": broker_threads,
             "_matched": matched,
@@ -124,7 +140,7 @@ def attribute(phase: dict[str, Any], probes: list[list[Any]]) -> dict[str, Any]:
     if len(matched) < 100:
         return {}
     e2e = sorted(((o.received - s) * 1000, s, o.received) for s, o in matched)
-    slow = e2e[-max(1, len(e2e) // 100):]
+    slow = e2e[-max(1, len(e2e) // 100) :]
     start, end = matched[0][0], max(o.received for _, o in matched)
     window = [p for p in probes if start - 1 <= p[1] <= end]
     gc_pauses = [p for p in window if p[0] == "gc"]
@@ -138,16 +154,28 @@ def attribute(phase: dict[str, Any], probes: list[list[Any]]) -> dict[str, Any]:
 
     buckets = {int(s * 10) for _, s, _ in slow}  # 100 ms buckets of publish time: few = stalls, many = spread
     return {
-        "slowest_1pct": {"events": len(slow), "from_ms": round(slow[0][0], 1), "distinct_100ms_publish_buckets":
-                         len(buckets)},
-        "worker_gc": {"pauses": len(gc_pauses), "gen2": sum(1 for p in gc_pauses if p[3] == 2),
-                      "max_ms": round(max((p[2] for p in gc_pauses), default=0) * 1000, 1),
-                      "total_ms": round(sum(p[2] for p in gc_pauses) * 1000, 1)},
+        "slowest_1pct": {
+            "events": len(slow),
+            "from_ms": round(slow[0][0], 1),
+            "distinct_100ms_publish_buckets": len(buckets),
+        },
+        "worker_gc": {
+            "pauses": len(gc_pauses),
+            "gen2": sum(1 for p in gc_pauses if p[3] == 2),
+            "max_ms": round(max((p[2] for p in gc_pauses), default=0) * 1000, 1),
+            "total_ms": round(sum(p[2] for p in gc_pauses) * 1000, 1),
+        },
         "commits": {"count": len(commits), **(stats_ms(commits) or {})},
-        "slices": {"count": len(slices), **(stats_ms(slices) or {}),
-                   "records_mean": round(statistics.mean([p[3] for p in window if p[0] == "process"] or [0]), 1)},
-        "share_of_slowest_overlapping": {"worker_gc_ge_5ms": overlapping("gc", 5), "commit_ge_30ms": overlapping(
-            "commit", 30), "slice_ge_30ms": overlapping("process", 30)},
+        "slices": {
+            "count": len(slices),
+            **(stats_ms(slices) or {}),
+            "records_mean": round(statistics.mean([p[3] for p in window if p[0] == "process"] or [0]), 1),
+        },
+        "share_of_slowest_overlapping": {
+            "worker_gc_ge_5ms": overlapping("gc", 5),
+            "commit_ge_30ms": overlapping("commit", 30),
+            "slice_ge_30ms": overlapping("process", 30),
+        },
     }
 
 
@@ -155,15 +183,39 @@ def read_probes(path: Path) -> list[list[Any]]:
     return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
 
-def run_worker(interval: float, warm: int, batches: list[list[dict[str, Any]]], rates: list[float],
-               settings: Any, broker: Sampler, broker_pid: int, publisher: Publisher, workdir: Path,
-               drain_s: float) -> list[dict[str, Any]]:
+def run_worker(
+    interval: float,
+    warm: int,
+    batches: list[list[dict[str, Any]]],
+    rates: list[float],
+    settings: Any,
+    broker: Sampler,
+    broker_pid: int,
+    publisher: Publisher,
+    workdir: Path,
+    drain_s: float,
+) -> list[dict[str, Any]]:
     """One validation worker under probes, with this engine commit interval: a phase per rate."""
     log, probe_log = workdir / f"worker-{interval}.log", workdir / f"probe-{interval}.jsonl"
-    env = {**os.environ, "STREAMS_DATA_DIR": str(settings.data_dir), "STREAMS_CATALOG_PATH": str(settings.catalog_path),
-           "BENCH_PROBE_LOG": str(probe_log), "BENCH_COMMIT_INTERVAL": str(interval), "PYTHONWARNINGS": "ignore"}
-    command = [sys.executable, str(ROOT / "bench" / "probe_worker.py"), "worker", "--agents", "validation",
-               "--app-id", f"bench-tail-{uuid.uuid4().hex[:8]}", "--web-port", str(free_port())]
+    env = {
+        **os.environ,
+        "STREAMS_DATA_DIR": str(settings.data_dir),
+        "STREAMS_CATALOG_PATH": str(settings.catalog_path),
+        "BENCH_PROBE_LOG": str(probe_log),
+        "BENCH_COMMIT_INTERVAL": str(interval),
+        "PYTHONWARNINGS": "ignore",
+    }
+    command = [
+        sys.executable,
+        str(ROOT / "bench" / "probe_worker.py"),
+        "worker",
+        "--agents",
+        "validation",
+        "--app-id",
+        f"bench-tail-{uuid.uuid4().hex[:8]}",
+        "--web-port",
+        str(free_port()),
+    ]
     watch = Watch(settings.bootstrap_servers(), CLEARED, lambda m: header_value(m, "ce_id"))
     process = start_process(command, env, log)
     worker = Sampler(process.pid)
@@ -173,16 +225,26 @@ def run_worker(interval: float, warm: int, batches: list[list[dict[str, Any]]], 
         watch.wait_for(warm, process, 600, log)
         time.sleep(1.0)
         for rate, batch in zip(rates, batches, strict=True):
-            phase = Phase(publisher, watch, batch, rate, lambda event_id: outcome_id(event_id, "cleared"),
-                          {"broker": broker, "worker": worker}, broker_pid).run(drain_s)
+            phase = Phase(
+                publisher,
+                watch,
+                batch,
+                rate,
+                lambda event_id: outcome_id(event_id, "cleared"),
+                {"broker": broker, "worker": worker},
+                broker_pid,
+            ).run(drain_s)
             time.sleep(1.5)  # the probe log is flushed once a second
             phase["attribution"] = attribute(phase, read_probes(probe_log))
             phases.append(phase)
-            print(f"worker {interval * 1000:g} ms {rate:>6g}/s: {phase['e2e_ms']}  produced "
-                  f"{phase['publish_to_produced_ms']}  visible {phase['produced_to_visible_ms']}  "
-                  f"busy {phase['machine_busy']:.0%} cpu {phase['cpu_seconds']} broker gc "
-                  f"{phase['broker_gc']}\n    broker threads {phase['broker_threads_cpu_s']}\n    "
-                  f"{json.dumps(phase['attribution'])}", flush=True)
+            print(
+                f"worker {interval * 1000:g} ms {rate:>6g}/s: {phase['e2e_ms']}  produced "
+                f"{phase['publish_to_produced_ms']}  visible {phase['produced_to_visible_ms']}  "
+                f"busy {phase['machine_busy']:.0%} cpu {phase['cpu_seconds']} broker gc "
+                f"{phase['broker_gc']}\n    broker threads {phase['broker_threads_cpu_s']}\n    "
+                f"{json.dumps(phase['attribution'])}",
+                flush=True,
+            )
     finally:
         worker.stopped.set()
         stop_process(process)
@@ -215,7 +277,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             def take(count: int) -> list[dict[str, Any]]:
                 nonlocal cursor
                 cursor += count
-                return invoices[cursor - count:cursor]
+                return invoices[cursor - count : cursor]
 
             broker = Sampler(broker_pid)
             broker.start()
@@ -223,19 +285,32 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             watch = Watch(bootstrap, SOURCE, lambda m: header_value(m, "ce_id"))
             floor = []
             for rate in rates:
-                phase = Phase(publisher, watch, take(per_phase[rate]), rate, lambda i: i, {"broker": broker},
-                              broker_pid).run(args.drain_seconds)
+                phase = Phase(
+                    publisher, watch, take(per_phase[rate]), rate, lambda i: i, {"broker": broker}, broker_pid
+                ).run(args.drain_seconds)
                 phase.pop("_matched")
                 floor.append(phase)
-                print(f"floor   {rate:>6g}/s: {phase['e2e_ms']}  busy {phase['machine_busy']:.0%} "
-                      f"cpu {phase['cpu_seconds']} broker threads {phase['broker_threads_cpu_s']}", flush=True)
+                print(
+                    f"floor   {rate:>6g}/s: {phase['e2e_ms']}  busy {phase['machine_busy']:.0%} "
+                    f"cpu {phase['cpu_seconds']} broker threads {phase['broker_threads_cpu_s']}",
+                    flush=True,
+                )
             watch.close()
             out["runs"]["floor"] = floor
             for interval in intervals:
                 warm = cursor  # the worker reads invoice.created from the start: all published so far warms it
                 out["runs"][f"worker commit {interval * 1000:g} ms"] = run_worker(
-                    interval, warm, [take(per_phase[rate]) for rate in rates], rates, settings, broker, broker_pid,
-                    publisher, workdir, args.drain_seconds)
+                    interval,
+                    warm,
+                    [take(per_phase[rate]) for rate in rates],
+                    rates,
+                    settings,
+                    broker,
+                    broker_pid,
+                    publisher,
+                    workdir,
+                    args.drain_seconds,
+                )
             broker.stopped.set()
             publisher.close()
         finally:

@@ -69,9 +69,13 @@ def violation(seq: int) -> dict[str, Any]:
     from datetime import UTC, datetime, timedelta  # noqa: PLC0415
 
     return {
-        "violation_id": str(uuid.UUID(int=seq + 1, version=4)), "invoice_id": str(uuid.UUID(int=seq + 7, version=4)),
-        "tenant_id": f"tenant-{seq % 20:02d}", "rule_code": "BR-KSA-39", "severity": "ERROR",
-        "message": f"seller VAT number is malformed ({seq})", "field_path": "seller.vat_number",
+        "violation_id": str(uuid.UUID(int=seq + 1, version=4)),
+        "invoice_id": str(uuid.UUID(int=seq + 7, version=4)),
+        "tenant_id": f"tenant-{seq % 20:02d}",
+        "rule_code": "BR-KSA-39",
+        "severity": "ERROR",
+        "message": f"seller VAT number is malformed ({seq})",
+        "field_path": "seller.vat_number",
         "source_event": {"event_id": str(seq), "topic": "invoice.created", "partition": seq % 6, "offset": seq},
         "detected_at": datetime(2026, 11, 1, tzinfo=UTC) + timedelta(seconds=seq),
     }
@@ -82,12 +86,20 @@ class ReceiverProcess:
 
     def __init__(self, directory: Path) -> None:
         self.port = free_port()
-        env = {**os.environ, "STREAMS_WEBHOOK_SECRETS": json.dumps({"bench": SECRET}),
-               "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+        env = {
+            **os.environ,
+            "STREAMS_WEBHOOK_SECRETS": json.dumps({"bench": SECRET}),
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+        }
         self.log = (directory / f"receiver-{self.port}.log").open("w")
         self.process = subprocess.Popen(  # noqa: S603 - our own module
             [sys.executable, "-m", "streams.webhooks.receiver", "--secret-name", "bench", "--port", str(self.port)],
-            env=env, stdout=subprocess.PIPE, stderr=self.log, text=True, start_new_session=True)
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=self.log,
+            text=True,
+            start_new_session=True,
+        )
         assert self.process.stdout is not None  # noqa: S101
         line = self.process.stdout.readline()
         if not line.startswith("receiver listening on "):
@@ -112,9 +124,13 @@ class ReceiverProcess:
 
 def rate(stats: dict[str, Any], events: int) -> dict[str, Any]:
     seconds = stats["last_2xx_at"] - stats["first_2xx_at"]
-    return {"deliveries_per_s": round(events / seconds), "seconds": round(seconds, 3),
-            "requests": stats["requests"], "bad_signatures": stats["bad_signatures"],
-            "duplicates": stats["answered_2xx"] - stats["delivered"]}
+    return {
+        "deliveries_per_s": round(events / seconds),
+        "seconds": round(seconds, 3),
+        "requests": stats["requests"],
+        "bad_signatures": stats["bad_signatures"],
+        "duplicates": stats["answered_2xx"] - stats["delivered"],
+    }
 
 
 def prepare(settings: Settings, directory: Path, events: int, url: str) -> tuple[Path, str, int]:
@@ -123,8 +139,16 @@ def prepare(settings: Settings, directory: Path, events: int, url: str) -> tuple
     schema = ROOT / "schemas" / "compliance.violation.avsc"
     (directory / "schemas" / schema.name).write_text(schema.read_text())
     path = directory / "topics.yaml"
-    path.write_text(CATALOG.format(partitions=PARTITIONS, topic=topic, schema=f"schemas/{schema.name}",
-                                   group=f"bench-{uuid.uuid4().hex[:6]}", url=url, concurrency=CONCURRENCY))
+    path.write_text(
+        CATALOG.format(
+            partitions=PARTITIONS,
+            topic=topic,
+            schema=f"schemas/{schema.name}",
+            group=f"bench-{uuid.uuid4().hex[:6]}",
+            url=url,
+            concurrency=CONCURRENCY,
+        )
+    )
     kafka = settings.kafka_config(settings.bootstrap_servers())
     admin = AdminClient(kafka)  # kept: its futures fail if it is collected first
     for future in admin.create_topics([NewTopic(topic, PARTITIONS, 1), NewTopic(f"{topic}.dlq", 1, 1)]).values():
@@ -139,7 +163,7 @@ def prepare(settings: Settings, directory: Path, events: int, url: str) -> tuple
         sizes.append(len(record.value))
         while True:
             try:
-                producer.produce(topic, value=record.value, key=record.key, headers=record.headers)
+                producer.produce(topic, value=record.value, key=record.key, headers=[*record.headers])
                 break
             except BufferError:
                 producer.poll(0.05)
@@ -155,8 +179,9 @@ def run_ours(settings: Settings, directory: Path, events: int) -> dict[str, Any]
         catalog_path, _, value_bytes = prepare(settings, directory, events, receiver.url)
         ours = settings.model_copy(update={"webhook_secrets": SecretStr(json.dumps({"bench": SECRET}))})
         catalog = load_catalog(catalog_path)
-        runner = WebhookRunner(ours, catalog, load_webhooks(catalog), RunnerOptions(batch_size=500,
-                                                                                      max_in_flight=5_000))
+        runner = WebhookRunner(
+            ours, catalog, load_webhooks(catalog), RunnerOptions(batch_size=500, max_in_flight=5_000)
+        )
         cpu_started = time.process_time()
         runner.run(lambda: runner.completed_records >= events)
         cpu = time.process_time() - cpu_started
@@ -166,11 +191,16 @@ def run_ours(settings: Settings, directory: Path, events: int) -> dict[str, Any]
     return {**rate(stats, events), "cpu_us_per_delivery": round(cpu / events * 1e6, 1), "avro_value_bytes": value_bytes}
 
 
-def run_celery(directory: Path, events: int, url: str, pool: str, concurrency: int,
-               bodies: list[tuple[str, str, dict[str, str]]]) -> dict[str, Any]:
+def run_celery(
+    directory: Path, events: int, url: str, pool: str, concurrency: int, bodies: list[tuple[str, str, dict[str, str]]]
+) -> dict[str, Any]:
     receiver = ReceiverProcess(directory)
-    env = {**os.environ, "BENCH_REDIS_URL": url, "BENCH_WEBHOOK_SECRET": SECRET,
-           "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT / "bench"), str(ROOT), os.environ.get("PYTHONPATH")]))}
+    env = {
+        **os.environ,
+        "BENCH_REDIS_URL": url,
+        "BENCH_WEBHOOK_SECRET": SECRET,
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT / "bench"), str(ROOT), os.environ.get("PYTHONPATH")])),
+    }
     sys.path.insert(0, str(ROOT / "bench"))
     os.environ["BENCH_REDIS_URL"], os.environ["BENCH_WEBHOOK_SECRET"] = url, SECRET
     import webhooks_celery  # noqa: PLC0415 - after BENCH_* are set: the module reads them
@@ -181,9 +211,26 @@ def run_celery(directory: Path, events: int, url: str, pool: str, concurrency: i
             webhooks_celery.deliver.apply_async(args=(receiver.url, msg_id, body, headers))
         log = (directory / f"celery-{pool}.log").open("w")
         worker = subprocess.Popen(  # noqa: S603 - the Celery worker of this bench
-            [sys.executable, "-m", "celery", "-A", "webhooks_celery", "worker", f"--pool={pool}",
-             f"--concurrency={concurrency}", "--without-gossip", "--without-mingle", "--without-heartbeat",
-             "-l", "warning"], env=env, stdout=log, stderr=log, start_new_session=True)
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "webhooks_celery",
+                "worker",
+                f"--pool={pool}",
+                f"--concurrency={concurrency}",
+                "--without-gossip",
+                "--without-mingle",
+                "--without-heartbeat",
+                "-l",
+                "warning",
+            ],
+            env=env,
+            stdout=log,
+            stderr=log,
+            start_new_session=True,
+        )
         try:
             cpu_before = _children_cpu()
             stats = receiver.wait(events, 600)
@@ -194,8 +241,12 @@ def run_celery(directory: Path, events: int, url: str, pool: str, concurrency: i
         cpu = _children_cpu() - cpu_before
     finally:
         receiver.stop()
-    return {**rate(stats, events), "pool": pool, "concurrency": concurrency,
-            "cpu_us_per_delivery": round(cpu / events * 1e6, 1)}
+    return {
+        **rate(stats, events),
+        "pool": pool,
+        "concurrency": concurrency,
+        "cpu_us_per_delivery": round(cpu / events * 1e6, 1),
+    }
 
 
 def _children_cpu() -> float:
@@ -220,9 +271,11 @@ def main() -> None:
         try:
             load_before = [round(x, 2) for x in os.getloadavg()]
             ours = run_ours(settings, directory, args.events)
-            print(f"ours (streams webhooks)      {ours['deliveries_per_s']:7,} deliveries/s "
-                  f"({ours['seconds']} s, CPU {ours['cpu_us_per_delivery']} us per delivery, "
-                  f"{ours['bad_signatures']} bad signatures)")
+            print(
+                f"ours (streams webhooks)      {ours['deliveries_per_s']:7,} deliveries/s "
+                f"({ours['seconds']} s, CPU {ours['cpu_us_per_delivery']} us per delivery, "
+                f"{ours['bad_signatures']} bad signatures)"
+            )
             route = load_webhooks(load_catalog(next(directory.glob("topics.yaml")))).routes[0]
             bodies = []
             for seq in range(args.events):
@@ -233,29 +286,45 @@ def main() -> None:
             for pool, concurrency in (("prefork", os.cpu_count() or 2), ("threads", CONCURRENCY)):
                 peer = run_celery(directory, args.events, url, pool, concurrency, bodies)
                 peers.append(peer)
-                print(f"celery task ({pool:7s} x{concurrency:2d}) {peer['deliveries_per_s']:7,} deliveries/s "
-                      f"({peer['seconds']} s, worker CPU {peer['cpu_us_per_delivery']} us per delivery); "
-                      f"ours/celery {ours['deliveries_per_s'] / peer['deliveries_per_s']:.1f}x")
+                print(
+                    f"celery task ({pool:7s} x{concurrency:2d}) {peer['deliveries_per_s']:7,} deliveries/s "
+                    f"({peer['seconds']} s, worker CPU {peer['cpu_us_per_delivery']} us per delivery); "
+                    f"ours/celery {ours['deliveries_per_s'] / peer['deliveries_per_s']:.1f}x"
+                )
             load_after = [round(x, 2) for x in os.getloadavg()]
         finally:
             stop_process_group(pid)
     print(f"load average (1, 5, 15 min) before {load_before}, after {load_after}")
     conditions = {
-        "events": args.events, "partitions": PARTITIONS, "route_concurrency": CONCURRENCY,
-        "avro_value_bytes": ours["avro_value_bytes"], "json_body_bytes": len(bodies[0][1]),
+        "events": args.events,
+        "partitions": PARTITIONS,
+        "route_concurrency": CONCURRENCY,
+        "avro_value_bytes": ours["avro_value_bytes"],
+        "json_body_bytes": len(bodies[0][1]),
         "receiver": "aiohttp on loopback, its own process, verifies every signature, answers 204",
         "redis": "private redis-server (the local stack's command), appendonly yes, appendfsync everysec",
         "machine": f"{platform.machine()} cores={os.cpu_count()}, shared with other engineers' test runs",
-        "python": platform.python_version(), "celery": celery.__version__, "aiohttp": aiohttp.__version__,
+        "python": platform.python_version(),
+        "celery": celery.__version__,
+        "aiohttp": aiohttp.__version__,
     }
     print(json.dumps(conditions))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"ours": ours, "celery": peers, "conditions": conditions,
-                                         "ratio": [round(ours["deliveries_per_s"] / p["deliveries_per_s"], 2)
-                                                   for p in peers],
-                                         "load_avg_before": load_before, "load_avg_after": load_after},
-                                        indent=2) + "\n")
+        args.json.write_text(
+            json.dumps(
+                {
+                    "ours": ours,
+                    "celery": peers,
+                    "conditions": conditions,
+                    "ratio": [round(ours["deliveries_per_s"] / p["deliveries_per_s"], 2) for p in peers],
+                    "load_avg_before": load_before,
+                    "load_avg_after": load_after,
+                },
+                indent=2,
+            )
+            + "\n"
+        )
 
 
 if __name__ == "__main__":

@@ -14,21 +14,31 @@ import random
 import time
 
 import httpx
-from celery import Celery
+from celery import Celery, Task
 
 app = Celery("bench_webhooks", broker=os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0"))
-app.conf.update(task_acks_late=True, task_ignore_result=True, worker_prefetch_multiplier=4,
-                task_serializer="json", accept_content=["json"], broker_connection_retry_on_startup=True)
+app.conf.update(
+    task_acks_late=True,
+    task_ignore_result=True,
+    worker_prefetch_multiplier=4,
+    task_serializer="json",
+    accept_content=["json"],
+    broker_connection_retry_on_startup=True,
+)
 _client = httpx.Client(timeout=10.0)
 _KEY = base64.b64decode(os.environ.get("BENCH_WEBHOOK_SECRET", "whsec_").removeprefix("whsec_") or "AA==")
 
 
-@app.task(bind=True, max_retries=7)
-def deliver(self, url: str, msg_id: str, body: str, headers: dict[str, str]) -> int:
+@app.task(bind=True, max_retries=7)  # type: ignore[untyped-decorator]
+def deliver(self: Task, url: str, msg_id: str, body: str, headers: dict[str, str]) -> int:
     stamp = int(time.time())
     signature = base64.b64encode(hmac.new(_KEY, f"{msg_id}.{stamp}.{body}".encode(), hashlib.sha256).digest())
-    signed = {**headers, "webhook-id": msg_id, "webhook-timestamp": str(stamp),
-              "webhook-signature": "v1," + signature.decode()}
+    signed = {
+        **headers,
+        "webhook-id": msg_id,
+        "webhook-timestamp": str(stamp),
+        "webhook-signature": "v1," + signature.decode(),
+    }
     try:
         response = _client.post(url, content=body.encode(), headers=signed)
     except httpx.HTTPError as exc:

@@ -22,11 +22,18 @@ async def velocity(stream: Stream[UserAction]) -> None:
         per_minute[event.user_id] += 1
         if per_minute[event.user_id].current() == LIMIT:  # .current(): the event's minute; .now(): the clock's
             source = app.current_event()
-            await app.send(ComplianceViolation(
-                violation_id=f"velocity:{source.event_id}", invoice_id=event.resource or "-",
-                tenant_id=event.tenant_id, rule_code="VELOCITY-100", severity=Severity.WARNING,
-                message=f"user {event.user_id} acted {LIMIT} times within one minute",
-                field_path="user_id", detected_at=datetime.now(UTC),
-                source_event=EventReference(event_id=source.event_id, topic=source.topic,
-                                            partition=source.partition, offset=source.offset),
-            ))
+            await app.send(
+                ComplianceViolation(
+                    violation_id=f"velocity:{source.event_id}",
+                    invoice_id=event.resource or "-",
+                    tenant_id=event.tenant_id,
+                    rule_code="VELOCITY-100",
+                    severity=Severity.WARNING,
+                    message=f"user {event.user_id} acted {LIMIT} times within one minute",
+                    field_path="user_id",
+                    detected_at=datetime.now(UTC),
+                    source_event=EventReference(
+                        event_id=source.event_id, topic=source.topic, partition=source.partition, offset=source.offset
+                    ),
+                )
+            )

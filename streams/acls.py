@@ -11,8 +11,15 @@ from typing import Any, Literal
 from streams.catalog import Catalog
 from streams.errors import CatalogError
 
-__all__ = ["CLUSTER_RESOURCE", "PLATFORM_PRINCIPALS", "AclRule", "Binding", "PlatformPrincipal", "bindings",
-           "principal_acls"]
+__all__ = [
+    "CLUSTER_RESOURCE",
+    "PLATFORM_PRINCIPALS",
+    "AclRule",
+    "Binding",
+    "PlatformPrincipal",
+    "bindings",
+    "principal_acls",
+]
 
 ResourceKind = Literal["topic", "group", "cluster", "transactionalId"]
 CLUSTER_RESOURCE = "kafka-cluster"  # the one cluster resource's name in Kafka's ACLs
@@ -110,10 +117,17 @@ def principal_acls(catalog: Catalog) -> dict[str, tuple[AclRule, ...]]:
         # A producer may also read its topics' configs: the outbox relay parks a record over the topic's
         # max.message.bytes instead of retrying it forever, and needs the limit for that.
         rules = [
-            AclRule("topic", topic, operations=tuple(sorted(
-                {"Describe"} | ({"DescribeConfigs", "Write"} if topic in written else set())
-                | ({"Read"} if topic in read else set())
-            )))
+            AclRule(
+                "topic",
+                topic,
+                operations=tuple(
+                    sorted(
+                        {"Describe"}
+                        | ({"DescribeConfigs", "Write"} if topic in written else set())
+                        | ({"Read"} if topic in read else set())
+                    )
+                ),
+            )
             for topic in sorted(written | read)
         ]
         if read:  # a consumer: its groups and private topics start with its name (its --app-id / --group)
@@ -125,8 +139,10 @@ def principal_acls(catalog: Catalog) -> dict[str, tuple[AclRule, ...]]:
         out[service] = tuple(rules)
     for platform in PLATFORM_PRINCIPALS:
         if platform.name in out:
-            raise CatalogError(f"{catalog.path}: '{platform.name}' is a platform principal ({platform.why}); "
-                             "use another service name in producers/consumers")
+            raise CatalogError(
+                f"{catalog.path}: '{platform.name}' is a platform principal ({platform.why}); "
+                "use another service name in producers/consumers"
+            )
         out[platform.name] = platform.rules
     return dict(sorted(out.items()))
 
@@ -137,6 +153,8 @@ def bindings(catalog: Catalog) -> frozenset[Binding]:
     for service, rules in principal_acls(catalog).items():
         for rule in rules:
             name = CLUSTER_RESOURCE if rule.name is None else rule.name
-            out.update(Binding(f"User:{service}", rule.resource_type, name, rule.pattern, operation)
-                       for operation in rule.operations)
+            out.update(
+                Binding(f"User:{service}", rule.resource_type, name, rule.pattern, operation)
+                for operation in rule.operations
+            )
     return frozenset(out)

@@ -50,8 +50,12 @@ class AclPlan:
         return bool(self.add or self.remove)
 
     def to_json(self) -> dict[str, Any]:
-        return {"add": [asdict(b) for b in self.add], "remove": [asdict(b) for b in self.remove],
-                "notes": list(self.notes), "principals": self.principals}
+        return {
+            "add": [asdict(b) for b in self.add],
+            "remove": [asdict(b) for b in self.remove],
+            "notes": list(self.notes),
+            "principals": self.principals,
+        }
 
 
 def _operation(name: str) -> AclOperation:
@@ -63,16 +67,28 @@ def _operation_name(operation: AclOperation) -> str:
 
 
 def to_kafka(binding: Binding) -> AclBinding:
-    return AclBinding(_RESOURCE_TYPES[binding.resource_type], binding.name, _PATTERNS[binding.pattern],
-                      binding.principal, binding.host, _operation(binding.operation),
-                      AclPermissionType[binding.permission])
+    return AclBinding(
+        _RESOURCE_TYPES[binding.resource_type],
+        binding.name,
+        _PATTERNS[binding.pattern],
+        binding.principal,
+        binding.host,
+        _operation(binding.operation),
+        AclPermissionType[binding.permission],
+    )
 
 
 def to_filter(binding: Binding) -> AclBindingFilter:
     """A filter matching exactly `binding` (delete_acls removes every match: never anything wider)."""
-    return AclBindingFilter(_RESOURCE_TYPES[binding.resource_type], binding.name, _PATTERNS[binding.pattern],
-                            binding.principal, binding.host, _operation(binding.operation),
-                            AclPermissionType[binding.permission])
+    return AclBindingFilter(
+        _RESOURCE_TYPES[binding.resource_type],
+        binding.name,
+        _PATTERNS[binding.pattern],
+        binding.principal,
+        binding.host,
+        _operation(binding.operation),
+        AclPermissionType[binding.permission],
+    )
 
 
 def _from_kafka(acl: AclBinding) -> Binding | None:
@@ -82,16 +98,29 @@ def _from_kafka(acl: AclBinding) -> Binding | None:
     permission = AclPermissionType(acl.permission_type).name
     if kind is None or pattern is None or permission not in ("ALLOW", "DENY"):
         return None
-    return Binding(acl.principal, kind, acl.name, cast("Literal['literal', 'prefix']", pattern),
-                   _operation_name(AclOperation(acl.operation)), cast("Literal['ALLOW', 'DENY']", permission),
-                   acl.host)
+    return Binding(
+        acl.principal,
+        kind,
+        acl.name,
+        cast("Literal['literal', 'prefix']", pattern),
+        _operation_name(AclOperation(acl.operation)),
+        cast("Literal['ALLOW', 'DENY']", permission),
+        acl.host,
+    )
 
 
 def cluster_acls(admin: AdminClient) -> list[AclBinding]:
     """Every ACL binding on the cluster; AdminError when it has no authorizer or refuses to tell us."""
     # None matches any name, principal and host (the stubs say str).
-    every = AclBindingFilter(ResourceType.ANY, None, ResourcePatternType.ANY, None, None,  # type: ignore[arg-type]
-                             AclOperation.ANY, AclPermissionType.ANY)
+    every = AclBindingFilter(
+        ResourceType.ANY,
+        None,  # type: ignore[arg-type]
+        ResourcePatternType.ANY,
+        None,  # type: ignore[arg-type]
+        None,  # type: ignore[arg-type]
+        AclOperation.ANY,
+        AclPermissionType.ANY,
+    )
     try:
         found: list[AclBinding] = admin.describe_acls(every, request_timeout=TIMEOUT_S).result()
     except KafkaException as exc:
@@ -99,9 +128,15 @@ def cluster_acls(admin: AdminClient) -> list[AclBinding]:
     if not found:
         # A broker without an authorizer answers DescribeAcls with an empty list (through librdkafka), so an
         # empty answer is checked with a deletion that can match nothing: that one reports SECURITY_DISABLED.
-        nobody = AclBindingFilter(ResourceType.TOPIC, None, ResourcePatternType.ANY,  # type: ignore[arg-type]
-                                  "User:streams-acls-probe-matches-nothing", None,  # type: ignore[arg-type]
-                                  AclOperation.ANY, AclPermissionType.ANY)
+        nobody = AclBindingFilter(
+            ResourceType.TOPIC,
+            None,  # type: ignore[arg-type]
+            ResourcePatternType.ANY,
+            "User:streams-acls-probe-matches-nothing",
+            None,  # type: ignore[arg-type]
+            AclOperation.ANY,
+            AclPermissionType.ANY,
+        )
         for future in admin.delete_acls([nobody], request_timeout=TIMEOUT_S).values():
             try:
                 future.result()
@@ -114,9 +149,11 @@ def cluster_acls(admin: AdminClient) -> list[AclBinding]:
 
 def _acl_error(error: KafkaError) -> AdminError:
     if error.name() == "SECURITY_DISABLED":
-        return AdminError("the cluster has no authorizer, so it keeps no ACLs: set authorizer.class.name="
-                          "org.apache.kafka.metadata.authorizer.StandardAuthorizer on the brokers "
-                          "(locally: `streams dev up --sasl --acls`)")
+        return AdminError(
+            "the cluster has no authorizer, so it keeps no ACLs: set authorizer.class.name="
+            "org.apache.kafka.metadata.authorizer.StandardAuthorizer on the brokers "
+            "(locally: `streams dev up --sasl --acls`)"
+        )
     return AdminError(f"cannot list the cluster's ACLs: {error.str()} ({error.name()})")
 
 
@@ -134,8 +171,10 @@ def check_may_manage(admin: AdminClient, kafka_config: KafkaConfig, operation: L
     if _operation(operation) not in allowed and AclOperation.ALL not in allowed:
         username = kafka_config.get("sasl.username")
         principal = f"User:{username}" if username else "User:ANONYMOUS"
-        raise AdminError(f"{principal} may not {operation} the cluster's ACLs (CLUSTER_AUTHORIZATION_FAILED); run "
-                         f"`streams acls` as a super user or a principal allowed {operation} on the cluster")
+        raise AdminError(
+            f"{principal} may not {operation} the cluster's ACLs (CLUSTER_AUTHORIZATION_FAILED); run "
+            f"`streams acls` as a super user or a principal allowed {operation} on the cluster"
+        )
 
 
 def plan_acls(catalog: Catalog, kafka_config: KafkaConfig) -> AclPlan:
@@ -153,10 +192,16 @@ def plan_acls(catalog: Catalog, kafka_config: KafkaConfig) -> AclPlan:
             unmanaged[acl.principal] = unmanaged.get(acl.principal, 0) + 1
             continue
         current.add(binding)
-    notes = tuple(f"{principal} has {count} ACL(s) the catalog does not manage (left alone)"
-                  for principal, count in sorted(unmanaged.items()))
-    return AclPlan(add=tuple(sorted(desired - current)), remove=tuple(sorted(current - desired)), notes=notes,
-                   principals=len(managed))
+    notes = tuple(
+        f"{principal} has {count} ACL(s) the catalog does not manage (left alone)"
+        for principal, count in sorted(unmanaged.items())
+    )
+    return AclPlan(
+        add=tuple(sorted(desired - current)),
+        remove=tuple(sorted(current - desired)),
+        notes=notes,
+        principals=len(managed),
+    )
 
 
 def apply_acls(plan: AclPlan, kafka_config: KafkaConfig) -> None:
@@ -181,6 +226,8 @@ def _failed(futures: dict[Any, Any], action: str) -> list[str]:
         try:
             future.result()
         except KafkaException as exc:
-            failures.append(f"{action} {acl.principal} {_operation_name(AclOperation(acl.operation))} {acl.name}: "
-                            f"{exc.args[0].str()}")
+            failures.append(
+                f"{action} {acl.principal} {_operation_name(AclOperation(acl.operation))} {acl.name}: "
+                f"{exc.args[0].str()}"
+            )
     return failures

@@ -7,13 +7,15 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 
 import click
 from rich.console import Console
 from rich.table import Table
 
 from streams.acls_admin import AclPlan, apply_acls, plan_acls
-from streams.admin_cli import CATALOG, OUTPUT, PROFILE, _catalog, _kafka_config
+from streams.admin_cli import _catalog, _kafka_config
+from streams.cli_options import CATALOG, OUTPUT_TABLE, PROFILE
 from streams.settings import Settings
 from streams.tables import add_name_column
 
@@ -31,10 +33,10 @@ def acls() -> None:
 @acls.command()
 @CATALOG
 @PROFILE
-@OUTPUT
+@OUTPUT_TABLE
 @click.option("--check", is_flag=True, help="Exit 1 when the cluster's ACLs differ from the catalog (for CI).")
 @click.pass_obj
-def plan(settings: Settings, catalog_path: str | None, profile: str | None, output: str, check: bool) -> None:
+def plan(settings: Settings, catalog_path: Path | None, profile: str | None, output: str, check: bool) -> None:
     """Show the ACL bindings apply would add or remove for the principals the catalog manages.
 
     A binding to remove is drift: someone granted it outside the catalog. Other principals' ACLs are
@@ -48,17 +50,20 @@ def plan(settings: Settings, catalog_path: str | None, profile: str | None, outp
     result = plan_acls(catalog, _kafka_config(settings))
     _show(result, output)
     if check and result.has_changes:
-        click.echo(f"error: the cluster's ACLs differ from {catalog.path} in {len(result.add) + len(result.remove)}"
-                   " binding(s); run `streams acls apply`", err=True)
+        click.echo(
+            f"error: the cluster's ACLs differ from {catalog.path} in {len(result.add) + len(result.remove)}"
+            " binding(s); run `streams acls apply`",
+            err=True,
+        )
         sys.exit(1)
 
 
 @acls.command()
 @CATALOG
 @PROFILE
-@OUTPUT
+@OUTPUT_TABLE
 @click.pass_obj
-def apply(settings: Settings, catalog_path: str | None, profile: str | None, output: str) -> None:
+def apply(settings: Settings, catalog_path: Path | None, profile: str | None, output: str) -> None:
     """Add the missing bindings and remove the extra ones of managed principals. Idempotent.
 
     \b
@@ -71,8 +76,11 @@ def apply(settings: Settings, catalog_path: str | None, profile: str | None, out
     _show(result, output)
     apply_acls(result, kafka_config)
     if output == "table":
-        verb = f"applied {len(result.add)} addition(s) and {len(result.remove)} removal(s)" if result.has_changes \
+        verb = (
+            f"applied {len(result.add)} addition(s) and {len(result.remove)} removal(s)"
+            if result.has_changes
             else "no changes"
+        )
         click.echo(f"{verb}; the ACLs of {result.principals} principal(s) match {catalog.path}")
 
 

@@ -108,9 +108,7 @@ def normalize(key: str, value: str | None) -> str | None:
     return value.strip()
 
 
-def plan_changes(
-    catalog: Catalog, kafka_config: KafkaConfig, *, allow_delete: tuple[str, ...] = ()
-) -> Plan:
+def plan_changes(catalog: Catalog, kafka_config: KafkaConfig, *, allow_delete: tuple[str, ...] = ()) -> Plan:
     """Diff the catalog against the cluster `kafka_config` points at."""
     admin = AdminClient(kafka_config)
     metadata = _metadata(admin)
@@ -214,9 +212,7 @@ def _topic_changes(
                 "(left alone; declare it under `configs:` to manage it)"
             )
     if diffs:
-        changes.append(
-            TopicChange(kind=ChangeKind.ALTER_CONFIG, topic=spec.name, configs=desired, diffs=tuple(diffs))
-        )
+        changes.append(TopicChange(kind=ChangeKind.ALTER_CONFIG, topic=spec.name, configs=desired, diffs=tuple(diffs)))
     return changes
 
 
@@ -232,8 +228,9 @@ def apply_plan(plan: Plan, catalog: Catalog, kafka_config: KafkaConfig) -> None:
     if plan.errors:
         raise AdminError(f"plan has {len(plan.errors)} error(s); nothing applied: {plan.errors[0]}")
     creates = [
-        NewTopic(c.topic, num_partitions=c.partitions or 1, replication_factor=c.replication_factor or 1,
-                 config=c.configs)
+        NewTopic(
+            c.topic, num_partitions=c.partitions or 1, replication_factor=c.replication_factor or 1, config=c.configs
+        )
         for c in plan.changes
         if c.kind is ChangeKind.CREATE
     ]
@@ -265,8 +262,9 @@ def _record_applied(admin: AdminClient, catalog: Catalog, kafka_config: KafkaCon
     metadata = _metadata(admin)
     if STATE_TOPIC not in metadata.topics:
         replication = min(3, len(metadata.brokers))
-        new = NewTopic(STATE_TOPIC, num_partitions=1, replication_factor=replication,
-                       config={"cleanup.policy": "compact"})
+        new = NewTopic(
+            STATE_TOPIC, num_partitions=1, replication_factor=replication, config={"cleanup.policy": "compact"}
+        )
         _wait_all(admin.create_topics([new], request_timeout=TIMEOUT_S), "create topic", exist_ok=True)
     producer = Producer({**kafka_config, "acks": "all", "enable.idempotence": True})
     for spec in catalog.topics:

@@ -17,6 +17,7 @@ from rich.table import Table
 
 from streams.admin import ChangeKind, Plan, TopicChange, apply_plan, plan_changes
 from streams.catalog import Catalog, lint_catalog, load_catalog
+from streams.cli_options import CATALOG, OUTPUT_TABLE, PROFILE
 from streams.errors import AdminError
 from streams.settings import KafkaConfig, Settings
 from streams.tables import add_name_column
@@ -24,21 +25,9 @@ from streams.tables import add_name_column
 if TYPE_CHECKING:
     from streams.export import ExportFormat
 
-OUTPUT = click.option(
-    "--output", "-o", type=click.Choice(["table", "json"]), default="table", show_default=True,
-    help="Human table, or JSON for scripts.",
-)
-CATALOG = click.option(
-    "--catalog", "catalog_path", type=click.Path(dir_okay=False), default=None,
-    help="The catalog file (default: STREAMS_CATALOG_PATH or ./topics.yaml).",
-)
-PROFILE = click.option(
-    "--profile", default=None, help="Environment profile of the catalog (default: STREAMS_PROFILE or local)."
-)
 
-
-def _catalog(settings: Settings, catalog_path: str | None, profile: str | None) -> Catalog:
-    path = Path(catalog_path) if catalog_path else settings.catalog_path
+def _catalog(settings: Settings, catalog_path: Path | None, profile: str | None) -> Catalog:
+    path = catalog_path or settings.catalog_path
     return load_catalog(path, profile or settings.profile)
 
 
@@ -59,16 +48,16 @@ def topics() -> None:
 @topics.command()
 @CATALOG
 @PROFILE
-@OUTPUT
+@OUTPUT_TABLE
 @click.pass_obj
-def lint(settings: Settings, catalog_path: str | None, profile: str | None, output: str) -> None:
+def lint(settings: Settings, catalog_path: Path | None, profile: str | None, output: str) -> None:
     """Check topics.yaml and its schemas offline; every problem on its own line.
 
     \b
     Example:
       streams topics lint --profile production
     """
-    path = Path(catalog_path) if catalog_path else settings.catalog_path
+    path = catalog_path or settings.catalog_path
     problems = [str(problem) for problem in lint_catalog(path, profile or settings.profile)]
     if output == "json":
         click.echo(json.dumps({"catalog": str(path), "problems": problems}, indent=2))
@@ -84,11 +73,11 @@ def lint(settings: Settings, catalog_path: str | None, profile: str | None, outp
 @topics.command()
 @CATALOG
 @PROFILE
-@OUTPUT
+@OUTPUT_TABLE
 @click.option("--allow-delete", multiple=True, metavar="TOPIC", help="Also plan deleting this undeclared topic.")
 @click.pass_obj
 def plan(
-    settings: Settings, catalog_path: str | None, profile: str | None, output: str, allow_delete: tuple[str, ...]
+    settings: Settings, catalog_path: Path | None, profile: str | None, output: str, allow_delete: tuple[str, ...]
 ) -> None:
     """Show what apply would change on the cluster, and drift made outside the catalog.
 
@@ -110,14 +99,16 @@ def plan(
 @topics.command()
 @CATALOG
 @PROFILE
-@OUTPUT
+@OUTPUT_TABLE
 @click.option(
-    "--allow-delete", multiple=True, metavar="TOPIC",
+    "--allow-delete",
+    multiple=True,
+    metavar="TOPIC",
     help="Delete this topic, which must exist on the cluster and not be declared. Repeat per topic.",
 )
 @click.pass_obj
 def apply(
-    settings: Settings, catalog_path: str | None, profile: str | None, output: str, allow_delete: tuple[str, ...]
+    settings: Settings, catalog_path: Path | None, profile: str | None, output: str, allow_delete: tuple[str, ...]
 ) -> None:
     """Create, alter and grow topics so the cluster matches the catalog. Idempotent.
 
@@ -143,9 +134,9 @@ def apply(
 @topics.command(name="list")
 @CATALOG
 @PROFILE
-@OUTPUT
+@OUTPUT_TABLE
 @click.pass_obj
-def list_topics(settings: Settings, catalog_path: str | None, profile: str | None, output: str) -> None:
+def list_topics(settings: Settings, catalog_path: Path | None, profile: str | None, output: str) -> None:
     """List the catalog's topics as they are on the cluster.
 
     \b
@@ -161,14 +152,16 @@ def list_topics(settings: Settings, catalog_path: str | None, profile: str | Non
     rows = []
     for spec in catalog.topics:
         found = metadata.topics.get(spec.name)
-        rows.append({
-            "topic": spec.name,
-            "exists": found is not None,
-            "partitions": len(found.partitions) if found is not None else None,
-            "key": spec.key_field,
-            "owner": spec.owner,
-            "audit": spec.audit,
-        })
+        rows.append(
+            {
+                "topic": spec.name,
+                "exists": found is not None,
+                "partitions": len(found.partitions) if found is not None else None,
+                "key": spec.key_field,
+                "owner": spec.owner,
+                "audit": spec.audit,
+            }
+        )
     if output == "json":
         click.echo(json.dumps(rows, indent=2))
         return
@@ -178,8 +171,12 @@ def list_topics(settings: Settings, catalog_path: str | None, profile: str | Non
         table.add_column(column, overflow="fold")
     for row in rows:
         table.add_row(
-            str(row["topic"]), "yes" if row["exists"] else "MISSING", str(row["partitions"] or "-"),
-            str(row["key"] or "-"), str(row["owner"]), "yes" if row["audit"] else "",
+            str(row["topic"]),
+            "yes" if row["exists"] else "MISSING",
+            str(row["partitions"] or "-"),
+            str(row["key"] or "-"),
+            str(row["owner"]),
+            "yes" if row["audit"] else "",
         )
     Console().print(table)
 
@@ -187,19 +184,47 @@ def list_topics(settings: Settings, catalog_path: str | None, profile: str | Non
 @topics.command()
 @CATALOG
 @PROFILE
-@click.option("--format", "fmt", type=click.Choice(["strimzi", "acls", "asyncapi"]), required=True,
-              help="strimzi: KafkaTopic resources; acls: KafkaUser resources with ACLs; asyncapi: AsyncAPI 3.")
-@click.option("--output", "-o", "output_file", type=click.Path(dir_okay=False, writable=True), default=None,
-              help="Write to this file instead of stdout.")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["strimzi", "acls", "asyncapi"]),
+    required=True,
+    help="strimzi: KafkaTopic resources; acls: KafkaUser resources with ACLs; asyncapi: AsyncAPI 3.",
+)
+@click.option(
+    "--output",
+    "-o",
+    "output_file",
+    type=click.Path(dir_okay=False, writable=True),
+    default=None,
+    help="Write to this file instead of stdout.",
+)
 @click.option("--cluster", default="streams", show_default=True, help="Strimzi cluster (strimzi.io/cluster label).")
-@click.option("--server", default="localhost:9092", show_default=True,
-              help="AsyncAPI: the Kafka bootstrap address documented as the server.")
-@click.option("--registry-url", default="http://localhost:8081", show_default=True,
-              help="AsyncAPI: the schema registry documented in the server bindings.")
+@click.option(
+    "--server",
+    default="localhost:9092",
+    show_default=True,
+    help="AsyncAPI: the Kafka bootstrap address documented as the server.",
+)
+@click.option(
+    "--registry-url",
+    default="http://localhost:8081",
+    show_default=True,
+    help="AsyncAPI: the schema registry documented in the server bindings.",
+)
 @click.option("--secure", is_flag=True, help="AsyncAPI: the server uses TLS and SASL (protocol kafka-secure).")
 @click.pass_obj
-def export(settings: Settings, catalog_path: str | None, profile: str | None, fmt: str, output_file: str | None,
-           cluster: str, server: str, registry_url: str, secure: bool) -> None:
+def export(
+    settings: Settings,
+    catalog_path: Path | None,
+    profile: str | None,
+    fmt: str,
+    output_file: str | None,
+    cluster: str,
+    server: str,
+    registry_url: str,
+    secure: bool,
+) -> None:
     """Generate deployment documents from topics.yaml: Strimzi topics, ACLs, or an AsyncAPI catalog.
 
     \b
@@ -211,8 +236,9 @@ def export(settings: Settings, catalog_path: str | None, profile: str | None, fm
     from streams.export import export_catalog  # noqa: PLC0415 - keeps `streams --help` fast
 
     catalog = _catalog(settings, catalog_path, profile)
-    text = export_catalog(catalog, cast("ExportFormat", fmt), cluster=cluster, server=server,
-                          registry_url=registry_url, secure=secure)
+    text = export_catalog(
+        catalog, cast("ExportFormat", fmt), cluster=cluster, server=server, registry_url=registry_url, secure=secure
+    )
     if output_file is None:
         click.echo(text, nl=False)
         return

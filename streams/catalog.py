@@ -4,24 +4,28 @@ Every problem is reported as one line naming the file, line and field that is wr
 """
 
 # No `from __future__ import annotations`: pydantic resolves Mapping and Path at class creation.
-import difflib
-import json
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, cast, get_args
+from typing import Any, Literal, get_args
 
-import yaml
-from fastavro import parse_schema
 from pydantic import BaseModel
-from yaml.constructor import SafeConstructor
-from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+from yaml.nodes import Node, SequenceNode
 
 from streams.errors import CatalogError
+from streams.located_yaml import FieldError as _FieldError
+from streams.located_yaml import LocatedParser, located_message
+from streams.located_yaml import hint as _hint
+from streams.schema_fields import key_problem, read_record_schema, resolve_field
 
 __all__ = [
-    "Catalog", "CatalogLocationError", "TopicSpec", "lint_catalog", "load_catalog", "parse_duration_ms",
+    "Catalog",
+    "CatalogLocationError",
+    "TopicSpec",
+    "lint_catalog",
+    "load_catalog",
+    "parse_duration_ms",
 ]
 
 CleanupPolicy = Literal["delete", "compact", "compact,delete"]
@@ -36,28 +40,58 @@ _MAX_NAME = 249  # Kafka's limit on topic names
 _AVRO_PATH = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
 _CONFIG_NAME = re.compile(r"^[a-z0-9]+(\.[a-z0-9]+)+$")
 _MANAGED = {
-    "cleanup.policy": "cleanup_policy", "retention.ms": "retention",
+    "cleanup.policy": "cleanup_policy",
+    "retention.ms": "retention",
     "min.insync.replicas": "min_insync_replicas",
 }
-_MODEL_NAMES = {"retention": "retention_ms", "min_retention": "min_retention_ms", "key": "key_field",
-                "schema": "schema_file"}  # YAML field -> TopicSpec attribute, where they differ
-_KEY_TYPES = {"string", "int", "long", "bytes", "enum", "fixed"}
+_MODEL_NAMES = {
+    "retention": "retention_ms",
+    "min_retention": "min_retention_ms",
+    "key": "key_field",
+    "schema": "schema_file",
+}  # YAML field -> TopicSpec attribute, where they differ
 # What each section may say. Profiles tune only operational numbers: a topic's identity
 # (key, schema, owner, policy) must not differ between environments.
 # bridge: streams.bridge.routes reads it; webhooks: streams.webhooks.routes
 _TOP_FIELDS = ("version", "defaults", "profiles", "topics", "bridge", "webhooks")
 _PROFILE_FIELDS = (
-    "partitions", "replication_factor", "min_insync_replicas", "retention", "dlq_retention", "configs",
+    "partitions",
+    "replication_factor",
+    "min_insync_replicas",
+    "retention",
+    "dlq_retention",
+    "configs",
 )
 _DEFAULT_FIELDS = (*_PROFILE_FIELDS, "cleanup_policy", "compatibility", "dlq")
-_TOPIC_FIELDS = (*_DEFAULT_FIELDS, "description", "owner", "min_retention", "key", "schema", "producers",
-                 "consumers", "audit", "pii_fields")
+_TOPIC_FIELDS = (
+    *_DEFAULT_FIELDS,
+    "description",
+    "owner",
+    "min_retention",
+    "key",
+    "schema",
+    "producers",
+    "consumers",
+    "audit",
+    "pii_fields",
+)
 _REQUIRED = ("owner", "partitions", "replication_factor")
 _BUILTIN: dict[str, Any] = {
-    "cleanup_policy": "delete", "compatibility": "BACKWARD_TRANSITIVE", "dlq": True, "audit": False,
-    "description": "", "producers": (), "consumers": (), "pii_fields": (), "configs": {},
-    "min_insync_replicas": None, "retention": None, "min_retention": None, "dlq_retention": None,
-    "key": None, "schema": None,
+    "cleanup_policy": "delete",
+    "compatibility": "BACKWARD_TRANSITIVE",
+    "dlq": True,
+    "audit": False,
+    "description": "",
+    "producers": (),
+    "consumers": (),
+    "pii_fields": (),
+    "configs": {},
+    "min_insync_replicas": None,
+    "retention": None,
+    "min_retention": None,
+    "dlq_retention": None,
+    "key": None,
+    "schema": None,
 }
 
 
@@ -124,9 +158,7 @@ class CatalogLocationError(CatalogError):
 
     def __init__(self, path: Path, line: int, field: str | None, problem: str, where: str = "") -> None:
         self.path, self.line, self.field, self.problem = path, line, field, problem
-        location = f"{path}:{line}" if line else str(path)
-        subject = " ".join(part for part in (where, f"field '{field}'" if field else "") if part)
-        super().__init__(f"{location}: {subject}: {problem}" if subject else f"{location}: {problem}")
+        super().__init__(located_message(path, line, where, field, problem))
 
 
 def load_catalog(path: Path, profile: str = "local") -> Catalog:
@@ -145,8 +177,7 @@ def lint_catalog(path: Path, profile: str = "local") -> list[CatalogError]:
     return list(linter.sorted_issues())
 
 
-_UNIT_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 604_800_000,
-            "y": 365 * 86_400_000}
+_UNIT_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 604_800_000, "y": 365 * 86_400_000}
 _DURATION = re.compile(r"^(\d+)\s*(ms|s|m|h|d|w|y)$")
 
 
@@ -169,26 +200,15 @@ def _duration_ms(value: object) -> int:
             return int(text)
         if match := _DURATION.match(text):
             return int(match[1]) * _UNIT_MS[match[2]]
-    raise _FieldError(f"not a duration: {value!r}; use a whole number and a unit (500ms, 45s, 30m, 12h, 7d, "
-                      "2w, 10y), plain milliseconds, or 'infinite'")
+    raise _FieldError(
+        f"not a duration: {value!r}; use a whole number and a unit (500ms, 45s, 30m, 12h, 7d, "
+        "2w, 10y), plain milliseconds, or 'infinite'"
+    )
 
 
 def _human_ms(ms: int) -> str:
     units = [unit for unit in ("y", "w", "d", "h", "m", "s") if ms > 0 and ms % _UNIT_MS[unit] == 0]
     return "infinite" if ms == -1 else f"{ms // _UNIT_MS[units[0]]}{units[0]}" if units else f"{ms}ms"
-
-
-class _FieldError(Exception):
-    """Internal: one field's value is wrong (the text says how); the linter adds where."""
-
-
-def _hint(name: str, known: Iterable[str]) -> str:
-    known = list(known)
-    close = [k for k in known if k.startswith(name) or name.startswith(k)]
-    close = close or difflib.get_close_matches(name, known, n=3, cutoff=0.6)
-    if close:
-        return "did you mean " + " or ".join(f"'{c}'" for c in close) + "?"
-    return "known: " + (", ".join(known) or "none")
 
 
 def _check(value: Any, ok: bool, expected: str) -> Any:
@@ -233,11 +253,17 @@ _SCALARS: dict[str, Callable[[Any], Any]] = {
     "description": lambda value: _check(value, isinstance(value, str), "a string"),
     "audit": lambda value: _check(value, isinstance(value, bool), "true or false"),
     "dlq": lambda value: _check(value, isinstance(value, bool), "true or false"),
-    "owner": _name, "partitions": _count, "replication_factor": _count,
-    "min_insync_replicas": _nullable(_count), "retention": _nullable(_retention),
-    "min_retention": _nullable(_retention), "dlq_retention": _nullable(_retention),
+    "owner": _name,
+    "partitions": _count,
+    "replication_factor": _count,
+    "min_insync_replicas": _nullable(_count),
+    "retention": _nullable(_retention),
+    "min_retention": _nullable(_retention),
+    "dlq_retention": _nullable(_retention),
     "cleanup_policy": _choice(CLEANUP_POLICIES),
-    "compatibility": _choice(COMPATIBILITIES), "key": _nullable(_avro_path), "schema": _nullable(_name),
+    "compatibility": _choice(COMPATIBILITIES),
+    "key": _nullable(_avro_path),
+    "schema": _nullable(_name),
 }
 _LISTS: dict[str, Callable[[Any], str]] = {"producers": _name, "consumers": _name, "pii_fields": _avro_path}
 
@@ -276,18 +302,12 @@ def _misplaced(field: str, where: str) -> str:
     return f"not allowed in {where}; set it on each topic instead"
 
 
-def _kind(node: Node) -> str:
-    kinds: dict[type[Node], str] = {MappingNode: "mapping", SequenceNode: "list"}
-    return kinds.get(type(node), f"scalar ({node.value!r})")
-
-
-class _Linter:
+class _Linter(LocatedParser):
     """One pass over one catalog file, collecting every problem."""
 
     def __init__(self, path: Path) -> None:
-        self.path = path
+        super().__init__(path)
         self.issues: list[CatalogLocationError] = []
-        self._constructor = SafeConstructor()
         self._schemas: dict[str, tuple[dict[str, Any] | None, str]] = {}
 
     def report(self, line: int, where: str, field: str | None, problem: str) -> None:
@@ -297,11 +317,8 @@ class _Linter:
         unique = {str(issue): issue for issue in self.issues}  # a base-layer problem repeats per profile
         return sorted(unique.values(), key=lambda issue: issue.line)
 
-    def construct(self, node: Node) -> Any:
-        return self._constructor.construct_object(node, deep=True)
-
     def run(self, profile: str) -> Catalog | None:
-        root = self._compose()
+        root = self.compose(_TOP_FIELDS)
         if root is None:
             return None
         top = self.entries(root, "", _TOP_FIELDS)
@@ -314,9 +331,14 @@ class _Linter:
             if TOPIC_NAME.match(name) and len(name) <= _MAX_NAME:
                 topics[name] = (line, self.layer(node, f"topic '{name}'", _TOPIC_FIELDS))
             else:
-                self.report(line, f"topic '{name}'", None, "invalid topic name; use lower case "
-                            "'<domain>.<event>' like 'invoice.created' (letters, digits, '_' or '-' between "
-                            f"dots, at most {_MAX_NAME} characters)")
+                self.report(
+                    line,
+                    f"topic '{name}'",
+                    None,
+                    "invalid topic name; use lower case "
+                    "'<domain>.<event>' like 'invoice.created' (letters, digits, '_' or '-' between "
+                    f"dots, at most {_MAX_NAME} characters)",
+                )
         # Only the shape of 'bridge:' and 'webhooks:' here; their routes are checked against topics and schemas
         # by streams.bridge and streams.webhooks.
         self.entries(_node(top, "bridge"), "", None, "section", "bridge")
@@ -329,54 +351,10 @@ class _Linter:
         specs = self._specs(defaults, topics, profiles, profile)
         return None if self.issues else Catalog(path=self.path, profile=profile, topics=specs)
 
-    def _compose(self) -> Node | None:
-        try:
-            root = yaml.compose(self.path.read_text(encoding="utf-8"), Loader=yaml.SafeLoader)
-        except OSError as exc:
-            self.report(0, "", None, f"cannot read the catalog: {exc.strerror or exc}")
-            return None
-        except UnicodeDecodeError as exc:
-            self.report(0, "", None, f"not UTF-8 text: {exc.reason}")
-            return None
-        except yaml.MarkedYAMLError as exc:
-            mark = exc.problem_mark or exc.context_mark
-            context = f" ({exc.context})" if exc.context else ""
-            self.report(mark.line + 1 if mark else 0, "", None, f"invalid YAML: {exc.problem}{context}")
-            return None
-        if not isinstance(root, MappingNode):
-            got = "an empty file" if root is None else f"a {_kind(root)}"
-            self.report(root.start_mark.line + 1 if root else 1, "", None,
-                        f"the top level must be a mapping with keys {', '.join(_TOP_FIELDS)}; got {got}")
-            return None
-        return root
+    def unknown_key(self, key: str, where: str, allowed: tuple[str, ...]) -> str:
+        return _misplaced(key, where) if key in _TOPIC_FIELDS else super().unknown_key(key, where, allowed)
 
-    def entries(self, node: Node | None, where: str, allowed: tuple[str, ...] | None,
-                kind: str = "field", field: str | None = None) -> dict[str, tuple[int, Node]]:
-        """A mapping node's keys -> (line, value node); reports duplicate, unknown and misplaced keys."""
-        out: dict[str, tuple[int, Node]] = {}
-        if node is None or (isinstance(node, ScalarNode) and node.tag == "tag:yaml.org,2002:null"):
-            return out
-        if not isinstance(node, MappingNode):
-            self.report(node.start_mark.line + 1, where, field, f"must be a mapping, got a {_kind(node)}")
-            return out
-        for key_node, value_node in node.value:
-            line, key = key_node.start_mark.line + 1, str(key_node.value)
-            subject, named = (where, key) if kind == "field" else (f"{where} {kind} '{key}'".strip(), None)
-            if not isinstance(key_node, ScalarNode):
-                self.report(line, where, None, f"a {kind} name must be a string, got a {_kind(key_node)}")
-            elif key in out:
-                self.report(line, subject, named, f"duplicate {kind}, first declared at line {out[key][0]}; "
-                            "remove one")
-            elif allowed is not None and key in _TOPIC_FIELDS and key not in allowed:
-                self.report(line, where, key, _misplaced(key, where))
-            elif allowed is not None and key not in allowed:
-                self.report(line, where, key, f"unknown field; {_hint(key, allowed)}")
-            else:
-                out[key] = (line, value_node)
-        return out
-
-    def layer(self, node: Node | None, where: str, allowed: tuple[str, ...],
-              profile: str | None = None) -> Layer:
+    def layer(self, node: Node | None, where: str, allowed: tuple[str, ...], profile: str | None = None) -> Layer:
         out: Layer = {}
         for field, (line, value_node) in self.entries(node, where, allowed).items():
             try:
@@ -407,11 +385,19 @@ class _Linter:
         for name, (line, value_node) in self.entries(node, where, None, "config", "configs").items():
             value = self.construct(value_node)
             if name in _MANAGED:
-                self.report(line, where, "configs", f"{name!r} is managed by the catalog; set the field "
-                            f"'{_MANAGED[name]}' instead")
+                self.report(
+                    line,
+                    where,
+                    "configs",
+                    f"{name!r} is managed by the catalog; set the field '{_MANAGED[name]}' instead",
+                )
             elif not _CONFIG_NAME.match(name):
-                self.report(line, where, "configs", f"{name!r} is not a Kafka topic config name "
-                            "(dotted lower case, like max.message.bytes)")
+                self.report(
+                    line,
+                    where,
+                    "configs",
+                    f"{name!r} is not a Kafka topic config name (dotted lower case, like max.message.bytes)",
+                )
             elif isinstance(value, str | int | float):  # bool is an int: Kafka spells it true/false
                 out[name] = str(value).lower() if isinstance(value, bool) else str(value)
             else:
@@ -422,8 +408,9 @@ class _Linter:
         if entry is None:
             self.report(1, "", "version", f"missing; start the file with 'version: {CATALOG_VERSION}'")
         elif (value := self.construct(entry[1])) != CATALOG_VERSION or isinstance(value, bool):
-            self.report(entry[0], "", "version",
-                        f"unsupported version {value!r}; this streams reads version {CATALOG_VERSION}")
+            self.report(
+                entry[0], "", "version", f"unsupported version {value!r}; this streams reads version {CATALOG_VERSION}"
+            )
 
     def _profiles(self, node: Node | None, topics: Topics) -> dict[str, tuple[Layer, Topics]]:
         profiles: dict[str, tuple[Layer, Topics]] = {"local": ({}, {})}  # 'local' always exists
@@ -438,13 +425,15 @@ class _Linter:
                     overlay = self.layer(tnode, f"{where} topic '{topic}'", _PROFILE_FIELDS, name)
                     overlays[topic] = (line, overlay)
                 else:
-                    self.report(line, f"{where} topic '{topic}'", None,
-                                f"not declared under 'topics'; {_hint(topic, topics)}")
+                    self.report(
+                        line, f"{where} topic '{topic}'", None, f"not declared under 'topics'; {_hint(topic, topics)}"
+                    )
             profiles[name] = (defaults, overlays)
         return profiles
 
-    def _specs(self, defaults: Layer, topics: Topics, profiles: dict[str, tuple[Layer, Topics]],
-               selected: str) -> tuple[TopicSpec, ...]:
+    def _specs(
+        self, defaults: Layer, topics: Topics, profiles: dict[str, tuple[Layer, Topics]], selected: str
+    ) -> tuple[TopicSpec, ...]:
         specs: dict[str, TopicSpec] = {}
         dlq_retention: dict[str, int | None] = {}
         builtin = {field: _Val(value, 0) for field, value in _BUILTIN.items()}
@@ -452,8 +441,12 @@ class _Linter:
             where = f"topic '{name}'"
             missing = [field for field in _REQUIRED if field not in _merge(defaults, layer)]
             for field in missing:
-                self.report(line, where, field, "missing; set it on the topic"
-                            + (" or under 'defaults'" if field in _DEFAULT_FIELDS else ""))
+                self.report(
+                    line,
+                    where,
+                    field,
+                    "missing; set it on the topic" + (" or under 'defaults'" if field in _DEFAULT_FIELDS else ""),
+                )
             self._check_schema(where, layer)
             # Every profile is checked, so a production-only mistake fails on a laptop too.
             for pname, (pdefaults, overlays) in profiles.items():
@@ -465,9 +458,13 @@ class _Linter:
         for spec in [spec for spec in specs.values() if spec.dlq]:
             dlq = _dead_letters(spec, dlq_retention[spec.name])
             if dlq.name in specs:
-                self.report(specs[dlq.name].line, f"topic '{dlq.name}'", None,
-                            f"duplicate topic: it is also derived as the dead-letter topic of '{spec.name}' "
-                            f"(line {spec.line}); rename it or set 'dlq: false' on '{spec.name}'")
+                self.report(
+                    specs[dlq.name].line,
+                    f"topic '{dlq.name}'",
+                    None,
+                    f"duplicate topic: it is also derived as the dead-letter topic of '{spec.name}' "
+                    f"(line {spec.line}); rename it or set 'dlq: false' on '{spec.name}'",
+                )
             specs.setdefault(dlq.name, dlq)
         return tuple(specs[name] for name in sorted(specs))
 
@@ -477,41 +474,58 @@ class _Linter:
 
         isr, rf = merged["min_insync_replicas"], merged.get("replication_factor")
         if rf and isr.value is not None and isr.value > rf.value:
-            self.report(isr.line or line, where, "min_insync_replicas", f"must be <= replication_factor, "
-                        f"which is {rf.value} (line {rf.line}){context(isr, rf)}; got {isr.value}")
+            self.report(
+                isr.line or line,
+                where,
+                "min_insync_replicas",
+                f"must be <= replication_factor, "
+                f"which is {rf.value} (line {rf.line}){context(isr, rf)}; got {isr.value}",
+            )
         floor, retention, policy = merged["min_retention"], merged["retention"], merged["cleanup_policy"]
         if floor.value is None:
             return
         if policy.value != "delete":
-            self.report(policy.line or line, where, "cleanup_policy",
-                        "must be 'delete' when min_retention is set (compaction removes records early); "
-                        f"got {policy.value!r}")
+            self.report(
+                policy.line or line,
+                where,
+                "cleanup_policy",
+                f"must be 'delete' when min_retention is set (compaction removes records early); got {policy.value!r}",
+            )
         if retention.value is None:
-            self.report(line, where, "retention", "must be set explicitly because min_retention is "
-                        f"{_human_ms(floor.value)} (line {floor.line}){context(floor)}")
+            self.report(
+                line,
+                where,
+                "retention",
+                "must be set explicitly because min_retention is "
+                f"{_human_ms(floor.value)} (line {floor.line}){context(floor)}",
+            )
         elif (floor.value == -1 and retention.value != -1) or -1 < retention.value < floor.value:
-            self.report(retention.line or line, where, "retention",
-                        f"{_human_ms(retention.value)} is below the legal minimum min_retention "
-                        f"{_human_ms(floor.value)} (line {floor.line}){context(retention, floor)}; "
-                        f"set it to at least {_human_ms(floor.value)}")
+            self.report(
+                retention.line or line,
+                where,
+                "retention",
+                f"{_human_ms(retention.value)} is below the legal minimum min_retention "
+                f"{_human_ms(floor.value)} (line {floor.line}){context(retention, floor)}; "
+                f"set it to at least {_human_ms(floor.value)}",
+            )
 
     def _check_schema(self, where: str, layer: Layer) -> None:
         entry = layer.get("schema")
         if entry is None or entry.value is None:
             return
         if entry.value not in self._schemas:
-            self._schemas[entry.value] = _read_schema(self.path.parent / entry.value, entry.value)
+            self._schemas[entry.value] = read_record_schema(self.path.parent / entry.value, entry.value)
         schema, problem = self._schemas[entry.value]
         if schema is None:
             self.report(entry.line, where, "schema", problem)
             return
         key = layer.get("key")
-        if key and key.value is not None and (wrong_key := _key_problem(schema, key.value, entry.value)):
+        if key and key.value is not None and (wrong_key := key_problem(schema, key.value, entry.value)):
             self.report(key.line, where, "key", wrong_key)
         pii = layer.get("pii_fields", _Val((), 0))
         for dotted in pii.value:
             try:
-                _resolve(schema, dotted, entry.value)
+                resolve_field(schema, dotted, entry.value)
             except _FieldError as exc:
                 self.report(pii.line, where, "pii_fields", str(exc))
 
@@ -531,74 +545,26 @@ def _dead_letters(source: TopicSpec, retention_ms: int | None) -> TopicSpec:
     # A dead letter is the source record plus headers: it carries the same PII, and needs the source's size
     # limit plus room for the dead-letter headers (a record at the source's limit must still be parkable
     # whole). The source's consumers are the ones that write dead letters.
-    return source.model_copy(update={
-        "name": f"{source.name}.dlq", "retention_ms": retention_ms, "min_retention_ms": None,
-        "cleanup_policy": "delete", "key_field": None, "schema_file": None, "compatibility": "NONE",
-        "producers": source.consumers, "consumers": (), "audit": False, "dlq": False,
-        "description": f"Dead letters of {source.name}", "dead_letter_of": source.name, "line": 0,
-        "configs": {"max.message.bytes": str(int(source.configs.get("max.message.bytes", BROKER_MAX_MESSAGE_BYTES))
-                                              + DLQ_HEADER_ROOM)},
-    })
-
-
-def _read_schema(file: Path, shown: str) -> tuple[dict[str, Any] | None, str]:
-    try:
-        schema = json.loads(file.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return None, f"schema file {shown!r} not found (looked for {file}; paths are relative to the catalog)"
-    except (OSError, ValueError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
-        what = "is not valid JSON" if isinstance(exc, ValueError) else "cannot be read"
-        detail = str(exc)
-        if isinstance(exc, json.JSONDecodeError):
-            detail = f"{exc.msg} at line {exc.lineno} column {exc.colno}"
-        return None, f"schema file {shown!r} {what}: {detail}"
-    if not isinstance(schema, dict) or schema.get("type") != "record":
-        got = schema.get("type") if isinstance(schema, dict) else type(schema).__name__
-        return None, f'schema file {shown!r} must be an Avro record ({{"type": "record", ...}}), got {got!r}'
-    try:
-        parsed = parse_schema(schema, expand=True, _write_hint=False)
-    except Exception as exc:  # noqa: BLE001 - fastavro raises several unrelated types for bad schemas
-        return None, f"schema file {shown!r} is not a valid Avro schema: {exc}"
-    return cast("dict[str, Any]", parsed), ""
-
-
-def _key_problem(schema: dict[str, Any], key: str, shown: str) -> str | None:
-    try:
-        leaf, nullable = _resolve(schema, key, shown)
-    except _FieldError as exc:
-        return str(exc)
-    if nullable:
-        return (f"{key!r} is nullable in {shown}; a null key loses per-key ordering, so make the field "
-                "(and its parents) non-null")
-    if _type_name(leaf) not in _KEY_TYPES:
-        return f"{key!r} is a {_type_name(leaf)} in {shown}; a key must be {' or '.join(sorted(_KEY_TYPES))}"
-    return None
-
-
-def _resolve(schema: dict[str, Any], dotted: str, shown: str) -> tuple[Any, bool]:
-    """The Avro type at `dotted` inside record `schema`, and whether any step on the way is nullable."""
-    current: Any = schema
-    nullable = False
-    parts = dotted.split(".")
-    for index, part in [*enumerate(parts), (len(parts), "")]:
-        branches = [b for b in current if b != "null"] if isinstance(current, list) else [current]
-        nullable = nullable or len(branches) < len(current if isinstance(current, list) else [current])
-        current = branches[0] if len(branches) == 1 else current
-        if not part:
-            return current, nullable
-        if _type_name(current) != "record":
-            raise _FieldError(f"'{'.'.join(parts[:index])}' in {shown} is a {_type_name(current)}, "
-                              f"not a record, so {dotted!r} does not exist")
-        fields = {field["name"]: field["type"] for field in current["fields"]}
-        if part not in fields:
-            record = str(current["name"]).rsplit(".", 1)[-1]
-            raise _FieldError(f"{dotted!r} is not in {shown}: record {record} has no field {part!r}; "
-                              f"its fields: {', '.join(fields)}")
-        current = fields[part]
-    raise AssertionError("unreachable")  # the sentinel part above always returns
-
-
-def _type_name(avro_type: Any) -> str:
-    if isinstance(avro_type, list):
-        return "union"
-    return str(avro_type.get("type")) if isinstance(avro_type, dict) else str(avro_type)
+    return source.model_copy(
+        update={
+            "name": f"{source.name}.dlq",
+            "retention_ms": retention_ms,
+            "min_retention_ms": None,
+            "cleanup_policy": "delete",
+            "key_field": None,
+            "schema_file": None,
+            "compatibility": "NONE",
+            "producers": source.consumers,
+            "consumers": (),
+            "audit": False,
+            "dlq": False,
+            "description": f"Dead letters of {source.name}",
+            "dead_letter_of": source.name,
+            "line": 0,
+            "configs": {
+                "max.message.bytes": str(
+                    int(source.configs.get("max.message.bytes", BROKER_MAX_MESSAGE_BYTES)) + DLQ_HEADER_ROOM
+                )
+            },
+        }
+    )

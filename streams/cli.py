@@ -34,7 +34,7 @@ LAZY_COMMANDS: dict[str, tuple[str, str, str]] = {
     "publish": ("streams.events_cli", "publish", "Publish JSON-lines events to TOPIC, schema-checked, all or nothing."),
     "consume": ("streams.events_cli", "consume",
                 "Print TOPIC's records as JSON lines: decoded value, key, headers, partition, offset."),
-    "demo": ("streams.demo", "demo", "Run the reference pipeline on the local stack and report each step."),
+    "demo": ("streams.demo.command", "demo", "Run the reference pipeline on the local stack and report each step."),
     "worker": ("streams.worker", "worker",
                "Run stream agents until SIGTERM: the built-ins, and the apps given with --app."),
     "search": ("streams.worker", "search",

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from streams.catalog import load_catalog
+from streams.cli_options import OUTPUT_TABLE
 from streams.errors import StreamsError
 
 if TYPE_CHECKING:
@@ -24,8 +25,14 @@ def _dead_letters(kafka_config: KafkaConfig, topic: str, *, group: str | None, t
     """Every record after the group's committed position (from the start without a group)."""
     from confluent_kafka import Consumer, KafkaException, TopicPartition  # noqa: PLC0415 - fast `--help`
 
-    consumer = Consumer({**kafka_config, "group.id": group or "streams-dlq-list", "enable.auto.commit": False,
-                         "auto.offset.reset": "earliest"})
+    consumer = Consumer(
+        {
+            **kafka_config,
+            "group.id": group or "streams-dlq-list",
+            "enable.auto.commit": False,
+            "auto.offset.reset": "earliest",
+        }
+    )
     try:
         metadata = consumer.list_topics(topic, timeout=10)
         found = metadata.topics.get(topic)
@@ -67,11 +74,18 @@ def describe(message: Any) -> dict[str, Any]:
     from streams.records import DLQ_HEADER_PREFIX  # noqa: PLC0415 - `streams dlq --help` loads no codec
 
     headers = message.headers() or []
-    errors = {k.removeprefix(DLQ_HEADER_PREFIX): v.decode(errors="replace") for k, v in headers
-              if k.startswith(DLQ_HEADER_PREFIX)}
-    return {"dlq_partition": message.partition(), "dlq_offset": message.offset(),
-            "key": message.key().decode(errors="replace") if message.key() else None,
-            "value_bytes": len(message.value() or b""), **errors}
+    errors = {
+        k.removeprefix(DLQ_HEADER_PREFIX): v.decode(errors="replace")
+        for k, v in headers
+        if k.startswith(DLQ_HEADER_PREFIX)
+    }
+    return {
+        "dlq_partition": message.partition(),
+        "dlq_offset": message.offset(),
+        "key": message.key().decode(errors="replace") if message.key() else None,
+        "value_bytes": len(message.value() or b""),
+        **errors,
+    }
 
 
 def pending(kafka_config: KafkaConfig, topic: str) -> list[Any]:
@@ -79,8 +93,9 @@ def pending(kafka_config: KafkaConfig, topic: str) -> list[Any]:
     return _dead_letters(kafka_config, f"{topic}.dlq", group=REDRIVE_GROUP)
 
 
-def redrive_records(kafka_config: KafkaConfig, topic: str, records: list[Any], *,
-                    pending_records: list[Any] | None = None) -> dict[int, int]:
+def redrive_records(
+    kafka_config: KafkaConfig, topic: str, records: list[Any], *, pending_records: list[Any] | None = None
+) -> dict[int, int]:
     """Republish `records` (dead letters of TOPIC) with their dlq_* headers removed, then mark them done;
     returns the positions committed ({partition: next offset}).
 
@@ -138,7 +153,7 @@ def dlq() -> None:
 
 @dlq.command(name="list")
 @click.argument("topic")
-@click.option("--output", "-o", type=click.Choice(["table", "json"]), default="table", show_default=True)
+@OUTPUT_TABLE
 @click.pass_obj
 def list_dead_letters(settings: Settings, topic: str, output: str) -> None:
     """List TOPIC's dead letters with the agent, error and original position.
@@ -148,14 +163,18 @@ def list_dead_letters(settings: Settings, topic: str, output: str) -> None:
       streams dlq list invoice.created --output json
     """
     load_catalog(settings.catalog_path, settings.profile).topic(topic)
-    records = [describe(m) for m in _dead_letters(settings.kafka_config(settings.bootstrap_servers()), f"{topic}.dlq",
-                                                   group=None)]
+    records = [
+        describe(m)
+        for m in _dead_letters(settings.kafka_config(settings.bootstrap_servers()), f"{topic}.dlq", group=None)
+    ]
     if output == "json":
         click.echo(json.dumps(records, indent=2))
         return
     for record in records:
-        click.echo(f"{record.get('topic')}[{record.get('partition')}]@{record.get('offset')} "
-                   f"{record.get('agent')}: {record.get('error_class')}: {record.get('error_message')}")
+        click.echo(
+            f"{record.get('topic')}[{record.get('partition')}]@{record.get('offset')} "
+            f"{record.get('agent')}: {record.get('error_class')}: {record.get('error_message')}"
+        )
     click.echo(f"{len(records)} dead letter(s) in {topic}.dlq")
 
 

@@ -7,9 +7,10 @@ from __future__ import annotations
 
 
 class StreamsError(Exception):
-    """Root of every error this package raises on purpose."""
+    """Root of every error this package raises on purpose.
 
-    retriable: bool = False
+    Whether a failure is retried is decided by the loop that catches it, by class (docs/decisions/0024).
+    """
 
 
 class ConfigError(StreamsError):

@@ -32,8 +32,15 @@ TIME_TYPES = {datetime, date, AwareDatetime, NaiveDatetime}
 
 @click.command()
 @click.argument("topic")
-@click.option("--file", "-f", "source", type=click.File("r"), default="-", show_default=True,
-              help="JSON lines, one event per line ('-' is stdin).")
+@click.option(
+    "--file",
+    "-f",
+    "source",
+    type=click.File("r"),
+    default="-",
+    show_default=True,
+    help="JSON lines, one event per line ('-' is stdin).",
+)
 @click.option("--source-name", default="streams-cli", show_default=True, help="CloudEvents ce_source.")
 @click.option("--tenant", default=None, help="Tenant id for every event (default: each payload's tenant_id).")
 @click.pass_obj
@@ -138,8 +145,9 @@ def _model_for(spec: TopicSpec) -> type[BaseModel] | None:
 @click.argument("topic")
 @click.option("--from-beginning/--latest", default=True, show_default=True, help="Where to start reading.")
 @click.option("--max-messages", "-n", type=int, default=None, help="Stop after this many records.")
-@click.option("--timeout", type=float, default=5.0, show_default=True,
-              help="Stop after this many seconds without a record.")
+@click.option(
+    "--timeout", type=float, default=5.0, show_default=True, help="Stop after this many seconds without a record."
+)
 @click.pass_obj
 def consume(settings: Settings, topic: str, from_beginning: bool, max_messages: int | None, timeout: float) -> None:
     """Print TOPIC's records as JSON lines: decoded value, key, headers, partition, offset.
@@ -158,8 +166,13 @@ def consume(settings: Settings, topic: str, from_beginning: bool, max_messages: 
 
     registry = RegistryClient(settings.registry_url())
     codecs: dict[int, AvroCodec] = {}
-    consumer = Consumer({**settings.kafka_config(settings.bootstrap_servers()), "group.id": "streams-consume",
-                         "enable.auto.commit": False})
+    consumer = Consumer(
+        {
+            **settings.kafka_config(settings.bootstrap_servers()),
+            "group.id": "streams-consume",
+            "enable.auto.commit": False,
+        }
+    )
     try:
         metadata = consumer.list_topics(topic, timeout=10)
         found = metadata.topics.get(topic)
@@ -199,7 +212,9 @@ def _describe(message: Any, registry: RegistryClient, codecs: dict[int, AvroCode
 
     value = message.value()
     out: dict[str, Any] = {
-        "topic": message.topic(), "partition": message.partition(), "offset": message.offset(),
+        "topic": message.topic(),
+        "partition": message.partition(),
+        "offset": message.offset(),
         "timestamp": message.timestamp()[1],
         "key": message.key().decode(errors="replace") if message.key() is not None else None,
         "headers": {name: raw.decode(errors="replace") for name, raw in (message.headers() or [])},
@@ -210,7 +225,7 @@ def _describe(message: Any, registry: RegistryClient, codecs: dict[int, AvroCode
         if codec is None:
             codec = codecs[schema_id] = AvroCodec(registry.schema_by_id(schema_id), schema_id)
         out["schema_id"] = schema_id
-        out["value"] = codec.decode_datum(value[HEADER.size:])
+        out["value"] = codec.decode_datum(value[HEADER.size :])
     except SchemaError as exc:
         out["error"] = str(exc)
         out["value_base64"] = b64encode(value or b"").decode()

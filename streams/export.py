@@ -18,8 +18,15 @@ from streams.catalog import Catalog, TopicSpec
 from streams.errors import CatalogError
 
 __all__ = [
-    "EXPORT_FORMATS", "AclRule", "ExportFormat", "asyncapi_document", "export_catalog", "kafka_users",
-    "principal_acls", "render_documents", "strimzi_topics",
+    "EXPORT_FORMATS",
+    "AclRule",
+    "ExportFormat",
+    "asyncapi_document",
+    "export_catalog",
+    "kafka_users",
+    "principal_acls",
+    "render_documents",
+    "strimzi_topics",
 ]
 
 ExportFormat = Literal["strimzi", "acls", "asyncapi"]
@@ -40,8 +47,17 @@ _CE_HEADERS = {  # CloudEvents 1.0 Kafka binding, binary mode, as streams.publis
     "ce_traceparent": "W3C traceparent extension",
 }
 _REQUIRED_CE = ["ce_specversion", "ce_id", "ce_source", "ce_type", "ce_time", "content-type"]
-_DLQ_HEADERS = ("agent", "error_class", "error_message", "topic", "partition", "offset", "timestamp", "attempts",
-                "failed_at")
+_DLQ_HEADERS = (
+    "agent",
+    "error_class",
+    "error_message",
+    "topic",
+    "partition",
+    "offset",
+    "timestamp",
+    "attempts",
+    "failed_at",
+)
 
 
 def resource_name(topic: str) -> str:
@@ -56,20 +72,24 @@ def strimzi_topics(catalog: Catalog, cluster: str = "streams") -> list[dict[str,
     for spec in catalog.topics:
         name = resource_name(spec.name)
         if name in names:
-            raise CatalogError(f"{catalog.path}: topics {names[name]!r} and {spec.name!r} map to the same "
-                               f"KafkaTopic name {name!r}; rename one of them")
+            raise CatalogError(
+                f"{catalog.path}: topics {names[name]!r} and {spec.name!r} map to the same "
+                f"KafkaTopic name {name!r}; rename one of them"
+            )
         names[name] = spec.name
-        documents.append({
-            "apiVersion": STRIMZI_API,
-            "kind": "KafkaTopic",
-            "metadata": {"name": name, "labels": {"strimzi.io/cluster": cluster, **_labels(spec)}},
-            "spec": {
-                "topicName": spec.name,
-                "partitions": spec.partitions,
-                "replicas": spec.replication_factor,
-                "config": dict(sorted(spec.kafka_configs().items())),
-            },
-        })
+        documents.append(
+            {
+                "apiVersion": STRIMZI_API,
+                "kind": "KafkaTopic",
+                "metadata": {"name": name, "labels": {"strimzi.io/cluster": cluster, **_labels(spec)}},
+                "spec": {
+                    "topicName": spec.name,
+                    "partitions": spec.partitions,
+                    "replicas": spec.replication_factor,
+                    "config": dict(sorted(spec.kafka_configs().items())),
+                },
+            }
+        )
     return documents
 
 
@@ -79,23 +99,34 @@ def kafka_users(catalog: Catalog, cluster: str = "streams") -> list[dict[str, An
     for service, rules in principal_acls(catalog).items():
         name = resource_name(service)
         if name != service:
-            raise CatalogError(f"{catalog.path}: service {service!r} is not a valid KafkaUser name; use lower "
-                               "case letters, digits, '-' and '.' in producers/consumers")
-        documents.append({
-            "apiVersion": STRIMZI_API,
-            "kind": "KafkaUser",
-            "metadata": {"name": name, "labels": {"strimzi.io/cluster": cluster,
-                                                  "app.kubernetes.io/part-of": "streams"}},
-            "spec": {
-                "authentication": {"type": "scram-sha-512"},
-                "authorization": {"type": "simple", "acls": [rule.to_strimzi() for rule in rules]},
-            },
-        })
+            raise CatalogError(
+                f"{catalog.path}: service {service!r} is not a valid KafkaUser name; use lower "
+                "case letters, digits, '-' and '.' in producers/consumers"
+            )
+        documents.append(
+            {
+                "apiVersion": STRIMZI_API,
+                "kind": "KafkaUser",
+                "metadata": {
+                    "name": name,
+                    "labels": {"strimzi.io/cluster": cluster, "app.kubernetes.io/part-of": "streams"},
+                },
+                "spec": {
+                    "authentication": {"type": "scram-sha-512"},
+                    "authorization": {"type": "simple", "acls": [rule.to_strimzi() for rule in rules]},
+                },
+            }
+        )
     return documents
 
 
-def asyncapi_document(catalog: Catalog, server: str = "localhost:9092",
-                      registry_url: str = "http://localhost:8081", *, secure: bool = False) -> dict[str, Any]:
+def asyncapi_document(
+    catalog: Catalog,
+    server: str = "localhost:9092",
+    registry_url: str = "http://localhost:8081",
+    *,
+    secure: bool = False,
+) -> dict[str, Any]:
     """An AsyncAPI 3.0 document: a channel per topic, an operation per producer and consumer."""
     server_id = catalog.profile
     channels: dict[str, Any] = {}
@@ -112,10 +143,15 @@ def asyncapi_document(catalog: Catalog, server: str = "localhost:9092",
             "servers": [{"$ref": f"#/servers/{_pointer(server_id)}"}],
             "messages": {message_id: {"$ref": f"#/components/messages/{_pointer(message_id)}"}},
             "tags": [{"name": f"owner:{spec.owner}"}],
-            "bindings": {"kafka": {
-                "topic": spec.name, "partitions": spec.partitions, "replicas": spec.replication_factor,
-                "topicConfiguration": _binding_configs(spec), "bindingVersion": KAFKA_BINDING_VERSION,
-            }},
+            "bindings": {
+                "kafka": {
+                    "topic": spec.name,
+                    "partitions": spec.partitions,
+                    "replicas": spec.replication_factor,
+                    "topicConfiguration": _binding_configs(spec),
+                    "bindingVersion": KAFKA_BINDING_VERSION,
+                }
+            },
             **_extensions(spec),
         }
         message_ref = [{"$ref": f"{channel_ref}/messages/{_pointer(message_id)}"}]
@@ -129,10 +165,12 @@ def asyncapi_document(catalog: Catalog, server: str = "localhost:9092",
                     "tags": [{"name": f"service:{service}"}],
                 }
                 if action == "receive":
-                    operation["bindings"] = {"kafka": {
-                        "groupId": {"type": "string", "pattern": f"^{re.escape(service)}"},
-                        "bindingVersion": KAFKA_BINDING_VERSION,
-                    }}
+                    operation["bindings"] = {
+                        "kafka": {
+                            "groupId": {"type": "string", "pattern": f"^{re.escape(service)}"},
+                            "bindingVersion": KAFKA_BINDING_VERSION,
+                        }
+                    }
                 operations[f"{service}.{action}.{spec.name}"] = operation
     return {
         "asyncapi": ASYNCAPI_VERSION,
@@ -140,16 +178,23 @@ def asyncapi_document(catalog: Catalog, server: str = "localhost:9092",
             "title": "streams event catalog",
             "version": f"{catalog.path.name} ({catalog.profile})",
             "description": f"Every Kafka topic declared in {catalog.path.name} for profile '{catalog.profile}', "
-                           "generated by `streams topics export --format asyncapi`.",
+            "generated by `streams topics export --format asyncapi`.",
         },
         "defaultContentType": "application/avro",
-        "servers": {server_id: {
-            "host": server,
-            "protocol": "kafka-secure" if secure else "kafka",
-            "description": f"Kafka cluster of profile '{catalog.profile}'",
-            "bindings": {"kafka": {"schemaRegistryUrl": registry_url, "schemaRegistryVendor": "confluent",
-                                   "bindingVersion": KAFKA_BINDING_VERSION}},
-        }},
+        "servers": {
+            server_id: {
+                "host": server,
+                "protocol": "kafka-secure" if secure else "kafka",
+                "description": f"Kafka cluster of profile '{catalog.profile}'",
+                "bindings": {
+                    "kafka": {
+                        "schemaRegistryUrl": registry_url,
+                        "schemaRegistryVendor": "confluent",
+                        "bindingVersion": KAFKA_BINDING_VERSION,
+                    }
+                },
+            }
+        },
         "channels": channels,
         "operations": operations,
         "components": {"messages": messages},
@@ -163,8 +208,15 @@ def render_documents(documents: Iterable[Mapping[str, Any]], header: str) -> str
     return f"{head}---\n{body}"
 
 
-def export_catalog(catalog: Catalog, fmt: ExportFormat, *, cluster: str = "streams", server: str = "localhost:9092",
-                   registry_url: str = "http://localhost:8081", secure: bool = False) -> str:
+def export_catalog(
+    catalog: Catalog,
+    fmt: ExportFormat,
+    *,
+    cluster: str = "streams",
+    server: str = "localhost:9092",
+    registry_url: str = "http://localhost:8081",
+    secure: bool = False,
+) -> str:
     """`catalog` rendered in `fmt` as the text `streams topics export` writes."""
     command = f"streams topics export --format {fmt} --profile {catalog.profile}"
     header = f"Generated from {catalog.path.name} by `{command}`. Do not edit: change the catalog and re-run."
@@ -202,26 +254,36 @@ def _message(spec: TopicSpec) -> dict[str, Any]:
     headers = {name: {"type": "string", "description": text} for name, text in _CE_HEADERS.items()}
     message: dict[str, Any] = {"name": _message_id(spec), "title": f"{spec.name} record"}
     if spec.dead_letter_of:
-        headers.update({f"dlq_{name}": {"type": "string", "description": f"dead-letter header: {name}"}
-                        for name in _DLQ_HEADERS})
+        headers.update(
+            {f"dlq_{name}": {"type": "string", "description": f"dead-letter header: {name}"} for name in _DLQ_HEADERS}
+        )
         message.update(
             summary=f"A record of {spec.dead_letter_of} that could not be processed, unchanged, with error headers.",
             contentType="application/octet-stream",
-            payload={"type": "string", "contentEncoding": "binary",
-                     "description": f"the original value bytes of the {spec.dead_letter_of} record"},
+            payload={
+                "type": "string",
+                "contentEncoding": "binary",
+                "description": f"the original value bytes of the {spec.dead_letter_of} record",
+            },
             headers={"type": "object", "properties": headers},
         )
         return message
     if spec.schema_file is not None:
         schema = _read_schema(spec.schema_file)
-        message.update(summary=str(schema.get("doc", spec.description)),
-                       payload={"schemaFormat": AVRO_SCHEMA_FORMAT, "schema": schema})
+        message.update(
+            summary=str(schema.get("doc", spec.description)),
+            payload={"schemaFormat": AVRO_SCHEMA_FORMAT, "schema": schema},
+        )
     else:
         message.update(payload={"type": "string", "contentEncoding": "binary"})
     message["headers"] = {"type": "object", "properties": headers, "required": _REQUIRED_CE}
     message["contentType"] = "application/avro"
-    kafka: dict[str, Any] = {"schemaIdLocation": "payload", "schemaIdPayloadEncoding": "confluent",
-                             "schemaLookupStrategy": "TopicIdStrategy", "bindingVersion": KAFKA_BINDING_VERSION}
+    kafka: dict[str, Any] = {
+        "schemaIdLocation": "payload",
+        "schemaIdPayloadEncoding": "confluent",
+        "schemaLookupStrategy": "TopicIdStrategy",
+        "bindingVersion": KAFKA_BINDING_VERSION,
+    }
     if spec.key_field:
         kafka["key"] = {"type": "string", "description": f"the event's {spec.key_field} field, as UTF-8 text"}
     message["bindings"] = {"kafka": kafka}

@@ -30,12 +30,18 @@ def broker_credentials(kafka_config: KafkaConfig) -> faust.types.auth.Credential
         certificate = kafka_config.get("ssl.certificate.location")
         if certificate is not None:
             key_password = kafka_config.get("ssl.key.password")
-            context.load_cert_chain(str(certificate), str(kafka_config["ssl.key.location"]),
-                                    str(key_password) if key_password is not None else None)
+            context.load_cert_chain(
+                str(certificate),
+                str(kafka_config["ssl.key.location"]),
+                str(key_password) if key_password is not None else None,
+            )
     if protocol in {"SASL_PLAINTEXT", "SASL_SSL"}:
-        return faust.SASLCredentials(username=str(kafka_config["sasl.username"]),
-                                     password=str(kafka_config["sasl.password"]),
-                                     mechanism=str(kafka_config["sasl.mechanism"]), ssl_context=context)
+        return faust.SASLCredentials(
+            username=str(kafka_config["sasl.username"]),
+            password=str(kafka_config["sasl.password"]),
+            mechanism=str(kafka_config["sasl.mechanism"]),
+            ssl_context=context,
+        )
     return faust.SSLCredentials(context) if context is not None else None
 
 

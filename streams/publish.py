@@ -38,8 +38,13 @@ TRACEPARENT = re.compile(r"^00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$")
 DEFAULT_MAX_MESSAGE_BYTES = 1_048_576
 # What durable publishing means here; a caller's producer_config may tune batching, never these.
 DURABILITY = {"acks": "all", "enable.idempotence": True, "max.in.flight.requests.per.connection": 5}
-THROUGHPUT = {"linger.ms": 5, "batch.num.messages": 10_000, "queue.buffering.max.messages": 500_000,
-              "queue.buffering.max.kbytes": 1_048_576, "message.timeout.ms": 30_000}
+THROUGHPUT = {
+    "linger.ms": 5,
+    "batch.num.messages": 10_000,
+    "queue.buffering.max.messages": 500_000,
+    "queue.buffering.max.kbytes": 1_048_576,
+    "message.timeout.ms": 30_000,
+}
 
 Headers = list[tuple[str, bytes]]
 # What EventEncoder.build returns: (key, value, headers, event id).
@@ -77,16 +82,15 @@ class _TopicCodec:
         self.max_bytes = int(spec.configs.get("max.message.bytes", DEFAULT_MAX_MESSAGE_BYTES))
         self.ce_type = spec.name.encode()
         # Value, key, event id and the CloudEvents header list in one native call (decision 0005).
-        self.writer = EventWriter(codec.native_encoder, codec.wire_header, source, self.ce_type,
-                                  list(self.key_path), self.max_bytes)
+        self.writer = EventWriter(
+            codec.native_encoder, codec.wire_header, source, self.ce_type, list(self.key_path), self.max_bytes
+        )
 
 
 class EventEncoder:
     """Turns (topic, payload) into an OutgoingRecord: checks, encodes, keys and CloudEvents headers."""
 
-    def __init__(
-        self, catalog: Catalog, registry: RegistryClient, *, source: str, auto_register: bool = False
-    ) -> None:
+    def __init__(self, catalog: Catalog, registry: RegistryClient, *, source: str, auto_register: bool = False) -> None:
         self.catalog = catalog
         self.registry = registry
         self.source = source.encode()
@@ -134,8 +138,16 @@ class EventEncoder:
         extra_headers: Mapping[str, str | bytes] | None = None,
     ) -> OutgoingRecord:
         record_key, value, headers, new_id = self.build(
-            topic, payload, key=key, tenant=tenant, event_type=event_type, event_id=event_id, time_=time_,
-            traceparent=traceparent, extra_headers=extra_headers)
+            topic,
+            payload,
+            key=key,
+            tenant=tenant,
+            event_type=event_type,
+            event_id=event_id,
+            time_=time_,
+            traceparent=traceparent,
+            extra_headers=extra_headers,
+        )
         return OutgoingRecord(topic, record_key, value, headers, new_id)
 
     def build(
@@ -202,8 +214,9 @@ def _producer_config(settings: Settings, overrides: Mapping[str, Any] | None) ->
     return config
 
 
-def _outcome(error: KafkaError | None, message: Message, event_id: str,
-             kafka: Mapping[str, Any] | None = None) -> Delivered | PublishError:
+def _outcome(
+    error: KafkaError | None, message: Message, event_id: str, kafka: Mapping[str, Any] | None = None
+) -> Delivered | PublishError:
     topic = message.topic() or "?"
     if error is not None:
         refused = denial(error, dict(kafka or {}), "Write", topic=topic)
@@ -245,9 +258,14 @@ class _Base:
             self.delivered += 1
         else:
             refused = denial(error, self._identity, "Write", topic=message.topic())
-            self._failures.append(PublishError(str(refused)) if refused is not None else PublishError(
-                f"delivery to '{message.topic() or '?'}' failed: {error.str()} ({error.name()}); "
-                f"record key {message.key()!r}"))
+            self._failures.append(
+                PublishError(str(refused))
+                if refused is not None
+                else PublishError(
+                    f"delivery to '{message.topic() or '?'}' failed: {error.str()} ({error.name()}); "
+                    f"record key {message.key()!r}"
+                )
+            )
 
     def _check_topic(self, topic: str) -> None:
         """Once per topic: the cluster has it (a clear error instead of a 30 s delivery time-out)."""
@@ -265,8 +283,9 @@ class _Base:
             raise PublishError(f"topic '{topic}' does not exist on the cluster; run `streams topics apply`")
         self._checked.add(topic)
 
-    def _build(self, topic: str | BaseModel, payload: Mapping[str, Any] | BaseModel | None,
-               options: Mapping[str, Any]) -> tuple[str, Built]:
+    def _build(
+        self, topic: str | BaseModel, payload: Mapping[str, Any] | BaseModel | None, options: Mapping[str, Any]
+    ) -> tuple[str, Built]:
         """(topic, built event) ready to produce: checked, encoded, and the topic known to the cluster."""
         if type(topic) is str and not options and type(payload) is dict:
             writer = self._writers.get(topic)
@@ -284,8 +303,9 @@ class _Base:
         self._writers[name] = self.encoder.topic(name).writer
         return name, built
 
-    def _queue(self, topic: str | BaseModel, payload: Mapping[str, Any] | BaseModel | None,
-               options: Mapping[str, Any]) -> str:
+    def _queue(
+        self, topic: str | BaseModel, payload: Mapping[str, Any] | BaseModel | None, options: Mapping[str, Any]
+    ) -> str:
         """Check, encode and produce one event with the default delivery report; its event id."""
         name, (key, value, headers, event_id) = self._build(topic, payload, options)
         try:
@@ -294,8 +314,14 @@ class _Base:
             self._produce(name, key, value, headers, None)  # retries a full queue, explains the rest
         return event_id
 
-    def _produce(self, topic: str, key: bytes | None, value: bytes, headers: Headers,
-                 on_delivery: Callable[[KafkaError | None, Message], None] | None) -> None:
+    def _produce(
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes,
+        headers: Headers,
+        on_delivery: Callable[[KafkaError | None, Message], None] | None,
+    ) -> None:
         # confluent-kafka's stub types headers as str-or-bytes values; ours are all bytes.
         wire_headers = cast("list[tuple[str, str | bytes | None]]", headers)
         while True:
@@ -393,8 +419,9 @@ class Publisher(_Base):
     ) -> None:
         super().__init__(settings, catalog, registry, source, producer_config, auto_register)
 
-    def publish(self, topic: str | BaseModel, payload: Mapping[str, Any] | BaseModel | None = None,
-                **options: Any) -> DeliveryFuture:
+    def publish(
+        self, topic: str | BaseModel, payload: Mapping[str, Any] | BaseModel | None = None, **options: Any
+    ) -> DeliveryFuture:
         """Validate, encode and queue one event; raises PublishError before sending when it is bad.
 
         `publish(model)` takes the topic from the model's TOPIC; `publish("topic", mapping)` otherwise.
@@ -406,8 +433,9 @@ class Publisher(_Base):
         self._served()
         return future
 
-    def publish_nowait(self, topic: str | BaseModel, payload: Mapping[str, Any] | BaseModel | None = None,
-                       **options: Any) -> str:
+    def publish_nowait(
+        self, topic: str | BaseModel, payload: Mapping[str, Any] | BaseModel | None = None, **options: Any
+    ) -> str:
         """Like `publish`, with no future: returns the event id. Bad input still raises here, before
         anything is sent; a delivery failure is raised by the next `flush` (or `close`)."""
         event_id = self._queue(topic, payload, options)
@@ -474,8 +502,9 @@ class AsyncPublisher(_Base):
         super().__init__(settings, catalog, registry, source, producer_config, auto_register)
         self._poller: asyncio.Task[None] | None = None
 
-    async def publish(self, topic: str | BaseModel, payload: Mapping[str, Any] | BaseModel | None = None,
-                      **options: Any) -> asyncio.Future[Delivered]:
+    async def publish(
+        self, topic: str | BaseModel, payload: Mapping[str, Any] | BaseModel | None = None, **options: Any
+    ) -> asyncio.Future[Delivered]:
         name, (key, value, headers, event_id) = self._build(topic, payload, options)
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Delivered] = loop.create_future()
@@ -494,8 +523,9 @@ class AsyncPublisher(_Base):
         self._start_poller()
         return future
 
-    def publish_nowait(self, topic: str | BaseModel, payload: Mapping[str, Any] | BaseModel | None = None,
-                       **options: Any) -> str:
+    def publish_nowait(
+        self, topic: str | BaseModel, payload: Mapping[str, Any] | BaseModel | None = None, **options: Any
+    ) -> str:
         """Queue one event without a future (call from the loop's thread); returns its event id.
 
         Bad input raises here, before anything is sent; delivery failures are raised by `flush`."""
@@ -503,8 +533,9 @@ class AsyncPublisher(_Base):
         self._start_poller()
         return event_id
 
-    async def publish_and_wait(self, topic: str | BaseModel, payload: Mapping[str, Any] | BaseModel | None = None,
-                               **options: Any) -> Delivered:
+    async def publish_and_wait(
+        self, topic: str | BaseModel, payload: Mapping[str, Any] | BaseModel | None = None, **options: Any
+    ) -> Delivered:
         return await (await self.publish(topic, payload, **options))
 
     def _start_poller(self) -> None:

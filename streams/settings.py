@@ -208,8 +208,10 @@ class Settings(BaseSettings):
         except ValueError:
             parsed = None
         if not isinstance(parsed, dict) or not all(isinstance(v, str) for v in parsed.values()):
-            raise _config_error('STREAMS_WEBHOOK_SECRETS must be a JSON object of secret names to secrets, like '
-                                '{"partner-a": "whsec_..."}')
+            raise _config_error(
+                "STREAMS_WEBHOOK_SECRETS must be a JSON object of secret names to secrets, like "
+                '{"partner-a": "whsec_..."}'
+            )
         return {str(name): SecretStr(value) for name, value in parsed.items()}
 
     def bootstrap_servers(self, *, check: bool | None = None) -> str:

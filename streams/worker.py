@@ -17,6 +17,7 @@ import click
 import structlog
 
 from streams.agents import DEFAULT_APP_ID
+from streams.cli_options import OUTPUT_TABLE
 from streams.errors import ConfigError, StreamsError
 
 if TYPE_CHECKING:
@@ -24,6 +25,7 @@ if TYPE_CHECKING:
 
     from streams.agents.indexing import SearchIndex
     from streams.catalog import Catalog
+    from streams.observability import AgentMetrics
     from streams.runtime.app import App
     from streams.settings import Settings
 
@@ -52,9 +54,10 @@ def load_app(reference: str) -> App:
     return app
 
 
-def built_in_apps(settings: Settings, catalog: Catalog, chosen: tuple[str, ...], app_id: str,
-                  ) -> tuple[list[App], SearchIndex | None]:
-    """The built-in agents' apps, and the search index."""
+def built_in_apps(
+    settings: Settings, catalog: Catalog, chosen: tuple[str, ...], app_id: str, metrics: AgentMetrics | None = None
+) -> tuple[list[App], SearchIndex | None]:
+    """The built-in agents' apps (counting in `metrics`, the worker's), and the search index."""
     unknown = set(chosen) - set(BUILT_INS)
     if unknown:
         raise ConfigError(f"unknown agent(s) {sorted(unknown)}; choose from {', '.join(BUILT_INS)}")
@@ -63,11 +66,11 @@ def built_in_apps(settings: Settings, catalog: Catalog, chosen: tuple[str, ...],
     if "validation" in chosen:
         from streams.agents.validation import validation_app  # noqa: PLC0415 - loads the native judge
 
-        apps.append(validation_app(settings, catalog, app_id))
+        apps.append(validation_app(settings, catalog, app_id, metrics))
     if "audit" in chosen:
         from streams.agents.audit import audit_app  # noqa: PLC0415
 
-        apps.append(audit_app(settings, catalog, app_id))
+        apps.append(audit_app(settings, catalog, app_id, metrics=metrics))
     if "indexing" in chosen:
         from streams.agents.indexing import SearchIndex, index_path, indexing_app  # noqa: PLC0415
 
@@ -79,16 +82,32 @@ def built_in_apps(settings: Settings, catalog: Catalog, chosen: tuple[str, ...],
 class Worker:
     """The engines of every app, a thread each, and the web server; `run` until stopped."""
 
-    def __init__(self, settings: Settings, catalog: Catalog, apps: list[App], *, web_host: str, web_port: int,
-                 search: Callable[[str, str | None, int], list[dict[str, Any]]] | None = None) -> None:
-        from streams.runtime.web import WorkerWeb  # noqa: PLC0415 - the worker's side only
+    def __init__(
+        self,
+        settings: Settings,
+        catalog: Catalog,
+        apps: list[App],
+        *,
+        web_host: str,
+        web_port: int,
+        search: Callable[[str, str | None, int], list[dict[str, Any]]] | None = None,
+        metrics: AgentMetrics | None = None,
+    ) -> None:
+        """`metrics`: the one registry every hosted agent counts in and /metrics serves (new if not given)."""
+        from streams.observability import AgentMetrics  # noqa: PLC0415 - the worker's side only
+        from streams.runtime.web import WorkerWeb  # noqa: PLC0415
 
         self.stop = threading.Event()
-        self.engines = [engine for app in apps for engine in app.engines(settings, catalog)]
-        self.threads = [threading.Thread(target=self._or_stop_worker, args=(engine.run,),
-                                         name=f"agent-{engine.agent.name}", daemon=True) for engine in self.engines]
+        self.metrics = metrics or AgentMetrics()
+        self.engines = [engine for app in apps for engine in app.engines(settings, catalog, self.metrics)]
+        self.threads = [
+            threading.Thread(
+                target=self._or_stop_worker, args=(engine.run,), name=f"agent-{engine.agent.name}", daemon=True
+            )
+            for engine in self.engines
+        ]
         self.failed: list[str] = []
-        self.web = WorkerWeb(web_host, web_port, health=self.health, search=search)
+        self.web = WorkerWeb(web_host, web_port, health=self.health, search=search, metrics=self.metrics.registry)
 
     def health(self) -> dict[str, bool]:
         return {engine.agent.name: engine.running for engine in self.engines}
@@ -124,19 +143,42 @@ class Worker:
 
 
 @click.command()
-@click.option("--agents", default=None,
-              help=f"Comma-separated built-in agents ({', '.join(BUILT_INS)}); all of them unless --app is given.")
-@click.option("--app", "app_refs", multiple=True, metavar="MODULE:ATTR",
-              help="A streams.App to host (repeatable), e.g. examples.velocity:app.")
-@click.option("--app-id", default=DEFAULT_APP_ID, show_default=True,
-              help="The built-ins' id: consumer groups <id>-<agent>; workers with the same id share the work.")
+@click.option(
+    "--agents",
+    default=None,
+    help=f"Comma-separated built-in agents ({', '.join(BUILT_INS)}); all of them unless --app is given.",
+)
+@click.option(
+    "--app",
+    "app_refs",
+    multiple=True,
+    metavar="MODULE:ATTR",
+    help="A streams.App to host (repeatable), e.g. examples.velocity:app.",
+)
+@click.option(
+    "--app-id",
+    default=DEFAULT_APP_ID,
+    show_default=True,
+    help="The built-ins' id: consumer groups <id>-<agent>; workers with the same id share the work.",
+)
 @click.option("--web-port", default=6066, show_default=True, help="Port of /metrics, /health and /search.")
-@click.option("--web-host", default="127.0.0.1", show_default=True,
-              help="Interface of the web server (0.0.0.0 in a container, so Prometheus can scrape it).")
+@click.option(
+    "--web-host",
+    default="127.0.0.1",
+    show_default=True,
+    help="Interface of the web server (0.0.0.0 in a container, so Prometheus can scrape it).",
+)
 @click.option("--log-level", default="INFO", show_default=True)
 @click.pass_obj
-def worker(settings: Settings, agents: str | None, app_refs: tuple[str, ...], app_id: str, web_port: int,
-           web_host: str, log_level: str) -> None:
+def worker(
+    settings: Settings,
+    agents: str | None,
+    app_refs: tuple[str, ...],
+    app_id: str,
+    web_port: int,
+    web_host: str,
+    log_level: str,
+) -> None:
     """Run stream agents until SIGTERM: the built-ins, and the apps given with --app.
 
     \b
@@ -145,21 +187,25 @@ def worker(settings: Settings, agents: str | None, app_refs: tuple[str, ...], ap
       streams worker --agents validation,audit --web-port 6067
       streams worker --app examples.velocity:app
     """
-    chosen = tuple(name.strip() for name in (agents or ("" if app_refs else ",".join(BUILT_INS))).split(",")
-                   if name.strip())
+    chosen = tuple(
+        name.strip() for name in (agents or ("" if app_refs else ",".join(BUILT_INS))).split(",") if name.strip()
+    )
     from streams.catalog import load_catalog  # noqa: PLC0415 - `streams worker --help` loads none of these
-    from streams.observability import configure_logging  # noqa: PLC0415
+    from streams.observability import AgentMetrics, configure_logging  # noqa: PLC0415
 
     configure_logging(log_level)
     settings.bootstrap_servers()  # an unreachable cluster is one line before anything else is tried
     catalog = load_catalog(settings.catalog_path, settings.profile)
     apps = [load_app(reference) for reference in app_refs]
-    built_ins, index = built_in_apps(settings, catalog, chosen, app_id)
+    metrics = AgentMetrics()  # one registry for every agent of this process: /metrics serves it
+    built_ins, index = built_in_apps(settings, catalog, chosen, app_id, metrics)
     search = None
     if index is not None:
         search = lambda words, tenant, limit: index.search(words, tenant=tenant, limit=limit)  # noqa: E731
     try:
-        Worker(settings, catalog, [*built_ins, *apps], web_host=web_host, web_port=web_port, search=search).run()
+        Worker(
+            settings, catalog, [*built_ins, *apps], web_host=web_host, web_port=web_port, search=search, metrics=metrics
+        ).run()
     finally:
         if index is not None:
             index.close()
@@ -170,7 +216,7 @@ def worker(settings: Settings, agents: str | None, app_refs: tuple[str, ...], ap
 @click.option("--tenant", default=None, help="Only documents of this tenant.")
 @click.option("--limit", default=20, show_default=True)
 @click.option("--fts", is_flag=True, help="QUERY is FTS5 syntax (prefix*, OR, NEAR) instead of plain words.")
-@click.option("--output", "-o", type=click.Choice(["table", "json"]), default="table", show_default=True)
+@OUTPUT_TABLE
 @click.pass_obj
 def search(settings: Settings, query: str, tenant: str | None, limit: int, fts: bool, output: str) -> None:
     """Search the events the indexing agent indexed: plain words, each matched as written.

@@ -16,7 +16,8 @@ from streams.catalog import load_catalog
 from streams.errors import CatalogError
 from streams.export import kafka_users
 from streams.kafka_util import denial
-from streams.runtime.engine import changelog_topic
+from streams.runtime.contract import changelog_topic
+from streams.settings import KafkaConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 CATALOG = load_catalog(ROOT / "topics.yaml")
@@ -52,8 +53,10 @@ def test_the_validation_agent_reads_its_input_and_writes_its_outputs_and_dead_le
     assert not allowed("validation-agent", "topic", "user.action", "Read")
 
 
-@pytest.mark.parametrize(("principal", "agent"), [("validation-agent", "validation"), ("indexing-agent", "indexing"),
-                                              ("audit-agent", AUDIT_AGENT)])
+@pytest.mark.parametrize(
+    ("principal", "agent"),
+    [("validation-agent", "validation"), ("indexing-agent", "indexing"), ("audit-agent", AUDIT_AGENT)],
+)
 def test_a_worker_run_as_its_principal_may_use_every_name_the_runtime_gives_it(principal: str, agent: str) -> None:
     # `streams worker --app-id <principal>` (docs/decisions/0014): App names the group `<app id>-<agent>`,
     # the engine its changelog and the transactional id `<group>-<host>-<slot>`; a single writer adds
@@ -96,10 +99,15 @@ def test_every_catalog_service_and_platform_principal_is_managed_and_nothing_els
 
 def test_the_strimzi_export_and_the_bindings_are_one_derivation() -> None:
     from_export = {
-        Binding(f"User:{user['metadata']['name']}", acl["resource"]["type"],
-                acl["resource"].get("name", "kafka-cluster"),
-                "prefix" if acl["resource"].get("patternType") == "prefix" else "literal", operation)
-        for user in kafka_users(CATALOG) for acl in user["spec"]["authorization"]["acls"]
+        Binding(
+            f"User:{user['metadata']['name']}",
+            acl["resource"]["type"],
+            acl["resource"].get("name", "kafka-cluster"),
+            "prefix" if acl["resource"].get("patternType") == "prefix" else "literal",
+            operation,
+        )
+        for user in kafka_users(CATALOG)
+        for acl in user["spec"]["authorization"]["acls"]
         for operation in acl["operations"]
     }
     assert from_export == set(BINDINGS)
@@ -120,22 +128,44 @@ def test_bindings_survive_the_round_trip_through_kafkas_types() -> None:
         assert _from_kafka(to_kafka(binding)) == binding
 
 
-@pytest.mark.parametrize(("code", "kwargs", "expected"), [
-    (KafkaError.TOPIC_AUTHORIZATION_FAILED, {"topic": "user.action"},
-     "User:billing-api may not Write topic user.action (TOPIC_AUTHORIZATION_FAILED); run `streams acls plan`"),
-    (KafkaError.GROUP_AUTHORIZATION_FAILED, {"group": "audit-agent-audit", "topic": "x"},
-     "User:billing-api may not Read group audit-agent-audit (GROUP_AUTHORIZATION_FAILED); run `streams acls plan`"),
-    (KafkaError.TRANSACTIONAL_ID_AUTHORIZATION_FAILED, {"transactional_id": "audit-agent-audit"},
-     ("User:billing-api may not Write transactional id audit-agent-audit (TRANSACTIONAL_ID_AUTHORIZATION_FAILED);"
-     " run `streams acls plan`")),
-    (KafkaError.CLUSTER_AUTHORIZATION_FAILED, {},
-     "User:billing-api may not Write on the cluster (CLUSTER_AUTHORIZATION_FAILED); run `streams acls plan`"),
-])
+@pytest.mark.parametrize(
+    ("code", "kwargs", "expected"),
+    [
+        (
+            KafkaError.TOPIC_AUTHORIZATION_FAILED,
+            {"topic": "user.action"},
+            "User:billing-api may not Write topic user.action (TOPIC_AUTHORIZATION_FAILED); run `streams acls plan`",
+        ),
+        (
+            KafkaError.GROUP_AUTHORIZATION_FAILED,
+            {"group": "audit-agent-audit", "topic": "x"},
+            (
+                "User:billing-api may not Read group audit-agent-audit (GROUP_AUTHORIZATION_FAILED);"
+                " run `streams acls plan`"
+            ),
+        ),
+        (
+            KafkaError.TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
+            {"transactional_id": "audit-agent-audit"},
+            (
+                "User:billing-api may not Write transactional id audit-agent-audit"
+                " (TRANSACTIONAL_ID_AUTHORIZATION_FAILED); run `streams acls plan`"
+            ),
+        ),
+        (
+            KafkaError.CLUSTER_AUTHORIZATION_FAILED,
+            {},
+            "User:billing-api may not Write on the cluster (CLUSTER_AUTHORIZATION_FAILED); run `streams acls plan`",
+        ),
+    ],
+)
 def test_a_refusal_is_one_line_naming_principal_resource_and_operation(
-        code: int, kwargs: dict[str, str], expected: str) -> None:
-    config = {"sasl.username": "billing-api", "sasl.password": "hunter2-secret"}
-    refused = denial(KafkaError(code), config, "Read" if code == KafkaError.GROUP_AUTHORIZATION_FAILED else "Write",
-                     **kwargs)
+    code: int, kwargs: dict[str, str], expected: str
+) -> None:
+    config: KafkaConfig = {"sasl.username": "billing-api", "sasl.password": "hunter2-secret"}
+    refused = denial(
+        KafkaError(code), config, "Read" if code == KafkaError.GROUP_AUTHORIZATION_FAILED else "Write", **kwargs
+    )
     assert refused is not None
     assert str(refused) == expected
     assert "hunter2" not in str(refused)

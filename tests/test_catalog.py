@@ -34,11 +34,22 @@ topics:
 """  # topics start on line 6
 
 INVOICE_SCHEMA: dict[str, Any] = {
-    "type": "record", "name": "InvoiceCreated", "namespace": "t", "fields": [
+    "type": "record",
+    "name": "InvoiceCreated",
+    "namespace": "t",
+    "fields": [
         {"name": "invoice_id", "type": "string"},
-        {"name": "buyer", "type": {"type": "record", "name": "Party", "fields": [
-            {"name": "name", "type": "string"}, {"name": "vat", "type": ["null", "string"], "default": None},
-        ]}},
+        {
+            "name": "buyer",
+            "type": {
+                "type": "record",
+                "name": "Party",
+                "fields": [
+                    {"name": "name", "type": "string"},
+                    {"name": "vat", "type": ["null", "string"], "default": None},
+                ],
+            },
+        },
         {"name": "note", "type": ["null", "string"], "default": None},
     ],
 }
@@ -90,8 +101,14 @@ def check(path: Path, line: int, field: str | None, *parts: str, profile: str = 
 @pytest.mark.parametrize("profile", ["local", "production"])
 def test_reference_catalog_loads(profile: str) -> None:
     catalog = load_catalog(REPO / "topics.yaml", profile)
-    declared = {"invoice.created", "invoice.cleared", "workflow.completed", "user.action",
-                "compliance.violation", "audit.trail"}
+    declared = {
+        "invoice.created",
+        "invoice.cleared",
+        "workflow.completed",
+        "user.action",
+        "compliance.violation",
+        "audit.trail",
+    }
     assert declared <= set(catalog.names())
     assert list(catalog.names()) == sorted(catalog.names())
     for name in declared:
@@ -122,7 +139,9 @@ def test_reference_profiles_overlay_in_order() -> None:
 
 
 def test_derived_dlq_topic(tmp_path: Path) -> None:
-    path = write(tmp_path, topic("""\
+    path = write(
+        tmp_path,
+        topic("""\
         owner: billing
         description: Invoices.
         partitions: 6
@@ -134,7 +153,9 @@ def test_derived_dlq_topic(tmp_path: Path) -> None:
         consumers: [validation-agent]
         pii_fields: [buyer.name]
         configs: {max.message.bytes: "2097152", segment.ms: 3600000}
-        """), SCHEMAS)
+        """),
+        SCHEMAS,
+    )
     catalog = load_catalog(path)
     assert catalog.names() == ("invoice.created", "invoice.created.dlq")
     source, dlq = catalog.topic("invoice.created"), catalog.topic("invoice.created.dlq")
@@ -142,24 +163,34 @@ def test_derived_dlq_topic(tmp_path: Path) -> None:
     assert source.configs == {"max.message.bytes": "2097152", "segment.ms": "3600000"}
     assert (dlq.partitions, dlq.retention_ms, dlq.cleanup_policy) == (6, 30 * DAY, "delete")
     assert (dlq.key_field, dlq.schema_file, dlq.audit, dlq.dlq, dlq.line) == (None, None, False, False, 0)
-    assert (dlq.owner, dlq.dead_letter_of, dlq.description) == ("billing", "invoice.created",
-                                                                "Dead letters of invoice.created")
+    assert (dlq.owner, dlq.dead_letter_of, dlq.description) == (
+        "billing",
+        "invoice.created",
+        "Dead letters of invoice.created",
+    )
     assert (dlq.producers, dlq.pii_fields) == (("validation-agent",), ("buyer.name",))
     assert dlq.configs == {"max.message.bytes": str(2097152 + 65536)}  # the source limit plus room for headers
 
 
 def test_kafka_configs_holds_only_what_the_catalog_sets(tmp_path: Path) -> None:
-    path = write(tmp_path, topic("""\
+    path = write(
+        tmp_path,
+        topic("""\
         owner: billing
         retention: infinite
         min_insync_replicas: 1
         cleanup_policy: delete,compact
         configs: {max.message.bytes: 2097152, message.timestamp.type: LogAppendTime, preallocate: true}
         dlq: false
-        """).replace("preallocate", "file.preallocate"))
+        """).replace("preallocate", "file.preallocate"),
+    )
     assert load_catalog(path).topic("invoice.created").kafka_configs() == {
-        "cleanup.policy": "compact,delete", "retention.ms": "-1", "min.insync.replicas": "1",
-        "max.message.bytes": "2097152", "message.timestamp.type": "LogAppendTime", "file.preallocate": "true",
+        "cleanup.policy": "compact,delete",
+        "retention.ms": "-1",
+        "min.insync.replicas": "1",
+        "max.message.bytes": "2097152",
+        "message.timestamp.type": "LogAppendTime",
+        "file.preallocate": "true",
     }
     body = "owner: billing\ndlq: false\nretention: null\nmin_insync_replicas: null\n"
     text = topic(body).replace("defaults:\n", "defaults:\n  retention: 7d\n  min_insync_replicas: 1\n")
@@ -186,11 +217,23 @@ def test_unknown_topic_lookup_suggests_close_names() -> None:
 # --- durations ---------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("text", "ms"), [
-    ("7d", 7 * DAY), ("12h", 12 * 3_600_000), ("30m", 1_800_000), ("45s", 45_000), ("500ms", 500),
-    ("10y", 3650 * DAY), ("2w", 14 * DAY), ("-1", -1), ("infinite", -1), (-1, -1), (86400000, DAY),
-    ("1000", 1000),
-])
+@pytest.mark.parametrize(
+    ("text", "ms"),
+    [
+        ("7d", 7 * DAY),
+        ("12h", 12 * 3_600_000),
+        ("30m", 1_800_000),
+        ("45s", 45_000),
+        ("500ms", 500),
+        ("10y", 3650 * DAY),
+        ("2w", 14 * DAY),
+        ("-1", -1),
+        ("infinite", -1),
+        (-1, -1),
+        (86400000, DAY),
+        ("1000", 1000),
+    ],
+)
 def test_parse_duration_ms(text: str | int, ms: int) -> None:
     assert parse_duration_ms(text, where="x") == ms
 
@@ -203,8 +246,7 @@ def test_parse_duration_ms_rejects(text: str) -> None:
 
 def test_bad_duration_in_catalog(tmp_path: Path) -> None:
     path = write(tmp_path, topic("owner: billing\nretention: 7 days\n"))
-    check(path, 8, "retention", "topic 'invoice.created' field 'retention': not a duration:",
-           "'7 days'", "7d")
+    check(path, 8, "retention", "topic 'invoice.created' field 'retention': not a duration:", "'7 days'", "7d")
 
 
 # --- file-level problems -----------------------------------------------------------------------------------
@@ -245,21 +287,22 @@ def test_unknown_field_top_level(tmp_path: Path) -> None:
 def test_unknown_field_in_defaults(tmp_path: Path) -> None:
     text = HEAD.replace("  partitions: 3", "  partitions: 3\n  retenton: 7d") + "  a.b: {owner: x}\n"
     path = write(tmp_path, text)
-    check(path, 4, "retenton", "defaults field 'retenton': unknown field",
-           "did you mean 'retention'")
+    check(path, 4, "retenton", "defaults field 'retenton': unknown field", "did you mean 'retention'")
 
 
 def test_unknown_field_in_topic(tmp_path: Path) -> None:
     path = write(tmp_path, topic("owner: billing\npartitons: 6\n"))
-    check(path, 8, "partitons", "topic 'invoice.created' field 'partitons': unknown field;",
-           "did you mean 'partitions'")
+    check(
+        path, 8, "partitons", "topic 'invoice.created' field 'partitons': unknown field;", "did you mean 'partitions'"
+    )
 
 
 def test_unknown_field_in_profile(tmp_path: Path) -> None:
     text = topic("owner: billing\n") + "profiles:\n  production:\n    defaults:\n      partition: 3\n"
     path = write(tmp_path, text)
-    check(path, 11, "partition", "profile 'production' defaults field 'partition': unknown",
-           "did you mean 'partitions'?")
+    check(
+        path, 11, "partition", "profile 'production' defaults field 'partition': unknown", "did you mean 'partitions'?"
+    )
     text = topic("owner: billing\n") + "profiles:\n  production:\n    topic: {}\n"
     path = write(tmp_path, text)
     check(path, 10, "topic", "profile 'production' field 'topic'", "did you mean 'topics'?")
@@ -268,23 +311,33 @@ def test_unknown_field_in_profile(tmp_path: Path) -> None:
 def test_topic_only_field_cannot_be_set_by_a_profile(tmp_path: Path) -> None:
     text = topic("owner: billing\n") + PROD_TOPICS + "      invoice.created: {key: x}\n"
     path = write(tmp_path, text)
-    check(path, 11, "key", "profile 'production' topic 'invoice.created' field 'key'",
-           "not allowed in profile 'production' topic 'invoice.created'; set it on each topic instead")
+    check(
+        path,
+        11,
+        "key",
+        "profile 'production' topic 'invoice.created' field 'key'",
+        "not allowed in profile 'production' topic 'invoice.created'; set it on each topic instead",
+    )
 
 
 def test_operational_field_outside_its_section(tmp_path: Path) -> None:
     path = write(tmp_path, topic("owner: billing\n") + "partitions: 3\n")
     check(path, 8, "partitions", "not allowed at the top level; put it under 'defaults:' or on a topic")
     path = write(tmp_path, topic("owner: b\n") + "profiles:\n  production:\n    replication_factor: 3\n")
-    check(path, 10, "replication_factor", "not allowed in profile 'production'; put it under the profile's "
-          "'defaults:' or 'topics:'")
+    check(
+        path,
+        10,
+        "replication_factor",
+        "not allowed in profile 'production'; put it under the profile's 'defaults:' or 'topics:'",
+    )
 
 
 # --- names and duplicates ----------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", ["Invoice.Created", "invoice", "invoice..created", "1nvoice.created",
-                                  "invoice.created.", "_schemas"])
+@pytest.mark.parametrize(
+    "name", ["Invoice.Created", "invoice", "invoice..created", "1nvoice.created", "invoice.created.", "_schemas"]
+)
 def test_bad_topic_name(tmp_path: Path, name: str) -> None:
     path = write(tmp_path, topic("owner: billing\n", name=f'"{name}"'))
     check(path, 6, None, f"topic '{name}': invalid topic name", "'invoice.created'")
@@ -303,8 +356,14 @@ def test_duplicate_field_in_topic(tmp_path: Path) -> None:
 
 def test_declared_topic_collides_with_derived_dlq(tmp_path: Path) -> None:
     path = write(tmp_path, topic("owner: billing\n") + "  invoice.created.dlq: {owner: billing}\n")
-    check(path, 8, None, "topic 'invoice.created.dlq': duplicate topic",
-           "dead-letter topic of 'invoice.created' (line 6)", "dlq: false")
+    check(
+        path,
+        8,
+        None,
+        "topic 'invoice.created.dlq': duplicate topic",
+        "dead-letter topic of 'invoice.created' (line 6)",
+        "dlq: false",
+    )
 
 
 # --- numbers -----------------------------------------------------------------------------------------------
@@ -333,16 +392,17 @@ def test_other_wrong_types(tmp_path: Path) -> None:
     errors = [str(e) for e in lint_catalog(path)]
     assert errors == [
         f"{path}:8: topic 'invoice.created' field 'audit': must be true or false, got 'yes'",
-        (f"{path}:9: topic 'invoice.created' field 'producers': must be a list of strings like "
-         "[billing-api], got 'billing-api'"),
+        (
+            f"{path}:9: topic 'invoice.created' field 'producers': must be a list of strings like "
+            "[billing-api], got 'billing-api'"
+        ),
         f"{path}:10: topic 'invoice.created' field 'consumers': list item must be a non-empty string, got 1",
     ]
 
 
 def test_min_insync_replicas_above_replication_factor(tmp_path: Path) -> None:
     path = write(tmp_path, topic("owner: billing\nmin_insync_replicas: 2\n"))
-    check(path, 8, "min_insync_replicas",
-           "must be <= replication_factor, which is 1 (line 4); got 2")
+    check(path, 8, "min_insync_replicas", "must be <= replication_factor, which is 1 (line 4); got 2")
 
 
 def test_min_insync_replicas_above_replication_factor_in_a_profile(tmp_path: Path) -> None:
@@ -350,8 +410,7 @@ def test_min_insync_replicas_above_replication_factor_in_a_profile(tmp_path: Pat
     path = write(tmp_path, text)
     # found whichever profile is loaded: the catalog is one artifact
     for profile in ("local", "production"):
-        check(path, 10, "min_insync_replicas", "which is 1 (line 4) in profile 'production'; got 2",
-              profile=profile)
+        check(path, 10, "min_insync_replicas", "which is 1 (line 4) in profile 'production'; got 2", profile=profile)
 
 
 def test_missing_owner_and_partitions(tmp_path: Path) -> None:
@@ -365,34 +424,40 @@ def test_missing_owner_and_partitions(tmp_path: Path) -> None:
 
 # --- retention ---------------------------------------------------------------------------------------------
 
-TRAIL = HEAD + """\
+TRAIL = (
+    HEAD
+    + """\
   audit.trail:
     owner: compliance
     retention: 5y
     min_retention: 10y
     dlq: false
 """
+)
 
 
 def test_retention_below_min_retention(tmp_path: Path) -> None:
     path = write(tmp_path, TRAIL)
-    check(path, 8, "retention", "topic 'audit.trail' field 'retention': 5y is below the legal "
-           "minimum min_retention 10y (line 9); set it to at least 10y")
+    check(
+        path,
+        8,
+        "retention",
+        "topic 'audit.trail' field 'retention': 5y is below the legal "
+        "minimum min_retention 10y (line 9); set it to at least 10y",
+    )
 
 
 def test_profile_lowering_retention_below_min_retention(tmp_path: Path) -> None:
     text = TRAIL.replace("5y", "10y") + PROD_TOPICS.replace("production", "local")
     text += "      audit.trail: {retention: 30d}\n"
     path = write(tmp_path, text)
-    check(path, 14, "retention",
-           "30d is below the legal minimum min_retention 10y (line 9) in profile 'local'")
+    check(path, 14, "retention", "30d is below the legal minimum min_retention 10y (line 9) in profile 'local'")
     # profile defaults lose to the topic's own retention, but win over the catalog defaults
     text = TRAIL + "profiles:\n  cheap:\n    defaults: {retention: 1d}\n"
     assert "cheap" not in "".join(str(e) for e in lint_catalog(write(tmp_path, text.replace("5y", "10y"))))
     text = text.replace("    retention: 5y\n", "").replace("defaults:\n", "defaults:\n  retention: 10y\n")
     path = write(tmp_path, text)
-    check(path, 13, "retention", "1d is below the legal minimum min_retention 10y (line 9) "
-           "in profile 'cheap'")
+    check(path, 13, "retention", "1d is below the legal minimum min_retention 10y (line 9) in profile 'cheap'")
 
 
 def test_infinite_retention_satisfies_min_retention(tmp_path: Path) -> None:
@@ -405,10 +470,14 @@ def test_infinite_retention_satisfies_min_retention(tmp_path: Path) -> None:
 def test_min_retention_needs_explicit_retention_and_delete_policy(tmp_path: Path) -> None:
     path = write(tmp_path, TRAIL.replace("    retention: 5y\n", "    cleanup_policy: compact\n"))
     assert [str(e) for e in lint_catalog(path)] == [
-        (f"{path}:6: topic 'audit.trail' field 'retention': must be set explicitly because min_retention "
-         "is 10y (line 9)"),
-        (f"{path}:8: topic 'audit.trail' field 'cleanup_policy': must be 'delete' when min_retention is set "
-         "(compaction removes records early); got 'compact'"),
+        (
+            f"{path}:6: topic 'audit.trail' field 'retention': must be set explicitly because min_retention "
+            "is 10y (line 9)"
+        ),
+        (
+            f"{path}:8: topic 'audit.trail' field 'cleanup_policy': must be 'delete' when min_retention is set "
+            "(compaction removes records early); got 'compact'"
+        ),
     ]
 
 
@@ -417,23 +486,31 @@ def test_min_retention_needs_explicit_retention_and_delete_policy(tmp_path: Path
 
 def test_unknown_cleanup_policy(tmp_path: Path) -> None:
     path = write(tmp_path, topic("owner: billing\ncleanup_policy: compacted\n"))
-    check(path, 8, "cleanup_policy",
-           "must be one of 'delete', 'compact', 'compact,delete', got 'compacted'")
+    check(path, 8, "cleanup_policy", "must be one of 'delete', 'compact', 'compact,delete', got 'compacted'")
 
 
 def test_unknown_compatibility(tmp_path: Path) -> None:
     path = write(tmp_path, topic("owner: billing\ncompatibility: backward\n"))
-    check(path, 8, "compatibility", "must be one of 'BACKWARD', 'BACKWARD_TRANSITIVE',",
-           "'FULL_TRANSITIVE', 'NONE', got 'backward'")
+    check(
+        path,
+        8,
+        "compatibility",
+        "must be one of 'BACKWARD', 'BACKWARD_TRANSITIVE',",
+        "'FULL_TRANSITIVE', 'NONE', got 'backward'",
+    )
 
 
 def test_config_managed_by_a_field(tmp_path: Path) -> None:
     path = write(tmp_path, topic("owner: b\nconfigs:\n  retention.ms: 1000\n  max.message.bytes: [1]\n"))
     assert [str(e) for e in lint_catalog(path)] == [
-        (f"{path}:9: topic 'invoice.created' field 'configs': 'retention.ms' is managed by the catalog; "
-         "set the field 'retention' instead"),
-        (f"{path}:10: topic 'invoice.created' field 'configs': 'max.message.bytes' must be a string or "
-         "number, got [1]"),
+        (
+            f"{path}:9: topic 'invoice.created' field 'configs': 'retention.ms' is managed by the catalog; "
+            "set the field 'retention' instead"
+        ),
+        (
+            f"{path}:10: topic 'invoice.created' field 'configs': 'max.message.bytes' must be a string or "
+            "number, got [1]"
+        ),
     ]
 
 
@@ -442,14 +519,12 @@ def test_config_managed_by_a_field(tmp_path: Path) -> None:
 
 def test_missing_schema_file(tmp_path: Path) -> None:
     path = write(tmp_path, topic("owner: billing\nschema: schemas/nope.avsc\n"))
-    check(path, 8, "schema", "schema file 'schemas/nope.avsc' not found",
-           str(tmp_path / "schemas" / "nope.avsc"))
+    check(path, 8, "schema", "schema file 'schemas/nope.avsc' not found", str(tmp_path / "schemas" / "nope.avsc"))
 
 
 def test_schema_path_is_relative_to_the_catalog(tmp_path: Path) -> None:
     (tmp_path / "conf").mkdir()
-    path = write(tmp_path / "conf", topic("owner: billing\nkey: invoice_id\nschema: schemas/inv.avsc\n"),
-                 SCHEMAS)
+    path = write(tmp_path / "conf", topic("owner: billing\nkey: invoice_id\nschema: schemas/inv.avsc\n"), SCHEMAS)
     spec = load_catalog(path).topic("invoice.created")
     assert spec.schema_file == tmp_path / "conf" / "schemas" / "inv.avsc"
 
@@ -462,8 +537,11 @@ def test_schema_not_json(tmp_path: Path) -> None:
 def test_schema_not_a_record(tmp_path: Path) -> None:
     path = write(tmp_path, topic("owner: billing\nschema: schemas/s.avsc\n"), {"s.avsc": '"string"'})
     check(path, 8, "schema", "must be an Avro record", "got 'str'")
-    path = write(tmp_path, topic("owner: billing\nschema: schemas/s.avsc\n"),
-                 {"s.avsc": {"type": "enum", "name": "E", "symbols": ["A"]}})
+    path = write(
+        tmp_path,
+        topic("owner: billing\nschema: schemas/s.avsc\n"),
+        {"s.avsc": {"type": "enum", "name": "E", "symbols": ["A"]}},
+    )
     check(path, 8, "schema", "must be an Avro record", "got 'enum'")
 
 
@@ -474,10 +552,14 @@ def test_schema_not_valid_avro(tmp_path: Path) -> None:
 
 
 def test_key_absent_from_schema(tmp_path: Path) -> None:
-    path = write(tmp_path, topic("owner: billing\nkey: invoice\nschema: schemas/inv.avsc\n"),
-                 SCHEMAS)
-    check(path, 8, "key", "'invoice' is not in schemas/inv.avsc: record InvoiceCreated has no "
-           "field 'invoice'; its fields: invoice_id, buyer, note")
+    path = write(tmp_path, topic("owner: billing\nkey: invoice\nschema: schemas/inv.avsc\n"), SCHEMAS)
+    check(
+        path,
+        8,
+        "key",
+        "'invoice' is not in schemas/inv.avsc: record InvoiceCreated has no "
+        "field 'invoice'; its fields: invoice_id, buyer, note",
+    )
 
 
 def test_key_nested_path(tmp_path: Path) -> None:
@@ -499,8 +581,12 @@ def test_key_must_be_a_non_null_primitive(tmp_path: Path) -> None:
 def test_pii_field_absent_from_schema(tmp_path: Path) -> None:
     body = "owner: b\nschema: schemas/inv.avsc\npii_fields: [buyer.name, buyer.email]\n"
     path = write(tmp_path, topic(body), SCHEMAS)
-    check(path, 9, "pii_fields", "'buyer.email' is not in schemas/inv.avsc: record Party has "
-           "no field 'email'; its fields: name, vat")
+    check(
+        path,
+        9,
+        "pii_fields",
+        "'buyer.email' is not in schemas/inv.avsc: record Party has no field 'email'; its fields: name, vat",
+    )
 
 
 # --- profiles ----------------------------------------------------------------------------------------------
@@ -521,15 +607,21 @@ def test_local_profile_exists_without_a_profiles_section(tmp_path: Path) -> None
 def test_profile_overlay_of_an_undeclared_topic(tmp_path: Path) -> None:
     text = topic("owner: billing\n") + PROD_TOPICS + "      invoice.create: {partitions: 6}\n"
     path = write(tmp_path, text)
-    check(path, 11, None, "profile 'production' topic 'invoice.create': not declared under "
-           "'topics'; did you mean 'invoice.created'?")
+    check(
+        path,
+        11,
+        None,
+        "profile 'production' topic 'invoice.create': not declared under 'topics'; did you mean 'invoice.created'?",
+    )
 
 
 # --- lint collects everything, load raises the first --------------------------------------------------------
 
 
 def test_lint_reports_every_problem_in_file_order(tmp_path: Path) -> None:
-    text = HEAD + """\
+    text = (
+        HEAD
+        + """\
   invoice.created:
     owner: billing
     partitions: 0
@@ -544,10 +636,15 @@ profiles:
   production:
     defaults: {replicas: 3}
 """
+    )
     path = write(tmp_path, text, SCHEMAS)
     errors = lint_catalog(path)
     assert [(e.line, e.field) for e in errors if isinstance(e, CatalogLocationError)] == [
-        (8, "partitions"), (9, "cleanup_policy"), (10, None), (13, "key"), (15, "retention"),
+        (8, "partitions"),
+        (9, "cleanup_policy"),
+        (10, None),
+        (13, "key"),
+        (15, "retention"),
         (18, "replicas"),
     ]
     with pytest.raises(CatalogLocationError) as raised:

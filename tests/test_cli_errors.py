@@ -48,8 +48,11 @@ CASES: list[tuple[str, dict[str, str], str]] = [
     # bad catalog
     ("topics plan", BROKEN_CATALOG | NO_KAFKA, "broken.yaml:3: topic 'a.b' field 'partitions'"),
     ("bridge --check", BROKEN_CATALOG, "broken.yaml:3: topic 'a.b' field 'partitions'"),
-    ("publish invoice.created --file events.jsonl", {"STREAMS_CATALOG_PATH": "missing.yaml"},
-     "missing.yaml: cannot read the catalog"),
+    (
+        "publish invoice.created --file events.jsonl",
+        {"STREAMS_CATALOG_PATH": "missing.yaml"},
+        "missing.yaml: cannot read the catalog",
+    ),
     # unknown topic (in the catalog; on the cluster is a live case)
     ("publish no.such.topic --file events.jsonl", {}, "unknown topic 'no.such.topic'"),
     ("dlq list no.such.topic", NO_KAFKA, "unknown topic 'no.such.topic'"),
@@ -58,10 +61,16 @@ CASES: list[tuple[str, dict[str, str], str]] = [
     ("schemas apply", NO_REGISTRY | NO_KAFKA, "cannot reach the schema registry at http://127.0.0.1:1"),
     # bad files and values
     ("publish invoice.created --file missing.jsonl", {}, "'missing.jsonl': No such file or directory"),
-    ("publish invoice.created --file not-json.jsonl", {},
-     "not-json.jsonl:1: not valid JSON: a trailing comma at column 8"),
-    ("publish user.action --file numeric-time.jsonl", {},
-     "numeric-time.jsonl:1: field 'occurred_at': 12 is a number, not a time"),
+    (
+        "publish invoice.created --file not-json.jsonl",
+        {},
+        "not-json.jsonl:1: not valid JSON: a trailing comma at column 8",
+    ),
+    (
+        "publish user.action --file numeric-time.jsonl",
+        {},
+        "numeric-time.jsonl:1: field 'occurred_at': 12 is a number, not a time",
+    ),
     ("evidence verify no-bundle", {}, "no-bundle is not an evidence bundle"),
     ("replay invoice.created --export out --sign-key missing.key", NO_KAFKA, "cannot read the signing key missing.key"),
     ("replay invoice.created --from yesterday --dry-run", NO_KAFKA, "--from 'yesterday' is neither an ISO-8601 time"),
@@ -94,13 +103,21 @@ def run_streams(arguments: str, environment: dict[str, str], cwd: Path) -> subpr
     env |= {"PYTHONPATH": str(REPO), "STREAMS_KAFKA_CONNECT_TIMEOUT_S": "1", "COLUMNS": "200", **environment}
     # S603: our own CLI with a fixed argument list.
     return subprocess.run(
-        [sys.executable, "-m", "streams.cli", *arguments.split()], cwd=cwd, env=env,
-        capture_output=True, text=True, timeout=60, check=False,
+        [sys.executable, "-m", "streams.cli", *arguments.split()],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
 
 
-@pytest.mark.parametrize(("arguments", "environment", "expected"), CASES,
-                         ids=[f"{case[0]} [{','.join(case[1]) or 'no env'}]" for case in CASES])
+@pytest.mark.parametrize(
+    ("arguments", "environment", "expected"),
+    CASES,
+    ids=[f"{case[0]} [{','.join(case[1]) or 'no env'}]" for case in CASES],
+)
 def test_each_error_is_one_line_exit_1_no_traceback(
     project: Path, arguments: str, environment: dict[str, str], expected: str
 ) -> None:

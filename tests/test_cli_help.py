@@ -34,8 +34,9 @@ def test_root_help_imports_no_command_module() -> None:
     )
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     # S603: our own interpreter with a fixed script.
-    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env,
-                            timeout=60, check=True)
+    result = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, env=env, timeout=60, check=True
+    )
     assert "Commands:" in result.stdout
     loaded = result.stdout.rsplit("LOADED", 1)[1]
     assert all(f"'{module}'" not in loaded for module, _, _ in LAZY_COMMANDS.values()), loaded

@@ -21,7 +21,7 @@ import click
 import jsonschema
 import pytest
 import yaml
-from prometheus_client import REGISTRY, CollectorRegistry
+from prometheus_client import CollectorRegistry
 from prometheus_client.metrics import MetricWrapperBase
 
 from streams.cli import main
@@ -36,15 +36,29 @@ DOCKERFILE = ROOT / "Dockerfile"
 DOCKERIGNORE = ROOT / ".dockerignore"
 
 IMAGE = "streams:0.1.0"
-REQUIRED_SERVICES = {"kafka", "redis", "registry", "init", "worker", "bridge", "celery", "console", "prometheus",
-                     "grafana"}
+REQUIRED_SERVICES = {
+    "kafka",
+    "redis",
+    "registry",
+    "init",
+    "worker",
+    "bridge",
+    "celery",
+    "console",
+    "prometheus",
+    "grafana",
+}
 SCALABLE = ("worker", "bridge")  # `docker compose up --scale worker=3` must work
 AFTER_INIT = ("worker", "bridge", "celery")
 # What each scraped service listens on: its compose service, and the flags that set host and port.
-SCRAPED = {"worker": ("--web-host", "--web-port"), "bridge": ("--metrics-host", "--metrics-port"),
-           "registry": ("--host", "--port"), "console": ("--host", "--port")}
+SCRAPED = {
+    "worker": ("--web-host", "--web-port"),
+    "bridge": ("--metrics-host", "--metrics-port"),
+    "registry": ("--host", "--port"),
+    "console": ("--host", "--port"),
+}
 # Series Prometheus makes itself, and the target labels it (and our relabelling) attaches.
-PROMETHEUS_SERIES = {"up": set()}
+PROMETHEUS_SERIES: dict[str, set[str]] = {"up": set()}
 TARGET_LABELS = {"job", "instance", "service"}
 GRAFANA_VARIABLES = {"$__rate_interval", "$__interval", "$__range"}
 
@@ -54,21 +68,25 @@ GRAFANA_VARIABLES = {"$__rate_interval", "$__interval", "$__range"}
 
 @cache
 def compose() -> dict[str, Any]:
-    return yaml.safe_load(COMPOSE_FILE.read_text(encoding="utf-8"))
+    loaded: dict[str, Any] = yaml.safe_load(COMPOSE_FILE.read_text(encoding="utf-8"))
+    return loaded
 
 
 def services() -> dict[str, Any]:
-    return compose()["services"]
+    found: dict[str, Any] = compose()["services"]
+    return found
 
 
 @cache
 def prometheus_config() -> dict[str, Any]:
-    return yaml.safe_load(PROMETHEUS_CONFIG.read_text(encoding="utf-8"))
+    loaded: dict[str, Any] = yaml.safe_load(PROMETHEUS_CONFIG.read_text(encoding="utf-8"))
+    return loaded
 
 
 @cache
 def dashboard() -> dict[str, Any]:
-    return json.loads(DASHBOARD.read_text(encoding="utf-8"))
+    loaded: dict[str, Any] = json.loads(DASHBOARD.read_text(encoding="utf-8"))
+    return loaded
 
 
 def streams_services() -> dict[str, dict[str, Any]]:
@@ -108,8 +126,9 @@ def resolve(argv: list[str]) -> tuple[click.Command, list[str], list[str]]:
 
 def option_values(argv: list[str]) -> dict[str, str]:
     """`--flag value` pairs of one command line (flags without values are left out)."""
-    return {flag: value for flag, value in itertools.pairwise(argv) if flag.startswith("--")
-            and not value.startswith("-")}
+    return {
+        flag: value for flag, value in itertools.pairwise(argv) if flag.startswith("--") and not value.startswith("-")
+    }
 
 
 def service_option(service: str, flag: str) -> str:
@@ -136,7 +155,7 @@ def host_path(source: str) -> Path:
 # --- the compose file ----------------------------------------------------------------------------------
 
 
-def test_compose_file_follows_the_compose_specification():
+def test_compose_file_follows_the_compose_specification() -> None:
     schema = json.loads(COMPOSE_SCHEMA.read_text(encoding="utf-8"))
     validator = jsonschema.Draft202012Validator(schema)
     errors = [f"{error.json_path}: {error.message}" for error in validator.iter_errors(compose())]
@@ -146,19 +165,19 @@ def test_compose_file_follows_the_compose_specification():
     assert not validator.is_valid(broken)
 
 
-def test_every_service_is_declared():
+def test_every_service_is_declared() -> None:
     assert set(services()) >= REQUIRED_SERVICES
     assert set(streams_services()) == {"registry", "init", "worker", "bridge", "celery", "console"}
 
 
 @pytest.mark.parametrize("service", SCALABLE)
-def test_scalable_services_have_no_fixed_name_or_host_port(service):
+def test_scalable_services_have_no_fixed_name_or_host_port(service: str) -> None:
     spec = services()[service]
     assert "container_name" not in spec
     assert "ports" not in spec, "a fixed host port makes `--scale` fail; Prometheus scrapes inside the network"
 
 
-def test_streams_services_build_the_image_the_manifests_run():
+def test_streams_services_build_the_image_the_manifests_run() -> None:
     project_version = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]["version"]
     assert f"streams:{project_version}" == IMAGE
     for name, spec in streams_services().items():
@@ -169,7 +188,7 @@ def test_streams_services_build_the_image_the_manifests_run():
     assert images == {IMAGE}
 
 
-def test_streams_commands_exist_in_the_cli():
+def test_streams_commands_exist_in_the_cli() -> None:
     checked = []
     for name, spec in streams_services().items():
         for argv in argv_lists(spec):
@@ -182,11 +201,17 @@ def test_streams_commands_exist_in_the_cli():
             # Parsing (not invoking) also checks the values: ports in range, choices, required options.
             command.make_context(" ".join(path), list(rest))
             checked.append(" ".join(path))
-    assert sorted(checked) == ["streams bridge", "streams console", "streams registry serve", "streams schemas apply",
-                               "streams topics apply", "streams worker"]
+    assert sorted(checked) == [
+        "streams bridge",
+        "streams console",
+        "streams registry serve",
+        "streams schemas apply",
+        "streams topics apply",
+        "streams worker",
+    ]
 
 
-def test_a_wrong_command_is_caught():
+def test_a_wrong_command_is_caught() -> None:
     with pytest.raises(AssertionError, match="no subcommand 'wroker'"):
         resolve(["streams", "wroker"])
     command, _, rest = resolve(["streams", "worker", "--web-port", "6066"])
@@ -196,10 +221,9 @@ def test_a_wrong_command_is_caught():
         resolve(["streams", "bridge"])[0].make_context("bridge", ["--metrics-port", "99999"])
 
 
-def test_init_runs_once_before_the_services_that_need_topics_and_schemas():
+def test_init_runs_once_before_the_services_that_need_topics_and_schemas() -> None:
     init = services()["init"]
-    assert [argv[:3] for argv in argv_lists(init)] == [["streams", "topics", "apply"],
-                                                        ["streams", "schemas", "apply"]]
+    assert [argv[:3] for argv in argv_lists(init)] == [["streams", "topics", "apply"], ["streams", "schemas", "apply"]]
     assert init["restart"] == "no"
     assert init["depends_on"]["kafka"]["condition"] == "service_healthy"
     assert init["depends_on"]["registry"]["condition"] in {"service_started", "service_healthy"}
@@ -207,7 +231,7 @@ def test_init_runs_once_before_the_services_that_need_topics_and_schemas():
         assert services()[name]["depends_on"]["init"]["condition"] == "service_completed_successfully", name
 
 
-def test_healthy_conditions_have_healthchecks():
+def test_healthy_conditions_have_healthchecks() -> None:
     for name, spec in services().items():
         depends_on = spec.get("depends_on", {})
         if isinstance(depends_on, list):  # the short form waits for nothing but the start
@@ -217,7 +241,7 @@ def test_healthy_conditions_have_healthchecks():
                 assert "healthcheck" in services()[dependency], f"{name} waits for {dependency} to be healthy"
 
 
-def test_settings_point_at_the_compose_services():
+def test_settings_point_at_the_compose_services() -> None:
     kafka = services()["kafka"]["environment"]
     internal = {listener.split("://")[1] for listener in kafka["KAFKA_ADVERTISED_LISTENERS"].split(",")}
     registry_port = service_option("registry", "--port")
@@ -231,7 +255,7 @@ def test_settings_point_at_the_compose_services():
         assert env["STREAMS_CATALOG_PATH"] == "/app/topics.yaml", name
 
 
-def test_streams_variables_are_settings():
+def test_streams_variables_are_settings() -> None:
     from streams.bridge.reference_tasks import CelerySettings  # noqa: PLC0415
     from streams.console.settings import ConsoleSettings  # noqa: PLC0415
     from streams.settings import Settings  # noqa: PLC0415
@@ -244,7 +268,7 @@ def test_streams_variables_are_settings():
         assert not unknown, f"{name}: {sorted(unknown)} are not settings (streams/settings.py)"
 
 
-def test_celery_worker_consumes_every_bridge_queue():
+def test_celery_worker_consumes_every_bridge_queue() -> None:
     from streams.bridge.routes import load_bridge  # noqa: PLC0415
     from streams.catalog import load_catalog  # noqa: PLC0415
 
@@ -269,19 +293,22 @@ def prometheus_port() -> int:
     return 9090
 
 
-def test_prometheus_reads_this_config():
+def test_prometheus_reads_this_config() -> None:
     spec = services()["prometheus"]
     config_path = next(arg.split("=", 1)[1] for arg in spec["command"] if arg.startswith("--config.file="))
     assert host_path(bind_mounts("prometheus")[config_path]) == PROMETHEUS_CONFIG
 
 
 @pytest.mark.parametrize("service", sorted(SCRAPED))
-def test_prometheus_scrapes_every_replica_where_it_listens(service):
+def test_prometheus_scrapes_every_replica_where_it_listens(service: str) -> None:
     host_flag, port_flag = SCRAPED[service]
     assert service_option(service, host_flag) == "0.0.0.0"  # noqa: S104 - reachable from Prometheus
     port = int(service_option(service, port_flag))
-    jobs = [job for job in prometheus_config()["scrape_configs"]
-            if any(service in sd["names"] for sd in job.get("dns_sd_configs", []))]
+    jobs = [
+        job
+        for job in prometheus_config()["scrape_configs"]
+        if any(service in sd["names"] for sd in job.get("dns_sd_configs", []))
+    ]
     assert len(jobs) == 1, f"one job must resolve the compose service {service}"
     (sd,) = jobs[0]["dns_sd_configs"]
     assert sd["names"] == [service]
@@ -299,7 +326,7 @@ def provisioning(kind: str) -> list[dict[str, Any]]:
     return [yaml.safe_load(path.read_text(encoding="utf-8")) for path in files]
 
 
-def test_grafana_mounts_the_provisioning_and_dashboards():
+def test_grafana_mounts_the_provisioning_and_dashboards() -> None:
     mounts = bind_mounts("grafana")
     assert host_path(mounts["/etc/grafana/provisioning"]) == GRAFANA_PROVISIONING
     (provider,) = [provider for config in provisioning("dashboards") for provider in config["providers"]]
@@ -310,7 +337,7 @@ def test_grafana_mounts_the_provisioning_and_dashboards():
     assert home == f"{dashboards_dir}/{DASHBOARD.name}"
 
 
-def test_grafana_datasource_is_the_compose_prometheus():
+def test_grafana_datasource_is_the_compose_prometheus() -> None:
     datasources = [source for config in provisioning("datasources") for source in config["datasources"]]
     (prometheus,) = [source for source in datasources if source["type"] == "prometheus"]
     url = urlsplit(prometheus["url"])
@@ -320,8 +347,22 @@ def test_grafana_datasource_is_the_compose_prometheus():
 
 # --- the dashboard -------------------------------------------------------------------------------------
 
-_PROMQL_WORDS = {"by", "without", "on", "ignoring", "group_left", "group_right", "bool", "and", "or", "unless",
-                 "offset", "inf", "nan", "atan2"}
+_PROMQL_WORDS = {
+    "by",
+    "without",
+    "on",
+    "ignoring",
+    "group_left",
+    "group_right",
+    "bool",
+    "and",
+    "or",
+    "unless",
+    "offset",
+    "inf",
+    "nan",
+    "atan2",
+}
 _GROUPING = re.compile(r"\b(?:by|without|on|ignoring|group_left|group_right)\s*\(([^)]*)\)")
 _SELECTOR = re.compile(r"(?<![\w:.])([a-zA-Z_:][\w:]*)\s*\{([^}]*)\}")
 _NAME = re.compile(r"(?<![\w:.$])([a-zA-Z_:][\w:]*)(?![\w:])(?!\s*\()")
@@ -353,18 +394,25 @@ def label_uses(expr: str) -> tuple[set[str], set[str]]:
 def registered_metrics() -> dict[str, frozenset[str]]:
     """Every series name our code exposes -> its labels, from the prometheus_client registries themselves.
 
-    The worker serves the default REGISTRY (streams.observability at import, the audit chain's metrics on
-    first use); each bridge serves the registry of its BridgeMetrics.
+    The worker serves the registry of its AgentMetrics (every hosted agent's, the audit chain's included), the
+    schema registry that of its RegistryMetrics; each bridge serves the registry of its BridgeMetrics.
     """
-    import streams.observability  # noqa: F401, PLC0415 - registers the agents' metrics
-    from streams.agents.audit import _metrics as audit_metrics  # noqa: PLC0415
     from streams.bridge.metrics import BridgeMetrics  # noqa: PLC0415
+    from streams.observability import AgentMetrics, RegistryMetrics  # noqa: PLC0415
 
-    audit_metrics()
-    suffixes = {"counter": ("_total", "_created"), "gauge": ("",), "histogram": ("_bucket", "_sum", "_count",
-                "_created"), "summary": ("", "_sum", "_count", "_created"), "info": ("_info",)}
+    suffixes = {
+        "counter": ("_total", "_created"),
+        "gauge": ("",),
+        "histogram": ("_bucket", "_sum", "_count", "_created"),
+        "summary": ("", "_sum", "_count", "_created"),
+        "info": ("_info",),
+    }
     exposed: dict[str, frozenset[str]] = {}
-    registries: tuple[CollectorRegistry, ...] = (REGISTRY, BridgeMetrics().registry)
+    registries: tuple[CollectorRegistry, ...] = (
+        AgentMetrics().registry,
+        RegistryMetrics().registry,
+        BridgeMetrics().registry,
+    )
     for registry in registries:
         collectors = set(registry._names_to_collectors.values())  # private: prometheus_client lists no collectors
         for collector in collectors:
@@ -384,8 +432,12 @@ def panels(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def queries() -> list[tuple[str, str]]:
     """(where, PromQL) of every panel target and of every query variable."""
-    found = [(f"panel {panel['title']!r}", target["expr"]) for panel in panels(dashboard()["panels"])
-             for target in panel.get("targets", []) if target.get("expr")]
+    found = [
+        (f"panel {panel['title']!r}", target["expr"])
+        for panel in panels(dashboard()["panels"])
+        for target in panel.get("targets", [])
+        if target.get("expr")
+    ]
     for variable in dashboard()["templating"]["list"]:
         if variable["type"] == "query":
             query = variable["query"]["query"] if isinstance(variable["query"], dict) else variable["query"]
@@ -394,15 +446,17 @@ def queries() -> list[tuple[str, str]]:
     return found
 
 
-def test_metric_name_extraction():
-    expr = ('histogram_quantile(0.99, sum by (agent, le) (rate(streams_agent_end_to_end_seconds_bucket'
-            '{agent=~"$agent", outcome!="x(y)"}[$__rate_interval]))) / on(job) group_left sum(up offset 5m)')
+def test_metric_name_extraction() -> None:
+    expr = (
+        "histogram_quantile(0.99, sum by (agent, le) (rate(streams_agent_end_to_end_seconds_bucket"
+        '{agent=~"$agent", outcome!="x(y)"}[$__rate_interval]))) / on(job) group_left sum(up offset 5m)'
+    )
     assert metric_names(expr) == {"streams_agent_end_to_end_seconds_bucket", "up"}
     assert label_uses(expr) == ({"agent", "outcome"}, {"agent", "le", "job"})
     assert metric_names("sum(rate(streams_agent_event_total[5m])) > 0") == {"streams_agent_event_total"}
 
 
-def test_our_metrics_are_found_in_the_registries():
+def test_our_metrics_are_found_in_the_registries() -> None:
     metrics = registered_metrics()
     assert metrics["streams_agent_events_total"] == {"agent", "outcome"}
     assert metrics["streams_agent_end_to_end_seconds_bucket"] == {"agent", "le"}
@@ -411,7 +465,7 @@ def test_our_metrics_are_found_in_the_registries():
     assert "streams_audit_entries_total" in metrics
 
 
-def test_dashboard_queries_only_metrics_our_code_exports():
+def test_dashboard_queries_only_metrics_our_code_exports() -> None:
     metrics = {**registered_metrics(), **PROMETHEUS_SERIES}
     assert queries()
     for where, expr in queries():
@@ -424,21 +478,21 @@ def test_dashboard_queries_only_metrics_our_code_exports():
         assert matched | grouped <= labels, f"{where}: labels {sorted((matched | grouped) - labels)} unknown"
 
 
-def test_dashboard_jobs_are_prometheus_jobs():
+def test_dashboard_jobs_are_prometheus_jobs() -> None:
     jobs = {job["job_name"] for job in prometheus_config()["scrape_configs"]}
     for where, expr in queries():
         for value in re.findall(r'job=~?"([^"]*)"', expr):
             assert set(value.split("|")) <= jobs, f"{where}: job {value!r} is not in {PROMETHEUS_CONFIG.name}"
 
 
-def test_dashboard_variables_are_defined():
+def test_dashboard_variables_are_defined() -> None:
     defined = {f"${variable['name']}" for variable in dashboard()["templating"]["list"]} | GRAFANA_VARIABLES
     for where, expr in queries():
         used = set(re.findall(r"\$\w+", expr))
         assert used <= defined, f"{where}: undefined variable(s) {sorted(used - defined)}"
 
 
-def test_dashboard_model():
+def test_dashboard_model() -> None:
     board = dashboard()
     assert board["schemaVersion"] >= 36
     assert board["uid"]
@@ -453,8 +507,10 @@ def test_dashboard_model():
 
 
 def panel_exprs() -> list[tuple[str, str]]:
-    return [(panel["title"], " ".join(target["expr"] for target in panel.get("targets", [])))
-            for panel in panels(dashboard()["panels"])]
+    return [
+        (panel["title"], " ".join(target["expr"] for target in panel.get("targets", [])))
+        for panel in panels(dashboard()["panels"])
+    ]
 
 
 REQUIRED_PANELS = {
@@ -465,12 +521,12 @@ REQUIRED_PANELS = {
     "bridge in-flight": r"streams_bridge_inflight_tasks",
     "bridge paused partitions": r"streams_bridge_paused_partitions",
     "end-to-end latency p50 and p99": r"histogram_quantile\(0\.5, .*streams_agent_end_to_end_seconds_bucket.*"
-                                      r"histogram_quantile\(0\.99, .*streams_agent_end_to_end_seconds_bucket",
+    r"histogram_quantile\(0\.99, .*streams_agent_end_to_end_seconds_bucket",
 }
 
 
 @pytest.mark.parametrize("subject", sorted(REQUIRED_PANELS))
-def test_dashboard_has_a_panel_for(subject):
+def test_dashboard_has_a_panel_for(subject: str) -> None:
     matching = [title for title, exprs in panel_exprs() if re.search(REQUIRED_PANELS[subject], exprs)]
     assert matching, f"no panel shows {subject}"
 
@@ -493,7 +549,7 @@ def dockerfile_stages() -> list[list[tuple[str, str]]]:
     return stages
 
 
-def test_dockerfile_runtime_stage_matches_the_manifests():
+def test_dockerfile_runtime_stage_matches_the_manifests() -> None:
     stages = dockerfile_stages()
     assert len(stages) >= 2, "a builder stage with Rust and a slim runtime stage"
     runtime = stages[-1]
@@ -525,16 +581,34 @@ def dockerignored(path: str, patterns: list[str]) -> bool:
     return ignored
 
 
-def test_dockerignore_sends_only_the_build_inputs():
-    patterns = [line.strip() for line in DOCKERIGNORE.read_text(encoding="utf-8").splitlines()
-                if line.strip() and not line.startswith("#")]
-    copied = [value.split()[0] for stage in dockerfile_stages() for instruction, value in stage
-              if instruction == "COPY" and "--from" not in value]
+def test_dockerignore_sends_only_the_build_inputs() -> None:
+    patterns = [
+        line.strip()
+        for line in DOCKERIGNORE.read_text(encoding="utf-8").splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+    copied = [
+        value.split()[0]
+        for stage in dockerfile_stages()
+        for instruction, value in stage
+        if instruction == "COPY" and "--from" not in value
+    ]
     for source in copied:
         assert not dockerignored(source.rstrip("/"), patterns), f"COPY {source} but .dockerignore drops it"
-    for kept in ("streams/cli.py", "streams/_native/Cargo.toml", "streams/_native/Cargo.lock",
-                 "streams/_native/src/lib.rs", "schemas/invoice.created.avsc"):
+    for kept in (
+        "streams/cli.py",
+        "streams/_native/Cargo.toml",
+        "streams/_native/Cargo.lock",
+        "streams/_native/src/lib.rs",
+        "schemas/invoice.created.avsc",
+    ):
         assert not dockerignored(kept, patterns), kept
-    for dropped in (".venv/bin/python", ".streams/local/state.json", "streams/_native/target/release/x.so",
-                    "streams/__pycache__/cli.cpython-311.pyc", "streams/_avro_native.abi3.so", "tests/conftest.py"):
+    for dropped in (
+        ".venv/bin/python",
+        ".streams/local/state.json",
+        "streams/_native/target/release/x.so",
+        "streams/__pycache__/cli.cpython-311.pyc",
+        "streams/_avro_native.abi3.so",
+        "tests/conftest.py",
+    ):
         assert dockerignored(dropped, patterns), dropped

@@ -134,21 +134,36 @@ def test_every_manifest_validates(overlay: tuple[str, list[dict[str, Any]]]) -> 
     errors = {"/".join(_key(doc)): problems for doc in documents if (problems := validation_errors(doc))}
     assert errors == {}, name
     kinds = {doc["kind"] for doc in documents}
-    assert {"Deployment", "Service", "PodDisruptionBudget", "NetworkPolicy", "Secret", "ConfigMap", "Kafka",
-            "KafkaNodePool", "KafkaTopic", "KafkaUser", "ScaledObject", "TriggerAuthentication"} <= kinds
+    assert {
+        "Deployment",
+        "Service",
+        "PodDisruptionBudget",
+        "NetworkPolicy",
+        "Secret",
+        "ConfigMap",
+        "Kafka",
+        "KafkaNodePool",
+        "KafkaTopic",
+        "KafkaUser",
+        "ScaledObject",
+        "TriggerAuthentication",
+    } <= kinds
     assert all(doc["metadata"]["namespace"] == "streams" for doc in documents)
 
 
-@pytest.mark.parametrize("mistake", [
-    ("Deployment", ["spec", "replicas"], "two"),
-    ("Deployment", ["spec", "template", "spec", "containers", 0, "livenessprobe"], {"tcpSocket": {"port": 1}}),
-    ("KafkaTopic", ["spec", "partition"], 3),
-    ("KafkaUser", ["spec", "authentication", "type"], "scram-sha-256"),
-    ("Kafka", ["spec", "kafka", "listeners", 0, "type"], "cluster-internal"),
-    ("ScaledObject", ["spec", "maxReplicas"], 3),
-    ("TriggerAuthentication", ["spec", "secretTargetRef", 0, "secret"], "x"),
-    ("NetworkPolicy", ["spec", "policyTypes"], "Ingress"),
-])
+@pytest.mark.parametrize(
+    "mistake",
+    [
+        ("Deployment", ["spec", "replicas"], "two"),
+        ("Deployment", ["spec", "template", "spec", "containers", 0, "livenessprobe"], {"tcpSocket": {"port": 1}}),
+        ("KafkaTopic", ["spec", "partition"], 3),
+        ("KafkaUser", ["spec", "authentication", "type"], "scram-sha-256"),
+        ("Kafka", ["spec", "kafka", "listeners", 0, "type"], "cluster-internal"),
+        ("ScaledObject", ["spec", "maxReplicas"], 3),
+        ("TriggerAuthentication", ["spec", "secretTargetRef", 0, "secret"], "x"),
+        ("NetworkPolicy", ["spec", "policyTypes"], "Ingress"),
+    ],
+)
 def test_validation_rejects_mistakes(mistake: tuple[str, list[Any], Any]) -> None:
     kind, path, value = mistake
     documents = render(DEPLOY / "overlays" / "production")
@@ -174,16 +189,19 @@ def test_generated_files_equal_fresh_export(relative: str, export: tuple[str, st
     fresh = export_catalog(load_catalog(ROOT / "topics.yaml", profile), fmt)  # type: ignore[arg-type]
     assert (DEPLOY / relative).read_text(encoding="utf-8") == fresh, (
         f"{relative} is stale: run `streams topics export --format {fmt} --profile {profile} "
-        f"-o deploy/kubernetes/{relative}`")
+        f"-o deploy/kubernetes/{relative}`"
+    )
 
 
 def _containers(documents: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    return {doc["metadata"]["name"]: doc["spec"]["template"]["spec"]["containers"][0]
-            for doc in documents if doc["kind"] == "Deployment"}
+    return {
+        doc["metadata"]["name"]: doc["spec"]["template"]["spec"]["containers"][0]
+        for doc in documents
+        if doc["kind"] == "Deployment"
+    }
 
 
-def test_each_service_runs_as_its_catalog_principal_in_its_own_group(
-        overlay: tuple[str, list[dict[str, Any]]]) -> None:
+def test_each_service_runs_as_its_catalog_principal_in_its_own_group(overlay: tuple[str, list[dict[str, Any]]]) -> None:
     _, documents = overlay
     users = {doc["metadata"]["name"]: doc for doc in documents if doc["kind"] == "KafkaUser"}
     for deployment, container in _containers(documents).items():
@@ -223,8 +241,11 @@ def test_autoscaling_targets_exist_and_read_their_own_group(overlay: tuple[str, 
 
 def test_disruption_budgets_and_probes_cover_every_deployment(overlay: tuple[str, list[dict[str, Any]]]) -> None:
     _, documents = overlay
-    budgets = {doc["spec"]["selector"]["matchLabels"]["app.kubernetes.io/name"]
-               for doc in documents if doc["kind"] == "PodDisruptionBudget"}
+    budgets = {
+        doc["spec"]["selector"]["matchLabels"]["app.kubernetes.io/name"]
+        for doc in documents
+        if doc["kind"] == "PodDisruptionBudget"
+    }
     for name, container in _containers(documents).items():
         assert "livenessProbe" in container, name
         assert "readinessProbe" in container, name

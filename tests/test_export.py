@@ -39,16 +39,28 @@ def _expected_topics(profile: str) -> dict[str, dict[str, Any]]:
             config["retention.ms"] = str(parse_duration_ms(merged["retention"], where=name))
         if "min_insync_replicas" in merged:
             config["min.insync.replicas"] = str(merged["min_insync_replicas"])
-        out[name] = {"partitions": merged["partitions"], "replicas": merged["replication_factor"], "config": config,
-                     "producers": topic.get("producers", []), "consumers": topic.get("consumers", [])}
+        out[name] = {
+            "partitions": merged["partitions"],
+            "replicas": merged["replication_factor"],
+            "config": config,
+            "producers": topic.get("producers", []),
+            "consumers": topic.get("consumers", []),
+        }
         if merged["dlq"]:
-            dlq_config = {"cleanup.policy": "delete",
-                          "retention.ms": str(parse_duration_ms(merged["dlq_retention"], where=name))}
+            dlq_config = {
+                "cleanup.policy": "delete",
+                "retention.ms": str(parse_duration_ms(merged["dlq_retention"], where=name)),
+            }
             dlq_config.update({k: v for k, v in config.items() if k == "min.insync.replicas"})
             # the source's limit (Kafka's default 1048588 if it sets none) plus 64 KiB for the dlq_* headers
             dlq_config["max.message.bytes"] = str(int(config.get("max.message.bytes", 1048588)) + 65536)
-            out[f"{name}.dlq"] = {"partitions": merged["partitions"], "replicas": merged["replication_factor"],
-                                  "config": dlq_config, "producers": topic.get("consumers", []), "consumers": []}
+            out[f"{name}.dlq"] = {
+                "partitions": merged["partitions"],
+                "replicas": merged["replication_factor"],
+                "config": dlq_config,
+                "producers": topic.get("consumers", []),
+                "consumers": [],
+            }
     return out
 
 
@@ -96,28 +108,44 @@ def _expected_acls() -> dict[str, list[dict[str, Any]]]:
     out: dict[str, list[dict[str, Any]]] = {}
     for service in produces.keys() | consumes.keys():
         rules = []
-        for topic in produces.get(service, set()) | consumes.get(service, set()):
-            ops = {"Describe"} | ({"DescribeConfigs", "Write"} if topic in produces.get(service, ()) else set())
-            ops |= {"Read"} if topic in consumes.get(service, ()) else set()
-            rules.append(({"type": "topic", "name": topic, "patternType": "literal"}, sorted(ops)))
+        for topic_name in produces.get(service, set()) | consumes.get(service, set()):
+            ops = {"Describe"} | ({"DescribeConfigs", "Write"} if topic_name in produces.get(service, ()) else set())
+            ops |= {"Read"} if topic_name in consumes.get(service, ()) else set()
+            rules.append(({"type": "topic", "name": topic_name, "patternType": "literal"}, sorted(ops)))
         if service in consumes:
             rules.append(({"type": "group", "name": service, "patternType": "prefix"}, ["Read"]))
-            rules.append(({"type": "topic", "name": f"{service}-", "patternType": "prefix"},
-                          ["Create", "Describe", "DescribeConfigs", "Read", "Write"]))
+            rules.append(
+                (
+                    {"type": "topic", "name": f"{service}-", "patternType": "prefix"},
+                    ["Create", "Describe", "DescribeConfigs", "Read", "Write"],
+                )
+            )
         if service in produces:
             rules.append(({"type": "transactionalId", "name": service, "patternType": "prefix"}, ["Describe", "Write"]))
             rules.append(({"type": "cluster"}, ["IdempotentWrite"]))
         out[service] = sorted(({"resource": r, "operations": ops, "host": "*"} for r, ops in rules), key=json.dumps)
     # The registry is the one platform principal topics.yaml cannot name: its storage topic is its own.
-    out["streams-registry"] = sorted([
-        {"resource": {"type": "topic", "name": "_schemas", "patternType": "literal"},
-         "operations": ["Create", "Describe", "DescribeConfigs", "Read", "Write"], "host": "*"},
-        {"resource": {"type": "group", "name": "streams-registry", "patternType": "prefix"},
-         "operations": ["Read"], "host": "*"},
-        {"resource": {"type": "transactionalId", "name": "streams-registry", "patternType": "prefix"},
-         "operations": ["Describe", "Write"], "host": "*"},
-        {"resource": {"type": "cluster"}, "operations": ["IdempotentWrite"], "host": "*"},
-    ], key=json.dumps)
+    out["streams-registry"] = sorted(
+        [
+            {
+                "resource": {"type": "topic", "name": "_schemas", "patternType": "literal"},
+                "operations": ["Create", "Describe", "DescribeConfigs", "Read", "Write"],
+                "host": "*",
+            },
+            {
+                "resource": {"type": "group", "name": "streams-registry", "patternType": "prefix"},
+                "operations": ["Read"],
+                "host": "*",
+            },
+            {
+                "resource": {"type": "transactionalId", "name": "streams-registry", "patternType": "prefix"},
+                "operations": ["Describe", "Write"],
+                "host": "*",
+            },
+            {"resource": {"type": "cluster"}, "operations": ["IdempotentWrite"], "host": "*"},
+        ],
+        key=json.dumps,
+    )
     return out
 
 
@@ -126,8 +154,19 @@ def test_acls_match_the_catalogs_producers_and_consumers_exactly() -> None:
     users = {doc["metadata"]["name"]: doc for doc in _documents("acls")}
     assert set(users) == set(expected)
     # The catalog names these; a renamed service would show up here first.
-    assert {"billing-api", "validation-agent", "audit-agent", "indexing-agent", "celery-bridge", "celery-workers",
-            "streams-replay", "streams-webhooks", "web-app", "workflow-engine", "streams-registry"} == set(users)
+    assert {
+        "billing-api",
+        "validation-agent",
+        "audit-agent",
+        "indexing-agent",
+        "celery-bridge",
+        "celery-workers",
+        "streams-replay",
+        "streams-webhooks",
+        "web-app",
+        "workflow-engine",
+        "streams-registry",
+    } == set(users)
     for name, want in expected.items():
         user = users[name]
         assert user["kind"] == "KafkaUser"
@@ -142,8 +181,12 @@ def test_acls_give_each_role_what_it_needs_and_no_more() -> None:
     users = {doc["metadata"]["name"]: doc["spec"]["authorization"]["acls"] for doc in _documents("acls")}
 
     def ops(user: str, kind: str, name: str | None = None) -> set[str]:
-        return {op for rule in users[user] if rule["resource"]["type"] == kind
-                and rule["resource"].get("name") == name for op in rule["operations"]}
+        return {
+            op
+            for rule in users[user]
+            if rule["resource"]["type"] == kind and rule["resource"].get("name") == name
+            for op in rule["operations"]
+        }
 
     assert ops("billing-api", "topic", "invoice.created") == {"Write", "Describe", "DescribeConfigs"}
     assert ops("billing-api", "cluster") == {"IdempotentWrite"}
@@ -170,7 +213,8 @@ def asyncapi_validator() -> jsonschema.Draft7Validator:
 
 @pytest.mark.parametrize("profile", PROFILES)
 def test_asyncapi_validates_against_the_asyncapi_3_schema(
-        profile: str, asyncapi_validator: jsonschema.Draft7Validator) -> None:
+    profile: str, asyncapi_validator: jsonschema.Draft7Validator
+) -> None:
     (document,) = _documents("asyncapi", profile)
     errors = [f"{list(e.absolute_path)}: {e.message[:200]}" for e in asyncapi_validator.iter_errors(document)]
     assert errors == []
@@ -218,21 +262,40 @@ def test_asyncapi_documents_every_topic_schema_owner_and_service() -> None:
 
 def test_cli_writes_the_generator_output(tmp_path: Path) -> None:
     target = tmp_path / "topics.yaml"
-    result = CliRunner().invoke(main, ["topics", "export", "--format", "strimzi", "--catalog", str(CATALOG),
-                                       "--profile", "production", "--output", str(target)])
+    result = CliRunner().invoke(
+        main,
+        [
+            "topics",
+            "export",
+            "--format",
+            "strimzi",
+            "--catalog",
+            str(CATALOG),
+            "--profile",
+            "production",
+            "--output",
+            str(target),
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert target.read_text(encoding="utf-8") == export_catalog(load_catalog(CATALOG, "production"), "strimzi")
-    stdout = CliRunner().invoke(main, ["topics", "export", "--format", "asyncapi", "--catalog", str(CATALOG),
-                                       "--server", "kafka:9093", "--secure"])
+    stdout = CliRunner().invoke(
+        main,
+        ["topics", "export", "--format", "asyncapi", "--catalog", str(CATALOG), "--server", "kafka:9093", "--secure"],
+    )
     assert stdout.exit_code == 0, stdout.output
     (document,) = [doc for doc in yaml.safe_load_all(stdout.output) if doc]
-    assert document["servers"]["local"] == {**document["servers"]["local"], "host": "kafka:9093",
-                                            "protocol": "kafka-secure"}
+    assert document["servers"]["local"] == {
+        **document["servers"]["local"],
+        "host": "kafka:9093",
+        "protocol": "kafka-secure",
+    }
 
 
 def test_cli_unknown_profile_is_one_line_and_exit_1() -> None:
-    result = CliRunner().invoke(main, ["topics", "export", "--format", "acls", "--catalog", str(CATALOG),
-                                       "--profile", "staging"])
+    result = CliRunner().invoke(
+        main, ["topics", "export", "--format", "acls", "--catalog", str(CATALOG), "--profile", "staging"]
+    )
     assert result.exit_code == 1
     assert "unknown profile 'staging'" in result.output
     assert "Traceback" not in result.output

@@ -25,8 +25,9 @@ def test_a_bad_variable_is_one_line_naming_it_and_the_allowed_values(monkeypatch
     with pytest.raises(ConfigError) as raised:
         load_settings()
     message = str(raised.value)
-    assert message == ("STREAMS_PROFILE='prod' is not valid: Input should be 'local' or 'production'"
-                       " (fix or unset the variable)")
+    assert message == (
+        "STREAMS_PROFILE='prod' is not valid: Input should be 'local' or 'production' (fix or unset the variable)"
+    )
 
 
 def test_catalog_and_data_dir_are_found_from_a_subdirectory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -108,9 +109,15 @@ def test_timestamps_inside_nested_records_and_lists_are_checked_with_their_path(
 
 
 def test_the_platforms_own_topics_are_internal_others_are_not() -> None:
-    for name in ("_schemas", "__consumer_offsets", "streams-worker-validation-store-changelog",
-                 "streams-worker-audit-leader", "streams-worker-__assignor-__leader",
-                 "invoice.created.replay.1496b9a696", "app-orders-repartition"):
+    for name in (
+        "_schemas",
+        "__consumer_offsets",
+        "streams-worker-validation-store-changelog",
+        "streams-worker-audit-leader",
+        "streams-worker-__assignor-__leader",
+        "invoice.created.replay.1496b9a696",
+        "app-orders-repartition",
+    ):
         assert platform_internal(name), name
     for name in ("invoice.created", "invoice.created.dlq", "leaderboard", "changelog.events", "stray"):
         assert not platform_internal(name), name

@@ -22,5 +22,11 @@ async def velocity(stream: Stream[UserAction]) -> None:
     async for event in stream:
         per_minute[event.user_id] += 1
         timestamp = app.current_event().timestamp_ms  # the record's: the window the count is in
-        await app.send(SINK, {"user_id": event.user_id, "window_start_ms": timestamp - timestamp % 60_000,
-                              "count": per_minute[event.user_id].current()})
+        await app.send(
+            SINK,
+            {
+                "user_id": event.user_id,
+                "window_start_ms": timestamp - timestamp % 60_000,
+                "count": per_minute[event.user_id].current(),
+            },
+        )

@@ -7,25 +7,20 @@ transaction make the chain exactly-once in effect across kill -9 and rebalances 
 
 from __future__ import annotations
 
-import functools
 import hashlib
-import io
 import json
+import sys
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any
 
 import structlog
 from confluent_kafka import OFFSET_BEGINNING
 from confluent_kafka.admin import AdminClient
-from fastavro import parse_schema, schemaless_reader
-from fastavro.schema import SchemaParseException
-from prometheus_client import Counter, Gauge
 
 from streams.agents import DEFAULT_APP_ID
 from streams.agents.audit_chain import (
-    DECODE_ERRORS,
     EPOCH,
     GENESIS_HASH,
     ONE_MS,
@@ -35,11 +30,13 @@ from streams.agents.audit_chain import (
     read_chain,
 )
 from streams.errors import ConfigError, SchemaError, StreamsError
+from streams.observability import AgentMetrics
+from streams.records import EventDecoder, SchemaSource, UndecodableRecordError
 from streams.runtime.app import App
-from streams.runtime.engine import EngineConfig
+from streams.runtime.contract import EngineConfig
 from streams.runtime.single import SingleWriterEngine
-from streams.schemas.codec import HEADER, AvroCodec, split_header
-from streams.schemas.registry_client import RegistryClient, RegistryRequestError, compact_schema
+from streams.schemas.codec import AvroCodec, split_header
+from streams.schemas.registry_client import RegistryClient, compact_schema
 
 if TYPE_CHECKING:
     import threading
@@ -84,81 +81,80 @@ class ChainState:
 
 
 class PayloadReader:
-    """Reads the few payload fields an entry takes (actor, tenant), leniently: any failure means None."""
+    """Reads the few payload fields an entry takes (actor, tenant), leniently: any failure means None.
 
-    def __init__(self, registry: RegistryClient) -> None:
-        self._registry = registry
-        self._readers: dict[int, tuple[Any, frozenset[str]] | None] = {}  # schema id -> (parsed schema, fields)
+    Decodes with the project's one decoder (streams.records.EventDecoder), only when the record's schema
+    has such fields.
+    """
+
+    def __init__(self, registry: SchemaSource) -> None:
+        self._decoder = EventDecoder(registry, max_record_bytes=sys.maxsize)
+        self._fields: dict[int, frozenset[str]] = {}  # schema id -> its top-level field names
+        self._unknown: set[int] = set()  # ids the registry says it does not know: the answer will not change
 
     def fields(self, value: bytes | None, *, need_tenant: bool) -> tuple[str | None, str | None]:
         """(actor, tenant_id) from a wire-format payload, decoding only when its schema has such fields."""
         if not value:
             return None, None
-        try:
-            _, schema_id = split_header(value)
-        except SchemaError:
-            return None, None
-        known = self._reader(schema_id)
-        if known is None:
-            return None, None
-        schema, names = known
+        names = self._names(value)
         wanted = [name for name in ACTOR_FIELDS if name in names]
         if not wanted and not (need_tenant and "tenant_id" in names):
             return None, None
         try:
-            datum = schemaless_reader(io.BytesIO(value[HEADER.size:]), schema, None)
-        except (SchemaParseException, *DECODE_ERRORS):
-            return None, None
-        if not isinstance(datum, dict):
+            _, datum = self._decoder.decode(value)
+        except UndecodableRecordError:
             return None, None
         actor = next((str(datum[name]) for name in wanted if datum.get(name) is not None), None)
         tenant = datum.get("tenant_id")
         return actor, tenant if isinstance(tenant, str) else None
 
-    def _reader(self, schema_id: int) -> tuple[Any, frozenset[str]] | None:
-        if schema_id in self._readers:
-            return self._readers[schema_id]
+    def _names(self, value: bytes) -> frozenset[str]:
         try:
-            text = self._registry.schema_by_id(schema_id)
-        except RegistryRequestError:
-            self._readers[schema_id] = None  # the registry says no such id: the answer will not change
-            return None
+            _, schema_id = split_header(value)
         except SchemaError:
-            return None  # unreachable: this record goes without an actor; ask again for the next one
+            return frozenset()
+        if schema_id in self._fields or schema_id in self._unknown:
+            return self._fields.get(schema_id, frozenset())
         try:
-            raw = json.loads(text)
-            names = frozenset(f["name"] for f in raw.get("fields", ()) if isinstance(f, dict))
-            # Without logical types: the fields read here are strings, and decimals/timestamps cost 2-3x.
-            self._readers[schema_id] = (parse_schema(_physical(raw), _write_hint=False), names)
-        except (SchemaParseException, *DECODE_ERRORS, AttributeError):
-            self._readers[schema_id] = None
-        return self._readers[schema_id]
-
-
-def _physical(schema: Any) -> Any:
-    """`schema` with every logicalType annotation dropped (the physical types stay)."""
-    if isinstance(schema, list):
-        return [_physical(branch) for branch in schema]
-    if isinstance(schema, dict):
-        return {key: _physical(value) for key, value in schema.items() if key != "logicalType"}
-    return schema
+            codec = self._decoder.codec(schema_id)
+        except UndecodableRecordError:
+            self._unknown.add(schema_id)
+            return frozenset()
+        except SchemaError:
+            return frozenset()  # unreachable: this record goes without an actor; ask again for the next one
+        names = frozenset(f["name"] for f in codec.schema.get("fields", ()) if isinstance(f, dict))
+        self._fields[schema_id] = names
+        return names
 
 
 def audit_entry(
-    topic: str, partition: int, offset: int, value: bytes | None,
-    headers: Sequence[tuple[str, str | bytes | None]] | None, timestamp_ms: int, *,
-    sequence: int, previous_hash: str, payloads: PayloadReader | None = None,
+    topic: str,
+    partition: int,
+    offset: int,
+    value: bytes | None,
+    headers: Sequence[tuple[str, str | bytes | None]] | None,
+    timestamp_ms: int,
+    *,
+    sequence: int,
+    previous_hash: str,
+    payloads: PayloadReader | None = None,
 ) -> ChainEntry:
     """The sealed entry for one source record (CloudEvents headers first, payload and record as fallbacks)."""
     ce = {name: raw for name, raw in headers or () if name in _CE_HEADERS and raw is not None}
     tenant = _text(ce.get("ce_tenantid"))
     actor, payload_tenant = (None, None) if payloads is None else payloads.fields(value, need_tenant=not tenant)
     return ChainEntry(
-        sequence=sequence, tenant_id=tenant or payload_tenant or "", topic=topic, partition=partition,
-        offset=offset, event_id=_text(ce.get("ce_id")) or f"{topic}/{partition}/{offset}",
-        event_type=_text(ce.get("ce_type")) or topic, actor=actor,
+        sequence=sequence,
+        tenant_id=tenant or payload_tenant or "",
+        topic=topic,
+        partition=partition,
+        offset=offset,
+        event_id=_text(ce.get("ce_id")) or f"{topic}/{partition}/{offset}",
+        event_type=_text(ce.get("ce_type")) or topic,
+        actor=actor,
         occurred_at=_millis(ce.get("ce_time"), max(timestamp_ms, 0)),
-        payload_sha256=hashlib.sha256(value or b"").hexdigest(), previous_entry_hash=previous_hash,
+        payload_sha256=hashlib.sha256(value or b"").hexdigest(),
+        previous_entry_hash=previous_hash,
     ).sealed()
 
 
@@ -176,22 +172,6 @@ def _millis(ce_time: str | bytes | None, fallback: int) -> int:
     return (moment.replace(tzinfo=moment.tzinfo or UTC) - EPOCH) // ONE_MS
 
 
-class _Metrics(NamedTuple):
-    entries: Counter
-    leader: Gauge
-    elections: Counter
-
-
-@functools.cache
-def _metrics() -> _Metrics:
-    """Created on first use (not at import), once per process."""
-    return _Metrics(
-        Counter("streams_audit_entries_total", "Audit chain entries committed.", ["chain"]),
-        Gauge("streams_audit_leader", "1 while this process is the audit chain writer.", ["chain"]),
-        Counter("streams_audit_elections_total", "Times this process became the chain writer.", ["chain"]),
-    )  # commit time: streams_agent_commit_seconds{agent="audit"}, as every agent's
-
-
 class AuditAgent:
     """Seals one chain entry per source record, in the order the writer reads them (a batch agent).
 
@@ -199,7 +179,9 @@ class AuditAgent:
     start, or a chain written before this agent) is seeded from the chain itself.
     """
 
-    def __init__(self, settings: Settings, chain_spec: TopicSpec, sources: tuple[str, ...]) -> None:
+    def __init__(
+        self, settings: Settings, chain_spec: TopicSpec, sources: tuple[str, ...], metrics: AgentMetrics | None = None
+    ) -> None:
         self.settings, self.chain_topic, self.schema_file = settings, chain_spec.name, chain_spec.schema_file
         self.sources = sources
         self._registry: RegistryClient | None = None
@@ -207,7 +189,7 @@ class AuditAgent:
         self.written = 0  # entries in committed transactions, by this process
         self._pending = 0
         self._codec: AvroCodec | None = None
-        self._metrics = _metrics()
+        self._metrics = metrics or AgentMetrics()
 
     @property
     def registry(self) -> RegistryClient:
@@ -224,8 +206,10 @@ class AuditAgent:
             text = compact_schema(Path(self.schema_file).read_text(encoding="utf-8"))
             schema_id = self.registry.lookup(f"{self.chain_topic}-value", text)
             if schema_id is None:
-                raise SchemaError(f"the chain's schema is not registered under subject '{self.chain_topic}-value';"
-                                  " run `streams schemas apply`")
+                raise SchemaError(
+                    f"the chain's schema is not registered under subject '{self.chain_topic}-value';"
+                    " run `streams schemas apply`"
+                )
             self._codec = AvroCodec(json.loads(text), schema_id)
         return self._codec
 
@@ -239,8 +223,10 @@ class AuditAgent:
         if chain is None or chain.error is not None:
             raise ConfigError(f"the chain topic '{self.chain_topic}' does not exist; run `streams topics apply`")
         if len(chain.partitions) != 1:
-            raise ConfigError(f"the chain topic '{self.chain_topic}' has {len(chain.partitions)} partitions; a "
-                              "hash chain needs exactly 1 (one total order)")
+            raise ConfigError(
+                f"the chain topic '{self.chain_topic}' has {len(chain.partitions)} partitions; a "
+                "hash chain needs exactly 1 (one total order)"
+            )
 
     def handle(self, records: list[Message], state: PartitionState, out: Output) -> None:
         encode = self.codec().encode
@@ -248,9 +234,15 @@ class AuditAgent:
         for record in records:
             headers = record.headers()
             entry = audit_entry(
-                record.topic() or "", record.partition() or 0, record.offset() or 0, record.value(),
-                list(headers.items()) if isinstance(headers, dict) else headers, record.timestamp()[1],
-                sequence=sequence, previous_hash=tip, payloads=self.payloads,
+                record.topic() or "",
+                record.partition() or 0,
+                record.offset() or 0,
+                record.value(),
+                list(headers.items()) if isinstance(headers, dict) else headers,
+                record.timestamp()[1],
+                sequence=sequence,
+                previous_hash=tip,
+                payloads=self.payloads,
             )
             out.send(self.chain_topic, entry.tenant_id.encode() or None, encode(entry.to_json()), [])
             sequence, tip = sequence + 1, entry.entry_hash
@@ -264,19 +256,23 @@ class AuditAgent:
         chain = ChainState()
         for offset, entry in read_chain(kafka, ChainDecoder(self.registry), self.chain_topic):
             if isinstance(entry, UnreadableEntry):
-                raise StreamsError(f"audit chain '{self.chain_topic}' offset {offset} is unreadable ({entry.reason});"
-                                   " run `streams audit verify`")
+                raise StreamsError(
+                    f"audit chain '{self.chain_topic}' offset {offset} is unreadable ({entry.reason});"
+                    " run `streams audit verify`"
+                )
             chain.apply(entry)
         if not chain.next_sequence:
             return {}, {}
         log.info("audit.seeded", chain=self.chain_topic, next_sequence=chain.next_sequence)
-        return ({TIP_KEY: (chain.next_sequence, chain.tip_hash)},
-                {source: last + 1 for source, last in chain.chained.items()})
+        return (
+            {TIP_KEY: (chain.next_sequence, chain.tip_hash)},
+            {source: last + 1 for source, last in chain.chained.items()},
+        )
 
     def committed(self) -> None:
         if self._pending:
             self.written += self._pending
-            self._metrics.entries.labels(self.chain_topic).inc(self._pending)
+            self._metrics.audit_entries.labels(self.chain_topic).inc(self._pending)
             self._pending = 0
 
     def aborted(self) -> None:
@@ -284,10 +280,10 @@ class AuditAgent:
 
     def leadership(self, leading: bool, state: PartitionState | None) -> dict[str, Any] | None:
         """Counted in the metrics; on election, the chain's next sequence for the log line."""
-        self._metrics.leader.labels(self.chain_topic).set(1 if leading else 0)
+        self._metrics.audit_leader.labels(self.chain_topic).set(1 if leading else 0)
         if not leading or state is None:
             return None
-        self._metrics.elections.labels(self.chain_topic).inc()
+        self._metrics.audit_elections.labels(self.chain_topic).inc()
         return {"chain": self.chain_topic, "next_sequence": (state.get(TIP_KEY) or (0, GENESIS_HASH))[0]}
 
 
@@ -298,12 +294,19 @@ def audited_sources(catalog: Catalog, chain_topic: str) -> tuple[str, ...]:
     return sources
 
 
-def audit_app(settings: Settings, catalog: Catalog, app_id: str, *, chain_topic: str = "audit.trail") -> App:
+def audit_app(
+    settings: Settings,
+    catalog: Catalog,
+    app_id: str,
+    *,
+    chain_topic: str = "audit.trail",
+    metrics: AgentMetrics | None = None,
+) -> App:
     """The audit agent as an App: a single-writer batch agent over every audited topic (group `<app id>-audit`,
     elected through `<app id>-audit-leader`, transactional id `<app id>-audit`)."""
-    app = App(app_id, settings=settings, catalog=catalog)
+    app = App(app_id, settings=settings, catalog=catalog, metrics=metrics)
     app.table("chain")  # "chain:tip" -> (next sequence, tip hash)
-    agent = AuditAgent(settings, catalog.topic(chain_topic), audited_sources(catalog, chain_topic))
+    agent = AuditAgent(settings, catalog.topic(chain_topic), audited_sources(catalog, chain_topic), app.metrics)
     agent.check_chain_topic(settings.kafka_config(settings.bootstrap_servers()))  # misconfigured: fail at start
     agent.codec()
     app.agent(agent.sources, name=AGENT, batch=True, single_writer=True)(agent)
@@ -319,10 +322,20 @@ class AuditChainWriter:
     """
 
     def __init__(
-        self, settings: Settings, catalog: Catalog, *, chain_topic: str = "audit.trail",
-        app_id: str = DEFAULT_APP_ID, group_id: str | None = None, transactional_id: str | None = None,
-        leader_topic: str | None = None, batch_size: int = 2000, session_timeout_ms: int = 6000,
-        refresh_interval_s: float = 30.0, retry_backoff_s: float = 2.0,
+        self,
+        settings: Settings,
+        catalog: Catalog,
+        *,
+        chain_topic: str = "audit.trail",
+        app_id: str = DEFAULT_APP_ID,
+        group_id: str | None = None,
+        transactional_id: str | None = None,
+        leader_topic: str | None = None,
+        batch_size: int = 2000,
+        session_timeout_ms: int = 6000,
+        refresh_interval_s: float = 30.0,
+        retry_backoff_s: float = 2.0,
+        metrics: AgentMetrics | None = None,
     ) -> None:
         """Names default to what `streams worker` uses (`audit_app`): the election group and 1-partition leader
         topic `<app id>-audit-leader`, the offsets' group `<app id>-audit` (`<group id>.sources` when a group
@@ -330,7 +343,8 @@ class AuditChainWriter:
         same names, or they would not fence each other."""
         self.settings, self.chain_topic = settings, chain_topic
         self.sources = audited_sources(catalog, chain_topic)
-        self.agent = AuditAgent(settings, catalog.topic(chain_topic), self.sources)
+        self.metrics = metrics or AgentMetrics()
+        self.agent = AuditAgent(settings, catalog.topic(chain_topic), self.sources, self.metrics)
         self.group = f"{app_id}-{AGENT}" if group_id is None else f"{group_id}.sources"
         self.election_group = group_id or f"{app_id}-{AGENT}-leader"
         self.leader_topic = leader_topic or self.election_group
@@ -359,11 +373,21 @@ class AuditChainWriter:
             self.agent.check_chain_topic(kafka)
             self.agent.codec()
             self.engine = SingleWriterEngine(
-                kafka, _Named(self.agent), group=self.group, election_group=self.election_group,
-                leader_topic=self.leader_topic, transactional_id=self.transactional_id,
-                data_dir=self.settings.data_dir, replication=self.replication,
-                config=EngineConfig(batch_size=self.batch_size), refresh_interval_s=self.refresh_interval_s,
-                retry_backoff_s=self.retry_backoff_s, session_timeout_ms=self.session_timeout_ms, log_name=AGENT)
+                kafka,
+                _Named(self.agent),
+                group=self.group,
+                election_group=self.election_group,
+                leader_topic=self.leader_topic,
+                transactional_id=self.transactional_id,
+                data_dir=self.settings.data_dir,
+                replication=self.replication,
+                config=EngineConfig(batch_size=self.batch_size),
+                refresh_interval_s=self.refresh_interval_s,
+                retry_backoff_s=self.retry_backoff_s,
+                session_timeout_ms=self.session_timeout_ms,
+                log_name=AGENT,
+                metrics=self.metrics,
+            )
             self.engine.run(stop)
         finally:
             self.agent.close()

@@ -25,8 +25,16 @@ if TYPE_CHECKING:
     from streams.settings import KafkaConfig
 
 __all__ = [
-    "DECODE_ERRORS", "EPOCH", "GENESIS_HASH", "ONE_MS", "ChainDecoder", "ChainEntry", "UnreadableEntry",
-    "read_chain", "read_jsonl", "write_jsonl",
+    "DECODE_ERRORS",
+    "EPOCH",
+    "GENESIS_HASH",
+    "ONE_MS",
+    "ChainDecoder",
+    "ChainEntry",
+    "UnreadableEntry",
+    "read_chain",
+    "read_jsonl",
+    "write_jsonl",
 ]
 
 GENESIS_HASH = "0" * 64  # previous_entry_hash of sequence 0
@@ -58,10 +66,14 @@ class ChainEntry:
     def body(self) -> dict[str, Any]:
         """Every field except entry_hash, shaped like the Avro record."""
         return {
-            "tenant_id": self.tenant_id, "sequence": self.sequence,
+            "tenant_id": self.tenant_id,
+            "sequence": self.sequence,
             "source": {"topic": self.topic, "partition": self.partition, "offset": self.offset},
-            "event_id": self.event_id, "event_type": self.event_type, "actor": self.actor,
-            "occurred_at": self.occurred_at, "payload_sha256": self.payload_sha256,
+            "event_id": self.event_id,
+            "event_type": self.event_type,
+            "actor": self.actor,
+            "occurred_at": self.occurred_at,
+            "payload_sha256": self.payload_sha256,
             "previous_entry_hash": self.previous_entry_hash,
         }
 
@@ -86,8 +98,18 @@ class ChainEntry:
     def sealed(self) -> ChainEntry:
         """This entry with entry_hash set to its computed hash."""
         return ChainEntry(  # positional, not dataclasses.replace: 5x cheaper on the hot path
-            self.sequence, self.tenant_id, self.topic, self.partition, self.offset, self.event_id, self.event_type,
-            self.actor, self.occurred_at, self.payload_sha256, self.previous_entry_hash, self.computed_hash(),
+            self.sequence,
+            self.tenant_id,
+            self.topic,
+            self.partition,
+            self.offset,
+            self.event_id,
+            self.event_type,
+            self.actor,
+            self.occurred_at,
+            self.payload_sha256,
+            self.previous_entry_hash,
+            self.computed_hash(),
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -106,10 +128,14 @@ class ChainEntry:
         if actor is not None and not isinstance(actor, str):
             raise TypeError(f"field 'actor' must be a string or null, got {actor!r}")
         return cls(
-            sequence=_typed(record, "sequence", int), tenant_id=_typed(record, "tenant_id", str),
-            topic=_typed(source, "topic", str), partition=_typed(source, "partition", int),
-            offset=_typed(source, "offset", int), event_id=_typed(record, "event_id", str),
-            event_type=_typed(record, "event_type", str), actor=actor,
+            sequence=_typed(record, "sequence", int),
+            tenant_id=_typed(record, "tenant_id", str),
+            topic=_typed(source, "topic", str),
+            partition=_typed(source, "partition", int),
+            offset=_typed(source, "offset", int),
+            event_id=_typed(record, "event_id", str),
+            event_type=_typed(record, "event_type", str),
+            actor=actor,
             occurred_at=_typed({"occurred_at": millis}, "occurred_at", int),
             payload_sha256=_typed(record, "payload_sha256", str),
             previous_entry_hash=_typed(record, "previous_entry_hash", str),
@@ -161,8 +187,15 @@ def read_chain(
     kafka: KafkaConfig, decoder: ChainDecoder, topic: str, *, start: int = 0, stall_timeout_s: float = 30.0
 ) -> Iterator[tuple[int, ChainEntry | UnreadableEntry]]:
     """Every committed chain record from offset `start` to the end offset of now, as (offset, entry)."""
-    consumer = Consumer({**kafka, "group.id": "streams-audit-reader", "enable.auto.commit": False,
-                         "isolation.level": "read_committed", "auto.offset.reset": "earliest"})
+    consumer = Consumer(
+        {
+            **kafka,
+            "group.id": "streams-audit-reader",
+            "enable.auto.commit": False,
+            "isolation.level": "read_committed",
+            "auto.offset.reset": "earliest",
+        }
+    )
     partition = TopicPartition(topic, 0)
     try:
         low, high = consumer.get_watermark_offsets(partition, timeout=stall_timeout_s, cached=False)
@@ -180,12 +213,16 @@ def read_chain(
             if messages:
                 deadline = time.monotonic() + stall_timeout_s
             elif time.monotonic() > deadline:
-                raise StreamsError(f"reading the audit chain '{topic}' stalled for {stall_timeout_s:g}s before "
-                                   f"its end offset {high} (an open transaction from another producer?)")
+                raise StreamsError(
+                    f"reading the audit chain '{topic}' stalled for {stall_timeout_s:g}s before "
+                    f"its end offset {high} (an open transaction from another producer?)"
+                )
     except KafkaException as exc:
         if exc.args[0].code() in {KafkaError._UNKNOWN_PARTITION, KafkaError.UNKNOWN_TOPIC_OR_PART}:
-            raise StreamsError(f"the audit chain topic '{topic}' does not exist; run `streams topics apply`, "
-                               "or name the chain with --chain-topic") from exc
+            raise StreamsError(
+                f"the audit chain topic '{topic}' does not exist; run `streams topics apply`, "
+                "or name the chain with --chain-topic"
+            ) from exc
         raise StreamsError(f"reading the audit chain '{topic}': {exc.args[0]}") from exc
     finally:
         consumer.close()

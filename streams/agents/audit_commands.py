@@ -20,6 +20,7 @@ from streams.agents import DEFAULT_APP_ID
 from streams.agents.audit_chain import ChainDecoder, ChainEntry, UnreadableEntry, read_chain, read_jsonl, write_jsonl
 from streams.agents.audit_verify import verify_entries
 from streams.catalog import load_catalog
+from streams.cli_options import CATALOG, OUTPUT_TEXT
 from streams.schemas.registry_client import RegistryClient
 from streams.settings import Settings
 
@@ -31,7 +32,11 @@ if TYPE_CHECKING:
 __all__ = ["audit"]
 
 CHAIN_TOPIC = click.option(
-    "--chain-topic", default="audit.trail", show_default=True, metavar="TOPIC", help="The chain's topic.",
+    "--chain-topic",
+    default="audit.trail",
+    show_default=True,
+    metavar="TOPIC",
+    help="The chain's topic.",
 )
 
 
@@ -47,12 +52,19 @@ def audit() -> None:
 
 @audit.command()
 @CHAIN_TOPIC
-@click.option("--file", "file_", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
-              help="Verify an exported JSONL file instead of the topic.")
-@click.option("--check-sources", is_flag=True,
-              help="Also re-read every audited source record: payload SHA-256, missing and unknown records.")
-@click.option("--output", "-o", type=click.Choice(["text", "json"]), default="text", show_default=True,
-              help="text for people, json for scripts.")
+@click.option(
+    "--file",
+    "file_",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="Verify an exported JSONL file instead of the topic.",
+)
+@click.option(
+    "--check-sources",
+    is_flag=True,
+    help="Also re-read every audited source record: payload SHA-256, missing and unknown records.",
+)
+@OUTPUT_TEXT
 @click.pass_obj
 def verify(obj: object, chain_topic: str, file_: Path | None, check_sources: bool, output: str) -> None:
     """Check every link of the chain; exit 1 and name the first broken one when it is not intact.
@@ -104,22 +116,45 @@ def export(obj: object, file: Path, chain_topic: str) -> None:
 
 @audit.command()
 @CHAIN_TOPIC
-@click.option("--app-id", default=DEFAULT_APP_ID, show_default=True,
-              help="The workers' --app-id: the writer's names below start with it (the principal's ACL prefix), "
-                   "so this writer and the workers' fence each other.")
-@click.option("--group-id", default=None, help="Consumer group that elects the single writer [default: "
-              "<app id>-audit-leader].")
-@click.option("--transactional-id", default=None, help="Fixed transactional.id: a new writer fences the previous "
-              "one [default: <app id>-audit-chain].")
-@click.option("--leader-topic", default=None, help="1-partition topic whose owner in the group writes (created "
-              "when missing) [default: <app id>-audit-leader].")
-@click.option("--batch-size", default=2000, show_default=True, type=click.IntRange(1, 100_000),
-              help="Entries per transaction, at most.")
-@click.option("--catalog", "catalog_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="The catalog file (default: STREAMS_CATALOG_PATH or ./topics.yaml).")
+@click.option(
+    "--app-id",
+    default=DEFAULT_APP_ID,
+    show_default=True,
+    help="The workers' --app-id: the writer's names below start with it (the principal's ACL prefix), "
+    "so this writer and the workers' fence each other.",
+)
+@click.option(
+    "--group-id", default=None, help="Consumer group that elects the single writer [default: <app id>-audit-leader]."
+)
+@click.option(
+    "--transactional-id",
+    default=None,
+    help="Fixed transactional.id: a new writer fences the previous one [default: <app id>-audit-chain].",
+)
+@click.option(
+    "--leader-topic",
+    default=None,
+    help="1-partition topic whose owner in the group writes (created when missing) [default: <app id>-audit-leader].",
+)
+@click.option(
+    "--batch-size",
+    default=2000,
+    show_default=True,
+    type=click.IntRange(1, 100_000),
+    help="Entries per transaction, at most.",
+)
+@CATALOG
 @click.pass_obj
-def run(obj: object, chain_topic: str, app_id: str, group_id: str | None, transactional_id: str | None,
-        leader_topic: str | None, batch_size: int, catalog_path: Path | None) -> None:
+def run(
+    obj: object,
+    chain_topic: str,
+    app_id: str,
+    group_id: str | None,
+    transactional_id: str | None,
+    leader_topic: str | None,
+    batch_size: int,
+    catalog_path: Path | None,
+) -> None:
     """Run the audit chain writer alone until SIGTERM or Ctrl-C (`streams worker` also runs it).
 
     Start several for failover: the group elects one writer; the others wait and take over.
@@ -134,8 +169,16 @@ def run(obj: object, chain_topic: str, app_id: str, group_id: str | None, transa
     settings = obj if isinstance(obj, Settings) else Settings()
     configure_logging()
     catalog = load_catalog(catalog_path or settings.catalog_path, settings.profile)
-    writer = AuditChainWriter(settings, catalog, chain_topic=chain_topic, app_id=app_id, group_id=group_id,
-                              transactional_id=transactional_id, leader_topic=leader_topic, batch_size=batch_size)
+    writer = AuditChainWriter(
+        settings,
+        catalog,
+        chain_topic=chain_topic,
+        app_id=app_id,
+        group_id=group_id,
+        transactional_id=transactional_id,
+        leader_topic=leader_topic,
+        batch_size=batch_size,
+    )
     stop = threading.Event()
 
     def request_stop(_signal: int, _frame: FrameType | None) -> None:
@@ -149,10 +192,16 @@ def run(obj: object, chain_topic: str, app_id: str, group_id: str | None, transa
 def _read_topic(settings: Settings, chain_topic: str) -> list[ChainEntry | UnreadableEntry]:
     kafka = settings.kafka_config(settings.bootstrap_servers())
     console = Console(stderr=True)
-    with RegistryClient(settings.registry_url()) as registry, Progress(
-        SpinnerColumn(), TextColumn("reading {task.description}: {task.completed} entries"),
-        console=console, transient=True, disable=not console.is_terminal,
-    ) as progress:
+    with (
+        RegistryClient(settings.registry_url()) as registry,
+        Progress(
+            SpinnerColumn(),
+            TextColumn("reading {task.description}: {task.completed} entries"),
+            console=console,
+            transient=True,
+            disable=not console.is_terminal,
+        ) as progress,
+    ):
         task = progress.add_task(chain_topic)
         entries: list[ChainEntry | UnreadableEntry] = []
         for _, entry in read_chain(kafka, ChainDecoder(registry), chain_topic):
@@ -176,6 +225,8 @@ def _show(report: VerifyReport) -> None:
         counts = ", ".join(f"{kind} {count}" for kind, count in report.counts().items()) or "none"
         click.echo(f"source problems: {counts}" + ("" if report.sources_checked else " (sources not re-read)"))
         for problem in report.source_problems[:20]:
-            click.echo(f"  {problem.kind} {problem.topic}/{problem.partition}/{problem.offset} "
-                       f"sequences {list(problem.sequences)}: {problem.detail}")
+            click.echo(
+                f"  {problem.kind} {problem.topic}/{problem.partition}/{problem.offset} "
+                f"sequences {list(problem.sequences)}: {problem.detail}"
+            )
     click.echo("verified: intact" if report.ok else "verified: BROKEN")

@@ -21,8 +21,15 @@ if TYPE_CHECKING:
 
     from streams.settings import KafkaConfig
 
-__all__ = ["ChainBreak", "SourceProblem", "VerifyReport", "check_sources", "duplicate_sources", "find_first_break",
-           "verify_entries"]
+__all__ = [
+    "ChainBreak",
+    "SourceProblem",
+    "VerifyReport",
+    "check_sources",
+    "duplicate_sources",
+    "find_first_break",
+    "verify_entries",
+]
 
 # Source findings that break the exactly-once promise or point at records that do not exist. A record
 # deleted by the source topic's retention (unavailable) is expected on a chain that outlives its sources.
@@ -47,8 +54,15 @@ class ChainBreak:
     detail: str
 
     def to_json(self) -> dict[str, Any]:
-        return {"kind": self.kind, "check": self.check, "position": self.position, "sequence": self.sequence,
-                "expected": self.expected, "found": self.found, "detail": self.detail}
+        return {
+            "kind": self.kind,
+            "check": self.check,
+            "position": self.position,
+            "sequence": self.sequence,
+            "expected": self.expected,
+            "found": self.found,
+            "detail": self.detail,
+        }
 
 
 @dataclass(frozen=True)
@@ -63,8 +77,14 @@ class SourceProblem:
     detail: str
 
     def to_json(self) -> dict[str, Any]:
-        return {"kind": self.kind, "topic": self.topic, "partition": self.partition, "offset": self.offset,
-                "sequences": list(self.sequences), "detail": self.detail}
+        return {
+            "kind": self.kind,
+            "topic": self.topic,
+            "partition": self.partition,
+            "offset": self.offset,
+            "sequences": list(self.sequences),
+            "detail": self.detail,
+        }
 
 
 @dataclass
@@ -97,21 +117,31 @@ class VerifyReport:
             if shown[problem.kind] <= SHOWN_PER_KIND:
                 problems.append(problem.to_json())
         return {
-            "ok": self.ok, "origin": self.origin, "entries": self.entries,
+            "ok": self.ok,
+            "origin": self.origin,
+            "entries": self.entries,
             "tip": {"sequence": self.tip_sequence, "entry_hash": self.tip_hash},
             "first_break": None if self.first_break is None else self.first_break.to_json(),
-            "sources_checked": self.sources_checked, "source_problem_counts": self.counts(),
+            "sources_checked": self.sources_checked,
+            "source_problem_counts": self.counts(),
             "source_problems": problems,
         }
 
 
-def verify_entries(entries: Sequence[ChainEntry | UnreadableEntry], origin: str,
-                   kafka: KafkaConfig | None = None) -> VerifyReport:
+def verify_entries(
+    entries: Sequence[ChainEntry | UnreadableEntry], origin: str, kafka: KafkaConfig | None = None
+) -> VerifyReport:
     """Check the chain; with `kafka`, also re-read every source record (payload hash, missing records)."""
     readable = [entry for entry in entries if isinstance(entry, ChainEntry)]
     tip = readable[-1] if readable else None
-    report = VerifyReport(origin, len(entries), tip.sequence if tip else None, tip.entry_hash if tip else None,
-                          find_first_break(entries), duplicate_sources(readable))
+    report = VerifyReport(
+        origin,
+        len(entries),
+        tip.sequence if tip else None,
+        tip.entry_hash if tip else None,
+        find_first_break(entries),
+        duplicate_sources(readable),
+    )
     if kafka is not None:
         report.source_problems += check_sources(kafka, readable)
         report.sources_checked = True
@@ -128,8 +158,15 @@ def find_first_break(entries: Sequence[ChainEntry | UnreadableEntry]) -> ChainBr
     linked: dict[str, int] = {}  # entry_hash -> position, within `intact`
     for position, entry in enumerate(entries):
         if isinstance(entry, UnreadableEntry):
-            return ChainBreak("unreadable", "decode", position, None, "an AuditEntry", entry.reason,
-                              f"the record at position {position} is not an audit entry: {entry.reason}")
+            return ChainBreak(
+                "unreadable",
+                "decode",
+                position,
+                None,
+                "an AuditEntry",
+                entry.reason,
+                f"the record at position {position} is not an audit entry: {entry.reason}",
+            )
         computed = _computed(entry)
         if computed != entry.entry_hash:
             return _bad_hash(entries, position, entry, computed, expected, tip)
@@ -149,53 +186,135 @@ def _computed(entry: ChainEntry) -> str:
         return "(not UTF-8)"
 
 
-def _bad_hash(entries: Sequence[ChainEntry | UnreadableEntry], position: int, entry: ChainEntry, computed: str,
-              expected: int, tip: str) -> ChainBreak:
+def _bad_hash(
+    entries: Sequence[ChainEntry | UnreadableEntry],
+    position: int,
+    entry: ChainEntry,
+    computed: str,
+    expected: int,
+    tip: str,
+) -> ChainBreak:
     following = entries[position + 1] if position + 1 < len(entries) else None
     if isinstance(following, ChainEntry) and following.sequence == expected and following.previous_entry_hash == tip:
-        return ChainBreak("inserted", "entry_hash", position, entry.sequence, computed, entry.entry_hash,
-                          f"the entry at position {position} does not recompute and the chain continues past it "
-                          f"from position {position - 1}: it was inserted")
-    return ChainBreak("modified", "entry_hash", position, entry.sequence, computed, entry.entry_hash,
-                      f"sequence {entry.sequence} (position {position}) was changed after it was written: its "
-                      "fields no longer hash to its entry_hash")
+        return ChainBreak(
+            "inserted",
+            "entry_hash",
+            position,
+            entry.sequence,
+            computed,
+            entry.entry_hash,
+            f"the entry at position {position} does not recompute and the chain continues past it "
+            f"from position {position - 1}: it was inserted",
+        )
+    return ChainBreak(
+        "modified",
+        "entry_hash",
+        position,
+        entry.sequence,
+        computed,
+        entry.entry_hash,
+        f"sequence {entry.sequence} (position {position}) was changed after it was written: its "
+        "fields no longer hash to its entry_hash",
+    )
 
 
-def _bad_link(entries: Sequence[ChainEntry | UnreadableEntry], intact: list[ChainEntry], entry: ChainEntry,
-              expected: int, tip: str, linked: dict[str, int]) -> ChainBreak:
+def _bad_link(
+    entries: Sequence[ChainEntry | UnreadableEntry],
+    intact: list[ChainEntry],
+    entry: ChainEntry,
+    expected: int,
+    tip: str,
+    linked: dict[str, int],
+) -> ChainBreak:
     """The entry after `intact` hashes correctly but does not continue the chain: say which change explains it."""
     position, found, link = len(intact), entry.sequence, entry.previous_entry_hash
     if link == tip:  # it links to its predecessor, so its own sequence was rewritten (and rehashed)
-        return ChainBreak("modified", "sequence", position, found, str(expected), str(found),
-                          f"the entry at position {position} links to its predecessor but claims sequence {found}")
+        return ChainBreak(
+            "modified",
+            "sequence",
+            position,
+            found,
+            str(expected),
+            str(found),
+            f"the entry at position {position} links to its predecessor but claims sequence {found}",
+        )
     if found == expected:
         if position == 0:
-            return ChainBreak("modified", "previous_entry_hash", 0, found, GENESIS_HASH, link,
-                              "the first entry does not start from the genesis hash")
+            return ChainBreak(
+                "modified",
+                "previous_entry_hash",
+                0,
+                found,
+                GENESIS_HASH,
+                link,
+                "the first entry does not start from the genesis hash",
+            )
         previous = intact[-1]
-        return ChainBreak("modified", "previous_entry_hash", position - 1, previous.sequence, link, tip,
-                          f"sequence {previous.sequence} (position {position - 1}) was changed and rehashed: the "
-                          f"next entry recorded a different hash for it")
-    later = [e for e in entries[position + 1:] if isinstance(e, ChainEntry)]
+        return ChainBreak(
+            "modified",
+            "previous_entry_hash",
+            position - 1,
+            previous.sequence,
+            link,
+            tip,
+            f"sequence {previous.sequence} (position {position - 1}) was changed and rehashed: the "
+            f"next entry recorded a different hash for it",
+        )
+    later = [e for e in entries[position + 1 :] if isinstance(e, ChainEntry)]
     if found > expected:
         if any(e.sequence == expected for e in later):
-            return ChainBreak("reordered", "sequence", position, expected, str(expected), str(found),
-                              f"position {position} holds sequence {found}; sequence {expected} comes later")
+            return ChainBreak(
+                "reordered",
+                "sequence",
+                position,
+                expected,
+                str(expected),
+                str(found),
+                f"position {position} holds sequence {found}; sequence {expected} comes later",
+            )
         missing = f"sequence {expected}" if found == expected + 1 else f"sequences {expected}..{found - 1}"
-        return ChainBreak("deleted", "sequence", position, expected, str(expected), str(found),
-                          f"{missing} missing before position {position}")
+        return ChainBreak(
+            "deleted",
+            "sequence",
+            position,
+            expected,
+            str(expected),
+            str(found),
+            f"{missing} missing before position {position}",
+        )
     if entry.entry_hash in linked:
-        return ChainBreak("duplicated", "sequence", position, found, str(expected), str(found),
-                          f"position {position} repeats sequence {found} from position {linked[entry.entry_hash]}")
+        return ChainBreak(
+            "duplicated",
+            "sequence",
+            position,
+            found,
+            str(expected),
+            str(found),
+            f"position {position} repeats sequence {found} from position {linked[entry.entry_hash]}",
+        )
     if link in linked:  # the chain resumes from an earlier entry: what lies between was inserted
         start = linked[link] + 1
         forged = intact[start]
-        return ChainBreak("inserted", "previous_entry_hash", start, forged.sequence, forged.entry_hash, link,
-                          f"the entry at position {position} continues the chain from position {start - 1}: "
-                          f"position{'s' if position - start > 1 else ''} {start}"
-                          f"{f'..{position - 1}' if position - start > 1 else ''} were inserted")
-    return ChainBreak("reordered", "sequence", position, expected, str(expected), str(found),
-                      f"position {position} holds sequence {found}, which belongs earlier")
+        return ChainBreak(
+            "inserted",
+            "previous_entry_hash",
+            start,
+            forged.sequence,
+            forged.entry_hash,
+            link,
+            f"the entry at position {position} continues the chain from position {start - 1}: "
+            f"position{'s' if position - start > 1 else ''} {start}"
+            f"{f'..{position - 1}' if position - start > 1 else ''} were inserted",
+        )
+    return ChainBreak(
+        "reordered",
+        "sequence",
+        position,
+        expected,
+        str(expected),
+        str(found),
+        f"position {position} holds sequence {found}, which belongs earlier",
+    )
 
 
 def duplicate_sources(entries: Sequence[ChainEntry]) -> list[SourceProblem]:
@@ -203,12 +322,16 @@ def duplicate_sources(entries: Sequence[ChainEntry]) -> list[SourceProblem]:
     by_source: dict[tuple[str, int, int], list[int]] = defaultdict(list)
     for entry in entries:
         by_source[(entry.topic, entry.partition, entry.offset)].append(entry.sequence)
-    return [SourceProblem("duplicate_source", t, p, o, tuple(seqs), f"chained {len(seqs)} times")
-            for (t, p, o), seqs in by_source.items() if len(seqs) > 1]
+    return [
+        SourceProblem("duplicate_source", t, p, o, tuple(seqs), f"chained {len(seqs)} times")
+        for (t, p, o), seqs in by_source.items()
+        if len(seqs) > 1
+    ]
 
 
-def check_sources(kafka: KafkaConfig, entries: Sequence[ChainEntry], *, stall_timeout_s: float = 30.0
-                  ) -> list[SourceProblem]:
+def check_sources(
+    kafka: KafkaConfig, entries: Sequence[ChainEntry], *, stall_timeout_s: float = 30.0
+) -> list[SourceProblem]:
     """Re-read each audited partition (read_committed) up to its highest chained offset and compare.
 
     Every record in that range must be chained with the SHA-256 of its value; a chained offset with no
@@ -219,8 +342,15 @@ def check_sources(kafka: KafkaConfig, entries: Sequence[ChainEntry], *, stall_ti
         chained[(entry.topic, entry.partition)].setdefault(entry.offset, entry)
     if not chained:
         return []
-    consumer = Consumer({**kafka, "group.id": "streams-audit-verify", "enable.auto.commit": False,
-                         "isolation.level": "read_committed", "auto.offset.reset": "earliest"})
+    consumer = Consumer(
+        {
+            **kafka,
+            "group.id": "streams-audit-verify",
+            "enable.auto.commit": False,
+            "isolation.level": "read_committed",
+            "auto.offset.reset": "earliest",
+        }
+    )
     problems: list[SourceProblem] = []
     try:
         ranges = _ranges(consumer, chained, stall_timeout_s)
@@ -233,14 +363,18 @@ def check_sources(kafka: KafkaConfig, entries: Sequence[ChainEntry], *, stall_ti
         low = ranges[(topic, partition)][0]
         for offset in sorted(set(offsets) - seen[(topic, partition)]):
             kind = "unavailable" if offset < low else "unknown_source"
-            reason = ("deleted by the topic's retention" if offset < low
-                      else "no committed record at that offset: the entry points at nothing")
+            reason = (
+                "deleted by the topic's retention"
+                if offset < low
+                else "no committed record at that offset: the entry points at nothing"
+            )
             problems.append(SourceProblem(kind, topic, partition, offset, (offsets[offset].sequence,), reason))
     return problems
 
 
-def _ranges(consumer: Consumer, chained: dict[tuple[str, int], dict[int, ChainEntry]],
-            timeout: float) -> dict[tuple[str, int], tuple[int, int]]:
+def _ranges(
+    consumer: Consumer, chained: dict[tuple[str, int], dict[int, ChainEntry]], timeout: float
+) -> dict[tuple[str, int], tuple[int, int]]:
     """(low watermark, end to read to) per partition: through its highest chained offset, or its end."""
     ranges = {}
     for (topic, partition), offsets in chained.items():
@@ -249,9 +383,13 @@ def _ranges(consumer: Consumer, chained: dict[tuple[str, int], dict[int, ChainEn
     return ranges
 
 
-def _compare(consumer: Consumer, chained: dict[tuple[str, int], dict[int, ChainEntry]],
-             ranges: dict[tuple[str, int], tuple[int, int]], problems: list[SourceProblem],
-             timeout: float) -> dict[tuple[str, int], set[int]]:
+def _compare(
+    consumer: Consumer,
+    chained: dict[tuple[str, int], dict[int, ChainEntry]],
+    ranges: dict[tuple[str, int], tuple[int, int]],
+    problems: list[SourceProblem],
+    timeout: float,
+) -> dict[tuple[str, int], set[int]]:
     seen: dict[tuple[str, int], set[int]] = {key: set() for key in chained}
     pending = {key for key, (low, end) in ranges.items() if end > low}
     consumer.assign([TopicPartition(t, p, ranges[(t, p)][0]) for t, p in pending])
@@ -270,8 +408,15 @@ def _compare(consumer: Consumer, chained: dict[tuple[str, int], dict[int, ChainE
             if entry is None:
                 problems.append(SourceProblem("missing_source", *key, offset, (), "record never chained"))
             elif entry.payload_sha256 != digest:
-                problems.append(SourceProblem("payload_mismatch", *key, offset, (entry.sequence,),
-                                              f"chain says sha256 {entry.payload_sha256}, the record has {digest}"))
+                problems.append(
+                    SourceProblem(
+                        "payload_mismatch",
+                        *key,
+                        offset,
+                        (entry.sequence,),
+                        f"chain says sha256 {entry.payload_sha256}, the record has {digest}",
+                    )
+                )
         if messages:
             deadline = time.monotonic() + timeout
         positions = consumer.position([TopicPartition(t, p) for t, p in pending])

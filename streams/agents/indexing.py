@@ -65,12 +65,15 @@ class SearchIndex:
             self.db.executemany("INSERT INTO documents VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
         return len(rows)
 
-    def search(self, query: str, *, tenant: str | None = None, limit: int = 20,
-               fts: bool = False) -> list[dict[str, Any]]:
+    def search(
+        self, query: str, *, tenant: str | None = None, limit: int = 20, fts: bool = False
+    ) -> list[dict[str, Any]]:
         """Best matches first (FTS5 bm25). `query` is plain words, each matched as written (a rule code such
         as KSA-ICV too); `fts=True` takes FTS5's own syntax (prefix*, OR, NEAR, column filters)."""
-        sql = ("SELECT d.doc_id, d.topic, d.tenant, d.title, d.fields FROM documents_fts f "
-               "JOIN documents d ON d.rowid = f.rowid WHERE documents_fts MATCH ?")
+        sql = (
+            "SELECT d.doc_id, d.topic, d.tenant, d.title, d.fields FROM documents_fts f "
+            "JOIN documents d ON d.rowid = f.rowid WHERE documents_fts MATCH ?"
+        )
         match = query if fts else " ".join('"' + word.replace('"', '""') + '"' for word in query.split())
         if not match:
             raise ValueError("the search query is empty; give one or more words")
@@ -83,10 +86,13 @@ class SearchIndex:
         try:
             rows = self.db.execute(sql, params).fetchall()
         except sqlite3.OperationalError as exc:
-            raise ValueError(f"search query {query!r} is not valid FTS5 syntax ({exc}); "
-                             "drop --fts to search for the words as written") from exc
-        return [{"doc_id": r[0], "topic": r[1], "tenant": r[2], "title": r[3], "fields": json.loads(r[4])}
-                for r in rows]
+            raise ValueError(
+                f"search query {query!r} is not valid FTS5 syntax ({exc}); "
+                "drop --fts to search for the words as written"
+            ) from exc
+        return [
+            {"doc_id": r[0], "topic": r[1], "tenant": r[2], "title": r[3], "fields": json.loads(r[4])} for r in rows
+        ]
 
     def count(self) -> int:
         return int(self.db.execute("SELECT count(*) FROM documents").fetchone()[0])
@@ -103,8 +109,9 @@ def document(topic: str, record: dict[str, Any]) -> tuple[str, str, str]:
         body = f"{record['summary']} {record['workflow_id']} {record.get('actor') or ''}"
     elif topic.startswith("invoice"):
         title = f"invoice {record['invoice_number']} cleared"
-        body = (f"{record['invoice_id']} {record['seller_vat_number']} {record['tax_inclusive_total']} "
-                f"{record['currency']}")
+        body = (
+            f"{record['invoice_id']} {record['seller_vat_number']} {record['tax_inclusive_total']} {record['currency']}"
+        )
     else:
         title = f"violation {record['rule_code']} on invoice {record['invoice_id']}"
         body = f"{record['message']} {record.get('field_path') or ''} {record['rule_code']}"
@@ -128,8 +135,7 @@ def indexing_app(app_id: str, index: SearchIndex, catalog: Catalog) -> App:
             tenant, title, body = document(source.topic, record)
         except KeyError as exc:  # not a shape this agent knows how to index: retrying would not help
             raise DeadLetter(f"cannot index {source.topic}: missing field {exc}") from exc
-        pending.append((source.event_id, source.topic, tenant, title, body, record, source.partition,
-                        source.offset))
+        pending.append((source.event_id, source.topic, tenant, title, body, record, source.partition, source.offset))
 
     @app.before_commit
     def write_documents() -> None:

@@ -21,7 +21,7 @@ from streams._avro_native import InvoiceJudge
 from streams.agents.rules import RuleTable, default_rules, stateless_violations
 from streams.agents.zatca import FIRST_PIH, SellerChain, chain_violations, outcome_id, qr_payload
 from streams.errors import PublishError, StreamsError
-from streams.observability import END_TO_END_SECONDS, EVENTS_TOTAL, PROCESSING_SECONDS, VIOLATIONS_TOTAL
+from streams.observability import AgentMetrics
 from streams.publish import TRACEPARENT, EventEncoder
 from streams.records import EventDecoder, SourceRecord, UndecodableRecordError, dead_letter
 from streams.runtime.app import App
@@ -51,16 +51,24 @@ class ValidationAgent:
 
     name = AGENT
 
-    def __init__(self, catalog: Catalog, decoder: EventDecoder, encoder: EventEncoder, *, retries: int = 3,
-                 rules: RuleTable | None = None) -> None:
+    def __init__(
+        self,
+        catalog: Catalog,
+        decoder: EventDecoder,
+        encoder: EventEncoder,
+        *,
+        retries: int = 3,
+        rules: RuleTable | None = None,
+        metrics: AgentMetrics | None = None,
+    ) -> None:
         self.catalog, self.decoder, self.encoder, self.retries = catalog, decoder, encoder, retries
         self.rules = rules or default_rules()
-        self._processing = PROCESSING_SECONDS.labels(agent=AGENT)
-        self._end_to_end = END_TO_END_SECONDS.labels(agent=AGENT)
+        self.metrics = metrics or AgentMetrics()
+        self._processing = self.metrics.processing.labels(agent=AGENT)
+        self._end_to_end = self.metrics.end_to_end.labels(agent=AGENT)
         # Clean invoices (nearly all) are judged natively; anything else, or any doubt, takes handle_one. The
         # judge reads the same rule table and refuses (ValueError) one with a predicate it does not implement.
-        self._judge = InvoiceJudge(encoder.topic(CLEARED).writer, FIRST_PIH, decoder.max_record_bytes,
-                                   self.rules.text)
+        self._judge = InvoiceJudge(encoder.topic(CLEARED).writer, FIRST_PIH, decoder.max_record_bytes, self.rules.text)
 
     def handle(self, records: list[Message], state: PartitionState, out: Output) -> None:
         outcomes: Counter[str] = Counter()
@@ -94,7 +102,7 @@ class ValidationAgent:
         self._processing.observe((time.perf_counter() - started) / len(records))  # per event, as a batch mean
         for outcome, count in outcomes.items():
             if count:
-                EVENTS_TOTAL.labels(agent=AGENT, outcome=outcome).inc(count)
+                self.metrics.events.labels(agent=AGENT, outcome=outcome).inc(count)
 
     def _learn(self, schema_id: int) -> bool:
         """Show the fast path the writer schema `schema_id`; False if the registry does not know it (the
@@ -132,11 +140,17 @@ class ValidationAgent:
         return "cleared" if outputs and outputs[0][0] == CLEARED else "violation"
 
     def _park(self, source: SourceRecord, error: BaseException, attempts: int, out: Output) -> None:
-        target, headers = dead_letter(self.catalog, source, AGENT, error, attempts)
+        target, headers = dead_letter(self.catalog, source, AGENT, error, attempts, self.metrics)
         out.send(target, source.key, source.value, headers)
 
-    def judge(self, source: SourceRecord, invoice: dict[str, Any], state: PartitionState, now: datetime,
-              canonical: bytes | None = None) -> list[tuple[str, Built]]:
+    def judge(
+        self,
+        source: SourceRecord,
+        invoice: dict[str, Any],
+        state: PartitionState,
+        now: datetime,
+        canonical: bytes | None = None,
+    ) -> list[tuple[str, Built]]:
         """The verdict as ready-to-send (topic, (key, value, headers, event id)); updates `state` once per event."""
         event_id = source.event_id
         found = stateless_violations(invoice, now=now, rules=self.rules)
@@ -175,11 +189,15 @@ class ValidationAgent:
                 "cleared_at": now,
                 "source_event_id": event_id,
             }
-            return [(CLEARED, self.encoder.build(CLEARED, cleared, event_id=outcome_id(event_id, "cleared"),
-                                                 traceparent=trace))]
+            return [
+                (
+                    CLEARED,
+                    self.encoder.build(CLEARED, cleared, event_id=outcome_id(event_id, "cleared"), traceparent=trace),
+                )
+            ]
         records = []
         for violation in found:
-            VIOLATIONS_TOTAL.labels(rule=violation.rule_code).inc()
+            self.metrics.violations.labels(rule=violation.rule_code).inc()
             violation_id = outcome_id(event_id, f"{violation.rule_code}:{violation.field_path}")
             payload = {
                 "violation_id": violation_id,
@@ -189,23 +207,32 @@ class ValidationAgent:
                 "severity": violation.severity,
                 "message": violation.message,
                 "field_path": violation.field_path,
-                "source_event": {"event_id": event_id, "topic": source.topic, "partition": source.partition,
-                                 "offset": source.offset},
+                "source_event": {
+                    "event_id": event_id,
+                    "topic": source.topic,
+                    "partition": source.partition,
+                    "offset": source.offset,
+                },
                 "detected_at": now,
             }
-            records.append((VIOLATIONS, self.encoder.build(VIOLATIONS, payload, event_id=violation_id,
-                                                           traceparent=trace)))
+            records.append(
+                (VIOLATIONS, self.encoder.build(VIOLATIONS, payload, event_id=violation_id, traceparent=trace))
+            )
         return records
 
 
-def validation_app(settings: Settings, catalog: Catalog, app_id: str) -> App:
+def validation_app(settings: Settings, catalog: Catalog, app_id: str, metrics: AgentMetrics | None = None) -> App:
     """The validation agent as an App: group `<app id>-validation`, its state in the tables `seller` and
-    `invoice` (written natively by the fast path, and by the Python rules)."""
-    app = App(app_id, settings=settings, catalog=catalog)
+    `invoice` (written natively by the fast path, and by the Python rules); it counts in `metrics`."""
+    app = App(app_id, settings=settings, catalog=catalog, metrics=metrics)
     app.table("seller")  # "seller:<tenant>" -> (last ICV, last hash)
     app.table("invoice")  # "invoice:<uuid>" -> (first event id, ICV, hash the seller had before it)
     registry = RegistryClient(settings.registry_url())
-    agent = ValidationAgent(catalog, EventDecoder(registry, max_record_bytes=settings.agent_max_record_bytes),
-                            EventEncoder(catalog, registry, source=app_id))
+    agent = ValidationAgent(
+        catalog,
+        EventDecoder(registry, max_record_bytes=settings.agent_max_record_bytes),
+        EventEncoder(catalog, registry, source=app_id),
+        metrics=app.metrics,
+    )
     app.agent(SOURCE, name=AGENT, batch=True)(agent.handle)
     return app

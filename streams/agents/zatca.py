@@ -87,8 +87,13 @@ def qr_payload(invoice: dict[str, Any]) -> str:
     """ZATCA QR (phase 1 TLV, base64): 1 seller name, 2 VAT number, 3 timestamp, 4 total with VAT, 5 VAT total."""
     seller = invoice["seller"]
     issued = invoice["issued_at"].astimezone(UTC).replace(tzinfo=None).isoformat(timespec="seconds") + "Z"
-    values = (seller["name"], seller["vat_number"] or "", issued,
-              format(invoice["tax_inclusive_total"], "f"), format(invoice["vat_total"], "f"))
+    values = (
+        seller["name"],
+        seller["vat_number"] or "",
+        issued,
+        format(invoice["tax_inclusive_total"], "f"),
+        format(invoice["vat_total"], "f"),
+    )
     out = bytearray()
     for tag, text in enumerate(values, start=1):
         raw = text.encode()[:255]
@@ -113,8 +118,9 @@ def outcome_id(event_id: str, what: str) -> str:
 _NAMESPACE_BYTES = OUTCOME_NAMESPACE.bytes
 
 
-def chain_violations(invoice: dict[str, Any], before: tuple[int, str], canonical: bytes | None = None,
-                     rules: RuleTable | None = None) -> tuple[list[Violation], str]:
+def chain_violations(
+    invoice: dict[str, Any], before: tuple[int, str], canonical: bytes | None = None, rules: RuleTable | None = None
+) -> tuple[list[Violation], str]:
     """The table's ICV and previous-hash rules against the seller's state `before` this invoice; (violations, hash).
 
     The caller passes the state the invoice's first delivery was judged on, so a redelivery (at least

@@ -15,10 +15,10 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import structlog
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaException, Message, Producer, TopicPartition
 
 from streams.bridge.enqueue import RedisQueues
-from streams.bridge.errors import BridgeError, RedisUnavailableError
+from streams.bridge.errors import RedisUnavailableError
 from streams.bridge.inflight import (
     InFlight,
     PendingRecord,
@@ -28,15 +28,11 @@ from streams.bridge.inflight import (
     first_tasks,
 )
 from streams.bridge.metrics import BridgeMetrics
-from streams.bridge.router import (
-    Router,
-    SchemaUnavailableError,
-    UndecodableRecordError,
-    UnroutableRecordError,
-    header_items,
-)
+from streams.bridge.router import Router, UnroutableRecordError
+from streams.errors import StreamsError
 from streams.gc_tuning import throughput_gc
-from streams.kafka_util import denial
+from streams.kafka_util import Partitions, member_config, produce_until_acknowledged
+from streams.records import SchemaUnavailableError, SourceRecord, UndecodableRecordError, dead_letter
 from streams.schemas.registry_client import RegistryClient
 
 if TYPE_CHECKING:
@@ -46,11 +42,10 @@ if TYPE_CHECKING:
     from streams.catalog import Catalog
     from streams.settings import Settings
 
-__all__ = ["Bridge", "BridgeOptions", "dlq_headers"]
+__all__ = ["AGENT", "Bridge", "BridgeOptions"]
 
 log = structlog.get_logger("streams.bridge")
-DlqHeaders = list[tuple[str, str | bytes | None]]
-DLQ_PREFIX = "dlq_"  # the same dead-letter header names the stream agents write
+AGENT = "bridge"  # dlq_agent of what the bridge parks
 
 
 @dataclass(frozen=True)
@@ -74,9 +69,17 @@ class BridgeOptions:
 class Bridge:
     """One bridge process: a Kafka consumer group member feeding Celery queues in Redis."""
 
-    def __init__(self, settings: Settings, catalog: Catalog, config: BridgeConfig,
-                 options: BridgeOptions | None = None, *, metrics: BridgeMetrics | None = None,
-                 redis_url: str | None = None, registry: RegistryClient | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        catalog: Catalog,
+        config: BridgeConfig,
+        options: BridgeOptions | None = None,
+        *,
+        metrics: BridgeMetrics | None = None,
+        redis_url: str | None = None,
+        registry: RegistryClient | None = None,
+    ) -> None:
         self.config = config
         self.options = options or BridgeOptions()
         self.metrics = metrics or BridgeMetrics()
@@ -86,24 +89,31 @@ class Bridge:
         settings.check_kafka_login(settings.bootstrap_servers())  # a refused login: one clear error, not retries
         self._registry = registry or RegistryClient(settings.registry_url())
         self.router = Router(config, catalog, self._registry)
-        self.queues = RedisQueues(redis_url or settings.redis(),
-                                  {name: spec.bound for name, spec in config.queues.items()},
-                                  ledger=self.options.sweep_interval_s > 0)
-        consumer_config: dict[str, Any] = {
-            **kafka, "group.id": config.group, "enable.auto.commit": False, "auto.offset.reset": "earliest",
-            "enable.partition.eof": False, "session.timeout.ms": self.options.session_timeout_ms,
-            "client.id": f"streams-bridge-{self.options.instance_id or 'dynamic'}",
-            **self.options.consumer_config,
-        }
-        if self.options.instance_id:
-            consumer_config["group.instance.id"] = self.options.instance_id
-        self._consumer = Consumer(consumer_config)
+        self.queues = RedisQueues(
+            redis_url or settings.redis(),
+            {name: spec.bound for name, spec in config.queues.items()},
+            ledger=self.options.sweep_interval_s > 0,
+        )
+        self._consumer = Consumer(
+            member_config(
+                kafka,
+                config.group,
+                f"streams-bridge-{self.options.instance_id or 'dynamic'}",
+                session_timeout_ms=self.options.session_timeout_ms,
+                instance_id=self.options.instance_id,
+                extra=self.options.consumer_config,
+            )
+        )
         self._producer = Producer({**kafka, "acks": "all", "enable.idempotence": True, "linger.ms": 5})
         self._inflight = InFlight()
-        self._assigned: set[TopicPartitionKey] = set()
-        self._paused: set[TopicPartitionKey] = set()
-        self._held: dict[TopicPartitionKey, float] = {}  # partition -> resume time (registry unreachable)
-        self._confirmed: dict[TopicPartitionKey, int] = {}  # next offset Redis confirmed everything before
+        # owned, paused and held partitions; `committed`: the next offset Redis confirmed everything before
+        self._parts = Partitions(
+            self._consumer,
+            self.metrics.lag,
+            self.options.lag_interval_s,
+            identity=self._identity,
+            group=self.config.group,
+        )
         self._redis_down = False
         self._redis_backoff = self.options.redis_backoff_s
         self._push_at = 0.0
@@ -112,7 +122,6 @@ class Bridge:
         self._push: tuple[Future[dict[QueueSlot, int]], dict[QueueSlot, list[PendingTask]], float] | None = None
         self._rng = random.SystemRandom()
         self._full: dict[str, float] = {}  # queue -> when to look at its depth again
-        self._lag_at = 0.0
         self._sweep_at = time.monotonic() + self.options.sweep_interval_s
         self._stopping = False
         self.first_record_at: float | None = None  # monotonic, for benchmarks
@@ -125,8 +134,7 @@ class Bridge:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 signal.signal(sig, lambda *_: self.stop())
         topics = list(self.config.topics())
-        self._consumer.subscribe(topics, on_assign=self._on_assign, on_revoke=self._on_revoke,
-                                 on_lost=self._on_lost)
+        self._consumer.subscribe(topics, on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost)
         log.info("bridge started", group=self.config.group, topics=topics, redis=self.queues.url)
         self.metrics.redis_up.set(1)
         with throughput_gc():
@@ -191,20 +199,9 @@ class Bridge:
             self.first_record_at = time.monotonic()
         rewound: set[TopicPartitionKey] = set()
         counts: dict[tuple[str, str], int] = {}
-        assigned, route, add, enqueue = self._assigned, self.router.route, self._inflight.add, self._inflight.enqueue
-        for message in messages:
-            error = message.error()
-            if error is not None:
-                refused = denial(error, self._identity, "Read", group=self.config.group, topic=message.topic())
-                if refused is not None:  # a missing ACL never heals by waiting: stop in one line, commit nothing
-                    raise refused
-                if error.code() != KafkaError._PARTITION_EOF:
-                    log.warning("consumer error", error=error.str())
-                continue
-            topic, partition, offset = message.topic() or "", message.partition() or 0, message.offset() or 0
-            tp = (topic, partition)
-            if tp in rewound or tp not in assigned:
-                continue
+        route, add, enqueue = self.router.route, self._inflight.add, self._inflight.enqueue
+        for message, tp, offset in self._parts.owned(messages, rewound):
+            topic, partition = tp
             try:
                 routed = route(topic, partition, offset, message.value(), message.headers())
             except SchemaUnavailableError as exc:
@@ -223,14 +220,7 @@ class Bridge:
 
     def _hold(self, tp: TopicPartitionKey, offset: int, exc: Exception) -> None:
         """The registry is unreachable: rewind the partition to `offset` and pause it for a while."""
-        delay = min(self.options.redis_backoff_max_s, 1.0)
-        log.warning("schema registry unreachable; partition held", topic=tp[0], partition=tp[1], offset=offset,
-                    error=str(exc), retry_in_s=delay)
-        self._held[tp] = time.monotonic() + delay
-        part = TopicPartition(tp[0], tp[1], offset)
-        self._consumer.pause([part])
-        self._paused.add(tp)
-        self._consumer.seek(part)
+        self._parts.hold(tp, offset, exc, min(self.options.redis_backoff_max_s, 1.0))
 
     # ---- pushing and committing ---------------------------------------------------------------------
 
@@ -292,7 +282,7 @@ class Bridge:
             spec = self.config.queues.get(queue)
             room = None if spec is None or spec.bound is None else spec.bound - depths[queue]
             for group in [g for g in waiting if g[0] == queue]:
-                tasks = waiting[group] if room is None else waiting[group][:max(0, room)]
+                tasks = waiting[group] if room is None else waiting[group][: max(0, room)]
                 if tasks:
                     eligible[group] = tasks
                     room = None if room is None else room - len(tasks)
@@ -311,82 +301,49 @@ class Bridge:
         self._redis_backoff = min(self._redis_backoff * 2, self.options.redis_backoff_max_s)
 
     def _commit(self, offsets: dict[TopicPartitionKey, int], *, sync: bool = False) -> None:
-        if not offsets:
-            return
-        parts = [TopicPartition(t, p, o) for (t, p), o in offsets.items() if (t, p) in self._assigned]
-        self._confirmed.update(offsets)
-        if not parts:
-            return
-        try:
-            if sync:
-                self._consumer.commit(offsets=parts, asynchronous=False)
-            else:
-                self._consumer.commit(offsets=parts, asynchronous=True)
-        except KafkaException as exc:
-            # A later commit (or the next owner's redelivery, deduplicated by the tasks) covers it.
-            log.warning("offset commit failed", error=str(exc))
+        self._parts.commit(offsets, sync=sync)
 
     # ---- dead letters -------------------------------------------------------------------------------
 
-    def _dead_letter(self, record: PendingRecord, message: Message, error: BridgeError) -> None:
-        topic = message.topic() or ""
-        target = f"{topic}.dlq"
-        log.warning("dead-lettered", topic=topic, partition=message.partition(), offset=message.offset(),
-                    error=f"{type(error).__name__}: {error}")
-        self.metrics.dead_letters.labels(topic, type(error).__name__).inc()
-        self.metrics.records.labels(topic, "dead_lettered").inc()
+    def _dead_letter(self, record: PendingRecord, message: Message, error: StreamsError) -> None:
+        """Park the record in `<topic>.dlq` with the agents' header policy; settled once Kafka acknowledged it."""
+        source = SourceRecord.from_message(message)
+        target, headers = dead_letter(self.catalog, source, AGENT, error)
+        self.metrics.dead_letters.labels(source.topic, type(error).__name__).inc()
+        self.metrics.records.labels(source.topic, "dead_lettered").inc()
         self._inflight.hold(record)
-        key, value, headers = message.key(), message.value(), dlq_headers(message, error)
-
-        def delivered(err: KafkaError | None, _: Message) -> None:
-            if err is None:
-                self._inflight.settle(record)
-                return
-            log.warning("dead letter not delivered; retrying", topic=target, error=err.str())
-            self._produce(target, key, value, headers, delivered)
-
-        self._produce(target, key, value, headers, delivered)
-
-    def _produce(self, topic: str, key: bytes | None, value: bytes | None, headers: DlqHeaders,
-                 callback: Callable[[KafkaError | None, Message], None]) -> None:
-        while True:
-            try:
-                self._producer.produce(topic, value=value, key=key, headers=headers, on_delivery=callback)
-                return
-            except BufferError:
-                self._producer.poll(0.05)
+        produce_until_acknowledged(
+            self._producer, target, source.key, source.value, headers, lambda: self._inflight.settle(record)
+        )
 
     # ---- partitions ---------------------------------------------------------------------------------
 
     def _reconcile_pauses(self, now: float) -> None:
-        for tp in [tp for tp, at in self._held.items() if at <= now]:
-            del self._held[tp]
+        parts = self._parts
+        parts.release_held(now)
         if self._redis_down or self._inflight.outstanding >= self.options.max_in_flight:
-            desired = set(self._assigned)
+            desired = set(parts.assigned)
         else:  # only partitions whose tasks wait for a full queue; tasks being pushed are not blocked
             desired = self._inflight.blocked_partitions(set(self._full)) if self._full else set()
-            desired = (desired & self._assigned) | set(self._held)
-        pause, resume = desired - self._paused, self._paused - desired
-        if pause:
-            self._consumer.pause([TopicPartition(t, p) for t, p in pause])
-        if resume:
-            self._consumer.resume([TopicPartition(t, p) for t, p in resume])
+            desired = (desired & parts.assigned) | set(parts.held)
+        pause, resume = parts.pause_only(desired)
         if pause or resume:
-            log.info("partitions paused" if pause else "partitions resumed", paused=len(desired),
-                     redis_down=self._redis_down, in_flight=self._inflight.outstanding)
-        self._paused = desired
+            log.info(
+                "partitions paused" if pause else "partitions resumed",
+                paused=len(desired),
+                redis_down=self._redis_down,
+                in_flight=self._inflight.outstanding,
+            )
 
     def _on_assign(self, _: Consumer, partitions: list[TopicPartition]) -> None:
-        tps = {(p.topic, p.partition) for p in partitions}
-        self._assigned |= tps
-        self._paused -= tps  # a fresh assignment starts unpaused; the next turn re-pauses if needed
-        log.info("partitions assigned", partitions=sorted(tps))
+        self._parts.assign(partitions)
 
     def _on_revoke(self, _: Consumer, partitions: list[TopicPartition]) -> None:
         tps = {(p.topic, p.partition) for p in partitions}
         self._collect(block=True)  # what Redis confirms now may still be committed by us
         self._commit(self._inflight.committable())
-        confirmed = {tp: self._confirmed[tp] for tp in tps if tp in self._confirmed}
+        committed = self._parts.committed
+        confirmed = {tp: committed[tp] for tp in tps if tp in committed}
         self._commit(confirmed, sync=True)
         self._forget(tps, "revoked")
 
@@ -396,11 +353,7 @@ class Bridge:
 
     def _forget(self, tps: set[TopicPartitionKey], why: str) -> None:
         dropped = self._inflight.drop(tps)
-        self._assigned -= tps
-        self._paused -= tps
-        for tp in tps:
-            self._held.pop(tp, None)
-            self._confirmed.pop(tp, None)
+        self._parts.forget(tps)
         log.info("partitions given up", why=why, partitions=sorted(tps), dropped_unconfirmed=dropped)
 
     # ---- observing and stopping ---------------------------------------------------------------------
@@ -408,19 +361,8 @@ class Bridge:
     def _observe(self) -> None:
         self.metrics.in_flight.set(self._inflight.tasks_waiting)
         self.metrics.in_flight_records.set(self._inflight.outstanding)
-        self.metrics.paused.set(len(self._paused))
-        now = time.monotonic()
-        if now < self._lag_at:
-            return
-        self._lag_at = now + self.options.lag_interval_s
-        for topic, partition in self._assigned:
-            try:
-                _, high = self._consumer.get_watermark_offsets(TopicPartition(topic, partition), cached=True)
-            except KafkaException:
-                continue
-            committed = self._confirmed.get((topic, partition))
-            if high >= 0 and committed is not None:
-                self.metrics.lag.labels(topic, str(partition)).set(max(0, high - committed))
+        self.metrics.paused.set(len(self._parts.paused))
+        self._parts.report_lag()
 
     def _shutdown(self, push_deadline_s: float = 10.0) -> None:
         """Push what is waiting (briefly), commit what Redis confirmed, leave the group, flush dead letters."""
@@ -442,20 +384,3 @@ class Bridge:
         self.queues.close()
         self._registry.close()
         log.info("bridge stopped", completed_records=self._inflight.completed)
-
-
-def dlq_headers(message: Message, error: BaseException) -> DlqHeaders:
-    """The original headers untouched, then what went wrong and where the record came from."""
-    _, timestamp = message.timestamp()
-    extra = {
-        "agent": "bridge",
-        "error_class": type(error).__name__,
-        "error_message": str(error)[:2000],
-        "topic": message.topic() or "",
-        "partition": str(message.partition()),
-        "offset": str(message.offset()),
-        "timestamp": str(timestamp),
-        "attempts": "1",
-        "failed_at": str(int(time.time() * 1000)),
-    }
-    return [*header_items(message.headers()), *((f"{DLQ_PREFIX}{k}", v.encode()) for k, v in extra.items())]

@@ -20,8 +20,17 @@ from typing import Any
 import orjson
 
 __all__ = [
-    "EFFECTS_PREFIX", "PENDING_MESSAGES", "PENDING_SET", "PRIORITY_STEPS", "TaskTemplate", "effect_key",
-    "event_headers", "kombu_json_default", "priority_slot", "queue_keys", "task_id_for",
+    "EFFECTS_PREFIX",
+    "PENDING_MESSAGES",
+    "PENDING_SET",
+    "PRIORITY_STEPS",
+    "TaskTemplate",
+    "effect_key",
+    "event_headers",
+    "kombu_json_default",
+    "priority_slot",
+    "queue_keys",
+    "task_id_for",
 ]
 
 PRIORITY_STEPS = (0, 3, 6, 9)  # kombu's Redis default: BRPOP serves the lists in this order
@@ -129,9 +138,18 @@ class TaskTemplate:
     The constant parts are JSON once, at construction; a task costs one orjson call for its arguments.
     """
 
-    def __init__(self, task: str, queue: str, *, priority: int = 0, countdown_ms: int = 0,
-                 extra_headers: Mapping[str, Any] | None = None, redact: frozenset[str] = frozenset(),
-                 origin: str | None = None, time_limits_ms: tuple[int, int] | None = None) -> None:
+    def __init__(
+        self,
+        task: str,
+        queue: str,
+        *,
+        priority: int = 0,
+        countdown_ms: int = 0,
+        extra_headers: Mapping[str, Any] | None = None,
+        redact: frozenset[str] = frozenset(),
+        origin: str | None = None,
+        time_limits_ms: tuple[int, int] | None = None,
+    ) -> None:
         """`time_limits_ms` is (soft, hard): Celery's `timelimit` header, which a worker honours per message."""
         self.task = task
         self.queue = queue
@@ -143,32 +161,52 @@ class TaskTemplate:
             _new_tag_prefix()
             os.register_at_fork(after_in_child=_new_tag_prefix)
         headers: dict[str, Any] = {
-            "lang": "py", "task": task, "id": None, "shadow": None, "eta": None, "expires": None, "group": None,
-            "group_index": None, "retries": 0, "timelimit": _timelimit(time_limits_ms), "root_id": None,
+            "lang": "py",
+            "task": task,
+            "id": None,
+            "shadow": None,
+            "eta": None,
+            "expires": None,
+            "group": None,
+            "group_index": None,
+            "retries": 0,
+            "timelimit": _timelimit(time_limits_ms),
+            "root_id": None,
             "parent_id": None,
-            "argsrepr": "()", "kwargsrepr": "{}", "origin": origin or default_origin(), "ignore_result": False,
-            "replaced_task_nesting": 0, "stamped_headers": None, "stamps": {},
+            "argsrepr": "()",
+            "kwargsrepr": "{}",
+            "origin": origin or default_origin(),
+            "ignore_result": False,
+            "replaced_task_nesting": 0,
+            "stamped_headers": None,
+            "stamps": {},
             **{f"{HEADER_PREFIX}{k}": v for k, v in (extra_headers or {}).items()},
         }
         properties: dict[str, Any] = {
-            "correlation_id": None, "delivery_mode": 2,
-            "delivery_info": {"exchange": "", "routing_key": queue}, "priority": self.priority,
-            "body_encoding": "base64", "delivery_tag": None,
+            "correlation_id": None,
+            "delivery_mode": 2,
+            "delivery_info": {"exchange": "", "routing_key": queue},
+            "priority": self.priority,
+            "body_encoding": "base64",
+            "delivery_tag": None,
         }
         constant_headers = orjson.dumps({k: v for k, v in headers.items() if k not in _PER_TASK})[1:-1]
         constant_properties = orjson.dumps({k: v for k, v in properties.items() if k not in _PER_TASK})[1:-1]
-        self._after_body = (b'","content-encoding":"utf-8","content-type":"application/json","headers":{'
-                            + constant_headers + b',"id":')
+        self._after_body = (
+            b'","content-encoding":"utf-8","content-type":"application/json","headers":{' + constant_headers + b',"id":'
+        )
         self._before_properties = b'},"properties":{' + constant_properties + b',"correlation_id":'
         self._no_eta = b',"eta":null'
 
-    def encode(self, task_id: str, kwargs: Mapping[str, Any], event: Mapping[str, Any],
-               now: datetime | None = None) -> bytes:
+    def encode(
+        self, task_id: str, kwargs: Mapping[str, Any], event: Mapping[str, Any], now: datetime | None = None
+    ) -> bytes:
         """The Redis list entry for one task; `event` becomes `streams_<name>` headers."""
         return self.encode_json(task_id, kwargs, event_headers(event), now)
 
-    def encode_json(self, task_id: str, kwargs: Mapping[str, Any], event: bytes = b"",
-                    now: datetime | None = None) -> bytes:
+    def encode_json(
+        self, task_id: str, kwargs: Mapping[str, Any], event: bytes = b"", now: datetime | None = None
+    ) -> bytes:
         """`encode` with the event headers already a JSON fragment (one per record, shared by its tasks)."""
         arguments = orjson.dumps(kwargs, default=kombu_json_default, option=_BODY_OPTIONS)
         body = binascii.b2a_base64(_BODY_HEAD + arguments + _BODY_TAIL, newline=False)
@@ -177,11 +215,25 @@ class TaskTemplate:
             eta = self._no_eta
         else:
             eta = b',"eta":' + orjson.dumps(((now or datetime.now(UTC)) + self.countdown).isoformat())
-        return b"".join((
-            b'{"body":"', body, self._after_body, task_json, b',"root_id":', task_json, b',"kwargsrepr":',
-            orjson.dumps(self._repr_text(kwargs, arguments)), eta, event, self._before_properties, task_json,
-            b',"delivery_tag":"', _delivery_tag().encode(), b'"}}',
-        ))
+        return b"".join(
+            (
+                b'{"body":"',
+                body,
+                self._after_body,
+                task_json,
+                b',"root_id":',
+                task_json,
+                b',"kwargsrepr":',
+                orjson.dumps(self._repr_text(kwargs, arguments)),
+                eta,
+                event,
+                self._before_properties,
+                task_json,
+                b',"delivery_tag":"',
+                _delivery_tag().encode(),
+                b'"}}',
+            )
+        )
 
     def kwargs_repr(self, kwargs: Mapping[str, Any]) -> str:
         """What logs and monitors show for the arguments: their JSON (PII fields masked), cut at 1024."""

@@ -124,13 +124,15 @@ TRANSIENT = (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError, 
 class RedisQueues:
     """The Celery broker's queues as the bridge writes them; every failure is a RedisUnavailableError."""
 
-    def __init__(self, url: str, bounds: Mapping[str, int | None], *, timeout_s: float = 5.0,
-                 ledger: bool = True) -> None:
+    def __init__(
+        self, url: str, bounds: Mapping[str, int | None], *, timeout_s: float = 5.0, ledger: bool = True
+    ) -> None:
         self.url = url
         self.ledger = ledger
         self.bounds = dict(bounds)
-        self._client = redis.Redis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s,
-                                            health_check_interval=0)
+        self._client = redis.Redis.from_url(
+            url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s, health_check_interval=0
+        )
         self._trim = TRIM_TO_BOUND.encode()
         self._sweep = self._client.register_script(SWEEP)
 
@@ -162,8 +164,14 @@ class RedisQueues:
                 middle = b"\n" + target + b"\n"
                 for (_, task), id_bulk in zip(tasks, ids, strict=True):
                     effect = task.effect.encode()
-                    ledger += (id_bulk, b"$%d\r\n" % (len(effect) + len(middle) + len(task.payload)), effect, middle,
-                               task.payload, CRLF)
+                    ledger += (
+                        id_bulk,
+                        b"$%d\r\n" % (len(effect) + len(middle) + len(task.payload)),
+                        effect,
+                        middle,
+                        task.payload,
+                        CRLF,
+                    )
                 ledger_ids += ids
             if bound is not None:
                 bounded += 1
@@ -178,8 +186,14 @@ class RedisQueues:
             for id_bulk in ledger_ids:
                 commands += (now, id_bulk)
         if bounded:
-            head = [b"EVAL", self._trim, b"%d" % len(trim_keys), *trim_keys, b"%d" % bounded,
-                    b"1" if self.ledger else b""]
+            head = [
+                b"EVAL",
+                self._trim,
+                b"%d" % len(trim_keys),
+                *trim_keys,
+                b"%d" % bounded,
+                b"1" if self.ledger else b"",
+            ]
             commands.append(b"*%d\r\n" % (len(head) + len(trim_args)) + b"".join(_bulk(arg) for arg in head))
             commands += trim_args
         commands.append(_command(b"EXEC"))
@@ -191,8 +205,10 @@ class RedisQueues:
         except redis.RedisError as exc:  # READONLY replica, OOM, ...: not ours to fix, but never commit
             raise RedisUnavailableError(f"Redis at {_shown(self.url)} refused the push: {exc}") from exc
         kept = iter(replies[-1] if bounded else ())
-        return {(queue, slot): (len(waiting[(queue, slot)]) if self.bounds.get(queue) is None else int(next(kept)))
-                for queue, slot in groups}
+        return {
+            (queue, slot): (len(waiting[(queue, slot)]) if self.bounds.get(queue) is None else int(next(kept)))
+            for queue, slot in groups
+        }
 
     def _transact(self, packed: bytes, queued: int) -> list[Any]:
         """Send one packed MULTI ... EXEC with `queued` commands; the EXEC replies, or the first error raised."""
@@ -218,8 +234,15 @@ class RedisQueues:
     def sweep(self, redeliver_after_s: float, limit: int = 1000) -> int:
         """Push again the tasks a broker lost (see SWEEP); how many. RedisUnavailableError when down."""
         now = int(time.time() * 1000)
-        args: list[str | int] = [now - int(redeliver_after_s * 1000), now, limit, f"{EFFECTS_PREFIX}done:",
-                                 f"{EFFECTS_PREFIX}claim:", SEP, *PRIORITY_STEPS[1:]]
+        args: list[str | int] = [
+            now - int(redeliver_after_s * 1000),
+            now,
+            limit,
+            f"{EFFECTS_PREFIX}done:",
+            f"{EFFECTS_PREFIX}claim:",
+            SEP,
+            *PRIORITY_STEPS[1:],
+        ]
         try:
             return int(self._sweep(keys=[PENDING_SET, PENDING_MESSAGES], args=args))
         except (*TRANSIENT, redis.RedisError) as exc:
@@ -236,7 +259,7 @@ class RedisQueues:
         except (*TRANSIENT, redis.RedisError) as exc:
             raise RedisUnavailableError(f"Redis at {_shown(self.url)} is unreachable: {exc}") from exc
         steps = len(queue_keys(""))
-        return {name: sum(sizes[i * steps:(i + 1) * steps]) for i, name in enumerate(queues)}
+        return {name: sum(sizes[i * steps : (i + 1) * steps]) for i, name in enumerate(queues)}
 
     def ping(self) -> bool:
         try:

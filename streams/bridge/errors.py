@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from streams.errors import StreamsError
+from streams.located_yaml import located_message
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -22,12 +23,8 @@ class RouteError(BridgeError):
 
     def __init__(self, path: Path, line: int, where: str, field: str | None, problem: str) -> None:
         self.path, self.line, self.field, self.problem = path, line, field, problem
-        location = f"{path}:{line}" if line else str(path)
-        subject = " ".join(part for part in (where, f"field '{field}'" if field else "") if part)
-        super().__init__(f"{location}: {subject}: {problem}" if subject else f"{location}: {problem}")
+        super().__init__(located_message(path, line, where, field, problem))
 
 
 class RedisUnavailableError(BridgeError):
     """Redis did not confirm a push; the bridge pauses, backs off and retries (nothing is committed)."""
-
-    retriable = True

@@ -107,8 +107,12 @@ class InFlight:
 
     def blocked_partitions(self, queues: set[str] | None = None) -> set[TopicPartitionKey]:
         """Partitions with a task waiting for one of `queues` (all queues when None)."""
-        return {task.record.tp for (queue, _), tasks in self.waiting.items()
-                if queues is None or queue in queues for task in tasks}
+        return {
+            task.record.tp
+            for (queue, _), tasks in self.waiting.items()
+            if queues is None or queue in queues
+            for task in tasks
+        }
 
     def drop(self, tps: set[TopicPartitionKey]) -> int:
         """Forget revoked partitions' unconfirmed work (it will be redelivered); how many records."""
@@ -128,8 +132,9 @@ class InFlight:
         return dropped
 
 
-def first_tasks(waiting: dict[QueueSlot, list[PendingTask]], limit: int,
-                turn: int) -> dict[QueueSlot, list[PendingTask]]:
+def first_tasks(
+    waiting: dict[QueueSlot, list[PendingTask]], limit: int, turn: int
+) -> dict[QueueSlot, list[PendingTask]]:
     """At most `limit` tasks, each group's oldest first, starting with group number `turn` (mod the count).
 
     One push stays bounded, so it ends well inside the Redis socket time-out (a timed-out push is sent

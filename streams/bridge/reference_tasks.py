@@ -50,9 +50,11 @@ def create_app(settings: Settings | None = None, celery: CelerySettings | None =
     app = Celery("streams")
     app.conf.update(
         broker_url=celery.broker_url or settings.redis(),
-        broker_transport_options={"visibility_timeout": celery.visibility_timeout_s,
-                                  "unacked_restore_interval": celery.restore_interval_s,
-                                  "unacked_restore_throttle": 1},
+        broker_transport_options={
+            "visibility_timeout": celery.visibility_timeout_s,
+            "unacked_restore_interval": celery.restore_interval_s,
+            "unacked_restore_throttle": 1,
+        },
         broker_connection_retry_on_startup=True,
         worker_cancel_long_running_tasks_on_connection_loss=True,
         worker_prefetch_multiplier=celery.prefetch_multiplier,
@@ -71,28 +73,56 @@ def register_reference_tasks(app: Celery) -> None:
     data_dir = Path(app.conf.get("streams_data_dir") or Settings().data_dir)
 
     @app.task(base=BridgeTask, name=INVOICE_PDF)  # type: ignore[untyped-decorator]
-    def generate_invoice_pdf(invoice_id: str, invoice_number: str, tenant_id: str, seller_vat_number: str,
-                             tax_inclusive_total: Decimal, vat_total: Decimal, currency: str,
-                             cleared_at: datetime | None = None, qr_payload: str | None = None) -> str:
+    def generate_invoice_pdf(
+        invoice_id: str,
+        invoice_number: str,
+        tenant_id: str,
+        seller_vat_number: str,
+        tax_inclusive_total: Decimal,
+        vat_total: Decimal,
+        currency: str,
+        cleared_at: datetime | None = None,
+        qr_payload: str | None = None,
+    ) -> str:
         """Render the cleared invoice as a PDF under <data_dir>/bridge/invoices/<tenant>/<invoice_id>.pdf."""
         path = invoice_pdf_path(data_dir, tenant_id, invoice_id)
         if not path.exists():  # the path is keyed by the invoice: a second run has nothing to do
             lines = [
-                ("Invoice number", invoice_number), ("Invoice id", invoice_id), ("Seller VAT", seller_vat_number),
-                ("Total incl. VAT", f"{tax_inclusive_total} {currency}"), ("VAT", f"{vat_total} {currency}"),
-                ("Cleared at", _iso(cleared_at)), ("QR (TLV, base64)", (qr_payload or "")[:80]),
+                ("Invoice number", invoice_number),
+                ("Invoice id", invoice_id),
+                ("Seller VAT", seller_vat_number),
+                ("Total incl. VAT", f"{tax_inclusive_total} {currency}"),
+                ("VAT", f"{vat_total} {currency}"),
+                ("Cleared at", _iso(cleared_at)),
+                ("QR (TLV, base64)", (qr_payload or "")[:80]),
             ]
             write_atomically(path, render_pdf("Tax Invoice", lines))
         return str(path)
 
     @app.task(base=BridgeTask, name=NOTIFY_COMPLIANCE)  # type: ignore[untyped-decorator]
-    def notify_compliance(violation_id: str, invoice_id: str, tenant_id: str, rule_code: str, severity: str,
-                          message: str, field_path: str | None = None, detected_at: datetime | None = None) -> str:
+    def notify_compliance(
+        violation_id: str,
+        invoice_id: str,
+        tenant_id: str,
+        rule_code: str,
+        severity: str,
+        message: str,
+        field_path: str | None = None,
+        detected_at: datetime | None = None,
+    ) -> str:
         """Write the notification for compliance as <data_dir>/bridge/compliance/<violation_id>.json."""
         path = notification_path(data_dir, violation_id)
-        body = {"violation_id": violation_id, "invoice_id": invoice_id, "tenant_id": tenant_id,
-                "rule_code": rule_code, "severity": severity, "message": message, "field_path": field_path,
-                "detected_at": _iso(detected_at), "notified_at": datetime.now(UTC).isoformat()}
+        body = {
+            "violation_id": violation_id,
+            "invoice_id": invoice_id,
+            "tenant_id": tenant_id,
+            "rule_code": rule_code,
+            "severity": severity,
+            "message": message,
+            "field_path": field_path,
+            "detected_at": _iso(detected_at),
+            "notified_at": datetime.now(UTC).isoformat(),
+        }
         if not path.exists():
             write_atomically(path, (json.dumps(body, indent=2) + "\n").encode())
         return str(path)

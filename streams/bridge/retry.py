@@ -31,9 +31,13 @@ class RetryPolicy:
         return float((rng or random).uniform(delay / 2, delay))
 
     def to_header(self) -> dict[str, Any]:
-        return {"max_attempts": self.max_attempts, "backoff_ms": self.backoff_ms,
-                "max_backoff_ms": self.max_backoff_ms, "jitter": self.jitter,
-                "max_redeliveries": self.max_redeliveries}
+        return {
+            "max_attempts": self.max_attempts,
+            "backoff_ms": self.backoff_ms,
+            "max_backoff_ms": self.max_backoff_ms,
+            "jitter": self.jitter,
+            "max_redeliveries": self.max_redeliveries,
+        }
 
     @classmethod
     def from_header(cls, value: Any) -> RetryPolicy | None:
@@ -41,7 +45,12 @@ class RetryPolicy:
         if not isinstance(value, Mapping):
             return None
         try:
-            return cls(int(value["max_attempts"]), int(value["backoff_ms"]), int(value["max_backoff_ms"]),
-                       bool(value["jitter"]), int(value["max_redeliveries"]))
+            return cls(
+                int(value["max_attempts"]),
+                int(value["backoff_ms"]),
+                int(value["max_backoff_ms"]),
+                bool(value["jitter"]),
+                int(value["max_redeliveries"]),
+            )
         except (KeyError, TypeError, ValueError):
             return None

@@ -1,4 +1,4 @@
-"""From one Kafka record to its task messages: decode what routes read (schema by id, cached), match, encode.
+"""From one Kafka record to its task messages: decode it (streams.records.EventDecoder), match, encode.
 
 Bad records raise UndecodableRecordError or UnroutableRecordError (the bridge parks them in the DLQ);
 a registry that cannot be reached raises SchemaUnavailableError (the bridge retries, never parks).
@@ -6,24 +6,24 @@ a registry that cannot be reached raises SchemaUnavailableError (the bridge retr
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import orjson
 
-from streams.bridge.avro_json import FieldReader
 from streams.bridge.celery_wire import TaskTemplate, default_origin, effect_key, task_id_for
 from streams.bridge.errors import BridgeError
-from streams.errors import SchemaError
-from streams.schemas.codec import HEADER, MAGIC, split_header
-from streams.schemas.registry_client import RegistryRequestError
+from streams.records import EventDecoder, SchemaSource
 
 if TYPE_CHECKING:
     from streams.bridge.routes import BridgeConfig, BridgeRoute
     from streams.catalog import Catalog
 
 __all__ = [
-    "RawHeaders", "RoutedTask", "Router", "SchemaSource", "SchemaUnavailableError", "UndecodableRecordError",
+    "RawHeaders",
+    "RoutedTask",
+    "Router",
     "UnroutableRecordError",
 ]
 
@@ -32,22 +32,8 @@ _CE_HEADERS = frozenset({"ce_id", "ce_type", "ce_tenantid", "ce_traceparent"})
 RawHeaders = list[tuple[str, str | bytes | None]] | dict[str, str | bytes | None] | None
 
 
-class UndecodableRecordError(BridgeError):
-    """The record is not a decodable event of its topic (no value, bad header, unknown schema, bad datum)."""
-
-
 class UnroutableRecordError(BridgeError):
     """A route matched but its task cannot be built from the record (a mapped field is missing, ...)."""
-
-
-class SchemaUnavailableError(BridgeError):
-    """The registry could not be asked for a schema right now; retry later, do not dead-letter."""
-
-    retriable = True
-
-
-class SchemaSource(Protocol):
-    def schema_by_id(self, schema_id: int) -> str: ...
 
 
 class RoutedTask(NamedTuple):
@@ -62,73 +48,62 @@ class RoutedTask(NamedTuple):
 
 
 class Router:
-    """Turns records of the routed topics into task messages; holds one field reader per (topic, schema id)."""
+    """Turns records of the routed topics into task messages."""
 
-    def __init__(self, config: BridgeConfig, catalog: Catalog, registry: SchemaSource,
-                 *, origin: str | None = None) -> None:
+    def __init__(
+        self, config: BridgeConfig, catalog: Catalog, registry: SchemaSource, *, origin: str | None = None
+    ) -> None:
         self.registry = registry
-        self._schemas: dict[int, str] = {}
-        self._readers: dict[tuple[str, int], FieldReader] = {}
+        # Any size the broker took; a registry outage holds the partition (SchemaUnavailableError), never parks.
+        self._decoder = EventDecoder(registry, max_record_bytes=sys.maxsize, hold_when_registry_down=True)
         origin = origin or default_origin()
         # topic -> (route, its message template, its arguments as (name, top-level field) when all are one)
         self._routes: dict[str, list[tuple[BridgeRoute, TaskTemplate, tuple[tuple[str, str], ...] | None]]] = {}
-        self._wanted: dict[str, set[str] | None] = {}  # topic -> top-level fields its routes read (None: all)
         for route in config.routes:
             spec = catalog.topic(route.topic)
             redact = _redacted_args(route, spec.pii_fields)
             extra: dict[str, Any] = {"route": route.name, "retry": route.retry.to_header()}
             if config.failed_topic:
                 extra["failed_topic"] = config.failed_topic
-            template = TaskTemplate(route.task, route.queue, priority=route.priority,
-                                    countdown_ms=route.countdown_ms, extra_headers=extra, redact=redact,
-                                    origin=origin,
-                                    time_limits_ms=(route.soft_time_limit_ms, route.time_limit_ms))
-            flat = None if route.args is None or any(len(path) != 1 for _, path in route.args) else \
-                tuple((name, path[0]) for name, path in route.args)
+            template = TaskTemplate(
+                route.task,
+                route.queue,
+                priority=route.priority,
+                countdown_ms=route.countdown_ms,
+                extra_headers=extra,
+                redact=redact,
+                origin=origin,
+                time_limits_ms=(route.soft_time_limit_ms, route.time_limit_ms),
+            )
+            flat = (
+                None
+                if route.args is None or any(len(path) != 1 for _, path in route.args)
+                else tuple((name, path[0]) for name, path in route.args)
+            )
             self._routes.setdefault(route.topic, []).append((route, template, flat))
-            wanted = self._wanted.setdefault(route.topic, set())
-            if wanted is not None:
-                if route.args is None:
-                    self._wanted[route.topic] = None
-                else:
-                    wanted.update(path[0] for _, path in route.args)
-                    wanted.update(condition.path[0] for condition in route.where)
 
-    def decode(self, topic: str, value: bytes | None) -> dict[str, Any]:
-        """The fields of `topic`'s routes from one record value, as kombu JSON values (Decimal as its typed
-        JSON object, and so on); fields no route reads are skipped, not decoded."""
-        if value is None:
-            raise UndecodableRecordError("record has no value (a tombstone is not an event)")
-        if len(value) < HEADER.size or value[0] != MAGIC:
-            try:
-                split_header(value)
-            except SchemaError as exc:
-                raise UndecodableRecordError(str(exc)) from None
-        schema_id = int.from_bytes(value[1:HEADER.size], "big")
-        reader = self._readers.get((topic, schema_id))
-        if reader is None:
-            try:
-                reader = FieldReader(self._schema(schema_id), self._wanted.get(topic))
-            except SchemaError as exc:
-                raise UndecodableRecordError(f"schema id {schema_id}: {exc}") from None
-            self._readers[(topic, schema_id)] = reader
-        try:
-            return reader.read(value, HEADER.size)
-        except SchemaError as exc:
-            raise UndecodableRecordError(str(exc)) from None
+    def decode(self, value: bytes | None) -> dict[str, Any]:
+        """The record in one value, as the native decoder gives it (Decimal, datetime, ...: the task message
+        writes them in kombu's typed JSON)."""
+        return self._decoder.decode(value)[1]
 
-    def route(self, topic: str, partition: int, offset: int, value: bytes | None,
-              headers: RawHeaders) -> list[RoutedTask]:
+    def route(
+        self, topic: str, partition: int, offset: int, value: bytes | None, headers: RawHeaders
+    ) -> list[RoutedTask]:
         """The task messages for one record (empty when no route matches)."""
         routes = self._routes.get(topic)
         if not routes:
             raise UnroutableRecordError(f"no route for topic '{topic}'")
-        event = self.decode(topic, value)
+        event = self.decode(value)
         event_id, event_type, tenant, traceparent = _cloud_event_headers(headers)
         # No ce_id: the record's coordinates are as stable an identity as Kafka offers.
         event_id = event_id or f"{topic}/{partition}/{offset}"
-        meta: dict[str, Any] = {"streams_event_id": event_id, "streams_topic": topic,
-                                "streams_partition": partition, "streams_offset": offset}
+        meta: dict[str, Any] = {
+            "streams_event_id": event_id,
+            "streams_topic": topic,
+            "streams_partition": partition,
+            "streams_offset": offset,
+        }
         if tenant is not None:
             meta["streams_tenant"] = tenant
         if traceparent is not None:
@@ -141,31 +116,22 @@ class Router:
             task_id = task_id_for(event_id, route.task)
             try:
                 try:  # every argument a top-level field (the usual case): no path to walk
-                    kwargs = {name: event[field] for name, field in flat_args} if flat_args is not None \
+                    kwargs = (
+                        {name: event[field] for name, field in flat_args}
+                        if flat_args is not None
                         else route.kwargs(event)
+                    )
                 except KeyError:
                     kwargs = route.kwargs(event)  # raises the KeyError that names the field and the argument
                 payload = template.encode_json(task_id, kwargs, fragment)
             except (KeyError, TypeError, ValueError) as exc:  # str() of a KeyError quotes its message
                 raise UnroutableRecordError(str(exc.args[0] if isinstance(exc, KeyError) else exc)) from None
-            out.append(RoutedTask(route.name, template.queue, template.slot, payload, task_id,
-                                  effect_key(route.task, event_id)))
+            out.append(
+                RoutedTask(
+                    route.name, template.queue, template.slot, payload, task_id, effect_key(route.task, event_id)
+                )
+            )
         return out
-
-    def _schema(self, schema_id: int) -> str:
-        if schema_id in self._schemas:
-            return self._schemas[schema_id]
-        try:
-            text = self.registry.schema_by_id(schema_id)
-        except RegistryRequestError as exc:
-            if 400 <= exc.status < 500:
-                raise UndecodableRecordError(f"schema id {schema_id} is unknown to the registry: {exc.message}") \
-                    from None
-            raise SchemaUnavailableError(str(exc)) from None
-        except SchemaError as exc:
-            raise SchemaUnavailableError(str(exc)) from None
-        self._schemas[schema_id] = text
-        return text
 
 
 def _cloud_event_headers(headers: RawHeaders) -> tuple[str | None, str | None, str | None, str | None]:
@@ -195,4 +161,3 @@ def _redacted_args(route: BridgeRoute, pii_fields: Sequence[str]) -> frozenset[s
     if route.args is None:
         return frozenset(p.split(".")[0] for p in pii)
     return frozenset(name for name, path in route.args if is_pii(".".join(path)))
-

@@ -5,7 +5,6 @@ A route says which events (topic, event type, field filter) become which Celery 
 
 from __future__ import annotations
 
-import difflib
 import inspect
 import json
 import re
@@ -14,28 +13,48 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
-import yaml
 from fastavro import parse_schema
-from yaml.constructor import SafeConstructor
-from yaml.nodes import MappingNode, Node, ScalarNode
+from yaml.nodes import Node
 
 from streams.bridge.errors import RouteError
 from streams.bridge.retry import RetryPolicy
 from streams.catalog import parse_duration_ms
 from streams.errors import CatalogError, StreamsError
+from streams.located_yaml import FieldError as _FieldError
+from streams.located_yaml import LocatedParser, hint
+from streams.schema_fields import resolve_field
 
 if TYPE_CHECKING:
     from streams.catalog import Catalog
 
 __all__ = [
-    "LATENCY_CLASSES", "BridgeConfig", "BridgeRoute", "FieldFilter", "QueueSpec", "RetryPolicy",
-    "SectionParser", "check_tasks", "lint_bridge", "load_bridge",
+    "LATENCY_CLASSES",
+    "BridgeConfig",
+    "BridgeRoute",
+    "FieldFilter",
+    "QueueSpec",
+    "RetryPolicy",
+    "SectionParser",
+    "check_tasks",
+    "lint_bridge",
+    "load_bridge",
 ]
 
 LATENCY_CLASSES: dict[str, int] = {"interactive": 1_000, "default": 10_000, "batch": 100_000}  # name -> bound
 _SECTION = ("group", "celery_app", "tasks", "failed_topic", "queues", "routes")
-_ROUTE = ("topic", "event_type", "where", "task", "queue", "priority", "countdown", "retry", "args",
-          "soft_time_limit", "time_limit")
+_ROUTE = (
+    "topic",
+    "event_type",
+    "where",
+    "task",
+    "queue",
+    "priority",
+    "countdown",
+    "retry",
+    "args",
+    "soft_time_limit",
+    "time_limit",
+)
 # A task past its soft limit gets SoftTimeLimitExceeded (retried or parked like any failure); past the hard
 # one Celery kills its process. Defaults for routes that set neither; the hard one is the soft one + grace.
 DEFAULT_SOFT_TIME_LIMIT_MS = 300_000
@@ -45,10 +64,6 @@ _QUEUE = ("bound",)
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$")
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _SCALAR_TYPES = {"string": str, "enum": str, "int": int, "long": int, "boolean": bool}
-
-
-class _FieldError(Exception):
-    """Internal: one value is wrong (the text says how); the parser adds where."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,8 +122,9 @@ class BridgeRoute:
             value: Any = record
             for part in path:
                 if not isinstance(value, dict) or part not in value:
-                    raise KeyError(f"route '{self.name}': the event has no field '{'.'.join(path)}' for "
-                                   f"argument '{name}'")
+                    raise KeyError(
+                        f"route '{self.name}': the event has no field '{'.'.join(path)}' for argument '{name}'"
+                    )
                 value = value[part]
             out[name] = value
         return out
@@ -161,94 +177,70 @@ def check_tasks(config: BridgeConfig, tasks: Mapping[str, Callable[..., Any] | N
     """
     for route in config.routes:
         if route.task not in tasks:
-            close = difflib.get_close_matches(route.task, list(tasks), n=3, cutoff=0.6)
-            hint = ("did you mean " + " or ".join(f"'{c}'" for c in close) + "?") if close else \
-                f"known: {', '.join(sorted(n for n in tasks if not n.startswith('celery.'))) or 'none'}"
-            raise RouteError(config.path, route.line, f"bridge route '{route.name}'", "task",
-                             f"unknown task '{route.task}' (not registered in {source}); {hint}")
+            known = _hint(route.task, (n for n in tasks if not n.startswith("celery.")))
+            raise RouteError(
+                config.path,
+                route.line,
+                f"bridge route '{route.name}'",
+                "task",
+                f"unknown task '{route.task}' (not registered in {source}); {known}",
+            )
         function = tasks[route.task]
         if function is None or route.args is None:
             continue
         try:
             inspect.signature(function).bind_partial(**{name: None for name, _ in route.args})
         except TypeError as exc:
-            raise RouteError(config.path, route.line, f"bridge route '{route.name}'", "args",
-                             f"task '{route.task}' cannot take these arguments: {exc}") from None
+            raise RouteError(
+                config.path,
+                route.line,
+                f"bridge route '{route.name}'",
+                "args",
+                f"task '{route.task}' cannot take these arguments: {exc}",
+            ) from None
 
 
-class SectionParser:
+class SectionParser(LocatedParser):
     """One pass over a route section of the catalog's file (`bridge:`; `webhooks:` subclasses it), collecting
     every problem as a located `error` (file:line, where, field)."""
 
     error: Callable[[Path, int, str, str | None, str], StreamsError] = RouteError
 
     def __init__(self, catalog: Catalog) -> None:
+        super().__init__(catalog.path)
         self.catalog = catalog
-        self.path = catalog.path
         self.issues: list[StreamsError] = []
-        self._constructor = SafeConstructor()
         self._schemas: dict[str, dict[str, Any] | None] = {}
 
     def report(self, line: int, where: str, field_name: str | None, problem: str) -> None:
         self.issues.append(self.error(self.path, line, where, field_name, problem))
         self.issues.sort(key=lambda issue: cast("Any", issue).line)
 
-    def value(self, node: Node) -> Any:
-        return self._constructor.construct_object(node, deep=True)
-
-    def section(self, name: str) -> tuple[Node, Node] | None:
-        """The (key, value) nodes of the top-level section `name`; None when the file has none."""
-        root = yaml.compose(self.path.read_text(encoding="utf-8"), Loader=yaml.SafeLoader)
-        if isinstance(root, MappingNode):
-            return next(((k, v) for k, v in root.value if getattr(k, "value", None) == name), None)
-        return None
-
-    def entries(self, node: Node | None, where: str, allowed: tuple[str, ...] | None,
-                kind: str = "field") -> dict[str, tuple[int, Node]]:
-        out: dict[str, tuple[int, Node]] = {}
-        if node is None or (isinstance(node, ScalarNode) and node.tag == "tag:yaml.org,2002:null"):
-            return out
-        if not isinstance(node, MappingNode):
-            self.report(node.start_mark.line + 1, where, None, f"must be a mapping, got {self.value(node)!r}")
-            return out
-        for key_node, value_node in node.value:
-            line, key = key_node.start_mark.line + 1, str(key_node.value)
-            if key in out:
-                self.report(line, where, key if kind == "field" else None,
-                            f"duplicate {kind} '{key}', first at line {out[key][0]}; remove one")
-            elif allowed is not None and key not in allowed:
-                self.report(line, where, key, f"unknown field; {_hint(key, allowed)}")
-            else:
-                out[key] = (line, value_node)
-        return out
-
-    def scalar(self, entries: dict[str, tuple[int, Node]], name: str, where: str,
-               parse: Callable[[Any], Any], default: Any) -> Any:
-        if name not in entries:
-            return default
-        line, node = entries[name]
-        try:
-            return parse(self.value(node))
-        except _FieldError as exc:
-            self.report(line, where, name, str(exc))
-            return default
-
-    def topic_schema(self, topic: str, body: dict[str, tuple[int, Node]], line: int,
-                     where: str) -> dict[str, Any] | None:
+    def topic_schema(
+        self, topic: str, body: dict[str, tuple[int, Node]], line: int, where: str
+    ) -> dict[str, Any] | None:
         names = self.catalog.names()
         if topic not in names:
             names = tuple(spec.name for spec in self.catalog.topics if spec.dead_letter_of is None)
             key = "topic" if "topic" in body else "event_type"
             shown = f"topic '{topic}'" if key == "topic" else f"event type '{topic}' names no topic (add 'topic:'); "
-            self.report(body[key][0] if key in body else line, where, key,
-                        f"{shown} is not in the catalog; {_hint(topic, names)}" if key == "topic" else
-                        f"{shown}{_hint(topic, names)}")
+            self.report(
+                body[key][0] if key in body else line,
+                where,
+                key,
+                f"{shown} is not in the catalog; {_hint(topic, names)}"
+                if key == "topic"
+                else f"{shown}{_hint(topic, names)}",
+            )
             return None
         spec = self.catalog.topic(topic)
         if not spec.dlq:
-            self.report(body.get("topic", (line,))[0], where, "topic",
-                        f"topic '{topic}' has 'dlq: false'; undecodable records are parked in "
-                        f"'{topic}.dlq', so enable it")
+            self.report(
+                body.get("topic", (line,))[0],
+                where,
+                "topic",
+                f"topic '{topic}' has 'dlq: false'; undecodable records are parked in '{topic}.dlq', so enable it",
+            )
         if spec.schema_file is None:
             return None
         if topic not in self._schemas:
@@ -259,30 +251,36 @@ class SectionParser:
                 self._schemas[topic] = None  # the catalog itself reports unreadable schemas
         return self._schemas[topic]
 
-    def field_type(self, schema: dict[str, Any] | None, topic: str | None, dotted: Any, line: int, where: str,
-                   what: str) -> Any:
+    def field_type(
+        self, schema: dict[str, Any] | None, topic: str | None, dotted: Any, line: int, where: str, what: str
+    ) -> Any:
         """The Avro type at `dotted`; reports and returns None when the schema lacks it."""
         if not isinstance(dotted, str) or not all(_IDENT.match(p) for p in dotted.split(".")):
             self.report(line, where, what, f"{dotted!r} is not a field name or a dotted path (a.b)")
             return None
         if schema is None:
-            self.report(line, where, what, f"topic '{topic}' declares no schema, so field '{dotted}' cannot be "
-                        "checked; give the topic a schema")
+            self.report(
+                line,
+                where,
+                what,
+                f"topic '{topic}' declares no schema, so field '{dotted}' cannot be checked; give the topic a schema",
+            )
             return None
         try:
-            return _resolve(schema, dotted, topic or "")
+            return resolve_field(schema, dotted, f"the schema of '{topic}'")[0]
         except _FieldError as exc:
             self.report(line, where, what, str(exc))
             return None
 
-    def filters(self, entry: tuple[int, Node] | None, schema: dict[str, Any] | None, topic: str | None,
-                where: str) -> tuple[FieldFilter, ...]:
+    def filters(
+        self, entry: tuple[int, Node] | None, schema: dict[str, Any] | None, topic: str | None, where: str
+    ) -> tuple[FieldFilter, ...]:
         out: list[FieldFilter] = []
         for dotted, (line, node) in self.entries(entry[1] if entry else None, where, None, "filter").items():
             avro = self.field_type(schema, topic, dotted, line, where, "where")
             if avro is None:
                 continue
-            raw = self.value(node)
+            raw = self.construct(node)
             values = raw["in"] if isinstance(raw, dict) and set(raw) == {"in"} else [raw]
             problem = _filter_problem(avro, dotted, values)
             if problem:
@@ -306,20 +304,40 @@ class _Parser(SectionParser):
         app = self.scalar(top, "celery_app", "bridge", _module, None)
         failed = self.scalar(top, "failed_topic", "bridge", _name, None)
         if failed is not None and failed not in self.catalog.names():
-            self.report(top["failed_topic"][0], "bridge", "failed_topic",
-                        f"topic '{failed}' is not in the catalog; {_hint(failed, self.catalog.names())}")
+            self.report(
+                top["failed_topic"][0],
+                "bridge",
+                "failed_topic",
+                f"topic '{failed}' is not in the catalog; {_hint(failed, self.catalog.names())}",
+            )
         tasks = tuple(self.scalar(top, "tasks", "bridge", _names, ()))
         queues = self.queues(top.get("queues")) if "queues" in top else default_queues
-        routes = [self.route(name, entry) for name, entry in self.entries(
-            top["routes"][1] if "routes" in top else None, "bridge", None, "route").items()]
+        routes = [
+            self.route(name, entry)
+            for name, entry in self.entries(
+                top["routes"][1] if "routes" in top else None, "bridge", None, "route"
+            ).items()
+        ]
         if "routes" not in top:
             self.report(line, "bridge", "routes", "missing; declare at least one route under 'routes:'")
         for route in routes:
             if route is not None and route.queue not in queues:
-                self.report(route.line, f"bridge route '{route.name}'", "queue",
-                            f"unknown queue '{route.queue}'; {_hint(route.queue, queues)}")
-        return BridgeConfig(path=self.path, group=group, celery_app=app, tasks=tasks, failed_topic=failed,
-                            queues=queues, routes=tuple(r for r in routes if r is not None), line=line)
+                self.report(
+                    route.line,
+                    f"bridge route '{route.name}'",
+                    "queue",
+                    f"unknown queue '{route.queue}'; {_hint(route.queue, queues)}",
+                )
+        return BridgeConfig(
+            path=self.path,
+            group=group,
+            celery_app=app,
+            tasks=tasks,
+            failed_topic=failed,
+            queues=queues,
+            routes=tuple(r for r in routes if r is not None),
+            line=line,
+        )
 
     def queues(self, entry: tuple[int, Node] | None) -> dict[str, QueueSpec]:
         out: dict[str, QueueSpec] = {}
@@ -346,11 +364,19 @@ class _Parser(SectionParser):
         retry = self.retry(body.get("retry"), where)
         soft, hard = self.time_limits(body, where)
         route = BridgeRoute(
-            name=name, topic=topic or "", task=task, event_type=event_type, where=where_filters,
+            name=name,
+            topic=topic or "",
+            task=task,
+            event_type=event_type,
+            where=where_filters,
             queue=self.scalar(body, "queue", where, _name, "default"),
             priority=self.scalar(body, "priority", where, _priority, 0),
             countdown_ms=self.scalar(body, "countdown", where, _duration, 0),
-            retry=retry, args=args, soft_time_limit_ms=soft, time_limit_ms=hard, line=line,
+            retry=retry,
+            args=args,
+            soft_time_limit_ms=soft,
+            time_limit_ms=hard,
+            line=line,
         )
         return route if len(self.issues) == before else None
 
@@ -360,13 +386,18 @@ class _Parser(SectionParser):
         hard = self.scalar(body, "time_limit", where, _positive_duration, soft + HARD_LIMIT_GRACE_MS)
         if hard <= soft:
             line = body.get("time_limit", body.get("soft_time_limit", (0,)))[0]
-            self.report(line, where, "time_limit",
-                        f"{hard} ms is not above soft_time_limit {soft} ms; the task would be killed before it"
-                        " could be retried")
+            self.report(
+                line,
+                where,
+                "time_limit",
+                f"{hard} ms is not above soft_time_limit {soft} ms; the task would be killed before it"
+                " could be retried",
+            )
         return soft, hard
 
-    def args(self, entry: tuple[int, Node] | None, schema: dict[str, Any] | None, topic: str | None,
-             where: str) -> tuple[tuple[str, tuple[str, ...]], ...] | None:
+    def args(
+        self, entry: tuple[int, Node] | None, schema: dict[str, Any] | None, topic: str | None, where: str
+    ) -> tuple[tuple[str, tuple[str, ...]], ...] | None:
         if entry is None:
             return None
         out: list[tuple[str, tuple[str, ...]]] = []
@@ -374,7 +405,7 @@ class _Parser(SectionParser):
             if not _IDENT.match(name):
                 self.report(line, where, "args", f"argument name {name!r} is not a Python identifier")
                 continue
-            dotted = self.value(node)
+            dotted = self.construct(node)
             if self.field_type(schema, topic, dotted, line, where, "args") is not None:
                 out.append((name, tuple(dotted.split("."))))
         return tuple(out)
@@ -392,33 +423,13 @@ class _Parser(SectionParser):
             max_redeliveries=self.scalar(body, "max_redeliveries", spot, _non_negative, 3),
         )
         if policy.max_backoff_ms < policy.backoff_ms:
-            self.report(body.get("max_backoff", entry)[0], spot, "max_backoff",
-                        f"{policy.max_backoff_ms} ms is below backoff {policy.backoff_ms} ms; raise it")
+            self.report(
+                body.get("max_backoff", entry)[0],
+                spot,
+                "max_backoff",
+                f"{policy.max_backoff_ms} ms is below backoff {policy.backoff_ms} ms; raise it",
+            )
         return policy
-
-
-def _resolve(schema: dict[str, Any], dotted: str, topic: str) -> Any:
-    current: Any = schema
-    parts = dotted.split(".")
-    for index, part in enumerate(parts):
-        current = _non_null(current)
-        if not isinstance(current, dict) or current.get("type") != "record":
-            raise _FieldError(f"'{'.'.join(parts[:index])}' in the schema of '{topic}' is not a record, "
-                             f"so '{dotted}' does not exist")
-        fields = {f["name"]: f["type"] for f in current["fields"]}
-        if part not in fields:
-            record = str(current["name"]).rsplit(".", 1)[-1]
-            raise _FieldError(f"'{dotted}' is not in the schema of '{topic}': record {record} has no field "
-                             f"'{part}'; its fields: {', '.join(fields)}")
-        current = fields[part]
-    return _non_null(current)
-
-
-def _non_null(avro: Any) -> Any:
-    if isinstance(avro, list):
-        branches = [b for b in avro if b != "null"]
-        return branches[0] if len(branches) == 1 else avro
-    return avro
 
 
 def _filter_problem(avro: Any, dotted: str, values: list[Any]) -> str | None:
@@ -436,11 +447,7 @@ def _filter_problem(avro: Any, dotted: str, values: list[Any]) -> str | None:
 
 
 def _hint(name: str, known: Iterable[str]) -> str:
-    known = sorted(known)
-    close = difflib.get_close_matches(name, known, n=3, cutoff=0.6)
-    if close:
-        return "did you mean " + " or ".join(f"'{c}'" for c in close) + "?"
-    return "known: " + (", ".join(known) or "none")
+    return hint(name, sorted(known))  # route sections list the known names sorted
 
 
 def _name(value: Any) -> str:

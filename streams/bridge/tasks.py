@@ -38,8 +38,9 @@ FAILED_NAMESPACE = uuid.UUID("3d8f2b61-7c3e-5a9d-8e41-5f2a9c0b7d33")
 # Release the claim only if it is still ours (it may have expired and been taken by another run).
 RELEASE = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
 # Forget a failed effect in one step, so a run finishing meanwhile (marking it ok) is never undone.
-FORGET_FAILURE = ("if redis.call('GET', KEYS[1]) == 'failed' then redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])"
-                  " return 1 end return 0")
+FORGET_FAILURE = (
+    "if redis.call('GET', KEYS[1]) == 'failed' then redis.call('DEL', KEYS[1], KEYS[2], KEYS[3]) return 1 end return 0"
+)
 
 
 class TaskGaveUpError(BridgeError):
@@ -166,9 +167,11 @@ class BridgeTask(Task):  # type: ignore[misc]  # celery ships no type hints
         deliveries = ledger.count_delivery(key)
         unexplained = deliveries - (int(request.retries or 0) + 1)
         if unexplained > policy.max_redeliveries:
-            error = TaskGaveUpError(f"{self.name}[{request.id}] was delivered {deliveries} times without "
-                                    f"finishing ({unexplained} redeliveries, bound {policy.max_redeliveries}); "
-                                    "the worker running it was probably lost each time")
+            error = TaskGaveUpError(
+                f"{self.name}[{request.id}] was delivered {deliveries} times without "
+                f"finishing ({unexplained} redeliveries, bound {policy.max_redeliveries}); "
+                "the worker running it was probably lost each time"
+            )
             self.give_up(key, "redelivery_limit", error, deliveries=deliveries)
             raise error
         token = claim_token()
@@ -187,8 +190,15 @@ class BridgeTask(Task):  # type: ignore[misc]  # celery ships no type hints
                 self.give_up(key, "retries_exhausted", exc, deliveries=deliveries, attempts=failures)
                 raise
             countdown = policy.countdown(failures - 1)
-            log.warning("%s[%s] failed (attempt %d of %d); retrying in %.1fs: %s", self.name, request.id,
-                        failures, policy.max_attempts, countdown, exc)
+            log.warning(
+                "%s[%s] failed (attempt %d of %d); retrying in %.1fs: %s",
+                self.name,
+                request.id,
+                failures,
+                policy.max_attempts,
+                countdown,
+                exc,
+            )
             raise self.retry(exc=exc, countdown=countdown) from exc
         # If Redis fails here, the message comes back and reruns the (idempotent) effect.
         ledger.finish(key, token, "ok", str(request.id))
@@ -216,12 +226,21 @@ class BridgeTask(Task):  # type: ignore[misc]  # celery ships no type hints
         log.error("%s[%s] gave up (%s): %s", self.name, request.id, reason, error)
         if topic:
             payload = {
-                "task_id": str(request.id), "task_name": self.name, "event_id": self.header("event_id"),
-                "route": self.header("route"), "reason": reason, "attempts": attempts, "deliveries": deliveries,
-                "error_class": type(error).__name__, "error_message": str(error)[:2000],
-                "source_topic": self.header("topic"), "source_partition": self.header("partition"),
-                "source_offset": self.header("offset"), "tenant_id": self.header("tenant"),
-                "worker": str(request.hostname or socket.gethostname()), "failed_at": datetime.now(UTC),
+                "task_id": str(request.id),
+                "task_name": self.name,
+                "event_id": self.header("event_id"),
+                "route": self.header("route"),
+                "reason": reason,
+                "attempts": attempts,
+                "deliveries": deliveries,
+                "error_class": type(error).__name__,
+                "error_message": str(error)[:2000],
+                "source_topic": self.header("topic"),
+                "source_partition": self.header("partition"),
+                "source_offset": self.header("offset"),
+                "tenant_id": self.header("tenant"),
+                "worker": str(request.hostname or socket.gethostname()),
+                "failed_at": datetime.now(UTC),
             }
             event_id = str(uuid.uuid5(FAILED_NAMESPACE, f"{request.id}\n{reason}"))
             try:
@@ -242,8 +261,7 @@ class BridgeTask(Task):  # type: ignore[misc]  # celery ships no type hints
             if ledger is None:
                 client = redis.Redis.from_url(url, socket_timeout=10, socket_connect_timeout=10)
                 claim_ttl = int(self.app.conf.get("streams_claim_ttl_s") or self.claim_ttl_s)
-                ledger = BridgeTask._ledgers[url] = EffectLedger(client, ttl_s=self.effect_ttl_s,
-                                                                  claim_ttl_s=claim_ttl)
+                ledger = BridgeTask._ledgers[url] = EffectLedger(client, ttl_s=self.effect_ttl_s, claim_ttl_s=claim_ttl)
         return ledger
 
     def publisher(self) -> Publisher:

@@ -44,8 +44,16 @@ if TYPE_CHECKING:
 log = structlog.get_logger("streams.console")
 HERE = Path(__file__).parent
 VIOLATIONS_TTL_S = 30.0  # today's violations are re-counted at most this often (a read of the day's records)
-NAV = [("/", "Overview"), ("/topics", "Topics"), ("/groups", "Consumer groups"), ("/messages", "Messages"),
-       ("/dlq", "Dead letters"), ("/tasks", "Tasks"), ("/audit", "Audit"), ("/evidence", "Evidence")]
+NAV = [
+    ("/", "Overview"),
+    ("/topics", "Topics"),
+    ("/groups", "Consumer groups"),
+    ("/messages", "Messages"),
+    ("/dlq", "Dead letters"),
+    ("/tasks", "Tasks"),
+    ("/audit", "Audit"),
+    ("/evidence", "Evidence"),
+]
 
 
 class LoginRequiredError(Exception):
@@ -57,17 +65,31 @@ class Metrics:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
-        self.requests = Counter("streams_console_requests_total", "Console HTTP requests, by page, method and status.",
-                                ["page", "method", "status"], registry=self.registry)
-        self.seconds = Histogram("streams_console_request_seconds", "Console request time on the server, by page.",
-                                 ["page"], registry=self.registry,
-                                 buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 1, 2.5, 5, 10))
-        self.actions = Counter("streams_console_actions_total", "Console actions, by action and outcome.",
-                               ["action", "outcome"], registry=self.registry)
-        self.logins = Counter("streams_console_logins_total", "Login attempts, by outcome.", ["outcome"],
-                              registry=self.registry)
-        self.rows = Counter("streams_console_message_rows_total", "Records rendered on message pages.",
-                            registry=self.registry)
+        self.requests = Counter(
+            "streams_console_requests_total",
+            "Console HTTP requests, by page, method and status.",
+            ["page", "method", "status"],
+            registry=self.registry,
+        )
+        self.seconds = Histogram(
+            "streams_console_request_seconds",
+            "Console request time on the server, by page.",
+            ["page"],
+            registry=self.registry,
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 1, 2.5, 5, 10),
+        )
+        self.actions = Counter(
+            "streams_console_actions_total",
+            "Console actions, by action and outcome.",
+            ["action", "outcome"],
+            registry=self.registry,
+        )
+        self.logins = Counter(
+            "streams_console_logins_total", "Login attempts, by outcome.", ["outcome"], registry=self.registry
+        )
+        self.rows = Counter(
+            "streams_console_message_rows_total", "Records rendered on message pages.", registry=self.registry
+        )
 
 
 class MetricsMiddleware:
@@ -81,8 +103,11 @@ class MetricsMiddleware:
             await self.app(scope, receive, send)
             return
         page = "/" + scope["path"].strip("/").split("/", 1)[0]
-        page = page if page in {p for p, _ in NAV} | {"/login", "/logout", "/metrics", "/static", "/health",
-                                                          "/messages.jsonl"} else "other"
+        page = (
+            page
+            if page in {p for p, _ in NAV} | {"/login", "/logout", "/metrics", "/static", "/health", "/messages.jsonl"}
+            else "other"
+        )
         started, status = time.perf_counter(), [500]
 
         async def sending(message: MutableMapping[str, Any]) -> None:
@@ -111,9 +136,11 @@ class Console:
         self.settings, self.console = settings, console
         self.users = console.user_map()
         if not self.users:
-            raise ConfigError("STREAMS_CONSOLE_USERS is not set, so nobody could log in; set it to a JSON object"
-                              ' like {"ana": {"role": "auditor", "password_hash": "..."}} (hashes from'
-                              " `streams console --hash-password`)")
+            raise ConfigError(
+                "STREAMS_CONSOLE_USERS is not set, so nobody could log in; set it to a JSON object"
+                ' like {"ana": {"role": "auditor", "password_hash": "..."}} (hashes from'
+                " `streams console --hash-password`)"
+            )
         self.secret = console.secret_key()
         self.catalog = load_catalog(settings.catalog_path, settings.profile)
         self.bridge = load_bridge(self.catalog)
@@ -144,19 +171,27 @@ class Console:
 
         with self.lock:
             if self._publisher is None:
-                self._publisher = Publisher(self.settings, catalog=self.catalog, registry=self.registry,
-                                            source="streams-console")
+                self._publisher = Publisher(
+                    self.settings, catalog=self.catalog, registry=self.registry, source="streams-console"
+                )
             publisher = self._publisher
         try:
-            publisher.publish("user.action", {
-                "user_id": user.name, "tenant_id": "console", "action": action, "resource": resource[:1000],
-                "ip_address": request.client.host if request.client else None,
-                "user_agent": request.headers.get("user-agent", "")[:300] or None,
-                "occurred_at": datetime.now(UTC)}, tenant="console").result(timeout=30)
+            publisher.publish(
+                "user.action",
+                {
+                    "user_id": user.name,
+                    "tenant_id": "console",
+                    "action": action,
+                    "resource": resource[:1000],
+                    "ip_address": request.client.host if request.client else None,
+                    "user_agent": request.headers.get("user-agent", "")[:300] or None,
+                    "occurred_at": datetime.now(UTC),
+                },
+                tenant="console",
+            ).result(timeout=30)
         except StreamsError as exc:
             self.metrics.actions.labels(action, "unrecorded").inc()
-            raise StreamsError(f"the action was not done: its user.action event could not be written ({exc})") \
-                from exc
+            raise StreamsError(f"the action was not done: its user.action event could not be written ({exc})") from exc
 
     def health(self) -> dict[str, Any]:
         import httpx  # noqa: PLC0415
@@ -168,8 +203,10 @@ class Console:
         except Exception as exc:  # noqa: BLE001 - shown on the page
             checks["brokers"] = {"ok": False, "detail": type(exc).__name__}
         try:
-            checks["registry"] = {"ok": True, "detail": f"{len(self.registry.versions('invoice.created-value'))}"
-                                  " invoice.created version(s)"}
+            checks["registry"] = {
+                "ok": True,
+                "detail": f"{len(self.registry.versions('invoice.created-value'))} invoice.created version(s)",
+            }
         except Exception as exc:  # noqa: BLE001
             checks["registry"] = {"ok": False, "detail": type(exc).__name__}
         try:
@@ -222,9 +259,18 @@ def create_app(settings: Settings, console_settings: ConsoleSettings) -> Starlet
             user: User | None = user_of(request)
         except LoginRequiredError:
             user = None
-        return templates.TemplateResponse(request, name, {
-            "user": user, "csrf": request.session["csrf"], "can": lambda action: user is not None and
-            allowed(user.role, action), "path": request.url.path, **context}, status_code=status)
+        return templates.TemplateResponse(
+            request,
+            name,
+            {
+                "user": user,
+                "csrf": request.session["csrf"],
+                "can": lambda action: user is not None and allowed(user.role, action),
+                "path": request.url.path,
+                **context,
+            },
+            status_code=status,
+        )
 
     async def posted(request: Request, action: str | None) -> tuple[User, dict[str, Any]]:
         """The logged-in user and the form of a POST, after the CSRF and role checks (403 otherwise)."""
@@ -248,8 +294,9 @@ def create_app(settings: Settings, console_settings: ConsoleSettings) -> Starlet
         form = dict(await request.form())
         if not csrf_matches(request.session.get("csrf"), str(form.get("csrf") or "")):
             raise HTTPException(403, "refused: the form's CSRF token is missing or wrong (reload the page)")
-        user = await run_in_threadpool(authenticate, console.users, str(form.get("username", "")),
-                                       str(form.get("password", "")))
+        user = await run_in_threadpool(
+            authenticate, console.users, str(form.get("username", "")), str(form.get("password", ""))
+        )
         if user is None:
             console.metrics.logins.labels("refused").inc()
             return render(request, "login.html", {"error": "wrong user name or password", "next": "/"}, 401)
@@ -274,8 +321,9 @@ def create_app(settings: Settings, console_settings: ConsoleSettings) -> Starlet
                 counted = cluster_views.violations_today(console.kafka, console.consumer(), console.decoder)
             console.violations = (time.monotonic(), counted)
         with console.lock:
-            return cluster_views.overview(console.catalog, console.consumer(), console.admin, console.history,
-                                          health, console.violations[1])
+            return cluster_views.overview(
+                console.catalog, console.consumer(), console.admin, console.history, health, console.violations[1]
+            )
 
     async def overview(request: Request) -> Response:
         user_of(request)
@@ -313,8 +361,9 @@ def create_app(settings: Settings, console_settings: ConsoleSettings) -> Starlet
         except StreamsError:
             redis_url = None
         queues = {name: spec.bound for name, spec in console.bridge.queues.items()}
-        data = await run_in_threadpool(cluster_views.tasks_page, redis_url, queues, console.kafka, console.decoder,
-                                       console.bridge.failed_topic)
+        data = await run_in_threadpool(
+            cluster_views.tasks_page, redis_url, queues, console.kafka, console.decoder, console.bridge.failed_topic
+        )
         return render(request, "tasks.html", {"data": data})
 
     def task_position(form: dict[str, Any]) -> tuple[str, int, int, str]:
@@ -333,19 +382,24 @@ def create_app(settings: Settings, console_settings: ConsoleSettings) -> Starlet
     async def task_preview(request: Request) -> Response:
         _, form = await posted(request, "redrive")
         failed_topic, partition, offset, redis_url = task_position(form)
-        found = await run_in_threadpool(cluster_views.failed_task, console.kafka, console.decoder, failed_topic,
-                                        partition, offset, redis_url)
+        found = await run_in_threadpool(
+            cluster_views.failed_task, console.kafka, console.decoder, failed_topic, partition, offset, redis_url
+        )
         return render(request, "_task_preview.html", {"task": found})
 
     async def task_redrive(request: Request) -> Response:
         user, form = await posted(request, "redrive")
         failed_topic, partition, offset, redis_url = task_position(form)
-        found = await run_in_threadpool(cluster_views.failed_task, console.kafka, console.decoder, failed_topic,
-                                        partition, offset, redis_url)
+        found = await run_in_threadpool(
+            cluster_views.failed_task, console.kafka, console.decoder, failed_topic, partition, offset, redis_url
+        )
         if found["state"] != "failed" or found["source"] is None:
-            raise ConsoleInputError(f"task {found['failed'].get('task_id')} cannot be re-driven: its effect is "
-                                    f"{found['state'] or 'not marked'} and its source record is "
-                                    f"{'there' if found['source'] is not None else 'gone'}", 409)
+            raise ConsoleInputError(
+                f"task {found['failed'].get('task_id')} cannot be re-driven: its effect is "
+                f"{found['state'] or 'not marked'} and its source record is "
+                f"{'there' if found['source'] is not None else 'gone'}",
+                409,
+            )
         what = f"{found['failed'].get('task_name')} event {found['failed'].get('event_id')}"
         await run_in_threadpool(console.record_action, user, "console.task.redrive", what, request)
 
@@ -359,8 +413,9 @@ def create_app(settings: Settings, console_settings: ConsoleSettings) -> Starlet
         query = kafka_views.parse_browse(params, console.catalog, console.console.bench_rows)
         spec = console.catalog.topic(query.topic)
         with console.lock:
-            found = kafka_views.browse(console.consumer(), console.admin, console.decoder, spec, query,
-                                       unmasked=unmasked)
+            found = kafka_views.browse(
+                console.consumer(), console.admin, console.decoder, spec, query, unmasked=unmasked
+            )
         return query, found
 
     async def messages(request: Request) -> Response:
@@ -373,8 +428,12 @@ def create_app(settings: Settings, console_settings: ConsoleSettings) -> Starlet
         unmasked = allowed(user.role, "unmasked_pii")
         query, result = await run_in_threadpool(browse, params, unmasked)
         console.metrics.rows.inc(len(result.rows))
-        context |= {"query": query, "result": result, "unmasked": unmasked,
-                    "pii": console.catalog.topic(query.topic).pii_fields}
+        context |= {
+            "query": query,
+            "result": result,
+            "unmasked": unmasked,
+            "pii": console.catalog.topic(query.topic).pii_fields,
+        }
         response = render(request, "messages.html", context | {"read_ms": (time.perf_counter() - started) * 1000})
         total_ms = (time.perf_counter() - started) * 1000
         response.headers["Server-Timing"] = f"app;dur={total_ms:.1f}"
@@ -387,12 +446,19 @@ def create_app(settings: Settings, console_settings: ConsoleSettings) -> Starlet
         params = dict(request.query_params)
         unmasked = allowed(user.role, "unmasked_pii")
         query, result = await run_in_threadpool(browse, params, unmasked)
-        await run_in_threadpool(console.record_action, user, "console.messages.download",
-                                f"{query.topic} {len(result.rows)} record(s){' unmasked' if unmasked else ''}",
-                                request)
+        await run_in_threadpool(
+            console.record_action,
+            user,
+            "console.messages.download",
+            f"{query.topic} {len(result.rows)} record(s){' unmasked' if unmasked else ''}",
+            request,
+        )
         lines = (json.dumps(row, ensure_ascii=False, sort_keys=True) + "\n" for row in result.rows)
-        return StreamingResponse(lines, media_type="application/x-ndjson", headers={
-            "Content-Disposition": f'attachment; filename="{query.topic}.jsonl"'})
+        return StreamingResponse(
+            lines,
+            media_type="application/x-ndjson",
+            headers={"Content-Disposition": f'attachment; filename="{query.topic}.jsonl"'},
+        )
 
     # Dead letters --------------------------------------------------------------------------------------------
     def dlq_topics() -> list[str]:
@@ -418,9 +484,17 @@ def create_app(settings: Settings, console_settings: ConsoleSettings) -> Starlet
         selected, waiting = await run_in_threadpool(kafka_views.select_pending, console.kafka, topic, wanted)
         from streams.dlq import describe  # noqa: PLC0415
 
-        return render(request, "_dlq_preview.html", {"topic": topic, "filter": wanted, "form": form,
-                                                      "selected": [describe(m) for m in selected],
-                                                      "pending": len(waiting)})
+        return render(
+            request,
+            "_dlq_preview.html",
+            {
+                "topic": topic,
+                "filter": wanted,
+                "form": form,
+                "selected": [describe(m) for m in selected],
+                "pending": len(waiting),
+            },
+        )
 
     async def dlq_redrive(request: Request) -> Response:
         from streams.dlq import redrive_records  # noqa: PLC0415
@@ -433,12 +507,19 @@ def create_app(settings: Settings, console_settings: ConsoleSettings) -> Starlet
         expected = _int(str(form.get("expected", "")))
         selected, waiting = await run_in_threadpool(kafka_views.select_pending, console.kafka, topic, wanted)
         if expected is None or expected != len(selected):
-            raise ConsoleInputError(f"the dry run showed {expected} record(s) but {len(selected)} match now; run"
-                                    " the dry run again before redriving", 409)
-        await run_in_threadpool(console.record_action, user, "console.dlq.redrive",
-                                f"{topic}.dlq {wanted.describe()} {len(selected)} record(s)", request)
-        done = await run_in_threadpool(lambda: redrive_records(console.kafka, topic, selected,
-                                                               pending_records=waiting))
+            raise ConsoleInputError(
+                f"the dry run showed {expected} record(s) but {len(selected)} match now; run"
+                " the dry run again before redriving",
+                409,
+            )
+        await run_in_threadpool(
+            console.record_action,
+            user,
+            "console.dlq.redrive",
+            f"{topic}.dlq {wanted.describe()} {len(selected)} record(s)",
+            request,
+        )
+        done = await run_in_threadpool(lambda: redrive_records(console.kafka, topic, selected, pending_records=waiting))
         console.metrics.actions.labels("console.dlq.redrive", "ok").inc()
         return render(request, "_dlq_done.html", {"topic": topic, "count": len(selected), "done": done})
 
@@ -448,10 +529,12 @@ def create_app(settings: Settings, console_settings: ConsoleSettings) -> Starlet
         invoice_id = (request.query_params.get("invoice_id") or "").strip()
         story = None
         if invoice_id:
-            story = await run_in_threadpool(audit_views.invoice_story, console.kafka, console.decoder, invoice_id,
-                                            console.settings.data_dir)
-        return render(request, "audit.html", {"report": console.last_verification, "invoice_id": invoice_id,
-                                              "story": story})
+            story = await run_in_threadpool(
+                audit_views.invoice_story, console.kafka, console.decoder, invoice_id, console.settings.data_dir
+            )
+        return render(
+            request, "audit.html", {"report": console.last_verification, "invoice_id": invoice_id, "story": story}
+        )
 
     async def audit_verify(request: Request) -> Response:
         user, _ = await posted(request, "audit_verify")
@@ -464,16 +547,27 @@ def create_app(settings: Settings, console_settings: ConsoleSettings) -> Starlet
     async def evidence(request: Request) -> Response:
         user_of(request)
         jobs = sorted(console.jobs.jobs.values(), key=lambda j: j.started, reverse=True)
-        return render(request, "evidence.html", {"jobs": jobs, "topics": [s.name for s in console.catalog.topics
-                                                                           if s.dead_letter_of is None],
-                                                 "signing": console.jobs.sign_key is not None})
+        return render(
+            request,
+            "evidence.html",
+            {
+                "jobs": jobs,
+                "topics": [s.name for s in console.catalog.topics if s.dead_letter_of is None],
+                "signing": console.jobs.sign_key is not None,
+            },
+        )
 
     async def evidence_build(request: Request) -> Response:
         user, form = await posted(request, "evidence")
         spec = kafka_views.catalog_topic(console.catalog, str(form.get("topic", "")).strip())
-        await run_in_threadpool(console.record_action, user, "console.evidence.build",
-                                f"{spec.name} from={form.get('from') or '-'} to={form.get('to') or '-'} "
-                                f"tenant={form.get('tenant') or '-'} key={form.get('key') or '-'}", request)
+        await run_in_threadpool(
+            console.record_action,
+            user,
+            "console.evidence.build",
+            f"{spec.name} from={form.get('from') or '-'} to={form.get('to') or '-'} "
+            f"tenant={form.get('tenant') or '-'} key={form.get('key') or '-'}",
+            request,
+        )
         job = console.jobs.start(user.name, {k: str(v) for k, v in form.items()})
         return render(request, "_evidence_job.html", {"job": job})
 
@@ -496,13 +590,13 @@ def create_app(settings: Settings, console_settings: ConsoleSettings) -> Starlet
         bundle, key = form.get("bundle"), form.get("public_key")
         archive = await bundle.read() if isinstance(bundle, UploadFile) else b""
         pem = await key.read() if isinstance(key, UploadFile) else b""
-        await run_in_threadpool(console.record_action, user, "console.evidence.verify",
-                                getattr(bundle, "filename", None) or "-", request)
+        await run_in_threadpool(
+            console.record_action, user, "console.evidence.verify", getattr(bundle, "filename", None) or "-", request
+        )
         with tempfile.TemporaryDirectory(prefix="streams-console-") as workdir:
             report = await run_in_threadpool(verify_upload, archive, pem or None, Path(workdir))
             result = report.to_json()
-        return render(request, "_evidence_verify.html", {"report": result, "ok": report.ok},
-                      200 if report.ok else 422)
+        return render(request, "_evidence_verify.html", {"report": result, "ok": report.ok}, 200 if report.ok else 422)
 
     # Plumbing ------------------------------------------------------------------------------------------------
     async def metrics(_: Request) -> Response:
@@ -529,40 +623,70 @@ def create_app(settings: Settings, console_settings: ConsoleSettings) -> Starlet
     async def crashed(_: Request, exc: Exception) -> Response:
         # Outside the session middleware: a plain page, the error logged, no traceback shown.
         log.error("console request failed", error=f"{type(exc).__name__}: {exc}")
-        return HTMLResponse("<h1>500</h1><p id='error'>The console failed on this request; nothing was changed."
-                            " The error is in the console's log.</p>", 500)
+        return HTMLResponse(
+            "<h1>500</h1><p id='error'>The console failed on this request; nothing was changed."
+            " The error is in the console's log.</p>",
+            500,
+        )
 
     routes = [
-        Route("/login", login_page, methods=["GET"]), Route("/login", login, methods=["POST"]),
+        Route("/login", login_page, methods=["GET"]),
+        Route("/login", login, methods=["POST"]),
         Route("/logout", logout, methods=["POST"]),
-        Route("/", overview), Route("/overview/panel", overview_panel),
-        Route("/topics", topics), Route("/topics/{topic}/schema", schema), Route("/groups", groups),
-        Route("/tasks", tasks), Route("/tasks/preview", task_preview, methods=["POST"]),
-        Route("/tasks/redrive", task_redrive, methods=["POST"]), Route("/messages", messages),
+        Route("/", overview),
+        Route("/overview/panel", overview_panel),
+        Route("/topics", topics),
+        Route("/topics/{topic}/schema", schema),
+        Route("/groups", groups),
+        Route("/tasks", tasks),
+        Route("/tasks/preview", task_preview, methods=["POST"]),
+        Route("/tasks/redrive", task_redrive, methods=["POST"]),
+        Route("/messages", messages),
         Route("/messages.jsonl", messages_jsonl),
-        Route("/dlq", dlq), Route("/dlq/preview", dlq_preview, methods=["POST"]),
+        Route("/dlq", dlq),
+        Route("/dlq/preview", dlq_preview, methods=["POST"]),
         Route("/dlq/redrive", dlq_redrive, methods=["POST"]),
-        Route("/audit", audit), Route("/audit/verify", audit_verify, methods=["POST"]),
-        Route("/evidence", evidence), Route("/evidence/build", evidence_build, methods=["POST"]),
-        Route("/evidence/jobs/{job}", evidence_job), Route("/evidence/jobs/{job}/download", evidence_download),
+        Route("/audit", audit),
+        Route("/audit/verify", audit_verify, methods=["POST"]),
+        Route("/evidence", evidence),
+        Route("/evidence/build", evidence_build, methods=["POST"]),
+        Route("/evidence/jobs/{job}", evidence_job),
+        Route("/evidence/jobs/{job}/download", evidence_download),
         Route("/evidence/verify", evidence_verify, methods=["POST"]),
-        Route("/metrics", metrics), Route("/health", health),
+        Route("/metrics", metrics),
+        Route("/health", health),
         Mount("/static", StaticFiles(directory=str(HERE / "static")), name="static"),
     ]
     middleware = [
         Middleware(MetricsMiddleware, metrics=console.metrics),
-        Middleware(SessionMiddleware, secret_key=console.secret, session_cookie="streams_console",
-                   max_age=console_settings.session_max_age_s, same_site="strict",
-                   https_only=console_settings.secure_cookies),
+        Middleware(
+            SessionMiddleware,
+            secret_key=console.secret,
+            session_cookie="streams_console",
+            max_age=console_settings.session_max_age_s,
+            same_site="strict",
+            https_only=console_settings.secure_cookies,
+        ),
     ]
+
     @contextlib.asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
         yield
         console.close()
 
-    app = Starlette(routes=routes, middleware=middleware, lifespan=lifespan, exception_handlers={
-        LoginRequiredError: login_required, ConsoleInputError: refused, HTTPException: refused,
-        StreamsError: failed, KafkaException: failed, Exception: crashed})
+    app = Starlette(
+        routes=routes,
+        middleware=middleware,
+        lifespan=lifespan,
+        exception_handlers={
+            LoginRequiredError: login_required,
+            ConsoleInputError: refused,
+            HTTPException: refused,
+            StreamsError: failed,
+            KafkaException: failed,
+            Exception: crashed,
+        },
+    )
     app.state.console = console
     return app
 

@@ -50,9 +50,16 @@ def _payloads(kafka: KafkaConfig, decoder: EventDecoder, topic: str) -> list[tup
 
 def _step(kind: str, message: Message, payload: dict[str, Any], summary: str) -> dict[str, Any]:
     event_id = next((text(v) for k, v in headers(message) if k == "ce_id"), "")
-    return {"kind": kind, "topic": message.topic(), "partition": message.partition(), "offset": message.offset(),
-            "timestamp": message.timestamp()[1], "event_id": event_id,
-            "summary": summary, "payload": payload}
+    return {
+        "kind": kind,
+        "topic": message.topic(),
+        "partition": message.partition(),
+        "offset": message.offset(),
+        "timestamp": message.timestamp()[1],
+        "event_id": event_id,
+        "summary": summary,
+        "payload": payload,
+    }
 
 
 def invoice_story(kafka: KafkaConfig, decoder: EventDecoder, invoice_id: str, data_dir: Path) -> list[dict[str, Any]]:
@@ -60,23 +67,41 @@ def invoice_story(kafka: KafkaConfig, decoder: EventDecoder, invoice_id: str, da
     steps: list[dict[str, Any]] = []
     for message, payload in _payloads(kafka, decoder, "invoice.created"):
         if payload.get("invoice_id") == invoice_id:
-            steps.append(_step("published", message, payload,
-                               f"invoice {payload.get('invoice_number')} of {payload.get('tenant_id')}"))
+            steps.append(
+                _step(
+                    "published",
+                    message,
+                    payload,
+                    f"invoice {payload.get('invoice_number')} of {payload.get('tenant_id')}",
+                )
+            )
     for message, payload in _payloads(kafka, decoder, "invoice.cleared"):
         if payload.get("invoice_id") == invoice_id:
             steps.append(_step("cleared", message, payload, f"cleared, hash {str(payload.get('invoice_hash'))[:16]}…"))
     for message, payload in _payloads(kafka, decoder, "compliance.violation"):
         if payload.get("invoice_id") == invoice_id:
-            steps.append(_step("violation", message, payload,
-                               f"{payload.get('rule_code')} ({payload.get('severity')}): {payload.get('message')}"))
+            steps.append(
+                _step(
+                    "violation",
+                    message,
+                    payload,
+                    f"{payload.get('rule_code')} ({payload.get('severity')}): {payload.get('message')}",
+                )
+            )
     sources = {(s["topic"], s["partition"], s["offset"]) for s in steps}
     event_ids = {s["event_id"] for s in steps if s["event_id"]}
     for message, payload in _payloads(kafka, decoder, CHAIN_TOPIC):
         source = payload.get("source") or {}
         if (source.get("topic"), source.get("partition"), source.get("offset")) in sources:
-            steps.append(_step("audited", message, payload,
-                               f"chain entry {payload.get('sequence')} for {source.get('topic')}"
-                               f"[{source.get('partition')}]@{source.get('offset')}"))
+            steps.append(
+                _step(
+                    "audited",
+                    message,
+                    payload,
+                    f"chain entry {payload.get('sequence')} for {source.get('topic')}"
+                    f"[{source.get('partition')}]@{source.get('offset')}",
+                )
+            )
     for message, payload in _payloads(kafka, decoder, "task.failed"):
         if payload.get("event_id") in event_ids:
             what = f"{payload.get('task_name')}: {payload.get('error_class')}: {payload.get('error_message')}"
@@ -101,7 +126,16 @@ def _bridged(data_dir: Path, invoice_id: str, steps: list[dict[str, Any]]) -> li
         else:
             continue
         if path.exists():
-            out.append({"kind": "bridged", "topic": None, "partition": None, "offset": None,
-                        "timestamp": int(path.stat().st_mtime * 1000), "event_id": step["event_id"],
-                        "summary": f"{what} written: {path.name}", "payload": {"file": str(path)}})
+            out.append(
+                {
+                    "kind": "bridged",
+                    "topic": None,
+                    "partition": None,
+                    "offset": None,
+                    "timestamp": int(path.stat().st_mtime * 1000),
+                    "event_id": step["event_id"],
+                    "summary": f"{what} written: {path.name}",
+                    "payload": {"file": str(path)},
+                }
+            )
     return out

@@ -59,8 +59,14 @@ def end_offsets(consumer: Consumer, topic: str, partitions: int) -> dict[int, tu
     return {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=5) for p in range(partitions)}
 
 
-def overview(catalog: Catalog, consumer: Consumer, admin: AdminClient, history: History,
-             health: dict[str, Any], violations: dict[str, int]) -> dict[str, Any]:
+def overview(
+    catalog: Catalog,
+    consumer: Consumer,
+    admin: AdminClient,
+    history: History,
+    health: dict[str, Any],
+    violations: dict[str, int],
+) -> dict[str, Any]:
     """What the overview shows: health, events/s per topic (with a series), lag per group, DLQ counts, violations."""
     now = time.time()
     topics, dead = [], []
@@ -76,16 +82,30 @@ def overview(catalog: Catalog, consumer: Consumer, admin: AdminClient, history: 
             continue
         history.offsets[spec.name].append((now, total))
         series = history.rate(spec.name)
-        topics.append({"name": spec.name, "missing": False, "rate": series[-1] if series else 0.0,
-                       "series": series, "records": sum(high - low for low, high in marks.values())})
+        topics.append(
+            {
+                "name": spec.name,
+                "missing": False,
+                "rate": series[-1] if series else 0.0,
+                "series": series,
+                "records": sum(high - low for low, high in marks.values()),
+            }
+        )
     groups = consumer_groups(admin, consumer, history, now)
     agents = []
     for name, total in sorted(health.pop("_agents", {}).items()):
         history.offsets[f"agent:{name}"].append((now, int(total)))
         series = history.rate(f"agent:{name}")
         agents.append({"name": name, "events": int(total), "rate": series[-1] if series else 0.0, "series": series})
-    return {"health": health, "topics": topics, "agents": agents, "dead_letters": dead, "groups": groups,
-            "total_lag": sum(g["lag"] for g in groups), "violations": violations}
+    return {
+        "health": health,
+        "topics": topics,
+        "agents": agents,
+        "dead_letters": dead,
+        "groups": groups,
+        "total_lag": sum(g["lag"] for g in groups),
+        "violations": violations,
+    }
 
 
 def consumer_groups(admin: AdminClient, consumer: Consumer, history: History, now: float) -> list[dict[str, Any]]:
@@ -104,23 +124,47 @@ def consumer_groups(admin: AdminClient, consumer: Consumer, history: History, no
             if tp.offset < 0:
                 continue
             high = consumer.get_watermark_offsets(TopicPartition(tp.topic, tp.partition), timeout=5)[1]
-            partitions.append({"topic": tp.topic, "partition": tp.partition, "committed": tp.offset, "end": high,
-                               "lag": max(high - tp.offset, 0)})
+            partitions.append(
+                {
+                    "topic": tp.topic,
+                    "partition": tp.partition,
+                    "committed": tp.offset,
+                    "end": high,
+                    "lag": max(high - tp.offset, 0),
+                }
+            )
         description = described[name].result() if name in described else None
-        members = [] if description is None else [
-            {"id": m.member_id, "client": m.client_id, "host": m.host,
-             "assignment": sorted(f"{tp.topic}[{tp.partition}]" for tp in (m.assignment.topic_partitions or []))}
-            for m in description.members]
+        members = (
+            []
+            if description is None
+            else [
+                {
+                    "id": m.member_id,
+                    "client": m.client_id,
+                    "host": m.host,
+                    "assignment": sorted(f"{tp.topic}[{tp.partition}]" for tp in (m.assignment.topic_partitions or [])),
+                }
+                for m in description.members
+            ]
+        )
         lag = sum(p["lag"] for p in partitions)
         history.lag[name].append((now, lag))
-        out.append({"name": name, "state": str(getattr(description, "state", "")).rsplit(".", 1)[-1],
-                    "members": members, "partitions": sorted(partitions, key=lambda p: (p["topic"], p["partition"])),
-                    "lag": lag, "series": [v for _, v in history.lag[name]]})
+        out.append(
+            {
+                "name": name,
+                "state": str(getattr(description, "state", "")).rsplit(".", 1)[-1],
+                "members": members,
+                "partitions": sorted(partitions, key=lambda p: (p["topic"], p["partition"])),
+                "lag": lag,
+                "series": [v for _, v in history.lag[name]],
+            }
+        )
     return out
 
 
-def violations_today(kafka: KafkaConfig, consumer: Consumer, decoder: EventDecoder,
-                     topic: str = "compliance.violation") -> dict[str, int]:
+def violations_today(
+    kafka: KafkaConfig, consumer: Consumer, decoder: EventDecoder, topic: str = "compliance.violation"
+) -> dict[str, int]:
     """Violations by rule code since midnight UTC (read from the topic, by record timestamps)."""
     from confluent_kafka import TopicPartition  # noqa: PLC0415
 
@@ -156,12 +200,18 @@ def topics_page(catalog: Catalog, kafka: KafkaConfig, admin: AdminClient) -> dic
     for spec in catalog.topics:
         found = cluster.get(spec.name)
         change = changes.get(spec.name)
-        rows.append({
-            "spec": spec, "cluster_partitions": len(found.partitions) if found is not None else None,
-            "change": None if change is None else str(change.kind),
-            "diffs": [] if change is None else [
-                {"key": d.key, "current": d.current, "desired": d.desired, "drift": d.drift} for d in change.diffs],
-        })
+        rows.append(
+            {
+                "spec": spec,
+                "cluster_partitions": len(found.partitions) if found is not None else None,
+                "change": None if change is None else str(change.kind),
+                "diffs": []
+                if change is None
+                else [
+                    {"key": d.key, "current": d.current, "desired": d.desired, "drift": d.drift} for d in change.diffs
+                ],
+            }
+        )
     return {"rows": rows, "notes": list(plan.notes), "errors": list(plan.errors)}
 
 
@@ -180,8 +230,14 @@ def schema_page(registry: RegistryClient, topic: str, a: int | None, b: int | No
     return {"subject": subject, "versions": versions, "compatibility": level, "a": a, "b": b, "diff": diff}
 
 
-def tasks_page(redis_url: str | None, queues: dict[str, int | None], kafka: KafkaConfig, decoder: EventDecoder,
-               failed_topic: str | None, limit: int = 50) -> dict[str, Any]:
+def tasks_page(
+    redis_url: str | None,
+    queues: dict[str, int | None],
+    kafka: KafkaConfig,
+    decoder: EventDecoder,
+    failed_topic: str | None,
+    limit: int = 50,
+) -> dict[str, Any]:
     """The bridge's queue depths (against their bounds) and the most recent task.failed events."""
     depths: dict[str, int] | None = None
     error = None
@@ -203,16 +259,42 @@ def tasks_page(redis_url: str | None, queues: dict[str, int | None], kafka: Kafk
                 payload = decoder.decode(message.value())[1]
             except Exception:  # noqa: BLE001, S112 - shown on the DLQ page instead
                 continue
-            failed.append({"partition": message.partition(), "offset": message.offset(), **{
-                k: payload.get(k) for k in ("task_id", "task_name", "event_id", "route", "reason", "attempts",
-                                            "error_class", "error_message", "source_topic", "source_partition",
-                                            "source_offset", "tenant_id")}})
-    return {"queues": [{"name": name, "bound": bound, "depth": None if depths is None else depths.get(name)}
-                       for name, bound in queues.items()], "error": error, "failed": failed[::-1]}
+            failed.append(
+                {
+                    "partition": message.partition(),
+                    "offset": message.offset(),
+                    **{
+                        k: payload.get(k)
+                        for k in (
+                            "task_id",
+                            "task_name",
+                            "event_id",
+                            "route",
+                            "reason",
+                            "attempts",
+                            "error_class",
+                            "error_message",
+                            "source_topic",
+                            "source_partition",
+                            "source_offset",
+                            "tenant_id",
+                        )
+                    },
+                }
+            )
+    return {
+        "queues": [
+            {"name": name, "bound": bound, "depth": None if depths is None else depths.get(name)}
+            for name, bound in queues.items()
+        ],
+        "error": error,
+        "failed": failed[::-1],
+    }
 
 
-def failed_task(kafka: KafkaConfig, decoder: EventDecoder, failed_topic: str, partition: int, offset: int,
-                redis_url: str | None) -> dict[str, Any]:
+def failed_task(
+    kafka: KafkaConfig, decoder: EventDecoder, failed_topic: str, partition: int, offset: int, redis_url: str | None
+) -> dict[str, Any]:
     """One task.failed record, its source record and its effect's state: what a task re-drive would do."""
     from streams.bridge.celery_wire import EFFECTS_PREFIX, effect_key  # noqa: PLC0415
     from streams.console.kafka_views import ConsoleInputError  # noqa: PLC0415
@@ -222,8 +304,13 @@ def failed_task(kafka: KafkaConfig, decoder: EventDecoder, failed_topic: str, pa
     if not found:
         raise ConsoleInputError(f"no {failed_topic} record at partition {partition} offset {offset}", 404)
     payload = decoder.decode(found[0].value())[1]
-    source = read_range(kafka, str(payload["source_topic"]), int(payload["source_partition"]),
-                        int(payload["source_offset"]), int(payload["source_offset"]) + 1)
+    source = read_range(
+        kafka,
+        str(payload["source_topic"]),
+        int(payload["source_partition"]),
+        int(payload["source_offset"]),
+        int(payload["source_offset"]) + 1,
+    )
     key = effect_key(str(payload["task_name"]), str(payload["event_id"]))
     state = None
     if redis_url is not None:
@@ -235,8 +322,14 @@ def failed_task(kafka: KafkaConfig, decoder: EventDecoder, failed_topic: str, pa
             state = raw.decode() if isinstance(raw, bytes) else None
         finally:
             client.close()
-    return {"partition": partition, "offset": offset, "failed": payload, "effect_key": key, "state": state,
-            "source": source[0] if source else None}
+    return {
+        "partition": partition,
+        "offset": offset,
+        "failed": payload,
+        "effect_key": key,
+        "state": state,
+        "source": source[0] if source else None,
+    }
 
 
 def redrive_task(kafka: KafkaConfig, redis_url: str, found: dict[str, Any]) -> bool:
@@ -258,6 +351,8 @@ def redrive_task(kafka: KafkaConfig, redis_url: str, found: dict[str, Any]) -> b
     producer = Producer({**kafka, "acks": "all", "enable.idempotence": True})
     producer.produce(source.topic(), key=source.key(), value=source.value(), headers=source.headers())
     if producer.flush(30) > 0:
-        raise StreamsError(f"could not republish the source record to {source.topic()} within 30 s; the task's"
-                           " failed mark is already cleared: re-publish it with `streams replay`")
+        raise StreamsError(
+            f"could not republish the source record to {source.topic()} within 30 s; the task's"
+            " failed mark is already cleared: re-publish it with `streams replay`"
+        )
     return True

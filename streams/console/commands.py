@@ -16,8 +16,12 @@ if TYPE_CHECKING:
 @click.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", default=8088, show_default=True, type=click.IntRange(0, 65535), help="Port to listen on.")
-@click.option("--hash-password", "hash_password", is_flag=True,
-              help="Read a password (prompted, not echoed) and print its bcrypt hash for STREAMS_CONSOLE_USERS.")
+@click.option(
+    "--hash-password",
+    "hash_password",
+    is_flag=True,
+    help="Read a password (prompted, not echoed) and print its bcrypt hash for STREAMS_CONSOLE_USERS.",
+)
 @click.pass_obj
 def console(settings: Settings, host: str, port: int, hash_password: bool) -> None:
     """Serve the web console: topics, lag, messages, dead letters, tasks, the audit chain and evidence.

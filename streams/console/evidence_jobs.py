@@ -88,8 +88,11 @@ class EvidenceJobs:
         return job
 
     def _run(self, job: Job) -> None:
-        env = {**os.environ, "STREAMS_DATA_DIR": str(self.settings.data_dir),
-               "STREAMS_CATALOG_PATH": str(self.settings.catalog_path)}
+        env = {
+            **os.environ,
+            "STREAMS_DATA_DIR": str(self.settings.data_dir),
+            "STREAMS_CATALOG_PATH": str(self.settings.catalog_path),
+        }
         command = [sys.executable, "-m", "streams.cli", "replay", *job.args]
         # The arguments are the form's values as separate argv items (no shell); replay checks them itself.
         done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=3600, check=False)  # noqa: S603
@@ -119,8 +122,10 @@ def verify_upload(archive: bytes, public_key_pem: bytes | None, workdir: Path) -
     upload = workdir / "upload.zip"
     upload.write_bytes(archive)
     if not zipfile.is_zipfile(upload):
-        raise ConsoleInputError("the upload is not an evidence bundle: not a .zip archive (download one from the"
-                                " Evidence page, or zip the bundle's directory)")
+        raise ConsoleInputError(
+            "the upload is not an evidence bundle: not a .zip archive (download one from the"
+            " Evidence page, or zip the bundle's directory)"
+        )
     unpacked = workdir / "bundle"
     with zipfile.ZipFile(upload) as bundle:
         for name in bundle.namelist():

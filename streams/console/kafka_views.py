@@ -66,8 +66,9 @@ def catalog_topic(catalog: Catalog, name: str) -> TopicSpec:
         try:
             catalog.topic(name)
         except CatalogError as exc:
-            raise ConsoleInputError(f"topic {name!r} is not in the catalog ({str(exc).split('; ', 1)[-1]})",
-                                    404) from None
+            raise ConsoleInputError(
+                f"topic {name!r} is not in the catalog ({str(exc).split('; ', 1)[-1]})", 404
+            ) from None
     return catalog.topic(name)
 
 
@@ -91,8 +92,9 @@ def parse_browse(params: Mapping[str, str], catalog: Catalog, max_rows: int) -> 
 
     partition, offset, limit = number("partition"), number("offset"), number("limit")
     if partition is not None and partition >= spec.partitions:
-        raise ConsoleInputError(f"partition {partition} does not exist: {spec.name} has partitions 0-"
-                                f"{spec.partitions - 1} in the catalog")
+        raise ConsoleInputError(
+            f"partition {partition} does not exist: {spec.name} has partitions 0-{spec.partitions - 1} in the catalog"
+        )
     if offset is not None and partition is None:
         raise ConsoleInputError("an offset needs a partition (offsets are per partition)")
     times: list[int | None] = []
@@ -102,8 +104,9 @@ def parse_browse(params: Mapping[str, str], catalog: Catalog, max_rows: int) -> 
         except ReplayError as exc:
             raise ConsoleInputError(str(exc)) from None
         if isinstance(bound, dict):
-            raise ConsoleInputError(f"{name}: give a time (ISO-8601 with a zone, or -1h); offsets go in the offset"
-                                    " field")
+            raise ConsoleInputError(
+                f"{name}: give a time (ISO-8601 with a zone, or -1h); offsets go in the offset field"
+            )
         times.append(bound)
     if offset is not None and times[0] is not None:
         raise ConsoleInputError("give a start offset or a from time, not both")
@@ -111,21 +114,44 @@ def parse_browse(params: Mapping[str, str], catalog: Catalog, max_rows: int) -> 
         raise ConsoleInputError("the to time must be after the from time")
     if limit is not None and not 1 <= limit <= max_rows:
         raise ConsoleInputError(f"limit must be between 1 and {max_rows}")
-    return BrowseQuery(spec.name, partition, offset, times[0], times[1], params.get("key") or None,
-                       params.get("tenant") or None, limit or min(100, max_rows))
+    return BrowseQuery(
+        spec.name,
+        partition,
+        offset,
+        times[0],
+        times[1],
+        params.get("key") or None,
+        params.get("tenant") or None,
+        limit or min(100, max_rows),
+    )
 
 
 def reader(kafka_config: KafkaConfig) -> Consumer:
     from confluent_kafka import Consumer  # noqa: PLC0415
 
     # A page wants what is there now: the broker answers a fetch at once (not after fetch.wait.max.ms).
-    return Consumer({**kafka_config, "group.id": "streams-console", "enable.auto.commit": False,
-                     "isolation.level": "read_committed", "auto.offset.reset": "earliest",
-                     "fetch.wait.max.ms": 20, "enable.partition.eof": False})
+    return Consumer(
+        {
+            **kafka_config,
+            "group.id": "streams-console",
+            "enable.auto.commit": False,
+            "isolation.level": "read_committed",
+            "auto.offset.reset": "earliest",
+            "fetch.wait.max.ms": 20,
+            "enable.partition.eof": False,
+        }
+    )
 
 
-def browse(consumer: Consumer, admin: AdminClient, decoder: EventDecoder, spec: TopicSpec, query: BrowseQuery, *,
-           unmasked: bool) -> BrowseResult:
+def browse(
+    consumer: Consumer,
+    admin: AdminClient,
+    decoder: EventDecoder,
+    spec: TopicSpec,
+    query: BrowseQuery,
+    *,
+    unmasked: bool,
+) -> BrowseResult:
     """The records `query` selects, oldest first per partition, decoded and masked unless `unmasked`."""
     from confluent_kafka import KafkaException  # noqa: PLC0415
 
@@ -136,9 +162,11 @@ def browse(consumer: Consumer, admin: AdminClient, decoder: EventDecoder, spec: 
         if query.offset is not None and query.partition is not None:
             low, high = result.watermarks[query.partition]
             if query.offset > high:
-                raise ConsoleInputError(f"offset {query.offset} is beyond the end of {spec.name} partition "
-                                        f"{query.partition} (offsets {low}-{high - 1 if high else 0}, next {high})",
-                                        416)
+                raise ConsoleInputError(
+                    f"offset {query.offset} is beyond the end of {spec.name} partition "
+                    f"{query.partition} (offsets {low}-{high - 1 if high else 0}, next {high})",
+                    416,
+                )
         starts = _starts(admin, spec.name, query, result.watermarks)
     except KafkaException as exc:
         raise StreamsError(f"cannot read '{spec.name}': {exc.args[0]}") from exc
@@ -163,18 +191,20 @@ def _offsets(admin: AdminClient, topic: str, partitions: list[int], spec: str | 
     from confluent_kafka.admin import OffsetSpec  # noqa: PLC0415
 
     if spec == "earliest":
-        wanted = OffsetSpec.earliest()  # type: ignore[no-untyped-call]
+        wanted = OffsetSpec.earliest()
     elif spec == "latest":
-        wanted = OffsetSpec.latest()  # type: ignore[no-untyped-call]
+        wanted = OffsetSpec.latest()
     else:
         wanted = OffsetSpec.for_timestamp(int(spec))
-    futures = admin.list_offsets({TopicPartition(topic, p): wanted for p in partitions},
-                                 isolation_level=IsolationLevel.READ_COMMITTED, request_timeout=STALL_S)
+    futures = admin.list_offsets(
+        {TopicPartition(topic, p): wanted for p in partitions},
+        isolation_level=IsolationLevel.READ_COMMITTED,
+        request_timeout=STALL_S,
+    )
     return {tp.partition: int(future.result().offset) for tp, future in futures.items()}
 
 
-def _starts(admin: AdminClient, topic: str, query: BrowseQuery,
-            marks: dict[int, tuple[int, int]]) -> dict[int, int]:
+def _starts(admin: AdminClient, topic: str, query: BrowseQuery, marks: dict[int, tuple[int, int]]) -> dict[int, int]:
     if query.offset is not None:
         return {p: max(query.offset, low) for p, (low, _) in marks.items()}
     if query.from_ms is None:
@@ -184,8 +214,16 @@ def _starts(admin: AdminClient, topic: str, query: BrowseQuery,
     return {p: marks[p][1] if offset < 0 else offset for p, offset in found.items()}
 
 
-def _read_partition(consumer: Consumer, decoder: EventDecoder, spec: TopicSpec, query: BrowseQuery,
-                    partition: int, bounds: tuple[int, int], result: BrowseResult, unmasked: bool) -> None:
+def _read_partition(
+    consumer: Consumer,
+    decoder: EventDecoder,
+    spec: TopicSpec,
+    query: BrowseQuery,
+    partition: int,
+    bounds: tuple[int, int],
+    result: BrowseResult,
+    unmasked: bool,
+) -> None:
     from confluent_kafka import TopicPartition  # noqa: PLC0415
 
     start, high = bounds
@@ -255,10 +293,15 @@ def row(message: Message, decoder: EventDecoder, spec: TopicSpec, *, unmasked: b
         value = mask(value, spec.pii_fields)
     key = message.key()
     return {
-        "topic": spec.name, "partition": message.partition(), "offset": message.offset(),
-        "timestamp": message.timestamp()[1], "key": text(key) if key is not None else None,
+        "topic": spec.name,
+        "partition": message.partition(),
+        "offset": message.offset(),
+        "timestamp": message.timestamp()[1],
+        "key": text(key) if key is not None else None,
         "headers": {k: text(v) for k, v in headers(message)},
-        "schema_id": schema_id, "value": value, "error": error,
+        "schema_id": schema_id,
+        "value": value,
+        "error": error,
     }
 
 
@@ -288,6 +331,7 @@ def _mask_path(node: dict[str, Any], parts: list[str]) -> None:
 
 # Dead letters ------------------------------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class DeadLetterFilter:
     """Which pending dead letters a redrive takes: all, one position, or those matching error class / agent / text."""
@@ -299,9 +343,17 @@ class DeadLetterFilter:
     text: str | None = None
 
     def describe(self) -> str:
-        parts = [f"{name}={value}" for name, value in (
-            ("partition", self.partition), ("offset", self.offset), ("error_class", self.error_class),
-            ("agent", self.agent), ("text", self.text)) if value is not None]
+        parts = [
+            f"{name}={value}"
+            for name, value in (
+                ("partition", self.partition),
+                ("offset", self.offset),
+                ("error_class", self.error_class),
+                ("agent", self.agent),
+                ("text", self.text),
+            )
+            if value is not None
+        ]
         return ", ".join(parts) or "all"
 
     def matches(self, described: Mapping[str, Any]) -> bool:
@@ -328,8 +380,13 @@ def parse_dlq_filter(form: Mapping[str, str]) -> DeadLetterFilter:
     partition, offset = number("partition"), number("offset")
     if (partition is None) != (offset is None):
         raise ConsoleInputError("one dead letter is named by both its partition and its offset")
-    return DeadLetterFilter(partition, offset, (form.get("error_class") or "").strip() or None,
-                            (form.get("agent") or "").strip() or None, (form.get("text") or "").strip() or None)
+    return DeadLetterFilter(
+        partition,
+        offset,
+        (form.get("error_class") or "").strip() or None,
+        (form.get("agent") or "").strip() or None,
+        (form.get("text") or "").strip() or None,
+    )
 
 
 def dead_letters(kafka_config: KafkaConfig, topic: str) -> list[dict[str, Any]]:

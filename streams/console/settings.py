@@ -57,8 +57,10 @@ class ConsoleSettings(BaseSettings):
             return {}
         try:
             parsed = json.loads(self.users.get_secret_value())
-            users = {name: User(name=name, role=entry["role"], password_hash=SecretStr(entry["password_hash"]))
-                     for name, entry in parsed.items()}
+            users = {
+                name: User(name=name, role=entry["role"], password_hash=SecretStr(entry["password_hash"]))
+                for name, entry in parsed.items()
+            }
         except (ValueError, TypeError, KeyError, AttributeError):
             raise ConfigError(
                 'STREAMS_CONSOLE_USERS must be a JSON object like {"alice": {"role": "auditor", "password_hash":'
@@ -70,8 +72,10 @@ class ConsoleSettings(BaseSettings):
         """The session signing key; ConfigError when unset or short (a guessable key forges any role)."""
         secret = self.session_secret.get_secret_value() if self.session_secret is not None else ""
         if len(secret) < 32:
-            raise ConfigError("STREAMS_CONSOLE_SESSION_SECRET must be set to 32 or more random characters, e.g."
-                              " `python -c 'import secrets; print(secrets.token_urlsafe(32))'`")
+            raise ConfigError(
+                "STREAMS_CONSOLE_SESSION_SECRET must be set to 32 or more random characters, e.g."
+                " `python -c 'import secrets; print(secrets.token_urlsafe(32))'`"
+            )
         return secret
 
     def workers(self) -> list[str]:

@@ -14,6 +14,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from streams.cli_options import OUTPUT_TEXT
 from streams.local import scram
 from streams.local.kafka import SCRAM_MECHANISM
 from streams.local.stack import (
@@ -34,13 +35,6 @@ if TYPE_CHECKING:
     from streams.local.state import StackState
     from streams.settings import Settings
 
-OUTPUT = click.option(
-    "--output",
-    type=click.Choice(["text", "json"]),
-    default="text",
-    show_default=True,
-    help="text for people, json for scripts.",
-)
 PORT = click.IntRange(1, 65535)
 
 
@@ -75,7 +69,7 @@ def dev() -> None:
               help="Its password [default: the one in <data dir>/local/sasl.env, else a new random one].")  # fmt: skip
 @click.option("--acls", is_flag=True,
               help="With --sasl: the broker enforces the catalog's ACLs (StandardAuthorizer).")  # fmt: skip
-@OUTPUT
+@OUTPUT_TEXT
 @click.pass_obj
 def up(
     settings: Settings,
@@ -116,8 +110,7 @@ def up(
     running = running_stack(settings.data_dir)
     if running is not None:
         if sasl_users:  # a stack without SASL is an error; with it, the user gets this password
-            running = start_stack(settings.data_dir, sasl_users=sasl_users, acls=acls,
-                                  catalog=settings.catalog_path)
+            running = start_stack(settings.data_dir, sasl_users=sasl_users, acls=acls, catalog=settings.catalog_path)
         _report_up(console, running, output, already_running=True, ready={}, notes=[])
         return
     ready: dict[str, float] = {}
@@ -200,9 +193,13 @@ def _report_up(
             console.print(f"  export {name}={shlex.quote(value)}", highlight=False, markup=False, soft_wrap=True)
         if kafka.acls:
             principals = scram.credentials_path(Path(state.data_dir) / "local", "<principal>")
-            console.print(f"kafka enforces the catalog's ACLs (`streams acls plan` shows them); {user} is a super"
-                          f" user. To run as a catalog principal: `source {principals}`", highlight=False,
-                          markup=False, soft_wrap=True)
+            console.print(
+                f"kafka enforces the catalog's ACLs (`streams acls plan` shows them); {user} is a super"
+                f" user. To run as a catalog principal: `source {principals}`",
+                highlight=False,
+                markup=False,
+                soft_wrap=True,
+            )
     console.print(
         f"state in {state_path(Path(state.data_dir))}; stop it with `streams dev down`",
         highlight=False,
@@ -210,10 +207,13 @@ def _report_up(
 
 
 @dev.command(short_help="Stop the local stack; --purge deletes its data.")
-@click.option("--purge", is_flag=True,
-              help="Also delete the stack's data (topics, Redis data, logs) and what was derived from it: the search"
-                   " index, faust's tables, replay progress. Evidence bundles and keys stay.")
-@OUTPUT
+@click.option(
+    "--purge",
+    is_flag=True,
+    help="Also delete the stack's data (topics, Redis data, logs) and what was derived from it: the search"
+    " index, faust's tables, replay progress. Evidence bundles and keys stay.",
+)
+@OUTPUT_TEXT
 @click.pass_obj
 def down(settings: Settings, purge: bool, output: str) -> None:
     """Stop the local stack (SIGTERM, SIGKILL after 30s) and forget it; topics survive unless --purge.
@@ -225,9 +225,7 @@ def down(settings: Settings, purge: bool, output: str) -> None:
     """
     stopped = stop_stack(settings.data_dir, purge=purge)
     if output == "json":
-        click.echo(
-            json.dumps({"data_dir": str(settings.data_dir.resolve()), "stopped": stopped, "purged": purge})
-        )
+        click.echo(json.dumps({"data_dir": str(settings.data_dir.resolve()), "stopped": stopped, "purged": purge}))
         return
     where = local_dir(settings.data_dir)
     message = f"stopped {', '.join(stopped)}" if stopped else f"no local stack was running in {where}"
@@ -237,7 +235,7 @@ def down(settings: Settings, purge: bool, output: str) -> None:
 
 
 @dev.command(short_help="Show each service's pid, address and liveness.")
-@OUTPUT
+@OUTPUT_TEXT
 @click.pass_obj
 def status(settings: Settings, output: str) -> None:
     """Show the local stack's services: pid, address, and whether each is alive.

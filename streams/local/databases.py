@@ -49,8 +49,13 @@ class DatabaseServer:
         """Spawn the server in a session of its own; return once it accepts connections."""
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(  # noqa: S603 - our own argv
-                self.argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
-                **self.identity)
+                self.argv,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+                **self.identity,
+            )
         _wait(self)
 
     def stop(self, *, remove: bool = True) -> None:
@@ -99,13 +104,50 @@ def start_postgres(directory: Path, *, port: int | None = None, database: str = 
         shutil.chown(home, "postgres", "postgres")
     data = home / "pgdata"
     if not (data / "PG_VERSION").exists():
-        subprocess.run([_tool("initdb"), "-D", str(data), "-U", "postgres", "--auth=trust", "-E", "UTF8",  # noqa: S603
-                        "--no-sync"], check=True, capture_output=True, **identity)
-    argv = [_tool("postgres"), "-D", str(data), "-p", str(port), "-h", LOOPBACK, "-k", str(home),
-            "-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off",
-            "-c", "max_connections=200"]
-    server = DatabaseServer("postgres", f"postgresql://postgres@{LOOPBACK}:{port}/{database}", argv, log_path,
-                            lambda: _postgres_ready(port, database), identity, None if home == directory else home)
+        subprocess.run(  # noqa: S603
+            [
+                _tool("initdb"),
+                "-D",
+                str(data),
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "-E",
+                "UTF8",
+                "--no-sync",
+            ],
+            check=True,
+            capture_output=True,
+            **identity,
+        )
+    argv = [
+        _tool("postgres"),
+        "-D",
+        str(data),
+        "-p",
+        str(port),
+        "-h",
+        LOOPBACK,
+        "-k",
+        str(home),
+        "-c",
+        "fsync=off",
+        "-c",
+        "synchronous_commit=off",
+        "-c",
+        "full_page_writes=off",
+        "-c",
+        "max_connections=200",
+    ]
+    server = DatabaseServer(
+        "postgres",
+        f"postgresql://postgres@{LOOPBACK}:{port}/{database}",
+        argv,
+        log_path,
+        lambda: _postgres_ready(port, database),
+        identity,
+        None if home == directory else home,
+    )
     server.start()
     return server
 
@@ -114,8 +156,9 @@ def _postgres_ready(port: int, database: str) -> bool:
     import psycopg  # noqa: PLC0415
 
     try:
-        with psycopg.connect(f"postgresql://postgres@{LOOPBACK}:{port}/postgres", connect_timeout=2,
-                             autocommit=True) as conn:
+        with psycopg.connect(
+            f"postgresql://postgres@{LOOPBACK}:{port}/postgres", connect_timeout=2, autocommit=True
+        ) as conn:
             if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (database,)).fetchone() is None:
                 conn.execute(f'CREATE DATABASE "{database}"')
         return True
@@ -132,15 +175,40 @@ def start_mariadb(directory: Path, *, port: int | None = None, database: str = "
     directory.mkdir(parents=True, exist_ok=True)
     user = ["--user=root"] if os.geteuid() == 0 else []
     if not (data / "mysql").exists():
-        subprocess.run([_tool("mariadb-install-db"), "--no-defaults", f"--datadir={data}", *user,  # noqa: S603
-                        "--auth-root-authentication-method=normal", "--skip-test-db"],
-                       check=True, capture_output=True)
-    argv = [_tool("mariadbd"), "--no-defaults", f"--datadir={data}", f"--port={port}", f"--bind-address={LOOPBACK}",
-            f"--socket={directory / 'mariadb.sock'}", f"--pid-file={directory / 'mariadb.pid'}", *user,
-            "--skip-name-resolve", "--innodb-flush-log-at-trx-commit=2", "--innodb-buffer-pool-size=64M",
-            "--max-connections=200", f"--log-error={log_path}"]
-    server = DatabaseServer("mariadb", f"mysql://streams:streams@{LOOPBACK}:{port}/{database}", argv, log_path,
-                            lambda: _mariadb_ready(directory / "mariadb.sock", database))
+        subprocess.run(  # noqa: S603
+            [
+                _tool("mariadb-install-db"),
+                "--no-defaults",
+                f"--datadir={data}",
+                *user,
+                "--auth-root-authentication-method=normal",
+                "--skip-test-db",
+            ],
+            check=True,
+            capture_output=True,
+        )
+    argv = [
+        _tool("mariadbd"),
+        "--no-defaults",
+        f"--datadir={data}",
+        f"--port={port}",
+        f"--bind-address={LOOPBACK}",
+        f"--socket={directory / 'mariadb.sock'}",
+        f"--pid-file={directory / 'mariadb.pid'}",
+        *user,
+        "--skip-name-resolve",
+        "--innodb-flush-log-at-trx-commit=2",
+        "--innodb-buffer-pool-size=64M",
+        "--max-connections=200",
+        f"--log-error={log_path}",
+    ]
+    server = DatabaseServer(
+        "mariadb",
+        f"mysql://streams:streams@{LOOPBACK}:{port}/{database}",
+        argv,
+        log_path,
+        lambda: _mariadb_ready(directory / "mariadb.sock", database),
+    )
     server.start()
     return server
 
@@ -154,8 +222,9 @@ def _mariadb_ready(socket_path: Path, database: str) -> bool:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ResourceWarning)
         try:
-            conn = pymysql.connect(unix_socket=str(socket_path), user="root", password="", connect_timeout=2,
-                                   autocommit=True)
+            conn = pymysql.connect(
+                unix_socket=str(socket_path), user="root", password="", connect_timeout=2, autocommit=True
+            )
         except pymysql.err.OperationalError:
             gc.collect()
             return False
@@ -173,11 +242,14 @@ def _wait(server: DatabaseServer) -> None:
     deadline = time.monotonic() + READY_TIMEOUT_S
     while time.monotonic() < deadline:
         if not is_running(server.pid):
-            raise LocalStackError(f"{server.name} exited while starting; the end of {server.log_path}:\n"
-                                  f"{log_tail(server.log_path)}")
+            raise LocalStackError(
+                f"{server.name} exited while starting; the end of {server.log_path}:\n{log_tail(server.log_path)}"
+            )
         if server.ready():
             return
         time.sleep(0.1)
     server.stop()
-    raise LocalStackError(f"{server.name} did not accept connections within {READY_TIMEOUT_S:.0f}s; the end of "
-                          f"{server.log_path}:\n{log_tail(server.log_path)}")
+    raise LocalStackError(
+        f"{server.name} did not accept connections within {READY_TIMEOUT_S:.0f}s; the end of "
+        f"{server.log_path}:\n{log_tail(server.log_path)}"
+    )

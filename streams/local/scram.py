@@ -108,9 +108,12 @@ def scram_login_works(address: str, username: str, password: str, *, timeout_s: 
     from confluent_kafka import KafkaException  # noqa: PLC0415 - `streams dev --help` stays fast
     from confluent_kafka.admin import AdminClient  # noqa: PLC0415
 
-    admin = AdminClient({
-        **client_config(address, username, password), "socket.connection.setup.timeout.ms": 1000,
-    })
+    admin = AdminClient(
+        {
+            **client_config(address, username, password),
+            "socket.connection.setup.timeout.ms": 1000,
+        }
+    )
     try:
         return bool(admin.list_topics(timeout=timeout_s).brokers)
     except KafkaException:

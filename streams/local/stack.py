@@ -76,8 +76,10 @@ def start_stack(
     first user a super user, and applies the catalog's ACLs (`streams acls apply`) at every start.
     """
     if acls and (not sasl_users or catalog is None):
-        raise LocalStackError("ACLs need SASL users to tell principals apart and a catalog to take them from;"
-                              " use `streams dev up --sasl --acls`")
+        raise LocalStackError(
+            "ACLs need SASL users to tell principals apart and a catalog to take them from;"
+            " use `streams dev up --sasl --acls`"
+        )
     data_dir = data_dir.resolve()
     emit: Notify = notify if notify is not None else _ignore
     if acls and sasl_users and catalog is not None:
@@ -100,7 +102,13 @@ def start_stack(
     services: dict[str, ServiceState] = {}
     try:
         services["kafka"] = _start_kafka(
-            data_dir, java.path, jar_dir, kafka_port, controller_port, sasl_users or {}, emit,
+            data_dir,
+            java.path,
+            jar_dir,
+            kafka_port,
+            controller_port,
+            sasl_users or {},
+            emit,
             catalog if acls else None,
         )
         kafka_environment = {"STREAMS_KAFKA_SECURITY_PROTOCOL": "PLAINTEXT"}
@@ -207,8 +215,12 @@ def _apply_acls(internal_address: str, catalog_path: Path, emit: Notify) -> None
     config: KafkaConfig = {"bootstrap.servers": internal_address, "log_level": 0}  # the caller reports
     plan = plan_acls(catalog, config)
     apply_acls(plan, config)
-    emit(StackNote(f"ACLs enforced: {len(plan.add)} binding(s) added, {len(plan.remove)} removed for "
-                   f"{plan.principals} principal(s) of {catalog_path.name}"))
+    emit(
+        StackNote(
+            f"ACLs enforced: {len(plan.add)} binding(s) added, {len(plan.remove)} removed for "
+            f"{plan.principals} principal(s) of {catalog_path.name}"
+        )
+    )
 
 
 def _free_port_besides(taken: set[int]) -> int:
@@ -347,9 +359,7 @@ def stop_stack(data_dir: Path, *, purge: bool = False, timeout_s: float = STOP_T
     return stopped
 
 
-def _stop_services(
-    data_dir: Path, state: StackState | None, *, timeout_s: float = STOP_TIMEOUT_S
-) -> list[str]:
+def _stop_services(data_dir: Path, state: StackState | None, *, timeout_s: float = STOP_TIMEOUT_S) -> list[str]:
     if state is None:
         return []
     stopped = []

@@ -43,8 +43,9 @@ def outbox() -> None:
 @outbox.command()
 @click.option("--dsn", required=True, help=DSN_HELP)
 @click.option("--table", default=DEFAULT_TABLE, show_default=True, help="Name of the outbox table.")
-@click.option("--print", "print_only", is_flag=True,
-              help="Print the DDL (for the service's migrations); touch nothing.")
+@click.option(
+    "--print", "print_only", is_flag=True, help="Print the DDL (for the service's migrations); touch nothing."
+)
 def init(dsn: str, table: str, print_only: bool) -> None:
     """Create the outbox table and its helpers in the database (idempotent), or print their DDL.
 
@@ -80,20 +81,49 @@ def create_table(dsn: str, table: str = DEFAULT_TABLE) -> None:
 @outbox.command()
 @click.option("--dsn", required=True, help=DSN_HELP)
 @click.option("--table", default=DEFAULT_TABLE, show_default=True, help="Name of the outbox table.")
-@click.option("--batch-size", default=5_000, show_default=True, type=click.IntRange(1, 100_000),
-              help="Rows per cycle (one transaction, one flush).")
-@click.option("--max-idle", default=0.25, show_default=True, type=click.FloatRange(0.001, 60),
-              help="Longest pause between polls of an idle SQLite or MariaDB outbox (PostgreSQL waits on NOTIFY).")
-@click.option("--workers", default=2, show_default=True, type=click.IntRange(1, 16),
-              help="Relay threads (PostgreSQL, MariaDB), each with its own connection and producer.")
+@click.option(
+    "--batch-size",
+    default=5_000,
+    show_default=True,
+    type=click.IntRange(1, 100_000),
+    help="Rows per cycle (one transaction, one flush).",
+)
+@click.option(
+    "--max-idle",
+    default=0.25,
+    show_default=True,
+    type=click.FloatRange(0.001, 60),
+    help="Longest pause between polls of an idle SQLite or MariaDB outbox (PostgreSQL waits on NOTIFY).",
+)
+@click.option(
+    "--workers",
+    default=2,
+    show_default=True,
+    type=click.IntRange(1, 16),
+    help="Relay threads (PostgreSQL, MariaDB), each with its own connection and producer.",
+)
 @click.option("--name", default=None, help="This relay's name in logs and the SQLite lease (default: host-pid-random).")
 @click.option("--metrics-port", default=None, type=click.IntRange(0, 65535), help="Serve /metrics on this port.")
-@click.option("--metrics-host", default="127.0.0.1", show_default=True,
-              help="Interface of /metrics (0.0.0.0 in a container, so Prometheus can scrape it).")
+@click.option(
+    "--metrics-host",
+    default="127.0.0.1",
+    show_default=True,
+    help="Interface of /metrics (0.0.0.0 in a container, so Prometheus can scrape it).",
+)
 @click.option("--log-level", default="INFO", show_default=True, type=click.Choice(["DEBUG", "INFO", "WARNING"]))
 @click.pass_obj
-def relay(settings: Settings, dsn: str, table: str, batch_size: int, max_idle: float, workers: int, name: str | None,
-          metrics_port: int | None, metrics_host: str, log_level: str) -> None:
+def relay(
+    settings: Settings,
+    dsn: str,
+    table: str,
+    batch_size: int,
+    max_idle: float,
+    workers: int,
+    name: str | None,
+    metrics_port: int | None,
+    metrics_host: str,
+    log_level: str,
+) -> None:
     """Publish committed outbox rows to Kafka (acks=all, idempotent), in commit order per key.
 
     Run as many as you like on one database: they share the work without reordering a key. Stops on
@@ -119,8 +149,9 @@ def relay(settings: Settings, dsn: str, table: str, batch_size: int, max_idle: f
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     relays = run_workers(options, settings, workers, stop, metrics)
-    click.echo(f"relay stopped: {sum(r.relayed for r in relays)} published, {sum(r.parked for r in relays)} parked",
-               err=True)
+    click.echo(
+        f"relay stopped: {sum(r.relayed for r in relays)} published, {sum(r.parked for r in relays)} parked", err=True
+    )
 
 
 @outbox.command(name="list")
@@ -144,8 +175,10 @@ def list_rows(dsn: str, table: str, parked: bool, limit: int, output: str) -> No
     for column in ("id", "topic", "key", "event_id", "added", *(("reason",) if parked else ())):
         view.add_column(column)
     for item in found:
-        view.add_row(*(str(item[c]) for c in ("id", "topic", "key", "event_id", "added")),
-                     *((str(item["reason"]),) if parked else ()))
+        view.add_row(
+            *(str(item[c]) for c in ("id", "topic", "key", "event_id", "added")),
+            *((str(item["reason"]),) if parked else ()),
+        )
     Console().print(view)
 
 
@@ -159,8 +192,10 @@ def _read_rows(dsn: str, table: str, *, parked: bool, limit: int) -> list[tuple[
         cursor.close()
         return rows
     except driver_errors(dialect.family) as exc:
-        raise ConfigError(f"cannot read outbox table {table} in {redact(dsn)}: {str(exc).strip().splitlines()[0]}"
-                          f" (create it with `streams outbox init --dsn ...`)") from exc
+        raise ConfigError(
+            f"cannot read outbox table {table} in {redact(dsn)}: {str(exc).strip().splitlines()[0]}"
+            f" (create it with `streams outbox init --dsn ...`)"
+        ) from exc
     finally:
         conn.close()
 
@@ -169,9 +204,13 @@ def _shown(row: tuple[Any, ...]) -> dict[str, Any]:
     row_id, topic, key, event_id, created_us, reason = row
     raw = bytes(key) if key is not None else None
     return {
-        "id": int(row_id), "topic": topic, "key": raw.decode(errors="replace") if raw is not None else None,
-        "event_id": event_id, "added": datetime.fromtimestamp(int(created_us) / 1e6, UTC).isoformat(),
-        "age_s": round(time.time() - int(created_us) / 1e6, 3), "reason": reason,
+        "id": int(row_id),
+        "topic": topic,
+        "key": raw.decode(errors="replace") if raw is not None else None,
+        "event_id": event_id,
+        "added": datetime.fromtimestamp(int(created_us) / 1e6, UTC).isoformat(),
+        "age_s": round(time.time() - int(created_us) / 1e6, 3),
+        "reason": reason,
     }
 
 

@@ -49,9 +49,15 @@ log = structlog.get_logger("streams.outbox")
 
 # Kafka will never take these records as they are: the row is parked instead of retried forever.
 PERMANENT = {
-    KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError._UNKNOWN_TOPIC, KafkaError.MSG_SIZE_TOO_LARGE,
-    KafkaError.INVALID_MSG_SIZE, KafkaError.INVALID_RECORD, KafkaError.INVALID_MSG, KafkaError.TOPIC_EXCEPTION,
-    KafkaError.TOPIC_AUTHORIZATION_FAILED, KafkaError.UNKNOWN_TOPIC_ID,
+    KafkaError.UNKNOWN_TOPIC_OR_PART,
+    KafkaError._UNKNOWN_TOPIC,
+    KafkaError.MSG_SIZE_TOO_LARGE,
+    KafkaError.INVALID_MSG_SIZE,
+    KafkaError.INVALID_RECORD,
+    KafkaError.INVALID_MSG,
+    KafkaError.TOPIC_EXCEPTION,
+    KafkaError.TOPIC_AUTHORIZATION_FAILED,
+    KafkaError.UNKNOWN_TOPIC_ID,
 }
 RECORD_OVERHEAD = 128  # bytes a record batch adds around one record (header, varints), rounded up
 # How long what the cluster said about a topic (exists, size limit) is trusted. Long: a topic deleted or
@@ -63,8 +69,6 @@ SCHEMA_RECHECK_S = 10.0  # an id the registry did not know is asked about again 
 
 class TransientError(StreamsError):
     """Kafka or the registry is unreachable for now: the cycle is rolled back and retried after a pause."""
-
-    retriable = True
 
 
 @dataclass(frozen=True)
@@ -93,8 +97,15 @@ class _Topic:
 class Relay:
     """Moves committed outbox rows to Kafka; `run` until `stop` is set, `cycle` for one batch."""
 
-    def __init__(self, options: RelayOptions, settings: Settings, *, metrics: OutboxMetrics | None = None,
-                 registry: RegistryClient | None = None, producer_config: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        options: RelayOptions,
+        settings: Settings,
+        *,
+        metrics: OutboxMetrics | None = None,
+        registry: RegistryClient | None = None,
+        producer_config: dict[str, Any] | None = None,
+    ) -> None:
         self.options = options
         self.dialect = Dialect(family_of_dsn(options.dsn), options.table)
         self.metrics = metrics or OutboxMetrics()
@@ -149,8 +160,12 @@ class Relay:
             self.close()
 
     def _pause(self, cause: str, exc: BaseException, seconds: float, stop: threading.Event) -> None:
-        log.warning("relay paused", cause=cause, error=str(exc).splitlines()[0] if str(exc) else type(exc).__name__,
-                    retry_in_s=round(seconds, 2))
+        log.warning(
+            "relay paused",
+            cause=cause,
+            error=str(exc).splitlines()[0] if str(exc) else type(exc).__name__,
+            retry_in_s=round(seconds, 2),
+        )
         self.metrics.paused_total.labels(cause).inc()
         if cause == "database":
             self.metrics.database_up.set(0)
@@ -187,8 +202,9 @@ class Relay:
                 conn.rollback()  # every bucket is another relay's right now
                 self._drained += want
                 return 0
-            cursor.execute(self.dialect.pending_sql(None if len(buckets) == BUCKETS else buckets,
-                                                    self.options.batch_size))
+            cursor.execute(
+                self.dialect.pending_sql(None if len(buckets) == BUCKETS else buckets, self.options.batch_size)
+            )
             rows: list[Row] = cursor.fetchall()
             self._drained = 0 if len(rows) >= self.options.batch_size else self._drained + want
             if not rows:
@@ -242,8 +258,10 @@ class Relay:
 
     def _lease(self, conn: Any) -> bool:
         now = time.time_ns() // 1000
-        cursor = conn.execute(self.dialect.lease_sql("?"), (self.options.name, now + int(self.options.lease_s * 1e6),
-                                                            self.options.name, now))
+        cursor = conn.execute(
+            self.dialect.lease_sql("?"),
+            (self.options.name, now + int(self.options.lease_s * 1e6), self.options.name, now),
+        )
         return bool(cursor.rowcount == 1)
 
     def _settle(self, cursor: Any, published: list[int], parked: list[tuple[int, str]]) -> None:
@@ -289,8 +307,13 @@ class Relay:
             if reason is not None:
                 parked.append((row_id, reason))
                 continue
-            refused = self._produce(topic, None if key is None else bytes(key), bytes(value), headers,
-                                    functools.partial(report, row_id, created_us))
+            refused = self._produce(
+                topic,
+                None if key is None else bytes(key),
+                bytes(value),
+                headers,
+                functools.partial(report, row_id, created_us),
+            )
             if refused is not None:
                 parked.append((row_id, refused))
         while len(self._producer) > 0:
@@ -309,13 +332,19 @@ class Relay:
             self.metrics.parked_total.labels(_reason_kind(reason)).inc()
         return acked, parked
 
-    def _produce(self, topic: str, key: bytes | None, value: bytes, headers: list[tuple[str, bytes]],
-                 on_delivery: Any) -> str | None:
+    def _produce(
+        self, topic: str, key: bytes | None, value: bytes, headers: list[tuple[str, bytes]], on_delivery: Any
+    ) -> str | None:
         """Queue one record; the reason when the client refuses it for good (None: queued)."""
         while True:
             try:
-                self._producer.produce(topic, value, key, headers=headers,  # type: ignore[arg-type]
-                                       on_delivery=on_delivery)
+                self._producer.produce(
+                    topic,
+                    value,
+                    key,
+                    headers=headers,  # type: ignore[arg-type]
+                    on_delivery=on_delivery,
+                )
                 return None
             except BufferError:
                 self._producer.poll(0.05)  # the local queue is full: serve deliveries, then retry
@@ -365,8 +394,9 @@ class Relay:
             configs = self._admin.describe_configs([resource])[resource].result(timeout=10)
         except KafkaException as exc:
             refused = denial(exc.args[0], self._identity, "DescribeConfigs", topic=topic)
-            raise TransientError(str(refused) if refused is not None
-                                 else f"cannot read topic '{topic}' configs: {exc.args[0]}") from exc
+            raise TransientError(
+                str(refused) if refused is not None else f"cannot read topic '{topic}' configs: {exc.args[0]}"
+            ) from exc
         entry = configs.get("max.message.bytes")
         return int(entry.value) if entry is not None and entry.value else 1_048_588
 
@@ -432,17 +462,26 @@ class Relay:
         self.registry.close()
 
 
-def run_workers(options: RelayOptions, settings: Settings, workers: int, stop: threading.Event,
-                metrics: OutboxMetrics | None = None) -> list[Relay]:
+def run_workers(
+    options: RelayOptions, settings: Settings, workers: int, stop: threading.Event, metrics: OutboxMetrics | None = None
+) -> list[Relay]:
     """Run `workers` relays (threads, one connection and producer each, one set of metrics) until `stop`.
 
     They share the buckets like separate relays would; SQLite gets one (its lease admits one at a time)."""
     metrics = metrics or OutboxMetrics()
     count = 1 if family_of_dsn(options.dsn) == "sqlite" else workers
-    relays = [Relay(options if count == 1 else dataclasses.replace(options, name=f"{options.name}-{i}"), settings,
-                    metrics=metrics) for i in range(count)]
-    threads = [threading.Thread(target=relay.run, args=(stop,), name=f"outbox-relay-{i}", daemon=True)
-               for i, relay in enumerate(relays)]
+    relays = [
+        Relay(
+            options if count == 1 else dataclasses.replace(options, name=f"{options.name}-{i}"),
+            settings,
+            metrics=metrics,
+        )
+        for i in range(count)
+    ]
+    threads = [
+        threading.Thread(target=relay.run, args=(stop,), name=f"outbox-relay-{i}", daemon=True)
+        for i, relay in enumerate(relays)
+    ]
     for thread in threads:
         thread.start()
     for thread in threads:

@@ -57,9 +57,11 @@ class Dialect:
         t, b = self.table, self.buckets_table
         if self.family == "sqlite":
             return [
-                (f"CREATE TABLE IF NOT EXISTS {t} (id INTEGER PRIMARY KEY, bucket INTEGER NOT NULL, "
-                 "topic TEXT NOT NULL, msg_key BLOB, value BLOB NOT NULL, headers BLOB NOT NULL, "
-                 "event_id TEXT NOT NULL, created_us INTEGER NOT NULL, parked_reason TEXT, parked_us INTEGER)"),
+                (
+                    f"CREATE TABLE IF NOT EXISTS {t} (id INTEGER PRIMARY KEY, bucket INTEGER NOT NULL, "
+                    "topic TEXT NOT NULL, msg_key BLOB, value BLOB NOT NULL, headers BLOB NOT NULL, "
+                    "event_id TEXT NOT NULL, created_us INTEGER NOT NULL, parked_reason TEXT, parked_us INTEGER)"
+                ),
                 f"CREATE INDEX IF NOT EXISTS {t}_pending ON {t} (id) WHERE parked_us IS NULL",
                 # One lease row: SQLite has no row locks, so one relay at a time publishes (decision 0020).
                 f"CREATE TABLE IF NOT EXISTS {b} (bucket INTEGER PRIMARY KEY, owner TEXT, expires_us INTEGER)",
@@ -67,20 +69,24 @@ class Dialect:
             ]
         if self.family == "postgresql":
             return [
-                (f"CREATE TABLE IF NOT EXISTS {t} (id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY, "
-                 "bucket SMALLINT NOT NULL, topic TEXT NOT NULL, msg_key BYTEA, value BYTEA NOT NULL, "
-                 "headers BYTEA NOT NULL, event_id TEXT NOT NULL, created_us BIGINT NOT NULL, "
-                 "parked_reason TEXT, parked_us BIGINT)"),
+                (
+                    f"CREATE TABLE IF NOT EXISTS {t} (id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY, "
+                    "bucket SMALLINT NOT NULL, topic TEXT NOT NULL, msg_key BYTEA, value BYTEA NOT NULL, "
+                    "headers BYTEA NOT NULL, event_id TEXT NOT NULL, created_us BIGINT NOT NULL, "
+                    "parked_reason TEXT, parked_us BIGINT)"
+                ),
                 f"CREATE INDEX IF NOT EXISTS {t}_pending ON {t} (bucket, id) WHERE parked_us IS NULL",
                 f"CREATE TABLE IF NOT EXISTS {b} (bucket SMALLINT PRIMARY KEY)",
                 f"INSERT INTO {b} (bucket) SELECT generate_series(0, {BUCKETS - 1}) ON CONFLICT DO NOTHING",
             ]
         k = self.keys_table
         return [
-            (f"CREATE TABLE IF NOT EXISTS {t} (id BIGINT NOT NULL AUTO_INCREMENT PRIMARY KEY, "
-             "bucket SMALLINT NOT NULL, topic VARCHAR(249) NOT NULL, msg_key BLOB, value LONGBLOB NOT NULL, "
-             "headers BLOB NOT NULL, event_id VARCHAR(64) NOT NULL, created_us BIGINT NOT NULL, "
-             f"parked_reason TEXT, parked_us BIGINT, KEY {t}_pending (bucket, id)) ENGINE=InnoDB"),
+            (
+                f"CREATE TABLE IF NOT EXISTS {t} (id BIGINT NOT NULL AUTO_INCREMENT PRIMARY KEY, "
+                "bucket SMALLINT NOT NULL, topic VARCHAR(249) NOT NULL, msg_key BLOB, value LONGBLOB NOT NULL, "
+                "headers BLOB NOT NULL, event_id VARCHAR(64) NOT NULL, created_us BIGINT NOT NULL, "
+                f"parked_reason TEXT, parked_us BIGINT, KEY {t}_pending (bucket, id)) ENGINE=InnoDB"
+            ),
             f"CREATE TABLE IF NOT EXISTS {b} (bucket SMALLINT NOT NULL PRIMARY KEY) ENGINE=InnoDB",
             f"INSERT IGNORE INTO {b} (bucket) VALUES " + ", ".join(f"({i})" for i in range(BUCKETS)),
             f"CREATE TABLE IF NOT EXISTS {k} (slot SMALLINT NOT NULL PRIMARY KEY, n BIGINT NOT NULL)",
@@ -91,8 +97,9 @@ class Dialect:
 
     def insert_sql(self, mark: str) -> str:
         marks = ", ".join([mark] * 7)
-        return (f"INSERT INTO {self.table} (bucket, topic, msg_key, value, headers, event_id, created_us) "
-                f"VALUES ({marks})")
+        return (
+            f"INSERT INTO {self.table} (bucket, topic, msg_key, value, headers, event_id, created_us) VALUES ({marks})"
+        )
 
     def key_lock_sql(self, mark: str) -> str | None:
         """A statement holding a lock on one key until the adding transaction ends (None: not needed).
@@ -116,15 +123,19 @@ class Dialect:
 
         In key order with a plain LIMIT, so InnoDB and PostgreSQL lock only the rows they return."""
         where = "bucket < %s" if wrapped else "bucket >= %s"
-        return (f"SELECT bucket FROM {self.buckets_table} WHERE {where} ORDER BY bucket LIMIT {int(limit)} "
-                "FOR UPDATE SKIP LOCKED")
+        return (
+            f"SELECT bucket FROM {self.buckets_table} WHERE {where} ORDER BY bucket LIMIT {int(limit)} "
+            "FOR UPDATE SKIP LOCKED"
+        )
 
     def pending_sql(self, buckets: list[int] | None, limit: int) -> str:
         where = "parked_us IS NULL"
         if buckets is not None:
             where += f" AND bucket IN ({', '.join(str(int(b)) for b in buckets)})"
-        return (f"SELECT id, topic, msg_key, value, headers, event_id, created_us FROM {self.table} "
-                f"WHERE {where} ORDER BY id LIMIT {int(limit)}")
+        return (
+            f"SELECT id, topic, msg_key, value, headers, event_id, created_us FROM {self.table} "
+            f"WHERE {where} ORDER BY id LIMIT {int(limit)}"
+        )
 
     def delete_sql(self, ids: list[int]) -> tuple[str, tuple[Any, ...]]:
         """The statement and parameters deleting rows `ids` (PostgreSQL: one array parameter, planned once)."""
@@ -137,18 +148,24 @@ class Dialect:
 
     def stats_sql(self) -> str:
         """(pending rows, oldest pending created_us, parked rows) in one scan."""
-        return ("SELECT SUM(CASE WHEN parked_us IS NULL THEN 1 ELSE 0 END), "
-                "MIN(CASE WHEN parked_us IS NULL THEN created_us END), "
-                f"SUM(CASE WHEN parked_us IS NULL THEN 0 ELSE 1 END) FROM {self.table}")
+        return (
+            "SELECT SUM(CASE WHEN parked_us IS NULL THEN 1 ELSE 0 END), "
+            "MIN(CASE WHEN parked_us IS NULL THEN created_us END), "
+            f"SUM(CASE WHEN parked_us IS NULL THEN 0 ELSE 1 END) FROM {self.table}"
+        )
 
     def rows_sql(self, *, parked: bool, limit: int) -> str:
-        return (f"SELECT id, topic, msg_key, event_id, created_us, parked_reason FROM {self.table} "
-                f"WHERE parked_us IS {'NOT ' if parked else ''}NULL ORDER BY id LIMIT {int(limit)}")
+        return (
+            f"SELECT id, topic, msg_key, event_id, created_us, parked_reason FROM {self.table} "
+            f"WHERE parked_us IS {'NOT ' if parked else ''}NULL ORDER BY id LIMIT {int(limit)}"
+        )
 
     def lease_sql(self, mark: str) -> str:
         """SQLite: take or renew the relay lease (owner, expiry, owner, now): one row changed means ours."""
-        return (f"UPDATE {self.buckets_table} SET owner = {mark}, expires_us = {mark} "
-                f"WHERE bucket = 0 AND (owner = {mark} OR owner IS NULL OR expires_us < {mark})")
+        return (
+            f"UPDATE {self.buckets_table} SET owner = {mark}, expires_us = {mark} "
+            f"WHERE bucket = 0 AND (owner = {mark} OR owner IS NULL OR expires_us < {mark})"
+        )
 
     def release_sql(self, mark: str) -> str:
         return f"UPDATE {self.buckets_table} SET owner = NULL, expires_us = 0 WHERE owner = {mark}"
@@ -179,8 +196,15 @@ def unpack_headers(packed: bytes) -> Headers:
 # ---- connections -----------------------------------------------------------------------------------------
 
 _FAMILIES: dict[str, Family] = {
-    "sqlite": "sqlite", "sqlite3": "sqlite", "postgresql": "postgresql", "postgres": "postgresql",
-    "psycopg": "postgresql", "psycopg2": "postgresql", "mysql": "mysql", "mariadb": "mysql", "pymysql": "mysql",
+    "sqlite": "sqlite",
+    "sqlite3": "sqlite",
+    "postgresql": "postgresql",
+    "postgres": "postgresql",
+    "psycopg": "postgresql",
+    "psycopg2": "postgresql",
+    "mysql": "mysql",
+    "mariadb": "mysql",
+    "pymysql": "mysql",
     "mysqldb": "mysql",
 }
 
@@ -204,8 +228,7 @@ def connect(dsn: str) -> Any:
 
         path = dsn.split("://", 1)[1]
         path = path.removeprefix("/")  # sqlite:///rel.db, sqlite:////abs.db
-        connection = sqlite3.connect(path or ":memory:", timeout=30.0, isolation_level=None,
-                                     check_same_thread=False)
+        connection = sqlite3.connect(path or ":memory:", timeout=30.0, isolation_level=None, check_same_thread=False)
         connection.execute("PRAGMA journal_mode=WAL")  # the relay reads while the service writes
         connection.execute("PRAGMA busy_timeout=30000")
         return connection
@@ -218,9 +241,15 @@ def connect(dsn: str) -> Any:
     import pymysql  # noqa: PLC0415
 
     return pymysql.connect(
-        host=parts.hostname or "127.0.0.1", port=parts.port or 3306, user=unquote(parts.username or "root"),
-        password=unquote(parts.password or ""), database=(parts.path or "/").lstrip("/") or None,
-        connect_timeout=10, autocommit=False, read_timeout=60, write_timeout=60,
+        host=parts.hostname or "127.0.0.1",
+        port=parts.port or 3306,
+        user=unquote(parts.username or "root"),
+        password=unquote(parts.password or ""),
+        database=(parts.path or "/").lstrip("/") or None,
+        connect_timeout=10,
+        autocommit=False,
+        read_timeout=60,
+        write_timeout=60,
     )
 
 

@@ -59,8 +59,13 @@ class Outbox:
         self.table = table
         self._dialects: dict[tuple[str, str], tuple[Dialect, str]] = {}
 
-    def add(self, connection: Any, topic: str | BaseModel, payload: Mapping[str, Any] | BaseModel | None = None,
-            **options: Any) -> str:
+    def add(
+        self,
+        connection: Any,
+        topic: str | BaseModel,
+        payload: Mapping[str, Any] | BaseModel | None = None,
+        **options: Any,
+    ) -> str:
         """Validate, encode and insert one event in `connection`'s current transaction; its event id.
 
         A bad event raises PublishError before anything is written. `add(connection, model)` takes the
@@ -76,9 +81,18 @@ class Outbox:
             lock = dialect.key_lock_sql(mark) if key is not None else dialect.notify_sql()
             if lock is not None:
                 cursor.execute(lock, (key_lock_id(dialect.family, name, key),) if key is not None else ())
-            cursor.execute(dialect.insert_sql(mark), (
-                bucket_of(name, key, event_id), name, key, value, pack_headers(headers), event_id,
-                time.time_ns() // 1000))
+            cursor.execute(
+                dialect.insert_sql(mark),
+                (
+                    bucket_of(name, key, event_id),
+                    name,
+                    key,
+                    value,
+                    pack_headers(headers),
+                    event_id,
+                    time.time_ns() // 1000,
+                ),
+            )
         finally:
             cursor.close()
         return event_id
@@ -131,8 +145,9 @@ def configure(settings: Settings | None = None, **options: Any) -> Outbox:
         return _default
 
 
-def add(connection: Any, topic: str | BaseModel, payload: Mapping[str, Any] | BaseModel | None = None,
-        **options: Any) -> str:
+def add(
+    connection: Any, topic: str | BaseModel, payload: Mapping[str, Any] | BaseModel | None = None, **options: Any
+) -> str:
     """`Outbox.add` on the outbox `configure` set up (from the STREAMS_* settings when it was not called)."""
     outbox = _default
     if outbox is None:

@@ -26,9 +26,7 @@ Example:
 
 def _serve_options(command: F) -> F:
     options = [
-        click.option(
-            "--bootstrap-servers", default=None, help="Kafka bootstrap servers (default: settings)."
-        ),
+        click.option("--bootstrap-servers", default=None, help="Kafka bootstrap servers (default: settings)."),
         click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on."),
         click.option("--port", default=8081, show_default=True, type=int, help="Port; 0 picks a free one."),
         click.option(
@@ -58,8 +56,11 @@ def serve_registry(settings: Settings, bootstrap_servers: str | None, **options:
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if bootstrap_servers:
-        settings.check_kafka_reachable(bootstrap_servers, origin="--bootstrap-servers",
-                                       fix="check the option (host:port of a broker, comma-separated)")
+        settings.check_kafka_reachable(
+            bootstrap_servers,
+            origin="--bootstrap-servers",
+            fix="check the option (host:port of a broker, comma-separated)",
+        )
     bootstrap = bootstrap_servers or settings.bootstrap_servers()
     settings.check_kafka_login(bootstrap)  # a refused password is one clear error, not a metadata time-out
     options["profile"] = options.get("profile") or settings.profile

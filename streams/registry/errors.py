@@ -31,15 +31,11 @@ def schema_not_found(detail: str = "Schema not found") -> RegistryError:
 
 
 def subject_soft_deleted(subject: str) -> RegistryError:
-    return RegistryError(
-        404, 40404, f"Subject '{subject}' was soft deleted. Set permanent=true to delete permanently"
-    )
+    return RegistryError(404, 40404, f"Subject '{subject}' was soft deleted. Set permanent=true to delete permanently")
 
 
 def subject_not_soft_deleted(subject: str) -> RegistryError:
-    return RegistryError(
-        404, 40405, f"Subject '{subject}' was not deleted first before being permanently deleted"
-    )
+    return RegistryError(404, 40405, f"Subject '{subject}' was not deleted first before being permanently deleted")
 
 
 def version_soft_deleted(subject: str, version: int) -> RegistryError:
@@ -59,9 +55,7 @@ def version_not_soft_deleted(subject: str, version: int) -> RegistryError:
 
 
 def subject_config_not_found(subject: str) -> RegistryError:
-    return RegistryError(
-        404, 40408, f"Subject '{subject}' does not have subject-level compatibility configured"
-    )
+    return RegistryError(404, 40408, f"Subject '{subject}' does not have subject-level compatibility configured")
 
 
 def subject_mode_not_found(subject: str) -> RegistryError:
@@ -103,8 +97,7 @@ def incompatible(subject: str, messages: tuple[str, ...]) -> RegistryError:
     return RegistryError(
         409,
         409,
-        f'Schema being registered is incompatible with an earlier schema for subject "{subject}", '
-        f"details: [{details}]",
+        f'Schema being registered is incompatible with an earlier schema for subject "{subject}", details: [{details}]',
     )
 
 

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from streams.observability import REGISTRY_REQUESTS, REGISTRY_SECONDS
+from streams.observability import RegistryMetrics
 from streams.registry import errors
 from streams.registry.errors import RegistryError
 from streams.registry.service import AuditCheck, SchemaRegistry, no_audited_subjects, version_json
@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 
 CONTENT_TYPE = "application/vnd.schemaregistry.v1+json"
 REGISTRY = web.AppKey("registry", SchemaRegistry)
+METRICS = web.AppKey("metrics", RegistryMetrics)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -52,13 +53,16 @@ async def _measured(request: web.Request, handler: Handler) -> web.StreamRespons
     route = resource.canonical if resource is not None else "unmatched"
     started = time.perf_counter()
     response = await handler(request)
-    REGISTRY_SECONDS.labels(request.method, route).observe(time.perf_counter() - started)
-    REGISTRY_REQUESTS.labels(request.method, route, str(response.status)).inc()
+    metrics = request.app[METRICS]
+    metrics.seconds.labels(request.method, route).observe(time.perf_counter() - started)
+    metrics.requests.labels(request.method, route, str(response.status)).inc()
     return response
 
 
-async def metrics(_request: web.Request) -> web.Response:
-    return web.Response(body=generate_latest(), content_type=CONTENT_TYPE_LATEST.split(";")[0])
+async def metrics_page(request: web.Request) -> web.Response:
+    return web.Response(
+        body=generate_latest(request.app[METRICS].registry), content_type=CONTENT_TYPE_LATEST.split(";")[0]
+    )
 
 
 @web.middleware
@@ -154,9 +158,7 @@ async def lookup(request: web.Request) -> web.Response:
 
 
 async def delete_subject(request: web.Request) -> web.Response:
-    found = await request.app[REGISTRY].delete_subject(
-        _subject(request), permanent=_flag(request, "permanent")
-    )
+    found = await request.app[REGISTRY].delete_subject(_subject(request), permanent=_flag(request, "permanent"))
     return _reply(found)
 
 
@@ -243,15 +245,16 @@ async def delete_mode(request: web.Request) -> web.Response:
     return _reply({"mode": mode})
 
 
-def create_app(registry: SchemaRegistry) -> web.Application:
-    """The aiohttp application serving `registry` on Confluent's paths."""
+def create_app(registry: SchemaRegistry, metrics: RegistryMetrics | None = None) -> web.Application:
+    """The aiohttp application serving `registry` on Confluent's paths, counting in `metrics` (its own if none)."""
     app = web.Application(middlewares=[_measured, _confluent_errors])
     app[REGISTRY] = registry
+    app[METRICS] = metrics or RegistryMetrics()
     subject, version = "/subjects/{subject}", "/subjects/{subject}/versions/{version}"
     app.router.add_routes(
         [
             web.get("/", root),
-            web.get("/metrics", metrics),  # Prometheus: requests by route and status, latency
+            web.get("/metrics", metrics_page),  # Prometheus: requests by route and status, latency
             web.get("/subjects", list_subjects),
             web.get(f"{subject}/versions", list_versions),
             web.post(f"{subject}/versions", register),
@@ -319,9 +322,7 @@ async def run_registry(options: RegistryOptions, on_ready: Callable[[str], None]
     """Serve until SIGINT or SIGTERM; `on_ready` gets the URL once requests can be answered."""
     audited = audit_check_from_catalog(options.catalog, options.profile)
     store = SchemaLog(options.kafka_config, options.topic)
-    registry = SchemaRegistry(
-        store, default_compatibility=options.default_compatibility, audited_topic=audited
-    )
+    registry = SchemaRegistry(store, default_compatibility=options.default_compatibility, audited_topic=audited)
     await asyncio.to_thread(store.start)
     runner = web.AppRunner(create_app(registry), access_log=None)
     stop = asyncio.Event()

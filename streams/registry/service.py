@@ -71,9 +71,7 @@ def new_schema_from(body: Json) -> NewSchema:
         raise errors.invalid_schema('Request body must be a JSON object with a string field "schema"')
     schema_type = body.get("schemaType") or "AVRO"
     if str(schema_type).upper() != "AVRO":
-        raise errors.invalid_schema(
-            f"Schema type {schema_type} is not supported; this registry serves AVRO only"
-        )
+        raise errors.invalid_schema(f"Schema type {schema_type} is not supported; this registry serves AVRO only")
     if body.get("references"):
         raise errors.invalid_schema("Schema references are not supported by this registry")
     try:
@@ -162,9 +160,7 @@ class SchemaRegistry:
                 return found_id
         return await self._write(partial(self._plan_register, subject, schema))
 
-    def _plan_register(
-        self, subject: str, schema: NewSchema, state: RegistryState
-    ) -> tuple[list[LogRecord], int]:
+    def _plan_register(self, subject: str, schema: NewSchema, state: RegistryState) -> tuple[list[LogRecord], int]:
         mode = state.mode(subject)
         if mode == "READONLY":
             raise errors.not_permitted(f"Subject '{subject}' is in read-only mode")
@@ -180,9 +176,7 @@ class SchemaRegistry:
             if found is not None:
                 return [], found.schema_id
             live = [entry.schema for entry in state.versions(subject)]
-            verdict = check_compatibility(
-                schema.text, live, state.compatibility(subject, self.default_compatibility)
-            )
+            verdict = check_compatibility(schema.text, live, state.compatibility(subject, self.default_compatibility))
             if not verdict.compatible:
                 raise errors.incompatible(subject, verdict.messages)
             if schema.version is not None and schema.version != next_version:
@@ -197,15 +191,11 @@ class SchemaRegistry:
         if clash is not None:
             if clash.canonical == canonical(schema.text) and schema.schema_id in (None, clash.schema_id):
                 return [], clash.schema_id
-            raise errors.not_permitted(
-                f"Version {version} of subject '{subject}' exists with a different schema"
-            )
+            raise errors.not_permitted(f"Version {version} of subject '{subject}' exists with a different schema")
         if schema.schema_id is not None:
             taken = state.schemas.get(schema.schema_id)
             if taken is not None and canonical(taken) != canonical(schema.text):
-                raise errors.not_permitted(
-                    f"Overwrite new schema with id {schema.schema_id} is not permitted."
-                )
+                raise errors.not_permitted(f"Overwrite new schema with id {schema.schema_id} is not permitted.")
             schema_id = schema.schema_id
         else:
             known_id = state.ids_by_canonical.get(canonical(schema.text))
@@ -257,9 +247,7 @@ class SchemaRegistry:
         if not permanent:
             if entry.deleted:
                 raise errors.version_soft_deleted(subject, entry.version)
-            return [
-                schema_record(subject, entry.version, entry.schema_id, entry.schema, deleted=True)
-            ], entry.version
+            return [schema_record(subject, entry.version, entry.schema_id, entry.schema, deleted=True)], entry.version
         self._refuse_audited(subject)
         if not entry.deleted:
             raise errors.version_not_soft_deleted(subject, entry.version)
@@ -299,9 +287,7 @@ class SchemaRegistry:
 
     # ---- compatibility --------------------------------------------------------------------------
 
-    async def test_compatibility(
-        self, subject: str, version: str | None, body: Json
-    ) -> tuple[bool, tuple[str, ...]]:
+    async def test_compatibility(self, subject: str, version: str | None, body: Json) -> tuple[bool, tuple[str, ...]]:
         schema = new_schema_from(body)
         number = None if version is None else parse_version(version)
 
@@ -312,9 +298,7 @@ class SchemaRegistry:
             return level, [_pick(state, subject, number, deleted=False)]
 
         level, against = await self._read(query)
-        verdict = await asyncio.to_thread(
-            check_compatibility, schema.text, [e.schema for e in against], level
-        )
+        verdict = await asyncio.to_thread(check_compatibility, schema.text, [e.schema for e in against], level)
         messages = verdict.messages
         if messages:
             versions = ", ".join(str(entry.version) for entry in against)

@@ -59,9 +59,7 @@ def ensure_topic(kafka_config: KafkaConfig, topic: str, timeout_s: float) -> boo
         # All topics, not list_topics(topic): asking for one can auto-create it with broker defaults.
         metadata = admin.list_topics(timeout=timeout_s)
     except KafkaException as exc:
-        raise SchemaError(
-            f"cannot reach Kafka at {kafka_config.get('bootstrap.servers')}: {exc.args[0]}"
-        ) from exc
+        raise SchemaError(f"cannot reach Kafka at {kafka_config.get('bootstrap.servers')}: {exc.args[0]}") from exc
     existing = metadata.topics.get(topic)
     if existing is not None and existing.error is None:
         if len(existing.partitions) != 1:
@@ -88,9 +86,7 @@ def ensure_topic(kafka_config: KafkaConfig, topic: str, timeout_s: float) -> boo
 class SchemaLog:
     """The registry state, kept current from `topic`, and the only path that writes to it."""
 
-    def __init__(
-        self, kafka_config: KafkaConfig, topic: str = "_schemas", *, timeout_s: float = 30.0
-    ) -> None:
+    def __init__(self, kafka_config: KafkaConfig, topic: str = "_schemas", *, timeout_s: float = 30.0) -> None:
         self.topic = topic
         self.timeout_s = timeout_s
         self.transactional_id = f"streams-registry-writer-{topic}"
@@ -180,8 +176,7 @@ class SchemaLog:
         with self._cond:
             if not self._cond.wait_for(lambda: self._position >= offset, timeout=timeout_s):
                 raise errors.store_timeout(
-                    f"the registry read '{self.topic}' up to offset {self._position}, not {offset},"
-                    f" in {timeout_s:.0f}s"
+                    f"the registry read '{self.topic}' up to offset {self._position}, not {offset}, in {timeout_s:.0f}s"
                 )
 
     def _tail(self, consumer: Consumer) -> None:

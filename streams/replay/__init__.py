@@ -15,13 +15,23 @@ if TYPE_CHECKING:
     from streams.replay.verify import VerifyReport, verify_bundle
 
 _HOMES = {
-    "EvidenceError": "streams.replay.errors", "ReplayError": "streams.replay.errors",
-    "PinnedRange": "streams.replay.selection", "ReplayPlan": "streams.replay.selection",
-    "ReplayQuery": "streams.replay.selection", "resolve_plan": "streams.replay.selection",
-    "VerifyReport": "streams.replay.verify", "verify_bundle": "streams.replay.verify",
+    "EvidenceError": "streams.replay.errors",
+    "ReplayError": "streams.replay.errors",
+    "PinnedRange": "streams.replay.selection",
+    "ReplayPlan": "streams.replay.selection",
+    "ReplayQuery": "streams.replay.selection",
+    "resolve_plan": "streams.replay.selection",
+    "VerifyReport": "streams.replay.verify",
+    "verify_bundle": "streams.replay.verify",
 }
 __all__ = [
-    "EvidenceError", "PinnedRange", "ReplayError", "ReplayPlan", "ReplayQuery", "VerifyReport", "resolve_plan",
+    "EvidenceError",
+    "PinnedRange",
+    "ReplayError",
+    "ReplayPlan",
+    "ReplayQuery",
+    "VerifyReport",
+    "resolve_plan",
     "verify_bundle",
 ]
 

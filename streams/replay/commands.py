@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from streams.cli_options import OUTPUT_TEXT
 from streams.replay.container import CODECS
 from streams.replay.errors import ReplayError
 from streams.replay.selection import (
@@ -41,50 +42,103 @@ if TYPE_CHECKING:
 
 __all__ = ["evidence", "replay"]
 
-OUTPUT = click.option("--output", type=click.Choice(["text", "json"]), default="text", show_default=True,
-                      help="text for people, json for scripts.")
-
 
 @click.command()
 @click.argument("topic")
-@click.option("--from", "from_", metavar="TIME|P:OFFSET,...",
-              help="Start (inclusive): an ISO-8601 time with zone, a time relative to now (-1h, now-30m), or"
-                   " per-partition offsets like 0:100,1:250.")
+@click.option(
+    "--from",
+    "from_",
+    metavar="TIME|P:OFFSET,...",
+    help="Start (inclusive): an ISO-8601 time with zone, a time relative to now (-1h, now-30m), or"
+    " per-partition offsets like 0:100,1:250.",
+)
 @click.option("--to", "to", metavar="TIME|P:OFFSET,...", help="End (exclusive), same forms as --from.")
-@click.option("--ranges", metavar="P:START-END,...", help="Exact pinned offsets (end exclusive), as printed by a "
-              "previous replay; repeats it exactly.")
-@click.option("--partition", "partitions", type=click.IntRange(0), multiple=True, help="Only this partition "
-              "(repeatable).")
+@click.option(
+    "--ranges",
+    metavar="P:START-END,...",
+    help="Exact pinned offsets (end exclusive), as printed by a previous replay; repeats it exactly.",
+)
+@click.option(
+    "--partition", "partitions", type=click.IntRange(0), multiple=True, help="Only this partition (repeatable)."
+)
 @click.option("--key", help="Only records whose key is exactly this (UTF-8).")
 @click.option("--tenant", help="Only records whose ce_tenantid header is exactly this.")
 @click.option("--type", "type_", help="Only records whose ce_type header is exactly this.")
-@click.option("--where", multiple=True, metavar="FIELD=VALUE", help="Only records whose decoded payload has "
-              "FIELD (a dotted path) equal to VALUE (repeatable; all must hold).")
-@click.option("--to-topic", "to_topic", is_flag=False, flag_value="", default=None, metavar="[NAME]",
-              help="Copy into NAME (default: the shadow topic <topic>.replay.<id>).")
+@click.option(
+    "--where",
+    multiple=True,
+    metavar="FIELD=VALUE",
+    help="Only records whose decoded payload has FIELD (a dotted path) equal to VALUE (repeatable; all must hold).",
+)
+@click.option(
+    "--to-topic",
+    "to_topic",
+    is_flag=False,
+    flag_value="",
+    default=None,
+    metavar="[NAME]",
+    help="Copy into NAME (default: the shadow topic <topic>.replay.<id>).",
+)
 @click.option("--group", help="A stopped consumer group to move back to the range start (with --reset).")
 @click.option("--reset", is_flag=True, help="Move --group's committed offsets (required, to make it explicit).")
-@click.option("--export", type=click.Path(path_type=Path, file_okay=False), help="Write an evidence bundle "
-              "into this new directory.")
-@click.option("--format", "bundle_format", type=click.Choice(["avro", "jsonl"]), default="avro", show_default=True,
-              help="Records of the bundle: an Avro container file, or JSON lines.")
-@click.option("--codec", type=click.Choice(CODECS), default="null", show_default=True,
-              help="Avro container block compression.")
-@click.option("--sign-key", type=click.Path(path_type=Path, dir_okay=False), help="Ed25519 private key (PEM) to "
-              "sign the manifest with (see `streams evidence keygen`).")
+@click.option(
+    "--export",
+    type=click.Path(path_type=Path, file_okay=False),
+    help="Write an evidence bundle into this new directory.",
+)
+@click.option(
+    "--format",
+    "bundle_format",
+    type=click.Choice(["avro", "jsonl"]),
+    default="avro",
+    show_default=True,
+    help="Records of the bundle: an Avro container file, or JSON lines.",
+)
+@click.option(
+    "--codec", type=click.Choice(CODECS), default="null", show_default=True, help="Avro container block compression."
+)
+@click.option(
+    "--sign-key",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Ed25519 private key (PEM) to sign the manifest with (see `streams evidence keygen`).",
+)
 @click.option("--id", "replay_id", help="Replay id; re-running with the id of an interrupted replay continues it.")
 @click.option("--rate", type=click.FloatRange(min=1), help="At most this many records per second.")
-@click.option("--jobs", type=click.IntRange(1), help="Processes an --export runs in, each taking whole partitions "
-              f"[default: one per CPU from {PARALLEL_MIN_OFFSETS:,} offsets in range, else 1; JSONL: 1].")
-@click.option("--dry-run", is_flag=True, help="Print the pinned ranges and counts (and a group reset plan); "
-              "change nothing.")
-@OUTPUT
+@click.option(
+    "--jobs",
+    type=click.IntRange(1),
+    help="Processes an --export runs in, each taking whole partitions "
+    f"[default: one per CPU from {PARALLEL_MIN_OFFSETS:,} offsets in range, else 1; JSONL: 1].",
+)
+@click.option(
+    "--dry-run", is_flag=True, help="Print the pinned ranges and counts (and a group reset plan); change nothing."
+)
+@OUTPUT_TEXT
 @click.pass_obj
-def replay(settings: Settings, topic: str, from_: str | None, to: str | None, ranges: str | None,
-           partitions: tuple[int, ...], key: str | None, tenant: str | None, type_: str | None,
-           where: tuple[str, ...], to_topic: str | None, group: str | None, reset: bool, export: Path | None,
-           bundle_format: str, codec: str, sign_key: Path | None, replay_id: str | None, rate: float | None,
-           jobs: int | None, dry_run: bool, output: str) -> None:
+def replay(
+    settings: Settings,
+    topic: str,
+    from_: str | None,
+    to: str | None,
+    ranges: str | None,
+    partitions: tuple[int, ...],
+    key: str | None,
+    tenant: str | None,
+    type_: str | None,
+    where: tuple[str, ...],
+    to_topic: str | None,
+    group: str | None,
+    reset: bool,
+    export: Path | None,
+    bundle_format: str,
+    codec: str,
+    sign_key: Path | None,
+    replay_id: str | None,
+    rate: float | None,
+    jobs: int | None,
+    dry_run: bool,
+    output: str,
+) -> None:
     """Replay TOPIC's records in a time or offset range into a shadow topic, a consumer group or a bundle.
 
     The range is [--from, --to): a record at exactly --from is in it, one at exactly --to is not. Times
@@ -127,8 +181,16 @@ def replay(settings: Settings, topic: str, from_: str | None, to: str | None, ra
             return
         if output == "text":
             _print_plan(plan, replay_id)
-        target, result = _copy(settings, consumer, plan, replay_id, to_topic, export, (rate, jobs),
-                               {"output": bundle_format, "codec": codec, "sign_key": signer})
+        target, result = _copy(
+            settings,
+            consumer,
+            plan,
+            replay_id,
+            to_topic,
+            export,
+            (rate, jobs),
+            {"output": bundle_format, "codec": codec, "sign_key": signer},
+        )
         if sign_key is not None and target["kind"] == "export":
             public = sign_key.with_suffix(".pub")  # keygen writes STEM.key beside STEM.pub
             result["public_key"] = str(public) if public.exists() else None
@@ -138,9 +200,16 @@ def replay(settings: Settings, topic: str, from_: str | None, to: str | None, ra
         consumer.close()
 
 
-def _copy(settings: Settings, consumer: Consumer, plan: ReplayPlan, replay_id: str, to_topic: str | None,
-          export: Path | None, pace: tuple[float | None, int | None],
-          bundle: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+def _copy(
+    settings: Settings,
+    consumer: Consumer,
+    plan: ReplayPlan,
+    replay_id: str,
+    to_topic: str | None,
+    export: Path | None,
+    pace: tuple[float | None, int | None],
+    bundle: dict[str, Any],
+) -> tuple[dict[str, Any], dict[str, Any]]:
     """Run the replay into an evidence bundle or a shadow topic; (target, result). `pace`: (--rate, --jobs)."""
     from streams.replay.evidence import EvidenceWriter, interrupted_export  # noqa: PLC0415
     from streams.replay.filters import PayloadDecoder, RecordFilter  # noqa: PLC0415
@@ -160,10 +229,16 @@ def _copy(settings: Settings, consumer: Consumer, plan: ReplayPlan, replay_id: s
             save_state(settings.data_dir, replay_id, plan, target, "running")
             try:
                 if parts > 1:
-                    job = PartsJob(settings.kafka_config(settings.bootstrap_servers()), settings.registry_url(),
-                                   replay_id, bundle["codec"], rate)
-                    progress = _with_progress(plan, replay_id,
-                                              lambda advance: export_in_parts(writer, job, parts, on_progress=advance))
+                    job = PartsJob(
+                        settings.kafka_config(settings.bootstrap_servers()),
+                        settings.registry_url(),
+                        replay_id,
+                        bundle["codec"],
+                        rate,
+                    )
+                    progress = _with_progress(
+                        plan, replay_id, lambda advance: export_in_parts(writer, job, parts, on_progress=advance)
+                    )
                 else:
                     progress = _run(consumer, plan, writer, RecordFilter(plan.query, decoder), rate, replay_id)
             except BaseException:
@@ -171,9 +246,13 @@ def _copy(settings: Settings, consumer: Consumer, plan: ReplayPlan, replay_id: s
                 raise
             manifest = writer.finish(progress)
         signer = bundle["sign_key"]
-        result = {"directory": str(export), "merkle_root": manifest["merkle_root"],
-                  "records": manifest["counts"]["records"], "scanned": manifest["counts"]["scanned"],
-                  "signed_by": fingerprint(signer.public_key()) if signer else None}
+        result = {
+            "directory": str(export),
+            "merkle_root": manifest["merkle_root"],
+            "records": manifest["counts"]["records"],
+            "scanned": manifest["counts"]["scanned"],
+            "signed_by": fingerprint(signer.public_key()) if signer else None,
+        }
     else:
         name = to_topic or shadow_topic_name(plan.query.topic, replay_id)
         target = {"kind": "topic", "name": name}
@@ -189,29 +268,57 @@ def _copy(settings: Settings, consumer: Consumer, plan: ReplayPlan, replay_id: s
     return target, result
 
 
-def _check_options(query: ReplayQuery, to_topic: str | None, group: str | None, reset: bool, export: Path | None,
-                   bundle_format: str, codec: str, sign_key: Path | None, dry_run: bool, jobs: int | None) -> None:
-    targets = [name for name, given in (("--to-topic", to_topic is not None), ("--group", group is not None),
-                                        ("--export", export is not None)) if given]
+def _check_options(
+    query: ReplayQuery,
+    to_topic: str | None,
+    group: str | None,
+    reset: bool,
+    export: Path | None,
+    bundle_format: str,
+    codec: str,
+    sign_key: Path | None,
+    dry_run: bool,
+    jobs: int | None,
+) -> None:
+    targets = [
+        name
+        for name, given in (
+            ("--to-topic", to_topic is not None),
+            ("--group", group is not None),
+            ("--export", export is not None),
+        )
+        if given
+    ]
     if len(targets) > 1:
         raise ReplayError(f"choose one target, not {' and '.join(targets)}")
     if not targets and not dry_run:
-        raise ReplayError("choose a target: --to-topic [NAME], --group NAME --reset, or --export DIR "
-                          "(or --dry-run to see the pinned ranges)")
+        raise ReplayError(
+            "choose a target: --to-topic [NAME], --group NAME --reset, or --export DIR "
+            "(or --dry-run to see the pinned ranges)"
+        )
     if group is not None and not reset:
-        raise ReplayError(f"--group {group}: add --reset to move its committed offsets (or --dry-run with --reset "
-                          "to see the plan)")
+        raise ReplayError(
+            f"--group {group}: add --reset to move its committed offsets (or --dry-run with --reset to see the plan)"
+        )
     if reset and group is None:
         raise ReplayError("--reset needs --group NAME")
     if group is not None and query.has_filters():
-        raise ReplayError("--key, --tenant, --type and --where cannot apply to --group: a consumer group re-reads "
-                          "every record from the range start")
+        raise ReplayError(
+            "--key, --tenant, --type and --where cannot apply to --group: a consumer group re-reads "
+            "every record from the range start"
+        )
     if export is None and (sign_key is not None or bundle_format != "avro" or codec != "null" or jobs is not None):
         raise ReplayError("--sign-key, --format, --codec and --jobs apply to --export only")
 
 
-def _plan(consumer: Consumer, query: ReplayQuery, settings: Settings, replay_id: str | None,
-          export: Path | None, to_topic: str | None) -> tuple[ReplayPlan, str]:
+def _plan(
+    consumer: Consumer,
+    query: ReplayQuery,
+    settings: Settings,
+    replay_id: str | None,
+    export: Path | None,
+    to_topic: str | None,
+) -> tuple[ReplayPlan, str]:
     """The pinned plan: an interrupted run's (same query), else resolved against the cluster now."""
     from streams.replay.evidence import interrupted_export  # noqa: PLC0415
     from streams.replay.targets import shadow_topic_name  # noqa: PLC0415
@@ -227,27 +334,38 @@ def _plan(consumer: Consumer, query: ReplayQuery, settings: Settings, replay_id:
         stored_id = replay_id
         wanted = to_topic or shadow_topic_name(query.topic, replay_id)
         if target.get("kind") != "topic" or target.get("name") != wanted:
-            raise ReplayError(f"replay {replay_id} wrote to {target}; re-run it with the same target, or pick a "
-                              "new --id")
+            raise ReplayError(
+                f"replay {replay_id} wrote to {target}; re-run it with the same target, or pick a new --id"
+            )
     if stored is not None and stored_id is not None:
         if stored.query != query:
-            raise ReplayError(f"replay {stored_id} was started with a different query "
-                              f"({json.dumps(stored.query.to_json())}); re-run that query to continue it, or use a "
-                              "new --id / export directory")
+            raise ReplayError(
+                f"replay {stored_id} was started with a different query "
+                f"({json.dumps(stored.query.to_json())}); re-run that query to continue it, or use a "
+                "new --id / export directory"
+            )
         if replay_id is not None and replay_id != stored_id:
             raise ReplayError(f"{export} holds interrupted replay {stored_id}, not {replay_id}")
         return stored, stored_id
-    return resolve_plan(consumer, query, settings.kafka_config(settings.bootstrap_servers())), \
-        replay_id or new_replay_id()
+    return resolve_plan(
+        consumer, query, settings.kafka_config(settings.bootstrap_servers())
+    ), replay_id or new_replay_id()
 
 
-def _run(consumer: Consumer, plan: ReplayPlan, sink: ReplaySink, record_filter: RecordFilter, rate: float | None,
-         replay_id: str) -> RunProgress:
+def _run(
+    consumer: Consumer,
+    plan: ReplayPlan,
+    sink: ReplaySink,
+    record_filter: RecordFilter,
+    rate: float | None,
+    replay_id: str,
+) -> RunProgress:
     """run_replay with a progress bar and ETA on stderr (when it is a terminal)."""
     from streams.replay.runner import run_replay  # noqa: PLC0415
 
-    return _with_progress(plan, replay_id, lambda advance: run_replay(consumer, plan, sink, record_filter, rate=rate,
-                                                                       on_progress=advance))
+    return _with_progress(
+        plan, replay_id, lambda advance: run_replay(consumer, plan, sink, record_filter, rate=rate, on_progress=advance)
+    )
 
 
 def _with_progress(plan: ReplayPlan, replay_id: str, run: Callable[[OnProgress], RunProgress]) -> RunProgress:
@@ -263,15 +381,23 @@ def _with_progress(plan: ReplayPlan, replay_id: str, run: Callable[[OnProgress],
     )
 
     console = Console(stderr=True)
-    columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-               TextColumn("{task.percentage:>3.0f}%"), TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn())
+    columns = (
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.percentage:>3.0f}%"),
+        TimeElapsedColumn(),
+        TextColumn("eta"),
+        TimeRemainingColumn(),
+    )
     with Progress(*columns, console=console, disable=not console.is_terminal, transient=False) as bar:
         task = bar.add_task(plan.query.topic, total=plan.total)
         try:
             return run(lambda n: bar.advance(task, n))
         except KeyboardInterrupt:
-            raise ReplayError(f"interrupted; run the same command with --id {replay_id} to continue where it "
-                              "stopped") from None
+            raise ReplayError(
+                f"interrupted; run the same command with --id {replay_id} to continue where it stopped"
+            ) from None
 
 
 def _cluster_id(consumer: Consumer) -> str | None:
@@ -288,8 +414,10 @@ def _emit(output: str, report: dict[str, Any], text: Any) -> None:
 
 def _print_plan(plan: ReplayPlan, replay_id: str) -> None:
     query = plan.query
-    click.echo(f"replay {replay_id} of {query.topic}: {len(plan.ranges)} partition(s), {plan.total} offset(s) in "
-               "range (before filters)")
+    click.echo(
+        f"replay {replay_id} of {query.topic}: {len(plan.ranges)} partition(s), {plan.total} offset(s) in "
+        "range (before filters)"
+    )
     if plan.from_ms is not None or plan.to_ms is not None:
         start = format_ms(plan.from_ms) if plan.from_ms is not None else "the earliest record"
         end = format_ms(plan.to_ms) if plan.to_ms is not None else "the end"
@@ -298,8 +426,11 @@ def _print_plan(plan: ReplayPlan, replay_id: str) -> None:
         removed = plan.removed_below.get(pinned.partition)
         note = f"  (offsets below {removed} already removed by retention)" if removed else ""
         click.echo(f"  partition {pinned.partition}: offsets {pinned.start}-{pinned.end} ({pinned.size}){note}")
-    filters = [f"{name} {value}" for name, value in (("key", query.key), ("tenant", query.tenant),
-                                                     ("type", query.type_)) if value is not None]
+    filters = [
+        f"{name} {value}"
+        for name, value in (("key", query.key), ("tenant", query.tenant), ("type", query.type_))
+        if value is not None
+    ]
     filters += [f"where {w}" for w in query.where]
     if filters:
         click.echo("  filters: " + ", ".join(filters))
@@ -312,8 +443,10 @@ def _print_reset(plan: ReplayPlan, replay_id: str, reset: GroupResetPlan, *, dry
     click.echo(f"consumer group '{reset.group}' (state {reset.state}, {len(reset.members)} member(s)) {verb}:")
     for move in reset.moves:
         committed = "none" if move.committed is None else str(move.committed)
-        click.echo(f"  {reset.topic} partition {move.partition}: committed {committed} -> {move.target} "
-                   f"(re-reads {max(0, move.end - move.target)} record(s))")
+        click.echo(
+            f"  {reset.topic} partition {move.partition}: committed {committed} -> {move.target} "
+            f"(re-reads {max(0, move.end - move.target)} record(s))"
+        )
     if dry_run:
         click.echo("dry run: nothing changed; run again without --dry-run to move the offsets")
 
@@ -321,16 +454,20 @@ def _print_reset(plan: ReplayPlan, replay_id: str, reset: GroupResetPlan, *, dry
 def _print_result(target: dict[str, Any], result: dict[str, Any]) -> None:
     if target["kind"] == "export":
         signed = f", signed by {result['signed_by']}" if result.get("signed_by") else ", unsigned"
-        click.echo(f"exported {result['records']} record(s) (of {result['scanned']} read) to {result['directory']}"
-                   f"; Merkle root {result['merkle_root']}{signed}")
+        click.echo(
+            f"exported {result['records']} record(s) (of {result['scanned']} read) to {result['directory']}"
+            f"; Merkle root {result['merkle_root']}{signed}"
+        )
         if result.get("signed_by"):
             # Without --public-key, verify accepts a bundle re-signed by anyone; the hint names the key.
             known = result.get("public_key")
             public = shlex.quote(known) if known else f"<the .pub of {result['signed_by']}>"
             click.echo(f"verify with: streams evidence verify {shlex.quote(result['directory'])} --public-key {public}")
         else:
-            click.echo(f"verify with: streams evidence verify {shlex.quote(result['directory'])}"
-                       " (unsigned: sign with --sign-key for a bundle no one can alter unnoticed)")
+            click.echo(
+                f"verify with: streams evidence verify {shlex.quote(result['directory'])}"
+                " (unsigned: sign with --sign-key for a bundle no one can alter unnoticed)"
+            )
     else:
         click.echo(f"copied {result['records']} record(s) (of {result['scanned']} read) to {target['name']}")
 
@@ -347,9 +484,12 @@ def evidence() -> None:
 
 @evidence.command()
 @click.argument("directory", type=click.Path(path_type=Path, file_okay=False))
-@click.option("--public-key", type=click.Path(path_type=Path, dir_okay=False),
-              help="The signer's Ed25519 public key (PEM); without it a signature proves integrity, not who.")
-@OUTPUT
+@click.option(
+    "--public-key",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="The signer's Ed25519 public key (PEM); without it a signature proves integrity, not who.",
+)
+@OUTPUT_TEXT
 def verify(directory: Path, public_key: Path | None, output: str) -> None:
     """Recompute every record hash, the Merkle root and the signature of the bundle in DIRECTORY.
 

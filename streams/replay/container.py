@@ -36,8 +36,17 @@ class ContainerWriter:
     `close()` wait for the queued blocks and raise the first error a write met.
     """
 
-    def __init__(self, path: Path, schema: dict[str, Any], codec: str, sync: bytes, *, resume_at: int = 0,
-                 block_records: int = BLOCK_RECORDS, background: Executor | None = None) -> None:
+    def __init__(
+        self,
+        path: Path,
+        schema: dict[str, Any],
+        codec: str,
+        sync: bytes,
+        *,
+        resume_at: int = 0,
+        block_records: int = BLOCK_RECORDS,
+        background: Executor | None = None,
+    ) -> None:
         if codec not in CODECS:
             raise EvidenceError(f"unknown container codec {codec!r}; use one of {', '.join(CODECS)}")
         self.path = path
@@ -217,8 +226,10 @@ class ContainerReader:
 
 
 def _header(schema: dict[str, Any], codec: str, sync: bytes) -> bytes:
-    meta = {"avro.schema": json.dumps(schema, separators=(",", ":"), sort_keys=True).encode(),
-            "avro.codec": codec.encode()}
+    meta = {
+        "avro.schema": json.dumps(schema, separators=(",", ":"), sort_keys=True).encode(),
+        "avro.codec": codec.encode(),
+    }
     parts = [MAGIC, encode_long(len(meta))]
     for key, value in meta.items():
         parts += (encode_long(len(key)), key.encode(), encode_long(len(value)), value)

@@ -11,18 +11,31 @@ from importlib import import_module
 from typing import Any, Protocol
 
 __all__ = [
-    "CANONICAL_SCHEMA", "HEADER_SCHEMA", "EncodedGroup", "RecordEncoder", "encode_batch", "encode_long",
-    "merkle_root", "merkle_root_joined", "record_hash", "sha256_accelerated", "value_tail",
+    "CANONICAL_SCHEMA",
+    "HEADER_SCHEMA",
+    "EncodedGroup",
+    "RecordEncoder",
+    "encode_batch",
+    "encode_long",
+    "merkle_root",
+    "merkle_root_joined",
+    "record_hash",
+    "sha256_accelerated",
+    "value_tail",
 ]
 
 HEADER_SCHEMA: dict[str, Any] = {
-    "type": "record", "name": "Header", "namespace": "streams.evidence",
+    "type": "record",
+    "name": "Header",
+    "namespace": "streams.evidence",
     "fields": [{"name": "name", "type": "string"}, {"name": "value", "type": ["null", "bytes"]}],
 }
 # The hashed form of a record: every field Kafka stores, in this order. `value` holds the value's bytes
 # exactly as Kafka has them (for Avro events: magic byte, 4-byte schema id, datum).
 CANONICAL_SCHEMA: dict[str, Any] = {
-    "type": "record", "name": "CanonicalRecord", "namespace": "streams.evidence",
+    "type": "record",
+    "name": "CanonicalRecord",
+    "namespace": "streams.evidence",
     "fields": [
         {"name": "topic", "type": "string"},
         {"name": "partition", "type": "int"},
@@ -88,7 +101,11 @@ class RecordEncoder:
         self._time: tuple[int, bytes] = (-1, encode_long(-1))  # records of one millisecond come in runs
 
     def prefix(
-        self, partition: int, offset: int, timestamp: int, key: bytes | None,
+        self,
+        partition: int,
+        offset: int,
+        timestamp: int,
+        key: bytes | None,
         headers: Sequence[tuple[str, bytes | None]] | None,
     ) -> bytes:
         """topic, partition, offset, timestamp, key and headers in the canonical Avro encoding."""
@@ -161,8 +178,9 @@ EncodedGroup = tuple[bytes | None, bytes, list[int]]  # (Confluent header or Non
 
 
 class BatchEncoder(Protocol):
-    def __call__(self, topic: str, partition: int, messages: Sequence[Any], typed: Callable[[bytes], bool],
-                 /) -> tuple[bytes, str, list[EncodedGroup]]: ...
+    def __call__(
+        self, topic: str, partition: int, messages: Sequence[Any], typed: Callable[[bytes], bool], /
+    ) -> tuple[bytes, str, list[EncodedGroup]]: ...
 
 
 _native = import_module("streams._avro_native")  # its .pyi does not list these functions yet

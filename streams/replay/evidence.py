@@ -47,8 +47,17 @@ if TYPE_CHECKING:
     from streams.replay.filters import PayloadDecoder
 
 __all__ = [
-    "BUNDLE_FORMAT", "CHECKPOINT", "HASHES", "MANIFEST", "RAW_FILE", "SIGNATURE", "EvidenceWriter",
-    "envelope_schema", "file_sha256", "interrupted_export", "partial_dir",
+    "BUNDLE_FORMAT",
+    "CHECKPOINT",
+    "HASHES",
+    "MANIFEST",
+    "RAW_FILE",
+    "SIGNATURE",
+    "EvidenceWriter",
+    "envelope_schema",
+    "file_sha256",
+    "interrupted_export",
+    "partial_dir",
 ]
 
 BUNDLE_FORMAT = "streams-evidence/1"
@@ -58,11 +67,15 @@ RAW_FILE = "records-raw.avro"  # values that are not Avro events of a known sche
 JSONL_FILE = "records.jsonl"
 PENDING = ".pending"  # beside each records file while building: the datums of its unfinished block
 FORMATS = ("avro", "jsonl")
-RECORD_ENCODING = ("SHA-256(0x00 || Avro binary encoding of the record under canonical_schema); value is the "
-                   "Kafka value exactly as stored (for Avro events: magic byte 0, 4-byte schema id, datum)")
-MERKLE_TREE = ("RFC 6962 Merkle tree hash over the record hashes in (partition, offset) order: the record hash "
-               "is the leaf hash; node = SHA-256(0x01 || left || right); split at the largest power of two "
-               "below the size; empty = SHA-256('')")
+RECORD_ENCODING = (
+    "SHA-256(0x00 || Avro binary encoding of the record under canonical_schema); value is the "
+    "Kafka value exactly as stored (for Avro events: magic byte 0, 4-byte schema id, datum)"
+)
+MERKLE_TREE = (
+    "RFC 6962 Merkle tree hash over the record hashes in (partition, offset) order: the record hash "
+    "is the leaf hash; node = SHA-256(0x01 || left || right); split at the largest power of two "
+    "below the size; empty = SHA-256('')"
+)
 
 
 def partial_dir(directory: Path) -> Path:
@@ -74,8 +87,12 @@ def interrupted_export(directory: Path) -> tuple[str, ReplayPlan, str, int] | No
     path = partial_dir(directory) / CHECKPOINT
     try:
         checkpoint = json.loads(path.read_text())
-        return (checkpoint["replay_id"], ReplayPlan.from_json(checkpoint["plan"]), checkpoint["output"],
-                int(checkpoint.get("parts", 0)))
+        return (
+            checkpoint["replay_id"],
+            ReplayPlan.from_json(checkpoint["plan"]),
+            checkpoint["output"],
+            int(checkpoint.get("parts", 0)),
+        )
     except (FileNotFoundError, NotADirectoryError):
         return None  # nothing interrupted here (a path that cannot be a directory fails when written)
     except (OSError, ValueError, KeyError) as exc:
@@ -85,8 +102,12 @@ def interrupted_export(directory: Path) -> tuple[str, ReplayPlan, str, int] | No
 def envelope_schema(writer_schema: Any) -> dict[str, Any]:
     """A container record: the canonical fields, the schema id, and the value decoded by its writer schema."""
     fields = [f for f in CANONICAL_SCHEMA["fields"] if f["name"] != "value"]
-    return {"type": "record", "name": "Record", "namespace": "streams.evidence", "fields": [
-        *fields, {"name": "schema_id", "type": "int"}, {"name": "value", "type": ["null", writer_schema]}]}
+    return {
+        "type": "record",
+        "name": "Record",
+        "namespace": "streams.evidence",
+        "fields": [*fields, {"name": "schema_id", "type": "int"}, {"name": "value", "type": ["null", writer_schema]}],
+    }
 
 
 @dataclass
@@ -102,9 +123,19 @@ class _Target:
 class EvidenceWriter:
     """The sink that builds a bundle in `<directory>.partial`; `finish` seals and renames it."""
 
-    def __init__(self, directory: Path, plan: ReplayPlan, replay_id: str, decoder: PayloadDecoder, *,
-                 output: str = "avro", codec: str = "null", sign_key: Ed25519PrivateKey | None = None,
-                 cluster_id: str | None = None, part: int | None = None) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        plan: ReplayPlan,
+        replay_id: str,
+        decoder: PayloadDecoder,
+        *,
+        output: str = "avro",
+        codec: str = "null",
+        sign_key: Ed25519PrivateKey | None = None,
+        cluster_id: str | None = None,
+        part: int | None = None,
+    ) -> None:
         """`part`: this writer builds part `part` of a parallel export (`plan` holds the part's ranges)."""
         if output not in FORMATS:
             raise EvidenceError(f"unknown bundle format {output!r}; use avro or jsonl")
@@ -132,8 +163,9 @@ class EvidenceWriter:
     def resume(self) -> Progress:
         """Open the partial bundle: continue an interrupted export of the same query, or start afresh."""
         if self.directory.exists():
-            raise EvidenceError(f"{self.directory} already exists; a finished bundle is never overwritten, choose "
-                                "another directory")
+            raise EvidenceError(
+                f"{self.directory} already exists; a finished bundle is never overwritten, choose another directory"
+            )
         checkpoint = self._read_checkpoint()
         try:
             if checkpoint is None:
@@ -146,8 +178,10 @@ class EvidenceWriter:
                 return Progress()
             return self._reopen(checkpoint)
         except OSError as exc:
-            raise EvidenceError(f"cannot write the evidence bundle at {self.partial}: {exc.strerror or exc} "
-                                "(choose a writable --export directory)") from exc
+            raise EvidenceError(
+                f"cannot write the evidence bundle at {self.partial}: {exc.strerror or exc} "
+                "(choose a writable --export directory)"
+            ) from exc
 
     def write(self, partition: int, messages: Sequence[Message]) -> None:
         if self.output == "jsonl":
@@ -179,12 +213,26 @@ class EvidenceWriter:
             self._hashes.flush()
             self._lines.clear()
             state = {
-                "format": BUNDLE_FORMAT, "replay_id": self.replay_id, "plan": self.plan.to_json(),
-                "output": self.output, "codec": self.codec, "started_at": self._started,
-                "progress": progress.to_json(), "hashes_size": self._hashes.tell(),
-                "parts": self.parts, "merged": self.merged, "adopted": self._adopted,
-                "files": {name: {"size": t.writer.size, "count": t.writer.count, "pending": pending[name],
-                                 "schema_id": t.schema_id} for name, t in self._files.items()},
+                "format": BUNDLE_FORMAT,
+                "replay_id": self.replay_id,
+                "plan": self.plan.to_json(),
+                "output": self.output,
+                "codec": self.codec,
+                "started_at": self._started,
+                "progress": progress.to_json(),
+                "hashes_size": self._hashes.tell(),
+                "parts": self.parts,
+                "merged": self.merged,
+                "adopted": self._adopted,
+                "files": {
+                    name: {
+                        "size": t.writer.size,
+                        "count": t.writer.count,
+                        "pending": pending[name],
+                        "schema_id": t.schema_id,
+                    }
+                    for name, t in self._files.items()
+                },
                 "jsonl_size": None if self._jsonl is None else self._jsonl.tell(),
                 "schemas": {str(k): v for k, v in self._schemas.items()},
             }
@@ -243,12 +291,21 @@ class EvidenceWriter:
             files = []
             for name, target in sorted(self._files.items()):
                 target.writer.flush_block()
-                files.append({"name": name, "schema_id": target.schema_id, "records": target.writer.count,
-                              "sha256": target.writer.sha256()})
+                files.append(
+                    {
+                        "name": name,
+                        "schema_id": target.schema_id,
+                        "records": target.writer.count,
+                        "sha256": target.writer.sha256(),
+                    }
+                )
             self.close()  # the pending files stay: until SEALED exists, a re-run resumes from the checkpoint
             (self.partial / DIGESTS).write_bytes(bytes(self._digests))
-            sealed = {"progress": progress.to_json(), "files": files,
-                      "schemas": {str(k): v for k, v in self._schemas.items()}}
+            sealed = {
+                "progress": progress.to_json(),
+                "files": files,
+                "schemas": {str(k): v for k, v in self._schemas.items()},
+            }
             _write_atomically(self.partial / SEALED, json.dumps(sealed).encode())
         except OSError as exc:
             raise EvidenceError(f"cannot write the evidence bundle at {self.partial}: {exc.strerror or exc}") from exc
@@ -289,15 +346,33 @@ class EvidenceWriter:
         return progress
 
     def _manifest(self, progress: Progress) -> dict[str, Any]:
-        files = sorted([*self._adopted, *({"name": name, "schema_id": t.schema_id, "records": t.writer.count,
-                                           "sha256": t.writer.sha256()} for name, t in self._files.items())],
-                       key=lambda entry: entry["name"])
+        files = sorted(
+            [
+                *self._adopted,
+                *(
+                    {"name": name, "schema_id": t.schema_id, "records": t.writer.count, "sha256": t.writer.sha256()}
+                    for name, t in self._files.items()
+                ),
+            ],
+            key=lambda entry: entry["name"],
+        )
         if self.output == "jsonl":
-            files = [{"name": JSONL_FILE, "schema_id": None, "records": progress.matched,
-                      "sha256": file_sha256(self.partial / JSONL_FILE)}]
-        by_partition = {str(r.partition): {"start": r.start, "end": r.end,
-                                           "records": progress.matched_by_partition.get(r.partition, 0)}
-                        for r in self.plan.ranges}
+            files = [
+                {
+                    "name": JSONL_FILE,
+                    "schema_id": None,
+                    "records": progress.matched,
+                    "sha256": file_sha256(self.partial / JSONL_FILE),
+                }
+            ]
+        by_partition = {
+            str(r.partition): {
+                "start": r.start,
+                "end": r.end,
+                "records": progress.matched_by_partition.get(r.partition, 0),
+            }
+            for r in self.plan.ranges
+        }
         return {
             "format": BUNDLE_FORMAT,
             "replay_id": self.replay_id,
@@ -305,10 +380,18 @@ class EvidenceWriter:
             "cluster_id": self.cluster_id,
             "query": self.plan.query.to_json(),
             "plan": self.plan.to_json(),
-            "counts": {"offsets_in_range": self.plan.total, "scanned": progress.scanned,
-                       "records": progress.matched, "by_partition": by_partition},
-            "records": {"format": self.output, "codec": self.codec if self.output == "avro" else None,
-                        "files": files, "hash_list": {"name": HASHES, "sha256": file_sha256(self.partial / HASHES)}},
+            "counts": {
+                "offsets_in_range": self.plan.total,
+                "scanned": progress.scanned,
+                "records": progress.matched,
+                "by_partition": by_partition,
+            },
+            "records": {
+                "format": self.output,
+                "codec": self.codec if self.output == "avro" else None,
+                "files": files,
+                "hash_list": {"name": HASHES, "sha256": file_sha256(self.partial / HASHES)},
+            },
             "schemas": {str(k): v for k, v in sorted(self._schemas.items())},
             "hashing": {"record": RECORD_ENCODING, "merkle": MERKLE_TREE, "canonical_schema": CANONICAL_SCHEMA},
             "merkle_root": merkle_root_joined(bytes(self._digests)).hex(),
@@ -336,8 +419,14 @@ class EvidenceWriter:
     def _open_file(self, name: str, schema_id: int | None, *, resume_at: int = 0) -> _Target:
         """A records file of this bundle (its schema's text already in `_schemas`)."""
         schema = CANONICAL_SCHEMA if schema_id is None else envelope_schema(json.loads(self._schemas[schema_id]))
-        writer = ContainerWriter(self.partial / name, schema, self.codec, _sync(self.plan, name),
-                                 resume_at=resume_at, background=self._background)
+        writer = ContainerWriter(
+            self.partial / name,
+            schema,
+            self.codec,
+            _sync(self.plan, name),
+            resume_at=resume_at,
+            background=self._background,
+        )
         tag = b"" if schema_id is None else encode_long(schema_id) + b"\x02"
         target = self._files[name] = _Target(name, schema_id, writer, tag)
         return target
@@ -422,12 +511,16 @@ class EvidenceWriter:
 
 def _remove_leftovers(partial: Path) -> None:
     """An export that died before its first checkpoint left nothing resumable: clear it, if it is ours."""
-    ours = re.compile(r"^(records(-\w+)?(\.part\d+)?\.(avro|jsonl)|records\.sha256|checkpoint\.json|part-\d+\.partial)"
-                      r"(\.pending)?(\.tmp)?$")
+    ours = re.compile(
+        r"^(records(-\w+)?(\.part\d+)?\.(avro|jsonl)|records\.sha256|checkpoint\.json|part-\d+\.partial)"
+        r"(\.pending)?(\.tmp)?$"
+    )
     strangers = [p.name for p in partial.iterdir() if not ours.match(p.name)]
     if strangers:
-        raise EvidenceError(f"{partial} exists and holds files an export does not write ({', '.join(strangers[:3])}); "
-                            "move it away or choose another --export directory")
+        raise EvidenceError(
+            f"{partial} exists and holds files an export does not write ({', '.join(strangers[:3])}); "
+            "move it away or choose another --export directory"
+        )
     shutil.rmtree(partial)
 
 

@@ -47,7 +47,7 @@ class PayloadDecoder:
     def decode(self, value: bytes) -> tuple[int, dict[str, Any]]:
         """(schema id, payload); SchemaError when the value is not an Avro event of a known schema."""
         _, schema_id = split_header(value)
-        return schema_id, self.codec(schema_id).decode_datum(value[HEADER.size:])
+        return schema_id, self.codec(schema_id).decode_datum(value[HEADER.size :])
 
 
 class RecordFilter:
@@ -56,8 +56,11 @@ class RecordFilter:
     def __init__(self, query: ReplayQuery, decoder: PayloadDecoder | None) -> None:
         self.topic = query.topic
         self.key = None if query.key is None else query.key.encode()
-        self.headers = [(name, value.encode()) for name, value in ((TENANT_HEADER, query.tenant),
-                                                                   (TYPE_HEADER, query.type_)) if value is not None]
+        self.headers = [
+            (name, value.encode())
+            for name, value in ((TENANT_HEADER, query.tenant), (TYPE_HEADER, query.type_))
+            if value is not None
+        ]
         self.where = [(path, _comparer(expected)) for path, expected in map(parse_where, query.where)]
         if self.where and decoder is None:
             raise ReplayError("--where needs the schema registry to decode payloads")

@@ -21,10 +21,15 @@ __all__ = ["decode_b64", "decode_blob", "json_safe", "jsonl_line"]
 def jsonl_line(message: ConsumedRecord, partition: int, schema_id: int | None, payload: Any) -> bytes:
     """One record as a line: topic, partition, offset, timestamp, key, headers, value, schema_id, payload."""
     record = {
-        "topic": message.topic(), "partition": partition, "offset": message.offset(),
-        "timestamp": message.timestamp()[1], "key": _blob(message.key()),
+        "topic": message.topic(),
+        "partition": partition,
+        "offset": message.offset(),
+        "timestamp": message.timestamp()[1],
+        "key": _blob(message.key()),
         "headers": [[name, _blob(value)] for name, value in (message.headers() or [])],
-        "value": _b64(message.value()), "schema_id": schema_id, "payload": payload,
+        "value": _b64(message.value()),
+        "schema_id": schema_id,
+        "payload": payload,
     }
     return (_dumps(record) + "\n").encode()
 

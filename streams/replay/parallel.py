@@ -72,8 +72,9 @@ class PartsJob:
     rate: float | None
 
 
-def export_in_parts(writer: EvidenceWriter, job: PartsJob, parts: int, *,
-                    on_progress: OnProgress | None = None) -> Progress:
+def export_in_parts(
+    writer: EvidenceWriter, job: PartsJob, parts: int, *, on_progress: OnProgress | None = None
+) -> Progress:
     """Export `writer`'s plan in `parts` processes (or continue an interrupted parallel export) and merge
     the parts into `writer`'s files; the whole export's progress, ready for `writer.finish`."""
     progress = writer.resume()
@@ -90,8 +91,7 @@ def export_in_parts(writer: EvidenceWriter, job: PartsJob, parts: int, *,
     return writer.merge_parts(directories)
 
 
-def _run_parts(plans: list[ReplayPlan], directories: list[Path], job: PartsJob,
-               on_progress: OnProgress | None) -> None:
+def _run_parts(plans: list[ReplayPlan], directories: list[Path], job: PartsJob, on_progress: OnProgress | None) -> None:
     context = multiprocessing.get_context("spawn")  # librdkafka's threads do not survive a fork
     results: SimpleQueue[tuple[int, str | None]] = context.SimpleQueue()
     counters: list[Synchronized[int]] = []
@@ -104,9 +104,14 @@ def _run_parts(plans: list[ReplayPlan], directories: list[Path], job: PartsJob,
         counter: Synchronized[int] = context.Value("q", 0)
         counters.append(counter)
         rate = None if job.rate is None else job.rate / len(plans)
-        processes.append(context.Process(
-            target=_export_part, name=f"export-part-{index}", daemon=True,
-            args=(replace(job, rate=rate), index, plan.to_json(), directory, counter, results)))
+        processes.append(
+            context.Process(
+                target=_export_part,
+                name=f"export-part-{index}",
+                daemon=True,
+                args=(replace(job, rate=rate), index, plan.to_json(), directory, counter, results),
+            )
+        )
     if on_progress is not None and sealed:
         on_progress(sealed)
     reported = 0  # of the running parts
@@ -121,8 +126,10 @@ def _run_parts(plans: list[ReplayPlan], directories: list[Path], job: PartsJob,
         _raise_failure(results)
         for process in processes:
             if process.exitcode:
-                raise ReplayError(f"export {process.name} stopped with exit code {process.exitcode} (see above); "
-                                  "run the same command again to continue")
+                raise ReplayError(
+                    f"export {process.name} stopped with exit code {process.exitcode} (see above); "
+                    "run the same command again to continue"
+                )
     finally:
         for process in processes:
             if process.is_alive():
@@ -145,8 +152,14 @@ def _raise_failure(results: SimpleQueue[tuple[int, str | None]]) -> None:
             raise ReplayError(f"export part {index}: {error}")
 
 
-def _export_part(job: PartsJob, index: int, plan_json: dict[str, Any], directory: Path, counter: Synchronized[int],
-                 results: SimpleQueue[tuple[int, str | None]]) -> None:
+def _export_part(
+    job: PartsJob,
+    index: int,
+    plan_json: dict[str, Any],
+    directory: Path,
+    counter: Synchronized[int],
+    results: SimpleQueue[tuple[int, str | None]],
+) -> None:
     """One part, in its own process: an ordinary export of the part's ranges, sealed for the merge."""
     plan = ReplayPlan.from_json(plan_json)
     parent = os.getppid()
@@ -164,8 +177,9 @@ def _export_part(job: PartsJob, index: int, plan_json: dict[str, Any], directory
                 decoder = PayloadDecoder(registry)
                 writer = EvidenceWriter(directory, plan, job.replay_id, decoder, codec=job.codec, part=index)
                 try:
-                    progress = run_replay(consumer, plan, writer, RecordFilter(plan.query, decoder), rate=job.rate,
-                                          on_progress=advance)
+                    progress = run_replay(
+                        consumer, plan, writer, RecordFilter(plan.query, decoder), rate=job.rate, on_progress=advance
+                    )
                 except BaseException:
                     writer.close()  # its checkpoint lets the re-run continue
                     raise

@@ -54,16 +54,18 @@ class Batch:
 
 def reader_consumer(kafka_config: KafkaConfig) -> Consumer:
     """A consumer that is only ever assigned (never joins a group, never commits)."""
-    return Consumer({
-        **kafka_config,
-        "group.id": "streams-replay",
-        "enable.auto.commit": False,
-        "enable.auto.offset.store": False,
-        "enable.partition.eof": True,
-        # A fetch for the partition just finished waits at its end; keep that short so the next starts soon.
-        "fetch.wait.max.ms": 10,
-        "max.partition.fetch.bytes": 8 * 1024 * 1024,
-    })
+    return Consumer(
+        {
+            **kafka_config,
+            "group.id": "streams-replay",
+            "enable.auto.commit": False,
+            "enable.auto.offset.store": False,
+            "enable.partition.eof": True,
+            # A fetch for the partition just finished waits at its end; keep that short so the next starts soon.
+            "fetch.wait.max.ms": 10,
+            "max.partition.fetch.bytes": 8 * 1024 * 1024,
+        }
+    )
 
 
 class RateLimiter:
@@ -86,9 +88,7 @@ class RateLimiter:
             time.sleep(ahead)
 
 
-def read_ranges(
-    consumer: Consumer, plan: ReplayPlan, resume: dict[int, int], limiter: RateLimiter
-) -> Iterator[Batch]:
+def read_ranges(consumer: Consumer, plan: ReplayPlan, resume: dict[int, int], limiter: RateLimiter) -> Iterator[Batch]:
     """Batches of every pinned range in partition order, starting at `resume[partition]` when given."""
     for pinned in plan.ranges:
         start = max(pinned.start, resume.get(pinned.partition, pinned.start))
@@ -98,8 +98,9 @@ def read_ranges(
         yield from _read_range(consumer, plan.query.topic, pinned, start, limiter)
 
 
-def _read_range(consumer: Consumer, topic: str, pinned: PinnedRange, start: int,
-                limiter: RateLimiter) -> Iterator[Batch]:
+def _read_range(
+    consumer: Consumer, topic: str, pinned: PinnedRange, start: int, limiter: RateLimiter
+) -> Iterator[Batch]:
     try:
         consumer.assign([TopicPartition(topic, pinned.partition, start)])
     except KafkaException as exc:
@@ -136,8 +137,10 @@ def _read_range(consumer: Consumer, topic: str, pinned: PinnedRange, start: int,
         elif at_end:
             position = pinned.end
         elif time.monotonic() - idle_since > IDLE_TIMEOUT_S:
-            raise ReplayError(f"reading '{topic}' partition {pinned.partition}: no record for {IDLE_TIMEOUT_S:.0f}s "
-                              f"at offset {position} (range ends at {pinned.end}); is the broker up?")
+            raise ReplayError(
+                f"reading '{topic}' partition {pinned.partition}: no record for {IDLE_TIMEOUT_S:.0f}s "
+                f"at offset {position} (range ends at {pinned.end}); is the broker up?"
+            )
         if at_end:
             position = pinned.end
         limiter.pace(len(kept))

@@ -36,14 +36,21 @@ class Progress:
     matched_by_partition: dict[int, int] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
-        return {"next_offsets": {str(p): o for p, o in sorted(self.next_offsets.items())},
-                "scanned": self.scanned, "matched": self.matched,
-                "matched_by_partition": {str(p): n for p, n in sorted(self.matched_by_partition.items())}}
+        return {
+            "next_offsets": {str(p): o for p, o in sorted(self.next_offsets.items())},
+            "scanned": self.scanned,
+            "matched": self.matched,
+            "matched_by_partition": {str(p): n for p, n in sorted(self.matched_by_partition.items())},
+        }
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Progress:
-        return cls({int(p): int(o) for p, o in data["next_offsets"].items()}, int(data["scanned"]),
-                   int(data["matched"]), {int(p): int(n) for p, n in data["matched_by_partition"].items()})
+        return cls(
+            {int(p): int(o) for p, o in data["next_offsets"].items()},
+            int(data["scanned"]),
+            int(data["matched"]),
+            {int(p): int(n) for p, n in data["matched_by_partition"].items()},
+        )
 
 
 class ReplaySink(Protocol):
@@ -62,8 +69,15 @@ class ReplaySink(Protocol):
 OnProgress = Callable[[int], None]  # offsets newly covered
 
 
-def run_replay(consumer: Consumer, plan: ReplayPlan, sink: ReplaySink, record_filter: RecordFilter,
-               *, rate: float | None = None, on_progress: OnProgress | None = None) -> Progress:
+def run_replay(
+    consumer: Consumer,
+    plan: ReplayPlan,
+    sink: ReplaySink,
+    record_filter: RecordFilter,
+    *,
+    rate: float | None = None,
+    on_progress: OnProgress | None = None,
+) -> Progress:
     """Run `plan` into `sink` from where it stopped last time; returns the final progress (committed)."""
     progress = sink.resume()
     covered = {r.partition: progress.next_offsets.get(r.partition, r.start) - r.start for r in plan.ranges}

@@ -18,8 +18,15 @@ if TYPE_CHECKING:
     from confluent_kafka import Consumer
 
 __all__ = [
-    "PinnedRange", "ReplayPlan", "ReplayQuery", "format_ms", "format_ranges", "parse_bound", "parse_ranges",
-    "parse_where", "resolve_plan",
+    "PinnedRange",
+    "ReplayPlan",
+    "ReplayQuery",
+    "format_ms",
+    "format_ranges",
+    "parse_bound",
+    "parse_ranges",
+    "parse_where",
+    "resolve_plan",
 ]
 # Exports of at least this many offsets run in one process per CPU (streams.replay.parallel); smaller ones
 # would spend more on starting the processes than they save. Here, with the plan, so the CLI's help needs
@@ -49,15 +56,31 @@ class ReplayQuery:
     where: tuple[str, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
-        return {"topic": self.topic, "from": self.from_, "to": self.to, "ranges": self.ranges,
-                "partitions": list(self.partitions), "key": self.key, "tenant": self.tenant,
-                "type": self.type_, "where": list(self.where)}
+        return {
+            "topic": self.topic,
+            "from": self.from_,
+            "to": self.to,
+            "ranges": self.ranges,
+            "partitions": list(self.partitions),
+            "key": self.key,
+            "tenant": self.tenant,
+            "type": self.type_,
+            "where": list(self.where),
+        }
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> ReplayQuery:
-        return cls(topic=data["topic"], from_=data.get("from"), to=data.get("to"), ranges=data.get("ranges"),
-                   partitions=tuple(data.get("partitions") or ()), key=data.get("key"),
-                   tenant=data.get("tenant"), type_=data.get("type"), where=tuple(data.get("where") or ()))
+        return cls(
+            topic=data["topic"],
+            from_=data.get("from"),
+            to=data.get("to"),
+            ranges=data.get("ranges"),
+            partitions=tuple(data.get("partitions") or ()),
+            key=data.get("key"),
+            tenant=data.get("tenant"),
+            type_=data.get("type"),
+            where=tuple(data.get("where") or ()),
+        )
 
     def has_filters(self) -> bool:
         return any(v is not None for v in (self.key, self.tenant, self.type_)) or bool(self.where)
@@ -115,7 +138,9 @@ class ReplayPlan:
         return cls(
             query=ReplayQuery.from_json(data["query"]),
             ranges=tuple(PinnedRange(int(r["partition"]), int(r["start"]), int(r["end"])) for r in data["ranges"]),
-            partition_count=int(data["partition_count"]), from_ms=ms(data.get("from")), to_ms=ms(data.get("to")),
+            partition_count=int(data["partition_count"]),
+            from_ms=ms(data.get("from")),
+            to_ms=ms(data.get("to")),
             removed_below={int(p): int(o) for p, o in (data.get("removed_below") or {}).items()},
         )
 
@@ -217,12 +242,24 @@ def resolve_plan(consumer: Consumer, query: ReplayQuery, identity: Mapping[str, 
     if problems:
         raise ReplayError(f"topic '{query.topic}': the range is partly beyond retention: " + "; ".join(problems))
     removed = {p: watermarks[p][0] for p in chosen if watermarks[p][0] > 0}
-    return ReplayPlan(query, tuple(ranges), count, start if isinstance(start, int) else None,
-                      end if isinstance(end, int) else None, removed)
+    return ReplayPlan(
+        query,
+        tuple(ranges),
+        count,
+        start if isinstance(start, int) else None,
+        end if isinstance(end, int) else None,
+        removed,
+    )
 
 
-def _pin(consumer: Consumer, query: ReplayQuery, partition: int, start: int | dict[int, int] | None,
-         end: int | dict[int, int] | None, watermarks: tuple[int, int]) -> tuple[PinnedRange, str | None]:
+def _pin(
+    consumer: Consumer,
+    query: ReplayQuery,
+    partition: int,
+    start: int | dict[int, int] | None,
+    end: int | dict[int, int] | None,
+    watermarks: tuple[int, int],
+) -> tuple[PinnedRange, str | None]:
     """One partition's range, and what retention already removed from it (None: nothing in range)."""
     low, high = watermarks
     first = _resolve(consumer, query.topic, partition, start, low, high, "--from")
@@ -240,8 +277,9 @@ def _pin(consumer: Consumer, query: ReplayQuery, partition: int, start: int | di
     if last > high:
         raise ReplayError(f"--to {query.to}: partition {partition} ends at offset {high} (nothing at {last} yet)")
     if first > last and problem is None:
-        raise ReplayError(f"--from {query.from_} is after --to {query.to} on partition {partition} "
-                          f"(offset {first} > {last})")
+        raise ReplayError(
+            f"--from {query.from_} is after --to {query.to} on partition {partition} (offset {first} > {last})"
+        )
     return PinnedRange(partition, first, max(first, last)), problem
 
 
@@ -254,13 +292,15 @@ def _chosen(query: ReplayQuery, count: int, start: object, end: object) -> list[
     named = {p for bound in (start, end) if isinstance(bound, dict) for p in bound}
     for partition in sorted(named):
         if partition >= count:
-            raise ReplayError(f"partition {partition} in --from/--to: topic '{query.topic}' has partitions "
-                              f"0-{count - 1}")
+            raise ReplayError(
+                f"partition {partition} in --from/--to: topic '{query.topic}' has partitions 0-{count - 1}"
+            )
     return sorted(named) if named else list(range(count))
 
 
-def _pinned(query: ReplayQuery, given: dict[int, tuple[int, int]], watermarks: dict[int, tuple[int, int]],
-            count: int) -> ReplayPlan:
+def _pinned(
+    query: ReplayQuery, given: dict[int, tuple[int, int]], watermarks: dict[int, tuple[int, int]], count: int
+) -> ReplayPlan:
     chosen = set(query.partitions) or set(given)
     ranges: list[PinnedRange] = []
     problems: list[str] = []
@@ -285,8 +325,7 @@ def _removed(partition: int, low: int, requested: str, oldest: tuple[int, int] |
     left = "nothing is left"
     if oldest is not None:
         left = f"the earliest available is offset {oldest[0]} at {format_ms(oldest[1])}"
-    return (f"partition {partition}: retention already removed offsets 0-{low - 1}; {left}; requested from "
-            f"{requested}")
+    return f"partition {partition}: retention already removed offsets 0-{low - 1}; {left}; requested from {requested}"
 
 
 def _partition_count(consumer: Consumer, topic: str, identity: Mapping[str, Any]) -> int:
@@ -317,8 +356,15 @@ def _watermarks(consumer: Consumer, topic: str, partition: int) -> tuple[int, in
     return int(low), int(high)
 
 
-def _resolve(consumer: Consumer, topic: str, partition: int, bound: int | dict[int, int] | None,
-             default: int, high: int, option: str) -> int:
+def _resolve(
+    consumer: Consumer,
+    topic: str,
+    partition: int,
+    bound: int | dict[int, int] | None,
+    default: int,
+    high: int,
+    option: str,
+) -> int:
     from confluent_kafka import KafkaException, TopicPartition  # noqa: PLC0415 - `--help` stays fast
 
     if bound is None:

@@ -19,8 +19,15 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from streams.replay.errors import EvidenceError
 
 __all__ = [
-    "ALGORITHM", "KeyPair", "fingerprint", "generate_keypair", "load_private_key", "load_public_key",
-    "sign", "signature_document", "verify_signature",
+    "ALGORITHM",
+    "KeyPair",
+    "fingerprint",
+    "generate_keypair",
+    "load_private_key",
+    "load_public_key",
+    "sign",
+    "signature_document",
+    "verify_signature",
 ]
 
 ALGORITHM = "Ed25519"
@@ -42,10 +49,12 @@ def generate_keypair(stem: Path) -> KeyPair:
         if path.exists():
             raise EvidenceError(f"{path} already exists; choose another name (keys are never overwritten)")
     key = Ed25519PrivateKey.generate()
-    private_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                    serialization.NoEncryption())
-    public_pem = key.public_key().public_bytes(serialization.Encoding.PEM,
-                                               serialization.PublicFormat.SubjectPublicKeyInfo)
+    private_pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    public_pem = key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
     try:
         descriptor = os.open(private_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(descriptor, "wb") as stream:
@@ -65,8 +74,10 @@ def load_private_key(path: Path) -> Ed25519PrivateKey:
         hint = " (it is a public key; sign with the .key file)" if b"PUBLIC KEY" in data else ""
         raise EvidenceError(f"{path} is not an unencrypted PEM private key{hint}: {exc}") from None
     if not isinstance(key, Ed25519PrivateKey):
-        raise EvidenceError(f"{path} holds a {type(key).__name__.removeprefix('_')}, not an Ed25519 key; "
-                            "make one with `streams evidence keygen`")
+        raise EvidenceError(
+            f"{path} holds a {type(key).__name__.removeprefix('_')}, not an Ed25519 key; "
+            "make one with `streams evidence keygen`"
+        )
     return key
 
 
@@ -97,8 +108,13 @@ def sign(data: bytes, key: Ed25519PrivateKey) -> dict[str, Any]:
 
 def signature_document(public: Ed25519PublicKey, signature: bytes) -> dict[str, Any]:
     raw = public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-    return {"algorithm": ALGORITHM, "signed_file": "manifest.json", "public_key": base64.b64encode(raw).decode(),
-            "key_fingerprint": fingerprint(public), "signature": base64.b64encode(signature).decode()}
+    return {
+        "algorithm": ALGORITHM,
+        "signed_file": "manifest.json",
+        "public_key": base64.b64encode(raw).decode(),
+        "key_fingerprint": fingerprint(public),
+        "signature": base64.b64encode(signature).decode(),
+    }
 
 
 def verify_signature(data: bytes, document: dict[str, Any], trusted: Ed25519PublicKey | None) -> list[str]:
@@ -116,13 +132,21 @@ def verify_signature(data: bytes, document: dict[str, Any], trusted: Ed25519Publ
         return [f"manifest.sig is malformed: {exc}"]
     key = trusted or embedded
     if trusted is not None and fingerprint(trusted) != fingerprint(embedded):
-        return [(f"wrong signature key: the bundle was signed by key {fingerprint(embedded)}, not by the trusted "
-                 f"key {fingerprint(trusted)}")]
+        return [
+            (
+                f"wrong signature key: the bundle was signed by key {fingerprint(embedded)}, not by the trusted "
+                f"key {fingerprint(trusted)}"
+            )
+        ]
     try:
         key.verify(signature, data)
     except InvalidSignature:
-        return [(f"manifest signature does not verify with key {fingerprint(key)}: manifest.json was edited "
-                 "after signing (or manifest.sig was)")]
+        return [
+            (
+                f"manifest signature does not verify with key {fingerprint(key)}: manifest.json was edited "
+                "after signing (or manifest.sig was)"
+            )
+        ]
     return []
 
 

@@ -114,9 +114,14 @@ def _blocks(item: Skip, *, keyed: bool) -> Skip:
 
 
 _PRIMITIVES: dict[str, Skip] = {
-    "null": lambda _data, pos: pos, "boolean": lambda _data, pos: pos + 1, "int": _skip_varint,
-    "long": _skip_varint, "float": lambda _data, pos: pos + 4, "double": lambda _data, pos: pos + 8,
-    "bytes": _skip_bytes, "string": _skip_bytes,
+    "null": lambda _data, pos: pos,
+    "boolean": lambda _data, pos: pos + 1,
+    "int": _skip_varint,
+    "long": _skip_varint,
+    "float": lambda _data, pos: pos + 4,
+    "double": lambda _data, pos: pos + 8,
+    "bytes": _skip_bytes,
+    "string": _skip_bytes,
 }
 
 
@@ -136,7 +141,7 @@ class EnvelopeFields:
 def read_envelope(data: bytes, pos: int, value: Skip | None) -> EnvelopeFields:
     """The evidence record at `pos`; `value` skips the writer-schema datum (None: a raw-file record)."""
     size, at = read_long(data, pos)
-    topic = data[at:at + size].decode()
+    topic = data[at : at + size].decode()
     partition, at = read_long(data, at + size)
     offset, at = read_long(data, at)
     at = _skip_varint(data, at)  # timestamp

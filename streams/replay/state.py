@@ -28,8 +28,9 @@ def new_replay_id() -> str:
 
 def check_replay_id(replay_id: str) -> str:
     if not REPLAY_ID.match(replay_id):
-        raise ReplayError(f"--id {replay_id!r}: use 1-40 lower-case letters, digits, '_' or '-' (it becomes part of "
-                          "a topic name)")
+        raise ReplayError(
+            f"--id {replay_id!r}: use 1-40 lower-case letters, digits, '_' or '-' (it becomes part of a topic name)"
+        )
     return replay_id
 
 
@@ -49,11 +50,23 @@ def load_state(data_dir: Path, replay_id: str) -> tuple[ReplayPlan, dict[str, An
         raise ReplayError(f"the state of replay {replay_id} ({path}) is unreadable: {exc}") from exc
 
 
-def save_state(data_dir: Path, replay_id: str, plan: ReplayPlan, target: dict[str, Any], status: str,
-               result: dict[str, Any] | None = None) -> None:
+def save_state(
+    data_dir: Path,
+    replay_id: str,
+    plan: ReplayPlan,
+    target: dict[str, Any],
+    status: str,
+    result: dict[str, Any] | None = None,
+) -> None:
     path = state_path(data_dir, replay_id)
-    state = {"replay_id": replay_id, "status": status, "plan": plan.to_json(), "target": target, "result": result,
-             "updated_at": datetime.now(UTC).isoformat(timespec="seconds")}
+    state = {
+        "replay_id": replay_id,
+        "status": status,
+        "plan": plan.to_json(),
+        "target": target,
+        "result": result,
+        "updated_at": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         temporary = path.with_name(path.name + ".tmp")

@@ -32,7 +32,12 @@ if TYPE_CHECKING:
     from streams.settings import KafkaConfig
 
 __all__ = [
-    "REPLAY_ID", "GroupResetPlan", "OffsetMove", "ShadowTopicSink", "apply_group_reset", "plan_group_reset",
+    "REPLAY_ID",
+    "GroupResetPlan",
+    "OffsetMove",
+    "ShadowTopicSink",
+    "apply_group_reset",
+    "plan_group_reset",
     "shadow_topic_name",
 ]
 
@@ -71,8 +76,10 @@ class ShadowTopicSink:
         needed = max((r.partition for r in self.plan.ranges), default=0) + 1
         if existing is not None and existing.error is None:
             if len(existing.partitions) < needed:
-                raise ReplayError(f"--to-topic {self.name} has {len(existing.partitions)} partition(s); replaying "
-                                  f"into the source's partitions needs at least {needed}")
+                raise ReplayError(
+                    f"--to-topic {self.name} has {len(existing.partitions)} partition(s); replaying "
+                    f"into the source's partitions needs at least {needed}"
+                )
             return
         source = metadata.topics[self.source]
         replicas = max(len(p.replicas) for p in source.partitions.values())
@@ -109,12 +116,21 @@ class ShadowTopicSink:
         fixed = [(REPLAY_ID, self._id), (REPLAY_TOPIC, self._topic), (REPLAY_PARTITION, str(partition).encode())]
         for message in consumed(messages):
             headers: list[tuple[str, Any]] = list(message.headers() or [])
-            headers += [*fixed, (REPLAY_OFFSET, str(message.offset()).encode()),
-                        (REPLAY_TIMESTAMP, str(message.timestamp()[1]).encode())]
+            headers += [
+                *fixed,
+                (REPLAY_OFFSET, str(message.offset()).encode()),
+                (REPLAY_TIMESTAMP, str(message.timestamp()[1]).encode()),
+            ]
             while True:
                 try:
-                    producer.produce(self.name, value=message.value(), key=message.key(), partition=partition,
-                                     headers=headers, on_delivery=self._delivered)
+                    producer.produce(
+                        self.name,
+                        value=message.value(),
+                        key=message.key(),
+                        partition=partition,
+                        headers=headers,
+                        on_delivery=self._delivered,
+                    )
                     break
                 except BufferError:
                     producer.poll(0.05)
@@ -127,11 +143,15 @@ class ShadowTopicSink:
             return
         remaining = self._producer.flush(60)
         if remaining:
-            raise ReplayError(f"{remaining} record(s) not acknowledged by '{self.name}' within 60s; run the replay "
-                              f"again with --id {self.replay_id} to continue")
+            raise ReplayError(
+                f"{remaining} record(s) not acknowledged by '{self.name}' within 60s; run the replay "
+                f"again with --id {self.replay_id} to continue"
+            )
         if self._failures:
-            raise ReplayError(f"copying to '{self.name}' failed: {self._failures[0]}; run the replay again with "
-                              f"--id {self.replay_id} to continue")
+            raise ReplayError(
+                f"copying to '{self.name}' failed: {self._failures[0]}; run the replay again with "
+                f"--id {self.replay_id} to continue"
+            )
 
     def _delivered(self, error: KafkaError | None, message: Message) -> None:
         if error is not None:
@@ -179,8 +199,12 @@ class OffsetMove:
     end: int  # the partition's end now: the group re-reads end - target records
 
     def to_json(self) -> dict[str, Any]:
-        return {"partition": self.partition, "committed": self.committed, "target": self.target,
-                "rereads": max(0, self.end - self.target)}
+        return {
+            "partition": self.partition,
+            "committed": self.committed,
+            "target": self.target,
+            "rereads": max(0, self.end - self.target),
+        }
 
 
 @dataclass(frozen=True)
@@ -194,8 +218,13 @@ class GroupResetPlan:
     moves: tuple[OffsetMove, ...]
 
     def to_json(self) -> dict[str, Any]:
-        return {"group": self.group, "topic": self.topic, "state": self.state, "members": list(self.members),
-                "moves": [m.to_json() for m in self.moves]}
+        return {
+            "group": self.group,
+            "topic": self.topic,
+            "state": self.state,
+            "members": list(self.members),
+            "moves": [m.to_json() for m in self.moves],
+        }
 
 
 def plan_group_reset(kafka_config: KafkaConfig, group: str, plan: ReplayPlan) -> GroupResetPlan:
@@ -210,12 +239,16 @@ def plan_group_reset(kafka_config: KafkaConfig, group: str, plan: ReplayPlan) ->
         raise ReplayError(f"cannot read the committed offsets of consumer group '{group}': {exc.args[0]}") from exc
     committed = {tp.partition: (tp.offset if tp.offset >= 0 else None) for tp in listed.topic_partitions or []}
     if state == ConsumerGroupState.DEAD.name and not any(v is not None for v in committed.values()):
-        raise ReplayError(f"consumer group '{group}' does not exist (no members, no committed offsets on '{topic}'); "
-                          "check the name with `kafka-consumer-groups --list`")
+        raise ReplayError(
+            f"consumer group '{group}' does not exist (no members, no committed offsets on '{topic}'); "
+            "check the name with `kafka-consumer-groups --list`"
+        )
     consumer = reader_consumer(kafka_config)
     try:
-        ends = {r.partition: consumer.get_watermark_offsets(TopicPartition(topic, r.partition), timeout=TIMEOUT_S)[1]
-                for r in plan.ranges}
+        ends = {
+            r.partition: consumer.get_watermark_offsets(TopicPartition(topic, r.partition), timeout=TIMEOUT_S)[1]
+            for r in plan.ranges
+        }
     finally:
         consumer.close()
     moves = tuple(OffsetMove(r.partition, committed.get(r.partition), r.start, ends[r.partition]) for r in plan.ranges)
@@ -233,10 +266,14 @@ def apply_group_reset(kafka_config: KafkaConfig, reset: GroupResetPlan) -> None:
         altered = result[reset.group].result(timeout=TIMEOUT_S)
     except KafkaException as exc:
         error = exc.args[0]
-        if isinstance(error, KafkaError) and error.code() in {KafkaError.UNKNOWN_MEMBER_ID,
-                                                              KafkaError.REBALANCE_IN_PROGRESS}:
-            raise ReplayError(f"consumer group '{reset.group}' became active while resetting; stop its consumers "
-                              "and run the command again") from exc
+        if isinstance(error, KafkaError) and error.code() in {
+            KafkaError.UNKNOWN_MEMBER_ID,
+            KafkaError.REBALANCE_IN_PROGRESS,
+        }:
+            raise ReplayError(
+                f"consumer group '{reset.group}' became active while resetting; stop its consumers "
+                "and run the command again"
+            ) from exc
         raise ReplayError(f"cannot move the offsets of consumer group '{reset.group}': {error}") from exc
     failed = [f"partition {tp.partition}: {tp.error}" for tp in altered.topic_partitions or [] if tp.error]
     if failed:
@@ -246,8 +283,10 @@ def apply_group_reset(kafka_config: KafkaConfig, reset: GroupResetPlan) -> None:
 def refuse_active(group: str, state: str, members: tuple[str, ...]) -> None:
     if members or state not in {s.name for s in _STOPPED}:
         who = ", ".join(members) or "none listed"
-        raise ReplayError(f"consumer group '{group}' is active (state {state}, {len(members)} member(s): {who}); "
-                          "stop its consumers first: offsets of a running group are not moved")
+        raise ReplayError(
+            f"consumer group '{group}' is active (state {state}, {len(members)} member(s): {who}); "
+            "stop its consumers first: offsets of a running group are not moved"
+        )
 
 
 def _describe(admin: AdminClient, group: str) -> tuple[str, tuple[str, ...]]:

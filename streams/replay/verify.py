@@ -47,24 +47,36 @@ class VerifyReport:
         return not self.problems
 
     def to_json(self) -> dict[str, Any]:
-        return {"directory": str(self.directory), "ok": self.ok, "records": self.records,
-                "merkle_root": self.merkle_root, "signed_by": self.signed_by,
-                "signer_trusted": self.signer_trusted, "problems": self.problems}
+        return {
+            "directory": str(self.directory),
+            "ok": self.ok,
+            "records": self.records,
+            "merkle_root": self.merkle_root,
+            "signed_by": self.signed_by,
+            "signer_trusted": self.signer_trusted,
+            "problems": self.problems,
+        }
 
     def raise_if_failed(self) -> None:
         if self.problems:
             shown = self.problems[:SHOWN]
             more = f"\n  ... and {len(self.problems) - SHOWN} more" if len(self.problems) > SHOWN else ""
-            raise EvidenceError(f"evidence bundle {self.directory} FAILED verification ({len(self.problems)} "
-                                "problem(s)):\n  " + "\n  ".join(shown) + more, tuple(self.problems))
+            raise EvidenceError(
+                f"evidence bundle {self.directory} FAILED verification ({len(self.problems)} "
+                "problem(s)):\n  " + "\n  ".join(shown) + more,
+                tuple(self.problems),
+            )
 
 
 def verify_bundle(directory: Path, trusted: Ed25519PublicKey | None = None) -> VerifyReport:
     """Recompute and check everything in the bundle at `directory` (problems are collected, not raised)."""
     manifest_path = directory / MANIFEST
     if not manifest_path.is_file():
-        hint = f" (an interrupted export is still in {partial_dir(directory)}; re-run it to finish)" \
-            if partial_dir(directory).exists() else ""
+        hint = (
+            f" (an interrupted export is still in {partial_dir(directory)}; re-run it to finish)"
+            if partial_dir(directory).exists()
+            else ""
+        )
         raise EvidenceError(f"{directory} is not an evidence bundle: it has no {MANIFEST}{hint}")
     report = VerifyReport(directory)
     data = manifest_path.read_bytes()
@@ -116,14 +128,18 @@ def _check_contents(directory: Path, manifest: dict[str, Any], report: VerifyRep
             continue
         if file_sha256(path) != entry["sha256"]:
             problems.append(f"{entry['name']}: its SHA-256 differs from the manifest's (the file was changed)")
-        reading = _jsonl_records(path, manifest, encoder, problems) if records["format"] == "jsonl" \
+        reading = (
+            _jsonl_records(path, manifest, encoder, problems)
+            if records["format"] == "jsonl"
             else _avro_records(path, problems)
+        )
         count = 0
         for record_topic, key, digest in reading:
             count += 1
             if record_topic != topic:
-                problems.append(f"{entry['name']}: partition {key[0]} offset {key[1]} is from topic "
-                                f"'{record_topic}', not '{topic}'")
+                problems.append(
+                    f"{entry['name']}: partition {key[0]} offset {key[1]} is from topic '{record_topic}', not '{topic}'"
+                )
             if key in found:
                 problems.append(f"partition {key[0]} offset {key[1]}: appears twice in the records")
             found[key] = digest
@@ -132,8 +148,9 @@ def _check_contents(directory: Path, manifest: dict[str, Any], report: VerifyRep
     _compare(listed, found, manifest, report)
 
 
-def _compare(listed: list[tuple[Key, bytes]], found: dict[Key, bytes], manifest: dict[str, Any],
-             report: VerifyReport) -> None:
+def _compare(
+    listed: list[tuple[Key, bytes]], found: dict[Key, bytes], manifest: dict[str, Any], report: VerifyReport
+) -> None:
     problems = report.problems
     keys = [key for key, _ in listed]
     if keys != sorted(set(keys)):
@@ -142,35 +159,45 @@ def _compare(listed: list[tuple[Key, bytes]], found: dict[Key, bytes], manifest:
     for (partition, offset), digest in listed:
         actual = found.get((partition, offset))
         if actual is None:
-            problems.append(f"partition {partition} offset {offset}: listed in {HASHES} but missing from the records "
-                            "(a dropped record)")
+            problems.append(
+                f"partition {partition} offset {offset}: listed in {HASHES} but missing from the records "
+                "(a dropped record)"
+            )
         elif actual != digest:
-            problems.append(f"partition {partition} offset {offset}: the record does not match its SHA-256 in "
-                            f"{HASHES} (an edited record)")
+            problems.append(
+                f"partition {partition} offset {offset}: the record does not match its SHA-256 in "
+                f"{HASHES} (an edited record)"
+            )
     for partition, offset in sorted(found.keys() - listed_keys):
         problems.append(f"partition {partition} offset {offset}: in the records but not in {HASHES} (an added record)")
     ranges = {int(r["partition"]): (int(r["start"]), int(r["end"])) for r in manifest["plan"]["ranges"]}
     for partition, offset in sorted(found):
         start, end = ranges.get(partition, (0, 0))
         if not start <= offset < end:
-            problems.append(f"partition {partition} offset {offset}: outside the pinned ranges "
-                            f"{manifest['plan']['ranges_arg']}")
+            problems.append(
+                f"partition {partition} offset {offset}: outside the pinned ranges {manifest['plan']['ranges_arg']}"
+            )
     root = merkle_root([digest for _, digest in listed]).hex()
     if root != manifest["merkle_root"]:
-        problems.append(f"Merkle root of {HASHES} is {root}, the manifest says {manifest['merkle_root']} "
-                        "(the manifest or the hash list was edited)")
+        problems.append(
+            f"Merkle root of {HASHES} is {root}, the manifest says {manifest['merkle_root']} "
+            "(the manifest or the hash list was edited)"
+        )
     recomputed = merkle_root([found[key] for key in sorted(found)]).hex()
     if recomputed != manifest["merkle_root"] and root == manifest["merkle_root"]:
         problems.append(f"Merkle root recomputed from the records is {recomputed}, not the manifest's")
     counts = manifest["counts"]
     if counts["records"] != len(found) or counts["records"] != len(listed):
-        problems.append(f"{MANIFEST} counts {counts['records']} record(s); the bundle holds {len(found)} and "
-                        f"{HASHES} lists {len(listed)}")
+        problems.append(
+            f"{MANIFEST} counts {counts['records']} record(s); the bundle holds {len(found)} and "
+            f"{HASHES} lists {len(listed)}"
+        )
     for partition, entry in counts["by_partition"].items():
         held = sum(1 for key in found if key[0] == int(partition))
         if held != entry["records"]:
-            problems.append(f"partition {partition}: {MANIFEST} counts {entry['records']} record(s), the bundle "
-                            f"holds {held}")
+            problems.append(
+                f"partition {partition}: {MANIFEST} counts {entry['records']} record(s), the bundle holds {held}"
+            )
     report.records = len(found)
     report.merkle_root = recomputed
 
@@ -204,15 +231,19 @@ def _avro_records(path: Path, problems: list[str]) -> Iterator[tuple[str, Key, b
                 try:
                     record = read_envelope(data, pos, value)
                 except (IndexError, UnicodeDecodeError) as exc:
-                    problems.append(f"{path.name} block {number}: a record is not readable ({exc}); the rest of "
-                                    "the block is unreadable")
+                    problems.append(
+                        f"{path.name} block {number}: a record is not readable ({exc}); the rest of "
+                        "the block is unreadable"
+                    )
                     break
                 yield record.topic, (record.partition, record.offset), _digest(data, pos, record)
                 pos = record.end
             else:
                 if pos != len(data):
-                    problems.append(f"{path.name} block {number}: {len(data) - pos} byte(s) beyond its records "
-                                    "(the block was changed)")
+                    problems.append(
+                        f"{path.name} block {number}: {len(data) - pos} byte(s) beyond its records "
+                        "(the block was changed)"
+                    )
     except (EvidenceError, KeyError, IndexError, TypeError) as exc:
         problems.append(f"{path.name}: not a readable records file: {exc}")
 
@@ -220,16 +251,17 @@ def _avro_records(path: Path, problems: list[str]) -> Iterator[tuple[str, Key, b
 def _digest(data: bytes, start: int, record: EnvelopeFields) -> bytes:
     """The record's hash from the bytes in the container (the datum is never re-encoded)."""
     if record.schema_id is None:  # a raw record: the envelope is the canonical encoding itself
-        return hashlib.sha256(LEAF + data[start:record.end]).digest()
-    prefix = data[start:record.prefix_end]
+        return hashlib.sha256(LEAF + data[start : record.end]).digest()
+    prefix = data[start : record.prefix_end]
     if record.value_start is None:
         return hashlib.sha256(LEAF + prefix + NULL).digest()
-    value = HEADER.pack(MAGIC, record.schema_id) + data[record.value_start:record.end]
+    value = HEADER.pack(MAGIC, record.schema_id) + data[record.value_start : record.end]
     return hashlib.sha256(b"".join((LEAF, prefix, length_tag(len(value)), value))).digest()
 
 
-def _jsonl_records(path: Path, manifest: dict[str, Any], encoder: RecordEncoder,
-                   problems: list[str]) -> Iterator[tuple[str, Key, bytes]]:
+def _jsonl_records(
+    path: Path, manifest: dict[str, Any], encoder: RecordEncoder, problems: list[str]
+) -> Iterator[tuple[str, Key, bytes]]:
     codecs: dict[int, AvroCodec] = {}
     with path.open(encoding="utf-8") as lines:
         for number, line in enumerate(lines, start=1):
@@ -249,8 +281,16 @@ def _jsonl_records(path: Path, manifest: dict[str, Any], encoder: RecordEncoder,
             yield record["topic"], where, hashlib.sha256(LEAF + prefix + tail).digest()
 
 
-def _check_payload(name: str, where: Key, value: bytes, payload: Any, manifest: dict[str, Any], schema_id: int,
-                   codecs: dict[int, AvroCodec], problems: list[str]) -> None:
+def _check_payload(
+    name: str,
+    where: Key,
+    value: bytes,
+    payload: Any,
+    manifest: dict[str, Any],
+    schema_id: int,
+    codecs: dict[int, AvroCodec],
+    problems: list[str],
+) -> None:
     """The readable payload must be what the hashed value bytes decode to."""
     text = manifest["schemas"].get(str(schema_id))
     if text is None:
@@ -258,9 +298,11 @@ def _check_payload(name: str, where: Key, value: bytes, payload: Any, manifest: 
         return
     codec = codecs.get(schema_id) or codecs.setdefault(schema_id, AvroCodec(text, schema_id))
     try:
-        decoded = json_safe(codec.decode_datum(value[HEADER.size:]))
+        decoded = json_safe(codec.decode_datum(value[HEADER.size :]))
     except SchemaError:
         decoded = None
     if decoded != payload:
-        problems.append(f"{name}: partition {where[0]} offset {where[1]}: the payload does not match the value's "
-                        "bytes (an edited payload)")
+        problems.append(
+            f"{name}: partition {where[0]} offset {where[1]}: the payload does not match the value's "
+            "bytes (an edited payload)"
+        )

@@ -11,7 +11,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
-from streams.runtime.engine import EngineConfig, Guarantee
+from streams.observability import AgentMetrics
+from streams.runtime.contract import EngineConfig, Guarantee
 from streams.runtime.tables import SCOPE, Table, WindowedTable
 
 if TYPE_CHECKING:
@@ -56,12 +57,23 @@ class App:
                 per_minute[event.user_id] += 1
     """
 
-    def __init__(self, id: str, *, settings: Settings | None = None, catalog: Catalog | None = None,
-                 processing_guarantee: Guarantee = "exactly_once", commit_interval: float = 0.025,
-                 max_attempts: int = 3, retry_backoff: float = 0.2, source: str | None = None) -> None:
+    def __init__(
+        self,
+        id: str,
+        *,
+        settings: Settings | None = None,
+        catalog: Catalog | None = None,
+        processing_guarantee: Guarantee = "exactly_once",
+        commit_interval: float = 0.025,
+        max_attempts: int = 3,
+        retry_backoff: float = 0.2,
+        source: str | None = None,
+        metrics: AgentMetrics | None = None,
+    ) -> None:
         if processing_guarantee not in GUARANTEES:
-            raise ValueError(f"processing_guarantee must be one of {', '.join(GUARANTEES)}; "
-                             f"got {processing_guarantee!r}")
+            raise ValueError(
+                f"processing_guarantee must be one of {', '.join(GUARANTEES)}; got {processing_guarantee!r}"
+            )
         if max_attempts < 1:
             raise ValueError("max_attempts must be at least 1")
         self.id = id
@@ -70,6 +82,8 @@ class App:
         self.commit_interval = commit_interval
         self.max_attempts, self.retry_backoff = max_attempts, retry_backoff
         self.source = source or id  # ce_source of what the app sends
+        # Its own registry unless the host (the worker) shares one between its apps, so /metrics serves them all.
+        self.metrics = metrics or AgentMetrics()
         self.agents: list[AgentDef] = []
         self.tables: dict[str, Table] = {}
         self.commit_hooks: list[Callable[[], None]] = []
@@ -87,8 +101,15 @@ class App:
         self.tables[name] = table
         return table
 
-    def agent(self, topics: str | Sequence[str], *, name: str | None = None, typed: bool = True,
-              batch: bool = False, single_writer: bool = False) -> Callable[[Any], Any]:
+    def agent(
+        self,
+        topics: str | Sequence[str],
+        *,
+        name: str | None = None,
+        typed: bool = True,
+        batch: bool = False,
+        single_writer: bool = False,
+    ) -> Callable[[Any], Any]:
         """Register an agent on catalog topics (several topics must be co-partitioned: same key, same count).
 
         - `async def f(stream)`: iterate `async for event in stream`, Faust style;
@@ -142,34 +163,60 @@ class App:
 
     # ---------------------------------------------------------------- running (the worker's side)
 
-    def engines(self, settings: Settings, catalog: Catalog) -> list[TransactionalEngine]:
-        """One engine per agent, ready to run in a thread each."""
+    def engines(
+        self, settings: Settings, catalog: Catalog, metrics: AgentMetrics | None = None
+    ) -> list[TransactionalEngine]:
+        """One engine per agent, ready to run in a thread each, counting in `metrics` (default: the app's)."""
         from streams.runtime.engine import TransactionalEngine  # noqa: PLC0415 - the worker's side only
         from streams.runtime.runner import AgentRunner, Resources  # noqa: PLC0415
         from streams.runtime.single import SingleWriterEngine  # noqa: PLC0415
 
         settings = self.settings or settings
         catalog = self.catalog or catalog
+        metrics = metrics or self.metrics
         resources = Resources.open(settings, catalog, source=self.source)
         engines: list[TransactionalEngine] = []
         for agent in self.agents:
             for topic in agent.topics:
                 catalog.topic(topic)  # CatalogError naming the topic if it is not declared
-            runner = AgentRunner(self, agent, resources)
+            runner = AgentRunner(self, agent, resources, metrics)
             self._runners.append(runner)
             group = f"{self.id}-{agent.name}"
-            config = EngineConfig(commit_interval_s=self.commit_interval, guarantee=self.processing_guarantee,
-                                  transaction_timeout_ms=60_000)
+            config = EngineConfig(
+                commit_interval_s=self.commit_interval,
+                guarantee=self.processing_guarantee,
+                transaction_timeout_ms=60_000,
+            )
             replication = max(catalog.topic(topic).replication_factor for topic in agent.topics)
             kafka = settings.kafka_config(settings.bootstrap_servers())
             if agent.single_writer:
-                engines.append(SingleWriterEngine(kafka, runner, group=group, election_group=f"{group}-leader",
-                                                  leader_topic=f"{group}-leader", transactional_id=group,
-                                                  data_dir=settings.data_dir, replication=replication,
-                                                  config=config, log_name=agent.name))
+                engines.append(
+                    SingleWriterEngine(
+                        kafka,
+                        runner,
+                        group=group,
+                        election_group=f"{group}-leader",
+                        leader_topic=f"{group}-leader",
+                        transactional_id=group,
+                        data_dir=settings.data_dir,
+                        replication=replication,
+                        config=config,
+                        log_name=agent.name,
+                        metrics=metrics,
+                    )
+                )
             else:
-                engines.append(TransactionalEngine(kafka, runner, group=group, data_dir=settings.data_dir,
-                                                   replication=replication, config=config))
+                engines.append(
+                    TransactionalEngine(
+                        kafka,
+                        runner,
+                        group=group,
+                        data_dir=settings.data_dir,
+                        replication=replication,
+                        config=config,
+                        metrics=metrics,
+                    )
+                )
         return engines
 
     def windowed_tables(self) -> list[WindowedTable]:
@@ -183,14 +230,27 @@ class _AppTable(Table):
         super().__init__(name, default)
         self._app = app
 
-    def tumbling(self, size: float, *, expires: float | None = None, grace: float = 0.0,
-                 on_window_close: Callable[..., Any] | None = None) -> WindowedTable:
+    def tumbling(
+        self,
+        size: float,
+        *,
+        expires: float | None = None,
+        grace: float = 0.0,
+        on_window_close: Callable[..., Any] | None = None,
+    ) -> WindowedTable:
         table = super().tumbling(size, expires=expires, grace=grace, on_window_close=on_window_close)
         self._app.tables[self.name] = table
         return table
 
-    def hopping(self, size: float, step: float, *, expires: float | None = None, grace: float = 0.0,
-                on_window_close: Callable[..., Any] | None = None) -> WindowedTable:
+    def hopping(
+        self,
+        size: float,
+        step: float,
+        *,
+        expires: float | None = None,
+        grace: float = 0.0,
+        on_window_close: Callable[..., Any] | None = None,
+    ) -> WindowedTable:
         table = super().hopping(size, step, expires=expires, grace=grace, on_window_close=on_window_close)
         self._app.tables[self.name] = table
         return table

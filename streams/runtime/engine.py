@@ -33,7 +33,7 @@ import os
 import socket
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any
 
 import orjson
 import structlog
@@ -43,7 +43,8 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from streams.errors import StreamsError
 from streams.gc_tuning import throughput_gc
 from streams.kafka_util import create_missing_topics, denial, describe_topic, iter_partitions
-from streams.observability import COMMIT_SECONDS, CONSUMER_LAG, EVENTS_TOTAL
+from streams.observability import AgentMetrics
+from streams.runtime.contract import BatchAgent, EngineConfig, changelog_topic, mark_key
 from streams.runtime.state import Output, PartitionState, frozen, produce
 
 if TYPE_CHECKING:
@@ -56,56 +57,10 @@ if TYPE_CHECKING:
 log = structlog.get_logger("streams.runtime.engine")
 
 RESTORE_ATTEMPTS = 3  # reads of a changelog to its end before an assignment gives up (the worker stops)
-MARK_KEY = "__next_offset"  # per partition and source topic: (next offset to process, source topic id)
 ISOLATE_AFTER = 2  # failed transactions in a row before records are processed one per transaction
 PARK_AFTER = 2  # failed one-record transactions of the same record before it is parked as a reference
 MAX_RECORD_BYTES = 8 * 1024 * 1024  # the producer's own limit; the topics' max.message.bytes decide below it
-Guarantee = Literal["exactly_once", "at_least_once"]
 Headers = list[tuple[str, bytes | None]]
-
-
-class BatchAgent(Protocol):
-    """What the engine runs: a name, its source topics, and a handler for one partition's batch of records.
-
-    Optional methods, looked up once: `tick(partition, state, out, idle)` runs every commit interval for each
-    owned partition (window closing); `dead_letter(record, error)` gives (topic, headers) to park a record
-    the transaction keeps failing on; `restored(partition, state)` follows a restore; `before_commit()`
-    runs before each commit (side effects outside Kafka); `committed()` and `aborted()` after each outcome.
-    """
-
-    name: str
-    sources: tuple[str, ...]
-
-    def handle(self, records: list[Message], state: PartitionState, out: Output) -> None:
-        """Process `records` (one partition of one source topic, in offset order), reading and writing `state`,
-        sending to `out`.
-
-        Raising fails the transaction: the batch is retried from the last commit, so raise only for
-        trouble that is not the record's fault (bad records go to a dead-letter topic instead).
-        """
-
-
-def changelog_topic(group: str) -> str:
-    return f"{group}-store-changelog"
-
-
-def mark_key(agent: BatchAgent, topic: str) -> str:
-    """The state key of `topic`'s mark; the first source's is the bare MARK_KEY (one-source agents' form)."""
-    return MARK_KEY if topic == agent.sources[0] else f"{MARK_KEY}:{topic}"
-
-
-@dataclass
-class EngineConfig:
-    commit_interval_s: float = 0.025
-    # Behind (consume() returned a full batch) the interval is not enough to commit: a backlog commits every
-    # max_open_records or backlog_commit_s instead, so catching up spends its time processing, not committing
-    # (each commit costs the broker ~5 ms of CPU and the loop a round trip; bench/notes/validation_tail.md).
-    max_open_records: int = 10_000
-    backlog_commit_s: float = 0.5
-    batch_size: int = 2000
-    transaction_timeout_ms: int = 10_000
-    session_timeout_ms: int = 10_000
-    guarantee: Guarantee = "exactly_once"
 
 
 TP = tuple[str, int]
@@ -128,10 +83,20 @@ class TransactionalEngine:
         engine.run(stop_event)
     """
 
-    def __init__(self, kafka: KafkaConfig, agent: BatchAgent, *, group: str, data_dir: Path,
-                 replication: int = 1, config: EngineConfig | None = None,
-                 transactional_id: str | None = None) -> None:
+    def __init__(
+        self,
+        kafka: KafkaConfig,
+        agent: BatchAgent,
+        *,
+        group: str,
+        data_dir: Path,
+        replication: int = 1,
+        config: EngineConfig | None = None,
+        transactional_id: str | None = None,
+        metrics: AgentMetrics | None = None,
+    ) -> None:
         self.kafka, self.agent, self.group = kafka, agent, group
+        self.metrics = metrics or AgentMetrics()
         self.config = config or EngineConfig()
         self.exactly_once = self.config.guarantee == "exactly_once"
         self.replication = replication
@@ -171,27 +136,39 @@ class TransactionalEngine:
         except BaseException:
             self._release_slot()
             raise
-        consumer = self._consumer = Consumer({
-            **self.kafka, "group.id": self.group, "enable.auto.commit": False, "enable.auto.offset.store": False,
-            "isolation.level": "read_committed", "auto.offset.reset": "earliest",
-            "session.timeout.ms": self.config.session_timeout_ms,
-            "heartbeat.interval.ms": max(500, self.config.session_timeout_ms // 5),
-            "fetch.wait.max.ms": 10,
-            # Incremental rebalancing: a worker joining or leaving moves only the partitions that change
-            # owner; the others keep their state and keep flowing (eager, every rebalance revoked and
-            # restored every partition of every worker).
-            "partition.assignment.strategy": "cooperative-sticky",
-        })
+        consumer = self._consumer = Consumer(
+            {
+                **self.kafka,
+                "group.id": self.group,
+                "enable.auto.commit": False,
+                "enable.auto.offset.store": False,
+                "isolation.level": "read_committed",
+                "auto.offset.reset": "earliest",
+                "session.timeout.ms": self.config.session_timeout_ms,
+                "heartbeat.interval.ms": max(500, self.config.session_timeout_ms // 5),
+                "fetch.wait.max.ms": 10,
+                # Incremental rebalancing: a worker joining or leaving moves only the partitions that change
+                # owner; the others keep their state and keep flowing (eager, every rebalance revoked and
+                # restored every partition of every worker).
+                "partition.assignment.strategy": "cooperative-sticky",
+            }
+        )
         try:
             self._producer = self._new_producer()
         except BaseException:  # refused (an ACL) or unreachable: leave nothing open behind the error
             consumer.close()
             self._release_slot()
             raise
-        consumer.subscribe(list(self.agent.sources), on_assign=self._on_assign, on_revoke=self._on_revoke,
-                           on_lost=self._on_lost)
-        log.info("engine.started", agent=self.agent.name, group=self.group, transactional_id=self.transactional_id,
-                 guarantee=self.config.guarantee)
+        consumer.subscribe(
+            list(self.agent.sources), on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost
+        )
+        log.info(
+            "engine.started",
+            agent=self.agent.name,
+            group=self.group,
+            transactional_id=self.transactional_id,
+            guarantee=self.config.guarantee,
+        )
         self.running = True
         try:
             with throughput_gc():
@@ -211,16 +188,24 @@ class TransactionalEngine:
         for topic in self.agent.sources:
             source = describe_topic(admin, topic)
             if source is None:
-                raise StreamsError(f"the source topic '{topic}' of agent '{self.agent.name}' does not exist; "
-                                   "run `streams topics apply`")
+                raise StreamsError(
+                    f"the source topic '{topic}' of agent '{self.agent.name}' does not exist; "
+                    "run `streams topics apply`"
+                )
             self.topic_ids[topic] = str(source.topic_id)
             partitions = max(partitions, len(source.partitions))
         create_missing_topics(admin, self._internal_topics(partitions), identity=self.kafka)
 
     def _internal_topics(self, source_partitions: int) -> list[NewTopic]:
         """The topics the engine itself needs: the changelog, one partition per source partition."""
-        return [NewTopic(self.changelog, num_partitions=source_partitions, replication_factor=self.replication,
-                         config={"cleanup.policy": "compact"})]
+        return [
+            NewTopic(
+                self.changelog,
+                num_partitions=source_partitions,
+                replication_factor=self.replication,
+                config={"cleanup.policy": "compact"},
+            )
+        ]
 
     def _release_slot(self) -> None:
         if self._slot_file is not None:
@@ -228,7 +213,9 @@ class TransactionalEngine:
 
     def _new_producer(self) -> Producer:
         config: dict[str, Any] = {
-            **self.kafka, "linger.ms": 2, "message.max.bytes": MAX_RECORD_BYTES,
+            **self.kafka,
+            "linger.ms": 2,
+            "message.max.bytes": MAX_RECORD_BYTES,
             # A transaction begun right after the previous commit can find the coordinator still writing
             # that commit's markers: it answers CONCURRENT_TRANSACTIONS and the client retries after
             # retry.backoff.ms, 100 ms by default, which showed as 100-120 ms stalls in
@@ -236,10 +223,14 @@ class TransactionalEngine:
             "retry.backoff.ms": 10,
         }
         if not self.exactly_once:
-            return Producer({**config, "enable.idempotence": True, "acks": "all",
-                                 "on_delivery": self._on_delivery})
-        producer = Producer({**config, "transactional.id": self.transactional_id,
-                             "transaction.timeout.ms": self.config.transaction_timeout_ms})
+            return Producer({**config, "enable.idempotence": True, "acks": "all", "on_delivery": self._on_delivery})
+        producer = Producer(
+            {
+                **config,
+                "transactional.id": self.transactional_id,
+                "transaction.timeout.ms": self.config.transaction_timeout_ms,
+            }
+        )
         try:
             producer.init_transactions(30)  # aborts whatever a predecessor with this id left open
         except KafkaException as exc:
@@ -271,8 +262,7 @@ class TransactionalEngine:
         since = self._returned_at
         deadline = (txn.started if txn.open else since) + config.commit_interval_s
         isolating = self._failures >= ISOLATE_AFTER
-        records = consumer.consume(1 if isolating else config.batch_size,
-                                   timeout=max(0.0, deadline - time.monotonic()))
+        records = consumer.consume(1 if isolating else config.batch_size, timeout=max(0.0, deadline - time.monotonic()))
         self._returned_at = time.monotonic()
         try:
             if records:
@@ -282,8 +272,11 @@ class TransactionalEngine:
                 self._run_ticks(consumer, records)
             behind = len(records) >= config.batch_size
             age = time.monotonic() - txn.started
-            if txn.open and (isolating or txn.records >= config.max_open_records
-                             or age >= (config.backlog_commit_s if behind else config.commit_interval_s)):
+            if txn.open and (
+                isolating
+                or txn.records >= config.max_open_records
+                or age >= (config.backlog_commit_s if behind else config.commit_interval_s)
+            ):
                 self._commit()
                 self._failures = 0
         except KafkaException as exc:
@@ -309,8 +302,9 @@ class TransactionalEngine:
         for record in records:
             error = record.error()
             if error is not None:
-                refused = denial(error, self.kafka, "Read", group=self.group,
-                                 topic=record.topic() or ", ".join(self.agent.sources))
+                refused = denial(
+                    error, self.kafka, "Read", group=self.group, topic=record.topic() or ", ".join(self.agent.sources)
+                )
                 if refused is not None:  # a missing ACL never heals by waiting: stop in one line, commit nothing
                     raise refused
                 if error.code() != KafkaError._PARTITION_EOF:
@@ -337,7 +331,9 @@ class TransactionalEngine:
             if mark is not None and mark[1] == topic_id and (batch[0].offset() or 0) < mark[0]:
                 fresh = [record for record in batch if (record.offset() or 0) >= mark[0]]  # offsets only grow
                 if len(fresh) < len(batch):  # a re-drive: these records' outputs and state are committed already
-                    EVENTS_TOTAL.labels(agent=self.agent.name, outcome="already-processed").inc(len(batch) - len(fresh))
+                    self.metrics.events.labels(agent=self.agent.name, outcome="already-processed").inc(
+                        len(batch) - len(fresh)
+                    )
             if fresh:
                 poisoned = self._poison.get((topic, partition, fresh[0].offset() or 0), 0) >= PARK_AFTER
                 if not (poisoned and len(fresh) == 1 and self._park(fresh[0], out)):
@@ -361,9 +357,12 @@ class TransactionalEngine:
         positions = {(tp.topic, tp.partition): tp.offset for tp in consumer.position(wanted)}
         for partition, state in list(self.state.items()):
             idle = partition not in busy and all(
-                _caught_up(positions.get((topic, partition), -1),
-                           consumer.get_watermark_offsets(TopicPartition(topic, partition), cached=True)[1])
-                for topic in self.agent.sources)
+                _caught_up(
+                    positions.get((topic, partition), -1),
+                    consumer.get_watermark_offsets(TopicPartition(topic, partition), cached=True)[1],
+                )
+                for topic in self.agent.sources
+            )
             self._tick(partition, state, Output(self._producer, self._begin), idle)
             if state.dirty:
                 self._begin()
@@ -393,7 +392,7 @@ class TransactionalEngine:
         self.commits += 1
         if self._committed is not None:
             self._committed()
-        COMMIT_SECONDS.labels(agent=self.agent.name).observe(time.perf_counter() - started)
+        self.metrics.commit.labels(agent=self.agent.name).observe(time.perf_counter() - started)
 
     def _write_state(self, partition: int, state: PartitionState) -> None:
         """The keys written since the last call, once each with their latest value, into the open transaction."""
@@ -401,8 +400,13 @@ class TransactionalEngine:
         assert producer is not None  # noqa: S101 - run() made it
         for key in state.dirty:
             value = state.get(key)
-            produce(producer, self.changelog, orjson.dumps(value) if value is not None else None, key.encode(),
-                     partition=partition)
+            produce(
+                producer,
+                self.changelog,
+                orjson.dumps(value) if value is not None else None,
+                key.encode(),
+                partition=partition,
+            )
         state.dirty.clear()
 
     def _finish_transaction(self) -> bool:
@@ -426,8 +430,14 @@ class TransactionalEngine:
         if isolating and first is not None:
             self._poison[first] = self._poison.get(first, 0) + 1
             if self._poison[first] >= PARK_AFTER:
-                log.error("engine.record.isolated", agent=self.agent.name, topic=first[0], partition=first[1],
-                          offset=first[2], error=str(error or exc))
+                log.error(
+                    "engine.record.isolated",
+                    agent=self.agent.name,
+                    topic=first[0],
+                    partition=first[1],
+                    offset=first[2],
+                    error=str(error or exc),
+                )
                 self._poison_errors[first] = error or exc
         self._recover(error)
 
@@ -444,12 +454,21 @@ class TransactionalEngine:
         topic, headers = target
         dlq_only = [(name, value) for name, value in headers if name.startswith("dlq_")]
         key = record.key()
-        out.send(topic, key if key is None or len(key) <= 1024 else None, None,
-                 [*dlq_only, ("dlq_value_omitted", (b"the record could not be written whole; it stays at its "
-                                                   b"original topic, partition and offset"))])
+        out.send(
+            topic,
+            key if key is None or len(key) <= 1024 else None,
+            None,
+            [
+                *dlq_only,
+                (
+                    "dlq_value_omitted",
+                    (b"the record could not be written whole; it stays at its original topic, partition and offset"),
+                ),
+            ],
+        )
         del self._poison[where]
         self.parked += 1
-        EVENTS_TOTAL.labels(agent=self.agent.name, outcome="dead-letter").inc()
+        self.metrics.events.labels(agent=self.agent.name, outcome="dead-letter").inc()
         return True
 
     def _recover(self, error: KafkaError | None) -> None:
@@ -460,8 +479,13 @@ class TransactionalEngine:
     def _abort(self, error: KafkaError | None) -> None:
         """Abort the open transaction; a fenced (fatal) producer is replaced by a new one with the same id."""
         if error is not None:
-            log.warning("engine.transaction.failed", agent=self.agent.name, error=str(error),
-                        fatal=error.fatal(), abortable=error.txn_requires_abort())
+            log.warning(
+                "engine.transaction.failed",
+                agent=self.agent.name,
+                error=str(error),
+                fatal=error.fatal(),
+                abortable=error.txn_requires_abort(),
+            )
         producer = self._producer
         if self.exactly_once and producer is not None and (error is None or not error.fatal()) and self._txn.open:
             try:
@@ -490,8 +514,9 @@ class TransactionalEngine:
         if not partitions:
             return
         self._restore(partitions)
-        committed = consumer.committed([TopicPartition(t, p) for t in self.agent.sources for p in partitions],
-                                       timeout=30)
+        committed = consumer.committed(
+            [TopicPartition(t, p) for t in self.agent.sources for p in partitions], timeout=30
+        )
         for tp in committed:
             consumer.seek(TopicPartition(tp.topic, tp.partition, tp.offset if tp.offset >= 0 else OFFSET_BEGINNING))
 
@@ -512,8 +537,13 @@ class TransactionalEngine:
         if restored_hook is not None:
             for partition, state in restored.items():
                 restored_hook(partition, state)
-        log.info("engine.restored", agent=self.agent.name, partitions=sorted(restored),
-                 keys=sum(map(len, restored.values())), seconds=round(time.monotonic() - started, 3))
+        log.info(
+            "engine.restored",
+            agent=self.agent.name,
+            partitions=sorted(restored),
+            keys=sum(map(len, restored.values())),
+            seconds=round(time.monotonic() - started, 3),
+        )
 
     # ------------------------------------------------------------------ rebalances
 
@@ -565,8 +595,9 @@ class TransactionalEngine:
         for tp in consumer.position(self._source_partitions()):
             _, high = consumer.get_watermark_offsets(tp, cached=True)
             if tp.offset >= 0 and high >= 0:
-                CONSUMER_LAG.labels(agent=self.agent.name, topic=tp.topic, partition=str(tp.partition)).set(
-                    max(0, high - tp.offset))
+                self.metrics.lag.labels(agent=self.agent.name, topic=tp.topic, partition=str(tp.partition)).set(
+                    max(0, high - tp.offset)
+                )
 
     def _source_partitions(self) -> list[TopicPartition]:
         """The source partitions this engine reads now."""

@@ -15,7 +15,6 @@ import structlog
 from pydantic import BaseModel
 
 from streams.agents.zatca import outcome_id
-from streams.observability import END_TO_END_SECONDS, EVENTS_TOTAL, PROCESSING_SECONDS
 from streams.publish import TRACEPARENT, EventEncoder
 from streams.records import EventDecoder, SourceRecord, UndecodableRecordError, dead_letter
 from streams.runtime.outcomes import DeadLetter, LateEvent, Retry
@@ -29,6 +28,7 @@ if TYPE_CHECKING:
     from confluent_kafka import Message
 
     from streams.catalog import Catalog
+    from streams.observability import AgentMetrics
     from streams.runtime.app import AgentDef, App
     from streams.runtime.state import Output, PartitionState
     from streams.settings import Settings
@@ -53,8 +53,11 @@ class Resources:
     @classmethod
     def open(cls, settings: Settings, catalog: Catalog, *, source: str) -> Resources:
         registry = RegistryClient(settings.registry_url())
-        return cls(catalog, EventDecoder(registry, max_record_bytes=settings.agent_max_record_bytes),
-                   EventEncoder(catalog, registry, source=source))
+        return cls(
+            catalog,
+            EventDecoder(registry, max_record_bytes=settings.agent_max_record_bytes),
+            EventEncoder(catalog, registry, source=source),
+        )
 
 
 class _Next(Generic[T]):
@@ -90,8 +93,9 @@ class Stream(Generic[T]):
 class AgentRunner:
     """One agent of an App as the engine's BatchAgent."""
 
-    def __init__(self, app: App, agent: AgentDef, resources: Resources) -> None:
-        self.app, self.definition, self.resources = app, agent, resources
+    def __init__(self, app: App, agent: AgentDef, resources: Resources, metrics: AgentMetrics) -> None:
+        self.app, self.definition, self.resources, self.metrics = app, agent, resources, metrics
+        self._events = metrics.events
         self.name, self.sources = agent.name, agent.topics
         self._typed = agent.typed
         self._stream: Stream[Any] = Stream()
@@ -103,9 +107,9 @@ class AgentRunner:
         self._stream_time: dict[int, int] = {}
         self._windowed = app.windowed_tables()
         self._processed = 0  # events handled, counted per batch
-        self._processed_total = EVENTS_TOTAL.labels(agent=self.name, outcome="processed")
-        self._processing = PROCESSING_SECONDS.labels(agent=self.name)
-        self._end_to_end = END_TO_END_SECONDS.labels(agent=self.name)
+        self._processed_total = metrics.events.labels(agent=self.name, outcome="processed")
+        self._processing = metrics.processing.labels(agent=self.name)
+        self._end_to_end = metrics.end_to_end.labels(agent=self.name)
         if agent.kind == "batch":  # the raw form: the engine calls it as it is, hooks included
             handler = getattr(agent.fn, "handle", agent.fn)
             self.handle = handler  # type: ignore[method-assign]
@@ -166,7 +170,7 @@ class AgentRunner:
             state.derived[table.name] = table.rebuild(state)
 
     def dead_letter(self, record: Message, error: BaseException) -> tuple[str, list[tuple[str, bytes | None]]]:
-        return dead_letter(self.resources.catalog, SourceRecord.from_message(record), self.name, error, 1)
+        return dead_letter(self.resources.catalog, SourceRecord.from_message(record), self.name, error, 1, self.metrics)
 
     def _before_commit(self) -> None:
         for hook in self.app.commit_hooks:
@@ -265,18 +269,28 @@ class AgentRunner:
             return True
         backoff = self.app.retry_backoff * 2 ** (attempt - 1)
         wait = min(exc.after, MAX_RETRY_WAIT_S) if isinstance(exc, Retry) else backoff
-        log.warning("agent.retry", agent=self.name, topic=record.topic(), partition=record.partition(),
-                    offset=record.offset(), attempt=attempt, wait_s=wait, error=f"{type(exc).__name__}: {exc}")
-        EVENTS_TOTAL.labels(agent=self.name, outcome="retried").inc()
+        log.warning(
+            "agent.retry",
+            agent=self.name,
+            topic=record.topic(),
+            partition=record.partition(),
+            offset=record.offset(),
+            attempt=attempt,
+            wait_s=wait,
+            error=f"{type(exc).__name__}: {exc}",
+        )
+        self._events.labels(agent=self.name, outcome="retried").inc()
         time.sleep(wait)
         return False
 
-    def _park(self, record: Message, error: BaseException, attempts: int, out: Output,
-              outcome: str = "dead-letter") -> None:
-        target, headers = dead_letter(self.resources.catalog, SourceRecord.from_message(record), self.name, error,
-                                      attempts)
+    def _park(
+        self, record: Message, error: BaseException, attempts: int, out: Output, outcome: str = "dead-letter"
+    ) -> None:
+        target, headers = dead_letter(
+            self.resources.catalog, SourceRecord.from_message(record), self.name, error, attempts, self.metrics
+        )
         out.send(target, record.key(), record.value(), headers)
-        EVENTS_TOTAL.labels(agent=self.name, outcome=outcome).inc()  # DLQ_TOTAL: counted by dead_letter
+        self._events.labels(agent=self.name, outcome=outcome).inc()  # streams_agent_dlq_total: counted by dead_letter
 
     # ---------------------------------------------------------------- sends
 
@@ -303,8 +317,12 @@ class AgentRunner:
         trace = _header(record, "ce_traceparent") if record is not None else None
         event_id = outcome_id(self._event_id or "window", f"{self.name}:{self._sent}")
         key_bytes, value, headers, _ = self.resources.encoder.build(
-            topic, payload, key=key, event_id=event_id,
-            traceparent=trace if trace is not None and TRACEPARENT.match(trace) else None)
+            topic,
+            payload,
+            key=key,
+            event_id=event_id,
+            traceparent=trace if trace is not None and TRACEPARENT.match(trace) else None,
+        )
         SCOPE.outputs.append((str(topic), key_bytes, value, cast("list[tuple[str, bytes | None]]", headers)))
 
     def current_record(self) -> SourceRecord:
@@ -331,12 +349,12 @@ class AgentRunner:
         except Exception as exc:
             SCOPE.undo()
             log.exception("agent.window_close.failed", agent=self.name, key=key[0], window=key[1], error=str(exc))
-            EVENTS_TOTAL.labels(agent=self.name, outcome="window-close-failed").inc()
+            self._events.labels(agent=self.name, outcome="window-close-failed").inc()
             return
         for topic, out_key, out_value, headers in SCOPE.outputs:
             out.send(topic, out_key, out_value, headers)
         SCOPE.outputs.clear()
-        EVENTS_TOTAL.labels(agent=self.name, outcome="window-closed").inc()
+        self._events.labels(agent=self.name, outcome="window-closed").inc()
 
 
 def _topic_of(model: BaseModel) -> str:

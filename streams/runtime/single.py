@@ -18,12 +18,14 @@ from confluent_kafka.admin import NewTopic
 
 from streams.errors import StreamsError
 from streams.gc_tuning import throughput_gc
-from streams.runtime.engine import MARK_KEY, TransactionalEngine
+from streams.runtime.contract import MARK_KEY
+from streams.runtime.engine import TransactionalEngine
 
 if TYPE_CHECKING:
     import threading
 
-    from streams.runtime.engine import BatchAgent, EngineConfig
+    from streams.observability import AgentMetrics
+    from streams.runtime.contract import BatchAgent, EngineConfig
     from streams.settings import KafkaConfig
 
 log = structlog.get_logger("streams.runtime.single")
@@ -38,12 +40,34 @@ class SingleWriterEngine(TransactionalEngine):
     elect the writer; every instance of one agent must use the same names, or they would not fence each other.
     """
 
-    def __init__(self, kafka: KafkaConfig, agent: BatchAgent, *, group: str, election_group: str,
-                 leader_topic: str, transactional_id: str, data_dir: Any, replication: int = 1,
-                 config: EngineConfig | None = None, refresh_interval_s: float = 30.0,
-                 retry_backoff_s: float = 2.0, session_timeout_ms: int = 6000, log_name: str = "agent") -> None:
-        super().__init__(kafka, agent, group=group, data_dir=data_dir, replication=replication, config=config,
-                         transactional_id=transactional_id)
+    def __init__(
+        self,
+        kafka: KafkaConfig,
+        agent: BatchAgent,
+        *,
+        group: str,
+        election_group: str,
+        leader_topic: str,
+        transactional_id: str,
+        data_dir: Any,
+        replication: int = 1,
+        config: EngineConfig | None = None,
+        refresh_interval_s: float = 30.0,
+        retry_backoff_s: float = 2.0,
+        session_timeout_ms: int = 6000,
+        log_name: str = "agent",
+        metrics: AgentMetrics | None = None,
+    ) -> None:
+        super().__init__(
+            kafka,
+            agent,
+            group=group,
+            data_dir=data_dir,
+            replication=replication,
+            config=config,
+            transactional_id=transactional_id,
+            metrics=metrics,
+        )
         self.election_group, self.leader_topic = election_group, leader_topic
         self.refresh_interval_s, self.retry_backoff_s = refresh_interval_s, retry_backoff_s
         self.election_timeout_ms = session_timeout_ms
@@ -69,15 +93,22 @@ class SingleWriterEngine(TransactionalEngine):
     def run(self, stop: threading.Event) -> None:
         """Write whenever elected, until `stop` is set; StreamsError at once if the topics are missing."""
         self._prepare()
-        election = Consumer({
-            **self.kafka, "group.id": self.election_group, "enable.auto.commit": False,
-            "session.timeout.ms": self.election_timeout_ms,
-            "heartbeat.interval.ms": max(500, self.election_timeout_ms // 4),
-        })
-        election.subscribe([self.leader_topic], on_assign=self._elected, on_revoke=self._deposed,
-                           on_lost=self._deposed)
-        log.info(self._event("writer.started"), agent=self.agent.name, group=self.election_group,
-                 sources=list(self.agent.sources))
+        election = Consumer(
+            {
+                **self.kafka,
+                "group.id": self.election_group,
+                "enable.auto.commit": False,
+                "session.timeout.ms": self.election_timeout_ms,
+                "heartbeat.interval.ms": max(500, self.election_timeout_ms // 4),
+            }
+        )
+        election.subscribe([self.leader_topic], on_assign=self._elected, on_revoke=self._deposed, on_lost=self._deposed)
+        log.info(
+            self._event("writer.started"),
+            agent=self.agent.name,
+            group=self.election_group,
+            sources=list(self.agent.sources),
+        )
         self.running = True
         retry_at = 0.0
         try:
@@ -114,9 +145,15 @@ class SingleWriterEngine(TransactionalEngine):
 
     def _internal_topics(self, _source_partitions: int) -> list[NewTopic]:
         """One state, so a one-partition changelog; and the leader topic the election runs on."""
-        return [NewTopic(self.changelog, num_partitions=1, replication_factor=self.replication,
-                         config={"cleanup.policy": "compact"}),
-                NewTopic(self.leader_topic, num_partitions=1, replication_factor=self.replication)]
+        return [
+            NewTopic(
+                self.changelog,
+                num_partitions=1,
+                replication_factor=self.replication,
+                config={"cleanup.policy": "compact"},
+            ),
+            NewTopic(self.leader_topic, num_partitions=1, replication_factor=self.replication),
+        ]
 
     def _elected(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
         if partitions:
@@ -133,10 +170,17 @@ class SingleWriterEngine(TransactionalEngine):
         every source partition from the offsets the last transaction committed."""
         self._was_fenced = False
         self._producer = self._new_producer()  # init_transactions: an earlier writer's open transaction aborts
-        self._consumer = Consumer({
-            **self.kafka, "group.id": self.group, "enable.auto.commit": False, "enable.auto.offset.store": False,
-            "isolation.level": "read_committed", "auto.offset.reset": "earliest", "fetch.wait.max.ms": 10,
-        })  # assigned, never subscribed: this group has no members, only the writer's committed offsets
+        self._consumer = Consumer(
+            {
+                **self.kafka,
+                "group.id": self.group,
+                "enable.auto.commit": False,
+                "enable.auto.offset.store": False,
+                "isolation.level": "read_committed",
+                "auto.offset.reset": "earliest",
+                "fetch.wait.max.ms": 10,
+            }
+        )  # assigned, never subscribed: this group has no members, only the writer's committed offsets
         try:
             self.state.clear()
             self._restore([SLOT])
@@ -155,8 +199,14 @@ class SingleWriterEngine(TransactionalEngine):
             raise
         self.elections += 1
         described = self._leadership(True, self.state[SLOT]) if self._leadership is not None else None
-        log.info(self._event("leader.elected"), agent=self.agent.name, transactional_id=self.transactional_id,
-                 sources=len(self._sources), elections=self.elections, **(described or {}))
+        log.info(
+            self._event("leader.elected"),
+            agent=self.agent.name,
+            transactional_id=self.transactional_id,
+            sources=len(self._sources),
+            elections=self.elections,
+            **(described or {}),
+        )
 
     def _assign_sources(self) -> None:
         """Every partition of every source that is not assigned yet, at its committed offset."""
@@ -171,9 +221,12 @@ class SingleWriterEngine(TransactionalEngine):
             found.extend((topic, p) for p in metadata.partitions if (topic, p) not in self._sources)
         if found:
             committed = consumer.committed([TopicPartition(t, p) for t, p in found], timeout=30)
-            consumer.incremental_assign([
-                TopicPartition(tp.topic, tp.partition, tp.offset if tp.offset >= 0 else OFFSET_BEGINNING)
-                for tp in committed])
+            consumer.incremental_assign(
+                [
+                    TopicPartition(tp.topic, tp.partition, tp.offset if tp.offset >= 0 else OFFSET_BEGINNING)
+                    for tp in committed
+                ]
+            )
             self._sources.update(found)
         self._refresh_at = time.monotonic() + self.refresh_interval_s
 

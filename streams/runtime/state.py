@@ -40,8 +40,9 @@ class Output:
         self._producer = producer
         self._begin = begin
 
-    def send(self, topic: str, key: bytes | None, value: bytes | None,
-             headers: Sequence[tuple[str, bytes | None]]) -> None:
+    def send(
+        self, topic: str, key: bytes | None, value: bytes | None, headers: Sequence[tuple[str, bytes | None]]
+    ) -> None:
         if self._begin is not None:
             self._begin()
             self._begin = None

@@ -85,8 +85,10 @@ def _checked(table: str, value: Any) -> Any:
         return tuple(_checked(table, item) for item in value)
     if kind is dict and all(type(k) is str for k in value):
         return {k: _checked(table, v) for k, v in value.items()}
-    raise TypeError(f"table '{table}' keeps JSON values (numbers, strings, booleans, None, lists, dicts with "
-                    f"string keys); got {kind.__name__}")
+    raise TypeError(
+        f"table '{table}' keeps JSON values (numbers, strings, booleans, None, lists, dicts with "
+        f"string keys); got {kind.__name__}"
+    )
 
 
 class Table:
@@ -129,17 +131,32 @@ class Table:
     def __delitem__(self, key: Any) -> None:
         SCOPE.write(self._key(key), MISSING)
 
-    def tumbling(self, size: float, *, expires: float | None = None, grace: float = 0.0,
-                 on_window_close: Callable[..., Any] | None = None) -> WindowedTable:
+    def tumbling(
+        self,
+        size: float,
+        *,
+        expires: float | None = None,
+        grace: float = 0.0,
+        on_window_close: Callable[..., Any] | None = None,
+    ) -> WindowedTable:
         """Fixed windows of `size` seconds, aligned to the epoch."""
-        return WindowedTable(self.name, self.default, size=size, step=size, expires=expires, grace=grace,
-                             on_window_close=on_window_close)
+        return WindowedTable(
+            self.name, self.default, size=size, step=size, expires=expires, grace=grace, on_window_close=on_window_close
+        )
 
-    def hopping(self, size: float, step: float, *, expires: float | None = None, grace: float = 0.0,
-                on_window_close: Callable[..., Any] | None = None) -> WindowedTable:
+    def hopping(
+        self,
+        size: float,
+        step: float,
+        *,
+        expires: float | None = None,
+        grace: float = 0.0,
+        on_window_close: Callable[..., Any] | None = None,
+    ) -> WindowedTable:
         """Overlapping windows of `size` seconds starting every `step` seconds (`size` a multiple of `step`)."""
-        return WindowedTable(self.name, self.default, size=size, step=step, expires=expires, grace=grace,
-                             on_window_close=on_window_close)
+        return WindowedTable(
+            self.name, self.default, size=size, step=step, expires=expires, grace=grace, on_window_close=on_window_close
+        )
 
 
 @dataclass
@@ -168,8 +185,17 @@ class WindowedTable(Table):
     closed is late: counted (outcome "late") and dead-lettered.
     """
 
-    def __init__(self, name: str, default: Callable[[], Any] | None, *, size: float, step: float,
-                 expires: float | None, grace: float, on_window_close: Callable[..., Any] | None) -> None:
+    def __init__(
+        self,
+        name: str,
+        default: Callable[[], Any] | None,
+        *,
+        size: float,
+        step: float,
+        expires: float | None,
+        grace: float,
+        on_window_close: Callable[..., Any] | None,
+    ) -> None:
         super().__init__(name, default)
         self.size_ms, self.step_ms, self.grace_ms = round(size * 1000), round(step * 1000), round(grace * 1000)
         if self.size_ms <= 0 or self.step_ms <= 0 or self.size_ms % self.step_ms:
@@ -208,8 +234,10 @@ class WindowedTable(Table):
         index = self.index()
         open_starts = [s for s in self.starts(timestamp_ms) if s + self.size_ms + self.grace_ms > index.closed_ms]
         if not open_starts:
-            raise LateEvent(f"event at {timestamp_ms} ms is late for table '{self.name}': its windows closed "
-                            f"(closed up to {index.closed_ms} ms; grace {self.grace_ms / 1000:g} s)")
+            raise LateEvent(
+                f"event at {timestamp_ms} ms is late for table '{self.name}': its windows closed "
+                f"(closed up to {index.closed_ms} ms; grace {self.grace_ms / 1000:g} s)"
+            )
         state = SCOPE._state()
         text = key if type(key) is str else str(key)
         for start in open_starts:
@@ -235,7 +263,7 @@ class WindowedTable(Table):
         prefix = self._prefix
         for stored in state:
             if stored.startswith(prefix) and stored != self.closed_key:
-                start, _, key = stored[len(prefix):].partition(":")
+                start, _, key = stored[len(prefix) :].partition(":")
                 if start.lstrip("-").isdigit():
                     index.add(int(start), key)
         return index

@@ -17,12 +17,22 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    from prometheus_client import CollectorRegistry
+
+
 class WorkerWeb:
     """Serves the worker's pages until `close`; `health()` names each agent and whether it runs."""
 
-    def __init__(self, host: str, port: int, *, health: Callable[[], dict[str, bool]],
-                 search: Callable[[str, str | None, int], list[dict[str, Any]]] | None) -> None:
-        handler = _handler(health, search)
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        *,
+        health: Callable[[], dict[str, bool]],
+        search: Callable[[str, str | None, int], list[dict[str, Any]]] | None,
+        metrics: CollectorRegistry,
+    ) -> None:
+        handler = _handler(health, search, metrics)
         self.server = ThreadingHTTPServer((host, port), handler)
         self.server.daemon_threads = True
         self.thread = threading.Thread(target=self.server.serve_forever, name="worker-web", daemon=True)
@@ -39,19 +49,24 @@ class WorkerWeb:
         self.server.server_close()
 
 
-def _handler(health: Callable[[], dict[str, bool]],
-             search: Callable[[str, str | None, int], list[dict[str, Any]]] | None) -> type[BaseHTTPRequestHandler]:
+def _handler(
+    health: Callable[[], dict[str, bool]],
+    search: Callable[[str, str | None, int], list[dict[str, Any]]] | None,
+    metrics: CollectorRegistry,
+) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
             url = urlsplit(self.path)
             query = {name: values[-1] for name, values in parse_qs(url.query).items()}
             if url.path == "/metrics":
-                self._send(HTTPStatus.OK, generate_latest(), CONTENT_TYPE_LATEST)
+                self._send(HTTPStatus.OK, generate_latest(metrics), CONTENT_TYPE_LATEST)
             elif url.path == "/health":
                 agents = health()
                 ok = bool(agents) and all(agents.values())
-                self._json(HTTPStatus.OK if ok else HTTPStatus.SERVICE_UNAVAILABLE,
-                           {"status": "ok" if ok else "unavailable", "agents": agents})
+                self._json(
+                    HTTPStatus.OK if ok else HTTPStatus.SERVICE_UNAVAILABLE,
+                    {"status": "ok" if ok else "unavailable", "agents": agents},
+                )
             elif url.path == "/search":
                 self._search(query)
             else:

@@ -63,14 +63,14 @@ class AvroCodec:
 
     def encode_datum(self, datum: Mapping[str, Any]) -> bytes:
         """The Avro datum alone (no wire header)."""
-        return self.encode(datum)[HEADER.size:]
+        return self.encode(datum)[HEADER.size :]
 
     def decode(self, data: bytes) -> dict[str, Any]:
         """Decode wire-format bytes written with this codec's schema id."""
         _, schema_id = split_header(data)
         if schema_id != self.schema_id:
             raise SchemaError(f"record has schema id {schema_id}, this codec reads id {self.schema_id}")
-        return self.decode_datum(data[HEADER.size:])
+        return self.decode_datum(data[HEADER.size :])
 
     def decode_datum(self, datum: bytes) -> dict[str, Any]:
         """The record in `datum` (no wire header), which must hold exactly one record of this schema."""

@@ -31,12 +31,19 @@ _WIDTH = 110  # generated lines stay within ruff's line-length (pyproject.toml)
 _INT = "Annotated[int, Field(strict=True, ge=-(2**31), le=2**31 - 1)]"
 _LONG = "Annotated[int, Field(strict=True, ge=-(2**63), le=2**63 - 1)]"
 _PRIMITIVES = {
-    "null": "None", "boolean": "StrictBool", "int": "AvroInt", "long": "AvroLong", "float": "float",
-    "double": "float", "bytes": "bytes", "string": "str",
+    "null": "None",
+    "boolean": "StrictBool",
+    "int": "AvroInt",
+    "long": "AvroLong",
+    "float": "float",
+    "double": "float",
+    "bytes": "bytes",
+    "string": "str",
 }
 # (Avro type, logicalType) -> (annotation, import); other logical types fall back to the base type.
 _LOGICAL = {
-    ("int", "date"): ("date", "datetime"), ("int", "time-millis"): ("time", "datetime"),
+    ("int", "date"): ("date", "datetime"),
+    ("int", "time-millis"): ("time", "datetime"),
     ("long", "time-micros"): ("time", "datetime"),
     ("long", "timestamp-millis"): ("AwareDatetime", "pydantic"),
     ("long", "timestamp-micros"): ("AwareDatetime", "pydantic"),
@@ -48,8 +55,22 @@ _COMPLEX = {"record", "error", "enum", "fixed", "array", "map"}
 _TOP_LEVEL = {"TOPIC", "SCHEMA_FILE", "model_config"}  # class attributes a field must not shadow
 _BASE_ATTRIBUTES = set(dir(BaseModel))
 _MODULE_NAMES = {  # what the generated module may import or define besides the Avro types
-    "EVENT_MODELS", "BaseModel", "ConfigDict", "Field", "StrictBool", "AwareDatetime", "NaiveDatetime",
-    "Annotated", "ClassVar", "Mapping", "Decimal", "StrEnum", "UUID", "UTC", "AvroInt", "AvroLong",
+    "EVENT_MODELS",
+    "BaseModel",
+    "ConfigDict",
+    "Field",
+    "StrictBool",
+    "AwareDatetime",
+    "NaiveDatetime",
+    "Annotated",
+    "ClassVar",
+    "Mapping",
+    "Decimal",
+    "StrEnum",
+    "UUID",
+    "UTC",
+    "AvroInt",
+    "AvroLong",
 }
 _MODULE = '''\
 """Typed event models: one frozen pydantic model per Avro record of the catalog's topic schemas.
@@ -125,8 +146,10 @@ class _Generator:
             schema = _load(spec.schema_file, self.file)
             fullname = _fullname(schema, "")[0]
             if fullname in self.named and self.named[fullname].topic:
-                raise SchemaError(f"{self.file}: record {fullname} is also the value of topic "
-                                  f"{self.named[fullname].topic!r}; give each topic its own record name")
+                raise SchemaError(
+                    f"{self.file}: record {fullname} is also the value of topic "
+                    f"{self.named[fullname].topic!r}; give each topic its own record name"
+                )
             self._type(schema, "")
             self.named[fullname].topic, self.named[fullname].schema_file = spec.name, self.file
             self.events[spec.name] = self.named[fullname].annotation
@@ -197,11 +220,14 @@ class _Generator:
         short = fullname.rsplit(".", 1)[-1]
         owner = self.classes.get(short)
         if owner not in {None, fullname}:
-            raise SchemaError(f"{self.file}: {fullname} and {owner} would both generate class {short}; "
-                              "rename one of the Avro types")
+            raise SchemaError(
+                f"{self.file}: {fullname} and {owner} would both generate class {short}; rename one of the Avro types"
+            )
         if short in self.aliases or short in _MODULE_NAMES:
-            raise SchemaError(f"{self.file}: Avro type {fullname} cannot become class {short}, a name the "
-                              "generated module already uses; rename the type")
+            raise SchemaError(
+                f"{self.file}: Avro type {fullname} cannot become class {short}, a name the "
+                "generated module already uses; rename the type"
+            )
         self.classes[short] = fullname
         named = _Named(fullname, short, self.file, schema=schema, namespace=namespace)
         kind = schema["type"]
@@ -231,8 +257,10 @@ class _Generator:
             self.order.append(named.fullname)
             return named.annotation
         if (existing.head, existing.body) != (named.head, named.body):
-            raise SchemaError(f"{self.file}: Avro type {named.fullname} differs from its definition in "
-                              f"{existing.origin}; a shared named type must be identical in every schema")
+            raise SchemaError(
+                f"{self.file}: Avro type {named.fullname} differs from its definition in "
+                f"{existing.origin}; a shared named type must be identical in every schema"
+            )
         return existing.annotation
 
     def _record(self, schema: dict[str, Any], fullname: str, namespace: str) -> tuple[list[str], list[str]]:
@@ -246,8 +274,11 @@ class _Generator:
             name = avro_field["name"]
             # pydantic keeps _x private and model_x for itself: such fields get a prefix and an alias.
             python = f"field_{name.lstrip('_')}" if name.startswith(("_", "model_")) else name
-            while python in self.reserved or python in _TOP_LEVEL or _clashes(python) or (
-                python != name and python in taken
+            while (
+                python in self.reserved
+                or python in _TOP_LEVEL
+                or _clashes(python)
+                or (python != name and python in taken)
             ):
                 python += "_"
             taken.add(python)
@@ -347,8 +378,11 @@ class _Generator:
             return named.head[0]
         lines = [named.head[0], *(f"    {line}" if line else "" for line in named.head[1:])]
         if named.topic is not None:
-            lines += ["", f"    TOPIC: ClassVar[str] = {_string(named.topic)}",
-                      f"    SCHEMA_FILE: ClassVar[str] = {_string(named.schema_file)}"]
+            lines += [
+                "",
+                f"    TOPIC: ClassVar[str] = {_string(named.topic)}",
+                f"    SCHEMA_FILE: ClassVar[str] = {_string(named.schema_file)}",
+            ]
         if named.body:
             lines += ["", *named.body]
         return "\n".join(lines)
@@ -440,13 +474,16 @@ def _docstring(text: str) -> list[str]:
     clean = " ".join(text.split()).replace("\\", "\\\\").replace('"', '\\"')
     if len(clean) + 10 <= _WIDTH:
         return [f'"""{clean}"""']
-    return ['"""' + line if i == 0 else line for i, line in enumerate(textwrap.wrap(clean, _WIDTH - 8))] + [
-        '"""'
-    ]
+    return ['"""' + line if i == 0 else line for i, line in enumerate(textwrap.wrap(clean, _WIDTH - 8))] + ['"""']
 
 
-def _call(prefix: str, arguments: list[tuple[str, str]], indent: int, brackets: tuple[str, str] = ("(", ")"),
-          explode: bool = False) -> list[str]:
+def _call(
+    prefix: str,
+    arguments: list[tuple[str, str]],
+    indent: int,
+    brackets: tuple[str, str] = ("(", ")"),
+    explode: bool = False,
+) -> list[str]:
     """`prefix(arguments)` on one line if it fits, else the arguments on one indented line, else one per line."""
     pad, inner = " " * indent, " " * (indent + 4)
     opening, closing = brackets

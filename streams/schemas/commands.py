@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from streams.catalog import Catalog, load_catalog
+from streams.cli_options import CATALOG, OUTPUT_TABLE, PROFILE
 from streams.errors import SchemaError
 from streams.schemas.compatibility import check_compatibility, parse_schema
 from streams.schemas.registry_client import compact_schema
@@ -26,19 +27,10 @@ if TYPE_CHECKING:
 
 __all__ = ["schemas"]
 
-OUTPUT = click.option(
-    "--output", "-o", type=click.Choice(["table", "json"]), default="table", show_default=True,
-    help="Human table, or JSON for scripts.",
-)
-CATALOG = click.option(
-    "--catalog", "catalog_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
-    help="The catalog file (default: STREAMS_CATALOG_PATH or ./topics.yaml).",
-)
-PROFILE = click.option(
-    "--profile", default=None, help="Environment profile of the catalog (default: STREAMS_PROFILE or local)."
-)
 REGISTRY_URL = click.option(
-    "--registry-url", default=None, metavar="URL",
+    "--registry-url",
+    default=None,
+    metavar="URL",
     help="Schema registry base URL (default: STREAMS_SCHEMA_REGISTRY_URL, else the local stack's).",
 )
 
@@ -66,9 +58,14 @@ class Verdict:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "topic": self.schema.topic, "subject": self.schema.subject, "schema_file": self.schema.schema_file,
-            "compatibility": self.schema.level, "status": self.status, "compatible": self.status != "incompatible",
-            "checked_against": self.against, "messages": list(self.messages),
+            "topic": self.schema.topic,
+            "subject": self.schema.subject,
+            "schema_file": self.schema.schema_file,
+            "compatibility": self.schema.level,
+            "status": self.status,
+            "compatible": self.status != "incompatible",
+            "checked_against": self.against,
+            "messages": list(self.messages),
         }
 
 
@@ -84,21 +81,33 @@ def schemas() -> None:
 
 @schemas.command()
 @click.option(
-    "--registry/--offline", "use_registry", default=None,
+    "--registry/--offline",
+    "use_registry",
+    default=None,
     help="Compare with the registry's versions (default), or offline with --against directories.",
 )
 @click.option(
-    "--against", multiple=True, metavar="DIR", type=click.Path(exists=True, file_okay=False, path_type=Path),
+    "--against",
+    multiple=True,
+    metavar="DIR",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
     help="Offline: a directory holding the previous release's schema files (a checkout or `git archive` of "
     "it). Repeat for older releases, oldest first; transitive levels check every one.",
 )
 @REGISTRY_URL
 @CATALOG
 @PROFILE
-@OUTPUT
+@OUTPUT_TABLE
 @click.pass_obj
-def check(obj: object, use_registry: bool | None, against: tuple[Path, ...], registry_url: str | None,
-          catalog_path: Path | None, profile: str | None, output: str) -> None:
+def check(
+    obj: object,
+    use_registry: bool | None,
+    against: tuple[Path, ...],
+    registry_url: str | None,
+    catalog_path: Path | None,
+    profile: str | None,
+    output: str,
+) -> None:
     """Check that every .avsc may follow the versions before it, under the topic's compatibility level.
 
     Exit code 1 when any schema is incompatible (or a schema file is invalid).
@@ -133,10 +142,11 @@ def check(obj: object, use_registry: bool | None, against: tuple[Path, ...], reg
 @REGISTRY_URL
 @CATALOG
 @PROFILE
-@OUTPUT
+@OUTPUT_TABLE
 @click.pass_obj
-def apply(obj: object, dry_run: bool, registry_url: str | None, catalog_path: Path | None,
-          profile: str | None, output: str) -> None:
+def apply(
+    obj: object, dry_run: bool, registry_url: str | None, catalog_path: Path | None, profile: str | None, output: str
+) -> None:
     """Register every topic's .avsc as `<topic>-value` and set the subject's compatibility level.
 
     Everything is checked first: if any schema is incompatible, nothing is changed for any subject.
@@ -157,10 +167,14 @@ def apply_schemas(catalog: Catalog, client: RegistryClient, *, dry_run: bool = F
     steps = [_plan_subject(client, subject) for subject in catalog_subjects(catalog)]
     refused = [step for step in steps if step.verdict.status == "incompatible"]
     if refused:
-        raise SchemaError("nothing applied: " + "; ".join(
-            f"{step.verdict.schema.subject}: {step.verdict.schema.schema_file} is incompatible under "
-            f"{step.verdict.schema.level}: {' | '.join(step.verdict.messages)}" for step in refused
-        ))
+        raise SchemaError(
+            "nothing applied: "
+            + "; ".join(
+                f"{step.verdict.schema.subject}: {step.verdict.schema.schema_file} is incompatible under "
+                f"{step.verdict.schema.level}: {' | '.join(step.verdict.messages)}"
+                for step in refused
+            )
+        )
     if not dry_run:
         for step in steps:
             _apply_step(client, step)
@@ -170,14 +184,18 @@ def apply_schemas(catalog: Catalog, client: RegistryClient, *, dry_run: bool = F
 @schemas.command()
 @click.option("--check", "check_only", is_flag=True, help="Exit 1 if the file differs from a fresh generation.")
 @click.option(
-    "--out", "out_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+    "--out",
+    "out_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
     help="Where to write (default: streams/schemas/models.py in this package).",
 )
 @CATALOG
 @PROFILE
 @click.pass_obj
-def codegen(obj: object, check_only: bool, out_path: Path | None, catalog_path: Path | None,
-            profile: str | None) -> None:
+def codegen(
+    obj: object, check_only: bool, out_path: Path | None, catalog_path: Path | None, profile: str | None
+) -> None:
     """Generate typed pydantic event models from the catalog's .avsc files (streams/schemas/models.py).
 
     \b
@@ -195,8 +213,10 @@ def codegen(obj: object, check_only: bool, out_path: Path | None, catalog_path: 
         current = path.read_text(encoding="utf-8") if path.exists() else None
         if current != render_models(catalog):
             state = "missing" if current is None else "stale"
-            raise SchemaError(f"{shown} is {state}: it does not match {catalog.path}'s schemas; run "
-                              "`streams schemas codegen` and commit the result")
+            raise SchemaError(
+                f"{shown} is {state}: it does not match {catalog.path}'s schemas; run "
+                "`streams schemas codegen` and commit the result"
+            )
         click.echo(f"{shown} is up to date")
         return
     changed = write_models(catalog, path)
@@ -305,8 +325,7 @@ def _show_verdicts(verdicts: list[Verdict], mode: str, output: str) -> None:
     styles = {"incompatible": "[bold red]incompatible[/]", "compatible": "[green]compatible[/]"}
     for verdict in verdicts:
         checked = ", ".join(verdict.against) or "-"
-        table.add_row(verdict.schema.subject, verdict.schema.level, checked,
-                      styles.get(verdict.status, verdict.status))
+        table.add_row(verdict.schema.subject, verdict.schema.level, checked, styles.get(verdict.status, verdict.status))
     console = Console()
     console.print(table)
     for verdict in verdicts:  # below the table, so long reasons stay readable in a narrow terminal
@@ -319,13 +338,19 @@ def _show_steps(steps: list[_Step], dry_run: bool, output: str) -> None:
     for step in steps:
         schema, registered = step.verdict.schema, step.registered
         action = f"would {step.action}" if dry_run and step.action == "register" else step.action
-        rows.append({
-            "topic": schema.topic, "subject": schema.subject, "schema_file": schema.schema_file,
-            "id": None if registered is None else registered.id,
-            "version": None if registered is None else registered.version, "action": action,
-            "compatibility": schema.level, "previous_compatibility": step.current_level,
-            "compatibility_changed": step.level_changes,
-        })
+        rows.append(
+            {
+                "topic": schema.topic,
+                "subject": schema.subject,
+                "schema_file": schema.schema_file,
+                "id": None if registered is None else registered.id,
+                "version": None if registered is None else registered.version,
+                "action": action,
+                "compatibility": schema.level,
+                "previous_compatibility": step.current_level,
+                "compatibility_changed": step.level_changes,
+            }
+        )
     if output == "json":
         click.echo(json.dumps({"dry_run": dry_run, "subjects": rows}, indent=2))
         return
@@ -338,8 +363,7 @@ def _show_steps(steps: list[_Step], dry_run: bool, output: str) -> None:
         if row["compatibility_changed"]:
             verb = "would set" if dry_run else "set"
             level = f"{verb} {level} (was {row['previous_compatibility']})"
-        table.add_row(str(row["subject"]), str(row["id"] or "-"), str(row["version"] or "-"),
-                      str(row["action"]), level)
+        table.add_row(str(row["subject"]), str(row["id"] or "-"), str(row["version"] or "-"), str(row["action"]), level)
     Console().print(table)
 
 

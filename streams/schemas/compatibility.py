@@ -59,9 +59,7 @@ def parse_schema(text: str) -> avro.schema.Schema:
     try:
         document = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise SchemaError(
-            f"invalid Avro schema: not JSON ({exc.msg} at line {exc.lineno} column {exc.colno})"
-        ) from exc
+        raise SchemaError(f"invalid Avro schema: not JSON ({exc.msg} at line {exc.lineno} column {exc.colno})") from exc
     return _parse_cached(json.dumps(document, sort_keys=True))
 
 

@@ -186,8 +186,7 @@ class RegistryClient:
             response = self._http.request(method, path, json=body, params=params)
         except httpx.TimeoutException:
             raise SchemaError(
-                f"cannot reach the schema registry at {self._shown}: no answer to {request} within "
-                f"{self.timeout:g}s"
+                f"cannot reach the schema registry at {self._shown}: no answer to {request} within {self.timeout:g}s"
             ) from None
         except httpx.TransportError as exc:
             raise SchemaError(

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from streams.catalog import load_catalog
+from streams.cli_options import CATALOG, METRICS_HOST, METRICS_PORT, OUTPUT_TABLE, PROFILE
 from streams.errors import StreamsError
 from streams.settings import Settings
 from streams.webhooks.routes import WebhookConfig, WebhookError, load_webhooks
@@ -27,25 +28,42 @@ __all__ = ["load_checked", "webhooks"]
 @click.command(name="webhooks")
 @click.option("--routes", "show_routes", is_flag=True, help="Print the checked routes and exit.")
 @click.option("--check", "check_only", is_flag=True, help="Check routes, topics, schema fields and secrets; exit.")
-@click.option("--catalog", "catalog_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="The catalog file (default: STREAMS_CATALOG_PATH or ./topics.yaml).")
-@click.option("--profile", default=None, help="Catalog profile (default: STREAMS_PROFILE or local).")
+@CATALOG
+@PROFILE
 @click.option("--group", default=None, help="Consumer group (default: the catalog's webhooks.group).")
-@click.option("--instance-id", default=None,
-              help="Static group membership id: a restarted runner gets its partitions back without a rebalance.")
-@click.option("--batch-size", default=500, show_default=True, type=click.IntRange(1, 100_000),
-              help="Records per consume call.")
-@click.option("--max-in-flight", default=5_000, show_default=True, type=click.IntRange(1),
-              help="Consumed records not yet delivered or parked before every partition pauses.")
-@click.option("--metrics-port", default=None, type=click.IntRange(0, 65535), help="Serve /metrics on this port.")
-@click.option("--metrics-host", default="127.0.0.1", show_default=True,
-              help="Interface of /metrics (0.0.0.0 in a container, so Prometheus can scrape it).")
-@click.option("--output", "-o", type=click.Choice(["table", "json"]), default="table", show_default=True,
-              help="For --routes and --check: a table, or JSON for scripts.")
+@click.option(
+    "--instance-id",
+    default=None,
+    help="Static group membership id: a restarted runner gets its partitions back without a rebalance.",
+)
+@click.option(
+    "--batch-size", default=500, show_default=True, type=click.IntRange(1, 100_000), help="Records per consume call."
+)
+@click.option(
+    "--max-in-flight",
+    default=5_000,
+    show_default=True,
+    type=click.IntRange(1),
+    help="Consumed records not yet delivered or parked before every partition pauses.",
+)
+@METRICS_PORT
+@METRICS_HOST
+@OUTPUT_TABLE
 @click.pass_obj
-def webhooks(obj: object, show_routes: bool, check_only: bool, catalog_path: Path | None, profile: str | None,
-             group: str | None, instance_id: str | None, batch_size: int, max_in_flight: int,
-             metrics_port: int | None, metrics_host: str, output: str) -> None:
+def webhooks(
+    obj: object,
+    show_routes: bool,
+    check_only: bool,
+    catalog_path: Path | None,
+    profile: str | None,
+    group: str | None,
+    instance_id: str | None,
+    batch_size: int,
+    max_in_flight: int,
+    metrics_port: int | None,
+    metrics_host: str,
+    output: str,
+) -> None:
     """Deliver events to HTTP endpoints: signed CloudEvents POSTs, retried; offsets commit once settled.
 
     A record's offset is committed only after every matching route got a 2xx or parked the record in
@@ -65,15 +83,22 @@ def webhooks(obj: object, show_routes: bool, check_only: bool, catalog_path: Pat
         if show_routes or check_only:
             _show(config, output, checked_only=check_only)
             return
-        _run(settings, catalog, config, {"batch_size": batch_size, "max_in_flight": max_in_flight,
-                                         "instance_id": instance_id}, metrics_port, metrics_host)
+        _run(
+            settings,
+            catalog,
+            config,
+            {"batch_size": batch_size, "max_in_flight": max_in_flight, "instance_id": instance_id},
+            metrics_port,
+            metrics_host,
+        )
     except StreamsError as exc:  # also when run outside the `streams` group (python -m streams.webhooks)
         click.echo(f"error: {exc}", err=True)
         sys.exit(1)
 
 
-def load_checked(settings: Settings, catalog_path: Path | None = None,
-                 profile: str | None = None) -> tuple[Catalog, WebhookConfig]:
+def load_checked(
+    settings: Settings, catalog_path: Path | None = None, profile: str | None = None
+) -> tuple[Catalog, WebhookConfig]:
     """The catalog and its webhooks section, with every route's secret present in the settings."""
     catalog = load_catalog(catalog_path or settings.catalog_path, profile or settings.profile)
     config = load_webhooks(catalog)
@@ -84,14 +109,28 @@ def load_checked(settings: Settings, catalog_path: Path | None = None,
 
 
 def _show(config: WebhookConfig, output: str, *, checked_only: bool) -> None:
-    rows: list[dict[str, Any]] = [{
-        "route": r.name, "topic": r.topic, "event_type": r.event_type,
-        "where": {".".join(f.path): sorted(map(str, f.values)) for f in r.where}, "url": r.url,
-        "secret": r.secret, "mode": r.mode, "timeout_ms": r.timeout_ms, "concurrency": r.concurrency,
-        "retry": {"max_attempts": r.retry.max_attempts, "backoff_ms": r.retry.backoff_ms,
-                  "max_backoff_ms": r.retry.max_backoff_ms, "jitter": r.retry.jitter},
-        "circuit": dataclasses.asdict(r.circuit), "line": r.line,
-    } for r in config.routes]
+    rows: list[dict[str, Any]] = [
+        {
+            "route": r.name,
+            "topic": r.topic,
+            "event_type": r.event_type,
+            "where": {".".join(f.path): sorted(map(str, f.values)) for f in r.where},
+            "url": r.url,
+            "secret": r.secret,
+            "mode": r.mode,
+            "timeout_ms": r.timeout_ms,
+            "concurrency": r.concurrency,
+            "retry": {
+                "max_attempts": r.retry.max_attempts,
+                "backoff_ms": r.retry.backoff_ms,
+                "max_backoff_ms": r.retry.max_backoff_ms,
+                "jitter": r.retry.jitter,
+            },
+            "circuit": dataclasses.asdict(r.circuit),
+            "line": r.line,
+        }
+        for r in config.routes
+    ]
     if output == "json":
         click.echo(json.dumps({"group": config.group, "ok": True, "routes": rows}, indent=2))
         return
@@ -105,21 +144,30 @@ def _show(config: WebhookConfig, output: str, *, checked_only: bool) -> None:
     for column in ("route", "topic / type", "where", "url", "mode", "retry", "concurrency"):
         table.add_column(column)
     for row in rows:
-        table.add_row(str(row["route"]), f"{row['topic']}" + (f" [{row['event_type']}]" if row["event_type"] else ""),
-                      json.dumps(row["where"]) if row["where"] else "", str(row["url"]), str(row["mode"]),
-                      f"{row['retry']['max_attempts']}x from {row['retry']['backoff_ms']} ms", str(row["concurrency"]))
+        table.add_row(
+            str(row["route"]),
+            f"{row['topic']}" + (f" [{row['event_type']}]" if row["event_type"] else ""),
+            json.dumps(row["where"]) if row["where"] else "",
+            str(row["url"]),
+            str(row["mode"]),
+            f"{row['retry']['max_attempts']}x from {row['retry']['backoff_ms']} ms",
+            str(row["concurrency"]),
+        )
     Console().print(table)
 
 
-def _run(settings: Settings, catalog: Catalog, config: WebhookConfig, options: dict[str, Any],
-         metrics_port: int | None, metrics_host: str) -> None:
-    import structlog  # noqa: PLC0415 - logging is configured by the command that runs, never at import
-
+def _run(
+    settings: Settings,
+    catalog: Catalog,
+    config: WebhookConfig,
+    options: dict[str, Any],
+    metrics_port: int | None,
+    metrics_host: str,
+) -> None:
+    from streams.observability import configure_logging  # noqa: PLC0415 - by the command that runs, not at import
     from streams.webhooks.runner import RunnerOptions, WebhookRunner  # noqa: PLC0415 - confluent-kafka on demand
 
-    structlog.configure(processors=[structlog.processors.add_log_level,
-                                    structlog.processors.TimeStamper(fmt="iso", utc=True),
-                                    structlog.processors.JSONRenderer()])
+    configure_logging()
     runner = WebhookRunner(settings, catalog, config, RunnerOptions(**options))
     if metrics_port is not None:
         runner.metrics.serve(metrics_port, metrics_host)

@@ -162,8 +162,9 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
-def render(route: WebhookRoute, data: Mapping[str, Any], attributes: Mapping[str, str],
-           topic: str) -> tuple[dict[str, str], bytes]:
+def render(
+    route: WebhookRoute, data: Mapping[str, Any], attributes: Mapping[str, str], topic: str
+) -> tuple[dict[str, str], bytes]:
     """The CloudEvents HTTP message of one event: (headers, body), before signing.
 
     `attributes` are the record's `ce_*` Kafka headers without the prefix (the Kafka binding's names). Binary
@@ -202,9 +203,14 @@ def retry_after_s(value: str | None, now: float | None = None) -> float | None:
 class Deliverer:
     """Posts events with retries; one per runner, sharing one HTTP connection pool and one endpoint per URL."""
 
-    def __init__(self, routes: tuple[WebhookRoute, ...], signers: Mapping[str, Signer], *,
-                 rng: random.Random | None = None,
-                 on_attempt: Callable[[WebhookRoute, Attempt], None] | None = None) -> None:
+    def __init__(
+        self,
+        routes: tuple[WebhookRoute, ...],
+        signers: Mapping[str, Signer],
+        *,
+        rng: random.Random | None = None,
+        on_attempt: Callable[[WebhookRoute, Attempt], None] | None = None,
+    ) -> None:
         self.signers = signers
         self.endpoints: dict[str, Endpoint] = {}
         for route in routes:  # routes sharing a URL share its limit: the smallest any of them asks for
@@ -220,8 +226,9 @@ class Deliverer:
         if self._session is not None:
             await self._session.close()
 
-    async def deliver(self, route: WebhookRoute, msg_id: str, headers: Mapping[str, str],
-                      body: bytes) -> DeliveryResult:
+    async def deliver(
+        self, route: WebhookRoute, msg_id: str, headers: Mapping[str, str], body: bytes
+    ) -> DeliveryResult:
         """Attempts until the endpoint answers 2xx, refuses for good, or the route's attempts are spent."""
         endpoint = self.endpoints[route.url]
         signer = self.signers[route.secret]
@@ -265,22 +272,33 @@ class Deliverer:
             if was_open:
                 log.info("endpoint answers again; circuit closed", endpoint=host)
             else:
-                log.warning("endpoint failing; circuit open", endpoint=host, failures=endpoint.circuit.failures,
-                            cooldown_s=endpoint.circuit.cooldown_s, last=attempt.describe())
+                log.warning(
+                    "endpoint failing; circuit open",
+                    endpoint=host,
+                    failures=endpoint.circuit.failures,
+                    cooldown_s=endpoint.circuit.cooldown_s,
+                    last=attempt.describe(),
+                )
 
     async def post(self, route: WebhookRoute, headers: Mapping[str, str], body: bytes) -> Attempt:
         if self._session is None:  # made on the running loop, as aiohttp wants
             self._session = aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(limit=self._connections, limit_per_host=0),
-                skip_auto_headers=("User-Agent",), headers={"user-agent": USER_AGENT})
+                skip_auto_headers=("User-Agent",),
+                headers={"user-agent": USER_AGENT},
+            )
         started = time.perf_counter()
         try:
             # No redirects: a redirect is a failure (Standard Webhooks); the URL should be updated instead.
-            async with self._session.post(route.url, data=body, headers=headers, allow_redirects=False,
-                                          timeout=aiohttp.ClientTimeout(total=route.timeout_ms / 1000)) as response:
+            async with self._session.post(
+                route.url,
+                data=body,
+                headers=headers,
+                allow_redirects=False,
+                timeout=aiohttp.ClientTimeout(total=route.timeout_ms / 1000),
+            ) as response:
                 excerpt = await response.content.read(BODY_EXCERPT_BYTES)
-                wait = retry_after_s(response.headers.get("retry-after")) \
-                    if response.status in {429, 503} else None
+                wait = retry_after_s(response.headers.get("retry-after")) if response.status in {429, 503} else None
                 return Attempt(response.status, None, excerpt, wait, time.perf_counter() - started)
         except aiohttp.ConnectionTimeoutError:
             return Attempt(None, "connect-timeout", seconds=time.perf_counter() - started)

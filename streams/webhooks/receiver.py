@@ -49,8 +49,16 @@ class Receiver:
     """An aiohttp server on its own thread. `delivered` maps webhook-id -> the first request answered 2xx
     (recorded before the answer leaves, so a sender killed meanwhile does not hide a delivery)."""
 
-    def __init__(self, secret: str, *, host: str = "127.0.0.1", port: int = 0, path: str = "/hook",
-                 respond: Respond | None = None, keep_bodies: bool = True) -> None:
+    def __init__(
+        self,
+        secret: str,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        path: str = "/hook",
+        respond: Respond | None = None,
+        keep_bodies: bool = True,
+    ) -> None:
         self.secret, self.host, self.port, self.path = secret, host, port, path
         self.respond = respond
         self.keep_bodies = keep_bodies
@@ -161,9 +169,16 @@ class Receiver:
         return web.Response(status=answer.status, headers=answer.headers, body=answer.body)
 
     async def _stats(self, _: web.Request) -> web.Response:
-        return web.json_response({"delivered": len(self.delivered), "answered_2xx": self.answered_2xx,
-                                  "requests": self.requests, "bad_signatures": len(self.bad_signatures),
-                                  "first_2xx_at": self.first_2xx_at, "last_2xx_at": self.last_2xx_at})
+        return web.json_response(
+            {
+                "delivered": len(self.delivered),
+                "answered_2xx": self.answered_2xx,
+                "requests": self.requests,
+                "bad_signatures": len(self.bad_signatures),
+                "first_2xx_at": self.first_2xx_at,
+                "last_2xx_at": self.last_2xx_at,
+            }
+        )
 
 
 def main() -> None:

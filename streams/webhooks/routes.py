@@ -18,11 +18,12 @@ from streams.bridge.routes import (
     SectionParser,
     _bool,
     _duration,
-    _FieldError,
     _name,
     _positive,
 )
 from streams.errors import ConfigError, StreamsError
+from streams.located_yaml import FieldError as _FieldError
+from streams.located_yaml import located_message
 
 if TYPE_CHECKING:
     from yaml.nodes import Node
@@ -48,9 +49,7 @@ class WebhookRouteError(WebhookError):
 
     def __init__(self, path: Path, line: int, where: str, field: str | None, problem: str) -> None:
         self.path, self.line, self.field, self.problem = path, line, field, problem
-        location = f"{path}:{line}" if line else str(path)
-        subject = " ".join(part for part in (where, f"field '{field}'" if field else "") if part)
-        super().__init__(f"{location}: {subject}: {problem}" if subject else f"{location}: {problem}")
+        super().__init__(located_message(path, line, where, field, problem))
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,9 +108,11 @@ class WebhookConfig:
         for route in self.routes:
             if route.secret not in available:
                 known = ", ".join(sorted(available)) or "none"
-                raise ConfigError(f"{self.path}:{route.line}: webhook route '{route.name}' field 'secret': no "
-                                  f"secret '{route.secret}' in STREAMS_WEBHOOK_SECRETS (known: {known}); set "
-                                  f"STREAMS_WEBHOOK_SECRETS='{{\"{route.secret}\": \"whsec_...\"}}'")
+                raise ConfigError(
+                    f"{self.path}:{route.line}: webhook route '{route.name}' field 'secret': no "
+                    f"secret '{route.secret}' in STREAMS_WEBHOOK_SECRETS (known: {known}); set "
+                    f'STREAMS_WEBHOOK_SECRETS=\'{{"{route.secret}": "whsec_..."}}\''
+                )
 
 
 def load_webhooks(catalog: Catalog) -> WebhookConfig:
@@ -144,8 +145,7 @@ class _Parser(SectionParser):
             self.report(line, "webhooks", "routes", "missing; declare at least one route under 'routes:'")
         entries = self.entries(top["routes"][1] if "routes" in top else None, "webhooks", None, "route")
         routes = [self.webhook(name, entry) for name, entry in entries.items()]
-        return WebhookConfig(path=self.path, group=group, routes=tuple(r for r in routes if r is not None),
-                             line=line)
+        return WebhookConfig(path=self.path, group=group, routes=tuple(r for r in routes if r is not None), line=line)
 
     def webhook(self, name: str, entry: tuple[int, Node]) -> WebhookRoute | None:
         line, node = entry
@@ -154,13 +154,19 @@ class _Parser(SectionParser):
         before = len(self.issues)
         for required in ("topic", "url", "secret"):
             if required not in body and not (required == "topic" and "event_type" in body):
-                self.report(line, where, required, "missing; every webhook route names a topic (or event_type), "
-                            "a url and a secret")
+                self.report(
+                    line,
+                    where,
+                    required,
+                    "missing; every webhook route names a topic (or event_type), a url and a secret",
+                )
         event_type = self.scalar(body, "event_type", where, _name, None)
         topic = self.scalar(body, "topic", where, _name, event_type)
         schema = self.topic_schema(topic, body, line, where) if topic else None
         route = WebhookRoute(
-            name=name, topic=topic or "", event_type=event_type,
+            name=name,
+            topic=topic or "",
+            event_type=event_type,
             where=self.filters(body.get("where"), schema, topic, where),
             url=self.scalar(body, "url", where, _url, ""),
             secret=self.scalar(body, "secret", where, _name, ""),
@@ -185,8 +191,12 @@ class _Parser(SectionParser):
             jitter=self.scalar(body, "jitter", spot, _bool, True),
         )
         if policy.max_backoff_ms < policy.backoff_ms:
-            self.report(body.get("max_backoff", entry)[0], spot, "max_backoff",
-                        f"{policy.max_backoff_ms} ms is below backoff {policy.backoff_ms} ms; raise it")
+            self.report(
+                body.get("max_backoff", entry)[0],
+                spot,
+                "max_backoff",
+                f"{policy.max_backoff_ms} ms is below backoff {policy.backoff_ms} ms; raise it",
+            )
         return policy
 
     def circuit(self, entry: tuple[int, Node] | None, where: str) -> CircuitPolicy:
@@ -200,8 +210,12 @@ class _Parser(SectionParser):
             max_cooldown_ms=self.scalar(body, "max_cooldown", spot, _positive_duration, 60_000),
         )
         if policy.max_cooldown_ms < policy.cooldown_ms:
-            self.report(body.get("max_cooldown", entry)[0], spot, "max_cooldown",
-                        f"{policy.max_cooldown_ms} ms is below cooldown {policy.cooldown_ms} ms; raise it")
+            self.report(
+                body.get("max_cooldown", entry)[0],
+                spot,
+                "max_cooldown",
+                f"{policy.max_cooldown_ms} ms is below cooldown {policy.cooldown_ms} ms; raise it",
+            )
         return policy
 
 
@@ -216,8 +230,10 @@ def _url(value: Any) -> str:
 
 def _mode(value: Any) -> Mode:
     if value not in ("binary", "structured"):
-        raise _FieldError(f"must be 'binary' (ce-* headers, the event data as the body) or 'structured' "
-                          f"(the whole CloudEvent as application/cloudevents+json), got {value!r}")
+        raise _FieldError(
+            f"must be 'binary' (ce-* headers, the event data as the body) or 'structured' "
+            f"(the whole CloudEvent as application/cloudevents+json), got {value!r}"
+        )
     return cast("Mode", value)
 
 

@@ -16,14 +16,19 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import structlog
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaException, Message, Producer, TopicPartition
 
 from streams.bridge.inflight import InFlight, PendingRecord, TopicPartitionKey
-from streams.errors import SchemaError
-from streams.kafka_util import denial
-from streams.records import EventDecoder, SourceRecord, UndecodableRecordError, dead_letter
-from streams.schemas.codec import HEADER, MAGIC
-from streams.schemas.registry_client import RegistryClient, RegistryRequestError
+from streams.kafka_util import Partitions, member_config, produce_until_acknowledged
+from streams.records import (
+    DLQ_HEADER_PREFIX,
+    EventDecoder,
+    SchemaUnavailableError,
+    SourceRecord,
+    UndecodableRecordError,
+    dead_letter,
+)
+from streams.schemas.registry_client import RegistryClient
 from streams.webhooks.delivery import CE_PREFIX, Attempt, Deliverer, DeliveryResult, render
 from streams.webhooks.metrics import WebhookMetrics
 from streams.webhooks.routes import WebhookError
@@ -46,10 +51,6 @@ class DeliveryFailedError(WebhookError):
     """An endpoint did not take an event within the route's attempts (or refused it for good)."""
 
 
-class _RegistryUnavailableError(WebhookError):
-    retriable = True
-
-
 @dataclass(frozen=True)
 class RunnerOptions:
     """Tuning of one runner process (the routes come from the catalog)."""
@@ -68,47 +69,59 @@ class RunnerOptions:
 class WebhookRunner:
     """One `streams webhooks` process: a consumer group member posting events to HTTP endpoints."""
 
-    def __init__(self, settings: Settings, catalog: Catalog, config: WebhookConfig,
-                 options: RunnerOptions | None = None, *, metrics: WebhookMetrics | None = None,
-                 registry: RegistryClient | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        catalog: Catalog,
+        config: WebhookConfig,
+        options: RunnerOptions | None = None,
+        *,
+        metrics: WebhookMetrics | None = None,
+        registry: RegistryClient | None = None,
+    ) -> None:
         self.config = config
         self.catalog = catalog
         self.options = options or RunnerOptions()
         self.metrics = metrics or WebhookMetrics()
         secrets = settings.webhook_secret_map()
         config.secrets(secrets)
-        self.signers = {route.secret: Signer(secrets[route.secret].get_secret_value(), route.secret)
-                        for route in config.routes}
+        self.signers = {
+            route.secret: Signer(secrets[route.secret].get_secret_value(), route.secret) for route in config.routes
+        }
         kafka = settings.kafka_config(settings.bootstrap_servers())
         self._identity = {key: kafka[key] for key in ("sasl.username",) if key in kafka}  # names it in refusals
         settings.check_kafka_login(settings.bootstrap_servers())
         self._registry = registry or RegistryClient(settings.registry_url())
-        self.decoder = EventDecoder(self._registry, max_record_bytes=settings.agent_max_record_bytes)
+        # A registry outage holds the partition (SchemaUnavailableError) instead of parking its records.
+        self.decoder = EventDecoder(
+            self._registry, max_record_bytes=settings.agent_max_record_bytes, hold_when_registry_down=True
+        )
         self._routes = config.routes_by_topic()
-        consumer_config: dict[str, Any] = {
-            **kafka, "group.id": config.group, "enable.auto.commit": False, "auto.offset.reset": "earliest",
-            "enable.partition.eof": False, "session.timeout.ms": self.options.session_timeout_ms,
-            # Incremental rebalancing: a runner joining or leaving moves only the partitions that change owner;
-            # the others keep their deliveries under way instead of cancelling and redelivering them.
-            "partition.assignment.strategy": "cooperative-sticky",
-            "client.id": f"streams-webhooks-{self.options.instance_id or 'dynamic'}",
-            **self.options.consumer_config,
-        }
-        if self.options.instance_id:
-            consumer_config["group.instance.id"] = self.options.instance_id
-        self._consumer = Consumer(consumer_config)
+        self._consumer = Consumer(
+            member_config(
+                kafka,
+                config.group,
+                f"streams-webhooks-{self.options.instance_id or 'dynamic'}",
+                session_timeout_ms=self.options.session_timeout_ms,
+                instance_id=self.options.instance_id,
+                # Incremental rebalancing: a runner joining or leaving moves only the partitions that change
+                # owner; the others keep their deliveries under way instead of cancelling and redelivering them.
+                extra={"partition.assignment.strategy": "cooperative-sticky", **self.options.consumer_config},
+            )
+        )
         self._producer = Producer({**kafka, "acks": "all", "enable.idempotence": True, "linger.ms": 5})
         self._inflight = InFlight()
         self._tasks: dict[TopicPartitionKey, set[asyncio.Task[None]]] = {}
-        self._assigned: set[TopicPartitionKey] = set()
-        self._paused: set[TopicPartitionKey] = set()
-        self._held: dict[TopicPartitionKey, float] = {}  # partition -> resume time (registry unreachable)
-        self._committed: dict[TopicPartitionKey, int] = {}
-        self._known_schemas: set[int] = set()
+        self._parts = Partitions(
+            self._consumer,
+            self.metrics.lag,
+            self.options.lag_interval_s,
+            identity=self._identity,
+            group=self.config.group,
+        )
         self._deliverer: Deliverer | None = None
         self._stopping = False
         self._failure: BaseException | None = None
-        self._lag_at = 0.0
         self.delivered = 0  # deliveries that got a 2xx, since start (for tests and benchmarks)
         self.first_record_at: float | None = None
 
@@ -133,10 +146,13 @@ class WebhookRunner:
                 loop.add_signal_handler(sig, self.stop)
         self._deliverer = Deliverer(self.config.routes, self.signers, on_attempt=self._attempted)
         topics = list(self.config.topics())
-        self._consumer.subscribe(topics, on_assign=self._on_assign, on_revoke=self._on_revoke,
-                                 on_lost=self._on_lost)
-        log.info("webhooks started", group=self.config.group, topics=topics,
-                 routes=[route.name for route in self.config.routes])
+        self._consumer.subscribe(topics, on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost)
+        log.info(
+            "webhooks started",
+            group=self.config.group,
+            topics=topics,
+            routes=[route.name for route in self.config.routes],
+        )
         try:
             while not self._stopping and not (should_stop and should_stop()):
                 await self.cycle()
@@ -165,24 +181,12 @@ class WebhookRunner:
         if self.first_record_at is None:
             self.first_record_at = time.monotonic()
         rewound: set[TopicPartitionKey] = set()
-        for message in messages:
-            error = message.error()
-            if error is not None:
-                refused = denial(error, self._identity, "Read", group=self.config.group, topic=message.topic())
-                if refused is not None:  # a missing ACL never heals by waiting: stop in one line, commit nothing
-                    raise refused
-                if error.code() != KafkaError._PARTITION_EOF:
-                    log.warning("consumer error", error=error.str())
-                continue
-            topic, partition, offset = message.topic() or "", message.partition() or 0, message.offset() or 0
-            tp = (topic, partition)
-            if tp in rewound or tp not in self._assigned:
-                continue
+        for message, tp, offset in self._parts.owned(messages, rewound):
+            topic = tp[0]
             source = SourceRecord.from_message(message)
             try:
-                self._check_schema(source.value)
                 _, data = self.decoder.decode(source.value)
-            except _RegistryUnavailableError as exc:
+            except SchemaUnavailableError as exc:
                 rewound.add(tp)
                 self._hold(tp, offset, exc)
                 continue
@@ -193,8 +197,11 @@ class WebhookRunner:
                 self._park(record, source, exc, 1, {})
                 continue
             record = self._inflight.add(tp, offset)
-            attributes = {name.removeprefix(CE_PREFIX): raw.decode(errors="replace")
-                          for name, raw in source.headers if name.startswith(CE_PREFIX) and raw is not None}
+            attributes = {
+                name.removeprefix(CE_PREFIX): raw.decode(errors="replace")
+                for name, raw in source.headers
+                if name.startswith(CE_PREFIX) and raw is not None
+            }
             event_type = attributes.get("type") or topic
             event_id = attributes.setdefault("id", source.event_id)
             matched = [route for route in self._routes.get(topic, ()) if route.matches(event_type, data)]
@@ -203,42 +210,26 @@ class WebhookRunner:
                 headers, body = render(route, data, attributes, topic)
                 self._inflight.hold(record)
                 task = asyncio.get_running_loop().create_task(
-                    self._deliver(record, source, route, webhook_id(route.name, event_id), headers, body))
+                    self._deliver(record, source, route, webhook_id(route.name, event_id), headers, body)
+                )
                 tasks = self._tasks.setdefault(tp, set())
                 tasks.add(task)
                 task.add_done_callback(functools.partial(self._finished, tasks=tasks))
 
-    def _check_schema(self, value: bytes | None) -> None:
-        """_RegistryUnavailableError when the registry cannot say what the record's schema id is right now (the
-        partition waits); an id the registry does not know is left to the decoder (a dead letter)."""
-        if value is None or len(value) < HEADER.size or value[0] != MAGIC:
-            return
-        schema_id = int.from_bytes(value[1:HEADER.size], "big")
-        if schema_id in self._known_schemas:
-            return
-        try:
-            self._registry.schema_by_id(schema_id)
-        except RegistryRequestError as exc:
-            if not 400 <= exc.status < 500:
-                raise _RegistryUnavailableError(str(exc)) from None
-            return
-        except SchemaError as exc:
-            raise _RegistryUnavailableError(str(exc)) from None
-        self._known_schemas.add(schema_id)
-
     def _hold(self, tp: TopicPartitionKey, offset: int, exc: Exception) -> None:
-        log.warning("schema registry unreachable; partition held", topic=tp[0], partition=tp[1], offset=offset,
-                    error=str(exc), retry_in_s=self.options.registry_retry_s)
-        self._held[tp] = time.monotonic() + self.options.registry_retry_s
-        part = TopicPartition(tp[0], tp[1], offset)
-        self._consumer.pause([part])
-        self._paused.add(tp)
-        self._consumer.seek(part)
+        self._parts.hold(tp, offset, exc, self.options.registry_retry_s)
 
     # ---- delivering and parking ---------------------------------------------------------------------
 
-    async def _deliver(self, record: PendingRecord, source: SourceRecord, route: WebhookRoute, msg_id: str,
-                       headers: dict[str, str], body: bytes) -> None:
+    async def _deliver(
+        self,
+        record: PendingRecord,
+        source: SourceRecord,
+        route: WebhookRoute,
+        msg_id: str,
+        headers: dict[str, str],
+        body: bytes,
+    ) -> None:
         assert self._deliverer is not None  # noqa: S101 - set before the first record is taken
         result = await self._deliverer.deliver(route, msg_id, headers, body)
         if result.delivered:
@@ -249,33 +240,20 @@ class WebhookRunner:
         self.metrics.deliveries.labels(route.name, "dead_lettered").inc()
         self._park(record, source, _failure(route, result), result.attempts, _http_headers(route, result.last))
 
-    def _park(self, record: PendingRecord, source: SourceRecord, error: Exception, attempts: int,
-              extra: dict[str, bytes]) -> None:
+    def _park(
+        self, record: PendingRecord, source: SourceRecord, error: Exception, attempts: int, extra: dict[str, bytes]
+    ) -> None:
         """Send the record to `<topic>.dlq` (the agents' header policy, plus the HTTP outcome); the hold the caller
         has on the record is settled once Kafka acknowledged the dead letter."""
         target, parked = dead_letter(self.catalog, source, AGENT, error, attempts)
         headers: list[tuple[str, str | bytes | None]] = [
-            *parked, *((f"dlq_{name}", value) for name, value in extra.items())]
+            *parked,
+            *((f"{DLQ_HEADER_PREFIX}{name}", value) for name, value in extra.items()),
+        ]
         self.metrics.dead_letters.labels(source.topic, type(error).__name__).inc()
-
-        def acknowledged(err: KafkaError | None, _: Message) -> None:
-            if err is None:
-                self._inflight.settle(record)
-                return
-            log.warning("dead letter not delivered; retrying", topic=target, error=err.str())
-            self._produce(target, source, headers, acknowledged)
-
-        self._produce(target, source, headers, acknowledged)
-
-    def _produce(self, topic: str, source: SourceRecord, headers: list[tuple[str, str | bytes | None]],
-                 callback: Callable[[KafkaError | None, Message], None]) -> None:
-        while True:
-            try:
-                self._producer.produce(topic, value=source.value, key=source.key, headers=headers,
-                                       on_delivery=callback)
-                return
-            except BufferError:
-                self._producer.poll(0.05)
+        produce_until_acknowledged(
+            self._producer, target, source.key, source.value, headers, lambda: self._inflight.settle(record)
+        )
 
     def _attempted(self, route: WebhookRoute, attempt: Attempt) -> None:
         self.metrics.attempts.labels(route.name, attempt.label).inc()
@@ -290,37 +268,18 @@ class WebhookRunner:
             self._stopping = True
 
     def _commit(self, offsets: dict[TopicPartitionKey, int], *, sync: bool = False) -> None:
-        parts = [TopicPartition(t, p, o) for (t, p), o in offsets.items() if (t, p) in self._assigned]
-        self._committed.update(offsets)
-        if not parts:
-            return
-        try:
-            if sync:
-                self._consumer.commit(offsets=parts, asynchronous=False)
-            else:
-                self._consumer.commit(offsets=parts, asynchronous=True)
-        except KafkaException as exc:
-            log.warning("offset commit failed", error=str(exc))  # a later commit covers it
+        self._parts.commit(offsets, sync=sync)
 
     # ---- partitions ---------------------------------------------------------------------------------
 
     def _reconcile_pauses(self, now: float) -> None:
-        for tp in [tp for tp, at in self._held.items() if at <= now]:
-            del self._held[tp]
+        parts = self._parts
+        parts.release_held(now)
         full = self._inflight.outstanding >= self.options.max_in_flight
-        desired = set(self._assigned) if full else set(self._held) & self._assigned
-        pause, resume = desired - self._paused, self._paused - desired
-        if pause:
-            self._consumer.pause([TopicPartition(t, p) for t, p in pause])
-        if resume:
-            self._consumer.resume([TopicPartition(t, p) for t, p in resume])
-        self._paused = desired
+        parts.pause_only(set(parts.assigned) if full else set(parts.held) & parts.assigned)
 
     def _on_assign(self, _: Consumer, partitions: list[TopicPartition]) -> None:
-        tps = {(p.topic, p.partition) for p in partitions}
-        self._assigned |= tps
-        self._paused -= tps
-        log.info("partitions assigned", partitions=sorted(tps))
+        self._parts.assign(partitions)
 
     def _on_revoke(self, _: Consumer, partitions: list[TopicPartition]) -> None:
         tps = {(p.topic, p.partition) for p in partitions}
@@ -336,34 +295,20 @@ class WebhookRunner:
         for tp in tps:
             for task in self._tasks.pop(tp, set()):
                 task.cancel()
-            self._held.pop(tp, None)
-            self._committed.pop(tp, None)
         dropped = self._inflight.drop(tps)
-        self._assigned -= tps
-        self._paused -= tps
+        self._parts.forget(tps)
         log.info("partitions given up", why=why, partitions=sorted(tps), dropped_unsettled=dropped)
 
     # ---- observing and stopping ---------------------------------------------------------------------
 
     def _observe(self) -> None:
         self.metrics.in_flight.set(self._inflight.outstanding)
-        self.metrics.paused.set(len(self._paused))
-        now = time.monotonic()
-        if now < self._lag_at:
-            return
-        self._lag_at = now + self.options.lag_interval_s
-        if self._deliverer is not None:
+        self.metrics.paused.set(len(self._parts.paused))
+        if self._parts.report_lag() and self._deliverer is not None:  # the circuits on the lag's interval
             for route in self.config.routes:
                 self.metrics.circuit_open.labels(route.name).set(
-                    int(self._deliverer.endpoints[route.url].circuit.is_open))
-        for topic, partition in self._assigned:
-            try:
-                _, high = self._consumer.get_watermark_offsets(TopicPartition(topic, partition), cached=True)
-            except KafkaException:
-                continue
-            committed = self._committed.get((topic, partition))
-            if high >= 0 and committed is not None:
-                self.metrics.lag.labels(topic, str(partition)).set(max(0, high - committed))
+                    int(self._deliverer.endpoints[route.url].circuit.is_open)
+                )
 
     async def _shutdown(self) -> None:
         """Let deliveries under way finish (briefly), commit what is settled, leave the group."""

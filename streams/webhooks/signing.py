@@ -37,8 +37,10 @@ def _key(secret: str, name: str) -> bytes:
     else:
         key = secret.encode()
     if len(key) < MIN_KEY_BYTES:
-        raise ConfigError(f"webhook secret '{name}' is {len(key)} bytes; Standard Webhooks asks for at least "
-                          f"{MIN_KEY_BYTES} random bytes (e.g. '{PREFIX}' + base64 of 32 random bytes)")
+        raise ConfigError(
+            f"webhook secret '{name}' is {len(key)} bytes; Standard Webhooks asks for at least "
+            f"{MIN_KEY_BYTES} random bytes (e.g. '{PREFIX}' + base64 of 32 random bytes)"
+        )
     return key
 
 
@@ -61,8 +63,11 @@ class Signer:
     def headers(self, msg_id: str, body: bytes, timestamp: int | None = None) -> dict[str, str]:
         """The three Standard Webhooks headers for one attempt (the timestamp is the attempt's)."""
         stamp = int(time.time()) if timestamp is None else timestamp
-        return {"webhook-id": msg_id, "webhook-timestamp": str(stamp),
-                "webhook-signature": self.signature(msg_id, stamp, body)}
+        return {
+            "webhook-id": msg_id,
+            "webhook-timestamp": str(stamp),
+            "webhook-signature": self.signature(msg_id, stamp, body),
+        }
 
 
 def webhook_id(route: str, event_id: str) -> str:
@@ -72,8 +77,9 @@ def webhook_id(route: str, event_id: str) -> str:
     return "msg_" + uuid.uuid5(_NAMESPACE, route + "\n" + event_id).hex
 
 
-def verify(secret: str, headers: Mapping[str, str], body: bytes, *, tolerance_s: float = 300.0,
-           now: float | None = None) -> str:
+def verify(
+    secret: str, headers: Mapping[str, str], body: bytes, *, tolerance_s: float = 300.0, now: float | None = None
+) -> str:
     """Check one received delivery as a receiver would; the webhook-id, or SignatureError saying why not.
 
     `headers` are looked up in lower case. One matching `v1,` entry (the header may list several, space

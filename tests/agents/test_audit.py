@@ -13,16 +13,20 @@ from confluent_kafka import OFFSET_BEGINNING
 from streams.agents.audit import AuditChainWriter, ChainState, PayloadReader, audit_entry
 from streams.agents.audit_chain import GENESIS_HASH, ChainEntry, UnreadableEntry, read_jsonl, write_jsonl
 from streams.catalog import load_catalog
+from streams.demo.samples import user_action, workflow_completed
 from streams.errors import ConfigError
-from streams.samples import user_action, workflow_completed
 from streams.schemas.codec import AvroCodec
 from streams.schemas.registry_client import RegistryRequestError
 from streams.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 HEADERS = [
-    ("ce_specversion", b"1.0"), ("ce_id", b"e-1"), ("ce_type", b"user.action"),
-    ("ce_time", b"2026-11-01T08:00:00.123Z"), ("ce_tenantid", b"acme"), ("ce_traceparent", b"00-x"),
+    ("ce_specversion", b"1.0"),
+    ("ce_id", b"e-1"),
+    ("ce_type", b"user.action"),
+    ("ce_time", b"2026-11-01T08:00:00.123Z"),
+    ("ce_tenantid", b"acme"),
+    ("ce_traceparent", b"00-x"),
 ]
 
 
@@ -46,9 +50,17 @@ def schema_text(name: str) -> str:
 
 def entry(**changes: object) -> ChainEntry:
     fields: dict[str, object] = {
-        "sequence": 0, "tenant_id": "acme", "topic": "user.action", "partition": 1, "offset": 7,
-        "event_id": "e-1", "event_type": "user.action", "actor": "user-001", "occurred_at": 1_793_520_000_123,
-        "payload_sha256": "ab" * 32, "previous_entry_hash": GENESIS_HASH,
+        "sequence": 0,
+        "tenant_id": "acme",
+        "topic": "user.action",
+        "partition": 1,
+        "offset": 7,
+        "event_id": "e-1",
+        "event_type": "user.action",
+        "actor": "user-001",
+        "occurred_at": 1_793_520_000_123,
+        "payload_sha256": "ab" * 32,
+        "previous_entry_hash": GENESIS_HASH,
     }
     fields.update(changes)
     return ChainEntry(**fields).sealed()  # type: ignore[arg-type]
@@ -74,9 +86,19 @@ def test_hand_written_canonical_form_equals_json_dumps(text: str) -> None:
 
 def test_any_changed_field_changes_the_hash() -> None:
     base = entry()
-    changes = {"sequence": 1, "tenant_id": "other", "topic": "x.y", "partition": 2, "offset": 8, "event_id": "e-2",
-               "event_type": "z", "actor": None, "occurred_at": 1, "payload_sha256": "cd" * 32,
-               "previous_entry_hash": "f" * 64}
+    changes = {
+        "sequence": 1,
+        "tenant_id": "other",
+        "topic": "x.y",
+        "partition": 2,
+        "offset": 8,
+        "event_id": "e-2",
+        "event_type": "z",
+        "actor": None,
+        "occurred_at": 1,
+        "payload_sha256": "cd" * 32,
+        "previous_entry_hash": "f" * 64,
+    }
     hashes = {entry(**{name: value}).entry_hash for name, value in changes.items()}
     assert base.entry_hash not in hashes
     assert len(hashes) == len(changes)
@@ -91,13 +113,16 @@ def test_json_and_avro_round_trips_keep_the_entry() -> None:
     assert ChainEntry.from_json(decoded) == sealed
 
 
-@pytest.mark.parametrize(("field", "value", "message"), [
-    ("sequence", "5", "field 'sequence' must be an integer"),
-    ("sequence", True, "field 'sequence' must be an integer"),
-    ("actor", 5, "field 'actor' must be a string or null"),
-    ("source", None, "field 'source' must be an object"),
-    ("entry_hash", None, "field 'entry_hash' must be a string"),
-])
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("sequence", "5", "field 'sequence' must be an integer"),
+        ("sequence", True, "field 'sequence' must be an integer"),
+        ("actor", 5, "field 'actor' must be a string or null"),
+        ("source", None, "field 'source' must be an object"),
+        ("entry_hash", None, "field 'entry_hash' must be a string"),
+    ],
+)
 def test_from_json_names_the_wrong_field(field: str, value: object, message: str) -> None:
     record = {**entry().to_json(), field: value}
     with pytest.raises(TypeError, match=message):
@@ -105,7 +130,7 @@ def test_from_json_names_the_wrong_field(field: str, value: object, message: str
 
 
 def test_jsonl_round_trip_keeps_positions_of_unreadable_records(tmp_path: Path) -> None:
-    entries = [entry(), UnreadableEntry("cannot decode"), entry(sequence=1)]
+    entries: list[ChainEntry | UnreadableEntry] = [entry(), UnreadableEntry("cannot decode"), entry(sequence=1)]
     path = tmp_path / "chain.jsonl"
     assert write_jsonl(path, entries) == 3
     path.write_text(path.read_text() + "[1, 2]\nnot json\n")
@@ -124,21 +149,27 @@ def test_entry_takes_cloudevents_headers_and_the_actor_from_the_payload() -> Non
     action = user_action(1)
     value = AvroCodec(schema_text("user.action"), 11).encode(action)
     registry = FakeRegistry({11: schema_text("user.action")})
-    made = audit_entry("t.actions", 2, 40, value, HEADERS, 5, sequence=9, previous_hash="a" * 64,
-                       payloads=PayloadReader(registry))  # type: ignore[arg-type]
+    made = audit_entry(
+        "t.actions", 2, 40, value, HEADERS, 5, sequence=9, previous_hash="a" * 64, payloads=PayloadReader(registry)
+    )
     assert (made.event_id, made.event_type, made.tenant_id) == ("e-1", "user.action", "acme")
     assert made.actor == action["user_id"]
     assert made.occurred_at == 1_793_520_000_123
     assert made.payload_sha256 == hashlib.sha256(value).hexdigest()
     assert (made.sequence, made.previous_entry_hash, made.topic, made.partition, made.offset) == (
-        9, "a" * 64, "t.actions", 2, 40)
+        9,
+        "a" * 64,
+        "t.actions",
+        2,
+        40,
+    )
     assert made.entry_hash == made.computed_hash()
 
 
 def test_entry_prefers_the_actor_field_and_skips_payloads_without_one() -> None:
     workflow = workflow_completed(3)
     registry = FakeRegistry({1: schema_text("workflow.completed"), 2: schema_text("invoice.created")})
-    payloads = PayloadReader(registry)  # type: ignore[arg-type]
+    payloads = PayloadReader(registry)
     value = AvroCodec(schema_text("workflow.completed"), 1).encode(workflow)
     assert payloads.fields(value, need_tenant=False) == (workflow["actor"], "acme")
     # invoice.created has neither actor nor user_id: with the tenant in a header it is not decoded at all
@@ -147,10 +178,11 @@ def test_entry_prefers_the_actor_field_and_skips_payloads_without_one() -> None:
 
 def test_record_that_cannot_be_decoded_is_still_an_entry_with_fallbacks() -> None:
     registry = FakeRegistry({11: schema_text("user.action")})
-    payloads = PayloadReader(registry)  # type: ignore[arg-type]
+    payloads = PayloadReader(registry)
     for value in (b"random bytes", b"\x00\x00\x00\x00\x0b\xff\xff", b"\x00\x00\x00\x00\x63abc", None):
-        made = audit_entry("t.actions", 0, 3, value, None, 1_700_000_000_000, sequence=0,
-                           previous_hash=GENESIS_HASH, payloads=payloads)
+        made = audit_entry(
+            "t.actions", 0, 3, value, None, 1_700_000_000_000, sequence=0, previous_hash=GENESIS_HASH, payloads=payloads
+        )
         assert (made.event_id, made.event_type, made.actor, made.tenant_id) == ("t.actions/0/3", "t.actions", None, "")
         assert made.occurred_at == 1_700_000_000_000
         assert made.payload_sha256 == hashlib.sha256(value or b"").hexdigest()
@@ -160,9 +192,18 @@ def test_record_that_cannot_be_decoded_is_still_an_entry_with_fallbacks() -> Non
 def test_tenant_comes_from_the_payload_when_the_header_is_missing() -> None:
     action = user_action(2, tenant="globex")
     value = AvroCodec(schema_text("user.action"), 11).encode(action)
-    payloads = PayloadReader(FakeRegistry({11: schema_text("user.action")}))  # type: ignore[arg-type]
-    made = audit_entry("t.actions", 0, 0, value, [("ce_time", b"not a time")], 42, sequence=0,
-                       previous_hash=GENESIS_HASH, payloads=payloads)
+    payloads = PayloadReader(FakeRegistry({11: schema_text("user.action")}))
+    made = audit_entry(
+        "t.actions",
+        0,
+        0,
+        value,
+        [("ce_time", b"not a time")],
+        42,
+        sequence=0,
+        previous_hash=GENESIS_HASH,
+        payloads=payloads,
+    )
     assert made.tenant_id == "globex"
     assert made.occurred_at == 42  # an unparsable ce_time falls back to the record timestamp
 

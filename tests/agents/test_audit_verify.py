@@ -15,9 +15,17 @@ def make_chain(length: int) -> list[ChainEntry]:
     previous = GENESIS_HASH
     for sequence in range(length):
         sealed = ChainEntry(
-            sequence=sequence, tenant_id="acme", topic="shop.order", partition=sequence % 3, offset=sequence // 3,
-            event_id=f"e-{sequence}", event_type="shop.order", actor=f"user-{sequence % 5}",
-            occurred_at=1_700_000_000_000 + sequence, payload_sha256=f"{sequence:064x}", previous_entry_hash=previous,
+            sequence=sequence,
+            tenant_id="acme",
+            topic="shop.order",
+            partition=sequence % 3,
+            offset=sequence // 3,
+            event_id=f"e-{sequence}",
+            event_type="shop.order",
+            actor=f"user-{sequence % 5}",
+            occurred_at=1_700_000_000_000 + sequence,
+            payload_sha256=f"{sequence:064x}",
+            previous_entry_hash=previous,
         ).sealed()
         chain.append(sealed)
         previous = sealed.entry_hash
@@ -151,7 +159,12 @@ def test_unreadable_record_breaks_the_chain_where_it_stands() -> None:
     found = find_first_break(chain)
     assert found is not None
     assert (found.kind, found.check, found.position, found.sequence, found.found) == (
-        "unreadable", "decode", 2, None, "bad magic")
+        "unreadable",
+        "decode",
+        2,
+        None,
+        "bad magic",
+    )
 
 
 def test_first_entry_must_start_from_genesis() -> None:
@@ -164,8 +177,7 @@ def test_first_entry_must_start_from_genesis() -> None:
 
 def test_a_source_record_chained_twice_fails_verification_even_when_links_hold() -> None:
     chain = make_chain(10)
-    chain[6] = dataclasses.replace(chain[6], topic=chain[2].topic, partition=chain[2].partition,
-                                   offset=chain[2].offset)
+    chain[6] = dataclasses.replace(chain[6], topic=chain[2].topic, partition=chain[2].partition, offset=chain[2].offset)
     chain = rehash_from(chain, 6)
     problems = duplicate_sources(chain)
     assert [(p.kind, p.sequences) for p in problems] == [("duplicate_source", (2, 6))]

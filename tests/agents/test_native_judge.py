@@ -30,11 +30,11 @@ from streams.agents.rules import RuleTable, default_rules
 from streams.agents.validation import ValidationAgent
 from streams.agents.zatca import CENT, FIRST_PIH, outcome_id
 from streams.catalog import load_catalog
+from streams.demo.samples import invoice, workflow_completed
 from streams.errors import PublishError
 from streams.publish import TRACEPARENT, Built, EventEncoder
 from streams.records import EventDecoder, SourceRecord
 from streams.runtime.state import Output, PartitionState
-from streams.samples import invoice, workflow_completed
 from streams.schemas.codec import AvroCodec
 from streams.schemas.registry_client import RegistryClient
 
@@ -83,8 +83,9 @@ class Collect(Output):
     def __init__(self) -> None:  # no producer: nothing is produced
         self.sent: list[Sent] = []
 
-    def send(self, topic: str, key: bytes | None, value: bytes | None,
-             headers: Sequence[tuple[str, bytes | None]]) -> None:
+    def send(
+        self, topic: str, key: bytes | None, value: bytes | None, headers: Sequence[tuple[str, bytes | None]]
+    ) -> None:
         self.sent.append((topic, key, value, list(headers)))
 
 
@@ -117,11 +118,24 @@ def world() -> World:
     return make_world()
 
 
-def message(value: bytes | None, headers: WireHeaders | None, offset: int = 0, *, key: bytes | None = b"acme",
-            topic: str | None = SOURCE, partition: int | None = 3) -> Message:
+def message(
+    value: bytes | None,
+    headers: WireHeaders | None,
+    offset: int = 0,
+    *,
+    key: bytes | None = b"acme",
+    topic: str | None = SOURCE,
+    partition: int | None = 3,
+) -> Message:
     coordinates: dict[str, Any] = {"topic": topic, "partition": partition}  # None: leave it unset
-    return Message(offset=offset, key=key, value=value, headers=cast("Any", headers), timestamp=(1, 1_793_520_000_000),
-                   **{name: v for name, v in coordinates.items() if v is not None})
+    return Message(
+        offset=offset,
+        key=key,
+        value=value,
+        headers=cast("Any", headers),
+        timestamp=(1, 1_793_520_000_000),
+        **{name: v for name, v in coordinates.items() if v is not None},
+    )
 
 
 def native_clear(world: World, record: Message, state: PartitionState) -> Built | None:
@@ -191,14 +205,54 @@ def check_step(world: World, record: Message, state: PartitionState) -> Built | 
 
 # ---- generated sequences ------------------------------------------------------------------------------
 
-MUST_CLEAR = {"none", "simplified", "simplified_odd_buyer", "arabic_name", "long_name", "icv_jump", "large_ok",
-              "currency_eur", "future_edge", "past", "zero_rated"}
-BREAKING = ["seller_vat_wrong", "seller_vat_none", "seller_vat_arabic", "seller_vat_newline", "seller_vat_fullwidth",
-            "seller_vat_short", "buyer_none", "buyer_vat_bad", "buyer_vat_arabic", "tax_currency", "future_over",
-            "icv_same", "icv_back", "pih_wrong", "duplicate_id", "republish", "rate_wrong", "large_over", "amounts",
-            "amounts", "amounts"]
-CLEAN_HEADERS = {"normal", "given_id", "no_ce_id", "empty_ce_id", "none_ce_id", "two_ce_ids", "none_then_id",
-                 "non_ascii_id", "no_trace", "none_trace"}
+MUST_CLEAR = {
+    "none",
+    "simplified",
+    "simplified_odd_buyer",
+    "arabic_name",
+    "long_name",
+    "icv_jump",
+    "large_ok",
+    "currency_eur",
+    "future_edge",
+    "past",
+    "zero_rated",
+}
+BREAKING = [
+    "seller_vat_wrong",
+    "seller_vat_none",
+    "seller_vat_arabic",
+    "seller_vat_newline",
+    "seller_vat_fullwidth",
+    "seller_vat_short",
+    "buyer_none",
+    "buyer_vat_bad",
+    "buyer_vat_arabic",
+    "tax_currency",
+    "future_over",
+    "icv_same",
+    "icv_back",
+    "pih_wrong",
+    "duplicate_id",
+    "republish",
+    "rate_wrong",
+    "large_over",
+    "amounts",
+    "amounts",
+    "amounts",
+]
+CLEAN_HEADERS = {
+    "normal",
+    "given_id",
+    "no_ce_id",
+    "empty_ce_id",
+    "none_ce_id",
+    "two_ce_ids",
+    "none_then_id",
+    "non_ascii_id",
+    "no_trace",
+    "none_trace",
+}
 HEADER_VARIANTS = [*sorted(CLEAN_HEADERS), "bad_utf8_id", "bad_trace", "str_ce_id"]
 
 # Mostly exact, else right at the 0.01 tolerance or just past it.
@@ -228,12 +282,24 @@ class Amounts:
 line_specs = st.builds(
     LineSpec,
     # Halves and quarters make ties for the half-even rounding of the net amount.
-    quantity=st.sampled_from([Decimal("0.500"), Decimal("1.000"), Decimal("2.500"), Decimal("0.125"),
-                              Decimal("-1.000")]) | fixed(3, st.integers(-50_000, 50_000)),
+    quantity=st.sampled_from(
+        [Decimal("0.500"), Decimal("1.000"), Decimal("2.500"), Decimal("0.125"), Decimal("-1.000")]
+    )
+    | fixed(3, st.integers(-50_000, 50_000)),
     unit_price=st.one_of(
-        st.sampled_from([Decimal("0.01"), Decimal("0.03"), Decimal("0.05"), Decimal("0.10"), Decimal("0.30"),
-                         Decimal("99.99"), Decimal("9999999999999.99")]),
-        fixed(2, st.integers(-10**6, 10**6)), fixed(2, st.integers(-10**6, 10**6)),
+        st.sampled_from(
+            [
+                Decimal("0.01"),
+                Decimal("0.03"),
+                Decimal("0.05"),
+                Decimal("0.10"),
+                Decimal("0.30"),
+                Decimal("99.99"),
+                Decimal("9999999999999.99"),
+            ]
+        ),
+        fixed(2, st.integers(-(10**6), 10**6)),
+        fixed(2, st.integers(-(10**6), 10**6)),
         fixed(2, st.integers(10**13, 10**15 + 10)),  # amounts the fast path leaves to Python
     ),
     discount=st.sampled_from([Decimal("0.00")]) | fixed(2, st.integers(-1000, 1000)),
@@ -269,25 +335,53 @@ def with_amounts(event: dict[str, Any], spec: Amounts, right_rate: bool) -> dict
     for n, line in enumerate(spec.lines):
         rate = CATEGORY_RATES[line.category] if right_rate else line.rate
         net = (line.quantity * line.unit_price - line.discount).quantize(CENT) + line.net_delta
-        lines.append({"line_id": str(n + 1), "description": "Item", "quantity": line.quantity,
-                      "unit_price": line.unit_price, "discount": line.discount, "vat_category": line.category,
-                      "vat_rate": rate, "net_amount": net})
+        lines.append(
+            {
+                "line_id": str(n + 1),
+                "description": "Item",
+                "quantity": line.quantity,
+                "unit_price": line.unit_price,
+                "discount": line.discount,
+                "vat_category": line.category,
+                "vat_rate": rate,
+                "net_amount": net,
+            }
+        )
     exclusive = sum((line["net_amount"] for line in lines), Decimal("0.00")) + spec.deltas[0]
     vat = sum((line["net_amount"] * line["vat_rate"] / 100 for line in lines), Decimal("0.00")).quantize(CENT)
     vat += spec.deltas[1]
     inclusive = exclusive + vat + spec.deltas[2]
-    return {**event, "lines": lines, "tax_exclusive_total": exclusive, "vat_total": vat,
-            "tax_inclusive_total": inclusive, "payable_amount": inclusive + spec.deltas[3]}
+    return {
+        **event,
+        "lines": lines,
+        "tax_exclusive_total": exclusive,
+        "vat_total": vat,
+        "tax_inclusive_total": inclusive,
+        "payable_amount": inclusive + spec.deltas[3],
+    }
 
 
 def one_line(event: dict[str, Any], unit_price: str, category: str) -> dict[str, Any]:
     price = Decimal(unit_price)
-    line = {"line_id": "1", "description": "Big", "quantity": Decimal("1.000"), "unit_price": price,
-            "discount": Decimal("0.00"), "vat_category": category, "vat_rate": CATEGORY_RATES[category],
-            "net_amount": price}
+    line = {
+        "line_id": "1",
+        "description": "Big",
+        "quantity": Decimal("1.000"),
+        "unit_price": price,
+        "discount": Decimal("0.00"),
+        "vat_category": category,
+        "vat_rate": CATEGORY_RATES[category],
+        "net_amount": price,
+    }
     vat = (price * CATEGORY_RATES[category] / 100).quantize(CENT)
-    return {**event, "lines": [line], "tax_exclusive_total": price, "vat_total": vat,
-            "tax_inclusive_total": price + vat, "payable_amount": price + vat}
+    return {
+        **event,
+        "lines": [line],
+        "tax_exclusive_total": price,
+        "vat_total": vat,
+        "tax_inclusive_total": price + vat,
+        "payable_amount": price + vat,
+    }
 
 
 @dataclass
@@ -318,7 +412,8 @@ class Run:
         event = self.event(seq, step)
         try:
             key, value, headers, _ = self.world.producer.build(
-                SOURCE, event, event_id=f"evt-{seq}" if step.headers == "given_id" else None)
+                SOURCE, event, event_id=f"evt-{seq}" if step.headers == "given_id" else None
+            )
         except PublishError:  # amounts the schema cannot hold (precision 18): not an event anyone can publish
             return None
         self.invoice_ids.append(event["invoice_id"])
@@ -466,10 +561,12 @@ def set_type(fields: dict[str, dict[str, Any]], name: str, new_type: object) -> 
 
 UNSUPPORTED = {
     "icv as int": changed(lambda s: set_type(fields_of(s), "icv", "int")),
-    "invoice_id as uuid": changed(lambda s: set_type(fields_of(s), "invoice_id",
-                                                     {"type": "string", "logicalType": "uuid"})),
-    "issued_at local": changed(lambda s: set_type(fields_of(s), "issued_at",
-                                                  {"type": "long", "logicalType": "local-timestamp-millis"})),
+    "invoice_id as uuid": changed(
+        lambda s: set_type(fields_of(s), "invoice_id", {"type": "string", "logicalType": "uuid"})
+    ),
+    "issued_at local": changed(
+        lambda s: set_type(fields_of(s), "issued_at", {"type": "long", "logicalType": "local-timestamp-millis"})
+    ),
     "no tax_currency": changed(lambda s: s.update(fields=[f for f in s["fields"] if f["name"] != "tax_currency"])),
     "buyer not nullable": changed(lambda s: set_type(fields_of(s), "buyer", ["Party", "string"])),
     "a float field": changed(lambda s: s["fields"].append({"name": "score", "type": "double", "default": 0.0})),
@@ -530,8 +627,12 @@ def test_extra_fields_and_other_precisions_are_supported(world: World) -> None:
     line_fields(schema)["vat_rate"]["type"]["precision"] = 7
     fields_of(schema)["vat_total"]["type"]["precision"] = 20
     event = invoice(3)
-    payload = {**event, "aaa_note": "first", "tags": {"z": "1", "a": "2"},
-               "shipper": {"name": "Ship Co", "vat_number": "312345678901233", "cr_number": None, "address": None}}
+    payload = {
+        **event,
+        "aaa_note": "first",
+        "tags": {"z": "1", "a": "2"},
+        "shipper": {"name": "Ship Co", "vat_number": "312345678901233", "cr_number": None, "address": None},
+    }
     state = PartitionState()
     native = check_step(world, evolved_record(world, schema, payload), state)
     assert native is not None
@@ -606,8 +707,11 @@ def test_an_invoice_key_holding_none_counts_as_unseen(world: World) -> None:
 def test_event_ids_from_the_coordinates_when_there_is_no_ce_id(world: World) -> None:
     key, value, headers, _ = world.producer.build(SOURCE, invoice(0, icv=1))
     no_id = vary_headers(cast("WireHeaders", headers), "no_ce_id")
-    for record in (message(value, no_id, 0, key=key, topic=None, partition=None),
-                   message(value, no_id, 42, key=key, partition=0), message(value, None, 7, key=key)):
+    for record in (
+        message(value, no_id, 0, key=key, topic=None, partition=None),
+        message(value, no_id, 42, key=key, partition=0),
+        message(value, None, 7, key=key),
+    ):
         native = check_step(world, record, PartitionState())
         assert native is not None
         source = SourceRecord.from_message(record)
@@ -665,6 +769,7 @@ def test_records_over_the_size_limit_are_left_to_python(world: World) -> None:
 
 # ---- the agent's handle(): the fast path, its fallbacks, and records Python used to let escape ---------
 
+
 class Panic(BaseException):
     """Stands in for pyo3's PanicException."""
 
@@ -685,10 +790,12 @@ def handled(world: World, records: list[Message]) -> list[Sent]:
 
 def comparable(world: World, sent: list[Sent]) -> list[tuple[str, bytes | None, dict[str, Any], bytes | None]]:
     """Topic, key, decoded value without its clock time (handle() reads the clock), and ce_id."""
+
     def without_clock(value: bytes | None) -> dict[str, Any]:
         decoded = world.agent.decoder.decode(value)[1]
         decoded.pop("cleared_at")
         return decoded
+
     return [(topic, key, without_clock(value), dict(headers)["ce_id"]) for topic, key, value, headers in sent]
 
 
@@ -701,8 +808,9 @@ def test_handle_clears_clean_invoices_natively(world: World) -> None:
 
 
 @pytest.mark.parametrize("error", [RuntimeError("a bug"), Panic("a panic")], ids=["exception", "panic"])
-def test_a_failing_fast_path_leaves_the_record_to_python(world: World, error: BaseException,
-                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_failing_fast_path_leaves_the_record_to_python(
+    world: World, error: BaseException, monkeypatch: pytest.MonkeyPatch
+) -> None:
     record = first_invoice(world)
     _, python_sent = python_judge(world, record, PartitionState())
     monkeypatch.setattr(world.agent, "_judge", BrokenJudge(error))

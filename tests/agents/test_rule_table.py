@@ -21,9 +21,9 @@ import pytest
 from streams._avro_native import InvoiceJudge
 from streams.agents.rules import CHAIN, STATELESS, TABLE, Rule, RuleTable, RuleTableError, load_rules, sum_of
 from streams.agents.zatca import FIRST_PIH, outcome_id
+from streams.demo.samples import invoice
 from streams.records import SourceRecord
 from streams.runtime.state import PartitionState
-from streams.samples import invoice
 from tests.agents.test_native_judge import (
     NOW,
     RULES,

@@ -24,7 +24,7 @@ from streams.agents.zatca import (
     outcome_id,
     qr_payload,
 )
-from streams.samples import invoice_chain
+from streams.demo.samples import invoice_chain
 
 NOW = datetime(2026, 11, 23, tzinfo=UTC)
 
@@ -37,15 +37,21 @@ def test_a_valid_invoice_breaks_no_rule() -> None:
     assert codes(invoice_chain(1)[0]) == []
 
 
-@pytest.mark.parametrize(("change", "code", "path"), [
-    (lambda e: {**e, "seller": {**e["seller"], "vat_number": "300000000000004"}}, "KSA-SELLER-VAT",
-     "seller.vat_number"),
-    (lambda e: {**e, "seller": {**e["seller"], "vat_number": None}}, "KSA-SELLER-VAT", "seller.vat_number"),
-    (lambda e: {**e, "buyer": None}, "KSA-B2B-BUYER-VAT", "buyer.vat_number"),
-    (lambda e: {**e, "payable_amount": e["payable_amount"] + 1}, "KSA-TOTALS", "payable_amount"),
-    (lambda e: {**e, "tax_currency": "USD"}, "KSA-TAX-CURRENCY", "tax_currency"),
-    (lambda e: {**e, "issued_at": NOW + timedelta(hours=1)}, "KSA-ISSUE-DATE", "issued_at"),
-])
+@pytest.mark.parametrize(
+    ("change", "code", "path"),
+    [
+        (
+            lambda e: {**e, "seller": {**e["seller"], "vat_number": "300000000000004"}},
+            "KSA-SELLER-VAT",
+            "seller.vat_number",
+        ),
+        (lambda e: {**e, "seller": {**e["seller"], "vat_number": None}}, "KSA-SELLER-VAT", "seller.vat_number"),
+        (lambda e: {**e, "buyer": None}, "KSA-B2B-BUYER-VAT", "buyer.vat_number"),
+        (lambda e: {**e, "payable_amount": e["payable_amount"] + 1}, "KSA-TOTALS", "payable_amount"),
+        (lambda e: {**e, "tax_currency": "USD"}, "KSA-TAX-CURRENCY", "tax_currency"),
+        (lambda e: {**e, "issued_at": NOW + timedelta(hours=1)}, "KSA-ISSUE-DATE", "issued_at"),
+    ],
+)
 def test_each_rule_alone(change: Any, code: str, path: str) -> None:
     found = stateless_violations(change(invoice_chain(1)[0]), now=NOW)
     assert [(v.rule_code, v.field_path) for v in found] == [(code, path)]
@@ -54,9 +60,17 @@ def test_each_rule_alone(change: Any, code: str, path: str) -> None:
 def test_simplified_invoices_need_no_buyer_vat_and_rounding_is_tolerated() -> None:
     event = {**invoice_chain(1)[0], "subtype": "SIMPLIFIED", "buyer": None}
     assert codes(event) == []
-    assert codes({**event, "vat_total": event["vat_total"] + Decimal("0.01"),
-                  "tax_inclusive_total": event["tax_inclusive_total"] + Decimal("0.01"),
-                  "payable_amount": event["payable_amount"] + Decimal("0.01")}) == []
+    assert (
+        codes(
+            {
+                **event,
+                "vat_total": event["vat_total"] + Decimal("0.01"),
+                "tax_inclusive_total": event["tax_inclusive_total"] + Decimal("0.01"),
+                "payable_amount": event["payable_amount"] + Decimal("0.01"),
+            }
+        )
+        == []
+    )
 
 
 def test_line_rate_must_match_its_category() -> None:
@@ -128,6 +142,7 @@ def test_search_index_upserts_are_idempotent_within_and_across_batches(tmp_path:
 
 def _reference_canonical_json(value: Any) -> str:
     """The canonical form as decision 0011 first defined it, with the standard library's json."""
+
     def default(item: Any) -> Any:
         if isinstance(item, Decimal):
             return format(item, "f")
@@ -142,14 +157,22 @@ def _reference_canonical_json(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=default)
 
 
-_text = st.text(st.characters(exclude_categories=("Cs",)))  # lone surrogates are not text either way
+_text = st.text(st.characters(exclude_categories=["Cs"]))  # lone surrogates are not text either way
 _scalars = st.one_of(
-    st.none(), st.booleans(), st.integers(min_value=-(2**63), max_value=2**63 - 1), _text, st.binary(max_size=16),
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(2**63), max_value=2**63 - 1),
+    _text,
+    st.binary(max_size=16),
     st.decimals(allow_nan=False, allow_infinity=False, places=3),
-    st.datetimes(timezones=st.sampled_from([UTC, timezone(timedelta(hours=3))])), st.dates(),
+    st.datetimes(timezones=st.sampled_from([UTC, timezone(timedelta(hours=3))])),
+    st.dates(),
 )
-_values = st.recursive(_scalars, lambda inner: st.one_of(st.lists(inner, max_size=4),
-                                                         st.dictionaries(_text, inner, max_size=4)), max_leaves=20)
+_values = st.recursive(
+    _scalars,
+    lambda inner: st.one_of(st.lists(inner, max_size=4), st.dictionaries(_text, inner, max_size=4)),
+    max_leaves=20,
+)
 
 
 @settings(max_examples=300, deadline=None)

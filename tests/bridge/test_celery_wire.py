@@ -34,8 +34,15 @@ def test_task_ids_are_deterministic_per_event_and_task() -> None:
 
 
 def test_envelope_matches_apply_async_and_decodes_with_kombu() -> None:
-    template = TaskTemplate("billing.pdf", "interactive", priority=4, countdown_ms=2_000,
-                            extra_headers={"route": "pdf"}, redact=frozenset({"buyer"}), origin="test@host")
+    template = TaskTemplate(
+        "billing.pdf",
+        "interactive",
+        priority=4,
+        countdown_ms=2_000,
+        extra_headers={"route": "pdf"},
+        redact=frozenset({"buyer"}),
+        origin="test@host",
+    )
     now = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
     kwargs = {"total": Decimal("10.50"), "at": now, "buyer": "Gulf Retail", "raw": b"\xff\x00", "n": 3}
     envelope = json.loads(template.encode("tid-1", kwargs, {"event_id": "e-1", "offset": 7}, now=now))
@@ -63,7 +70,9 @@ def test_every_message_gets_its_own_delivery_tag_and_no_eta_without_countdown() 
     assert first["properties"]["delivery_tag"] != second["properties"]["delivery_tag"]
     assert first["headers"]["eta"] is None
     assert json.loads(json.loads(template.encode("id", {"a": 1, "b": [2]}, {}))["headers"]["kwargsrepr"]) == {
-        "a": 1, "b": [2]}  # the arguments' JSON, cut from the body
+        "a": 1,
+        "b": [2],
+    }  # the arguments' JSON, cut from the body
     long_value = {"text": "x" * 5000}
     assert len(json.loads(template.encode("id", long_value, {}))["headers"]["kwargsrepr"]) == 1024
 

@@ -32,19 +32,39 @@ def run(tmp_path: Path, section: str, *args: str) -> tuple[int, str, str]:
     return result.exit_code, result.stdout, result.stderr
 
 
-@pytest.mark.parametrize(("section", "expected"), [
-    ("  tasks: [billing.pdf]\n  routes:\n    r: {topic: invoice.cleared, task: billing.pfd}\n",
-     ("topics.yaml:8: bridge route 'r' field 'task': unknown task 'billing.pfd' (not registered in bridge.tasks "
-     "of topics.yaml); did you mean 'billing.pdf'?")),
-    ("  tasks: [billing.pdf]\n  routes:\n    r: {topic: invoice.paid, task: billing.pdf}\n",
-     "topics.yaml:8: bridge route 'r' field 'topic': topic 'invoice.paid' is not in the catalog"),
-    ("  tasks: [billing.pdf]\n  routes:\n    r: {topic: invoice.cleared, task: billing.pdf, where: {status: X}}\n",
-     "topics.yaml:8: bridge route 'r' field 'where': 'status' is not in the schema of 'invoice.cleared'"),
-    ("  routes:\n    r: {topic: invoice.cleared, task: billing.pdf}\n",
-     "cannot check the routes' task names; set bridge.celery_app (or --celery-app) or list the task names"),
-    ("  celery_app: no.such.module\n  routes:\n    r: {topic: invoice.cleared, task: billing.pdf}\n",
-     "cannot load the Celery app 'no.such.module': No module named 'no'"),
-], ids=["unknown-task", "unknown-topic", "missing-filter-field", "no-task-registry", "bad-celery-app"])
+@pytest.mark.parametrize(
+    ("section", "expected"),
+    [
+        (
+            "  tasks: [billing.pdf]\n  routes:\n    r: {topic: invoice.cleared, task: billing.pfd}\n",
+            (
+                "topics.yaml:8: bridge route 'r' field 'task': unknown task 'billing.pfd' "
+                "(not registered in bridge.tasks "
+                "of topics.yaml); did you mean 'billing.pdf'?"
+            ),
+        ),
+        (
+            "  tasks: [billing.pdf]\n  routes:\n    r: {topic: invoice.paid, task: billing.pdf}\n",
+            "topics.yaml:8: bridge route 'r' field 'topic': topic 'invoice.paid' is not in the catalog",
+        ),
+        (
+            (
+                "  tasks: [billing.pdf]\n  routes:\n"
+                "    r: {topic: invoice.cleared, task: billing.pdf, where: {status: X}}\n"
+            ),
+            "topics.yaml:8: bridge route 'r' field 'where': 'status' is not in the schema of 'invoice.cleared'",
+        ),
+        (
+            "  routes:\n    r: {topic: invoice.cleared, task: billing.pdf}\n",
+            "cannot check the routes' task names; set bridge.celery_app (or --celery-app) or list the task names",
+        ),
+        (
+            "  celery_app: no.such.module\n  routes:\n    r: {topic: invoice.cleared, task: billing.pdf}\n",
+            "cannot load the Celery app 'no.such.module': No module named 'no'",
+        ),
+    ],
+    ids=["unknown-task", "unknown-topic", "missing-filter-field", "no-task-registry", "bad-celery-app"],
+)
 def test_startup_problems_are_one_line_and_exit_1(tmp_path: Path, section: str, expected: str) -> None:
     code, out, err = run(tmp_path, section)
     assert code == 1
@@ -62,8 +82,9 @@ def test_routes_are_checked_against_the_reference_celery_app(tmp_path: Path) -> 
 """
     code, _, err = run(tmp_path, section, "--check")
     assert code == 1
-    assert ("task 'streams.generate_invoice_pdf' cannot take these arguments: got an unexpected keyword argument "
-            "'color'") in err
+    assert (
+        "task 'streams.generate_invoice_pdf' cannot take these arguments: got an unexpected keyword argument 'color'"
+    ) in err
 
 
 def test_routes_and_check_output(tmp_path: Path) -> None:
@@ -75,13 +96,30 @@ def test_routes_and_check_output(tmp_path: Path) -> None:
     code, out, _ = run(tmp_path, section, "--routes", "-o", "json")
     assert code == 0
     listed = json.loads(out)
-    assert listed["routes"] == [{
-        "route": "pdf", "topic": "invoice.cleared", "event_type": None, "where": {},
-        "task": "streams.generate_invoice_pdf", "queue": "batch", "bound": 100_000, "priority": 0, "countdown_ms": 0,
-        "retry": {"max_attempts": 3, "backoff_ms": 1000, "max_backoff_ms": 60000, "jitter": True,
-                  "max_redeliveries": 3},
-        "args": {"invoice_id": "invoice_id"}, "soft_time_limit_ms": 300_000, "time_limit_ms": 360_000, "line": 8,
-    }]
+    assert listed["routes"] == [
+        {
+            "route": "pdf",
+            "topic": "invoice.cleared",
+            "event_type": None,
+            "where": {},
+            "task": "streams.generate_invoice_pdf",
+            "queue": "batch",
+            "bound": 100_000,
+            "priority": 0,
+            "countdown_ms": 0,
+            "retry": {
+                "max_attempts": 3,
+                "backoff_ms": 1000,
+                "max_backoff_ms": 60000,
+                "jitter": True,
+                "max_redeliveries": 3,
+            },
+            "args": {"invoice_id": "invoice_id"},
+            "soft_time_limit_ms": 300_000,
+            "time_limit_ms": 360_000,
+            "line": 8,
+        }
+    ]
     code, out, _ = run(tmp_path, section, "--check")
     assert (code, out.strip()) == (0, "1 route(s) OK: topics, schema fields and task names check out")
     code, out, _ = run(tmp_path, section, "--routes")

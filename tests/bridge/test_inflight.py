@@ -58,8 +58,9 @@ def test_revoked_partitions_are_forgotten_with_their_waiting_tasks() -> None:
 def test_a_record_with_several_tasks_is_done_when_all_are_confirmed() -> None:
     flight = InFlight()
     record = flight.add(P0, 7)
-    flight.enqueue(record, [RoutedTask("a", "default", 0, b"a", "id-a", "e-a"),
-                            RoutedTask("b", "batch", 3, b"b", "id-b", "e-b")])
+    flight.enqueue(
+        record, [RoutedTask("a", "default", 0, b"a", "id-a", "e-a"), RoutedTask("b", "batch", 3, b"b", "id-b", "e-b")]
+    )
     assert (record.left, flight.tasks_waiting) == (2, 2)
     assert [t.task.route for t in flight.confirm(("default", 0), 5)] == ["a"]  # more than waiting: what there is
     assert flight.committable() == {}

@@ -13,15 +13,11 @@ import pytest
 from kombu.utils.json import loads as kombu_loads
 
 from streams.bridge.celery_wire import task_id_for
-from streams.bridge.router import (
-    Router,
-    SchemaUnavailableError,
-    UndecodableRecordError,
-    UnroutableRecordError,
-)
+from streams.bridge.router import Router, UnroutableRecordError
 from streams.bridge.routes import load_bridge
 from streams.catalog import load_catalog
 from streams.errors import SchemaError
+from streams.records import SchemaUnavailableError, UndecodableRecordError
 from streams.schemas.codec import AvroCodec
 from streams.schemas.registry_client import RegistryRequestError
 from tests.bridge.harness import violation_event
@@ -81,7 +77,7 @@ def encode(event: dict[str, Any]) -> bytes:
 
 
 def decoded_message(payload: bytes) -> dict[str, Any]:
-    envelope = json.loads(payload)
+    envelope: dict[str, Any] = json.loads(payload)
     envelope["body"] = json.loads(base64.b64decode(envelope["body"]))
     return envelope
 
@@ -89,7 +85,11 @@ def decoded_message(payload: bytes) -> dict[str, Any]:
 def test_an_event_becomes_one_task_per_matching_route(router: tuple[Router, Registry]) -> None:
     route, registry = router
     event = violation_event(1, "ERROR")
-    headers = [("ce_id", b"ev-1"), ("ce_type", b"compliance.violation"), ("ce_tenantid", b"acme")]
+    headers: list[tuple[str, str | bytes | None]] = [
+        ("ce_id", b"ev-1"),
+        ("ce_type", b"compliance.violation"),
+        ("ce_tenantid", b"acme"),
+    ]
     tasks = route.route("compliance.violation", 0, 42, encode(event), headers)
     assert [(t.route, t.queue, t.slot) for t in tasks] == [("errors", "interactive", 0), ("everything", "batch", 3)]
     first, second = (decoded_message(t.payload) for t in tasks)
@@ -114,15 +114,19 @@ def test_a_record_without_ce_id_gets_a_task_id_from_its_coordinates(router: tupl
     assert decoded_message(task.payload)["headers"]["id"] == task_id_for("compliance.violation/2/9", "notify")
 
 
-@pytest.mark.parametrize(("value", "message"), [
-    (None, "no value"),
-    (b"\x00\x00", "shorter than the 5-byte Confluent header"),
-    (b"\x09" + bytes(10), "unknown magic byte 9"),
-    (b"\x00" + struct.pack(">I", 77) + b"\x00", "schema id 77 is unknown to the registry"),
-    (b"\x00" + struct.pack(">I", 1) + b"\x02", "cannot decode Avro datum"),
-])
-def test_undecodable_records_are_dead_letters(router: tuple[Router, Registry], value: bytes | None,
-                                              message: str) -> None:
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        (None, "no value"),
+        (b"\x00\x00", "shorter than the 5-byte Confluent header"),
+        (b"\x09" + bytes(10), "unknown magic byte 9"),
+        (b"\x00" + struct.pack(">I", 77) + b"\x00", "schema id 77 is unknown to the registry"),
+        (b"\x00" + struct.pack(">I", 1) + b"\x02", "cannot decode Avro datum"),
+    ],
+)
+def test_undecodable_records_are_dead_letters(
+    router: tuple[Router, Registry], value: bytes | None, message: str
+) -> None:
     route, _ = router
     with pytest.raises(UndecodableRecordError, match=message):
         route.route("compliance.violation", 0, 1, value, [])
@@ -174,6 +178,7 @@ bridge:
     assert (args, kwargs) == ([], {"violation": event["violation_id"], "tenant": "acme", "at": event["detected_at"]})
     assert (task.task_id, task.effect) == (task_id_for("ev-4", "notify"), "notify:ev-4")
     written_by_old = AvroCodec(old, 2).encode({k: v for k, v in event.items() if k != "tenant_id"})
-    with pytest.raises(UnroutableRecordError, match="route 'flat': the event has no field 'tenant_id' for argument "
-                                                    "'tenant'"):
+    with pytest.raises(
+        UnroutableRecordError, match="route 'flat': the event has no field 'tenant_id' for argument 'tenant'"
+    ):
         router.route("compliance.violation", 0, 2, written_by_old, [])

@@ -60,12 +60,19 @@ def test_reference_catalog_routes_load_and_name_the_reference_tasks() -> None:
     assert routes["compliance-warnings"].queue == "batch"
     assert routes["compliance-warnings"].args == routes["compliance-errors"].args  # a YAML alias
     assert {name: spec.bound for name, spec in config.queues.items()} == {
-        "interactive": 1000, "default": 10000, "batch": 100000}
+        "interactive": 1000,
+        "default": 10000,
+        "batch": 100000,
+    }
     assert lint_bridge(load_catalog(REPO / "topics.yaml")) == []
 
 
 def test_a_full_route(tmp_path: Path) -> None:
-    config = load_bridge(load_catalog(write(tmp_path, """\
+    config = load_bridge(
+        load_catalog(
+            write(
+                tmp_path,
+                """\
   group: g1
   queues: {interactive: {bound: 5}, default: {}}
   routes:
@@ -79,15 +86,27 @@ def test_a_full_route(tmp_path: Path) -> None:
       countdown: 30s
       retry: {max_attempts: 7, backoff: 250ms, max_backoff: 1m, jitter: false, max_redeliveries: 1}
       args: {violation: violation_id, origin: source_event.topic}
-""")))
+""",
+            )
+        )
+    )
     (route,) = config.routes
     assert route == BridgeRoute(
-        name="r1", topic="compliance.violation", task="compliance.notify", queue="interactive",
+        name="r1",
+        topic="compliance.violation",
+        task="compliance.notify",
+        queue="interactive",
         event_type="compliance.violation.v2",
-        where=(FieldFilter(("severity",), frozenset({"ERROR", "WARNING"})),
-               FieldFilter(("source_event", "partition"), frozenset({3}))),
-        priority=6, countdown_ms=30_000, retry=RetryPolicy(7, 250, 60_000, False, 1),
-        args=(("violation", ("violation_id",)), ("origin", ("source_event", "topic"))), line=13)
+        where=(
+            FieldFilter(("severity",), frozenset({"ERROR", "WARNING"})),
+            FieldFilter(("source_event", "partition"), frozenset({3})),
+        ),
+        priority=6,
+        countdown_ms=30_000,
+        retry=RetryPolicy(7, 250, 60_000, False, 1),
+        args=(("violation", ("violation_id",)), ("origin", ("source_event", "topic"))),
+        line=13,
+    )
     assert config.group == "g1"
     assert config.queues["interactive"].bound == 5
     assert config.queues["default"].bound == 10_000  # a latency class keeps its default bound
@@ -100,41 +119,116 @@ def test_a_full_route(tmp_path: Path) -> None:
         route.kwargs({"source_event": {"topic": "t"}})
 
 
-@pytest.mark.parametrize(("bridge", "line", "field", "message"), [
-    ("  routes:\n    r:\n      topic: invoice.clearde\n      task: billing.pdf\n", 12, "topic",
-     "topic 'invoice.clearde' is not in the catalog; did you mean 'invoice.cleared'?"),
-    ("  routes:\n    r:\n      topic: compliance.violation\n      where: {severty: ERROR}\n      task: x.y\n",
-     13, "where", ("'severty' is not in the schema of 'compliance.violation': record ComplianceViolation has no "
-     "field 'severty'; its fields: violation_id")),
-    ("  routes:\n    r:\n      topic: compliance.violation\n      where: {severity: FATAL}\n      task: x\n",
-     13, "where", "'FATAL' is not a symbol of severity (ERROR, WARNING)"),
-    ("  routes:\n    r:\n      topic: invoice.cleared\n      where: {vat_total: 3}\n      task: x\n",
-     13, "where", "'vat_total' is a decimal; filters compare string, enum, int, long or boolean fields"),
-    ("  routes:\n    r:\n      topic: invoice.cleared\n      args: {total: totals.vat}\n      task: x\n",
-     13, "args", "'totals.vat' is not in the schema of 'invoice.cleared'"),
-    ("  routes:\n    r:\n      topic: invoice.cleared\n      task: x\n      queue: urgent\n",
-     11, "queue", "unknown queue 'urgent'; known: batch, default, interactive"),
-    ("  routes:\n    r:\n      topic: invoice.cleared\n      task: x\n      priority: 10\n",
-     14, "priority", "must be 0-9 (Redis: 0 is served first), got 10"),
-    ("  routes:\n    r:\n      topic: invoice.cleared\n      task: x\n      countdown: soon\n",
-     14, "countdown", "not a duration: 'soon'"),
-    ("  routes:\n    r:\n      topic: invoice.cleared\n      task: x\n      retry: {max_attempts: 0}\n",
-     14, "max_attempts", "must be an integer >= 1, got 0"),
-    ("  routes:\n    r:\n      topic: invoice.cleared\n      task: x\n      colour: red\n",
-     14, "colour", "unknown field"),
-    ("  routes:\n    r:\n      topic: no.dlq\n      task: x\n", 12, "topic", "has 'dlq: false'"),
-    ("  routes:\n    r:\n      topic: plain.topic\n      where: {a: 1}\n      task: x\n", 13, "where",
-     "topic 'plain.topic' declares no schema"),
-    ("  routes:\n    r:\n      event_type: invoice.paid\n      task: x\n", 12, "event_type",
-     "event type 'invoice.paid' names no topic (add 'topic:')"),
-    ("  routes:\n    r:\n      topic: invoice.cleared\n", 11, "task", "missing"),
-    ("  failed_topic: task.failure\n  routes:\n    r: {topic: invoice.cleared, task: x}\n", 10, "failed_topic",
-     "topic 'task.failure' is not in the catalog"),
-    ("  group: streams-bridge\n", 8, "routes", "missing; declare at least one route"),
-], ids=["topic", "filter-field", "enum-symbol", "filter-type", "arg-field", "queue", "priority", "countdown",
-        "retry", "unknown-field", "no-dlq", "no-schema", "event-type", "no-task", "failed-topic", "no-routes"])
-def test_route_mistakes_name_file_line_and_field(tmp_path: Path, bridge: str, line: int, field: str,
-                                                 message: str) -> None:
+@pytest.mark.parametrize(
+    ("bridge", "line", "field", "message"),
+    [
+        (
+            "  routes:\n    r:\n      topic: invoice.clearde\n      task: billing.pdf\n",
+            12,
+            "topic",
+            "topic 'invoice.clearde' is not in the catalog; did you mean 'invoice.cleared'?",
+        ),
+        (
+            "  routes:\n    r:\n      topic: compliance.violation\n      where: {severty: ERROR}\n      task: x.y\n",
+            13,
+            "where",
+            (
+                "'severty' is not in the schema of 'compliance.violation': record ComplianceViolation has no "
+                "field 'severty'; its fields: violation_id"
+            ),
+        ),
+        (
+            "  routes:\n    r:\n      topic: compliance.violation\n      where: {severity: FATAL}\n      task: x\n",
+            13,
+            "where",
+            "'FATAL' is not a symbol of severity (ERROR, WARNING)",
+        ),
+        (
+            "  routes:\n    r:\n      topic: invoice.cleared\n      where: {vat_total: 3}\n      task: x\n",
+            13,
+            "where",
+            "'vat_total' is a decimal; filters compare string, enum, int, long or boolean fields",
+        ),
+        (
+            "  routes:\n    r:\n      topic: invoice.cleared\n      args: {total: totals.vat}\n      task: x\n",
+            13,
+            "args",
+            "'totals.vat' is not in the schema of 'invoice.cleared'",
+        ),
+        (
+            "  routes:\n    r:\n      topic: invoice.cleared\n      task: x\n      queue: urgent\n",
+            11,
+            "queue",
+            "unknown queue 'urgent'; known: batch, default, interactive",
+        ),
+        (
+            "  routes:\n    r:\n      topic: invoice.cleared\n      task: x\n      priority: 10\n",
+            14,
+            "priority",
+            "must be 0-9 (Redis: 0 is served first), got 10",
+        ),
+        (
+            "  routes:\n    r:\n      topic: invoice.cleared\n      task: x\n      countdown: soon\n",
+            14,
+            "countdown",
+            "not a duration: 'soon'",
+        ),
+        (
+            "  routes:\n    r:\n      topic: invoice.cleared\n      task: x\n      retry: {max_attempts: 0}\n",
+            14,
+            "max_attempts",
+            "must be an integer >= 1, got 0",
+        ),
+        (
+            "  routes:\n    r:\n      topic: invoice.cleared\n      task: x\n      colour: red\n",
+            14,
+            "colour",
+            "unknown field",
+        ),
+        ("  routes:\n    r:\n      topic: no.dlq\n      task: x\n", 12, "topic", "has 'dlq: false'"),
+        (
+            "  routes:\n    r:\n      topic: plain.topic\n      where: {a: 1}\n      task: x\n",
+            13,
+            "where",
+            "topic 'plain.topic' declares no schema",
+        ),
+        (
+            "  routes:\n    r:\n      event_type: invoice.paid\n      task: x\n",
+            12,
+            "event_type",
+            "event type 'invoice.paid' names no topic (add 'topic:')",
+        ),
+        ("  routes:\n    r:\n      topic: invoice.cleared\n", 11, "task", "missing"),
+        (
+            "  failed_topic: task.failure\n  routes:\n    r: {topic: invoice.cleared, task: x}\n",
+            10,
+            "failed_topic",
+            "topic 'task.failure' is not in the catalog",
+        ),
+        ("  group: streams-bridge\n", 8, "routes", "missing; declare at least one route"),
+    ],
+    ids=[
+        "topic",
+        "filter-field",
+        "enum-symbol",
+        "filter-type",
+        "arg-field",
+        "queue",
+        "priority",
+        "countdown",
+        "retry",
+        "unknown-field",
+        "no-dlq",
+        "no-schema",
+        "event-type",
+        "no-task",
+        "failed-topic",
+        "no-routes",
+    ],
+)
+def test_route_mistakes_name_file_line_and_field(
+    tmp_path: Path, bridge: str, line: int, field: str, message: str
+) -> None:
     error = problem(tmp_path, bridge)
     assert (error.line, error.field) == (line, field), str(error)
     assert message in error.problem
@@ -147,32 +241,48 @@ def test_event_type_route_defaults_its_topic_to_the_type(tmp_path: Path) -> None
 
 
 def test_lint_reports_every_problem_in_file_order(tmp_path: Path) -> None:
-    catalog = load_catalog(write(tmp_path, """\
+    catalog = load_catalog(
+        write(
+            tmp_path,
+            """\
   routes:
     a: {topic: nope.topic, task: x}
     b: {topic: invoice.cleared, task: x, queue: urgent}
-"""))
+""",
+        )
+    )
     assert [(e.line, e.field) for e in lint_bridge(catalog)] == [(11, "topic"), (12, "queue")]
 
 
 def test_task_names_are_checked_against_the_registry(tmp_path: Path) -> None:
-    config = load_bridge(load_catalog(write(tmp_path, """\
+    config = load_bridge(
+        load_catalog(
+            write(
+                tmp_path,
+                """\
   routes:
     pdf:
       topic: invoice.cleared
       task: billing.pfd
       args: {invoice_id: invoice_id, total: tax_inclusive_total}
-""")))
+""",
+            )
+        )
+    )
     with pytest.raises(RouteError) as raised:
         check_tasks(config, {"billing.pdf": None, "celery.chord": None}, "the app")
     assert raised.value.line == 11
-    assert raised.value.problem == ("unknown task 'billing.pfd' (not registered in the app); did you mean "
-                                    "'billing.pdf'?")
+    assert raised.value.problem == (
+        "unknown task 'billing.pfd' (not registered in the app); did you mean 'billing.pdf'?"
+    )
 
     def pdf(invoice_id: str) -> None: ...
 
-    with pytest.raises(RouteError, match=r"task 'billing\.pfd' cannot take these arguments: got an unexpected "
-                                         r"keyword argument 'total'"):
+    with pytest.raises(
+        RouteError,
+        match=r"task 'billing\.pfd' cannot take these arguments: got an unexpected "
+        r"keyword argument 'total'",
+    ):
         check_tasks(config, {"billing.pfd": pdf}, "the app")
 
     def pdf_all(invoice_id: str, total: object) -> None: ...
@@ -194,7 +304,11 @@ def test_retry_policy_backs_off_exponentially_with_jitter_and_a_cap() -> None:
 
 
 def test_time_limits_come_from_the_route_else_the_defaults(tmp_path: Path) -> None:
-    config = load_bridge(load_catalog(write(tmp_path, """\
+    config = load_bridge(
+        load_catalog(
+            write(
+                tmp_path,
+                """\
   routes:
     quick:
       topic: invoice.cleared
@@ -208,7 +322,10 @@ def test_time_limits_come_from_the_route_else_the_defaults(tmp_path: Path) -> No
       topic: invoice.cleared
       task: billing.pdf
       soft_time_limit: 2m
-""")))
+""",
+            )
+        )
+    )
     limits = {route.name: (route.soft_time_limit_ms, route.time_limit_ms) for route in config.routes}
     assert limits == {"quick": (30_000, 60_000), "plain": (300_000, 360_000), "soft-only": (120_000, 180_000)}
     reference = {route.name: route for route in load_bridge(load_catalog(REPO / "topics.yaml")).routes}
@@ -216,25 +333,31 @@ def test_time_limits_come_from_the_route_else_the_defaults(tmp_path: Path) -> No
 
 
 def test_a_hard_limit_not_above_the_soft_one_is_named(tmp_path: Path) -> None:
-    error = problem(tmp_path, """\
+    error = problem(
+        tmp_path,
+        """\
   routes:
     quick:
       topic: invoice.cleared
       task: billing.pdf
       soft_time_limit: 30s
       time_limit: 30s
-""")
+""",
+    )
     assert (error.line, error.field) == (15, "time_limit")
     assert "30000 ms is not above soft_time_limit 30000 ms" in str(error)
 
 
 def test_a_zero_time_limit_is_refused(tmp_path: Path) -> None:
-    error = problem(tmp_path, """\
+    error = problem(
+        tmp_path,
+        """\
   routes:
     quick:
       topic: invoice.cleared
       task: billing.pdf
       soft_time_limit: 0s
-""")
+""",
+    )
     assert (error.line, error.field) == (14, "soft_time_limit")
     assert "must be a positive duration" in str(error)

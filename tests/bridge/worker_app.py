@@ -22,15 +22,15 @@ _lock = threading.Lock()
 def build() -> Celery:
     app = create_app()
 
-    @app.task(base=BridgeTask, name="tests.always_fails")
+    @app.task(base=BridgeTask, name="tests.always_fails")  # type: ignore[untyped-decorator]
     def always_fails(invoice_id: str) -> None:
         raise RuntimeError(f"always fails ({invoice_id})")
 
-    @app.task(base=BridgeTask, name="tests.crash_worker")
+    @app.task(base=BridgeTask, name="tests.crash_worker")  # type: ignore[untyped-decorator]
     def crash_worker(invoice_id: str) -> None:
         os._exit(17)  # the pool process dies mid-task, like an OOM kill
 
-    @app.task(base=BridgeTask, name="tests.too_slow")
+    @app.task(base=BridgeTask, name="tests.too_slow")  # type: ignore[untyped-decorator]
     def too_slow(invoice_id: str) -> None:
         time.sleep(120)  # far past any soft time limit a test route sets
 

@@ -7,7 +7,7 @@ import base64
 import json
 import zipfile
 from types import SimpleNamespace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from itsdangerous import TimestampSigner
@@ -23,14 +23,19 @@ from streams.errors import ConfigError
 from tests.integration.worker_harness import ROOT
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
     from pathlib import Path
+
+    from starlette.testclient import TestClient
 
 SECRET = "s" * 40
 
 
 def users() -> dict[str, User]:
-    return {name: User(name=name, role=role, password_hash=SecretStr(hash_password(name + "-pw", rounds=4)))
-            for name, role in (("vera", "viewer"), ("otto", "operator"), ("aude", "auditor"))}
+    return {
+        name: User(name=name, role=role, password_hash=SecretStr(hash_password(name + "-pw", rounds=4)))
+        for name, role in (("vera", "viewer"), ("otto", "operator"), ("aude", "auditor"))
+    }
 
 
 def test_passwords_and_permissions() -> None:
@@ -61,24 +66,33 @@ def test_settings_refuse_malformed_users_and_short_keys() -> None:
 
 
 def test_masking_follows_dotted_paths_and_arrays() -> None:
-    value = {"buyer": {"name": "Gulf Retail", "vat_number": None, "city": "Riyadh"}, "lines": [{"note": "a"}],
-             "user_id": "u-1"}
+    value: dict[str, Any] = {
+        "buyer": {"name": "Gulf Retail", "vat_number": None, "city": "Riyadh"},
+        "lines": [{"note": "a"}],
+        "user_id": "u-1",
+    }
     masked = mask(value, ("buyer.name", "buyer.vat_number", "lines.note", "user_id", "absent.field"))
-    assert masked == {"buyer": {"name": MASK, "vat_number": None, "city": "Riyadh"}, "lines": [{"note": MASK}],
-                      "user_id": MASK}
+    assert masked == {
+        "buyer": {"name": MASK, "vat_number": None, "city": "Riyadh"},
+        "lines": [{"note": MASK}],
+        "user_id": MASK,
+    }
     assert value["buyer"]["name"] == "Gulf Retail", "the decoded record itself is left alone"
 
 
-@pytest.mark.parametrize(("params", "status", "message"), [
-    ({"topic": "nope.nope"}, 404, "is not in the catalog"),
-    ({"topic": "invoice.created", "partition": "x"}, 400, "partition 'x' is not a whole number"),
-    ({"topic": "invoice.created", "partition": "99"}, 400, "partition 99 does not exist"),
-    ({"topic": "invoice.created", "offset": "3"}, 400, "an offset needs a partition"),
-    ({"topic": "invoice.created", "from": "tuesday"}, 400, "is neither an ISO-8601 time"),
-    ({"topic": "invoice.created", "from": "2026-12-07T10:00:00"}, 400, "has no timezone"),
-    ({"topic": "invoice.created", "from": "-1h", "to": "-2h"}, 400, "must be after"),
-    ({"topic": "invoice.created", "limit": "5000"}, 400, "limit must be between 1 and 1000"),
-])
+@pytest.mark.parametrize(
+    ("params", "status", "message"),
+    [
+        ({"topic": "nope.nope"}, 404, "is not in the catalog"),
+        ({"topic": "invoice.created", "partition": "x"}, 400, "partition 'x' is not a whole number"),
+        ({"topic": "invoice.created", "partition": "99"}, 400, "partition 99 does not exist"),
+        ({"topic": "invoice.created", "offset": "3"}, 400, "an offset needs a partition"),
+        ({"topic": "invoice.created", "from": "tuesday"}, 400, "is neither an ISO-8601 time"),
+        ({"topic": "invoice.created", "from": "2026-12-07T10:00:00"}, 400, "has no timezone"),
+        ({"topic": "invoice.created", "from": "-1h", "to": "-2h"}, 400, "must be after"),
+        ({"topic": "invoice.created", "limit": "5000"}, 400, "limit must be between 1 and 1000"),
+    ],
+)
 def test_bad_message_queries_are_named(params: dict[str, str], status: int, message: str) -> None:
     catalog = load_catalog(ROOT / "topics.yaml")
     with pytest.raises(ConsoleInputError, match=message) as caught:
@@ -87,8 +101,11 @@ def test_bad_message_queries_are_named(params: dict[str, str], status: int, mess
 
 
 def test_a_good_message_query() -> None:
-    query = parse_browse({"topic": "invoice.created", "partition": "1", "offset": "7", "key": "acme", "limit": "20"},
-                         load_catalog(ROOT / "topics.yaml"), 1000)
+    query = parse_browse(
+        {"topic": "invoice.created", "partition": "1", "offset": "7", "key": "acme", "limit": "20"},
+        load_catalog(ROOT / "topics.yaml"),
+        1000,
+    )
     assert (query.partition, query.offset, query.key, query.limit) == (1, 7, "acme", 20)
 
 
@@ -97,8 +114,13 @@ def test_dead_letter_filters() -> None:
     with pytest.raises(ConsoleInputError, match="both its partition and its offset"):
         parse_dlq_filter({"partition": "1"})
     one = parse_dlq_filter({"partition": "1", "offset": "4"})
-    letter = {"dlq_partition": 1, "dlq_offset": 4, "error_class": "ValueError", "agent": "validation",
-              "error_message": "Bad VAT"}
+    letter = {
+        "dlq_partition": 1,
+        "dlq_offset": 4,
+        "error_class": "ValueError",
+        "agent": "validation",
+        "error_message": "Bad VAT",
+    }
     assert one.matches(letter)
     assert not one.matches({**letter, "dlq_offset": 5})
     assert parse_dlq_filter({"text": "vat"}).matches(letter)
@@ -143,42 +165,54 @@ def session_cookie(data: dict[str, object]) -> str:
 
 
 @pytest.fixture
-def client(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+def client(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[TestClient]:
     from starlette.testclient import TestClient  # noqa: PLC0415
 
     from streams.console.app import create_app  # noqa: PLC0415
     from streams.settings import Settings  # noqa: PLC0415
 
-    monkeypatch.setenv("STREAMS_CONSOLE_USERS", json.dumps({
-        name: {"role": user.role, "password_hash": user.password_hash.get_secret_value()}
-        for name, user in users().items()}))
+    monkeypatch.setenv(
+        "STREAMS_CONSOLE_USERS",
+        json.dumps(
+            {
+                name: {"role": user.role, "password_hash": user.password_hash.get_secret_value()}
+                for name, user in users().items()
+            }
+        ),
+    )
     monkeypatch.setenv("STREAMS_CONSOLE_SESSION_SECRET", SECRET)
     # Nothing listens here: every request below is refused before the console would touch Kafka.
-    settings = Settings(kafka_bootstrap_servers="127.0.0.1:9", schema_registry_url="http://127.0.0.1:9",
-                        catalog_path=ROOT / "topics.yaml", data_dir=tmp_path)
-    with TestClient(create_app(settings, ConsoleSettings()), base_url="https://localhost",
-                    follow_redirects=False) as test_client:
+    settings = Settings(
+        kafka_bootstrap_servers="127.0.0.1:9",
+        schema_registry_url="http://127.0.0.1:9",
+        catalog_path=ROOT / "topics.yaml",
+        data_dir=tmp_path,
+    )
+    with TestClient(
+        create_app(settings, ConsoleSettings()), base_url="https://localhost", follow_redirects=False
+    ) as test_client:
         yield test_client
 
 
-def test_the_server_refuses_what_a_role_or_a_token_does_not_allow(client) -> None:
+def test_the_server_refuses_what_a_role_or_a_token_does_not_allow(client: TestClient) -> None:
     assert client.get("/messages").status_code == 303, "no session: to the login page"
     assert client.post("/dlq/redrive", data={"topic": "invoice.created"}).status_code == 303
-    client.cookies.set("streams_console", session_cookie({"user": {"name": "vera", "role": "viewer"},
-                                                         "csrf": "token-1"}))
+    client.cookies.set(
+        "streams_console", session_cookie({"user": {"name": "vera", "role": "viewer"}, "csrf": "token-1"})
+    )
     refused = client.post("/dlq/redrive", data={"topic": "invoice.created", "csrf": "token-1"})
     assert refused.status_code == 403
     assert "role viewer may not redrive" in refused.text
     assert client.post("/evidence/build", headers={"X-CSRF-Token": "token-1"}).status_code == 403
-    client.cookies.set("streams_console", session_cookie({"user": {"name": "otto", "role": "operator"},
-                                                         "csrf": "token-2"}))
+    client.cookies.set(
+        "streams_console", session_cookie({"user": {"name": "otto", "role": "operator"}, "csrf": "token-2"})
+    )
     forged = client.post("/dlq/redrive", data={"topic": "invoice.created"})
     assert forged.status_code == 403
     assert "CSRF token is missing or wrong" in forged.text
     assert client.post("/dlq/redrive", data={"topic": "invoice.created", "csrf": "token-1"}).status_code == 403
     # A role in the cookie that the settings do not give the user is no session at all.
-    client.cookies.set("streams_console", session_cookie({"user": {"name": "vera", "role": "auditor"},
-                                                         "csrf": "t"}))
+    client.cookies.set("streams_console", session_cookie({"user": {"name": "vera", "role": "auditor"}, "csrf": "t"}))
     assert client.get("/audit").status_code == 303
     metrics = client.get("/metrics").text
     assert 'streams_console_actions_total{action="redrive",outcome="forbidden"}' in metrics

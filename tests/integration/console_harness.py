@@ -19,10 +19,10 @@ import httpx
 import pytest
 
 from streams.console.auth import hash_password
+from streams.demo.samples import invoice_chain, user_action
 from streams.local.processes import free_port
 from streams.publish import Publisher
 from streams.replay.signing import generate_keypair
-from streams.samples import invoice_chain, user_action
 from tests.integration.worker_harness import (
     ROOT,
     catalog_stack,
@@ -43,10 +43,20 @@ if TYPE_CHECKING:
 SCREENSHOTS = ROOT / "docs" / "console"
 CHROMIUM = "/usr/bin/chromium"
 # polyglot.md's flags for a headless Chromium that reaches nothing but the page under test.
-CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-PASSWORDS = {"vera": ("viewer", "viewer-pass-1"), "otto": ("operator", "operator-pass-1"),
-             "aude": ("auditor", "auditor-pass-1")}
+CHROMIUM_FLAGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+PASSWORDS = {
+    "vera": ("viewer", "viewer-pass-1"),
+    "otto": ("operator", "operator-pass-1"),
+    "aude": ("auditor", "auditor-pass-1"),
+}
 TENANT = "console-co"
 INVOICES = 12
 
@@ -68,8 +78,12 @@ class ConsoleStack:
 
 def _users() -> str:
     # rounds=4: the tests log in often; production hashes use bcrypt's default cost (12).
-    return json.dumps({name: {"role": role, "password_hash": hash_password(password, rounds=4)}
-                       for name, (role, password) in PASSWORDS.items()})
+    return json.dumps(
+        {
+            name: {"role": role, "password_hash": hash_password(password, rounds=4)}
+            for name, (role, password) in PASSWORDS.items()
+        }
+    )
 
 
 def _publish(settings: Settings) -> tuple[list[str], list[str]]:
@@ -84,8 +98,12 @@ def _publish(settings: Settings) -> tuple[list[str], list[str]]:
 
     # Not an event (no wire-format header): the validation agent parks it in invoice.created.dlq.
     producer = Producer({"bootstrap.servers": settings.bootstrap_servers()})
-    producer.produce("invoice.created", key=TENANT.encode(), value=b"not avro at all",
-                     headers=[("ce_id", b"console-broken-1"), ("ce_tenantid", TENANT.encode())])
+    producer.produce(
+        "invoice.created",
+        key=TENANT.encode(),
+        value=b"not avro at all",
+        headers=[("ce_id", b"console-broken-1"), ("ce_tenantid", TENANT.encode())],
+    )
     producer.flush(30)
     return [str(i["invoice_id"]) for i in invoices], [str(i["buyer"]["name"]) for i in invoices if i.get("buyer")]
 
@@ -97,22 +115,35 @@ def console_stack_fixture(tmp_path_factory: pytest.TempPathFactory) -> Iterator[
         invoice_ids, buyers = _publish(settings)
         worker = start_worker(settings, "validation,audit", free_port(), tmp / "worker.log")
         try:
-            wait_for(lambda: bool(read_topic(settings, "invoice.created.dlq"))
-                     and len(read_topic(settings, "audit.trail")) >= INVOICES + 5, 180,
-                     lambda: f"the worker's outputs ({(tmp / 'worker.log').read_text(errors='replace')[-2000:]})")
+            wait_for(
+                lambda: (
+                    bool(read_topic(settings, "invoice.created.dlq"))
+                    and len(read_topic(settings, "audit.trail")) >= INVOICES + 5
+                ),
+                180,
+                lambda: f"the worker's outputs ({(tmp / 'worker.log').read_text(errors='replace')[-2000:]})",
+            )
         finally:
             stop_worker(worker)
         pair = generate_keypair(tmp / "auditor")
         port = free_port()
         log = tmp / "console.log"
-        env = {**worker_env(settings), "STREAMS_CONSOLE_USERS": _users(),
-               "STREAMS_CONSOLE_SESSION_SECRET": "t" * 40, "STREAMS_CONSOLE_EVIDENCE_SIGN_KEY": str(pair.private),
-               "STREAMS_CONSOLE_EVIDENCE_DIR": str(tmp / "evidence")}
+        env = {
+            **worker_env(settings),
+            "STREAMS_CONSOLE_USERS": _users(),
+            "STREAMS_CONSOLE_SESSION_SECRET": "t" * 40,
+            "STREAMS_CONSOLE_EVIDENCE_SIGN_KEY": str(pair.private),
+            "STREAMS_CONSOLE_EVIDENCE_DIR": str(tmp / "evidence"),
+        }
         with log.open("ab") as out:
-            process = subprocess.Popen([sys.executable, "-m", "streams.cli", "console", "--port", str(port)],
-                                       env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-        stack = ConsoleStack(settings, f"http://localhost:{port}", process, log, pair.public, invoice_ids, buyers,
-                             tmp)
+            process = subprocess.Popen(
+                [sys.executable, "-m", "streams.cli", "console", "--port", str(port)],
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        stack = ConsoleStack(settings, f"http://localhost:{port}", process, log, pair.public, invoice_ids, buyers, tmp)
         try:
             wait_for(lambda: _answers(stack.url), 60, lambda: f"the console ({stack.log_text()[-2000:]})")
             yield stack
@@ -159,11 +190,16 @@ def screenshot(page: Page, name: str) -> None:
 
 def post_from_page(page: Page, path: str, fields: dict[str, str]) -> dict[str, Any]:
     """POST a form with fetch() from inside the page (the session cookie goes along, as in a forged request)."""
-    return dict(page.evaluate("""async ([path, fields]) => {
+    return dict(
+        page.evaluate(
+            """async ([path, fields]) => {
         const body = new URLSearchParams(fields);
         const answer = await fetch(path, {method: "POST", body});
         return {status: answer.status, text: await answer.text()};
-    }""", [path, fields]))
+    }""",
+            [path, fields],
+        )
+    )
 
 
 def csrf_of(page: Page) -> str:

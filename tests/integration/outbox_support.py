@@ -22,7 +22,7 @@ from streams.catalog import Catalog, load_catalog
 from streams.local.databases import DatabaseServer, start_mariadb, start_postgres
 from streams.outbox.commands import create_table
 from streams.schemas.registry_client import RegistryClient
-from streams.settings import Settings
+from streams.settings import KafkaConfig, Settings
 from tests.integration.registry_fixtures import registry_url  # noqa: F401
 
 if TYPE_CHECKING:
@@ -77,7 +77,10 @@ class World:
 
 @pytest.fixture(name="world")
 def world_fixture(
-    tmp_path: Path, unique_name: Callable[[str], str], kafka_bootstrap: str, registry_url: str  # noqa: F811
+    tmp_path: Path,
+    unique_name: Callable[[str], str],
+    kafka_bootstrap: str,
+    registry_url: str,  # noqa: F811
 ) -> World:
     """A catalog of one fresh invoice topic (3 partitions, keyed by tenant), applied, schema registered."""
     topic = unique_name("outbox")
@@ -92,21 +95,26 @@ topics:
     schema: schemas/invoice.created.avsc
 """)
     catalog = load_catalog(tmp_path / "topics.yaml")
-    config = {"bootstrap.servers": kafka_bootstrap}
+    config: KafkaConfig = {"bootstrap.servers": kafka_bootstrap}
     apply_plan(plan_changes(catalog, config), catalog, config)
     with RegistryClient(registry_url) as client:
         spec = catalog.topic(topic)
         assert spec.schema_file is not None
         client.register(f"{topic}-value", Path(spec.schema_file).read_text())
-    settings = Settings(kafka_bootstrap_servers=kafka_bootstrap, schema_registry_url=registry_url,
-                        catalog_path=tmp_path / "topics.yaml", data_dir=tmp_path / ".streams")
+    settings = Settings(
+        kafka_bootstrap_servers=kafka_bootstrap,
+        schema_registry_url=registry_url,
+        catalog_path=tmp_path / "topics.yaml",
+        data_dir=tmp_path / ".streams",
+    )
     return World(catalog, settings, topic, registry_url, tmp_path)
 
 
 def read_topic(bootstrap: str, topic: str, *, idle_s: float = 3.0) -> list[Any]:
     """Every record of `topic`, partition by partition in offset order (stops after `idle_s` of silence)."""
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"t-{uuid.uuid4().hex[:6]}",
-                         "enable.auto.commit": False})
+    consumer = Consumer(
+        {"bootstrap.servers": bootstrap, "group.id": f"t-{uuid.uuid4().hex[:6]}", "enable.auto.commit": False}
+    )
     try:
         partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
         ends = {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in partitions}
@@ -119,14 +127,15 @@ def read_topic(bootstrap: str, topic: str, *, idle_s: float = 3.0) -> list[Any]:
                 break
             assert message.error() is None, message.error()
             messages.append(message)
-            seen[message.partition()] = message.offset() + 1
+            seen[message.partition() or 0] = (message.offset() or 0) + 1
         return sorted(messages, key=lambda m: (m.partition(), m.offset()))
     finally:
         consumer.close()
 
 
 def header(message: Any, name: str) -> bytes:
-    return dict(message.headers())[name]
+    value: bytes = dict(message.headers())[name]
+    return value
 
 
 def relay_process(world: World, dsn: str, table: str, log_path: Path, *extra: str) -> subprocess.Popen[bytes]:
@@ -141,7 +150,12 @@ def relay_process(world: World, dsn: str, table: str, log_path: Path, *extra: st
     with log_path.open("ab") as log:
         return subprocess.Popen(
             [sys.executable, "-m", "streams.cli", "outbox", "relay", "--dsn", dsn, "--table", table, *extra],
-            env=env, cwd=world.root, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+            env=env,
+            cwd=world.root,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
 
 
 def pending(dsn: str, table: str) -> tuple[int, int]:

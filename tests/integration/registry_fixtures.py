@@ -90,9 +90,7 @@ def start_registry(
         "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
     }
     with log_path.open("w") as log_file:
-        process = subprocess.Popen(
-            command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=log_file, text=True
-        )
+        process = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=log_file, text=True)
     lines: queue.Queue[str | None] = queue.Queue()
 
     def pump() -> None:  # keeps the pipe drained for the whole life of the process

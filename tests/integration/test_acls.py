@@ -24,6 +24,7 @@ from streams.acls import Binding
 from streams.acls_admin import to_filter, to_kafka
 from streams.admin import apply_plan, plan_changes
 from streams.catalog import load_catalog
+from streams.demo.samples import invoice_chain, user_action
 from streams.errors import AuthorizationError, PublishError
 from streams.kafka_util import read_all
 from streams.local import scram
@@ -31,7 +32,6 @@ from streams.local.processes import free_port
 from streams.local.stack import start_stack, stop_stack
 from streams.publish import Publisher
 from streams.runtime.engine import TransactionalEngine
-from streams.samples import invoice_chain, user_action
 from streams.schemas.commands import apply_schemas
 from streams.schemas.registry_client import RegistryClient
 from streams.settings import Settings
@@ -46,8 +46,12 @@ if TYPE_CHECKING:
 ROOT = Path(__file__).resolve().parents[2]
 ADMIN = "streams-admin"
 # Each principal's password: generated per run would do as well; fixed ones let a failure be replayed by hand.
-USERS = {ADMIN: "adm1n-Pa55word", "billing-api": "b1lling-Pa55word", "validation-agent": "val1dation-Pa55word",
-         "celery-bridge": "br1dge-Pa55word"}
+USERS = {
+    ADMIN: "adm1n-Pa55word",
+    "billing-api": "b1lling-Pa55word",
+    "validation-agent": "val1dation-Pa55word",
+    "celery-bridge": "br1dge-Pa55word",
+}
 INVOICES = 3
 
 pytestmark = pytest.mark.timeout(600)  # a stack of its own and a worker on a shared 2-core machine
@@ -64,9 +68,14 @@ class AclStack:
         assert state.services["kafka"].acls
 
     def settings(self, user: str = ADMIN) -> Settings:
-        return Settings(data_dir=self.data_dir, catalog_path=ROOT / "topics.yaml",
-                        kafka_security_protocol="SASL_PLAINTEXT", kafka_sasl_mechanism="SCRAM-SHA-512",
-                        kafka_sasl_username=user, kafka_sasl_password=SecretStr(USERS[user]))
+        return Settings(
+            data_dir=self.data_dir,
+            catalog_path=ROOT / "topics.yaml",
+            kafka_security_protocol="SASL_PLAINTEXT",
+            kafka_sasl_mechanism="SCRAM-SHA-512",
+            kafka_sasl_username=user,
+            kafka_sasl_password=SecretStr(USERS[user]),
+        )
 
     def kafka(self, user: str = ADMIN) -> dict[str, str | int | float | bool]:
         settings = self.settings(user)
@@ -82,17 +91,28 @@ class AclStack:
 
     def env(self, user: str = ADMIN) -> dict[str, str]:
         inherited = {name: value for name, value in os.environ.items() if not name.startswith("STREAMS_")}
-        return {**inherited, **scram.client_environment(self.bootstrap, user, self.password(user)),
-                "STREAMS_DATA_DIR": str(self.data_dir), "STREAMS_CATALOG_PATH": str(ROOT / "topics.yaml"),
-                "STREAMS_REDIS_URL": self.redis_url}
+        return {
+            **inherited,
+            **scram.client_environment(self.bootstrap, user, self.password(user)),
+            "STREAMS_DATA_DIR": str(self.data_dir),
+            "STREAMS_CATALOG_PATH": str(ROOT / "topics.yaml"),
+            "STREAMS_REDIS_URL": self.redis_url,
+        }
 
     def read(self, topic: str) -> list[Message]:
         """As the admin (a super user): what is really in the topic."""
         return read_all(self.kafka(), topic)
 
     def cli(self, *args: str, user: str = ADMIN, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "streams.cli", *args], env=self.env(user), capture_output=True,
-                              text=True, timeout=timeout, check=False, cwd=self.data_dir)
+        return subprocess.run(
+            [sys.executable, "-m", "streams.cli", *args],
+            env=self.env(user),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+            cwd=self.data_dir,
+        )
 
 
 @pytest.fixture(scope="module")
@@ -132,15 +152,18 @@ def test_a_producer_publishes_to_the_topic_it_owns(stack: AclStack) -> None:
     assert len(stack.read("invoice.created")) >= INVOICES
 
 
-def test_publishing_to_a_topic_it_does_not_own_is_one_line_and_writes_nothing(
-        stack: AclStack, tmp_path: Path) -> None:
+def test_publishing_to_a_topic_it_does_not_own_is_one_line_and_writes_nothing(stack: AclStack, tmp_path: Path) -> None:
     events = tmp_path / "actions.jsonl"
     events.write_text("\n".join(json.dumps(user_action(n), default=str) for n in range(3)) + "\n")
     result = stack.cli("publish", "user.action", "--file", str(events), user="billing-api")
-    assert_one_line(result, "error: User:billing-api may not Write topic user.action (TOPIC_AUTHORIZATION_FAILED);"
-                            " run `streams acls plan`")
-    with Publisher(stack.settings("billing-api"), source="billing-api") as publisher, \
-            pytest.raises(PublishError, match=r"^User:billing-api may not Write topic user\.action "):
+    assert_one_line(
+        result,
+        "error: User:billing-api may not Write topic user.action (TOPIC_AUTHORIZATION_FAILED); run `streams acls plan`",
+    )
+    with (
+        Publisher(stack.settings("billing-api"), source="billing-api") as publisher,
+        pytest.raises(PublishError, match=r"^User:billing-api may not Write topic user\.action "),
+    ):
         publisher.publish("user.action", user_action(9))
     assert stack.read("user.action") == []  # as the admin: nothing got in
 
@@ -149,15 +172,18 @@ def test_a_consumer_in_a_group_it_does_not_own_is_refused_in_one_line(stack: Acl
     # The bridge as celery-bridge may join groups `celery-bridge*` only (deploy: `--group celery-bridge`);
     # the catalog's default group streams-bridge is not its own.
     result = stack.cli("bridge", "--group", "streams-bridge", "--instance-id", "acl-test", user="celery-bridge")
-    assert_one_line(result, "error: User:celery-bridge may not Read group streams-bridge (GROUP_AUTHORIZATION_FAILED);"
-                            " run `streams acls plan`")
+    assert_one_line(
+        result,
+        "error: User:celery-bridge may not Read group streams-bridge (GROUP_AUTHORIZATION_FAILED);"
+        " run `streams acls plan`",
+    )
 
 
 class _Nothing:
     """An agent that never gets to run: the engine must refuse to start first."""
 
     name = "acl-probe"
-    sources = ("invoice.created",)
+    sources: tuple[str, ...] = ("invoice.created",)
 
     def handle(self, records: list[Message], state: PartitionState, out: Output) -> None:
         del records, state, out
@@ -166,12 +192,19 @@ class _Nothing:
 
 def test_a_producer_using_another_principals_transactional_id_is_refused(stack: AclStack, tmp_path: Path) -> None:
     # validation-agent's group and changelog are its own; the transactional id is the audit writer's.
-    engine = TransactionalEngine(stack.kafka("validation-agent"), _Nothing(), group="validation-agent-validation",
-                                 data_dir=tmp_path, transactional_id="audit-agent-audit")
+    engine = TransactionalEngine(
+        stack.kafka("validation-agent"),
+        _Nothing(),
+        group="validation-agent-validation",
+        data_dir=tmp_path,
+        transactional_id="audit-agent-audit",
+    )
     with pytest.raises(AuthorizationError) as refused:
         engine.run(threading.Event())
-    assert str(refused.value) == ("User:validation-agent may not Write transactional id audit-agent-audit"
-                                  " (TRANSACTIONAL_ID_AUTHORIZATION_FAILED); run `streams acls plan`")
+    assert str(refused.value) == (
+        "User:validation-agent may not Write transactional id audit-agent-audit"
+        " (TRANSACTIONAL_ID_AUTHORIZATION_FAILED); run `streams acls plan`"
+    )
 
 
 def test_plan_shows_a_binding_deleted_or_granted_by_hand_and_apply_restores_the_catalogs(stack: AclStack) -> None:
@@ -186,14 +219,17 @@ def test_plan_shows_a_binding_deleted_or_granted_by_hand_and_apply_restores_the_
     plan = stack.cli("acls", "plan", "--output", "json")
     assert plan.returncode == 0, plan.stderr
     assert {(b["principal"], b["name"], b["operation"]) for b in json.loads(plan.stdout)["add"]} == {
-        ("User:billing-api", "invoice.created", "Write")}
+        ("User:billing-api", "invoice.created", "Write")
+    }
     assert {(b["principal"], b["name"], b["operation"]) for b in json.loads(plan.stdout)["remove"]} == {
-        ("User:billing-api", "user.action", "Write")}
+        ("User:billing-api", "user.action", "Write")
+    }
     check = stack.cli("acls", "plan", "--check")
     assert check.returncode == 1
     assert "DRIFT" in check.stdout
     assert check.stderr.strip().splitlines() == [
-        f"error: the cluster's ACLs differ from {ROOT / 'topics.yaml'} in 2 binding(s); run `streams acls apply`"]
+        f"error: the cluster's ACLs differ from {ROOT / 'topics.yaml'} in 2 binding(s); run `streams acls apply`"
+    ]
 
     applied = stack.cli("acls", "apply")
     assert applied.returncode == 0, applied.stdout + applied.stderr
@@ -228,10 +264,24 @@ def run_worker_until(stack: AclStack, principal: str, agent: str, done: Callable
     log must show no refusal and no password."""
     with log.open("ab") as out:
         worker = subprocess.Popen(
-            [sys.executable, "-m", "streams.cli", "worker", "--agents", agent, "--app-id", principal,
-             "--web-port", str(free_port())],
-            env=stack.env(principal), stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-            cwd=stack.data_dir)
+            [
+                sys.executable,
+                "-m",
+                "streams.cli",
+                "worker",
+                "--agents",
+                agent,
+                "--app-id",
+                principal,
+                "--web-port",
+                str(free_port()),
+            ],
+            env=stack.env(principal),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            cwd=stack.data_dir,
+        )
     try:
         wait_for(done, 240, lambda: f"the {agent} worker; its log:\n{log.read_text(errors='replace')[-3000:]}")
     finally:
@@ -260,18 +310,33 @@ def test_the_audit_writer_runs_as_its_own_principal_with_only_its_acls(stack: Ac
     # A single elected writer: its group, leader group and topic, changelog and fixed transactional id all
     # start with `audit-agent-audit`.
     audited = len(stack.read("invoice.created"))
-    run_worker_until(stack, "audit-agent", "audit", lambda: len(stack.read("audit.trail")) >= audited,
-                     tmp_path / "audit.log")
+    run_worker_until(
+        stack, "audit-agent", "audit", lambda: len(stack.read("audit.trail")) >= audited, tmp_path / "audit.log"
+    )
     result = stack.cli("audit", "verify")
     assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_dev_up_reports_acls_and_every_catalog_principal_can_log_in_from_its_file(stack: AclStack) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "streams.cli", "dev", "up", "--sasl", "--acls", "--sasl-user", ADMIN,
-         "--output", "json"],
-        env={**stack.env(), "STREAMS_LOCAL_SASL_PASSWORD": USERS[ADMIN]}, capture_output=True, text=True,
-        timeout=120, check=False,
+        [
+            sys.executable,
+            "-m",
+            "streams.cli",
+            "dev",
+            "up",
+            "--sasl",
+            "--acls",
+            "--sasl-user",
+            ADMIN,
+            "--output",
+            "json",
+        ],
+        env={**stack.env(), "STREAMS_LOCAL_SASL_PASSWORD": USERS[ADMIN]},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
@@ -286,41 +351,63 @@ def test_dev_up_reports_acls_and_every_catalog_principal_can_log_in_from_its_fil
     assert environment["STREAMS_KAFKA_SASL_USERNAME"] == "indexing-agent"
     assert scram.scram_login_works(stack.bootstrap, "indexing-agent", environment["STREAMS_KAFKA_SASL_PASSWORD"])
     # ... and the passwords the stack was given are the ones in the files.
-    assert scram.read_credentials(stack.data_dir / "local", "billing-api")["STREAMS_KAFKA_SASL_PASSWORD"] == (
-        USERS["billing-api"])
+    billing = scram.read_credentials(stack.data_dir / "local", "billing-api")
+    assert billing is not None
+    assert billing["STREAMS_KAFKA_SASL_PASSWORD"] == (USERS["billing-api"])
 
 
 def test_a_principal_that_may_not_see_acls_gets_one_line_not_an_empty_plan(stack: AclStack) -> None:
     # The broker answers its DescribeAcls with an empty list: without the check, every binding would look missing.
     result = stack.cli("acls", "plan", user="billing-api")
-    assert_one_line(result, "error: User:billing-api may not Describe the cluster's ACLs"
-                            " (CLUSTER_AUTHORIZATION_FAILED); run `streams acls` as a super user or a principal"
-                            " allowed Describe on the cluster")
+    assert_one_line(
+        result,
+        "error: User:billing-api may not Describe the cluster's ACLs"
+        " (CLUSTER_AUTHORIZATION_FAILED); run `streams acls` as a super user or a principal"
+        " allowed Describe on the cluster",
+    )
 
 
 def test_a_cluster_without_an_authorizer_is_one_clear_error(kafka_bootstrap: str, tmp_path: Path) -> None:
     inherited = {name: value for name, value in os.environ.items() if not name.startswith("STREAMS_")}
-    env = {**inherited, "STREAMS_KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap, "STREAMS_DATA_DIR": str(tmp_path),
-           "STREAMS_CATALOG_PATH": str(ROOT / "topics.yaml")}
+    env = {
+        **inherited,
+        "STREAMS_KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
+        "STREAMS_DATA_DIR": str(tmp_path),
+        "STREAMS_CATALOG_PATH": str(ROOT / "topics.yaml"),
+    }
     for command in ("plan", "apply"):
-        result = subprocess.run([sys.executable, "-m", "streams.cli", "acls", command], env=env, capture_output=True,
-                                text=True, timeout=120, check=False, cwd=tmp_path)
-        assert_one_line(result, "error: the cluster has no authorizer, so it keeps no ACLs: set authorizer.class.name="
-                                "org.apache.kafka.metadata.authorizer.StandardAuthorizer on the brokers (locally:"
-                                " `streams dev up --sasl --acls`)")
+        result = subprocess.run(
+            [sys.executable, "-m", "streams.cli", "acls", command],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+            cwd=tmp_path,
+        )
+        assert_one_line(
+            result,
+            "error: the cluster has no authorizer, so it keeps no ACLs: set authorizer.class.name="
+            "org.apache.kafka.metadata.authorizer.StandardAuthorizer on the brokers (locally:"
+            " `streams dev up --sasl --acls`)",
+        )
 
 
 def test_replay_reads_what_its_principal_consumes_and_is_refused_the_rest(stack: AclStack, tmp_path: Path) -> None:
     allowed = stack.cli("replay", "audit.trail", "--export", str(tmp_path / "trail"), user="streams-replay")
     assert allowed.returncode == 0, allowed.stdout + allowed.stderr
     refused = stack.cli("replay", "invoice.created", "--export", str(tmp_path / "invoices"), user="streams-replay")
-    assert_one_line(refused, "error: User:streams-replay may not Read topic invoice.created"
-                             " (TOPIC_AUTHORIZATION_FAILED); run `streams acls plan`")
+    assert_one_line(
+        refused,
+        "error: User:streams-replay may not Read topic invoice.created"
+        " (TOPIC_AUTHORIZATION_FAILED); run `streams acls plan`",
+    )
     assert not (tmp_path / "invoices" / "manifest.json").exists()
 
 
 def test_the_outbox_relay_as_its_service_publishes_what_it_owns_and_parks_the_rest_with_the_refusal(
-        stack: AclStack, tmp_path: Path) -> None:
+    stack: AclStack, tmp_path: Path
+) -> None:
     from streams.outbox import Outbox  # noqa: PLC0415 - this test only
     from streams.outbox.commands import create_table  # noqa: PLC0415
     from streams.outbox.relay import Relay, RelayOptions  # noqa: PLC0415
@@ -356,8 +443,9 @@ def test_the_outbox_relay_as_its_service_publishes_what_it_owns_and_parks_the_re
     finally:
         conn.close()
     assert owned not in reasons
-    assert reasons[foreign] == ("User:billing-api may not Write topic user.action (TOPIC_AUTHORIZATION_FAILED);"
-                                " run `streams acls plan`")
+    assert reasons[foreign] == (
+        "User:billing-api may not Write topic user.action (TOPIC_AUTHORIZATION_FAILED); run `streams acls plan`"
+    )
     assert len(stack.read("invoice.created")) == before + 1
     assert stack.read("user.action") == []
 
@@ -370,8 +458,12 @@ def test_the_registry_runs_as_its_platform_principal_and_registers_a_schema(stac
     with log.open("ab") as out:
         registry = subprocess.Popen(
             [sys.executable, "-m", "streams.cli", "registry", "serve", "--port", str(port)],
-            env=stack.env("streams-registry"), stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-            cwd=stack.data_dir)
+            env=stack.env("streams-registry"),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            cwd=stack.data_dir,
+        )
     url = f"http://127.0.0.1:{port}"
 
     def answers() -> bool:
@@ -384,8 +476,9 @@ def test_the_registry_runs_as_its_platform_principal_and_registers_a_schema(stac
         wait_for(answers, 120, lambda: f"the registry on {url}; its log:\n{log.read_text(errors='replace')[-3000:]}")
         assert "invoice.created-value" in httpx.get(f"{url}/subjects", timeout=10).json()  # read _schemas
         schema = {"type": "record", "name": "AclProbe", "fields": [{"name": "id", "type": "string"}]}
-        written = httpx.post(f"{url}/subjects/acl-probe-value/versions", timeout=30,
-                             json={"schema": json.dumps(schema)})  # a transaction on _schemas
+        written = httpx.post(
+            f"{url}/subjects/acl-probe-value/versions", timeout=30, json={"schema": json.dumps(schema)}
+        )  # a transaction on _schemas
         assert written.status_code == 200, written.text
     finally:
         if registry.poll() is None:
@@ -412,11 +505,18 @@ def test_the_bridge_runs_as_celery_bridge_in_its_own_group(stack: AclStack, tmp_
     with log.open("ab") as out:
         bridge = subprocess.Popen(
             [sys.executable, "-m", "streams.cli", "bridge", "--group", "celery-bridge", "--instance-id", "acl-bridge"],
-            env=stack.env("celery-bridge"), stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-            cwd=stack.data_dir)
+            env=stack.env("celery-bridge"),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            cwd=stack.data_dir,
+        )
     try:
-        wait_for(lambda: queued() >= cleared, 180,
-                 lambda: f"{cleared} tasks in Redis (have {queued()}); bridge log:\n{log.read_text()[-3000:]}")
+        wait_for(
+            lambda: queued() >= cleared,
+            180,
+            lambda: f"{cleared} tasks in Redis (have {queued()}); bridge log:\n{log.read_text()[-3000:]}",
+        )
     finally:
         if bridge.poll() is None:
             os.killpg(bridge.pid, 15)

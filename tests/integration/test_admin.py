@@ -15,11 +15,20 @@ from streams.admin import ChangeKind, Plan, apply_plan, plan_changes
 from streams.catalog import Catalog, load_catalog
 from streams.cli import main
 from streams.errors import AdminError
+from streams.settings import KafkaConfig
 
 
 def write_catalog(path: Path, topics: dict[str, dict[str, object]], *, dlq: bool = False) -> Catalog:
-    lines = ["version: 1", "defaults:", "  partitions: 2", "  replication_factor: 1",
-             "  min_insync_replicas: 1", "  retention: 7d", f"  dlq: {str(dlq).lower()}", "topics:"]
+    lines = [
+        "version: 1",
+        "defaults:",
+        "  partitions: 2",
+        "  replication_factor: 1",
+        "  min_insync_replicas: 1",
+        "  retention: 7d",
+        f"  dlq: {str(dlq).lower()}",
+        "topics:",
+    ]
     for name, fields in topics.items():
         lines.append(f"  {name}:")
         lines.append("    owner: tests")
@@ -38,7 +47,7 @@ def partition_count(admin: AdminClient, name: str) -> int:
     return len(admin.list_topics(name, timeout=10).topics[name].partitions)
 
 
-def settled_plan(catalog: Catalog, config: dict[str, str], **kwargs: tuple[str, ...]) -> Plan:
+def settled_plan(catalog: Catalog, config: KafkaConfig, **kwargs: tuple[str, ...]) -> Plan:
     """Plan once the broker's metadata has caught up with the last admin call (it is asynchronous)."""
     deadline = time.monotonic() + 10
     result = plan_changes(catalog, config, **kwargs)
@@ -49,18 +58,22 @@ def settled_plan(catalog: Catalog, config: dict[str, str], **kwargs: tuple[str, 
 
 
 @pytest.fixture
-def kafka_config(kafka_bootstrap: str) -> dict[str, str]:
+def kafka_config(kafka_bootstrap: str) -> KafkaConfig:
     return {"bootstrap.servers": kafka_bootstrap}
 
 
 def test_apply_creates_every_topic_and_second_apply_has_nothing_to_do(
-    tmp_path: Path, unique_name: Callable[[str], str], kafka_config: dict[str, str], admin_client: AdminClient
+    tmp_path: Path, unique_name: Callable[[str], str], kafka_config: KafkaConfig, admin_client: AdminClient
 ) -> None:
     orders, events = unique_name("orders"), unique_name("events")
-    catalog = write_catalog(tmp_path / "topics.yaml", {
-        orders: {"partitions": 3, "retention": "2d"},
-        events: {"cleanup_policy": "compact"},
-    }, dlq=True)
+    catalog = write_catalog(
+        tmp_path / "topics.yaml",
+        {
+            orders: {"partitions": 3, "retention": "2d"},
+            events: {"cleanup_policy": "compact"},
+        },
+        dlq=True,
+    )
 
     first = plan_changes(catalog, kafka_config)
     created = {c.topic for c in first.changes if c.kind is ChangeKind.CREATE}
@@ -74,7 +87,7 @@ def test_apply_creates_every_topic_and_second_apply_has_nothing_to_do(
 
 
 def test_changing_one_retention_plans_exactly_that_change(
-    tmp_path: Path, unique_name: Callable[[str], str], kafka_config: dict[str, str], admin_client: AdminClient
+    tmp_path: Path, unique_name: Callable[[str], str], kafka_config: KafkaConfig, admin_client: AdminClient
 ) -> None:
     a, b = unique_name("a"), unique_name("b")
     catalog = write_catalog(tmp_path / "topics.yaml", {a: {}, b: {}})
@@ -95,16 +108,20 @@ def test_changing_one_retention_plans_exactly_that_change(
 
 
 def test_config_changed_by_another_client_is_reported_as_drift(
-    tmp_path: Path, unique_name: Callable[[str], str], kafka_config: dict[str, str], admin_client: AdminClient
+    tmp_path: Path, unique_name: Callable[[str], str], kafka_config: KafkaConfig, admin_client: AdminClient
 ) -> None:
     name = unique_name("drift")
     catalog = write_catalog(tmp_path / "topics.yaml", {name: {}})
     apply_plan(plan_changes(catalog, kafka_config), catalog, kafka_config)
 
-    resource = ConfigResource(ResourceType.TOPIC, name, incremental_configs=[
-        ConfigEntry("retention.ms", "60000", incremental_operation=AlterConfigOpType.SET),
-        ConfigEntry("segment.ms", "3600000", incremental_operation=AlterConfigOpType.SET),
-    ])
+    resource = ConfigResource(
+        ResourceType.TOPIC,
+        name,
+        incremental_configs=[
+            ConfigEntry("retention.ms", "60000", incremental_operation=AlterConfigOpType.SET),
+            ConfigEntry("segment.ms", "3600000", incremental_operation=AlterConfigOpType.SET),
+        ],
+    )
     for future in admin_client.incremental_alter_configs([resource]).values():
         future.result()
 
@@ -120,7 +137,7 @@ def test_config_changed_by_another_client_is_reported_as_drift(
 
     runner = CliRunner()
     catalog_arg = ["--catalog", str(tmp_path / "topics.yaml"), "--output", "json"]
-    env = {"STREAMS_KAFKA_BOOTSTRAP_SERVERS": kafka_config["bootstrap.servers"]}
+    env = {"STREAMS_KAFKA_BOOTSTRAP_SERVERS": str(kafka_config["bootstrap.servers"])}
     planned = runner.invoke(main, ["topics", "plan", *catalog_arg], env=env)
     assert planned.exit_code == 2, planned.output
     assert json.loads(planned.output)["changes"][0]["diffs"][0]["drift"] is True
@@ -131,13 +148,19 @@ def test_config_changed_by_another_client_is_reported_as_drift(
 
 
 def test_partitions_grow_with_a_warning_for_keyed_topics_and_never_shrink(
-    tmp_path: Path, unique_name: Callable[[str], str], kafka_config: dict[str, str], admin_client: AdminClient
+    tmp_path: Path, unique_name: Callable[[str], str], kafka_config: KafkaConfig, admin_client: AdminClient
 ) -> None:
     keyed, plain = unique_name("keyed"), unique_name("plain")
     path = tmp_path / "topics.yaml"
-    (tmp_path / "keyed.avsc").write_text(json.dumps({
-        "type": "record", "name": "Keyed", "fields": [{"name": "invoice_id", "type": "string"}],
-    }))
+    (tmp_path / "keyed.avsc").write_text(
+        json.dumps(
+            {
+                "type": "record",
+                "name": "Keyed",
+                "fields": [{"name": "invoice_id", "type": "string"}],
+            }
+        )
+    )
     keyed_fields = {"key": "invoice_id", "schema": "keyed.avsc"}
     catalog = write_catalog(path, {keyed: {"partitions": 2, **keyed_fields}, plain: {"partitions": 2}})
     apply_plan(plan_changes(catalog, kafka_config), catalog, kafka_config)
@@ -147,8 +170,9 @@ def test_partitions_grow_with_a_warning_for_keyed_topics_and_never_shrink(
     by_topic = {c.topic: c for c in result.changes}
     assert by_topic[keyed].kind is ChangeKind.ADD_PARTITIONS
     assert (by_topic[keyed].current_partitions, by_topic[keyed].partitions) == (2, 4)
-    assert by_topic[keyed].warning is not None
-    assert "invoice_id" in by_topic[keyed].warning
+    warning = by_topic[keyed].warning
+    assert warning is not None
+    assert "invoice_id" in warning
     assert by_topic[plain].warning is None
     apply_plan(result, grown, kafka_config)
     assert partition_count(admin_client, keyed) == 4
@@ -162,16 +186,17 @@ def test_partitions_grow_with_a_warning_for_keyed_topics_and_never_shrink(
         apply_plan(refused, shrunk, kafka_config)
     assert partition_count(admin_client, keyed) == 4
 
-    result = CliRunner().invoke(
-        main, ["topics", "apply", "--catalog", str(path)],
-        env={"STREAMS_KAFKA_BOOTSTRAP_SERVERS": kafka_config["bootstrap.servers"]},
+    invoked = CliRunner().invoke(
+        main,
+        ["topics", "apply", "--catalog", str(path)],
+        env={"STREAMS_KAFKA_BOOTSTRAP_SERVERS": str(kafka_config["bootstrap.servers"])},
     )
-    assert result.exit_code == 1
-    assert "never be lowered" in result.output
+    assert invoked.exit_code == 1
+    assert "never be lowered" in invoked.output
 
 
 def test_delete_only_when_named_and_undeclared(
-    tmp_path: Path, unique_name: Callable[[str], str], kafka_config: dict[str, str], admin_client: AdminClient
+    tmp_path: Path, unique_name: Callable[[str], str], kafka_config: KafkaConfig, admin_client: AdminClient
 ) -> None:
     kept, legacy = unique_name("kept"), unique_name("legacy")
     path = tmp_path / "topics.yaml"
@@ -200,7 +225,7 @@ def test_delete_only_when_named_and_undeclared(
 
 
 def test_replication_above_broker_count_is_refused(
-    tmp_path: Path, unique_name: Callable[[str], str], kafka_config: dict[str, str], admin_client: AdminClient
+    tmp_path: Path, unique_name: Callable[[str], str], kafka_config: KafkaConfig, admin_client: AdminClient
 ) -> None:
     name = unique_name("replicated")
     catalog = write_catalog(tmp_path / "topics.yaml", {name: {"replication_factor": 3, "min_insync_replicas": 2}})

@@ -15,9 +15,9 @@ from streams.agents.audit_chain import ChainDecoder, ChainEntry, read_chain
 from streams.agents.audit_verify import verify_entries
 from streams.agents.zatca import outcome_id
 from streams.catalog import load_catalog
+from streams.demo.samples import invoice_chain
 from streams.local.processes import free_port
 from streams.publish import Publisher
-from streams.samples import invoice_chain
 from streams.schemas.registry_client import RegistryClient
 from tests.integration.worker_harness import catalog_stack, header, read_topic, start_worker, stop_worker, wait_for
 
@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
     from pathlib import Path
 
-    from streams.settings import Settings
+    from streams.settings import KafkaConfig, Settings
 
 # The run size. CI keeps the suite short with the default; acceptance runs set STREAMS_CRASH_EVENTS=20000.
 CRASH_EVENTS = int(os.environ.get("STREAMS_CRASH_EVENTS", "4000"))
@@ -48,8 +48,9 @@ class Tally:
         self.tenants = tenants
         self.sources: set[str] = set()
         self.records = 0
-        self.consumer = Consumer({"bootstrap.servers": settings.bootstrap_servers(), "group.id": "tests",
-                                  "enable.auto.commit": False})
+        self.consumer = Consumer(
+            {"bootstrap.servers": settings.bootstrap_servers(), "group.id": "tests", "enable.auto.commit": False}
+        )
         partitions = self.consumer.list_topics(topic, timeout=10).topics[topic].partitions
         self.consumer.assign([TopicPartition(topic, p, 0) for p in partitions])
 
@@ -74,9 +75,11 @@ def publish_chains(settings: Settings, tenants: list[str], per_tenant: int) -> N
 
 def missing_report(settings: Settings, tenants: set[str], cleared: Tally) -> str:
     """Which invoices have no outcome, where they sit, and where the worker's group committed."""
-    missing = [(m.partition(), m.offset()) for m in read_topic(settings, "invoice.created")
-               if header(m, "ce_tenantid") in tenants
-               and outcome_id(header(m, "ce_id"), "cleared") not in cleared.sources]
+    missing = [
+        (m.partition(), m.offset())
+        for m in read_topic(settings, "invoice.created")
+        if header(m, "ce_tenantid") in tenants and outcome_id(header(m, "ce_id"), "cleared") not in cleared.sources
+    ]
     consumer = Consumer({"bootstrap.servers": settings.bootstrap_servers(), "group.id": "streams-worker-validation"})
     try:
         committed = consumer.committed([TopicPartition("invoice.created", p) for p in range(6)], timeout=10)
@@ -85,8 +88,14 @@ def missing_report(settings: Settings, tenants: set[str], cleared: Tally) -> str
     return f"missing (partition, offset): {missing[:40]}; committed: {[(c.partition, c.offset) for c in committed]}"
 
 
-def run_with_faults(stack: Settings, tmp_path: Path, tenants: list[str], per_tenant: int,
-                    fault: Callable[[int, list[subprocess.Popen[bytes]]], None], marks: list[int]) -> Tally:
+def run_with_faults(
+    stack: Settings,
+    tmp_path: Path,
+    tenants: list[str],
+    per_tenant: int,
+    fault: Callable[[int, list[subprocess.Popen[bytes]]], None],
+    marks: list[int],
+) -> Tally:
     """Publish, run a worker, call `fault` at each progress mark, and wait until every invoice has its outcome."""
     total = len(tenants) * per_tenant
     publish_chains(stack, tenants, per_tenant)
@@ -94,12 +103,21 @@ def run_with_faults(stack: Settings, tmp_path: Path, tenants: list[str], per_ten
     workers = [start_worker(stack, AGENTS, free_port(), tmp_path / "worker-0.log")]
     try:
         for mark in marks:
-            wait_for(lambda mark=mark: cleared.update() >= mark, PATIENCE,
-                     lambda mark=mark: f"{mark} cleared (have {len(cleared.sources)})")
+
+            def reached(mark: int = mark) -> bool:
+                return cleared.update() >= mark
+
+            def wanted(mark: int = mark) -> str:
+                return f"{mark} cleared (have {len(cleared.sources)})"
+
+            wait_for(reached, PATIENCE, wanted)
             fault(mark, workers)
         try:
-            wait_for(lambda: cleared.update() >= total, PATIENCE,
-                     lambda: f"all {total} cleared (have {len(cleared.sources)})")
+            wait_for(
+                lambda: cleared.update() >= total,
+                PATIENCE,
+                lambda: f"all {total} cleared (have {len(cleared.sources)})",
+            )
         except AssertionError as exc:
             raise AssertionError(f"{exc}; {missing_report(stack, set(tenants), cleared)}") from None
         wait_for(lambda: chain_complete(stack), PATIENCE, lambda: "the audit chain to catch up")
@@ -120,15 +138,19 @@ def chain_complete(stack: Settings) -> bool:
 
 def assert_chain_intact(stack: Settings) -> None:
     """Every audited record exactly once in the chain, one unbroken chain, every source re-read."""
-    kafka = {"bootstrap.servers": stack.bootstrap_servers()}
+    kafka: KafkaConfig = {"bootstrap.servers": stack.bootstrap_servers()}
     with RegistryClient(stack.registry_url()) as registry:
         chain = [entry for _, entry in read_chain(kafka, ChainDecoder(registry), "audit.trail")]
     entries = [entry for entry in chain if isinstance(entry, ChainEntry)]
     assert len(entries) == len(chain)
     sources = {(e.topic, e.partition, e.offset) for e in entries}
     assert len(sources) == len(entries)  # no record chained twice
-    audited = {(m.topic(), m.partition(), m.offset()) for spec in load_catalog(stack.catalog_path).topics
-               if spec.audit for m in read_topic(stack, spec.name)}
+    audited = {
+        (m.topic(), m.partition(), m.offset())
+        for spec in load_catalog(stack.catalog_path).topics
+        if spec.audit
+        for m in read_topic(stack, spec.name)
+    }
     assert sources == audited  # none missing
     assert [e.sequence for e in entries] == list(range(len(entries)))  # no fork, no gap
     report = verify_entries(chain, "audit.trail", kafka)

@@ -20,10 +20,10 @@ from confluent_kafka import Producer
 from streams.agents.zatca import CENT
 from streams.catalog import load_catalog
 from streams.cli import main
+from streams.demo.samples import invoice_chain
 from streams.local.processes import free_port
 from streams.publish import Publisher
 from streams.records import EventDecoder
-from streams.samples import invoice_chain
 from streams.schemas.registry_client import RegistryClient
 from streams.settings import Settings
 from tests.integration.worker_harness import (
@@ -54,8 +54,13 @@ def retotal(invoice: dict[str, Any]) -> dict[str, Any]:
     exclusive = sum((line["net_amount"] for line in invoice["lines"]), Decimal("0.00"))
     vat = sum((line["net_amount"] * line["vat_rate"] / 100 for line in invoice["lines"]), Decimal("0.00"))
     vat = vat.quantize(CENT)
-    return {**invoice, "tax_exclusive_total": exclusive, "vat_total": vat, "tax_inclusive_total": exclusive + vat,
-            "payable_amount": exclusive + vat}
+    return {
+        **invoice,
+        "tax_exclusive_total": exclusive,
+        "vat_total": vat,
+        "tax_inclusive_total": exclusive + vat,
+        "payable_amount": exclusive + vat,
+    }
 
 
 def with_line(invoice: dict[str, Any], **changes: Any) -> dict[str, Any]:
@@ -64,6 +69,7 @@ def with_line(invoice: dict[str, Any], **changes: Any) -> dict[str, Any]:
 
 def single_rule_breakers() -> list[tuple[str, dict[str, Any]]]:
     """One first invoice per tenant, each breaking exactly one stateless rule."""
+
     def first(tenant: str, **kw: Any) -> dict[str, Any]:
         return invoice_chain(1, tenant=tenant, seed=hash(tenant) % 1000, **kw)[0]
 
@@ -117,12 +123,18 @@ def test_mixed_batch_exact_outcomes_dlq_and_search(stack: Settings, tmp_path: Pa
         expected.update({"KSA-DUPLICATE-UUID": 1, "KSA-ICV": 1, "KSA-PIH": 1})
 
         def counts() -> tuple[int, int, int]:
-            return (len(read_topic(stack, "invoice.cleared")), len(read_topic(stack, "compliance.violation")),
-                    len(read_topic(stack, "invoice.created.dlq")))
+            return (
+                len(read_topic(stack, "invoice.cleared")),
+                len(read_topic(stack, "compliance.violation")),
+                len(read_topic(stack, "invoice.created.dlq")),
+            )
 
         wanted = (34, sum(expected.values()), 5)
-        wait_for(lambda: all(n >= w for n, w in zip(counts(), wanted, strict=True)), 120,
-                 lambda: f"the worker to judge every invoice: (cleared, violations, dlq) {counts()} of {wanted}")
+        wait_for(
+            lambda: all(n >= w for n, w in zip(counts(), wanted, strict=True)),
+            120,
+            lambda: f"the worker to judge every invoice: (cleared, violations, dlq) {counts()} of {wanted}",
+        )
         cleared = read_topic(stack, "invoice.cleared")
         violations = read_topic(stack, "compliance.violation")
         dead = read_topic(stack, "invoice.created.dlq")
@@ -140,19 +152,24 @@ def test_mixed_batch_exact_outcomes_dlq_and_search(stack: Settings, tmp_path: Pa
             return response.status_code == 200 and len(response.json()["hits"]) == sum(expected.values())
 
         wait_for(indexed, 60, lambda: "the indexing agent to index every violation")
-        result = CliRunner().invoke(main, ["search", "cleared", "--tenant", "acme", "--limit", "100", "-o", "json"],
-                                    env=worker_env(stack))
+        result = CliRunner().invoke(
+            main, ["search", "cleared", "--tenant", "acme", "--limit", "100", "-o", "json"], env=worker_env(stack)
+        )
         assert result.exit_code == 0, result.output
         assert len(json.loads(result.output)) == 30
         check_metrics(port)
 
         audited = [spec.name for spec in load_catalog(stack.catalog_path).topics if spec.audit]
         sources = sum(len(read_topic(stack, name)) for name in audited)
-        wait_for(lambda: len(read_topic(stack, "audit.trail")) >= sources, 60,
-                 lambda: f"one audit entry per audited record ({sources})")
+        wait_for(
+            lambda: len(read_topic(stack, "audit.trail")) >= sources,
+            60,
+            lambda: f"one audit entry per audited record ({sources})",
+        )
         assert len(read_topic(stack, "audit.trail")) == sources
-        verified = CliRunner().invoke(main, ["audit", "verify", "--check-sources", "--output", "json"],
-                                      env=worker_env(stack))
+        verified = CliRunner().invoke(
+            main, ["audit", "verify", "--check-sources", "--output", "json"], env=worker_env(stack)
+        )
         assert verified.exit_code == 0, verified.output
     finally:
         stop_worker(process)

@@ -26,17 +26,16 @@ from click.testing import CliRunner
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewPartitions
 from fastavro import parse_schema, schemaless_reader
-from prometheus_client import REGISTRY
 
 from streams.admin import apply_plan, plan_changes
 from streams.agents.audit import AuditChainWriter
 from streams.agents.audit_chain import ChainEntry, read_jsonl, write_jsonl
 from streams.agents.audit_commands import audit
 from streams.catalog import load_catalog
+from streams.demo.samples import invoice, user_action, workflow_completed
 from streams.publish import Publisher
-from streams.samples import invoice, user_action, workflow_completed
 from streams.schemas.registry_client import RegistryClient
-from streams.settings import Settings
+from streams.settings import KafkaConfig, Settings
 from tests.integration.registry_fixtures import registry_url  # noqa: F401
 
 if TYPE_CHECKING:
@@ -77,12 +76,30 @@ class AuditWorld:
 
     def writer(self) -> AuditChainWriter:
         catalog = load_catalog(self.settings.catalog_path)
-        return AuditChainWriter(self.settings, catalog, chain_topic=self.chain, group_id=self.group,
-                                transactional_id=self.transactional_id, leader_topic=self.leader_topic)
+        return AuditChainWriter(
+            self.settings,
+            catalog,
+            chain_topic=self.chain,
+            group_id=self.group,
+            transactional_id=self.transactional_id,
+            leader_topic=self.leader_topic,
+        )
 
     def writer_command(self) -> list[str]:
-        return [sys.executable, "-c", RUN_WRITER, "run", "--chain-topic", self.chain, "--group-id", self.group,
-                "--transactional-id", self.transactional_id, "--leader-topic", self.leader_topic]
+        return [
+            sys.executable,
+            "-c",
+            RUN_WRITER,
+            "run",
+            "--chain-topic",
+            self.chain,
+            "--group-id",
+            self.group,
+            "--transactional-id",
+            self.transactional_id,
+            "--leader-topic",
+            self.leader_topic,
+        ]
 
     def cli(self, *args: str) -> tuple[int, str]:
         result = CliRunner().invoke(audit, list(args), env=self.env())
@@ -93,7 +110,10 @@ class AuditWorld:
 
 @pytest.fixture
 def audit_world(
-    tmp_path: Path, unique_name: Callable[[str], str], kafka_bootstrap: str, registry_url: str  # noqa: F811
+    tmp_path: Path,
+    unique_name: Callable[[str], str],
+    kafka_bootstrap: str,
+    registry_url: str,  # noqa: F811
 ) -> AuditWorld:
     names = {role: unique_name(role) for role in ("actions", "workflows", "invoices", "plain", "chain")}
     shutil.copytree(ROOT / "schemas", tmp_path / "schemas")
@@ -108,19 +128,32 @@ topics:
   {names["chain"]}: {{owner: tests, partitions: 1, key: tenant_id, schema: schemas/audit.trail.avsc}}
 """)
     catalog = load_catalog(tmp_path / "topics.yaml")
-    config = {"bootstrap.servers": kafka_bootstrap}
+    config: KafkaConfig = {"bootstrap.servers": kafka_bootstrap}
     apply_plan(plan_changes(catalog, config), catalog, config)
     ids = {}
     with RegistryClient(registry_url) as client:
         for spec in catalog.topics:
             assert spec.schema_file is not None
             ids[spec.name] = client.register(f"{spec.name}-value", Path(spec.schema_file).read_text())
-    settings = Settings(kafka_bootstrap_servers=kafka_bootstrap, schema_registry_url=registry_url,
-                        catalog_path=tmp_path / "topics.yaml", data_dir=tmp_path / ".streams")
+    settings = Settings(
+        kafka_bootstrap_servers=kafka_bootstrap,
+        schema_registry_url=registry_url,
+        catalog_path=tmp_path / "topics.yaml",
+        data_dir=tmp_path / ".streams",
+    )
     suffix = names["chain"].rsplit(".", 1)[-1]
-    return AuditWorld(settings, names["chain"], names["actions"], names["workflows"], names["invoices"],
-                      names["plain"], f"t.audit-leader.{suffix}", f"t.audit-chain.{suffix}",
-                      f"t.audit-leader.{suffix}", ids)
+    return AuditWorld(
+        settings,
+        names["chain"],
+        names["actions"],
+        names["workflows"],
+        names["invoices"],
+        names["plain"],
+        f"t.audit-leader.{suffix}",
+        f"t.audit-chain.{suffix}",
+        f"t.audit-leader.{suffix}",
+        ids,
+    )
 
 
 class ChainTail:
@@ -128,8 +161,14 @@ class ChainTail:
 
     def __init__(self, world: AuditWorld) -> None:
         self.topic = world.chain
-        self.consumer = Consumer({"bootstrap.servers": world.settings.bootstrap_servers(), "group.id": "t.tail",
-                                  "enable.auto.commit": False, "isolation.level": "read_committed"})
+        self.consumer = Consumer(
+            {
+                "bootstrap.servers": world.settings.bootstrap_servers(),
+                "group.id": "t.tail",
+                "enable.auto.commit": False,
+                "isolation.level": "read_committed",
+            }
+        )
         self.consumer.assign([TopicPartition(world.chain, 0, OFFSET_BEGINNING)])
         self.schema = parse_schema(json.loads((ROOT / "schemas" / "audit.trail.avsc").read_text()))
         self.entries: list[dict[str, Any]] = []
@@ -139,7 +178,9 @@ class ChainTail:
             assert message.error() is None, message.error()
             value = message.value()
             assert value is not None
-            self.entries.append(schemaless_reader(io.BytesIO(value[5:]), self.schema, None))
+            entry = schemaless_reader(io.BytesIO(value[5:]), self.schema, None)
+            assert isinstance(entry, dict)
+            self.entries.append(entry)
         return len(self.entries)
 
     def wait_for(self, count: int, timeout: float) -> int:
@@ -199,8 +240,9 @@ def publish_samples(world: AuditWorld, per_topic: int) -> dict[Source, dict[str,
     """Publish sample events to the audited topics (and the plain one); what landed where."""
     makers = {world.actions: user_action, world.workflows: workflow_completed, world.invoices: invoice}
     with Publisher(world.settings, source="audit-test") as publisher:
-        payloads = [(topic, maker(i, tenant=f"tenant-{i % 2}")) for topic, maker in makers.items()
-                    for i in range(per_topic)]
+        payloads = [
+            (topic, maker(i, tenant=f"tenant-{i % 2}")) for topic, maker in makers.items() for i in range(per_topic)
+        ]
         futures = [(topic, payload, publisher.publish(topic, payload)) for topic, payload in payloads]
         publisher.publish(world.plain, user_action(99))
     published = {}
@@ -218,8 +260,12 @@ def test_writer_chains_every_audited_event_once_and_verify_passes(
     garbage = b"\x07 not avro at all"
     producer = Producer({"bootstrap.servers": world.settings.bootstrap_servers()})
     landed: list[Source] = []
-    producer.produce(world.invoices, value=garbage, partition=1,
-                     on_delivery=lambda _e, m: landed.append((m.topic(), m.partition(), m.offset())))
+    producer.produce(
+        world.invoices,
+        value=garbage,
+        partition=1,
+        on_delivery=lambda _e, m: landed.append((m.topic() or "", m.partition() or 0, m.offset() or 0)),
+    )
     assert producer.flush(10) == 0
     tail = ChainTail(world)
     try:
@@ -233,17 +279,24 @@ def test_writer_chains_every_audited_event_once_and_verify_passes(
     for source, sent in published.items():
         entry, payload = by_source[source], sent["payload"]
         assert (entry["event_id"], entry["event_type"], entry["tenant_id"]) == (
-            sent["event_id"], source[0], payload["tenant_id"])
+            sent["event_id"],
+            source[0],
+            payload["tenant_id"],
+        )
         expected_actor = {world.actions: payload.get("user_id"), world.workflows: payload.get("actor")}
         assert entry["actor"] == expected_actor.get(source[0])
         assert entry["occurred_at"].tzinfo is not None
     undecodable = by_source[landed[0]]
     assert (undecodable["event_id"], undecodable["actor"], undecodable["tenant_id"]) == (
-        f"{landed[0][0]}/1/{landed[0][2]}", None, "")
+        f"{landed[0][0]}/1/{landed[0][2]}",
+        None,
+        "",
+    )
     assert undecodable["payload_sha256"] == hashlib.sha256(garbage).hexdigest()
     assert writer_thread.leading
-    assert REGISTRY.get_sample_value("streams_audit_entries_total", {"chain": world.chain}) == 31
-    assert REGISTRY.get_sample_value("streams_audit_leader", {"chain": world.chain}) == 1
+    counted = writer_thread.metrics.registry  # the writer's own registry: nothing is global
+    assert counted.get_sample_value("streams_audit_entries_total", {"chain": world.chain}) == 31
+    assert counted.get_sample_value("streams_audit_leader", {"chain": world.chain}) == 1
 
     code, output = world.cli("verify", "--chain-topic", world.chain, "--check-sources", "--output", "json")
     assert code == 0, output
@@ -267,8 +320,12 @@ def test_partitions_added_to_an_audited_topic_are_audited_without_a_restart(audi
         admin.create_partitions([NewPartitions(world.actions, 4)])[world.actions].result(timeout=30)
         producer = Producer({"bootstrap.servers": world.settings.bootstrap_servers()})
         landed: list[Source] = []
-        producer.produce(world.actions, value=b"late", partition=3,
-                         on_delivery=lambda _e, m: landed.append((m.topic(), m.partition(), m.offset())))
+        producer.produce(
+            world.actions,
+            value=b"late",
+            partition=3,
+            on_delivery=lambda _e, m: landed.append((m.topic() or "", m.partition() or 0, m.offset() or 0)),
+        )
         assert producer.flush(10) == 0
         tail.wait_for(7, timeout=60)
         entries = tail.read_to_end()
@@ -311,8 +368,9 @@ def delete(entries: list[ChainEntry]) -> list[ChainEntry]:
 
 
 def insert(entries: list[ChainEntry]) -> list[ChainEntry]:
-    forged = dataclasses.replace(entries[12], event_id="forged", actor="mallory",
-                                 previous_entry_hash=entries[11].entry_hash).sealed()
+    forged = dataclasses.replace(
+        entries[12], event_id="forged", actor="mallory", previous_entry_hash=entries[11].entry_hash
+    ).sealed()
     entries.insert(12, forged)
     return entries
 
@@ -331,8 +389,12 @@ def test_verify_names_each_kind_of_tampering_in_an_exported_copy(audit_world: Au
     assert "exported 24 entries (sequences 0..23)" in output
     assert world.cli("verify", "--file", str(exported))[0] == 0
 
-    cases = [("edit", edit, "modified", 5, 5), ("delete", delete, "deleted", 9, 9),
-             ("insert", insert, "inserted", 12, 12), ("swap", swap, "reordered", 15, 15)]
+    cases = [
+        ("edit", edit, "modified", 5, 5),
+        ("delete", delete, "deleted", 9, 9),
+        ("insert", insert, "inserted", 12, 12),
+        ("swap", swap, "reordered", 15, 15),
+    ]
     for name, change, kind, sequence, position in cases:
         copy = tampered(exported, tmp_path / f"{name}.jsonl", change)
         code, output = world.cli("verify", "--file", str(copy), "--output", "json")
@@ -381,14 +443,18 @@ class WriterProcess:
         self.starts = 0
 
     def start(self) -> None:
-        env = {**os.environ, **self.world.env(),
-               "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+        env = {
+            **os.environ,
+            **self.world.env(),
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+        }
         self.starts += 1
         with self.log_path.open("a") as log:
             log.write(f"--- start {self.starts} at {datetime.now(UTC).isoformat()}\n")
             log.flush()
-            self.process = subprocess.Popen(self.world.writer_command(), cwd=ROOT, env=env, stdout=log,
-                                            stderr=subprocess.STDOUT)
+            self.process = subprocess.Popen(
+                self.world.writer_command(), cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
+            )
 
     def kill(self) -> None:
         assert self.process is not None

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
-from streams.samples import invoice, user_action, workflow_completed
+from streams.demo.samples import invoice, user_action, workflow_completed
 from streams.schemas.codec import AvroCodec
 from tests.integration.registry_fixtures import registry_url  # noqa: F401
 from tests.integration.test_audit import (
@@ -54,17 +54,32 @@ class PacedPublisher(threading.Thread):
             self.values[topic] = [codec.encode(maker(i, tenant=f"tenant-{i % 3}")) for i in range(30)]
 
     def run(self) -> None:
-        producer = Producer({"bootstrap.servers": self.world.settings.bootstrap_servers(), "acks": "all",
-                             "enable.idempotence": True, "linger.ms": 5})
+        producer = Producer(
+            {
+                "bootstrap.servers": self.world.settings.bootstrap_servers(),
+                "acks": "all",
+                "enable.idempotence": True,
+                "linger.ms": 5,
+            }
+        )
         topics = self.world.audited
         started = time.monotonic()
         for i in range(TOTAL):
             topic = topics[i % len(topics)]
-            headers = [("ce_specversion", b"1.0"), ("ce_id", f"fault-{i}".encode()), ("ce_type", topic.encode()),
-                       ("ce_time", datetime.now(UTC).isoformat(timespec="milliseconds").encode()),
-                       ("ce_tenantid", f"tenant-{i % 3}".encode())]
-            producer.produce(topic, value=self.values[topic][i % 30], key=f"k{i % 101}".encode(), headers=headers,
-                             on_delivery=self._delivered)
+            headers: list[tuple[str, str | bytes | None]] = [
+                ("ce_specversion", b"1.0"),
+                ("ce_id", f"fault-{i}".encode()),
+                ("ce_type", topic.encode()),
+                ("ce_time", datetime.now(UTC).isoformat(timespec="milliseconds").encode()),
+                ("ce_tenantid", f"tenant-{i % 3}".encode()),
+            ]
+            producer.produce(
+                topic,
+                value=self.values[topic][i % 30],
+                key=f"k{i % 101}".encode(),
+                headers=headers,
+                on_delivery=self._delivered,
+            )
             if i % 100 == 99:
                 producer.poll(0)
                 time.sleep(max(0.0, started + (i + 1) / RATE - time.monotonic()))
@@ -80,13 +95,20 @@ class PacedPublisher(threading.Thread):
 
 def _schema_of(world: AuditWorld, topic: str) -> str:
     return {world.actions: "user.action", world.workflows: "workflow.completed", world.invoices: "invoice.created"}[
-        topic]
+        topic
+    ]
 
 
 def aborted_records(world: AuditWorld, committed: int) -> int:
     """Chain records that only read_uncommitted sees: entries of transactions a kill left to be aborted."""
-    consumer = Consumer({"bootstrap.servers": world.settings.bootstrap_servers(), "group.id": "t.raw",
-                         "enable.auto.commit": False, "isolation.level": "read_uncommitted"})
+    consumer = Consumer(
+        {
+            "bootstrap.servers": world.settings.bootstrap_servers(),
+            "group.id": "t.raw",
+            "enable.auto.commit": False,
+            "isolation.level": "read_uncommitted",
+        }
+    )
     try:
         partition = TopicPartition(world.chain, 0)
         high = consumer.get_watermark_offsets(partition, timeout=10)[1]
@@ -142,7 +164,8 @@ def single_leader(writers: list[WriterProcess], timeout: float = 60.0) -> Writer
 
 @pytest.mark.timeout(300)
 def test_chain_is_exactly_once_when_the_writer_is_killed_three_times(
-    audit_world: AuditWorld, tmp_path: Path  # noqa: F811
+    audit_world: AuditWorld,  # noqa: F811
+    tmp_path: Path,
 ) -> None:
     world = audit_world
     writer = WriterProcess(world, tmp_path / "writer.log")
@@ -165,7 +188,8 @@ def test_chain_is_exactly_once_when_the_writer_is_killed_three_times(
 
 @pytest.mark.timeout(300)
 def test_chain_is_exactly_once_when_a_second_writer_joins_and_the_leader_dies(
-    audit_world: AuditWorld, tmp_path: Path  # noqa: F811
+    audit_world: AuditWorld,  # noqa: F811
+    tmp_path: Path,
 ) -> None:
     world = audit_world
     first, second = WriterProcess(world, tmp_path / "first.log"), WriterProcess(world, tmp_path / "second.log")
@@ -204,8 +228,9 @@ def test_a_fenced_writer_steps_down_and_resumes_from_the_chain(audit_world: Audi
     try:
         published = publish_samples(world, per_topic=5)
         tail.wait_for(15, timeout=60)
-        zombie = Producer({"bootstrap.servers": world.settings.bootstrap_servers(),
-                           "transactional.id": world.transactional_id})
+        zombie = Producer(
+            {"bootstrap.servers": world.settings.bootstrap_servers(), "transactional.id": world.transactional_id}
+        )
         zombie.init_transactions(30)  # fences the running writer
         zombie.begin_transaction()
         zombie.produce(world.chain, value=b"zombie entry", partition=0)

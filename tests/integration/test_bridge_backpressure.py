@@ -50,7 +50,10 @@ def members(world: BridgeWorld) -> list[tuple[str, int]]:
 
 @pytest.mark.timeout(240)
 def test_queue_depth_stays_at_the_bound_while_workers_are_gone_and_nothing_is_lost(
-    tmp_path: Path, unique_name: Callable[[str], str], kafka_bootstrap: str, registry_url: str  # noqa: F811
+    tmp_path: Path,
+    unique_name: Callable[[str], str],
+    kafka_bootstrap: str,
+    registry_url: str,  # noqa: F811
 ) -> None:
     with running(make_world(tmp_path, unique_name, kafka_bootstrap, registry_url, ROUTES)) as world:
         invoices = [cleared_event(i) for i in range(EVENTS)]
@@ -74,8 +77,11 @@ def test_queue_depth_stays_at_the_bound_while_workers_are_gone_and_nothing_is_lo
 
         world.worker(concurrency=2, prefetch=4).start()
         wait_for(lambda: len(world.pdfs()) == EVENTS, 120, f"{EVENTS} PDFs", 0.5)
-        wait_for(lambda: committed_total(world.bootstrap, world.group, [world.cleared]) == EVENTS, 30,
-                 "every offset committed")
+        wait_for(
+            lambda: committed_total(world.bootstrap, world.group, [world.cleared]) == EVENTS,
+            30,
+            "every offset committed",
+        )
         assert {p.stem for p in world.pdfs()} == {e["invoice_id"] for e in invoices}
         assert world.redis.depth("default") == 0
         assert members(world) == [("STABLE", 3)]

@@ -51,7 +51,7 @@ def decode_all(world: BridgeWorld, expected: int) -> list[dict[str, Any]]:
         for record in records:
             value = record.value()
             assert value is not None
-            schema_id = int.from_bytes(value[1:HEADER.size], "big")
+            schema_id = int.from_bytes(value[1 : HEADER.size], "big")
             out.append(AvroCodec(registry.schema_by_id(schema_id), schema_id).decode(value))
         return out
 
@@ -64,7 +64,10 @@ def settled(world: BridgeWorld) -> bool:
 
 @pytest.mark.timeout(240)
 def test_always_failing_and_worker_killing_tasks_end_in_task_failed_without_looping(
-    tmp_path: Path, unique_name: Callable[[str], str], kafka_bootstrap: str, registry_url: str  # noqa: F811
+    tmp_path: Path,
+    unique_name: Callable[[str], str],
+    kafka_bootstrap: str,
+    registry_url: str,  # noqa: F811
 ) -> None:
     with running(make_world(tmp_path, unique_name, kafka_bootstrap, registry_url, ROUTES)) as world:
         invoices = [cleared_event(i) for i in range(3)]
@@ -105,8 +108,11 @@ def test_always_failing_and_worker_killing_tasks_end_in_task_failed_without_loop
         # No loop: after giving up, nothing is queued, reserved or run again.
         wait_for(lambda: settled(world), 30, "empty queues and no reserved tasks")
         client = world.redis.client()
-        counts = {key: client.get(key) for key in client.scan_iter("streams:effects:*")
-                  if b":done:" in key or b":deliveries:" in key or b":failures:" in key}
+        counts = {
+            key: client.get(key)
+            for key in client.scan_iter("streams:effects:*")
+            if b":done:" in key or b":deliveries:" in key or b":failures:" in key
+        }
         time.sleep(3)
         assert {key: client.get(key) for key in counts} == counts
         assert settled(world)
@@ -133,7 +139,10 @@ routes:
 
 
 def test_tasks_a_broker_loses_after_the_push_are_pushed_again(
-    tmp_path: Path, unique_name: Callable[[str], str], kafka_bootstrap: str, registry_url: str  # noqa: F811
+    tmp_path: Path,
+    unique_name: Callable[[str], str],
+    kafka_bootstrap: str,
+    registry_url: str,  # noqa: F811
 ) -> None:
     with running(make_world(tmp_path, unique_name, kafka_bootstrap, registry_url, LOSSY_ROUTES)) as world:
         invoices = [cleared_event(i) for i in range(30)]

@@ -77,7 +77,7 @@ class Stream(threading.Thread):
         try:
             with self.world.publisher() as publisher:
                 for start in range(0, len(self.events), CHUNK):
-                    futures = [publisher.publish(topic, event) for topic, event in self.events[start:start + CHUNK]]
+                    futures = [publisher.publish(topic, event) for topic, event in self.events[start : start + CHUNK]]
                     for future in futures:
                         future.result(timeout=30)
                     self.sent += len(futures)
@@ -88,7 +88,10 @@ class Stream(threading.Thread):
 
 @pytest.mark.timeout(300)
 def test_every_routed_event_has_exactly_one_effect_through_kills_and_an_outage(
-    tmp_path: Path, unique_name: Callable[[str], str], kafka_bootstrap: str, registry_url: str  # noqa: F811
+    tmp_path: Path,
+    unique_name: Callable[[str], str],
+    kafka_bootstrap: str,
+    registry_url: str,  # noqa: F811
 ) -> None:
     with running(make_world(tmp_path, unique_name, kafka_bootstrap, registry_url, ROUTES)) as world:
         invoices = [cleared_event(i) for i in range(INVOICES)]
@@ -106,7 +109,11 @@ def test_every_routed_event_has_exactly_one_effect_through_kills_and_an_outage(
 
         # 1) kill -9 the bridge three times while it works, restarting it each time.
         for kill, threshold in enumerate((40, 110, 180), start=1):
-            wait_for(lambda t=threshold: world.effects() >= t, 60, f"{threshold} effects before bridge kill {kill}")
+
+            def reached(t: int = threshold) -> bool:
+                return world.effects() >= t
+
+            wait_for(reached, 60, f"{threshold} effects before bridge kill {kill}")
             bridge.kill9_and_restart()
         # 2) kill -9 the worker (all its processes) while it holds reserved, unacknowledged tasks.
         reserved = kill_worker_holding_tasks(world, worker, after_effects=250)
@@ -138,8 +145,9 @@ def stop_redis(world: BridgeWorld, *, after_effects: int, seconds: float) -> flo
     return time.monotonic() - started
 
 
-def assert_exactly_one_effect_per_event(world: BridgeWorld, invoices: list[dict[str, Any]],
-                                        violations: list[dict[str, Any]]) -> None:
+def assert_exactly_one_effect_per_event(
+    world: BridgeWorld, invoices: list[dict[str, Any]], violations: list[dict[str, Any]]
+) -> None:
     expected = len(invoices) + len(violations)
     topics = [world.cleared, world.violations]
     wait_for(lambda: world.effects() >= expected, 120, f"{expected} effects", 0.5)

@@ -30,7 +30,10 @@ routes:
 
 @pytest.mark.timeout(180)
 def test_a_task_past_its_soft_time_limit_is_retried_then_parked(
-    tmp_path: Path, unique_name: Callable[[str], str], kafka_bootstrap: str, registry_url: str  # noqa: F811
+    tmp_path: Path,
+    unique_name: Callable[[str], str],
+    kafka_bootstrap: str,
+    registry_url: str,  # noqa: F811
 ) -> None:
     with running(make_world(tmp_path, unique_name, kafka_bootstrap, registry_url, ROUTES)) as world:
         with world.publisher() as publisher:
@@ -44,9 +47,7 @@ def test_a_task_past_its_soft_time_limit_is_retried_then_parked(
 
         [row] = wait_for(parked, 120, "a task.failed event for the slow task")
         assert row["task_id"] == task_id_for(event_id, "tests.too_slow")
-        assert (row["reason"], row["attempts"], row["error_class"]) == (
-            "retries_exhausted", 2, "SoftTimeLimitExceeded"
-        )
+        assert (row["reason"], row["attempts"], row["error_class"]) == ("retries_exhausted", 2, "SoftTimeLimitExceeded")
         assert row["route"] == "slow"
         wait_for(lambda: settled(world), 30, "empty queues and no reserved tasks")
         log = "".join(proc.output() for proc in world.processes if proc.name == "worker")

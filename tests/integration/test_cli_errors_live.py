@@ -39,8 +39,11 @@ def test_consuming_a_topic_the_cluster_lacks_is_one_line(
     tmp_path: Path, kafka_bootstrap: str, unique_name: Callable[[str], str]
 ) -> None:
     topic = unique_name("absent")
-    result = run_streams(f"consume {topic}", {"STREAMS_KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
-                                              "STREAMS_SCHEMA_REGISTRY_URL": "http://127.0.0.1:1"}, _project(tmp_path))
+    result = run_streams(
+        f"consume {topic}",
+        {"STREAMS_KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap, "STREAMS_SCHEMA_REGISTRY_URL": "http://127.0.0.1:1"},
+        _project(tmp_path),
+    )
     assert (result.returncode, result.stderr) == (1, f"error: topic '{topic}' does not exist on the cluster\n")
 
 
@@ -51,37 +54,50 @@ def test_consume_with_an_unreachable_registry_exits_1_at_the_first_record(
     # Confluent framing: magic byte 0, schema id 1, then the Avro body.
     framed = [b"\x00\x00\x00\x00\x01\x02", b"\x00\x00\x00\x00\x01\x04"]
     _topic_with_records(admin_client, kafka_bootstrap, topic, framed)
-    result = run_streams(f"consume {topic}", {"STREAMS_KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
-                                              "STREAMS_SCHEMA_REGISTRY_URL": "http://127.0.0.1:1"}, _project(tmp_path))
+    result = run_streams(
+        f"consume {topic}",
+        {"STREAMS_KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap, "STREAMS_SCHEMA_REGISTRY_URL": "http://127.0.0.1:1"},
+        _project(tmp_path),
+    )
     assert result.returncode == 1
     assert result.stdout == ""
-    assert result.stderr.startswith(f"error: cannot decode '{topic}': cannot reach the schema registry at "
-                                    "http://127.0.0.1:1")
+    assert result.stderr.startswith(
+        f"error: cannot decode '{topic}': cannot reach the schema registry at http://127.0.0.1:1"
+    )
     assert len(result.stderr.splitlines()) == 1
 
 
 def test_consume_prints_undecodable_records_then_exits_1(
-    tmp_path: Path, kafka_bootstrap: str, admin_client: AdminClient, unique_name: Callable[[str], str],
+    tmp_path: Path,
+    kafka_bootstrap: str,
+    admin_client: AdminClient,
+    unique_name: Callable[[str], str],
     registry_url: str,  # noqa: F811
 ) -> None:
     topic = unique_name("unknown-schema")
     _topic_with_records(admin_client, kafka_bootstrap, topic, [b"\x00\x00\x0f\x42\x3f\x02", b"not avro at all"])
-    result = run_streams(f"consume {topic}", {"STREAMS_KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
-                                              "STREAMS_SCHEMA_REGISTRY_URL": registry_url}, _project(tmp_path))
+    result = run_streams(
+        f"consume {topic}",
+        {"STREAMS_KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap, "STREAMS_SCHEMA_REGISTRY_URL": registry_url},
+        _project(tmp_path),
+    )
     assert result.returncode == 1
     printed = [json.loads(line) for line in result.stdout.splitlines()]
     assert [row["offset"] for row in printed] == [0, 1]
     assert all(row["error"] and row["value_base64"] for row in printed)  # the bytes are kept for the reader
-    assert result.stderr == (f"error: 2 of 2 record(s) of '{topic}' could not be decoded (partition:offset 0:0, 0:1);"
-                             " see their `error` field\n")
+    assert result.stderr == (
+        f"error: 2 of 2 record(s) of '{topic}' could not be decoded (partition:offset 0:0, 0:1);"
+        " see their `error` field\n"
+    )
 
 
 def test_replay_of_a_topic_the_cluster_lacks_is_one_line(
     tmp_path: Path, kafka_bootstrap: str, unique_name: Callable[[str], str]
 ) -> None:
     topic = unique_name("absent")
-    result = run_streams(f"replay {topic} --from -1h --dry-run", {"STREAMS_KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap},
-                         _project(tmp_path))
+    result = run_streams(
+        f"replay {topic} --from -1h --dry-run", {"STREAMS_KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap}, _project(tmp_path)
+    )
     assert result.returncode == 1
     assert len(result.stderr.splitlines()) == 1
     assert result.stderr.startswith("error: ")
@@ -93,8 +109,13 @@ def test_plan_is_silent_about_the_platforms_own_topics(
     tmp_path: Path, kafka_bootstrap: str, admin_client: AdminClient, unique_name: Callable[[str], str]
 ) -> None:
     app = unique_name("app")
-    internal = [f"{app}-validation-store-changelog", f"{app}-audit-leader", f"{app}-__assignor-__leader",
-                f"{app}.replay.0123456789", f"{app}-table-changelog"]
+    internal = [
+        f"{app}-validation-store-changelog",
+        f"{app}-audit-leader",
+        f"{app}-__assignor-__leader",
+        f"{app}.replay.0123456789",
+        f"{app}-table-changelog",
+    ]
     stray = f"{app}-stray"
     for future in admin_client.create_topics([NewTopic(name, 1, 1) for name in [*internal, stray]]).values():
         future.result(timeout=30)

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from streams.dlq import pending
+from streams.settings import KafkaConfig
 from tests.integration.console_harness import (
     ConsoleStack,
     env_for_cli,
@@ -28,7 +29,7 @@ pytestmark = pytest.mark.timeout(600)
 
 
 def test_an_operator_redrives_a_dead_letter_after_a_dry_run(browser: Browser, console_stack: ConsoleStack) -> None:
-    kafka = {"bootstrap.servers": console_stack.settings.bootstrap_servers()}
+    kafka: KafkaConfig = {"bootstrap.servers": console_stack.settings.bootstrap_servers()}
     waiting = pending(kafka, "invoice.created")
     assert len(waiting) == 1, "the harness parked one undecodable invoice"
     sources_before = len(read_topic(console_stack.settings, "invoice.created"))
@@ -40,7 +41,8 @@ def test_an_operator_redrives_a_dead_letter_after_a_dry_run(browser: Browser, co
     page.click("#dry-run")
     page.wait_for_selector("#dry-run-result")
     assert "1 of 1 pending dead letter(s) of invoice.created match (all); nothing was sent" in page.inner_text(
-        "#dry-run-result")
+        "#dry-run-result"
+    )
     screenshot(page, "dead-letters-dry-run")
     assert len(read_topic(console_stack.settings, "invoice.created")) == sources_before, "a dry run sends nothing"
     page.once("dialog", lambda dialog: dialog.accept())
@@ -80,8 +82,9 @@ def test_an_auditor_follows_an_invoice_and_verifies_the_chain(browser: Browser, 
     page.context.close()
 
 
-def test_an_auditor_builds_downloads_and_verifies_an_evidence_bundle(browser: Browser, console_stack: ConsoleStack,
-                                                                     tmp_path: Path) -> None:
+def test_an_auditor_builds_downloads_and_verifies_an_evidence_bundle(
+    browser: Browser, console_stack: ConsoleStack, tmp_path: Path
+) -> None:
     page = logged_in(browser, console_stack, "aude")
     page.goto(f"{console_stack.url}/evidence")
     page.select_option("select[name=topic]", "invoice.created")
@@ -99,9 +102,23 @@ def test_an_auditor_builds_downloads_and_verifies_an_evidence_bundle(browser: Br
     with zipfile.ZipFile(archive) as bundle:
         bundle.extractall(tmp_path / "unpacked")
     directory = next((tmp_path / "unpacked").iterdir())
-    verified = subprocess.run([sys.executable, "-m", "streams.cli", "evidence", "verify", str(directory),
-                               "--public-key", str(console_stack.public_key)], env=env_for_cli(console_stack),
-                              capture_output=True, text=True, timeout=120, check=False)
+    verified = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "streams.cli",
+            "evidence",
+            "verify",
+            str(directory),
+            "--public-key",
+            str(console_stack.public_key),
+        ],
+        env=env_for_cli(console_stack),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert verified.returncode == 0, verified.stderr
     assert "signed by the trusted key" in verified.stdout
 
@@ -137,12 +154,26 @@ def test_an_operator_redrives_a_failed_task_after_a_dry_run(browser: Browser, co
     done_key = f"{EFFECTS_PREFIX}done:{effect_key(INVOICE_PDF, event_id)}"
     client.set(done_key, "failed")
     with Publisher(settings, source="celery-worker") as publisher:
-        publisher.publish("task.failed", {
-            "task_id": task_id_for(event_id, INVOICE_PDF), "task_name": INVOICE_PDF,
-            "event_id": event_id, "route": "invoice-pdf", "reason": "retries_exhausted", "attempts": 5,
-            "deliveries": 1, "error_class": "OSError", "error_message": "disk full", "source_topic": "invoice.cleared",
-            "source_partition": cleared.partition(), "source_offset": cleared.offset(), "tenant_id": "console-co",
-            "worker": "celery@test", "failed_at": datetime.now(UTC)})
+        publisher.publish(
+            "task.failed",
+            {
+                "task_id": task_id_for(event_id, INVOICE_PDF),
+                "task_name": INVOICE_PDF,
+                "event_id": event_id,
+                "route": "invoice-pdf",
+                "reason": "retries_exhausted",
+                "attempts": 5,
+                "deliveries": 1,
+                "error_class": "OSError",
+                "error_message": "disk full",
+                "source_topic": "invoice.cleared",
+                "source_partition": cleared.partition(),
+                "source_offset": cleared.offset(),
+                "tenant_id": "console-co",
+                "worker": "celery@test",
+                "failed_at": datetime.now(UTC),
+            },
+        )
     before = len(read_topic(settings, "invoice.cleared"))
     page = logged_in(browser, console_stack, "otto")
     page.goto(f"{console_stack.url}/tasks")
@@ -180,14 +211,16 @@ def test_the_overview_refreshes_without_reloading(browser: Browser, console_stac
     page.context.close()
 
 
-@pytest.mark.parametrize(("path", "name", "selector"), [
-    ("/topics", "topics", "#topics"),
-    ("/topics/invoice.created/schema", "schema", "#compatibility"),
-    ("/groups", "consumer-groups", ".group"),
-    ("/tasks", "tasks-queues", "#queues"),
-])
-def test_every_page_renders(browser: Browser, console_stack: ConsoleStack, path: str, name: str,
-                            selector: str) -> None:
+@pytest.mark.parametrize(
+    ("path", "name", "selector"),
+    [
+        ("/topics", "topics", "#topics"),
+        ("/topics/invoice.created/schema", "schema", "#compatibility"),
+        ("/groups", "consumer-groups", ".group"),
+        ("/tasks", "tasks-queues", "#queues"),
+    ],
+)
+def test_every_page_renders(browser: Browser, console_stack: ConsoleStack, path: str, name: str, selector: str) -> None:
     page = logged_in(browser, console_stack, "otto")
     answer = page.goto(console_stack.url + path)
     assert answer is not None
@@ -210,16 +243,32 @@ def test_the_cli_redrives_with_the_same_code(console_stack: ConsoleStack) -> Non
     settings = console_stack.settings
     source = SourceRecord("invoice.created", 0, 999, 0, b"console-co", b"still not avro", [("ce_id", b"cli-1")])
     producer = Producer({"bootstrap.servers": settings.bootstrap_servers()})
-    producer.produce("invoice.created.dlq", key=source.key, value=source.value,
-                     headers=dlq_headers(source, "validation", ValueError("parked for the CLI"), 1))
+    producer.produce(
+        "invoice.created.dlq",
+        key=source.key,
+        value=source.value,
+        headers=list(dlq_headers(source, "validation", ValueError("parked for the CLI"), 1)),
+    )
     producer.flush(30)
     env = env_for_cli(console_stack)
-    dry = subprocess.run([sys.executable, "-m", "streams.cli", "dlq", "redrive", "invoice.created", "--dry-run"],
-                         env=env, capture_output=True, text=True, timeout=120, check=False)
+    dry = subprocess.run(
+        [sys.executable, "-m", "streams.cli", "dlq", "redrive", "invoice.created", "--dry-run"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert dry.returncode == 0, dry.stderr
     assert "would redrive 1 record(s)" in dry.stdout
-    done = subprocess.run([sys.executable, "-m", "streams.cli", "dlq", "redrive", "invoice.created"],
-                          env=env, capture_output=True, text=True, timeout=120, check=False)
+    done = subprocess.run(
+        [sys.executable, "-m", "streams.cli", "dlq", "redrive", "invoice.created"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr
     assert "redrove 1 record(s)" in done.stdout
     assert pending({"bootstrap.servers": settings.bootstrap_servers()}, "invoice.created") == []

@@ -92,8 +92,9 @@ def test_a_viewer_cannot_redrive_even_with_a_valid_token(browser: Browser, conso
     before = pending_dead_letters(console_stack)
     assert before >= 1
     for path in ("/dlq/preview", "/dlq/redrive"):
-        answer = post_from_page(viewer, path, {"csrf": csrf_of(viewer), "topic": "invoice.created",
-                                               "expected": str(before)})
+        answer = post_from_page(
+            viewer, path, {"csrf": csrf_of(viewer), "topic": "invoice.created", "expected": str(before)}
+        )
         assert answer["status"] == 403, answer
         assert "role viewer may not redrive" in answer["text"]
     assert pending_dead_letters(console_stack) == before, "nothing was redriven"
@@ -107,8 +108,9 @@ def test_a_post_without_the_csrf_token_is_refused(browser: Browser, console_stac
     forged = post_from_page(operator, "/dlq/redrive", {"topic": "invoice.created", "expected": str(before)})
     assert forged["status"] == 403, forged
     assert "CSRF token is missing or wrong" in forged["text"]
-    wrong = post_from_page(operator, "/dlq/redrive", {"csrf": "forged", "topic": "invoice.created",
-                                                      "expected": str(before)})
+    wrong = post_from_page(
+        operator, "/dlq/redrive", {"csrf": "forged", "topic": "invoice.created", "expected": str(before)}
+    )
     assert wrong["status"] == 403
     assert pending_dead_letters(console_stack) == before, "nothing was redriven"
     # Without the session cookie (another site's form cannot read it either) the POST is refused before any check.
@@ -117,15 +119,19 @@ def test_a_post_without_the_csrf_token_is_refused(browser: Browser, console_stac
     operator.context.close()
 
 
-@pytest.mark.parametrize(("query", "status", "message"), [
-    ("/messages?topic=invoice.created&partition=abc", 400, "partition 'abc' is not a whole number"),
-    ("/messages?topic=invoice.created&from=yesterday-ish", 400, "is neither an ISO-8601 time"),
-    ("/messages?topic=invoice.created&partition=0&offset=999999999", 416, "is beyond the end"),
-    ("/messages?topic=invoice.nope", 404, "is not in the catalog"),
-    ("/dlq?topic=no.such.topic", 404, "is not in the catalog"),
-])
-def test_bad_input_gets_a_clear_message_and_a_4xx(browser: Browser, console_stack: ConsoleStack, query: str,
-                                                  status: int, message: str) -> None:
+@pytest.mark.parametrize(
+    ("query", "status", "message"),
+    [
+        ("/messages?topic=invoice.created&partition=abc", 400, "partition 'abc' is not a whole number"),
+        ("/messages?topic=invoice.created&from=yesterday-ish", 400, "is neither an ISO-8601 time"),
+        ("/messages?topic=invoice.created&partition=0&offset=999999999", 416, "is beyond the end"),
+        ("/messages?topic=invoice.nope", 404, "is not in the catalog"),
+        ("/dlq?topic=no.such.topic", 404, "is not in the catalog"),
+    ],
+)
+def test_bad_input_gets_a_clear_message_and_a_4xx(
+    browser: Browser, console_stack: ConsoleStack, query: str, status: int, message: str
+) -> None:
     page = logged_in(browser, console_stack, "vera")
     answer = page.goto(console_stack.url + query)
     assert answer is not None

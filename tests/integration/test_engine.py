@@ -11,7 +11,8 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import NewTopic
 
 from streams.kafka_util import read_all, read_compacted
-from streams.runtime.engine import EngineConfig, TransactionalEngine, changelog_topic
+from streams.runtime.contract import EngineConfig, changelog_topic
+from streams.runtime.engine import TransactionalEngine
 from streams.runtime.state import Output, PartitionState
 from tests.integration.worker_harness import wait_for
 
@@ -31,7 +32,8 @@ class Counting:
     name = "counting"
 
     def __init__(self, source: str, target: str, fail_on: set[bytes] | None = None) -> None:
-        self.sources, self.target = (source,), target
+        self.sources: tuple[str, ...] = (source,)
+        self.target = target
         self.fail_on = fail_on or set()
         self.handled = 0
 
@@ -51,8 +53,12 @@ class Counting:
 @pytest.fixture
 def topics(admin_client: AdminClient, unique_name: Callable[[str], str]) -> tuple[str, str]:
     source, target = unique_name("engine-in"), unique_name("engine-out")
-    futures = admin_client.create_topics([NewTopic(source, num_partitions=PARTITIONS, replication_factor=1),
-                                          NewTopic(target, num_partitions=PARTITIONS, replication_factor=1)])
+    futures = admin_client.create_topics(
+        [
+            NewTopic(source, num_partitions=PARTITIONS, replication_factor=1),
+            NewTopic(target, num_partitions=PARTITIONS, replication_factor=1),
+        ]
+    )
     for future in futures.values():
         future.result()
     return source, target
@@ -83,13 +89,22 @@ class Running:
 
 
 @pytest.fixture
-def engine_factory(kafka_bootstrap: str, tmp_path: Path,
-                   unique_name: Callable[[str], str]) -> Callable[[Counting], Running]:
+def engine_factory(
+    kafka_bootstrap: str, tmp_path: Path, unique_name: Callable[[str], str]
+) -> Callable[[Counting], Running]:
     group = unique_name("engine-group")
 
     def make(agent: Counting) -> Running:
-        return Running(TransactionalEngine({"bootstrap.servers": kafka_bootstrap}, agent, group=group,
-                                           data_dir=tmp_path, config=EngineConfig(session_timeout_ms=6000)))
+        return Running(
+            TransactionalEngine(
+                {"bootstrap.servers": kafka_bootstrap},
+                agent,
+                group=group,
+                data_dir=tmp_path,
+                config=EngineConfig(session_timeout_ms=6000),
+            )
+        )
+
     return make
 
 
@@ -98,7 +113,8 @@ def values_of(bootstrap: str, topic: str) -> list[str]:
 
 
 def test_state_survives_a_restart_and_outputs_are_exactly_once(
-        kafka_bootstrap: str, topics: tuple[str, str], engine_factory: Callable[[Counting], Running]) -> None:
+    kafka_bootstrap: str, topics: tuple[str, str], engine_factory: Callable[[Counting], Running]
+) -> None:
     source, target = topics
     produce(kafka_bootstrap, source, ["a", "b", "c"])
     agent = Counting(source, target)
@@ -114,7 +130,8 @@ def test_state_survives_a_restart_and_outputs_are_exactly_once(
 
 
 def test_a_failed_batch_is_aborted_and_retried_without_a_trace(
-        kafka_bootstrap: str, topics: tuple[str, str], engine_factory: Callable[[Counting], Running]) -> None:
+    kafka_bootstrap: str, topics: tuple[str, str], engine_factory: Callable[[Counting], Running]
+) -> None:
     source, target = topics
     produce(kafka_bootstrap, source, ["a", "b", "boom", "c"])
     agent = Counting(source, target, fail_on={b"boom"})
@@ -126,7 +143,8 @@ def test_a_failed_batch_is_aborted_and_retried_without_a_trace(
 
 
 def test_a_redrive_skips_what_the_state_marks_as_done(
-        kafka_bootstrap: str, topics: tuple[str, str], engine_factory: Callable[[Counting], Running]) -> None:
+    kafka_bootstrap: str, topics: tuple[str, str], engine_factory: Callable[[Counting], Running]
+) -> None:
     source, target = topics
     produce(kafka_bootstrap, source, ["a", "b"])
     with engine_factory(Counting(source, target)) as engine:
@@ -146,7 +164,8 @@ def test_a_redrive_skips_what_the_state_marks_as_done(
 
 
 def test_a_state_larger_than_a_read_batch_is_restored_whole(
-        kafka_bootstrap: str, topics: tuple[str, str], engine_factory: Callable[[Counting], Running]) -> None:
+    kafka_bootstrap: str, topics: tuple[str, str], engine_factory: Callable[[Counting], Running]
+) -> None:
     source, target = topics
     keys = 25_000  # the restore reads the changelog in batches of up to 10,000 and folds each into the state
     producer = Producer({"bootstrap.servers": kafka_bootstrap, "linger.ms": 20})
@@ -170,7 +189,8 @@ def test_a_state_larger_than_a_read_batch_is_restored_whole(
 
 
 def test_a_second_engine_joining_moves_only_its_share(
-        kafka_bootstrap: str, topics: tuple[str, str], engine_factory: Callable[[Counting], Running]) -> None:
+    kafka_bootstrap: str, topics: tuple[str, str], engine_factory: Callable[[Counting], Running]
+) -> None:
     source, target = topics
     produce(kafka_bootstrap, source, ["a", "b"], key="k")
     produce(kafka_bootstrap, source, ["c", "d"], key="j")
@@ -180,8 +200,11 @@ def test_a_second_engine_joining_moves_only_its_share(
         assert engine.restored == PARTITIONS
         second = Counting(source, target)
         with engine_factory(second) as joined:
-            wait_for(lambda: len(joined.state) == 1 and len(engine.state) == 1, 60,
-                     lambda: f"one partition each (first {sorted(engine.state)}, second {sorted(joined.state)})")
+            wait_for(
+                lambda: len(joined.state) == 1 and len(engine.state) == 1,
+                60,
+                lambda: f"one partition each (first {sorted(engine.state)}, second {sorted(joined.state)})",
+            )
             # incremental: the first engine gave one partition away and kept the other without a restore
             assert engine.restored == PARTITIONS
             assert joined.restored == 1
@@ -207,25 +230,36 @@ class Oversized(Counting):
                 super().handle([record], state, out)
 
     def dead_letter(self, record: Message, error: BaseException) -> tuple[str, list[tuple[str, bytes | None]]]:
-        return self.dead_letters, [("dlq_error_message", str(error).encode()),
-                                   ("dlq_offset", str(record.offset()).encode())]
+        return self.dead_letters, [
+            ("dlq_error_message", str(error).encode()),
+            ("dlq_offset", str(record.offset()).encode()),
+        ]
 
 
 def test_a_record_whose_transaction_keeps_failing_is_isolated_and_parked_as_a_reference(
-        kafka_bootstrap: str, admin_client: AdminClient, unique_name: Callable[[str], str],
-        engine_factory: Callable[[Counting], Running]) -> None:
+    kafka_bootstrap: str,
+    admin_client: AdminClient,
+    unique_name: Callable[[str], str],
+    engine_factory: Callable[[Counting], Running],
+) -> None:
     source, target, dead = unique_name("iso-in"), unique_name("iso-out"), unique_name("iso-dlq")
-    futures = admin_client.create_topics([
-        NewTopic(source, num_partitions=1, replication_factor=1),
-        NewTopic(target, num_partitions=1, replication_factor=1, config={"max.message.bytes": "2000"}),
-        NewTopic(dead, num_partitions=1, replication_factor=1)])
+    futures = admin_client.create_topics(
+        [
+            NewTopic(source, num_partitions=1, replication_factor=1),
+            NewTopic(target, num_partitions=1, replication_factor=1, config={"max.message.bytes": "2000"}),
+            NewTopic(dead, num_partitions=1, replication_factor=1),
+        ]
+    )
     for future in futures.values():
         future.result()
     produce(kafka_bootstrap, source, ["a", "b", "poison", "c", "d"])
     agent = Oversized(source, target, dead, b"poison")
     with engine_factory(agent) as engine:
-        wait_for(lambda: len(values_of(kafka_bootstrap, target)) >= 4, 90,
-                 lambda: f"the four good outputs (have {values_of(kafka_bootstrap, target)})")
+        wait_for(
+            lambda: len(values_of(kafka_bootstrap, target)) >= 4,
+            90,
+            lambda: f"the four good outputs (have {values_of(kafka_bootstrap, target)})",
+        )
         parked = engine.parked
     assert values_of(kafka_bootstrap, target) == ["a#1", "b#2", "c#3", "d#4"]  # each once, in spite of the aborts
     assert parked == 1
@@ -233,5 +267,8 @@ def test_a_record_whose_transaction_keeps_failing_is_isolated_and_parked_as_a_re
     headers = dict(reference.headers() or [])
     assert reference.value() is None
     assert headers["dlq_offset"] == b"2"
-    assert b"the transaction failed 2 times on this record alone" in headers["dlq_error_message"]
-    assert b"could not be written whole" in headers["dlq_value_omitted"]
+    message, omitted = headers["dlq_error_message"], headers["dlq_value_omitted"]
+    assert isinstance(message, bytes)
+    assert isinstance(omitted, bytes)
+    assert b"the transaction failed 2 times on this record alone" in message
+    assert b"could not be written whole" in omitted

@@ -74,7 +74,10 @@ def test_topic_round_trip_with_idempotent_producer(
             if message is None:
                 continue
             assert message.error() is None, message.error()
-            received[message.key()] = message.value()
+            got_key, got_value = message.key(), message.value()
+            assert got_key is not None
+            assert got_value is not None
+            received[got_key] = got_value
         consumer.commit(asynchronous=False)
     finally:
         consumer.close()

@@ -13,13 +13,13 @@ from click.testing import CliRunner
 from sqlalchemy.orm import Session
 
 from streams.cli import main
+from streams.demo.samples import invoice
 from streams.local.databases import DatabaseServer
 from streams.outbox import Outbox
 from streams.outbox.commands import create_table
 from streams.outbox.relay import Relay, RelayOptions
 from streams.outbox.table import connect
 from streams.publish import EventEncoder
-from streams.samples import invoice
 from streams.schemas.registry_client import RegistryClient
 from tests.integration.outbox_support import (  # noqa: F401 - fixtures
     World,
@@ -56,7 +56,8 @@ def relay_until_empty(world: World, dsn: str, table: str, timeout: float = 60.0)
 
 
 def test_add_encodes_as_the_publisher_and_the_relay_publishes_committed_rows_only(
-        world: World, database: str, request: pytest.FixtureRequest) -> None:
+    world: World, database: str, request: pytest.FixtureRequest
+) -> None:
     dsn, table = split(database)
     outbox = Outbox(world.settings, source="erp", table=table)
     request.addfinalizer(outbox.close)
@@ -86,8 +87,9 @@ def test_add_encodes_as_the_publisher_and_the_relay_publishes_committed_rows_onl
         encoder = EventEncoder(world.catalog, registry, source="erp")
         by_id = {m.headers()[1][1].decode(): m for m in messages}
         for event_id, event in zip(ids, committed, strict=True):
-            key, value, headers, _ = encoder.build(world.topic, event, event_id=event_id, time_=moment,
-                                                     traceparent=trace)
+            key, value, headers, _ = encoder.build(
+                world.topic, event, event_id=event_id, time_=moment, traceparent=trace
+            )
             message = by_id[event_id]
             assert (message.key(), message.value(), message.headers()) == (key, value, headers)
     # Per key, in the order added (one writer: commit order).
@@ -101,7 +103,8 @@ def test_add_encodes_as_the_publisher_and_the_relay_publishes_committed_rows_onl
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
 def test_sqlalchemy_connection_and_session_join_the_service_transaction(
-        world: World, backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    world: World, backend: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
     if backend == "sqlite":
         dsn = f"sqlite:///{tmp_path / 'orm.db'}"
         engine = sqlalchemy.create_engine(f"sqlite:///{tmp_path / 'orm.db'}")
@@ -112,8 +115,9 @@ def test_sqlalchemy_connection_and_session_join_the_service_transaction(
     create_table(dsn, table)
     outbox = Outbox(world.settings, table=table)
     request.addfinalizer(outbox.close)
-    invoices = sqlalchemy.Table("invoices_" + backend, sqlalchemy.MetaData(),
-                                sqlalchemy.Column("id", sqlalchemy.String(64), primary_key=True))
+    invoices = sqlalchemy.Table(
+        "invoices_" + backend, sqlalchemy.MetaData(), sqlalchemy.Column("id", sqlalchemy.String(64), primary_key=True)
+    )
     invoices.metadata.create_all(engine)
     kept, dropped = invoice(1, tenant="core"), invoice(2, tenant="core")
     with engine.begin() as connection:  # Core: commits
@@ -158,12 +162,14 @@ def test_init_prints_ddl_and_creates_the_table(tmp_path: Path) -> None:
     assert bad.output.startswith("error: outbox DSN 'oracle://x/y': expected sqlite:///")
     missing = runner.invoke(main, ["outbox", "relay", "--dsn", dsn, "--table", "nope"])
     assert missing.exit_code == 1
-    assert missing.output == (f"error: cannot read outbox table nope in {dsn}: no such table: nope "
-                              "(create it with `streams outbox init --dsn ...`)\n")
+    assert missing.output == (
+        f"error: cannot read outbox table nope in {dsn}: no such table: nope "
+        "(create it with `streams outbox init --dsn ...`)\n"
+    )
 
 
 def test_the_demo_erp_step_commits_invoices_and_relays_their_events(world: World) -> None:
-    from streams.outbox.demo import erp_through_outbox  # noqa: PLC0415
+    from streams.demo.outbox import erp_through_outbox  # noqa: PLC0415
 
     invoices = [invoice(i, tenant=f"s{i % 2}") for i in range(12)]
     said = erp_through_outbox(world.settings, world.catalog, invoices, topic=world.topic)
@@ -181,18 +187,28 @@ def test_the_demo_erp_step_commits_invoices_and_relays_their_events(world: World
 
 
 def test_django_connection_inside_atomic_is_the_documented_helper(
-        world: World, postgres: DatabaseServer, tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    world: World, postgres: DatabaseServer, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
     import django  # noqa: PLC0415 - Django is a test dependency only
     from django.conf import settings as django_settings  # noqa: PLC0415
 
     sqlite_path = tmp_path / "django.db"
     port = postgres.dsn.rsplit(":", 1)[1].split("/")[0]
     if not django_settings.configured:
-        django_settings.configure(INSTALLED_APPS=[], USE_TZ=True, DATABASES={
-            "default": {"ENGINE": "django.db.backends.sqlite3", "NAME": str(sqlite_path)},
-            "pg": {"ENGINE": "django.db.backends.postgresql", "HOST": "127.0.0.1", "PORT": port,
-                   "NAME": "streams", "USER": "postgres"},
-        })
+        django_settings.configure(
+            INSTALLED_APPS=[],
+            USE_TZ=True,
+            DATABASES={
+                "default": {"ENGINE": "django.db.backends.sqlite3", "NAME": str(sqlite_path)},
+                "pg": {
+                    "ENGINE": "django.db.backends.postgresql",
+                    "HOST": "127.0.0.1",
+                    "PORT": port,
+                    "NAME": "streams",
+                    "USER": "postgres",
+                },
+            },
+        )
         django.setup()
     from django.db import connections, transaction  # noqa: PLC0415
 
@@ -200,8 +216,7 @@ def test_django_connection_inside_atomic_is_the_documented_helper(
     outbox = Outbox(world.settings, table="django_outbox")
     request.addfinalizer(outbox.close)
     kept: list[str] = []
-    for alias, dsn in (("default", f"sqlite:///{django_settings.DATABASES['default']['NAME']}"),
-                       ("pg", postgres.dsn)):
+    for alias, dsn in (("default", f"sqlite:///{django_settings.DATABASES['default']['NAME']}"), ("pg", postgres.dsn)):
         create_table(dsn, "django_outbox")
         with transaction.atomic(using=alias):
             kept.append(outbox.add(connections[alias], world.topic, invoice(1, tenant=alias)))
@@ -215,5 +230,6 @@ def test_django_connection_inside_atomic_is_the_documented_helper(
             fail()
         assert pending(dsn, "django_outbox") == (1, 0)
         relay_until_empty(world, dsn, "django_outbox")
-    assert sorted(header(m, "ce_id").decode() for m in read_topic(world.settings.bootstrap_servers(),
-                                                                   world.topic)) == sorted(kept)
+    assert sorted(
+        header(m, "ce_id").decode() for m in read_topic(world.settings.bootstrap_servers(), world.topic)
+    ) == sorted(kept)

@@ -16,13 +16,13 @@ from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, C
 from streams.admin import apply_plan, plan_changes
 from streams.catalog import Catalog, load_catalog
 from streams.cli import main
+from streams.demo.samples import invoice
 from streams.errors import PublishError
 from streams.local.databases import DatabaseServer, start_mariadb, start_postgres
 from streams.local.processes import free_port
 from streams.outbox import Outbox
 from streams.outbox.commands import create_table
 from streams.outbox.table import connect
-from streams.samples import invoice
 from streams.schemas.registry_client import RegistryClient
 from tests.integration.outbox_support import (  # noqa: F401 - fixtures
     World,
@@ -52,7 +52,8 @@ def commit(conn: object, dsn: str) -> None:
 
 
 def test_an_event_that_fails_its_schema_raises_before_anything_is_written(
-        world: World, database: str, request: pytest.FixtureRequest) -> None:
+    world: World, database: str, request: pytest.FixtureRequest
+) -> None:
     dsn, table = split(database)
     outbox = Outbox(world.settings, table=table)
     request.addfinalizer(outbox.close)
@@ -77,12 +78,15 @@ def test_an_event_that_fails_its_schema_raises_before_anything_is_written(
 def add_second_topic(world: World, doomed: str, kafka_bootstrap: str) -> Catalog:
     """The world's catalog plus topic `doomed` (created, schema registered); the catalog of both."""
     catalog = world.root / "topics.yaml"
-    catalog.write_text(catalog.read_text() + f"""
+    catalog.write_text(
+        catalog.read_text()
+        + f"""
   {doomed}:
     owner: tests
     key: tenant_id
     schema: schemas/invoice.created.avsc
-""")
+"""
+    )
     both = load_catalog(catalog)
     apply_plan(plan_changes(both, {"bootstrap.servers": kafka_bootstrap}), both, {"bootstrap.servers": kafka_bootstrap})
     with RegistryClient(world.registry) as client:
@@ -92,8 +96,8 @@ def add_second_topic(world: World, doomed: str, kafka_bootstrap: str) -> Catalog
 
 @pytest.mark.timeout(300)
 def test_rows_kafka_cannot_take_are_parked_with_a_reason_and_hold_up_nothing(
-        world: World, database: str, unique_name: Callable[[str], str], kafka_bootstrap: str,
-        request: pytest.FixtureRequest) -> None:
+    world: World, database: str, unique_name: Callable[[str], str], kafka_bootstrap: str, request: pytest.FixtureRequest
+) -> None:
     dsn, table = split(database)
     doomed = unique_name("doomed")
     both = add_second_topic(world, doomed, kafka_bootstrap)
@@ -116,19 +120,27 @@ def test_rows_kafka_cannot_take_are_parked_with_a_reason_and_hold_up_nothing(
             conn.execute("BEGIN")
         cursor.execute(f"SELECT value FROM {table} WHERE event_id = {mark}", (unknown_schema,))  # noqa: S608
         value = bytes(cursor.fetchone()[0])
-        cursor.execute(f"UPDATE {table} SET value = {mark} WHERE event_id = {mark}",  # noqa: S608
-                       (value[:1] + (987_654).to_bytes(4, "big") + value[5:], unknown_schema))
+        cursor.execute(
+            f"UPDATE {table} SET value = {mark} WHERE event_id = {mark}",  # noqa: S608
+            (value[:1] + (987_654).to_bytes(4, "big") + value[5:], unknown_schema),
+        )
         cursor.close()
         commit(conn, dsn)
     finally:
         conn.close()
     admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
     admin.delete_topics([doomed])[doomed].result(30)
-    admin.incremental_alter_configs([ConfigResource(
-        ConfigResource.Type.TOPIC, world.topic,
-        incremental_configs=[ConfigEntry("max.message.bytes", "2000",
-                                         incremental_operation=AlterConfigOpType.SET)])])[
-        ConfigResource(ConfigResource.Type.TOPIC, world.topic)].result(30)
+    admin.incremental_alter_configs(
+        [
+            ConfigResource(
+                ConfigResource.Type.TOPIC,
+                world.topic,
+                incremental_configs=[
+                    ConfigEntry("max.message.bytes", "2000", incremental_operation=AlterConfigOpType.SET)
+                ],
+            )
+        ]
+    )[ConfigResource(ConfigResource.Type.TOPIC, world.topic)].result(30)
 
     relay = relay_until_empty(world, dsn, table)
     messages = read_topic(kafka_bootstrap, world.topic)
@@ -161,7 +173,8 @@ def metric(port: int, name: str) -> float | None:
 @pytest.mark.timeout(300)
 @pytest.mark.parametrize("kind", ["postgresql", "mariadb"])
 def test_a_database_that_goes_away_pauses_the_relay_which_resumes_by_itself(
-        world: World, kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    world: World, kind: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
     server: DatabaseServer = (start_postgres if kind == "postgresql" else start_mariadb)(tmp_path / kind)
     request.addfinalizer(server.stop)
     create_table(server.dsn)

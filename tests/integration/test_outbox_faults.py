@@ -11,9 +11,9 @@ from typing import TYPE_CHECKING
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 
+from streams.demo.samples import invoice
 from streams.outbox import Outbox
 from streams.outbox.table import connect
-from streams.samples import invoice
 from tests.integration.outbox_support import (  # noqa: F401 - fixtures
     World,
     database_fixture,
@@ -57,9 +57,15 @@ def wait_for_progress(world: World, relay: subprocess.Popen[bytes], since: int, 
     return now
 
 
-def write_and_kill(world: World, outbox: Outbox, dsn: str, table: str, log: Path,
-                   relays: list[subprocess.Popen[bytes]], arguments: tuple[str, ...],
-                   ) -> tuple[subprocess.Popen[bytes], dict[str, list[str]], set[str]]:
+def write_and_kill(
+    world: World,
+    outbox: Outbox,
+    dsn: str,
+    table: str,
+    log: Path,
+    relays: list[subprocess.Popen[bytes]],
+    arguments: tuple[str, ...],
+) -> tuple[subprocess.Popen[bytes], dict[str, list[str]], set[str]]:
     """Add the events (one writer, so commit order is add order) and kill -9 the relay at KILL_AT.
 
     Returns the running relay, the committed event ids per key in commit order, the rolled-back ids.
@@ -101,7 +107,8 @@ def write_and_kill(world: World, outbox: Outbox, dsn: str, table: str, log: Path
 
 @pytest.mark.timeout(900)
 def test_relay_killed_three_times_loses_nothing_and_keeps_commit_order_per_key(
-        world: World, database: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    world: World, database: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
     dsn, table = split(database)
     log = tmp_path / "relay.log"
     outbox = Outbox(world.settings, source="erp", table=table)
@@ -109,7 +116,7 @@ def test_relay_killed_three_times_loses_nothing_and_keeps_commit_order_per_key(
     # A stable name: a restarted relay takes over the SQLite lease of its killed self at once.
     arguments = ("--name", "relay-under-test", "--batch-size", "500")
     relays = [relay_process(world, dsn, table, log, *arguments)]
-    request.addfinalizer(lambda: [process.kill() for process in relays if process.poll() is None])
+    request.addfinalizer(lambda: kill_all(relays))
     relay, by_key, rolled_back = write_and_kill(world, outbox, dsn, table, log, relays, arguments)
     deadline = time.monotonic() + 180
     while pending(dsn, table)[0] > 0:
@@ -130,20 +137,29 @@ def test_relay_killed_three_times_loses_nothing_and_keeps_commit_order_per_key(
         assert first_seen == ids, f"key {tenant}: Kafka's order (deduplicated by ce_id) is not commit order"
     duplicates = len(seen) - len(set(seen))
     request.node.user_properties.append(("duplicates", duplicates))
-    print(f"\n{dsn.split(':', 1)[0]}: {len(committed)} committed, {len(rolled_back)} rolled back, "  # noqa: T201
-          f"3 kills, {duplicates} duplicate records (same ce_id)")
+    print(  # noqa: T201
+        f"\n{dsn.split(':', 1)[0]}: {len(committed)} committed, {len(rolled_back)} rolled back, "
+        f"3 kills, {duplicates} duplicate records (same ce_id)"
+    )
     assert pending(dsn, table) == (0, 0)
+
+
+def kill_all(processes: list[subprocess.Popen[bytes]]) -> None:
+    for process in processes:
+        if process.poll() is None:
+            process.kill()
 
 
 @pytest.mark.timeout(600)
 def test_several_relays_share_one_database_without_reordering_a_key(
-        world: World, database: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    world: World, database: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
     dsn, table = split(database)
     outbox = Outbox(world.settings, table=table)
     request.addfinalizer(outbox.close)
     logs = [tmp_path / f"relay-{i}.log" for i in range(3)]
     relays = [relay_process(world, dsn, table, log, "--batch-size", "200") for log in logs]
-    request.addfinalizer(lambda: [process.kill() for process in relays if process.poll() is None])
+    request.addfinalizer(lambda: kill_all(relays))
     by_key: dict[str, list[str]] = {}
     conn = connect(dsn)
     try:
@@ -181,7 +197,8 @@ def test_several_relays_share_one_database_without_reordering_a_key(
 
 @pytest.mark.parametrize("kind", ["postgres", "mariadb"])
 def test_transactions_adding_one_key_serialize_so_id_order_is_commit_order(
-        world: World, kind: str, request: pytest.FixtureRequest) -> None:
+    world: World, kind: str, request: pytest.FixtureRequest
+) -> None:
     from streams.outbox.commands import create_table  # noqa: PLC0415
 
     server = request.getfixturevalue(kind)

@@ -20,11 +20,11 @@ from confluent_kafka.serialization import MessageField, SerializationContext
 from streams.admin import apply_plan, plan_changes
 from streams.catalog import Catalog, load_catalog
 from streams.cli import main
+from streams.demo.samples import invoice
 from streams.errors import PublishError, SchemaError
 from streams.publish import AsyncPublisher, Publisher
-from streams.samples import invoice
 from streams.schemas.registry_client import RegistryClient
-from streams.settings import Settings
+from streams.settings import KafkaConfig, Settings
 from tests.integration.registry_fixtures import registry_url  # noqa: F401
 
 if TYPE_CHECKING:
@@ -44,7 +44,10 @@ class World:
 
 @pytest.fixture
 def world(
-    tmp_path: Path, unique_name: Callable[[str], str], kafka_bootstrap: str, registry_url: str  # noqa: F811
+    tmp_path: Path,
+    unique_name: Callable[[str], str],
+    kafka_bootstrap: str,
+    registry_url: str,  # noqa: F811
 ) -> World:
     """A catalog of two fresh topics using the real schemas, applied, with schemas registered."""
     invoices, actions = unique_name("invoice"), unique_name("action")
@@ -64,14 +67,18 @@ topics:
     schema: schemas/user.action.avsc
 """)
     catalog = load_catalog(tmp_path / "topics.yaml")
-    config = {"bootstrap.servers": kafka_bootstrap}
+    config: KafkaConfig = {"bootstrap.servers": kafka_bootstrap}
     apply_plan(plan_changes(catalog, config), catalog, config)
     with RegistryClient(registry_url) as client:
         for spec in catalog.topics:
             assert spec.schema_file is not None
             client.register(f"{spec.name}-value", Path(spec.schema_file).read_text())
-    settings = Settings(kafka_bootstrap_servers=kafka_bootstrap, schema_registry_url=registry_url,
-                        catalog_path=tmp_path / "topics.yaml", data_dir=tmp_path / ".streams")
+    settings = Settings(
+        kafka_bootstrap_servers=kafka_bootstrap,
+        schema_registry_url=registry_url,
+        catalog_path=tmp_path / "topics.yaml",
+        data_dir=tmp_path / ".streams",
+    )
     return World(catalog, settings, invoices, actions, registry_url)
 
 
@@ -104,8 +111,9 @@ def end_offsets(bootstrap: str, topic: str) -> int:
 def test_confluent_deserializer_decodes_our_events_with_cloudevents_headers(world: World) -> None:
     sent = [invoice(i, tenant="acme") for i in range(20)]
     with Publisher(world.settings, source="billing-api") as publisher:
-        futures = [publisher.publish(world.invoices, event, traceparent=f"00-{'a' * 32}-{'b' * 16}-01")
-                   for event in sent]
+        futures = [
+            publisher.publish(world.invoices, event, traceparent=f"00-{'a' * 32}-{'b' * 16}-01") for event in sent
+        ]
     delivered = [future.result() for future in futures]
     assert len({d.event_id for d in delivered}) == 20
 
@@ -115,8 +123,9 @@ def test_confluent_deserializer_decodes_our_events_with_cloudevents_headers(worl
     deserializer = AvroDeserializer(client)
     by_id = {event["invoice_id"]: event for event in sent}
     with client:
-        decoded_all = [deserializer(m.value(), SerializationContext(world.invoices, MessageField.VALUE))
-                       for m in messages]
+        decoded_all = [
+            deserializer(m.value(), SerializationContext(world.invoices, MessageField.VALUE)) for m in messages
+        ]
     for message, decoded in zip(messages, decoded_all, strict=True):
         original = by_id[decoded["invoice_id"]]
         assert decoded["tax_inclusive_total"] == original["tax_inclusive_total"]
@@ -137,8 +146,15 @@ def test_confluent_deserializer_decodes_our_events_with_cloudevents_headers(worl
 
 def test_confluent_serializer_registers_and_streams_consume_decodes(world: World) -> None:
     schema = (ROOT / "schemas" / "user.action.avsc").read_text()
-    action = {"user_id": "u-1", "tenant_id": "acme", "action": "invoice.approve", "resource": "inv-9",
-              "ip_address": None, "user_agent": None, "occurred_at": 1_790_000_000_000}
+    action = {
+        "user_id": "u-1",
+        "tenant_id": "acme",
+        "action": "invoice.approve",
+        "resource": "inv-9",
+        "ip_address": None,
+        "user_agent": None,
+        "occurred_at": 1_790_000_000_000,
+    }
     with SchemaRegistryClient({"url": world.registry}) as client:
         serializer = AvroSerializer(client, schema, conf={"auto.register.schemas": True})
         value = serializer(action, SerializationContext(world.actions, MessageField.VALUE))
@@ -146,8 +162,10 @@ def test_confluent_serializer_registers_and_streams_consume_decodes(world: World
     producer.produce(world.actions, key=b"u-1", value=value)
     assert producer.flush(10) == 0
 
-    env = {"STREAMS_KAFKA_BOOTSTRAP_SERVERS": world.settings.bootstrap_servers(),
-           "STREAMS_SCHEMA_REGISTRY_URL": world.registry}
+    env = {
+        "STREAMS_KAFKA_BOOTSTRAP_SERVERS": world.settings.bootstrap_servers(),
+        "STREAMS_SCHEMA_REGISTRY_URL": world.registry,
+    }
     result = CliRunner().invoke(main, ["consume", world.actions, "-n", "1", "--timeout", "10"], env=env)
     assert result.exit_code == 0, result.output
     printed = json.loads(result.output.strip().splitlines()[0])
@@ -158,15 +176,18 @@ def test_confluent_serializer_registers_and_streams_consume_decodes(world: World
 
 def test_sync_and_async_publishers_encode_identically(world: World) -> None:
     event = invoice(3)
-    fixed = {"event_id": "e-1", "traceparent": f"00-{'1' * 32}-{'2' * 16}-01"}
+    event_id, traceparent = "e-1", f"00-{'1' * 32}-{'2' * 16}-01"
     with Publisher(world.settings) as publisher:
-        sync_record = publisher.encoder.encode(world.invoices, event, **fixed)
-        sync_delivery = publisher.publish(world.invoices, event, **fixed).result()
+        sync_record = publisher.encoder.encode(world.invoices, event, event_id=event_id, traceparent=traceparent)
+        sync_delivery = publisher.publish(world.invoices, event, event_id=event_id, traceparent=traceparent).result()
 
     async def run() -> Any:
         async with AsyncPublisher(world.settings) as publisher:
-            record = publisher.encoder.encode(world.invoices, event, **fixed)
-            return record, await publisher.publish_and_wait(world.invoices, event, **fixed)
+            record = publisher.encoder.encode(world.invoices, event, event_id=event_id, traceparent=traceparent)
+            delivery = await publisher.publish_and_wait(
+                world.invoices, event, event_id=event_id, traceparent=traceparent
+            )
+            return record, delivery
 
     async_record, async_delivery = asyncio.run(run())
     assert (sync_record.key, sync_record.value) == (async_record.key, async_record.value)
@@ -213,8 +234,11 @@ def test_unknown_topic_unregistered_schema_registry_down_and_broker_down(world: 
 
 def test_cli_publish_is_all_or_nothing(world: World, tmp_path: Path) -> None:
     good = [json.dumps(invoice(i), default=str) for i in range(3)]
-    env = {"STREAMS_KAFKA_BOOTSTRAP_SERVERS": world.settings.bootstrap_servers(),
-           "STREAMS_SCHEMA_REGISTRY_URL": world.registry, "STREAMS_CATALOG_PATH": str(world.settings.catalog_path)}
+    env = {
+        "STREAMS_KAFKA_BOOTSTRAP_SERVERS": world.settings.bootstrap_servers(),
+        "STREAMS_SCHEMA_REGISTRY_URL": world.registry,
+        "STREAMS_CATALOG_PATH": str(world.settings.catalog_path),
+    }
     bootstrap = world.settings.bootstrap_servers()
     before = end_offsets(bootstrap, world.invoices)
 
@@ -260,8 +284,16 @@ def test_publish_nowait_delivers_the_same_events_without_futures(world: World) -
     assert sorted(d["invoice_id"] for d in decoded) == sorted(e["invoice_id"] for e in sent)
     for message in messages:
         headers = message.headers()
-        assert [name for name, _ in headers] == ["ce_specversion", "ce_id", "ce_source", "ce_type", "ce_time",
-                                                 "content-type", "ce_tenantid", "ce_traceparent"]
+        assert [name for name, _ in headers] == [
+            "ce_specversion",
+            "ce_id",
+            "ce_source",
+            "ce_type",
+            "ce_time",
+            "content-type",
+            "ce_tenantid",
+            "ce_traceparent",
+        ]
     assert sorted(m.key() for m in messages) == sorted(e["invoice_id"].encode() for e in sent)  # the key field
     assert {m.headers()[1][1].decode() for m in messages} == set(ids)
     assert sum(dict(m.headers())["ce_traceparent"] == trace.encode() for m in messages) == 10
@@ -273,9 +305,12 @@ def test_publish_nowait_refuses_bad_input_before_sending(world: World) -> None:
         publisher.publish_nowait(world.invoices, invoice(1))  # warms the fast path
         publisher.flush()
         before = end_offsets(bootstrap, world.invoices)
-        for spoil, message in [(lambda e: {**e, "icv": "seven"}, "field 'icv'"),
-                               (lambda e: {**e, "tenant_id": "acme corp!"}, "tenant id 'acme corp!' is not valid"),
-                               (lambda e: {**e, "lines": e["lines"] * 400}, "max.message.bytes 20000")]:
+        spoilers: list[tuple[Callable[[dict[str, Any]], dict[str, Any]], str]] = [
+            (lambda e: {**e, "icv": "seven"}, "field 'icv'"),
+            (lambda e: {**e, "tenant_id": "acme corp!"}, "tenant id 'acme corp!' is not valid"),
+            (lambda e: {**e, "lines": e["lines"] * 400}, "max.message.bytes 20000"),
+        ]
+        for spoil, message in spoilers:
             with pytest.raises(PublishError, match=message):
                 publisher.publish_nowait(world.invoices, spoil(invoice(2)))
         with pytest.raises(PublishError, match="traceparent"):

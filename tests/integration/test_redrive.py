@@ -12,9 +12,9 @@ from confluent_kafka import Consumer, TopicPartition
 
 from streams.agents.indexing import SearchIndex
 from streams.cli import main
+from streams.demo.samples import invoice_chain, workflow_completed
 from streams.local.processes import free_port
 from streams.publish import Publisher
-from streams.samples import invoice_chain, workflow_completed
 from tests.integration.worker_harness import catalog_stack, read_topic, start_worker, stop_worker, wait_for
 
 if TYPE_CHECKING:
@@ -48,8 +48,9 @@ def committed(settings: Settings, topic: str, group: str = GROUP) -> dict[int, i
     consumer = Consumer({"bootstrap.servers": settings.bootstrap_servers(), "group.id": group})
     try:
         ends = end_offsets(settings, topic)
-        return {tp.partition: tp.offset for tp in consumer.committed([TopicPartition(topic, p) for p in ends],
-                                                                     timeout=10)}
+        return {
+            tp.partition: tp.offset for tp in consumer.committed([TopicPartition(topic, p) for p in ends], timeout=10)
+        }
     finally:
         consumer.close()
 
@@ -74,17 +75,20 @@ def side_effects(settings: Settings) -> dict[str, int]:
         documents = index.count()
     finally:
         index.close()
-    return {"invoice.cleared": len(read_topic(settings, "invoice.cleared")),
-            "compliance.violation": len(read_topic(settings, "compliance.violation")),
-            "audit.trail": len(read_topic(settings, "audit.trail")),
-            "search documents": documents}
+    return {
+        "invoice.cleared": len(read_topic(settings, "invoice.cleared")),
+        "compliance.violation": len(read_topic(settings, "compliance.violation")),
+        "audit.trail": len(read_topic(settings, "audit.trail")),
+        "search documents": documents,
+    }
 
 
 # Both agents run on the one runtime and skip records below their state's marks (the indexing agent would also
 # upsert them by event id).
 @pytest.mark.timeout(400)
-def test_redriving_the_agents_over_processed_events_creates_no_new_side_effects(stack: Settings,
-                                                                                tmp_path: Path) -> None:
+def test_redriving_the_agents_over_processed_events_creates_no_new_side_effects(
+    stack: Settings, tmp_path: Path
+) -> None:
     invoices = invoice_chain(INVOICES - 1, tenant="redrive")
     invoices.append({**invoices[0]})  # one duplicate UUID: a violation, so both outcome topics are in play
     with Publisher(stack, source="billing-api") as publisher:
@@ -93,33 +97,49 @@ def test_redriving_the_agents_over_processed_events_creates_no_new_side_effects(
         for n in range(WORKFLOWS):
             publisher.publish("workflow.completed", workflow_completed(n))
 
-    expected = {"invoice.cleared": INVOICES - 1, "compliance.violation": 1,
-                "audit.trail": INVOICES + (INVOICES - 1) + 1 + WORKFLOWS,  # every record of an audited topic
-                "search documents": (INVOICES - 1) + 1 + WORKFLOWS}
+    expected = {
+        "invoice.cleared": INVOICES - 1,
+        "compliance.violation": 1,
+        "audit.trail": INVOICES + (INVOICES - 1) + 1 + WORKFLOWS,  # every record of an audited topic
+        "search documents": (INVOICES - 1) + 1 + WORKFLOWS,
+    }
     port = free_port()
     worker = start_worker(stack, "validation,audit,indexing", port, tmp_path / "worker-1.log")
     try:
-        wait_for(lambda: caught_up(stack, "invoice.created") and caught_up(stack, "workflow.completed", INDEXING_GROUP)
-                 and side_effects(stack) == expected, 180,
-                 lambda: f"the first run to finish: {side_effects(stack)}")
+        wait_for(
+            lambda: (
+                caught_up(stack, "invoice.created")
+                and caught_up(stack, "workflow.completed", INDEXING_GROUP)
+                and side_effects(stack) == expected
+            ),
+            180,
+            lambda: f"the first run to finish: {side_effects(stack)}",
+        )
     finally:
         stop_worker(worker, signal.SIGTERM)
     before = side_effects(stack)
 
     runner = CliRunner()
     for topic, group in (("invoice.created", GROUP), ("workflow.completed", INDEXING_GROUP)):
-        result = runner.invoke(main, ["replay", topic, "--group", group, "--reset"], env={
-            "STREAMS_DATA_DIR": str(stack.data_dir), "STREAMS_CATALOG_PATH": str(stack.catalog_path)})
+        result = runner.invoke(
+            main,
+            ["replay", topic, "--group", group, "--reset"],
+            env={"STREAMS_DATA_DIR": str(stack.data_dir), "STREAMS_CATALOG_PATH": str(stack.catalog_path)},
+        )
         assert result.exit_code == 0, result.output
     assert all(offset == 0 for offset in committed(stack, "invoice.created").values())
 
     port = free_port()
     worker = start_worker(stack, "validation,audit,indexing", port, tmp_path / "worker-2.log")
     try:
-        wait_for(lambda: caught_up(stack, "invoice.created") and caught_up(stack, "workflow.completed", INDEXING_GROUP),
-                 180,
-                 lambda: f"the re-drive to commit everything again: {committed(stack, 'invoice.created')}; "
-                         f"{outcomes(port)}; worker log tail:\n{(tmp_path / 'worker-2.log').read_text()[-4000:]}")
+        wait_for(
+            lambda: caught_up(stack, "invoice.created") and caught_up(stack, "workflow.completed", INDEXING_GROUP),
+            180,
+            lambda: (
+                f"the re-drive to commit everything again: {committed(stack, 'invoice.created')}; "
+                f"{outcomes(port)}; worker log tail:\n{(tmp_path / 'worker-2.log').read_text()[-4000:]}"
+            ),
+        )
         metrics = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
     finally:
         stop_worker(worker, signal.SIGTERM)

@@ -27,6 +27,7 @@ from streams.registry.commands import registry, standalone
 from streams.registry.service import NewSchema, SchemaRegistry
 from streams.registry.store import SchemaLog, ensure_topic
 from streams.schemas import LEVELS, check_compatibility
+from streams.settings import KafkaConfig
 from tests.integration.registry_fixtures import (
     AUDITED_TOPIC,
     PLAIN_TOPIC,
@@ -84,7 +85,10 @@ def test_client_register_read_lookup_compat_config_delete(client: SchemaRegistry
     assert id2 == id1 + 1
     assert client.register_schema(other, Schema(invoice(), "AVRO")) == id1  # same schema, same id
 
-    assert json.loads(client.get_schema(id2).schema_str) == json.loads(v2.schema_str)
+    fetched = client.get_schema(id2).schema_str
+    assert fetched is not None
+    assert v2.schema_str is not None
+    assert json.loads(fetched) == json.loads(v2.schema_str)
     assert client.get_versions(subject) == [1, 2]
     latest = client.get_latest_version(subject)
     assert (latest.version, latest.schema_id, latest.subject) == (2, id2, subject)
@@ -104,7 +108,9 @@ def test_client_register_read_lookup_compat_config_delete(client: SchemaRegistry
     assert sr_error(lambda: client.get_compatibility(subject)).error_code == 40408
     client.set_compatibility(subject, "FULL")
     assert client.get_compatibility(subject) == "FULL"
-    assert client.delete_config(subject).compatibility_level.value == "FULL"
+    deleted = client.delete_config(subject).compatibility_level
+    assert deleted is not None
+    assert deleted.value == "FULL"
 
     assert client.delete_version(subject, 2) == 2
     assert client.get_versions(subject) == [1]
@@ -131,9 +137,7 @@ def test_client_errors_use_confluent_codes(client: SchemaRegistryClient) -> None
 
 def test_avro_serializer_and_deserializer_round_trip(client: SchemaRegistryClient) -> None:
     topic = f"t.reg.{uuid.uuid4().hex[:8]}"
-    schema = invoice(
-        field("amount", {"type": "bytes", "logicalType": "decimal", "precision": 12, "scale": 2})
-    )
+    schema = invoice(field("amount", {"type": "bytes", "logicalType": "decimal", "precision": 12, "scale": 2}))
     serializer = AvroSerializer(client, schema)
     deserializer = AvroDeserializer(client)
     context = SerializationContext(topic, MessageField.VALUE)
@@ -212,9 +216,7 @@ def test_modes_readonly_and_import(http: httpx.Client) -> None:
     subject = subject_name()
     http.post(f"/subjects/{subject}/versions", json={"schema": invoice()}).raise_for_status()
     assert http.put(f"/mode/{subject}", json={"mode": "READONLY"}).json() == {"mode": "READONLY"}
-    refused = http.post(
-        f"/subjects/{subject}/versions", json={"schema": invoice(field("a", "int", default=0))}
-    )
+    refused = http.post(f"/subjects/{subject}/versions", json={"schema": invoice(field("a", "int", default=0))})
     assert (refused.status_code, refused.json()["error_code"]) == (422, 42205)
     assert http.delete(f"/subjects/{subject}").json()["error_code"] == 42205
     assert http.delete(f"/mode/{subject}").json() == {"mode": "READONLY"}
@@ -297,8 +299,7 @@ def view(url: str) -> dict[str, Any]:
             versions = http.get(f"/subjects/{subject}/versions", params={"deleted": "true"}).json()
             out[subject] = {
                 "versions": [
-                    http.get(f"/subjects/{subject}/versions/{v}", params={"deleted": "true"}).json()
-                    for v in versions
+                    http.get(f"/subjects/{subject}/versions/{v}", params={"deleted": "true"}).json() for v in versions
                 ],
                 "live": http.get(f"/subjects/{subject}/versions").json() if versions else None,
                 "config": http.get(f"/config/{subject}").json(),
@@ -311,9 +312,7 @@ def test_restart_rebuilds_the_same_ids_and_versions(spawn: Callable[[str], Regis
     first = spawn(topic)
     with httpx.Client(base_url=first.url, headers=JSON_TYPE, timeout=30) as http:
         for index in range(3):
-            schemas = [
-                invoice(*[field(f"f{n}", "int", default=0) for n in range(v)]) for v in range(index + 2)
-            ]
+            schemas = [invoice(*[field(f"f{n}", "int", default=0) for n in range(v)]) for v in range(index + 2)]
             for schema in schemas:
                 http.post(f"/subjects/s{index}-value/versions", json={"schema": schema}).raise_for_status()
         http.put("/config/s1-value", json={"compatibility": "FULL"}).raise_for_status()
@@ -327,9 +326,7 @@ def test_restart_rebuilds_the_same_ids_and_versions(spawn: Callable[[str], Regis
     second = spawn(topic)
     assert view(second.url) == before
     with httpx.Client(base_url=second.url, headers=JSON_TYPE, timeout=30) as http:
-        new_id = http.post("/subjects/s9-value/versions", json={"schema": record(field("z", "int"))}).json()[
-            "id"
-        ]
+        new_id = http.post("/subjects/s9-value/versions", json={"schema": record(field("z", "int"))}).json()["id"]
     assert new_id == highest + 1
 
 
@@ -358,9 +355,7 @@ def read_log(bootstrap: str, topic: str) -> list[tuple[bytes, bytes | None]]:
 
 
 def committed_records(bootstrap: str, topic: str) -> list[tuple[dict[str, Any], dict[str, Any] | None]]:
-    return [
-        (json.loads(key), json.loads(value) if value else None) for key, value in read_log(bootstrap, topic)
-    ]
+    return [(json.loads(key), json.loads(value) if value else None) for key, value in read_log(bootstrap, topic)]
 
 
 def test_two_registries_racing_on_one_subject_stay_consistent(
@@ -393,14 +388,10 @@ def test_two_registries_racing_on_one_subject_stay_consistent(
     assert [v["version"] for v in versions] == list(range(1, len(schemas) + 1))
     assert sorted(v["id"] for v in versions) == sorted(ids)
     by_schema = {json.dumps(json.loads(v["schema"]), sort_keys=True): v["id"] for v in versions}
-    assert all(
-        by_schema[json.dumps(json.loads(s), sort_keys=True)] == i for s, i in zip(schemas, ids, strict=True)
-    )
+    assert all(by_schema[json.dumps(json.loads(s), sort_keys=True)] == i for s, i in zip(schemas, ids, strict=True))
 
     # The log itself: every committed subject version and every id written exactly once.
-    written = [
-        (key, value) for key, value in committed_records(kafka_bootstrap, topic) if key["keytype"] == "SCHEMA"
-    ]
+    written = [(key, value) for key, value in committed_records(kafka_bootstrap, topic) if key["keytype"] == "SCHEMA"]
     assert len({(key["subject"], key["version"]) for key, _ in written}) == len(written) == len(schemas)
     assert len({value["id"] for _, value in written if value}) == len(schemas)
     assert any("fenced by another registry process" in p.log_text() for p in registries), "no race happened"
@@ -409,7 +400,7 @@ def test_two_registries_racing_on_one_subject_stay_consistent(
 def test_a_writer_fenced_mid_plan_replans_instead_of_reusing_an_id(kafka_bootstrap: str) -> None:
     """Deterministic version of the race: A plans on a state B then changes; A's commit must fail."""
     topic = unique_schemas_topic()
-    config = {"bootstrap.servers": kafka_bootstrap}
+    config: KafkaConfig = {"bootstrap.servers": kafka_bootstrap}
     store_a, store_b = SchemaLog(config, topic), SchemaLog(config, topic)
     store_a.start()
     store_b.start()

@@ -21,11 +21,11 @@ from confluent_kafka.admin import AdminClient
 from streams.admin import apply_plan, plan_changes
 from streams.catalog import load_catalog
 from streams.cli import StreamsGroup
+from streams.demo.samples import invoice
 from streams.publish import EventEncoder
 from streams.replay.commands import evidence, replay
-from streams.samples import invoice
 from streams.schemas.registry_client import RegistryClient
-from streams.settings import Settings
+from streams.settings import KafkaConfig, Settings
 from tests.integration.registry_fixtures import registry_url  # noqa: F401
 
 if TYPE_CHECKING:
@@ -77,11 +77,21 @@ class ReplayWorld:
     env: dict[str, str]
     sent: list[Sent] = field(default_factory=list)
 
-    def produce(self, partition: int, timestamp: int, seq: int, *, key: str | None = None, tenant: str = "acme",
-                event_type: str | None = None, seller_vat: str | None = None) -> Sent:
+    def produce(
+        self,
+        partition: int,
+        timestamp: int,
+        seq: int,
+        *,
+        key: str | None = None,
+        tenant: str = "acme",
+        event_type: str | None = None,
+        seller_vat: str | None = None,
+    ) -> Sent:
         """One invoice event with an exact partition and timestamp (a raw producer of encoded bytes)."""
-        return self.produce_many([(partition, timestamp, seq)], key=key, tenant=tenant, event_type=event_type,
-                                 seller_vat=seller_vat)[0]
+        return self.produce_many(
+            [(partition, timestamp, seq)], key=key, tenant=tenant, event_type=event_type, seller_vat=seller_vat
+        )[0]
 
     def produce_many(self, placed: list[tuple[int, int, int]], **options: Any) -> list[Sent]:
         """Invoice events at (partition, timestamp, seq), sent in that order and flushed once."""
@@ -90,12 +100,19 @@ class ReplayWorld:
         pending = []
         for partition, timestamp, seq in placed:
             payload = invoice(seq, tenant=options.get("tenant", "acme"), seller_vat=options.get("seller_vat"))
-            record = self.encoder.encode(self.topic, payload, key=options.get("key"),
-                                         event_type=options.get("event_type"), event_id=f"ev-{seq}")
+            record = self.encoder.encode(
+                self.topic, payload, key=options.get("key"), event_type=options.get("event_type"), event_id=f"ev-{seq}"
+            )
             headers = [(name, value) for name, value in record.headers if isinstance(value, bytes)]
-            producer.produce(self.topic, value=record.value, key=record.key, partition=partition,
-                             timestamp=timestamp, headers=headers,
-                             on_delivery=lambda err, msg: delivered.append((err, msg)))
+            producer.produce(
+                self.topic,
+                value=record.value,
+                key=record.key,
+                partition=partition,
+                timestamp=timestamp,
+                headers=list[tuple[str, str | bytes | None]](headers),
+                on_delivery=lambda err, msg: delivered.append((err, msg)),
+            )
             pending.append((partition, timestamp, record, headers, payload))
         assert producer.flush(30) == 0
         assert all(error is None for error, _ in delivered), delivered
@@ -129,8 +146,9 @@ class ReplayWorld:
 
     def plan(self, *args: str) -> dict[str, Any]:
         """The `--dry-run --output json` report of a replay."""
-        report: dict[str, Any] = json.loads(self.ok("replay", self.topic, *args, "--dry-run", "--output", "json")
-                                            .output)
+        report: dict[str, Any] = json.loads(
+            self.ok("replay", self.topic, *args, "--dry-run", "--output", "json").output
+        )
         return report
 
     def exported(self, *args: str) -> list[dict[str, Any]]:
@@ -166,7 +184,10 @@ def read_topic(bootstrap: str, topic: str, expected: int, timeout: float = 20.0)
 
 @pytest.fixture(name="replay_world")
 def replay_world_fixture(
-    tmp_path: Path, unique_name: Callable[[str], str], kafka_bootstrap: str, registry_url: str  # noqa: F811
+    tmp_path: Path,
+    unique_name: Callable[[str], str],
+    kafka_bootstrap: str,
+    registry_url: str,  # noqa: F811
 ) -> Iterator[ReplayWorld]:
     topic = unique_name("invoice")
     shutil.copytree(ROOT / "schemas", tmp_path / "schemas")
@@ -180,12 +201,16 @@ topics:
     schema: schemas/invoice.created.avsc
 """)
     catalog = load_catalog(tmp_path / "topics.yaml")
-    config = {"bootstrap.servers": kafka_bootstrap}
+    config: KafkaConfig = {"bootstrap.servers": kafka_bootstrap}
     apply_plan(plan_changes(catalog, config), catalog, config)
     registry = RegistryClient(registry_url)
     registry.register(f"{topic}-value", (tmp_path / "schemas" / "invoice.created.avsc").read_text())
-    env = {"STREAMS_KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap, "STREAMS_SCHEMA_REGISTRY_URL": registry_url,
-           "STREAMS_DATA_DIR": str(tmp_path / ".streams"), "STREAMS_CATALOG_PATH": str(tmp_path / "topics.yaml")}
+    env = {
+        "STREAMS_KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
+        "STREAMS_SCHEMA_REGISTRY_URL": registry_url,
+        "STREAMS_DATA_DIR": str(tmp_path / ".streams"),
+        "STREAMS_CATALOG_PATH": str(tmp_path / "topics.yaml"),
+    }
     encoder = EventEncoder(catalog, registry, source="replay-tests")
     yield ReplayWorld(kafka_bootstrap, registry_url, topic, tmp_path, encoder, env)
     registry.close()
@@ -277,11 +302,12 @@ def test_a_range_partly_beyond_retention_reports_what_was_removed(replay_world: 
         future.result(timeout=15)
 
     message = world.fails("replay", world.topic, "--from", iso(T0), "--export", str(world.tmp / "bundle"))
-    assert message == (f"error: topic '{world.topic}': the range is partly beyond retention: partition 0: retention "
-                       "already removed offsets 0-2; the earliest available is offset 3 at "
-                       f"{iso(T0 + 3000)}; requested from {iso(T0)}")
-    assert "retention already removed offsets 0-2" in world.fails("replay", world.topic, "--from", "0:1",
-                                                                   "--dry-run")
+    assert message == (
+        f"error: topic '{world.topic}': the range is partly beyond retention: partition 0: retention "
+        "already removed offsets 0-2; the earliest available is offset 3 at "
+        f"{iso(T0 + 3000)}; requested from {iso(T0)}"
+    )
+    assert "retention already removed offsets 0-2" in world.fails("replay", world.topic, "--from", "0:1", "--dry-run")
     assert "retention already removed" in world.fails("replay", world.topic, "--ranges", "0:0-5", "--dry-run")
     assert not (world.tmp / "bundle").exists()
     assert not (world.tmp / "bundle.partial").exists()

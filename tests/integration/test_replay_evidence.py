@@ -12,6 +12,7 @@ import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fastavro import parse_schema, reader, writer
@@ -23,8 +24,8 @@ from tests.integration.test_replay_targets import launch
 
 
 def records_file(bundle: Path) -> Path:
-    manifest = json.loads((bundle / "manifest.json").read_text())
-    names = [f["name"] for f in manifest["records"]["files"]]
+    manifest: dict[str, Any] = json.loads((bundle / "manifest.json").read_text())
+    names: list[str] = [f["name"] for f in manifest["records"]["files"]]
     assert len(names) == 1, names
     return bundle / names[0]
 
@@ -53,8 +54,9 @@ def signed(replay_world: ReplayWorld) -> Signed:
     assert "auditor.key (keep it secret)" in made
     world.ok("evidence", "keygen", str(keys / "stranger"))
     bundle = world.tmp / "bundle"
-    exported = world.ok("replay", world.topic, "--tenant", "acme", "--export", str(bundle),
-                        "--sign-key", str(keys / "auditor.key")).output
+    exported = world.ok(
+        "replay", world.topic, "--tenant", "acme", "--export", str(bundle), "--sign-key", str(keys / "auditor.key")
+    ).output
     assert "exported 30 record(s) (of 30 read)" in exported
     return Signed(world, bundle, keys)
 
@@ -84,8 +86,7 @@ def test_an_edited_record_fails_verification(signed: Signed) -> None:
     message = signed.world.fails("evidence", "verify", str(edited), "--public-key", str(signed.keys / "auditor.pub"))
     assert "FAILED verification" in message
     failed = signed.world.cli("evidence", "verify", str(edited)).output
-    assert "partition 2 offset 1: the record does not match its SHA-256 in records.sha256 (an edited record)" \
-        in failed
+    assert "partition 2 offset 1: the record does not match its SHA-256 in records.sha256 (an edited record)" in failed
 
 
 def test_a_dropped_record_fails_verification(signed: Signed) -> None:
@@ -93,16 +94,18 @@ def test_a_dropped_record_fails_verification(signed: Signed) -> None:
     with records_file(dropped).open("rb") as stream:
         container = reader(stream)
         schema = container.writer_schema
-        kept = [r for r in container if (r["partition"], r["offset"]) != (1, 3)]  # type: ignore[index]
+        kept = [r for r in container if isinstance(r, dict) and (r["partition"], r["offset"]) != (1, 3)]
     rewritten = io.BytesIO()
     writer(rewritten, parse_schema(schema), kept)
     records_file(dropped).write_bytes(rewritten.getvalue())
     failed = signed.world.cli("evidence", "verify", str(dropped), "--output", "json")
     assert failed.exit_code == 1
-    report = json.loads(failed.output[:failed.output.rindex("}") + 1])
+    report = json.loads(failed.output[: failed.output.rindex("}") + 1])
     assert report["ok"] is False
-    assert "partition 1 offset 3: listed in records.sha256 but missing from the records (a dropped record)" \
+    assert (
+        "partition 1 offset 3: listed in records.sha256 but missing from the records (a dropped record)"
         in report["problems"]
+    )
 
 
 def test_an_edited_manifest_fails_verification(signed: Signed) -> None:
@@ -193,7 +196,7 @@ def test_a_parallel_export_holds_the_same_records_hashes_and_root(replay_world: 
     held = []
     for entry in files:
         with (parallel / entry["name"]).open("rb") as stream:
-            held.append(sorted({record["partition"] for record in reader(stream)}))
+            held.append(sorted({record["partition"] for record in reader(stream) if isinstance(record, dict)}))
     assert held == [[0, 1], [2]]
     assert [f["records"] for f in files] == [200, 100]
     assert world.ok("evidence", "verify", str(parallel)).output.startswith(f"OK {parallel}: 300 record(s)")
@@ -245,5 +248,6 @@ def test_a_parallel_export_killed_mid_way_resumes_to_the_same_records(replay_wor
     assert manifests[0]["merkle_root"] == manifests[1]["merkle_root"]
     assert (bundle / "records.sha256").read_bytes() == (reference / "records.sha256").read_bytes()
     assert sorted(p.name for p in bundle.iterdir()) == sorted(
-        ["manifest.json", "records.sha256", *(f["name"] for f in manifests[1]["records"]["files"])])
+        ["manifest.json", "records.sha256", *(f["name"] for f in manifests[1]["records"]["files"])]
+    )
     world.ok("evidence", "verify", str(bundle))

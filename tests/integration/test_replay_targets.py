@@ -30,8 +30,9 @@ LAUNCH = "from tests.integration.test_replay import cli; cli()"
 def launch(world: ReplayWorld, *args: str) -> subprocess.Popen[bytes]:
     """The replay CLI in its own process (so it can be killed)."""
     env = {**os.environ, **world.env, "PYTHONPATH": str(REPO)}
-    return subprocess.Popen([sys.executable, "-c", LAUNCH, *args], cwd=REPO, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    return subprocess.Popen(
+        [sys.executable, "-c", LAUNCH, *args], cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
 
 
 def total(bootstrap: str, topic: str) -> int:
@@ -50,13 +51,20 @@ def test_shadow_topic_keeps_keys_values_and_headers_byte_for_byte(replay_world: 
     world.produce_many([(seq % 3, T0 + seq, seq) for seq in range(30)])
     odd = world.sent[0]
     producer = Producer({"bootstrap.servers": world.bootstrap})
-    producer.produce(world.topic, value=odd.value, key=None, partition=1, timestamp=T0 + 99,
-                     headers=[("empty", None), ("ce_tenantid", b"acme"), ("dup", b"1"), ("dup", b"2")])
+    producer.produce(
+        world.topic,
+        value=odd.value,
+        key=None,
+        partition=1,
+        timestamp=T0 + 99,
+        headers=[("empty", None), ("ce_tenantid", b"acme"), ("dup", b"1"), ("dup", b"2")],
+    )
     assert producer.flush(10) == 0
 
     started = time.monotonic()
-    report = json.loads(world.ok("replay", world.topic, "--to-topic", "--id", "copy1", "--rate", "40",
-                                 "--output", "json").output)
+    report = json.loads(
+        world.ok("replay", world.topic, "--to-topic", "--id", "copy1", "--rate", "40", "--output", "json").output
+    )
     assert time.monotonic() - started >= 31 / 40 - 0.1  # --rate paces the copy
     shadow = f"{world.topic}.replay.copy1"
     assert report["target"] == {"kind": "topic", "name": shadow}
@@ -66,8 +74,10 @@ def test_shadow_topic_keeps_keys_values_and_headers_byte_for_byte(replay_world: 
 
     copies = world.read(shadow, 31)
     originals = read_topic(world.bootstrap, world.topic, 31)
-    by_origin = {(int(dict(m.headers())["streams_replay_partition"]), int(dict(m.headers())["streams_replay_offset"])):
-                 m for m in copies}
+    by_origin = {
+        (int(dict(m.headers())["streams_replay_partition"]), int(dict(m.headers())["streams_replay_offset"])): m
+        for m in copies
+    }
     assert len(by_origin) == 31
     for original in originals:
         copy = by_origin.pop((original.partition(), original.offset()))
@@ -77,10 +87,12 @@ def test_shadow_topic_keeps_keys_values_and_headers_byte_for_byte(replay_world: 
         count = len(original.headers())
         assert copy.headers()[:count] == original.headers()
         assert copy.headers()[count:] == [
-            ("streams_replay_id", b"copy1"), ("streams_replay_topic", world.topic.encode()),
+            ("streams_replay_id", b"copy1"),
+            ("streams_replay_topic", world.topic.encode()),
             ("streams_replay_partition", str(original.partition()).encode()),
             ("streams_replay_offset", str(original.offset()).encode()),
-            ("streams_replay_timestamp", str(original.timestamp()[1]).encode())]
+            ("streams_replay_timestamp", str(original.timestamp()[1]).encode()),
+        ]
     for partition in range(3):  # and in the source's order
         offsets = [int(dict(m.headers())["streams_replay_offset"]) for m in copies if m.partition() == partition]
         assert offsets == sorted(offsets)
@@ -111,8 +123,10 @@ def test_a_killed_shadow_copy_continues_with_the_same_id_without_duplicates(repl
     assert "was started with a different query" in changed
     world.ok("replay", world.topic, "--to-topic", "--id", "resume1")
     copies = world.read(shadow, 240)
-    origins = sorted((int(dict(m.headers())["streams_replay_partition"]),
-                      int(dict(m.headers())["streams_replay_offset"])) for m in copies)
+    origins = sorted(
+        (int(dict(m.headers())["streams_replay_partition"]), int(dict(m.headers())["streams_replay_offset"]))
+        for m in copies
+    )
     assert origins == sorted((s.partition, s.offset) for s in world.sent)  # each exactly once
 
 
@@ -125,8 +139,14 @@ def committed(bootstrap: str, group: str, topic: str) -> dict[int, int]:
 
 def consume_group(bootstrap: str, group: str, topic: str, expected: int) -> list[Any]:
     """Run a plain consumer of `group` until it has `expected` records, commit, leave the group."""
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "auto.offset.reset": "earliest",
-                         "enable.auto.commit": False})
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": group,
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+        }
+    )
     consumer.subscribe([topic])
     seen: list[Any] = []
     deadline = time.monotonic() + 45
@@ -156,15 +176,22 @@ def test_group_redrive_plans_moves_and_refuses_an_active_group(
     assert "dry run: nothing changed" in dry
     assert committed(world.bootstrap, group, world.topic) == {0: 4, 1: 4, 2: 4}
 
-    done = json.loads(world.ok("replay", world.topic, "--group", group, "--reset", "--from", iso(T0 + 6),
-                               "--output", "json").output)
+    done = json.loads(
+        world.ok("replay", world.topic, "--group", group, "--reset", "--from", iso(T0 + 6), "--output", "json").output
+    )
     assert [m["target"] for m in done["group_reset"]["moves"]] == [2, 2, 2]
     assert committed(world.bootstrap, group, world.topic) == {0: 2, 1: 2, 2: 2}
     redriven = consume_group(world.bootstrap, group, world.topic, 6)
     assert sorted(m.timestamp()[1] for m in redriven) == [T0 + seq for seq in range(6, 12)]
 
-    consumer = Consumer({"bootstrap.servers": world.bootstrap, "group.id": group, "auto.offset.reset": "earliest",
-                         "enable.auto.commit": False})
+    consumer = Consumer(
+        {
+            "bootstrap.servers": world.bootstrap,
+            "group.id": group,
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+        }
+    )
     try:
         consumer.subscribe([world.topic])
         deadline = time.monotonic() + 30

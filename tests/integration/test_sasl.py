@@ -22,12 +22,12 @@ from pydantic import SecretStr
 from streams.admin import apply_plan, plan_changes
 from streams.bridge.celery_wire import queue_keys
 from streams.catalog import load_catalog
+from streams.demo.samples import invoice_chain
 from streams.kafka_util import read_all
 from streams.local import scram
 from streams.local.processes import free_port
 from streams.local.stack import start_stack, stop_stack
 from streams.publish import Publisher
-from streams.samples import invoice_chain
 from streams.schemas.commands import apply_schemas
 from streams.schemas.registry_client import RegistryClient
 from streams.settings import Settings
@@ -66,9 +66,13 @@ class SaslStack:
     def env(self, password: str = PASSWORD) -> dict[str, str]:
         """What `streams dev up --sasl` tells a user to export, with `password`; nothing else of ours."""
         inherited = {name: value for name, value in os.environ.items() if not name.startswith("STREAMS_")}
-        return {**inherited, **scram.client_environment(self.bootstrap, USER, password),
-                "STREAMS_DATA_DIR": str(self.data_dir), "STREAMS_CATALOG_PATH": str(ROOT / "topics.yaml"),
-                "STREAMS_REDIS_URL": self.redis_url}
+        return {
+            **inherited,
+            **scram.client_environment(self.bootstrap, USER, password),
+            "STREAMS_DATA_DIR": str(self.data_dir),
+            "STREAMS_CATALOG_PATH": str(ROOT / "topics.yaml"),
+            "STREAMS_REDIS_URL": self.redis_url,
+        }
 
     def kafka(self) -> dict[str, str | int | float | bool]:
         return self.settings.kafka_config(self.settings.bootstrap_servers())
@@ -95,16 +99,25 @@ def run_cli(
     stack: SaslStack, *args: str, password: str = PASSWORD, timeout: float = 180
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "streams.cli", *args], env=stack.env(password), capture_output=True, text=True,
-        timeout=timeout, check=False, cwd=stack.data_dir,
+        [sys.executable, "-m", "streams.cli", *args],
+        env=stack.env(password),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+        cwd=stack.data_dir,
     )
 
 
 def spawn_cli(stack: SaslStack, log: Path, *args: str) -> subprocess.Popen[bytes]:
     with log.open("ab") as out:
         return subprocess.Popen(
-            [sys.executable, "-m", "streams.cli", *args], env=stack.env(), stdout=out, stderr=subprocess.STDOUT,
-            start_new_session=True, cwd=stack.data_dir,
+            [sys.executable, "-m", "streams.cli", *args],
+            env=stack.env(),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            cwd=stack.data_dir,
         )
 
 
@@ -130,8 +143,11 @@ def validated(stack: SaslStack, tmp_path_factory: pytest.TempPathFactory) -> lis
     log = tmp_path_factory.mktemp("sasl-worker") / "worker.log"
     worker = spawn_cli(stack, log, "worker", "--agents", "validation", "--web-port", str(free_port()))
     try:
-        wait_for(lambda: len(stack.read("invoice.cleared")) >= INVOICES, 240,
-                 lambda: f"{INVOICES} cleared invoices; worker log:\n{log.read_text(errors='replace')[-3000:]}")
+        wait_for(
+            lambda: len(stack.read("invoice.cleared")) >= INVOICES,
+            240,
+            lambda: f"{INVOICES} cleared invoices; worker log:\n{log.read_text(errors='replace')[-3000:]}",
+        )
     finally:
         stop(worker)
     return stack.read("invoice.cleared")
@@ -167,8 +183,11 @@ def test_the_bridge_logs_in_and_hands_cleared_invoices_to_celery(
 
     bridge = spawn_cli(stack, log, "bridge", "--instance-id", "sasl-bridge")
     try:
-        wait_for(lambda: queued() >= INVOICES, 180,
-                 lambda: f"{INVOICES} tasks in Redis (have {queued()}); bridge log:\n{log.read_text()[-3000:]}")
+        wait_for(
+            lambda: queued() >= INVOICES,
+            180,
+            lambda: f"{INVOICES} tasks in Redis (have {queued()}); bridge log:\n{log.read_text()[-3000:]}",
+        )
     finally:
         stop(bridge)
         client.close()
@@ -202,8 +221,11 @@ def test_a_wrong_password_is_one_clear_error(stack: SaslStack, command: list[str
 def test_dev_up_reports_the_running_scram_stack_and_its_client_variables(stack: SaslStack) -> None:
     result = subprocess.run(
         [sys.executable, "-m", "streams.cli", "dev", "up", "--sasl", "--sasl-user", USER, "--output", "json"],
-        env={**stack.env(), "STREAMS_LOCAL_SASL_PASSWORD": PASSWORD}, capture_output=True, text=True,
-        timeout=120, check=False,
+        env={**stack.env(), "STREAMS_LOCAL_SASL_PASSWORD": PASSWORD},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)

@@ -10,9 +10,9 @@ from typing import TYPE_CHECKING
 import pytest
 from confluent_kafka.admin import AdminClient
 
+from streams.demo.samples import invoice_chain
 from streams.local.processes import free_port
 from streams.publish import Publisher
-from streams.samples import invoice_chain
 from tests.integration.worker_harness import (
     catalog_stack,
     header,
@@ -45,8 +45,7 @@ def assignments(settings: Settings, group: str) -> list[set[tuple[str, int]]]:
     description = admin.describe_consumer_groups([group], request_timeout=10)[group].result()
     if str(description.state) != "ConsumerGroupState.STABLE":
         return []
-    return [{(tp.topic, tp.partition) for tp in member.assignment.topic_partitions}
-            for member in description.members]
+    return [{(tp.topic, tp.partition) for tp in member.assignment.topic_partitions} for member in description.members]
 
 
 def spread_over(settings: Settings, group: str, members: int, topic: str) -> bool:
@@ -59,7 +58,7 @@ def publish_batch(settings: Settings, first_icv: int) -> None:
     with Publisher(settings, source="billing-api") as publisher:
         for tenant in TENANTS:
             chain = invoice_chain(first_icv + PER_TENANT - 1, tenant=tenant)
-            for invoice in chain[first_icv - 1:]:
+            for invoice in chain[first_icv - 1 :]:
                 publisher.publish("invoice.created", invoice)
 
 
@@ -72,11 +71,22 @@ def pdfs(settings: Settings) -> int:
 
 
 @pytest.mark.timeout(600)
-def test_two_workers_and_two_bridges_share_partitions_and_survive_one_stopping(stack: Settings,
-                                                                                tmp_path: Path) -> None:
+def test_two_workers_and_two_bridges_share_partitions_and_survive_one_stopping(stack: Settings, tmp_path: Path) -> None:
     bridge = [sys.executable, "-m", "streams.cli", "bridge"]
-    celery = [sys.executable, "-m", "celery", "-A", "streams.bridge.reference_tasks", "worker", "-Q",
-              "interactive,default,batch", "--concurrency", "2", "--without-gossip", "--without-mingle"]
+    celery = [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "streams.bridge.reference_tasks",
+        "worker",
+        "-Q",
+        "interactive,default,batch",
+        "--concurrency",
+        "2",
+        "--without-gossip",
+        "--without-mingle",
+    ]
     processes = [
         start_worker(stack, "validation", free_port(), tmp_path / "worker-a.log"),
         start_worker(stack, "validation", free_port(), tmp_path / "worker-b.log"),
@@ -86,24 +96,42 @@ def test_two_workers_and_two_bridges_share_partitions_and_survive_one_stopping(s
     ]
     worker_b, bridge_b = processes[1], processes[3]
     try:
-        wait_for(lambda: spread_over(stack, "streams-worker-validation", 2, "invoice.created"), 120,
-                 lambda: f"two workers sharing invoice.created: {assignments(stack, 'streams-worker-validation')}")
-        wait_for(lambda: spread_over(stack, "streams-bridge", 2, "invoice.cleared"), 120,
-                 lambda: f"two bridges sharing invoice.cleared: {assignments(stack, 'streams-bridge')}")
+        wait_for(
+            lambda: spread_over(stack, "streams-worker-validation", 2, "invoice.created"),
+            120,
+            lambda: f"two workers sharing invoice.created: {assignments(stack, 'streams-worker-validation')}",
+        )
+        wait_for(
+            lambda: spread_over(stack, "streams-bridge", 2, "invoice.cleared"),
+            120,
+            lambda: f"two bridges sharing invoice.cleared: {assignments(stack, 'streams-bridge')}",
+        )
         publish_batch(stack, first_icv=1)
         total = len(TENANTS) * PER_TENANT
-        wait_for(lambda: cleared(stack) == total and pdfs(stack) == total, 180,
-                 lambda: f"{total} cleared and PDFs: {cleared(stack)} cleared, {pdfs(stack)} PDFs")
+        wait_for(
+            lambda: cleared(stack) == total and pdfs(stack) == total,
+            180,
+            lambda: f"{total} cleared and PDFs: {cleared(stack)} cleared, {pdfs(stack)} PDFs",
+        )
 
         stop_worker(worker_b, signal.SIGTERM)
         stop_worker(bridge_b, signal.SIGTERM)
-        wait_for(lambda: spread_over(stack, "streams-worker-validation", 1, "invoice.created"), 120,
-                 lambda: f"one worker owning invoice.created: {assignments(stack, 'streams-worker-validation')}")
-        wait_for(lambda: spread_over(stack, "streams-bridge", 1, "invoice.cleared"), 120,
-                 lambda: f"one bridge owning invoice.cleared: {assignments(stack, 'streams-bridge')}")
+        wait_for(
+            lambda: spread_over(stack, "streams-worker-validation", 1, "invoice.created"),
+            120,
+            lambda: f"one worker owning invoice.created: {assignments(stack, 'streams-worker-validation')}",
+        )
+        wait_for(
+            lambda: spread_over(stack, "streams-bridge", 1, "invoice.cleared"),
+            120,
+            lambda: f"one bridge owning invoice.cleared: {assignments(stack, 'streams-bridge')}",
+        )
         publish_batch(stack, first_icv=PER_TENANT + 1)
-        wait_for(lambda: cleared(stack) == 2 * total and pdfs(stack) == 2 * total, 180,
-                 lambda: f"{2 * total} cleared and PDFs: {cleared(stack)} cleared, {pdfs(stack)} PDFs")
+        wait_for(
+            lambda: cleared(stack) == 2 * total and pdfs(stack) == 2 * total,
+            180,
+            lambda: f"{2 * total} cleared and PDFs: {cleared(stack)} cleared, {pdfs(stack)} PDFs",
+        )
         assert [m for m in read_topic(stack, "compliance.violation") if header(m, "ce_tenantid") in TENANTS] == []
     finally:
         for process in processes:

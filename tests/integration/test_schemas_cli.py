@@ -146,9 +146,7 @@ def test_a_compatible_edit_checks_and_registers_as_a_new_version(project: Projec
     assert applied[f"{project.workflow}-value"]["action"] == "unchanged"
 
 
-def test_an_incompatible_edit_fails_check_and_apply_changes_nothing(
-    project: Project, client: RegistryClient
-) -> None:
+def test_an_incompatible_edit_fails_check_and_apply_changes_nothing(project: Project, client: RegistryClient) -> None:
     invoice = f"{project.invoice}-value"
     project.json("apply")
     release = project.snapshot()
@@ -245,10 +243,17 @@ def test_registry_down_is_one_clear_error(tmp_path: Path) -> None:
 
 def test_client_calls_and_confluent_errors(client: RegistryClient) -> None:
     subject = f"t.client.{uuid.uuid4().hex[:8]}-value"
-    v1 = json.dumps({"type": "record", "name": "R", "namespace": "t.client", "fields": [
-        {"name": "id", "type": "string"}]})
-    v2 = json.dumps({"type": "record", "name": "R", "namespace": "t.client", "fields": [
-        {"name": "id", "type": "string"}, {"name": "n", "type": "long", "default": 0}]})
+    v1 = json.dumps(
+        {"type": "record", "name": "R", "namespace": "t.client", "fields": [{"name": "id", "type": "string"}]}
+    )
+    v2 = json.dumps(
+        {
+            "type": "record",
+            "name": "R",
+            "namespace": "t.client",
+            "fields": [{"name": "id", "type": "string"}, {"name": "n", "type": "long", "default": 0}],
+        }
+    )
     assert client.lookup(subject, v1) is None
     assert client.latest(subject) is None
     assert client.versions(subject) == []

@@ -29,6 +29,8 @@ if TYPE_CHECKING:
     import subprocess
     from collections.abc import Iterator
 
+    from confluent_kafka import Message
+
     from streams.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -50,8 +52,16 @@ def start_app(settings: Settings, app: str, log: Path, *extra: str) -> tuple[sub
 
 def actions(count: int, users: int, tenant: str) -> list[dict[str, Any]]:
     """`count` user actions over `users` users, interleaved (each user's own order kept)."""
-    return [{"user_id": f"{tenant}-u{n % users:02d}", "tenant_id": tenant, "action": "invoice.approve",
-             "resource": f"inv-{n}", "occurred_at": 1_700_000_000_000 + n} for n in range(count)]
+    return [
+        {
+            "user_id": f"{tenant}-u{n % users:02d}",
+            "tenant_id": tenant,
+            "action": "invoice.approve",
+            "resource": f"inv-{n}",
+            "occurred_at": 1_700_000_000_000 + n,
+        }
+        for n in range(count)
+    ]
 
 
 def expected_velocity(settings: Settings, tenant: str) -> tuple[dict[str, int], set[str]]:
@@ -74,8 +84,11 @@ def expected_velocity(settings: Settings, tenant: str) -> tuple[dict[str, int], 
 def table_totals(settings: Settings, group: str, tenant: str) -> dict[str, int]:
     changelog = read_compacted({"bootstrap.servers": settings.bootstrap_servers()}, f"{group}-store-changelog")
     prefix = f"actions-per-user:{tenant}-".encode()
-    return {key.decode().split(":", 1)[1]: orjson.loads(value) for key, value in changelog.items()
-            if key.startswith(prefix) and value is not None}
+    return {
+        key.decode().split(":", 1)[1]: orjson.loads(value)
+        for key, value in changelog.items()
+        if key.startswith(prefix) and value is not None
+    }
 
 
 def violations_of(settings: Settings, tenant: str) -> list[str]:
@@ -87,7 +100,8 @@ def violations_of(settings: Settings, tenant: str) -> list[str]:
 
 
 def test_the_example_counts_and_flags_exactly_once_across_kill_9_and_a_second_worker(
-        stack: Settings, tmp_path: Path) -> None:
+    stack: Settings, tmp_path: Path
+) -> None:
     """20k actions published while the worker is killed -9 three times and a second worker joins and leaves:
     the tables and violations equal what one uninterrupted run gives (no loss, no double count)."""
     tenant = f"t{uuid.uuid4().hex[:6]}"
@@ -95,7 +109,7 @@ def test_the_example_counts_and_flags_exactly_once_across_kill_9_and_a_second_wo
     log = tmp_path / "worker.log"
     worker, port = start_app(stack, "examples.velocity:app", log)
     second = None
-    chunks = [events[i:i + len(events) // 8] for i in range(0, len(events), len(events) // 8)]
+    chunks = [events[i : i + len(events) // 8] for i in range(0, len(events), len(events) // 8)]
     try:
         with Publisher(stack, source="web-app") as publisher:
             for n, chunk in enumerate(chunks):
@@ -104,8 +118,11 @@ def test_the_example_counts_and_flags_exactly_once_across_kill_9_and_a_second_wo
                 publisher.flush()
                 if n == 1:  # a second worker joins, takes its share, and leaves (SIGTERM: a drain) later
                     second, _ = start_app(stack, "examples.velocity:app", tmp_path / "second.log")
-                    wait_for(lambda: "engine.assigned" in (tmp_path / "second.log").read_text(), 60,
-                             lambda: "the second worker's assignment")
+                    wait_for(
+                        lambda: "engine.assigned" in (tmp_path / "second.log").read_text(),
+                        60,
+                        lambda: "the second worker's assignment",
+                    )
                 if n == 3 and second is not None:
                     stop_worker(second)
                     second = None
@@ -117,8 +134,11 @@ def test_the_example_counts_and_flags_exactly_once_across_kill_9_and_a_second_wo
         totals, wanted = expected_velocity(stack, tenant)
         assert sum(totals.values()) == len(events)
         assert wanted, "the run should reach the limit for some users"
-        wait_for(lambda: table_totals(stack, "velocity-velocity", tenant) == totals, 180,
-                 lambda: f"tables {sum(table_totals(stack, 'velocity-velocity', tenant).values())} of {len(events)}")
+        wait_for(
+            lambda: table_totals(stack, "velocity-velocity", tenant) == totals,
+            180,
+            lambda: f"tables {sum(table_totals(stack, 'velocity-velocity', tenant).values())} of {len(events)}",
+        )
         found = violations_of(stack, tenant)
         assert sorted(found) == sorted(wanted)  # each once: no loss, no duplicate
         health = httpx.get(f"http://127.0.0.1:{port}/health", timeout=5)
@@ -133,7 +153,8 @@ def test_the_example_counts_and_flags_exactly_once_across_kill_9_and_a_second_wo
 
 
 def test_a_quiet_window_closes_by_the_wall_clock_and_a_late_event_is_dead_lettered(
-        stack: Settings, tmp_path: Path) -> None:
+    stack: Settings, tmp_path: Path
+) -> None:
     tenant = f"w{uuid.uuid4().hex[:6]}"
     worker, _ = start_app(stack, "tests.integration.apps.windows:app", tmp_path / "worker.log")
     try:
@@ -141,16 +162,24 @@ def test_a_quiet_window_closes_by_the_wall_clock_and_a_late_event_is_dead_letter
             for n in range(3):
                 publisher.publish("user.action", actions(3, 1, tenant)[n]).result()
         # No event follows: the 2-second window must close on the clock and its callback report the count.
-        wait_for(lambda: _closed_windows(stack, tenant), 60, lambda: "a window-closed violation")
+        wait_for(lambda: bool(_closed_windows(stack, tenant)), 60, lambda: "a window-closed violation")
         closed = _closed_windows(stack, tenant)
         assert [count for _, count in closed] == [3]
         late = Producer({"bootstrap.servers": stack.bootstrap_servers()})
         encoded = _encoded_action(stack, actions(1, 1, tenant)[0])
-        late.produce("user.action", key=f"{tenant}-u00".encode(), value=encoded,
-                     timestamp=int(time.time() * 1000) - 60_000, headers=[("ce_id", f"late-{tenant}".encode())])
+        late.produce(
+            "user.action",
+            key=f"{tenant}-u00".encode(),
+            value=encoded,
+            timestamp=int(time.time() * 1000) - 60_000,
+            headers=[("ce_id", f"late-{tenant}".encode())],
+        )
         assert late.flush(10) == 0
-        wait_for(lambda: any(header(m, "ce_id") == f"late-{tenant}" for m in read_topic(stack, "user.action.dlq")),
-                 60, lambda: "the late event in user.action.dlq")
+        wait_for(
+            lambda: any(header(m, "ce_id") == f"late-{tenant}" for m in read_topic(stack, "user.action.dlq")),
+            60,
+            lambda: "the late event in user.action.dlq",
+        )
         parked = next(m for m in read_topic(stack, "user.action.dlq") if header(m, "ce_id") == f"late-{tenant}")
         assert header(parked, "dlq_error_class") == "LateEvent"
         assert parked.value() == encoded  # intact
@@ -188,10 +217,13 @@ def test_poison_inputs_end_as_specified_and_the_partition_flows(stack: Settings,
         assert producer.flush(30) == 0
         with Publisher(stack, source="web-app") as publisher:
             for action, resource in (("always-raise", "r1"), ("retry-3", "r2"), ("approve", "r3")):
-                publisher.publish("user.action", {**actions(1, 1, tenant)[0], "action": action,
-                                                  "resource": f"{tenant}-{resource}"}).result()
-        parked = lambda: {header(m, "ce_id"): m for m in read_topic(stack, "user.action.dlq")  # noqa: E731
-                          if m.key() == key}
+                publisher.publish(
+                    "user.action", {**actions(1, 1, tenant)[0], "action": action, "resource": f"{tenant}-{resource}"}
+                ).result()
+
+        def parked() -> dict[str, Message]:
+            return {header(m, "ce_id"): m for m in read_topic(stack, "user.action.dlq") if m.key() == key}
+
         wait_for(lambda: len(parked()) == 3, 90, lambda: f"3 dead letters of {tenant}, have {sorted(parked())}")
         dead = parked()
         assert dead[f"{tenant}-bad"].value() == bad
@@ -201,8 +233,11 @@ def test_poison_inputs_end_as_specified_and_the_partition_flows(stack: Settings,
         assert header(raised, "dlq_error_class") == "RuntimeError"
         assert header(raised, "dlq_attempts") == "4"
         # The retried event and the good one after all of it were handled: the table counts each once.
-        wait_for(lambda: _table_value(stack, "poison-test-handle", f"seen:{tenant}") == 2, 60,
-                 lambda: f"seen[{tenant}] == 2, have {_table_value(stack, 'poison-test-handle', f'seen:{tenant}')}")
+        wait_for(
+            lambda: _table_value(stack, "poison-test-handle", f"seen:{tenant}") == 2,
+            60,
+            lambda: f"seen[{tenant}] == 2, have {_table_value(stack, 'poison-test-handle', f'seen:{tenant}')}",
+        )
         health = httpx.get(f"http://127.0.0.1:{port}/health", timeout=5)
         assert health.status_code == 200
         rss_mb = _rss_mb(worker.pid)

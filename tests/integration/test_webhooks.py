@@ -14,10 +14,10 @@ from confluent_kafka import Producer
 from rich.console import Console
 from standardwebhooks.webhooks import Webhook
 
+from streams.demo.webhooks import run_webhooks_until, show_webhooks
 from streams.local.processes import free_port
 from streams.schemas.registry_client import RegistryClient
 from streams.webhooks.commands import load_checked
-from streams.webhooks.demo import run_webhooks_until, show_webhooks
 from streams.webhooks.receiver import Answer, Received, Receiver
 from streams.webhooks.runner import RunnerOptions, WebhookRunner
 from streams.webhooks.signing import webhook_id
@@ -55,7 +55,10 @@ async def refuse_odd_warnings(got: Received) -> Answer | None:
 
 
 def test_routed_events_arrive_signed_and_refused_or_bad_records_are_parked(
-    tmp_path: Path, unique_name: Callable[[str], str], kafka_bootstrap: str, registry_url: str,  # noqa: F811
+    tmp_path: Path,
+    unique_name: Callable[[str], str],
+    kafka_bootstrap: str,
+    registry_url: str,  # noqa: F811
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     with Receiver(SECRET, respond=refuse_odd_warnings) as receiver:
@@ -82,8 +85,9 @@ def test_routed_events_arrive_signed_and_refused_or_bad_records_are_parked(
     warnings = [e for e in events if e["severity"] == "WARNING"]
     refused = [e for e in warnings if int(e["message"].rstrip(")").rsplit("(", 1)[1]) % 2]
     taken = [e for e in warnings if e not in refused]
-    expected = {webhook_id("errors", ids[e["violation_id"]]) for e in errors} | \
-        {webhook_id("warnings", ids[e["violation_id"]]) for e in taken}
+    expected = {webhook_id("errors", ids[e["violation_id"]]) for e in errors} | {
+        webhook_id("warnings", ids[e["violation_id"]]) for e in taken
+    }
     assert set(receiver.delivered) == expected
     assert receiver.bad_signatures == []
     for msg_id, got in receiver.delivered.items():  # the spec's reference library agrees
@@ -132,7 +136,10 @@ def assert_metrics(runner: WebhookRunner, topic: str, delivered: int, refused: i
 
 
 def test_an_unreachable_registry_holds_records_instead_of_parking_them(
-    tmp_path: Path, unique_name: Callable[[str], str], kafka_bootstrap: str, registry_url: str,  # noqa: F811
+    tmp_path: Path,
+    unique_name: Callable[[str], str],
+    kafka_bootstrap: str,
+    registry_url: str,  # noqa: F811
 ) -> None:
     with Receiver(SECRET) as receiver:
         world = make_hooks_world(tmp_path, unique_name, kafka_bootstrap, registry_url, ROUTES, url=receiver.url)
@@ -142,16 +149,18 @@ def test_an_unreachable_registry_holds_records_instead_of_parking_them(
         catalog, config = load_checked(world.settings())
 
         def run(registry: RegistryClient, until: Callable[[WebhookRunner], bool]) -> WebhookRunner:
-            runner = WebhookRunner(world.settings(), catalog, config, RunnerOptions(registry_retry_s=0.2),
-                                   registry=registry)
+            runner = WebhookRunner(
+                world.settings(), catalog, config, RunnerOptions(registry_retry_s=0.2), registry=registry
+            )
             thread = threading.Thread(target=runner.run, args=(lambda: until(runner),), daemon=True)
             thread.start()
             thread.join(90)
             return runner
 
         started = time.monotonic()
-        down = run(RegistryClient(f"http://127.0.0.1:{free_port()}", timeout=1.0),
-                   lambda _: time.monotonic() - started > 6)
+        down = run(
+            RegistryClient(f"http://127.0.0.1:{free_port()}", timeout=1.0), lambda _: time.monotonic() - started > 6
+        )
         assert (down.delivered, down.completed_records, receiver.requests) == (0, 0, 0)
         assert world.committed() == dict.fromkeys(world.end_offsets(), 0)
         assert world.dead_letters() == []
@@ -160,7 +169,10 @@ def test_an_unreachable_registry_holds_records_instead_of_parking_them(
 
 
 def test_the_demo_step_prints_what_its_receiver_got(
-    tmp_path: Path, unique_name: Callable[[str], str], kafka_bootstrap: str, registry_url: str,  # noqa: F811
+    tmp_path: Path,
+    unique_name: Callable[[str], str],
+    kafka_bootstrap: str,
+    registry_url: str,  # noqa: F811
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     url = f"http://127.0.0.1:{free_port()}/hooks/compliance"

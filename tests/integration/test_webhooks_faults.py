@@ -85,7 +85,7 @@ class Stream(threading.Thread):
         try:
             with self.world.publisher() as publisher:
                 for start in range(0, len(self.events), CHUNK):
-                    chunk = self.events[start:start + CHUNK]
+                    chunk = self.events[start : start + CHUNK]
                     futures = [publisher.publish(self.world.topic, event) for event in chunk]
                     for event, future in zip(chunk, futures, strict=True):
                         self.ids[event["violation_id"]] = future.result(timeout=30).event_id
@@ -96,19 +96,26 @@ class Stream(threading.Thread):
 
 @pytest.mark.timeout(420)
 def test_every_event_is_delivered_or_parked_through_faults_and_kills(
-    tmp_path: Path, unique_name: Callable[[str], str], kafka_bootstrap: str, registry_url: str  # noqa: F811
+    tmp_path: Path,
+    unique_name: Callable[[str], str],
+    kafka_bootstrap: str,
+    registry_url: str,  # noqa: F811
 ) -> None:
     flaky = Flaky(seed=16)
     with Receiver(SECRET, respond=flaky) as receiver:
         world = make_hooks_world(tmp_path, unique_name, kafka_bootstrap, registry_url, ROUTES, url=receiver.url)
-        with running(world):  # type: ignore[arg-type] - the same processes/stop_all shape
+        with running(world):
             runner = world.runner().start()
             events = [violation_event(i, "ERROR" if i % 2 else "WARNING") for i in range(EVENTS)]
             stream = Stream(world, events)
             stream.start()
             checked = 0
             for kill, threshold in enumerate((60, 150, 230), start=1):
-                wait_for(lambda t=threshold: len(receiver.delivered) >= t, 90, f"{threshold} deliveries, kill {kill}")
+
+                def delivered(t: int = threshold) -> bool:
+                    return len(receiver.delivered) >= t
+
+                wait_for(delivered, 90, f"{threshold} deliveries, kill {kill}")
                 runner.kill9()
                 checked += assert_offset_rule(world, receiver)
                 runner.start()
@@ -126,7 +133,7 @@ def test_every_event_is_delivered_or_parked_through_faults_and_kills(
 
         parked = {headers["ce_id"]: headers for headers in map(headers_of, world.dead_letters())}
         delivered_ids = set(receiver.delivered)
-        outcome = Counter()
+        outcome: Counter[str] = Counter()
         for ce_id in stream.ids.values():
             got, dlq = webhook_id(ROUTE, ce_id) in delivered_ids, ce_id in parked
             outcome["delivered" if got else "parked" if dlq else "lost"] += 1
@@ -139,18 +146,22 @@ def test_every_event_is_delivered_or_parked_through_faults_and_kills(
             assert headers["dlq_http_status"] or headers["dlq_http_error"]  # no answer: why (timeout, reset)
             assert SECRET not in str(headers)
         assert receiver.bad_signatures == []
-        for got in receiver.delivered.values():
-            Webhook(SECRET).verify(got.body, got.headers)
+        for received in receiver.delivered.values():
+            Webhook(SECRET).verify(received.body, received.headers)
         duplicates = receiver.answered_2xx - len(receiver.delivered)
-        print(f"\nwebhook faults: {dict(outcome)}; receiver answers {dict(flaky.answers)}; "  # noqa: T201
-              f"{duplicates} duplicate deliveries (kill -9 redeliveries); offset rule checked on {checked} records")
+        print(  # noqa: T201
+            f"\nwebhook faults: {dict(outcome)}; receiver answers {dict(flaky.answers)}; "
+            f"{duplicates} duplicate deliveries (kill -9 redeliveries); offset rule checked on {checked} records"
+        )
         assert outcome["delivered"] + outcome["parked"] == EVENTS
         poisoned = {stream.ids[e["violation_id"]] for e in events if poison(e)}
         assert poisoned <= set(parked)
         for ce_id in poisoned:
             assert webhook_id(ROUTE, ce_id) not in delivered_ids
-            assert (parked[ce_id]["dlq_http_status"], parked[ce_id]["dlq_http_body"]) == \
-                ("500", "poison: this event always fails")
+            assert (parked[ce_id]["dlq_http_status"], parked[ce_id]["dlq_http_body"]) == (
+                "500",
+                "poison: this event always fails",
+            )
         assert min(flaky.answers.values()) > 0  # every kind of failure happened
 
 
@@ -161,11 +172,12 @@ def assert_offset_rule(world: HooksWorld, receiver: Receiver) -> int:
     parked = {(h["dlq_partition"], h["dlq_offset"]) for h in map(headers_of, world.dead_letters())}
     checked = 0
     for message in records:
-        partition, offset = message.partition(), message.offset()
+        partition, offset = message.partition() or 0, message.offset() or 0
         if offset >= committed.get(partition, 0):
             continue
         ce_id = headers_of(message)["ce_id"]
-        assert webhook_id(ROUTE, ce_id) in receiver.delivered or (str(partition), str(offset)) in parked, \
+        assert webhook_id(ROUTE, ce_id) in receiver.delivered or (str(partition), str(offset)) in parked, (
             f"offset {offset} of partition {partition} committed but neither delivered nor parked"
+        )
         checked += 1
     return checked

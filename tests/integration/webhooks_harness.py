@@ -21,7 +21,7 @@ from streams.admin import apply_plan, plan_changes
 from streams.catalog import Catalog, load_catalog
 from streams.publish import Publisher
 from streams.schemas.registry_client import RegistryClient
-from streams.settings import Settings
+from streams.settings import KafkaConfig, Settings
 from tests.bridge.harness import ROOT, Proc, read_topic
 
 SECRET_NAME = "partner"  # noqa: S105 - the name a route refers to, not a secret
@@ -46,16 +46,25 @@ class HooksWorld:
         return load_catalog(self.catalog_path)
 
     def settings(self) -> Settings:
-        return Settings(kafka_bootstrap_servers=self.bootstrap, schema_registry_url=self.registry,
-                        catalog_path=self.catalog_path, data_dir=self.directory / "data",
-                        webhook_secrets=json.dumps({SECRET_NAME: SECRET}))  # type: ignore[arg-type]
+        return Settings(
+            kafka_bootstrap_servers=self.bootstrap,
+            schema_registry_url=self.registry,
+            catalog_path=self.catalog_path,
+            data_dir=self.directory / "data",
+            webhook_secrets=json.dumps({SECRET_NAME: SECRET}),
+        )
 
     def env(self) -> dict[str, str]:
         pythonpath = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
-        return {**os.environ, "PYTHONPATH": pythonpath, "STREAMS_KAFKA_BOOTSTRAP_SERVERS": self.bootstrap,
-                "STREAMS_SCHEMA_REGISTRY_URL": self.registry, "STREAMS_CATALOG_PATH": str(self.catalog_path),
-                "STREAMS_DATA_DIR": str(self.directory / "data"),
-                "STREAMS_WEBHOOK_SECRETS": f'{{"{SECRET_NAME}": "{SECRET}"}}'}
+        return {
+            **os.environ,
+            "PYTHONPATH": pythonpath,
+            "STREAMS_KAFKA_BOOTSTRAP_SERVERS": self.bootstrap,
+            "STREAMS_SCHEMA_REGISTRY_URL": self.registry,
+            "STREAMS_CATALOG_PATH": str(self.catalog_path),
+            "STREAMS_DATA_DIR": str(self.directory / "data"),
+            "STREAMS_WEBHOOK_SECRETS": f'{{"{SECRET_NAME}": "{SECRET}"}}',
+        }
 
     def runner(self, *args: str, instance: str = "hooks-1") -> Proc:
         command = [sys.executable, "-m", "streams.webhooks", "--instance-id", instance, *args]
@@ -79,8 +88,7 @@ class HooksWorld:
 
     def committed(self) -> dict[int, int]:
         """The group's committed offset per partition (0 where none)."""
-        consumer = Consumer({"bootstrap.servers": self.bootstrap, "group.id": self.group,
-                             "enable.auto.commit": False})
+        consumer = Consumer({"bootstrap.servers": self.bootstrap, "group.id": self.group, "enable.auto.commit": False})
         try:
             partitions = consumer.list_topics(self.topic, timeout=10).topics[self.topic].partitions
             found = consumer.committed([TopicPartition(self.topic, p) for p in partitions], timeout=10)
@@ -92,19 +100,27 @@ class HooksWorld:
         consumer = Consumer({"bootstrap.servers": self.bootstrap, "group.id": f"probe-{uuid.uuid4().hex[:6]}"})
         try:
             partitions = consumer.list_topics(self.topic, timeout=10).topics[self.topic].partitions
-            return {p: consumer.get_watermark_offsets(TopicPartition(self.topic, p), timeout=10)[1]
-                    for p in partitions}
+            return {p: consumer.get_watermark_offsets(TopicPartition(self.topic, p), timeout=10)[1] for p in partitions}
         finally:
             consumer.close()
 
 
-def make_hooks_world(tmp_path: Path, unique: Callable[[str], str], bootstrap: str, registry: str,
-                     routes_yaml: str, *, partitions: int = 3, **fields: Any) -> HooksWorld:
+def make_hooks_world(
+    tmp_path: Path,
+    unique: Callable[[str], str],
+    bootstrap: str,
+    registry: str,
+    routes_yaml: str,
+    *,
+    partitions: int = 3,
+    **fields: Any,
+) -> HooksWorld:
     """Fresh topic and catalog; `routes_yaml` (indented under `routes:`) may use {topic} and any of `fields`."""
     topic, group = unique("violation"), f"hooks-{uuid.uuid4().hex[:8]}"
     shutil.copytree(ROOT / "schemas", tmp_path / "schemas")
     routes = routes_yaml.format(topic=topic, **fields)
-    (tmp_path / "topics.yaml").write_text(f"""\
+    (tmp_path / "topics.yaml").write_text(
+        f"""\
 version: 1
 defaults: {{partitions: {partitions}, replication_factor: 1, min_insync_replicas: 1, retention: 1d}}
 topics:
@@ -112,9 +128,11 @@ topics:
 webhooks:
   group: {group}
   routes:
-""" + "".join(f"    {line}\n" for line in routes.strip("\n").splitlines()))
+"""
+        + "".join(f"    {line}\n" for line in routes.strip("\n").splitlines())
+    )
     catalog = load_catalog(tmp_path / "topics.yaml")
-    config = {"bootstrap.servers": bootstrap}
+    config: KafkaConfig = {"bootstrap.servers": bootstrap}
     apply_plan(plan_changes(catalog, config), catalog, config)
     with RegistryClient(registry) as client:
         client.register(f"{topic}-value", (tmp_path / "schemas" / "compliance.violation.avsc").read_text())
@@ -123,8 +141,9 @@ webhooks:
 
 def read_to_end(bootstrap: str, topic: str, timeout: float = 30.0) -> list[Message]:
     """Every record of `topic` up to the end offsets it has now."""
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"reader-{uuid.uuid4().hex[:6]}",
-                         "enable.auto.commit": False})
+    consumer = Consumer(
+        {"bootstrap.servers": bootstrap, "group.id": f"reader-{uuid.uuid4().hex[:6]}", "enable.auto.commit": False}
+    )
     try:
         partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
         ends = {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in partitions}
@@ -145,4 +164,6 @@ def read_to_end(bootstrap: str, topic: str, timeout: float = 30.0) -> list[Messa
 
 
 def headers_of(message: Message) -> dict[str, str]:
-    return {k: (v.decode(errors="replace") if isinstance(v, bytes) else str(v)) for k, v in message.headers() or []}
+    raw = message.headers() or []
+    pairs: list[tuple[str, str | bytes | None]] = list(raw.items()) if isinstance(raw, dict) else raw
+    return {k: (v.decode(errors="replace") if isinstance(v, bytes) else str(v)) for k, v in pairs}

@@ -42,16 +42,20 @@ def catalog_stack(data_dir: Path, *, with_redis: bool = False) -> Iterator[Setti
 
 
 def worker_env(settings: Settings) -> dict[str, str]:
-    return {**os.environ, "STREAMS_DATA_DIR": str(settings.data_dir),
-            "STREAMS_CATALOG_PATH": str(settings.catalog_path),
-            "STREAMS_AGENT_MAX_RECORD_BYTES": str(settings.agent_max_record_bytes)}
+    return {
+        **os.environ,
+        "STREAMS_DATA_DIR": str(settings.data_dir),
+        "STREAMS_CATALOG_PATH": str(settings.catalog_path),
+        "STREAMS_AGENT_MAX_RECORD_BYTES": str(settings.agent_max_record_bytes),
+    }
 
 
 def start_process(settings: Settings, command: list[str], log: Path) -> subprocess.Popen[bytes]:
     """`command` in a session of its own (so it can be killed whole), on this stack, output into `log`."""
     with log.open("ab") as out:  # the child keeps its own copy of the descriptor
-        return subprocess.Popen(command, env=worker_env(settings), stdout=out, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+        return subprocess.Popen(
+            command, env=worker_env(settings), stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
 
 
 def start_worker(settings: Settings, agents: str, port: int, log: Path) -> subprocess.Popen[bytes]:
@@ -70,7 +74,8 @@ def read_topic(settings: Settings, topic: str) -> list[Any]:
 
 
 def header(message: Any, name: str) -> str:
-    return dict(message.headers())[name].decode()
+    value: bytes = dict(message.headers())[name]
+    return value.decode()
 
 
 def wait_for(condition: Callable[[], bool], timeout: float, what: Callable[[], str]) -> None:

@@ -9,7 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from streams.cli import main
-from streams.local import binaries, kafka, maven
+from streams.local import binaries, kafka
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -68,12 +68,12 @@ def test_cached_jars_need_no_network(tmp_path: Path, monkeypatch: pytest.MonkeyP
     def no_network(*args: object, **kwargs: object) -> None:
         raise AssertionError("nothing is downloaded when the cache is complete")
 
-    monkeypatch.setattr(maven.urllib.request, "urlopen", no_network)
+    monkeypatch.setattr("streams.local.maven.urllib.request.urlopen", no_network)
     assert kafka.resolve_jars(tmp_path) == tmp_path
 
 
 def test_dev_up_without_any_java_is_one_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(binaries.shutil, "which", lambda _name: None)
+    monkeypatch.setattr("streams.local.binaries.shutil.which", lambda _name: None)
     monkeypatch.setattr(binaries, "_packaged", lambda _package, _relative: None)
     result = CliRunner().invoke(main, ["dev", "up"], env={"STREAMS_DATA_DIR": str(tmp_path)})
     assert result.exit_code == 1

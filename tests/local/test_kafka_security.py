@@ -52,8 +52,13 @@ def client_certificate(directory: Path) -> tuple[Path, Path]:
     )  # fmt: skip
     cert_path, key_path = directory / "client.crt", directory / "client.key"
     cert_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                           serialization.BestAvailableEncryption(SECRET.encode())))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.BestAvailableEncryption(SECRET.encode()),
+        )
+    )
     return cert_path, key_path
 
 
@@ -103,13 +108,15 @@ def test_acls_without_sasl_users_or_a_catalog_are_refused_before_anything_starts
 
 
 def test_principal_credentials_files_are_owner_only(tmp_path: Path) -> None:
-    path = scram.write_credentials(tmp_path, scram.client_environment("127.0.0.1:1", "billing-api", "pw-1"),
-                                   "billing-api")
+    path = scram.write_credentials(
+        tmp_path, scram.client_environment("127.0.0.1:1", "billing-api", "pw-1"), "billing-api"
+    )
     assert path == tmp_path / "principals" / "billing-api.env"
     assert path.stat().st_mode & 0o077 == 0
     assert path.parent.stat().st_mode & 0o077 == 0
     assert scram.read_credentials(tmp_path, "billing-api") == scram.client_environment(
-        "127.0.0.1:1", "billing-api", "pw-1")
+        "127.0.0.1:1", "billing-api", "pw-1"
+    )
 
 
 def test_the_credentials_file_is_for_the_owner_and_sources_back_exactly(tmp_path: Path) -> None:
@@ -124,14 +131,17 @@ def test_the_credentials_file_is_for_the_owner_and_sources_back_exactly(tmp_path
 
 def test_plaintext_is_the_default_and_adds_nothing() -> None:
     assert Settings().kafka_config("b:9092") == {
-        "bootstrap.servers": "b:9092", "security.protocol": "PLAINTEXT", "log_level": 0
+        "bootstrap.servers": "b:9092",
+        "security.protocol": "PLAINTEXT",
+        "log_level": 0,
     }
     assert broker_credentials(Settings().kafka_config("b:9092")) is None
 
 
 def test_librdkafka_logs_only_when_verbose() -> None:
     assert Settings(verbose=True).kafka_config("b:9092") == {
-        "bootstrap.servers": "b:9092", "security.protocol": "PLAINTEXT"
+        "bootstrap.servers": "b:9092",
+        "security.protocol": "PLAINTEXT",
     }
 
 
@@ -171,15 +181,23 @@ def test_the_password_is_in_no_repr_dump_or_error() -> None:
     ("changes", "message"),
     [
         ({"kafka_sasl_mechanism": None}, "needs STREAMS_KAFKA_SASL_MECHANISM (the mechanism one of SCRAM-SHA-512"),
-        ({"kafka_sasl_username": None, "kafka_sasl_password": None},
-         "needs STREAMS_KAFKA_SASL_USERNAME, STREAMS_KAFKA_SASL_PASSWORD"),
+        (
+            {"kafka_sasl_username": None, "kafka_sasl_password": None},
+            "needs STREAMS_KAFKA_SASL_USERNAME, STREAMS_KAFKA_SASL_PASSWORD",
+        ),
         ({"kafka_security_protocol": "PLAINTEXT"}, "SASL credentials are set but STREAMS_KAFKA_SECURITY_PROTOCOL"),
-        ({"kafka_ssl_ca_location": "/nowhere/ca.crt"},
-         "STREAMS_KAFKA_SSL_CA_LOCATION set but STREAMS_KAFKA_SECURITY_PROTOCOL=SASL_PLAINTEXT does not use TLS"),
-        ({"kafka_security_protocol": "SASL_SSL", "kafka_ssl_ca_location": "/nowhere/ca.crt"},
-         "STREAMS_KAFKA_SSL_CA_LOCATION=/nowhere/ca.crt: no such file"),
-        ({"kafka_security_protocol": "SASL_SSL", "kafka_ssl_key_location": "/nowhere/client.key"},
-         "a client certificate needs both STREAMS_KAFKA_SSL_CERTIFICATE_LOCATION and STREAMS_KAFKA_SSL_KEY_LOCATION"),
+        (
+            {"kafka_ssl_ca_location": "/nowhere/ca.crt"},
+            "STREAMS_KAFKA_SSL_CA_LOCATION set but STREAMS_KAFKA_SECURITY_PROTOCOL=SASL_PLAINTEXT does not use TLS",
+        ),
+        (
+            {"kafka_security_protocol": "SASL_SSL", "kafka_ssl_ca_location": "/nowhere/ca.crt"},
+            "STREAMS_KAFKA_SSL_CA_LOCATION=/nowhere/ca.crt: no such file",
+        ),
+        (
+            {"kafka_security_protocol": "SASL_SSL", "kafka_ssl_key_location": "/nowhere/client.key"},
+            "a client certificate needs both STREAMS_KAFKA_SSL_CERTIFICATE_LOCATION and STREAMS_KAFKA_SSL_KEY_LOCATION",
+        ),
     ],
     ids=["no-mechanism", "no-credentials", "credentials-without-sasl", "ca-without-tls", "missing-ca", "key-only"],
 )
@@ -209,8 +227,13 @@ def test_faust_gets_the_same_tls_trust_and_client_certificate(tmp_path: Path) ->
     assert credentials.ssl_context.check_hostname  # librdkafka verifies the broker's name by default too
     assert credentials.ssl_context.get_ca_certs()
 
-    mutual = Settings(kafka_security_protocol="SSL", kafka_ssl_ca_location=ca, kafka_ssl_certificate_location=cert,
-                      kafka_ssl_key_location=key, kafka_ssl_key_password=SecretStr(SECRET))
+    mutual = Settings(
+        kafka_security_protocol="SSL",
+        kafka_ssl_ca_location=ca,
+        kafka_ssl_certificate_location=cert,
+        kafka_ssl_key_location=key,
+        kafka_ssl_key_password=SecretStr(SECRET),
+    )
     config = mutual.kafka_config("b:9093")
     assert config["ssl.certificate.location"] == str(cert)
     assert config["ssl.key.password"] == SECRET

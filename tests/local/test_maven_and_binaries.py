@@ -95,7 +95,7 @@ def _executable(path: Path, script: str) -> str:
 
 
 def test_an_old_system_java_gives_way_to_the_wheel(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    _executable(tmp_path / "java", '#!/bin/sh\necho \'openjdk version "11.0.2" 2019-01-15\' >&2\n')
+    _executable(tmp_path / "java", "#!/bin/sh\necho 'openjdk version \"11.0.2\" 2019-01-15' >&2\n")
     monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
     assert binaries.java_major(str(tmp_path / "java")) == 11
     java = binaries.find_java()
@@ -104,7 +104,7 @@ def test_an_old_system_java_gives_way_to_the_wheel(tmp_path: Path, monkeypatch: 
 
 
 def test_a_system_java_17_is_preferred(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    _executable(tmp_path / "java", '#!/bin/sh\necho \'openjdk version "17.0.15" 2025-04-15\' >&2\n')
+    _executable(tmp_path / "java", "#!/bin/sh\necho 'openjdk version \"17.0.15\" 2025-04-15' >&2\n")
     monkeypatch.setenv("PATH", str(tmp_path))
     assert binaries.find_java() == binaries.Program(str(tmp_path / "java"), "system")
 

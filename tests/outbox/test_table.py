@@ -43,12 +43,19 @@ def test_key_lock_ids_are_signed_64_bit_for_postgres_and_slots_for_mariadb() -> 
     assert 0 <= key_lock_id("mysql", "t", b"acme") < KEY_SLOTS
 
 
-@pytest.mark.parametrize(("dsn", "family"), [
-    ("sqlite:///erp.db", "sqlite"), ("sqlite+pysqlite:////abs/erp.db", "sqlite"),
-    ("postgresql://erp@db:5432/erp", "postgresql"), ("postgresql+psycopg://erp@db/erp", "postgresql"),
-    ("postgres://erp@db/erp", "postgresql"), ("mysql://erp:pw@db/erp", "mysql"), ("mariadb://erp@db/erp", "mysql"),
-    ("mysql+pymysql://erp@db/erp", "mysql"),
-])
+@pytest.mark.parametrize(
+    ("dsn", "family"),
+    [
+        ("sqlite:///erp.db", "sqlite"),
+        ("sqlite+pysqlite:////abs/erp.db", "sqlite"),
+        ("postgresql://erp@db:5432/erp", "postgresql"),
+        ("postgresql+psycopg://erp@db/erp", "postgresql"),
+        ("postgres://erp@db/erp", "postgresql"),
+        ("mysql://erp:pw@db/erp", "mysql"),
+        ("mariadb://erp@db/erp", "mysql"),
+        ("mysql+pymysql://erp@db/erp", "mysql"),
+    ],
+)
 def test_dsn_families(dsn: str, family: str) -> None:
     assert family_of_dsn(dsn) == family
 

@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from streams.demo.samples import invoice
 from streams.replay.filters import PayloadDecoder
-from streams.samples import invoice
 from streams.schemas.codec import AvroCodec
 from streams.schemas.registry_client import SCHEMA_NOT_FOUND, RegistryRequestError
 
@@ -83,9 +83,21 @@ def invoice_messages(topic: str, count: int, partitions: int = 2) -> list[FakeMe
         tenant = "acme" if seq % 3 else "globex"
         payload = invoice(seq, tenant=tenant)
         headers: list[tuple[str, bytes | None]] = [
-            ("ce_id", f"id-{seq}".encode()), ("ce_type", b"invoice.created"), ("ce_tenantid", tenant.encode()),
-            ("x-empty", None)]
-        messages.append(FakeMessage(topic, partition, offsets[partition], 1_790_000_000_000 + seq,
-                                    payload["invoice_id"].encode(), codec.encode(payload), headers))
+            ("ce_id", f"id-{seq}".encode()),
+            ("ce_type", b"invoice.created"),
+            ("ce_tenantid", tenant.encode()),
+            ("x-empty", None),
+        ]
+        messages.append(
+            FakeMessage(
+                topic,
+                partition,
+                offsets[partition],
+                1_790_000_000_000 + seq,
+                payload["invoice_id"].encode(),
+                codec.encode(payload),
+                headers,
+            )
+        )
         offsets[partition] += 1
     return sorted(messages, key=lambda m: (m.partition_, m.offset_))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 import random
+from typing import cast
 
 import pytest
 from fastavro import parse_schema, schemaless_writer
@@ -28,8 +29,29 @@ def fastavro_bytes(record: dict[str, object]) -> bytes:
     return buffer.getvalue()
 
 
-@pytest.mark.parametrize("n", [0, 1, -1, 63, 64, -64, -65, 8191, 8192, 16383, 16384, 2**21, 2**31 - 1, -(2**31),
-                               1_790_000_000_000, 2**62, 2**63 - 1, -(2**63)])
+@pytest.mark.parametrize(
+    "n",
+    [
+        0,
+        1,
+        -1,
+        63,
+        64,
+        -64,
+        -65,
+        8191,
+        8192,
+        16383,
+        16384,
+        2**21,
+        2**31 - 1,
+        -(2**31),
+        1_790_000_000_000,
+        2**62,
+        2**63 - 1,
+        -(2**63),
+    ],
+)
 def test_encode_long_matches_avro(n: int) -> None:
     buffer = io.BytesIO()
     schemaless_writer(buffer, parse_schema("long"), n)
@@ -40,12 +62,19 @@ def random_record(rng: random.Random) -> dict[str, object]:
     def blob(limit: int) -> bytes | None:
         return None if rng.random() < 0.1 else rng.randbytes(rng.choice([0, 1, 5, 63, 64, 8191, 8192, limit]))
 
-    headers = [{"name": rng.choice(["ce_id", "ce_type", "ünïcode", "", "x" * 70]), "value": blob(300)}
-               for _ in range(rng.choice([0, 1, 8, 70]))]
-    return {"topic": rng.choice(["invoice.created", "t.ä.u1"]), "partition": rng.choice([0, 5, 9000]),
-            "offset": rng.choice([0, 1, 8191, 8192, 10**6, 2**40]),
-            "timestamp": rng.choice([-1, 0, 1_790_000_000_123]), "key": blob(20_000), "headers": headers,
-            "value": blob(20_000)}
+    headers = [
+        {"name": rng.choice(["ce_id", "ce_type", "ünïcode", "", "x" * 70]), "value": blob(300)}
+        for _ in range(rng.choice([0, 1, 8, 70]))
+    ]
+    return {
+        "topic": rng.choice(["invoice.created", "t.ä.u1"]),
+        "partition": rng.choice([0, 5, 9000]),
+        "offset": rng.choice([0, 1, 8191, 8192, 10**6, 2**40]),
+        "timestamp": rng.choice([-1, 0, 1_790_000_000_123]),
+        "key": blob(20_000),
+        "headers": headers,
+        "value": blob(20_000),
+    }
 
 
 def test_prefix_and_tail_are_the_avro_encoding_of_the_canonical_record() -> None:
@@ -54,8 +83,9 @@ def test_prefix_and_tail_are_the_avro_encoding_of_the_canonical_record() -> None
         record = random_record(rng)
         encoder = RecordEncoder(str(record["topic"]))
         headers = [(h["name"], h["value"]) for h in record["headers"]]  # type: ignore[attr-defined]
-        prefix = encoder.prefix(record["partition"], record["offset"], record["timestamp"],  # type: ignore[arg-type]
-                                record["key"], headers)  # type: ignore[arg-type]
+        partition, offset = cast("int", record["partition"]), cast("int", record["offset"])
+        timestamp, key = cast("int", record["timestamp"]), cast("bytes | None", record["key"])
+        prefix = encoder.prefix(partition, offset, timestamp, key, headers)
         value = record["value"]
         assert prefix + value_tail(value) == fastavro_bytes(record)  # type: ignore[arg-type]
         expected = hashlib.sha256(b"\x00" + fastavro_bytes(record)).digest()
@@ -84,8 +114,16 @@ def test_merkle_root_matches_the_recursive_definition() -> None:
 
 
 # Certificate Transparency's reference vectors (the inputs of its merkle_tree tests, roots by size).
-CT_INPUTS = [b"", b"\x00", b"\x10", b"\x20\x21", b"\x30\x31", b"\x40\x41\x42\x43", bytes(range(0x50, 0x58)),
-             bytes(range(0x60, 0x70))]
+CT_INPUTS = [
+    b"",
+    b"\x00",
+    b"\x10",
+    b"\x20\x21",
+    b"\x30\x31",
+    b"\x40\x41\x42\x43",
+    bytes(range(0x50, 0x58)),
+    bytes(range(0x60, 0x70)),
+]
 CT_ROOTS = {
     1: "6e340b9cffb37a989ca544e6bb780a2c78901d3fb33738768511a30617afa01d",
     2: "fac54203e7cc696cf0dfcb42c92a1d9dbaf70ad9e621f4bd8d98662f00e3c125",

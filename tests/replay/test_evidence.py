@@ -6,17 +6,18 @@ import io
 import json
 from itertools import groupby
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fastavro import parse_schema, reader, writer
 
+from streams.demo.samples import invoice
 from streams.replay.errors import EvidenceError
 from streams.replay.evidence import CHECKPOINT, EvidenceWriter, partial_dir
 from streams.replay.runner import Progress
 from streams.replay.selection import PinnedRange, ReplayPlan, ReplayQuery
 from streams.replay.signing import generate_keypair, load_private_key, load_public_key
 from streams.replay.verify import verify_bundle
-from streams.samples import invoice
 from tests.replay.fakes import FakeMessage, decoder, invoice_messages
 
 TOPIC = "t.invoice.created"
@@ -39,7 +40,7 @@ def feed(bundle: EvidenceWriter, messages: list[FakeMessage], progress: Progress
         progress.matched_by_partition[partition] = progress.matched_by_partition.get(partition, 0) + len(batch)
 
 
-def build(directory: Path, messages: list[FakeMessage], replay_id: str = "r1", **options: object) -> dict[str, object]:
+def build(directory: Path, messages: list[FakeMessage], replay_id: str = "r1", **options: object) -> dict[str, Any]:
     bundle = EvidenceWriter(directory, plan_for(messages), replay_id, decoder(), **options)  # type: ignore[arg-type]
     progress = bundle.resume()
     feed(bundle, messages, progress)
@@ -108,8 +109,10 @@ def test_an_edited_record_is_named(tmp_path: Path, messages: list[FakeMessage]) 
     path.write_bytes(data.replace(b"INV-00000003", b"INV-00000099"))  # same length: still decodes
     report = verify_bundle(tmp_path / "b")
     edited = next(m for m in messages if m.headers_ and m.headers_[0][1] == b"id-3")
-    expected = (f"partition {edited.partition_} offset {edited.offset_}: the record does not match its SHA-256 "
-                "in records.sha256 (an edited record)")
+    expected = (
+        f"partition {edited.partition_} offset {edited.offset_}: the record does not match its SHA-256 "
+        "in records.sha256 (an edited record)"
+    )
     assert expected in report.problems
     assert "records-7.avro: its SHA-256 differs from the manifest's (the file was changed)" in report.problems
     with pytest.raises(EvidenceError, match="FAILED verification"):
@@ -122,13 +125,15 @@ def test_a_dropped_record_is_named(tmp_path: Path, messages: list[FakeMessage]) 
     with path.open("rb") as stream:
         container = reader(stream)
         schema = container.writer_schema
-        records = [r for r in container if not (r["partition"] == 1 and r["offset"] == 4)]  # type: ignore[index]
+        records = [r for r in container if isinstance(r, dict) and not (r["partition"] == 1 and r["offset"] == 4)]
     buffer = io.BytesIO()
     writer(buffer, parse_schema(schema), records)  # re-encoding leaves the other records' bytes as they were
     path.write_bytes(buffer.getvalue())
     report = verify_bundle(tmp_path / "b")
-    assert "partition 1 offset 4: listed in records.sha256 but missing from the records (a dropped record)" \
+    assert (
+        "partition 1 offset 4: listed in records.sha256 but missing from the records (a dropped record)"
         in report.problems
+    )
     assert not any("an edited record" in p for p in report.problems)
 
 
@@ -141,8 +146,10 @@ def test_a_dropped_jsonl_line_and_an_edited_payload(tmp_path: Path, messages: li
     path.write_text(lines[0] + json.dumps(edited) + "\n" + "".join(lines[3:]))
     problems = verify_bundle(tmp_path / "b").problems
     assert "partition 0 offset 2: listed in records.sha256 but missing from the records (a dropped record)" in problems
-    assert "records.jsonl: partition 0 offset 1: the payload does not match the value's bytes (an edited payload)" \
+    assert (
+        "records.jsonl: partition 0 offset 1: the payload does not match the value's bytes (an edited payload)"
         in problems
+    )
 
 
 def test_edited_manifest_and_wrong_key(tmp_path: Path, messages: list[FakeMessage]) -> None:
@@ -155,14 +162,22 @@ def test_edited_manifest_and_wrong_key(tmp_path: Path, messages: list[FakeMessag
     assert report.signed_by == ours.fingerprint
 
     wrong = verify_bundle(tmp_path / "b", load_public_key(theirs.public))
-    assert wrong.problems == [(f"wrong signature key: the bundle was signed by key {ours.fingerprint}, not by the "
-                               f"trusted key {theirs.fingerprint}")]
+    assert wrong.problems == [
+        (
+            f"wrong signature key: the bundle was signed by key {ours.fingerprint}, not by the "
+            f"trusted key {theirs.fingerprint}"
+        )
+    ]
 
     manifest = tmp_path / "b" / "manifest.json"
     manifest.write_text(manifest.read_text().replace('"run_by": "', '"run_by": "mallory-'))
     edited = verify_bundle(tmp_path / "b", trusted)
-    assert edited.problems == [(f"manifest signature does not verify with key {ours.fingerprint}: manifest.json "
-                                "was edited after signing (or manifest.sig was)")]
+    assert edited.problems == [
+        (
+            f"manifest signature does not verify with key {ours.fingerprint}: manifest.json "
+            "was edited after signing (or manifest.sig was)"
+        )
+    ]
 
 
 def test_unsigned_manifest_edits_are_caught_by_recomputation(tmp_path: Path, messages: list[FakeMessage]) -> None:
@@ -219,13 +234,20 @@ def test_a_different_query_does_not_resume(tmp_path: Path, messages: list[FakeMe
 
 
 def test_values_that_are_not_avro_events_go_to_the_raw_file(tmp_path: Path) -> None:
-    odd = [FakeMessage(TOPIC, 0, 0, 5, None, None, None), FakeMessage(TOPIC, 0, 1, 5, b"k", b"plain text", []),
-           FakeMessage(TOPIC, 0, 2, 5, b"k", b"\x00\x00\x00\x03\x09rest", [])]  # schema id 777 is unknown
+    odd = [
+        FakeMessage(TOPIC, 0, 0, 5, None, None, None),
+        FakeMessage(TOPIC, 0, 1, 5, b"k", b"plain text", []),
+        FakeMessage(TOPIC, 0, 2, 5, b"k", b"\x00\x00\x00\x03\x09rest", []),
+    ]  # schema id 777 is unknown
     manifest = build(tmp_path / "b", odd)
-    assert [f["name"] for f in manifest["records"]["files"]] == ["records-raw.avro"]  # type: ignore[index]
+    assert [f["name"] for f in manifest["records"]["files"]] == ["records-raw.avro"]
     assert verify_bundle(tmp_path / "b").ok
     with (tmp_path / "b" / "records-raw.avro").open("rb") as stream:
-        assert [r["value"] for r in reader(stream)] == [None, b"plain text", b"\x00\x00\x00\x03\x09rest"]  # type: ignore[index]
+        assert [r["value"] for r in reader(stream) if isinstance(r, dict)] == [
+            None,
+            b"plain text",
+            b"\x00\x00\x00\x03\x09rest",
+        ]
 
 
 def test_an_existing_bundle_is_never_overwritten(tmp_path: Path, messages: list[FakeMessage]) -> None:

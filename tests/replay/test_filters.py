@@ -17,15 +17,24 @@ def message(key: bytes | None = b"inv-1", tenant: bytes = b"acme", type_: bytes 
     return FakeMessage("t.x", 0, 0, 0, key, b"", [("ce_tenantid", tenant), ("ce_type", type_)])
 
 
-@pytest.mark.parametrize(("query", "hits"), [
-    (ReplayQuery("t.x", key="inv-1"), [True, False, False, False, True, True]),
-    (ReplayQuery("t.x", tenant="acme"), [True, True, False, False, True, True]),
-    (ReplayQuery("t.x", type_="invoice.created"), [True, True, True, True, False, True]),
-    (ReplayQuery("t.x", key="inv-1", tenant="acme"), [True, False, False, False, True, True]),
-])
+@pytest.mark.parametrize(
+    ("query", "hits"),
+    [
+        (ReplayQuery("t.x", key="inv-1"), [True, False, False, False, True, True]),
+        (ReplayQuery("t.x", tenant="acme"), [True, True, False, False, True, True]),
+        (ReplayQuery("t.x", type_="invoice.created"), [True, True, True, True, False, True]),
+        (ReplayQuery("t.x", key="inv-1", tenant="acme"), [True, False, False, False, True, True]),
+    ],
+)
 def test_key_tenant_and_type_are_exact(query: ReplayQuery, hits: list[bool]) -> None:
-    candidates = [message(), message(key=b"inv-10"), message(key=b"inv-1 ", tenant=b"acme-2"),
-                  message(key=None, tenant=b"ACME"), message(type_=b"invoice.created.v2"), message()]
+    candidates = [
+        message(),
+        message(key=b"inv-10"),
+        message(key=b"inv-1 ", tenant=b"acme-2"),
+        message(key=None, tenant=b"ACME"),
+        message(type_=b"invoice.created.v2"),
+        message(),
+    ]
     record_filter = RecordFilter(query, None)
     assert [record_filter.matches(c) for c in candidates] == hits  # type: ignore[arg-type]
 

@@ -79,8 +79,10 @@ def odd_records() -> list[FakeMessage]:
     ]
     offsets = [0, 1, 63, 64, 8191, 8192, 2**31, 2**40 + 7, 2**62]
     timestamps = [-1, 0, 1_790_000_000_000, 63, -65, 2**45, 5, 6, 7]
-    return [FakeMessage(TOPIC, 3, offset, ts, key, value, headers)
-            for offset, ts, (key, value, headers) in zip(offsets, timestamps, shapes, strict=True)]
+    return [
+        FakeMessage(TOPIC, 3, offset, ts, key, value, headers)
+        for offset, ts, (key, value, headers) in zip(offsets, timestamps, shapes, strict=True)
+    ]
 
 
 def test_a_batch_encodes_and_hashes_exactly_as_the_definition() -> None:
@@ -127,14 +129,17 @@ def test_a_batch_is_the_same_when_split_anywhere() -> None:
     assert first[2][0][1] + rest[2][0][1] == whole[2][0][1]
 
 
-@pytest.mark.parametrize(("field", "bad", "error"), [
-    ("headers_", [("ok", b"v"), ("no value",)], TypeError),
-    ("headers_", [(b"bytes name", b"v")], TypeError),
-    ("headers_", {"a": b"b"}, TypeError),
-    ("value_", "text", TypeError),
-    ("key_", 5, TypeError),
-    ("offset_", None, ValueError),
-])
+@pytest.mark.parametrize(
+    ("field", "bad", "error"),
+    [
+        ("headers_", [("ok", b"v"), ("no value",)], TypeError),
+        ("headers_", [(b"bytes name", b"v")], TypeError),
+        ("headers_", {"a": b"b"}, TypeError),
+        ("value_", "text", TypeError),
+        ("key_", 5, TypeError),
+        ("offset_", None, ValueError),
+    ],
+)
 def test_a_record_of_the_wrong_shape_is_refused(field: str, bad: object, error: type[Exception]) -> None:
     message = odd_records()[2]
     setattr(message, field, bad)
@@ -169,8 +174,10 @@ def test_a_bundle_lists_the_hashes_of_the_python_definition(tmp_path: Path) -> N
         progress.matched_by_partition[partition] = len(batch)
     manifest = bundle.finish(progress)
     encoder = RecordEncoder(TOPIC)
-    hashes = [record_hash(encoder.prefix(m.partition_, m.offset_, m.timestamp_, m.key_, m.headers_), m.value_)
-              for m in sorted(messages, key=lambda m: (m.partition_, m.offset_))]
+    hashes = [
+        record_hash(encoder.prefix(m.partition_, m.offset_, m.timestamp_, m.key_, m.headers_), m.value_)
+        for m in sorted(messages, key=lambda m: (m.partition_, m.offset_))
+    ]
     listed = [bytes.fromhex(line.split()[2]) for line in (tmp_path / "b" / HASHES).read_text().splitlines()]
     assert listed == hashes
     assert manifest["merkle_root"] == merkle_root(hashes).hex()

@@ -51,12 +51,12 @@ def test_sealed_parts_merge_into_the_bundle_a_single_writer_makes(tmp_path: Path
     whole = plan_for(messages)
     reference = build(tmp_path / "single", messages)
 
-    bundle = EvidenceWriter(tmp_path / "parallel", whole, "r1", decoder())  # type: ignore[arg-type]
+    bundle = EvidenceWriter(tmp_path / "parallel", whole, "r1", decoder())
     bundle.resume()
     directories = []
     for index, part in enumerate(parallel.split_plan(whole, 2)):
         directory = bundle.partial / f"part-{index}"
-        writer = EvidenceWriter(directory, part, "r1", decoder(), part=index)  # type: ignore[arg-type]
+        writer = EvidenceWriter(directory, part, "r1", decoder(), part=index)
         progress = writer.resume()
         mine = {r.partition for r in part.ranges}
         feed(writer, [m for m in messages if m.partition_ in mine], progress)
@@ -69,12 +69,13 @@ def test_sealed_parts_merge_into_the_bundle_a_single_writer_makes(tmp_path: Path
     assert manifest["counts"] == reference["counts"]
     hashes = [(tmp_path / name / "records.sha256").read_bytes() for name in ("single", "parallel")]
     assert hashes[0] == hashes[1]
-    files = manifest["records"]["files"]  # type: ignore[index]
-    schema_id = reference["records"]["files"][0]["schema_id"]  # type: ignore[index]
+    files = manifest["records"]["files"]
+    schema_id = reference["records"]["files"][0]["schema_id"]
     assert [f["name"] for f in files] == [f"records-{schema_id}.part0.avro", f"records-{schema_id}.part1.avro"]
     assert sum(f["records"] for f in files) == 40
     assert sorted(p.name for p in (tmp_path / "parallel").iterdir()) == sorted(
-        ["manifest.json", "records.sha256", *(f["name"] for f in files)])
+        ["manifest.json", "records.sha256", *(f["name"] for f in files)]
+    )
     report = verify_bundle(tmp_path / "parallel")
     assert report.ok, report.problems
     assert report.records == 40
@@ -83,18 +84,18 @@ def test_sealed_parts_merge_into_the_bundle_a_single_writer_makes(tmp_path: Path
 def test_a_merge_recorded_before_an_interruption_is_not_repeated(tmp_path: Path) -> None:
     messages = invoice_messages(TOPIC, 20)
     whole = plan_for(messages)
-    bundle = EvidenceWriter(tmp_path / "b", whole, "r1", decoder())  # type: ignore[arg-type]
+    bundle = EvidenceWriter(tmp_path / "b", whole, "r1", decoder())
     bundle.resume()
     bundle.parts = 1
     directory = bundle.partial / "part-0"
-    writer = EvidenceWriter(directory, whole, "r1", decoder(), part=0)  # type: ignore[arg-type]
+    writer = EvidenceWriter(directory, whole, "r1", decoder(), part=0)
     progress = writer.resume()
     feed(writer, messages, progress)
     writer.seal_part(progress)
     bundle.merge_parts([directory])
     bundle.close()  # interrupted here: merged, not sealed
 
-    again = EvidenceWriter(tmp_path / "b", whole, "r1", decoder())  # type: ignore[arg-type]
+    again = EvidenceWriter(tmp_path / "b", whole, "r1", decoder())
     job = parallel.PartsJob({}, "http://unused", "r1", "null", None)
     resumed = parallel.export_in_parts(again, job, 1)  # starts no process: the checkpoint says merged
     assert resumed.matched == 20
@@ -107,10 +108,10 @@ def test_a_merge_recorded_before_an_interruption_is_not_repeated(tmp_path: Path)
 def test_a_merge_interrupted_after_moving_files_completes_on_the_re_run(tmp_path: Path) -> None:
     messages = invoice_messages(TOPIC, 20)
     whole = plan_for(messages)
-    bundle = EvidenceWriter(tmp_path / "b", whole, "r1", decoder())  # type: ignore[arg-type]
+    bundle = EvidenceWriter(tmp_path / "b", whole, "r1", decoder())
     bundle.resume()
     directory = bundle.partial / "part-0"
-    writer = EvidenceWriter(directory, whole, "r1", decoder(), part=0)  # type: ignore[arg-type]
+    writer = EvidenceWriter(directory, whole, "r1", decoder(), part=0)
     progress = writer.resume()
     feed(writer, messages, progress)
     writer.seal_part(progress)
@@ -119,6 +120,6 @@ def test_a_merge_interrupted_after_moving_files_completes_on_the_re_run(tmp_path
         (partial_dir(directory) / entry["name"]).replace(bundle.partial / entry["name"])
 
     manifest = bundle.finish(bundle.merge_parts([directory]))
-    assert manifest["counts"]["records"] == 20  # type: ignore[index]
+    assert manifest["counts"]["records"] == 20
     report = verify_bundle(tmp_path / "b")
     assert report.ok, report.problems

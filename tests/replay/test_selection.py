@@ -28,11 +28,14 @@ def test_offsets_per_partition() -> None:
     assert parse_bound(None, "--to") is None
 
 
-@pytest.mark.parametrize(("text", "message"), [
-    ("2026-11-01T08:00:00", "has no timezone"),
-    ("yesterday", "neither an ISO-8601 time"),
-    ("0:1,0:2", "partition 0 is given twice"),
-])
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("2026-11-01T08:00:00", "has no timezone"),
+        ("yesterday", "neither an ISO-8601 time"),
+        ("0:1,0:2", "partition 0 is given twice"),
+    ],
+)
 def test_bad_bounds_say_what_is_wrong(text: str, message: str) -> None:
     with pytest.raises(ReplayError, match=message):
         parse_bound(text, "--from")
@@ -45,11 +48,14 @@ def test_ranges_round_trip() -> None:
     assert format_ranges(pinned) == "0:100-200,2:0-5"
 
 
-@pytest.mark.parametrize(("text", "message"), [
-    ("0:100", "not a list of partition:start-end"),
-    ("0:200-100", "starts at 200, after its end 100"),
-    ("1:0-1,1:2-3", "given twice"),
-])
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("0:100", "not a list of partition:start-end"),
+        ("0:200-100", "starts at 200, after its end 100"),
+        ("1:0-1,1:2-3", "given twice"),
+    ],
+)
 def test_bad_ranges(text: str, message: str) -> None:
     with pytest.raises(ReplayError, match=message):
         parse_ranges(text)
@@ -63,8 +69,9 @@ def test_where() -> None:
 
 
 def test_plan_json_round_trip() -> None:
-    query = ReplayQuery("invoice.created", "2026-11-01T00:00:00Z", None, None, (0, 1), "k", "acme", None,
-                        ("seller.vat_number=3",))
+    query = ReplayQuery(
+        "invoice.created", "2026-11-01T00:00:00Z", None, None, (0, 1), "k", "acme", None, ("seller.vat_number=3",)
+    )
     plan = ReplayPlan(query, (PinnedRange(0, 5, 10), PinnedRange(1, 0, 0)), 3, 1_793_491_200_000, None, {0: 5})
     again = ReplayPlan.from_json(plan.to_json())
     assert again == plan

@@ -8,15 +8,21 @@ from typing import Any
 import pytest
 from fastavro import parse_schema, schemaless_writer
 
+from streams.demo.samples import invoice
 from streams.replay.skipping import read_long, skipper
-from streams.samples import invoice
 from tests.replay.fakes import INVOICE_SCHEMA
 
 KINDS: dict[str, Any] = {
-    "type": "record", "name": "Node", "namespace": "t",
+    "type": "record",
+    "name": "Node",
+    "namespace": "t",
     "fields": [
-        {"name": "b", "type": "boolean"}, {"name": "i", "type": "int"}, {"name": "f", "type": "float"},
-        {"name": "d", "type": "double"}, {"name": "s", "type": "string"}, {"name": "raw", "type": "bytes"},
+        {"name": "b", "type": "boolean"},
+        {"name": "i", "type": "int"},
+        {"name": "f", "type": "float"},
+        {"name": "d", "type": "double"},
+        {"name": "s", "type": "string"},
+        {"name": "raw", "type": "bytes"},
         {"name": "e", "type": {"type": "enum", "name": "Colour", "symbols": ["RED", "GREEN"]}},
         {"name": "x", "type": {"type": "fixed", "name": "Four", "size": 4}},
         {"name": "m", "type": {"type": "map", "values": ["null", "long"]}},
@@ -33,16 +39,30 @@ def encode(schema: Any, datum: Any) -> bytes:
 
 
 def node(depth: int) -> dict[str, Any]:
-    return {"b": True, "i": -5, "f": 1.5, "d": 2.25, "s": "ünï", "raw": b"\x00\x01", "e": "GREEN", "x": b"abcd",
-            "m": {"k": None, "l": 2**40}, "again": b"wxyz", "children": [node(depth - 1)] * 2 if depth else []}
+    return {
+        "b": True,
+        "i": -5,
+        "f": 1.5,
+        "d": 2.25,
+        "s": "ünï",
+        "raw": b"\x00\x01",
+        "e": "GREEN",
+        "x": b"abcd",
+        "m": {"k": None, "l": 2**40},
+        "again": b"wxyz",
+        "children": [node(depth - 1)] * 2 if depth else [],
+    }
 
 
-@pytest.mark.parametrize(("schema", "datum"), [
-    (KINDS, node(3)),
-    (INVOICE_SCHEMA, invoice(3, lines=5)),
-    ("long", -(2**63)),
-    (["null", "string"], "x" * 300),
-])
+@pytest.mark.parametrize(
+    ("schema", "datum"),
+    [
+        (KINDS, node(3)),
+        (INVOICE_SCHEMA, invoice(3, lines=5)),
+        ("long", -(2**63)),
+        (["null", "string"], "x" * 300),
+    ],
+)
 def test_skipping_ends_where_the_datum_ends(schema: Any, datum: Any) -> None:
     data = encode(schema, datum) + b"trailing"
     assert skipper(schema)(data, 0) == len(data) - len(b"trailing")

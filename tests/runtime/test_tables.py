@@ -82,7 +82,8 @@ def test_hopping_windows_hold_an_event_in_every_window_covering_it(state: Partit
 
 
 def test_closing_yields_each_window_once_keeps_it_until_it_expires_and_refuses_late_events(
-        state: PartitionState) -> None:
+    state: PartitionState,
+) -> None:
     windows = Table("w", default=int).tumbling(10, expires=30, grace=5)
     at(3_000)
     windows["a"] += 1

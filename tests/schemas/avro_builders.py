@@ -22,8 +22,14 @@ def decimal_type(precision: int, scale: int) -> dict[str, Any]:
 
 
 def fixed_decimal_type(name: str, size: int, precision: int, scale: int) -> dict[str, Any]:
-    return {"type": "fixed", "name": name, "size": size, "logicalType": "decimal", "precision": precision,
-            "scale": scale}
+    return {
+        "type": "fixed",
+        "name": name,
+        "size": size,
+        "logicalType": "decimal",
+        "precision": precision,
+        "scale": scale,
+    }
 
 
 def load_schema(topic: str) -> dict[str, Any]:

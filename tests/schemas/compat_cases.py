@@ -12,9 +12,7 @@ from typing import Any
 
 def record(*fields: dict[str, Any], name: str = "Invoice", **extra: Any) -> str:
     """An Avro record schema as JSON text, in namespace `t.compat`."""
-    return json.dumps(
-        {"type": "record", "name": name, "namespace": "t.compat", "fields": list(fields), **extra}
-    )
+    return json.dumps({"type": "record", "name": name, "namespace": "t.compat", "fields": list(fields), **extra})
 
 
 def field(name: str, type_: Any, **extra: Any) -> dict[str, Any]:
@@ -95,9 +93,7 @@ CASES: tuple[CompatCase, ...] = (
     _one("int to long", record(field("n", "int")), record(field("n", "long")), "BACKWARD"),
     _one("long to int", record(field("n", "long")), record(field("n", "int")), "FORWARD"),
     _one("float to double", record(field("x", "float")), record(field("x", "double")), "BACKWARD"),
-    _one(
-        "string to bytes", record(field("s", "string")), record(field("s", "bytes")), "BACKWARD FORWARD FULL"
-    ),
+    _one("string to bytes", record(field("s", "string")), record(field("s", "bytes")), "BACKWARD FORWARD FULL"),
     _one("type change string to int", record(field("s", "string")), record(field("s", "int")), ""),
     _one(
         "enum symbol added",

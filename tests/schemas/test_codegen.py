@@ -24,7 +24,9 @@ from streams.schemas.commands import schemas
 
 REPO = Path(__file__).resolve().parents[2]
 EDGE = {
-    "type": "record", "name": "Everything", "namespace": "t.edge",
+    "type": "record",
+    "name": "Everything",
+    "namespace": "t.edge",
     "doc": 'Every Avro type, "quoted", with a backslash \\ and a doc long enough to be wrapped over more '
     "than one line of the generated module.",
     "fields": [
@@ -38,21 +40,48 @@ EDGE = {
         {"name": "clock", "type": {"type": "int", "logicalType": "time-millis"}, "default": 3_600_000},
         {"name": "when", "type": {"type": "long", "logicalType": "timestamp-micros"}, "default": 0},
         {"name": "local", "type": {"type": "long", "logicalType": "local-timestamp-millis"}, "default": 1000},
-        {"name": "id", "type": {"type": "string", "logicalType": "uuid"},
-         "default": "7d444840-9dc0-11d1-b245-5ffdce74fad2"},
-        {"name": "amount", "type": {"type": "bytes", "logicalType": "decimal", "precision": 9, "scale": 2},
-         "default": "\u0001\u0000"},
+        {
+            "name": "id",
+            "type": {"type": "string", "logicalType": "uuid"},
+            "default": "7d444840-9dc0-11d1-b245-5ffdce74fad2",
+        },
+        {
+            "name": "amount",
+            "type": {"type": "bytes", "logicalType": "decimal", "precision": 9, "scale": 2},
+            "default": "\u0001\u0000",
+        },
         {"name": "hash", "type": {"type": "fixed", "name": "Md5", "size": 16}},
-        {"name": "money", "type": {"type": "fixed", "name": "Money", "size": 8, "logicalType": "decimal",
-                                   "precision": 12, "scale": 4}},
-        {"name": "kind", "type": {"type": "enum", "name": "Kind", "symbols": ["A", "class", "O", "_x"]},
-         "default": "class"},
+        {
+            "name": "money",
+            "type": {
+                "type": "fixed",
+                "name": "Money",
+                "size": 8,
+                "logicalType": "decimal",
+                "precision": 12,
+                "scale": 4,
+            },
+        },
+        {
+            "name": "kind",
+            "type": {"type": "enum", "name": "Kind", "symbols": ["A", "class", "O", "_x"]},
+            "default": "class",
+        },
         {"name": "kinds", "type": {"type": "array", "items": "Kind"}, "default": ["A"]},
         {"name": "tags", "type": {"type": "map", "values": "long"}, "default": {"a": 1}},
-        {"name": "nested", "type": {"type": "record", "name": "Inner", "namespace": "t.other", "fields": [
-            {"name": "x", "type": "int", "default": 1},
-            {"name": "json", "type": ["null", "string"], "default": None},
-        ]}, "default": {"x": 2, "json": None}},
+        {
+            "name": "nested",
+            "type": {
+                "type": "record",
+                "name": "Inner",
+                "namespace": "t.other",
+                "fields": [
+                    {"name": "x", "type": "int", "default": 1},
+                    {"name": "json", "type": ["null", "string"], "default": None},
+                ],
+            },
+            "default": {"x": 2, "json": None},
+        },
         {"name": "choice", "type": ["null", "string", "long", "t.other.Inner"], "default": None},
         {"name": "either", "type": ["string", "null"], "default": "x"},
         {"name": "schema", "type": "string", "doc": "shadows a BaseModel attribute"},
@@ -61,14 +90,25 @@ EDGE = {
     ],
 }
 NODE = {
-    "type": "record", "name": "Node", "namespace": "t.edge", "fields": [
+    "type": "record",
+    "name": "Node",
+    "namespace": "t.edge",
+    "fields": [
         {"name": "value", "type": "string"},
         {"name": "next", "type": ["null", "Node"], "default": None},
         {"name": "children", "type": {"type": "array", "items": "Node"}, "default": []},
-        {"name": "inner", "type": {"type": "record", "name": "Inner", "namespace": "t.other", "fields": [
-            {"name": "x", "type": "int", "default": 1},
-            {"name": "json", "type": ["null", "string"], "default": None},
-        ]}},
+        {
+            "name": "inner",
+            "type": {
+                "type": "record",
+                "name": "Inner",
+                "namespace": "t.other",
+                "fields": [
+                    {"name": "x", "type": "int", "default": 1},
+                    {"name": "json", "type": ["null", "string"], "default": None},
+                ],
+            },
+        },
     ],
 }
 
@@ -114,11 +154,20 @@ def test_edge_schemas_generate_lint_clean_type_clean_importable_models(tmp_path:
     out = tmp_path / "edge_models.py"
     out.write_text(render_models(catalog))
     config = str(REPO / "pyproject.toml")
-    ruff = subprocess.run([sys.executable, "-m", "ruff", "check", "--config", config, str(out)],
-                          capture_output=True, text=True, check=False)
+    ruff = subprocess.run(
+        [sys.executable, "-m", "ruff", "check", "--config", config, str(out)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert ruff.returncode == 0, ruff.stdout + ruff.stderr
-    mypy = subprocess.run([sys.executable, "-m", "mypy", "--config-file", config, "--no-incremental", str(out)],
-                          capture_output=True, text=True, check=False, cwd=tmp_path)
+    mypy = subprocess.run(
+        [sys.executable, "-m", "mypy", "--config-file", config, "--no-incremental", str(out)],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=tmp_path,
+    )
     assert mypy.returncode == 0, mypy.stdout + mypy.stderr
     models = import_file(out, "edge_models_under_test")
     node = models.Node(value="a", next={"value": "b", "inner": {}}, inner={"x": 3})
@@ -153,8 +202,11 @@ def test_a_shared_named_type_that_differs_is_an_error_naming_both_files(tmp_path
     changed = json.loads(json.dumps(NODE))
     changed["fields"][3]["type"]["fields"][0]["doc"] = "now documented"
     catalog = load_catalog(write_catalog(tmp_path, {"edge.everything": EDGE, "edge.node": changed}))
-    with pytest.raises(SchemaError, match=r"schemas/edge.node.avsc: Avro type t.other.Inner differs .* "
-                                          r"schemas/edge.everything.avsc"):
+    with pytest.raises(
+        SchemaError,
+        match=r"schemas/edge.node.avsc: Avro type t.other.Inner differs .* "
+        r"schemas/edge.everything.avsc",
+    ):
         render_models(catalog)
 
 
@@ -199,8 +251,9 @@ def test_codegen_check_through_the_root_group_prints_one_error_line(tmp_path: Pa
 
     root = StreamsGroup(name="streams", commands={"schemas": schemas})
     catalog = write_catalog(tmp_path, {"edge.node": NODE})
-    result = CliRunner().invoke(root, ["schemas", "codegen", "--check", "--catalog", str(catalog),
-                                       "--out", str(tmp_path / "missing.py")])
+    result = CliRunner().invoke(
+        root, ["schemas", "codegen", "--check", "--catalog", str(catalog), "--out", str(tmp_path / "missing.py")]
+    )
     assert result.exit_code == 1
     assert result.stderr.count("\n") == 1
     assert result.stderr.startswith("error: ")

@@ -18,16 +18,15 @@ import pytest
 
 from streams._avro_native import Encoder, EnvelopeError, EventWriter
 from streams.catalog import load_catalog
+from streams.demo.samples import invoice
 from streams.errors import PublishError
 from streams.publish import TENANT, TRACEPARENT, EventEncoder
-from streams.samples import invoice
 from streams.schemas.codec import AvroCodec, EncodeError
 from streams.schemas.registry_client import RegistryClient
 
 ROOT = Path(__file__).resolve().parents[2]
 TOPIC = "invoice.created"
-NAMES = ["ce_specversion", "ce_id", "ce_source", "ce_type", "ce_time", "content-type", "ce_tenantid",
-         "ce_traceparent"]
+NAMES = ["ce_specversion", "ce_id", "ce_source", "ce_type", "ce_time", "content-type", "ce_tenantid", "ce_traceparent"]
 
 
 class FakeRegistry:
@@ -78,8 +77,11 @@ def test_headers_key_and_value(encoder: EventEncoder) -> None:
 
 def test_build_and_encode_agree(encoder: EventEncoder) -> None:
     event = invoice(2)
-    fixed: dict[str, Any] = {"event_id": "e-1", "traceparent": f"00-{'1' * 32}-{'2' * 16}-01",
-                             "time_": datetime(2026, 11, 1, 11, 0, 0, 123_456, tzinfo=timezone(timedelta(hours=3)))}
+    fixed: dict[str, Any] = {
+        "event_id": "e-1",
+        "traceparent": f"00-{'1' * 32}-{'2' * 16}-01",
+        "time_": datetime(2026, 11, 1, 11, 0, 0, 123_456, tzinfo=timezone(timedelta(hours=3))),
+    }
     record = encoder.encode(TOPIC, event, **fixed)
     assert encoder.build(TOPIC, event, **fixed) == (record.key, record.value, record.headers, "e-1")
     assert dict(record.headers)["ce_time"] == b"2026-11-01T08:00:00.123Z"
@@ -87,9 +89,16 @@ def test_build_and_encode_agree(encoder: EventEncoder) -> None:
 
 def test_options_override_what_is_derived(encoder: EventEncoder) -> None:
     event = invoice(3, tenant="globex")
-    record = encoder.encode(TOPIC, event, key=b"k-1", tenant="globex", event_type="invoice.imported",
-                            event_id="fixed-id", traceparent=f"00-{'a' * 32}-{'b' * 16}-01",
-                            extra_headers={"x-origin": "batch", "x-raw": b"\x00\x01"})
+    record = encoder.encode(
+        TOPIC,
+        event,
+        key=b"k-1",
+        tenant="globex",
+        event_type="invoice.imported",
+        event_id="fixed-id",
+        traceparent=f"00-{'a' * 32}-{'b' * 16}-01",
+        extra_headers={"x-origin": "batch", "x-raw": b"\x00\x01"},
+    )
     headers = dict(record.headers)
     assert record.key == b"k-1"
     assert record.event_id == "fixed-id"
@@ -125,8 +134,10 @@ def test_event_ids_are_distinct_and_differ_in_a_forked_child(encoder: EventEncod
 
 
 def test_dotted_key_path_and_non_string_key() -> None:
-    schema = ('{"type": "record", "name": "R", "fields": [{"name": "order", "type": {"type": "record", "name": "O", '
-              '"fields": [{"name": "id", "type": "long"}]}}, {"name": "note", "type": ["null", "string"]}]}')
+    schema = (
+        '{"type": "record", "name": "R", "fields": [{"name": "order", "type": {"type": "record", "name": "O", '
+        '"fields": [{"name": "id", "type": "long"}]}}, {"name": "note", "type": ["null", "string"]}]}'
+    )
     codec = AvroCodec(schema, 3)
     writer = EventWriter(codec.native_encoder, codec.wire_header, b"src", b"t", ["order", "id"], 1000)
     key, value, _, _ = writer.build({"order": {"id": 42}, "note": None})
@@ -185,8 +196,9 @@ def test_payload_must_be_a_mapping(encoder: EventEncoder) -> None:
         encoder.encode(TOPIC, cast("Any", [1, 2]))
 
 
-@pytest.mark.parametrize("tenant", ["acme", "a", "A.b_c-9", "x" * 64, "", "x" * 65, "-acme", ".a", "a b", "é",
-                                    "acme\n", "a/b"])
+@pytest.mark.parametrize(
+    "tenant", ["acme", "a", "A.b_c-9", "x" * 64, "", "x" * 65, "-acme", ".a", "a b", "é", "acme\n", "a/b"]
+)
 def test_tenant_rule_matches_the_documented_pattern(encoder: EventEncoder, tenant: str) -> None:
     event = invoice(6, tenant=tenant)
     if TENANT.fullmatch(tenant):
@@ -196,9 +208,18 @@ def test_tenant_rule_matches_the_documented_pattern(encoder: EventEncoder, tenan
             encoder.encode(TOPIC, event)
 
 
-@pytest.mark.parametrize("trace", [f"00-{'a' * 32}-{'b' * 16}-01", f"00-{'0' * 32}-{'f' * 16}-ff",
-                                   f"01-{'a' * 32}-{'b' * 16}-01", f"00-{'a' * 31}-{'b' * 16}-01",
-                                   f"00-{'a' * 32}-{'b' * 16}-01\n", f"00-{'a' * 32}_{'b' * 16}-01", ""])
+@pytest.mark.parametrize(
+    "trace",
+    [
+        f"00-{'a' * 32}-{'b' * 16}-01",
+        f"00-{'0' * 32}-{'f' * 16}-ff",
+        f"01-{'a' * 32}-{'b' * 16}-01",
+        f"00-{'a' * 31}-{'b' * 16}-01",
+        f"00-{'a' * 32}-{'b' * 16}-01\n",
+        f"00-{'a' * 32}_{'b' * 16}-01",
+        "",
+    ],
+)
 def test_traceparent_rule_matches_the_documented_pattern(encoder: EventEncoder, trace: str) -> None:
     expected = TRACEPARENT.fullmatch(trace) is not None
     event = invoice(7)

@@ -28,8 +28,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from streams._avro_native import Decoder, Encoder
+from streams.demo.samples import invoice, invoice_chain, user_action, workflow_completed
 from streams.errors import SchemaError
-from streams.samples import invoice, invoice_chain, user_action, workflow_completed
 from streams.schemas.codec import HEADER, AvroCodec
 from tests.schemas.avro_builders import SCHEMAS, decimal_type, field, fixed_decimal_type, load_schema, record
 
@@ -156,6 +156,7 @@ class RandomSource:
 
 def run_property(check: Callable[[Source], None]) -> None:
     """`check` on EXAMPLES hypothesis sources."""
+
     @settings(max_examples=EXAMPLES, deadline=None, database=None, suppress_health_check=list(HealthCheck))
     @given(st.data())
     def property_(data: Any) -> None:
@@ -195,8 +196,11 @@ def random_moment(src: Source) -> datetime:
     moment = EPOCH + timedelta(microseconds=micros)
     offset = timezone(timedelta(minutes=src.integer(-23 * 60, 23 * 60)))
     # Another zone is the same instant unless it leaves Python's range.
-    shifted = moment.astimezone(offset) if datetime(2, 1, 1, tzinfo=UTC) < moment < datetime(9998, 1, 1, tzinfo=UTC) \
+    shifted = (
+        moment.astimezone(offset)
+        if datetime(2, 1, 1, tzinfo=UTC) < moment < datetime(9998, 1, 1, tzinfo=UTC)
         else moment
+    )
     return src.pick([moment, shifted])
 
 
@@ -225,8 +229,9 @@ LOGICAL: dict[tuple[str, str], Callable[[Source, dict[str, Any]], Any]] = {
     ("int", "date"): lambda src, _: date.fromordinal(src.integer(1, date.max.toordinal())),
     ("int", "time-millis"): lambda src, _: random_time(src),
     ("long", "time-micros"): lambda src, _: random_time(src),
-    ("string", "uuid"): lambda src, _: src.pick([uuid.UUID(int=src.integer(0, 2**128 - 1)),
-                                                 str(uuid.UUID(int=src.integer(0, 2**128 - 1)))]),
+    ("string", "uuid"): lambda src, _: src.pick(
+        [uuid.UUID(int=src.integer(0, 2**128 - 1)), str(uuid.UUID(int=src.integer(0, 2**128 - 1)))]
+    ),
 }
 
 
@@ -359,8 +364,16 @@ EVERYTHING = record(
     field("mixed", {"type": "array", "items": ["null", "long", "Point", "F4"]}),
     field("nested", {"type": "map", "values": ["null", {"type": "array", "items": ["int", "D8"]}]}),
     field("again", "D1"),
-    field("inner", record("Inner", field("label", "string"), field("next", ["null", "Inner"]),
-                          field("kids", {"type": "array", "items": "Inner"}), namespace="t.deeper")),
+    field(
+        "inner",
+        record(
+            "Inner",
+            field("label", "string"),
+            field("next", ["null", "Inner"]),
+            field("kids", {"type": "array", "items": "Inner"}),
+            namespace="t.deeper",
+        ),
+    ),
     field("inner_by_name", "t.deeper.Inner"),
 )
 
@@ -421,19 +434,24 @@ def test_invoice_chain_and_the_other_samples() -> None:
         other = AvroCodec(load_schema(schema), 2)
         for seq in range(20):
             data = other.encode(make(seq))
-            assert_same(other.decode(data), fastavro_decode(other.schema, data[HEADER.size:]))
+            assert_same(other.decode(data), fastavro_decode(other.schema, data[HEADER.size :]))
 
 
 def test_values_carry_fastavros_types() -> None:
-    decoded = Decoder(json.dumps(EVERYTHING)).decode(Encoder(json.dumps(EVERYTHING)).encode({
-        **Generator(EVERYTHING).value(RandomSource(SEED)),
-        "dec": Decimal(871),
-        "dec0": Decimal(0),
-        "id": "12345678-1234-5678-1234-567812345678",
-        "ts_ms": datetime(2026, 11, 1, 8, 0, 0, 123_456, tzinfo=timezone(timedelta(hours=3))),
-        "lts_ms": datetime(2026, 11, 1, 8, 0),  # noqa: DTZ001 - local timestamps are naive
-        "t_ms": time(23, 59, 59, 999_999),
-    }))
+    decoded = Decoder(json.dumps(EVERYTHING)).decode(
+        Encoder(json.dumps(EVERYTHING)).encode(
+            {
+                **Generator(EVERYTHING).value(RandomSource(SEED)),
+                "dec": Decimal(871),
+                "dec0": Decimal(0),
+                "id": "12345678-1234-5678-1234-567812345678",
+                "ts_ms": datetime(2026, 11, 1, 8, 0, 0, 123_456, tzinfo=timezone(timedelta(hours=3))),
+                "lts_ms": datetime(2026, 11, 1, 8, 0),  # noqa: DTZ001 - local timestamps are naive
+                "t_ms": time(23, 59, 59, 999_999),
+            }
+        )
+    )
+    assert isinstance(decoded, dict)
     assert repr(decoded["dec"]) == "Decimal('871.00')"
     assert repr(decoded["dec0"]) == "Decimal('0')"
     assert decoded["id"] == uuid.UUID("12345678-1234-5678-1234-567812345678")
@@ -448,8 +466,26 @@ def test_decimal_edges_match_fastavro() -> None:
         schema = decimal_type(precision, scale)
         decoder = Decoder(json.dumps(schema))
         biggest = 10**precision - 1
-        for unscaled in {0, 1, -1, 127, -128, 128, -129, 255, -256, 2**63, -(2**63), 2**64, 2**127 - 1, -(2**127),
-                         2**127, -(2**127) - 1, biggest, -biggest}:
+        for unscaled in {
+            0,
+            1,
+            -1,
+            127,
+            -128,
+            128,
+            -129,
+            255,
+            -256,
+            2**63,
+            -(2**63),
+            2**64,
+            2**127 - 1,
+            -(2**127),
+            2**127,
+            -(2**127) - 1,
+            biggest,
+            -biggest,
+        }:
             if abs(unscaled) > biggest:
                 continue
             width = (abs(unscaled).bit_length() + 8) // 8
@@ -461,8 +497,12 @@ def test_decimal_edges_match_fastavro() -> None:
 
 
 def test_timestamps_at_the_edges_of_pythons_range() -> None:
-    for logical, unit in [("timestamp-millis", 1000), ("timestamp-micros", 1),
-                          ("local-timestamp-millis", 1000), ("local-timestamp-micros", 1)]:
+    for logical, unit in [
+        ("timestamp-millis", 1000),
+        ("timestamp-micros", 1),
+        ("local-timestamp-millis", 1000),
+        ("local-timestamp-micros", 1),
+    ]:
         schema = {"type": "long", "logicalType": logical}
         decoder = Decoder(json.dumps(schema))
         for micros in [MIN_MICROS, MIN_MICROS + 1000, -1000, -1, 0, 1, 999, 1000, MAX_MICROS - 999, MAX_MICROS]:
@@ -509,8 +549,10 @@ def test_block_counts_are_checked_against_each_items_fewest_bytes() -> None:
     # A recursive record takes at least its long and its union's index: 2 bytes.
     node = record("Node", field("value", "long"), field("next", ["null", "Node"]))
     nodes = Decoder(json.dumps({"type": "array", "items": node}))
-    assert nodes.decode(zigzag(2) + b"\x02\x00\x04\x00" + b"\x00") == [{"value": 1, "next": None},
-                                                                       {"value": 2, "next": None}]
+    assert nodes.decode(zigzag(2) + b"\x02\x00\x04\x00" + b"\x00") == [
+        {"value": 1, "next": None},
+        {"value": 2, "next": None},
+    ]
     with raises("array block of 3 items at offset 0 cannot fit in the 5 bytes left"):
         nodes.decode(zigzag(3) + bytes(5))
 
@@ -518,11 +560,11 @@ def test_block_counts_are_checked_against_each_items_fewest_bytes() -> None:
 def test_many_items_that_take_no_bytes_are_read_up_to_a_limit() -> None:
     nulls = Decoder(json.dumps({"type": "array", "items": "null"}))
     assert nulls.decode(zigzag(65_536) + b"\x00") == [None] * 65_536
-    with raises("array block of 65537 items at offset 0 is more than the 65536 items that take no bytes one datum "
-                "may hold"):
+    with raises(
+        "array block of 65537 items at offset 0 is more than the 65536 items that take no bytes one datum may hold"
+    ):
         nulls.decode(zigzag(65_537) + b"\x00")
-    with raises("array block of 1 item at offset 3 is more than the 65536 items that take no bytes one datum "
-                "may hold"):
+    with raises("array block of 1 item at offset 3 is more than the 65536 items that take no bytes one datum may hold"):
         nulls.decode(zigzag(65_536) + zigzag(1) + b"\x00")
 
 
@@ -586,12 +628,26 @@ FLAT = record(
     field("at", TS_MILLIS),
     field("day", {"type": "int", "logicalType": "date"}),
     field("id", {"type": "string", "logicalType": "uuid"}),
-    field("lines", {"type": "array", "items": record("Line", field("qty", decimal_type(5, 2)),
-                                                     field("tags", {"type": "map", "values": "long"}))}),
+    field(
+        "lines",
+        {
+            "type": "array",
+            "items": record("Line", field("qty", decimal_type(5, 2)), field("tags", {"type": "map", "values": "long"})),
+        },
+    ),
 )
 GOOD_FLAT = {
-    "s": "ab", "n": 1, "l": 2, "ok": True, "maybe": "x", "colour": "BLUE", "raw": b"zz", "price": Decimal("1.50"),
-    "at": datetime(2026, 1, 1, tzinfo=UTC), "day": date(2026, 1, 1), "id": "12345678-1234-5678-1234-567812345678",
+    "s": "ab",
+    "n": 1,
+    "l": 2,
+    "ok": True,
+    "maybe": "x",
+    "colour": "BLUE",
+    "raw": b"zz",
+    "price": Decimal("1.50"),
+    "at": datetime(2026, 1, 1, tzinfo=UTC),
+    "day": date(2026, 1, 1),
+    "id": "12345678-1234-5678-1234-567812345678",
     "lines": [{"qty": Decimal("1.00"), "tags": {}}, {"qty": Decimal("2.00"), "tags": {"k": 5}}],
 }
 
@@ -613,57 +669,132 @@ def line1(tags: bytes) -> bytes:
 
 
 CORRUPT: list[tuple[str, bytes, str]] = [
-    ("string cut short", b"\x06ab",
-     "field 's': string length 3 at offset 0 runs past the end of the datum (2 bytes left)"),
+    (
+        "string cut short",
+        b"\x06ab",
+        "field 's': string length 3 at offset 0 runs past the end of the datum (2 bytes left)",
+    ),
     ("negative length", flat(s=b"\x03ab"), "field 's': negative string length -2 at offset 0"),
-    ("absurd length", flat(s=zigzag(2**62) + b"ab"),
-     "field 's': string length 4611686018427387904 at offset 0 runs past the end of the datum (73 bytes left)"),
-    ("invalid UTF-8", flat(s=b"\x04a\xff"),
-     ("field 's': invalid UTF-8 in the string at offset 1: 'utf-8' codec can't decode byte 0xff in position 1: "
-      "invalid start byte")),
-    ("UTF-8 of a surrogate", flat(s=b"\x06\xed\xa0\x80"),
-     ("field 's': invalid UTF-8 in the string at offset 1: 'utf-8' codec can't decode byte 0xed in position 0: "
-      "invalid continuation byte")),
-    ("int beyond 32 bits", flat(n=zigzag(2**31)),
-     "field 'n': 2147483648 at offset 3 is out of range for Avro int (32-bit)"),
-    ("varint beyond 64 bits", flat(l=b"\xff" * 10 + b"\x01"),
-     "field 'l': the varint at offset 4 does not fit in 64 bits"),
+    (
+        "absurd length",
+        flat(s=zigzag(2**62) + b"ab"),
+        "field 's': string length 4611686018427387904 at offset 0 runs past the end of the datum (73 bytes left)",
+    ),
+    (
+        "invalid UTF-8",
+        flat(s=b"\x04a\xff"),
+        (
+            "field 's': invalid UTF-8 in the string at offset 1: 'utf-8' codec can't decode byte 0xff in position 1: "
+            "invalid start byte"
+        ),
+    ),
+    (
+        "UTF-8 of a surrogate",
+        flat(s=b"\x06\xed\xa0\x80"),
+        (
+            "field 's': invalid UTF-8 in the string at offset 1: 'utf-8' codec can't decode byte 0xed in position 0: "
+            "invalid continuation byte"
+        ),
+    ),
+    (
+        "int beyond 32 bits",
+        flat(n=zigzag(2**31)),
+        "field 'n': 2147483648 at offset 3 is out of range for Avro int (32-bit)",
+    ),
+    (
+        "varint beyond 64 bits",
+        flat(l=b"\xff" * 10 + b"\x01"),
+        "field 'l': the varint at offset 4 does not fit in 64 bits",
+    ),
     ("varint of 11 bytes", flat(l=b"\x80" * 11), "field 'l': the varint at offset 4 does not fit in 64 bits"),
     ("boolean 2", flat(ok=b"\x02"), "field 'ok': boolean byte 0x02 at offset 5 is neither 0 nor 1"),
-    ("union index too big", flat(maybe=b"\x04"),
-     "field 'maybe': union branch index 2 at offset 6 is out of range: the union has 2 branches"),
-    ("negative union index", flat(maybe=b"\x01\x02x"),
-     "field 'maybe': union branch index -1 at offset 6 is out of range: the union has 2 branches"),
-    ("enum index too big", flat(colour=b"\x06"),
-     "field 'colour': enum index 3 at offset 9 is out of range: enum t.Colour has 3 symbols"),
-    ("negative enum index", flat(colour=b"\x01"),
-     "field 'colour': enum index -1 at offset 9 is out of range: enum t.Colour has 3 symbols"),
-    ("decimal beyond its precision", flat(price=b"\x04\x27\x10"),
-     "field 'price': decimal at offset 12 has more than 4 digits (precision 4)"),
-    ("timestamp beyond year 9999", flat(at=zigzag(2**62)),
-     "field 'at': timestamp-millis 4611686018427387904 at offset 15 is out of range for a datetime (years 1 to 9999)"),
-    ("date before year 1", flat(day=zigzag(-(2**31))),
-     "field 'day': date -2147483648 at offset 21 is out of range for a date (years 1 to 9999)"),
-    ("not a UUID", flat(id=avro_string("not-a-uuid")),
-     "field 'id': 'not-a-uuid' is not a UUID: badly formed hexadecimal UUID string"),
-    ("array count beyond the input", flat(lines=zigzag(2**40) + LINE0),
-     "field 'lines': array block of 1099511627776 items at offset 61 cannot fit in the 3 bytes left"),
-    ("negative block size", flat(lines=zigzag(-1) + zigzag(-4) + LINE0 + b"\x00"),
-     "field 'lines': negative array block size -4 at offset 62"),
-    ("block size beyond the input", flat(lines=zigzag(-1) + zigzag(100) + LINE0 + b"\x00"),
-     "field 'lines': array block size 100 at offset 62 runs past the end of the datum (4 bytes left)"),
-    ("array item cut short", flat(lines=b"\x04" + LINE0 + b"\x04\x00"),
-     "field 'lines[1].qty': decimal length 2 at offset 65 runs past the end of the datum (1 byte left)"),
+    (
+        "union index too big",
+        flat(maybe=b"\x04"),
+        "field 'maybe': union branch index 2 at offset 6 is out of range: the union has 2 branches",
+    ),
+    (
+        "negative union index",
+        flat(maybe=b"\x01\x02x"),
+        "field 'maybe': union branch index -1 at offset 6 is out of range: the union has 2 branches",
+    ),
+    (
+        "enum index too big",
+        flat(colour=b"\x06"),
+        "field 'colour': enum index 3 at offset 9 is out of range: enum t.Colour has 3 symbols",
+    ),
+    (
+        "negative enum index",
+        flat(colour=b"\x01"),
+        "field 'colour': enum index -1 at offset 9 is out of range: enum t.Colour has 3 symbols",
+    ),
+    (
+        "decimal beyond its precision",
+        flat(price=b"\x04\x27\x10"),
+        "field 'price': decimal at offset 12 has more than 4 digits (precision 4)",
+    ),
+    (
+        "timestamp beyond year 9999",
+        flat(at=zigzag(2**62)),
+        (
+            "field 'at': timestamp-millis 4611686018427387904 at offset 15 is out of range for a datetime "
+            "(years 1 to 9999)"
+        ),
+    ),
+    (
+        "date before year 1",
+        flat(day=zigzag(-(2**31))),
+        "field 'day': date -2147483648 at offset 21 is out of range for a date (years 1 to 9999)",
+    ),
+    (
+        "not a UUID",
+        flat(id=avro_string("not-a-uuid")),
+        "field 'id': 'not-a-uuid' is not a UUID: badly formed hexadecimal UUID string",
+    ),
+    (
+        "array count beyond the input",
+        flat(lines=zigzag(2**40) + LINE0),
+        "field 'lines': array block of 1099511627776 items at offset 61 cannot fit in the 3 bytes left",
+    ),
+    (
+        "negative block size",
+        flat(lines=zigzag(-1) + zigzag(-4) + LINE0 + b"\x00"),
+        "field 'lines': negative array block size -4 at offset 62",
+    ),
+    (
+        "block size beyond the input",
+        flat(lines=zigzag(-1) + zigzag(100) + LINE0 + b"\x00"),
+        "field 'lines': array block size 100 at offset 62 runs past the end of the datum (4 bytes left)",
+    ),
+    (
+        "array item cut short",
+        flat(lines=b"\x04" + LINE0 + b"\x04\x00"),
+        "field 'lines[1].qty': decimal length 2 at offset 65 runs past the end of the datum (1 byte left)",
+    ),
     ("fixed cut short", flat()[:10] + b"z", "field 'raw': truncated datum: needs 2 bytes at offset 10, 1 left"),
-    ("map value cut short", flat(lines=b"\x04" + LINE0 + line1(b"\x02\x02k\x80")),
-     "field 'lines[1].tags{k}': truncated datum: the varint at offset 71 is cut off at offset 72"),
-    ("map key invalid", flat(lines=b"\x04" + LINE0 + line1(b"\x02\x02\xc0\x02\x00") + b"\x00"),
-     ("field 'lines[1].tags': invalid UTF-8 in the map key at offset 70: 'utf-8' codec can't decode byte 0xc0 in "
-      "position 0: invalid start byte")),
-    ("map count beyond the input", flat(lines=b"\x04" + LINE0 + line1(zigzag(2**20) + b"\x02k\x02\x00") + b"\x00"),
-     "field 'lines[1].tags': map block of 1048576 items at offset 68 cannot fit in the 5 bytes left"),
-    ("missing end of array", flat(lines=b"\x02" + LINE0),
-     "field 'lines': truncated datum: the varint at offset 65 is cut off at offset 65"),
+    (
+        "map value cut short",
+        flat(lines=b"\x04" + LINE0 + line1(b"\x02\x02k\x80")),
+        "field 'lines[1].tags{k}': truncated datum: the varint at offset 71 is cut off at offset 72",
+    ),
+    (
+        "map key invalid",
+        flat(lines=b"\x04" + LINE0 + line1(b"\x02\x02\xc0\x02\x00") + b"\x00"),
+        (
+            "field 'lines[1].tags': invalid UTF-8 in the map key at offset 70: 'utf-8' codec can't decode byte 0xc0 in "
+            "position 0: invalid start byte"
+        ),
+    ),
+    (
+        "map count beyond the input",
+        flat(lines=b"\x04" + LINE0 + line1(zigzag(2**20) + b"\x02k\x02\x00") + b"\x00"),
+        "field 'lines[1].tags': map block of 1048576 items at offset 68 cannot fit in the 5 bytes left",
+    ),
+    (
+        "missing end of array",
+        flat(lines=b"\x02" + LINE0),
+        "field 'lines': truncated datum: the varint at offset 65 is cut off at offset 65",
+    ),
     ("trailing bytes", flat() + b"\x00\x00", "2 bytes left over after the datum, which ends at offset 74"),
     ("empty datum", b"", "field 's': truncated datum: the varint at offset 0 is cut off at offset 0"),
 ]

@@ -23,7 +23,7 @@ import pytest
 from fastavro import parse_schema, schemaless_reader, schemaless_writer
 
 from streams._avro_native import Encoder
-from streams.samples import invoice
+from streams.demo.samples import invoice
 from tests.schemas.avro_builders import SCHEMAS, decimal_type, field, fixed_decimal_type, load_schema, record
 
 SEED = 20_261_101
@@ -101,7 +101,7 @@ def test_invoice_cleared() -> None:
     rng = random.Random(SEED)
     encoder = Encoder(json.dumps(schema))
     for _ in range(50):
-        total = Decimal(rng.randrange(-10**17, 10**17)).scaleb(-2)
+        total = Decimal(rng.randrange(-(10**17), 10**17)).scaleb(-2)
         datum = {
             "invoice_id": str(uuid.UUID(int=rng.getrandbits(128))),
             "tenant_id": "acme",
@@ -231,8 +231,16 @@ def rand_decimal(rng: random.Random, precision: int, scale: int) -> Decimal:
 
 def rand_aware(rng: random.Random) -> datetime:
     offset = timezone(timedelta(minutes=rng.randint(-23 * 60, 23 * 60)))
-    moment = datetime(rng.randint(1, 9998), rng.randint(1, 12), rng.randint(1, 28), rng.randint(0, 23),
-                      rng.randint(0, 59), rng.randint(0, 59), rng.randint(0, 999_999), tzinfo=offset)
+    moment = datetime(
+        rng.randint(1, 9998),
+        rng.randint(1, 12),
+        rng.randint(1, 28),
+        rng.randint(0, 23),
+        rng.randint(0, 59),
+        rng.randint(0, 59),
+        rng.randint(0, 999_999),
+        tzinfo=offset,
+    )
     return moment if rng.random() < 0.7 else moment.astimezone(UTC)
 
 
@@ -265,8 +273,11 @@ CASES: list[tuple[str, Any, Callable[[random.Random], Any]]] = [
     ("fixed", {"type": "fixed", "name": "F8", "size": 8}, lambda rng: rng.randbytes(8)),
     ("fixed0", {"type": "fixed", "name": "F0", "size": 0}, lambda _: b""),
     ("enum", ENUM, lambda rng: rng.choice(["RED", "GREEN", "BLUE", Colour.RED, Colour.GREEN])),
-    ("uuid", {"type": "string", "logicalType": "uuid"},
-     lambda rng: rng.choice([uuid.UUID(int=rng.getrandbits(128)), str(uuid.UUID(int=rng.getrandbits(128)))])),
+    (
+        "uuid",
+        {"type": "string", "logicalType": "uuid"},
+        lambda rng: rng.choice([uuid.UUID(int=rng.getrandbits(128)), str(uuid.UUID(int=rng.getrandbits(128)))]),
+    ),
     ("decimal(18,2)", decimal_type(18, 2), lambda rng: rand_decimal(rng, 18, 2)),
     ("decimal(5,2)", decimal_type(5, 2), lambda rng: rand_decimal(rng, 5, 2)),
     ("decimal(38,0)", decimal_type(38, 0), lambda rng: rand_decimal(rng, 38, 0)),
@@ -275,42 +286,80 @@ CASES: list[tuple[str, Any, Callable[[random.Random], Any]]] = [
     ("fixed decimal(1 byte)", fixed_decimal_type("D1", 1, 2, 1), lambda rng: rand_decimal(rng, 2, 1)),
     ("fixed decimal(8 bytes)", fixed_decimal_type("D8", 8, 18, 4), lambda rng: rand_decimal(rng, 18, 4)),
     ("fixed decimal(20 bytes)", fixed_decimal_type("D20", 20, 47, 6), lambda rng: rand_decimal(rng, 47, 6)),
-    ("timestamp-millis", {"type": "long", "logicalType": "timestamp-millis"},
-     lambda rng: rand_aware(rng) if rng.random() < 0.8 else rand_long(rng)),
-    ("timestamp-micros", {"type": "long", "logicalType": "timestamp-micros"},
-     lambda rng: rand_aware(rng) if rng.random() < 0.8 else rand_long(rng)),
-    ("local-timestamp-millis", {"type": "long", "logicalType": "local-timestamp-millis"},
-     lambda rng: rng.choice([rand_naive(rng), rand_aware(rng), rand_long(rng)])),
-    ("local-timestamp-micros", {"type": "long", "logicalType": "local-timestamp-micros"},
-     lambda rng: rng.choice([rand_naive(rng), rand_aware(rng), rand_long(rng)])),
+    (
+        "timestamp-millis",
+        {"type": "long", "logicalType": "timestamp-millis"},
+        lambda rng: rand_aware(rng) if rng.random() < 0.8 else rand_long(rng),
+    ),
+    (
+        "timestamp-micros",
+        {"type": "long", "logicalType": "timestamp-micros"},
+        lambda rng: rand_aware(rng) if rng.random() < 0.8 else rand_long(rng),
+    ),
+    (
+        "local-timestamp-millis",
+        {"type": "long", "logicalType": "local-timestamp-millis"},
+        lambda rng: rng.choice([rand_naive(rng), rand_aware(rng), rand_long(rng)]),
+    ),
+    (
+        "local-timestamp-micros",
+        {"type": "long", "logicalType": "local-timestamp-micros"},
+        lambda rng: rng.choice([rand_naive(rng), rand_aware(rng), rand_long(rng)]),
+    ),
     ("date", {"type": "int", "logicalType": "date"}, rand_date),
-    ("time-millis", {"type": "int", "logicalType": "time-millis"},
-     lambda rng: rand_time(rng) if rng.random() < 0.8 else rng.randrange(86_400_000)),
-    ("time-micros", {"type": "long", "logicalType": "time-micros"},
-     lambda rng: rand_time(rng) if rng.random() < 0.8 else rng.randrange(86_400_000_000)),
-    ("array of long", {"type": "array", "items": "long"},
-     lambda rng: [rand_long(rng) for _ in range(rng.choice([0, 1, 5, 70]))]),
+    (
+        "time-millis",
+        {"type": "int", "logicalType": "time-millis"},
+        lambda rng: rand_time(rng) if rng.random() < 0.8 else rng.randrange(86_400_000),
+    ),
+    (
+        "time-micros",
+        {"type": "long", "logicalType": "time-micros"},
+        lambda rng: rand_time(rng) if rng.random() < 0.8 else rng.randrange(86_400_000_000),
+    ),
+    (
+        "array of long",
+        {"type": "array", "items": "long"},
+        lambda rng: [rand_long(rng) for _ in range(rng.choice([0, 1, 5, 70]))],
+    ),
     ("array as tuple", {"type": "array", "items": "string"}, lambda rng: tuple(rand_text(rng) for _ in range(3))),
-    ("array of records", {"type": "array", "items": POINT},
-     lambda rng: [{"x": rand_long(rng), "y": rand_long(rng)} for _ in range(rng.randrange(0, 4))]),
-    ("map of decimal", {"type": "map", "values": decimal_type(9, 3)},
-     lambda rng: {rand_text(rng): rand_decimal(rng, 9, 3) for _ in range(rng.choice([0, 1, 4]))}),
+    (
+        "array of records",
+        {"type": "array", "items": POINT},
+        lambda rng: [{"x": rand_long(rng), "y": rand_long(rng)} for _ in range(rng.randrange(0, 4))],
+    ),
+    (
+        "map of decimal",
+        {"type": "map", "values": decimal_type(9, 3)},
+        lambda rng: {rand_text(rng): rand_decimal(rng, 9, 3) for _ in range(rng.choice([0, 1, 4]))},
+    ),
     ("nullable string", ["null", "string"], lambda rng: rng.choice([None, rand_text(rng)])),
     ("string then null", ["string", "null"], lambda rng: rng.choice([None, rand_text(rng)])),
     ("nullable record", ["null", POINT], lambda rng: rng.choice([None, {"x": 1, "y": rand_long(rng)}])),
-    ("wide union", ["null", "boolean", "int", "long", "double", "string", "bytes"],
-     lambda rng: rng.choice([None, True, rand_int(rng), rand_long(rng), rand_double(rng), rand_text(rng), b"\x00"])),
+    (
+        "wide union",
+        ["null", "boolean", "int", "long", "double", "string", "bytes"],
+        lambda rng: rng.choice([None, True, rand_int(rng), rand_long(rng), rand_double(rng), rand_text(rng), b"\x00"]),
+    ),
     ("int before double", ["double", "long"], lambda rng: rng.choice([rand_long(rng), rand_double(rng)])),
     ("float gives way to double", ["float", "string", "double"], lambda rng: rng.choice([1.5, 7, "x"])),
     ("enum before string", [ENUM, "string"], lambda rng: rng.choice(["RED", "PURPLE", Colour.GREEN])),
     ("string before enum", ["string", ENUM], lambda rng: rng.choice(["RED", "PURPLE"])),
-    ("logical types in a union", ["null", decimal_type(10, 2), {"type": "long", "logicalType": "timestamp-millis"},
-                                  "string"],
-     lambda rng: rng.choice([None, rand_decimal(rng, 10, 2), rand_aware(rng), rand_text(rng), rand_long(rng)])),
-    ("array of unions", {"type": "array", "items": ["null", "long", POINT]},
-     lambda rng: [rng.choice([None, rand_long(rng), {"x": 0, "y": 1}]) for _ in range(rng.randrange(0, 6))]),
-    ("map of nullable arrays", {"type": "map", "values": ["null", {"type": "array", "items": "int"}]},
-     lambda rng: {"a": None, "b": [rand_int(rng)], "c": []}),
+    (
+        "logical types in a union",
+        ["null", decimal_type(10, 2), {"type": "long", "logicalType": "timestamp-millis"}, "string"],
+        lambda rng: rng.choice([None, rand_decimal(rng, 10, 2), rand_aware(rng), rand_text(rng), rand_long(rng)]),
+    ),
+    (
+        "array of unions",
+        {"type": "array", "items": ["null", "long", POINT]},
+        lambda rng: [rng.choice([None, rand_long(rng), {"x": 0, "y": 1}]) for _ in range(rng.randrange(0, 6))],
+    ),
+    (
+        "map of nullable arrays",
+        {"type": "map", "values": ["null", {"type": "array", "items": "int"}]},
+        lambda rng: {"a": None, "b": [rand_int(rng)], "c": []},
+    ),
 ]
 
 
@@ -403,19 +452,33 @@ def test_recursive_records() -> None:
 def test_named_types_resolve_by_short_and_full_name() -> None:
     money = {"type": "fixed", "name": "Money", "namespace": "a.b", "size": 2}
     schema = {
-        "type": "record", "name": "Outer", "namespace": "a.b",
+        "type": "record",
+        "name": "Outer",
+        "namespace": "a.b",
         "fields": [
             field("m1", money),
             field("m2", "Money"),
             field("m3", "a.b.Money"),
-            field("inner", {"type": "record", "name": "c.Inner", "fields": [field("m", "a.b.Money"),
-                                                                              field("same_ns", ENUM | {"name": "E"})]}),
+            field(
+                "inner",
+                {
+                    "type": "record",
+                    "name": "c.Inner",
+                    "fields": [field("m", "a.b.Money"), field("same_ns", ENUM | {"name": "E"})],
+                },
+            ),
             field("again", "c.E"),
             field("elsewhere", "c.Inner"),
         ],
     }
-    datum = {"m1": b"ab", "m2": b"cd", "m3": b"ef", "inner": {"m": b"gh", "same_ns": "RED"}, "again": "BLUE",
-             "elsewhere": {"m": b"ij", "same_ns": "GREEN"}}
+    datum = {
+        "m1": b"ab",
+        "m2": b"cd",
+        "m3": b"ef",
+        "inner": {"m": b"gh", "same_ns": "RED"},
+        "again": "BLUE",
+        "elsewhere": {"m": b"ij", "same_ns": "GREEN"},
+    }
     same_as_fastavro(schema, datum)
 
 
@@ -469,41 +532,87 @@ def broken_invoice(change: Callable[[dict[str, Any]], object]) -> dict[str, Any]
 @pytest.mark.parametrize(
     ("change", "kind", "message"),
     [
-        (lambda d: d["lines"][2].update(quantity="1.5"), TypeError,
-         "field 'lines[2].quantity': expected a Decimal, got str '1.5'"),
+        (
+            lambda d: d["lines"][2].update(quantity="1.5"),
+            TypeError,
+            "field 'lines[2].quantity': expected a Decimal, got str '1.5'",
+        ),
         (lambda d: d["seller"].pop("name"), ValueError, "field 'seller.name': required field is missing"),
-        (lambda d: d["buyer"]["address"].pop("city"), ValueError,
-         "field 'buyer.address.city': required field is missing"),
-        (lambda d: d.update(vat_total=Decimal("1.005")), ValueError,
-         "field 'vat_total': 1.005 has more than 2 decimal places (scale 2)"),
-        (lambda d: d.update(vat_total=Decimal("12345678901234567.00")), ValueError,
-         "field 'vat_total': 12345678901234567.00 has more than 18 digits (precision 18)"),
-        (lambda d: d.update(vat_total=Decimal("NaN")), ValueError,
-         "field 'vat_total': Decimal('NaN') is not a finite decimal"),
-        (lambda d: d.update(vat_total=Decimal("-Infinity")), ValueError,
-         "field 'vat_total': Decimal('-Infinity') is not a finite decimal"),
+        (
+            lambda d: d["buyer"]["address"].pop("city"),
+            ValueError,
+            "field 'buyer.address.city': required field is missing",
+        ),
+        (
+            lambda d: d.update(vat_total=Decimal("1.005")),
+            ValueError,
+            "field 'vat_total': 1.005 has more than 2 decimal places (scale 2)",
+        ),
+        (
+            lambda d: d.update(vat_total=Decimal("12345678901234567.00")),
+            ValueError,
+            "field 'vat_total': 12345678901234567.00 has more than 18 digits (precision 18)",
+        ),
+        (
+            lambda d: d.update(vat_total=Decimal("NaN")),
+            ValueError,
+            "field 'vat_total': Decimal('NaN') is not a finite decimal",
+        ),
+        (
+            lambda d: d.update(vat_total=Decimal("-Infinity")),
+            ValueError,
+            "field 'vat_total': Decimal('-Infinity') is not a finite decimal",
+        ),
         (lambda d: d.update(vat_total=1.5), TypeError, "field 'vat_total': expected a Decimal, got float 1.5"),
-        (lambda d: d.update(issued_at=datetime(2026, 1, 1)), ValueError,  # noqa: DTZ001 - naive on purpose
-         "field 'issued_at': datetime 2026-01-01 00:00:00 has no timezone; use an aware datetime"),
-        (lambda d: d.update(issued_at="2026-01-01"), TypeError,
-         "field 'issued_at': expected a datetime, got str '2026-01-01'"),
+        (
+            lambda d: d.update(issued_at=datetime(2026, 1, 1)),  # noqa: DTZ001 - naive on purpose
+            ValueError,
+            "field 'issued_at': datetime 2026-01-01 00:00:00 has no timezone; use an aware datetime",
+        ),
+        (
+            lambda d: d.update(issued_at="2026-01-01"),
+            TypeError,
+            "field 'issued_at': expected a datetime, got str '2026-01-01'",
+        ),
         (lambda d: d.update(icv=True), TypeError, "field 'icv': expected an int, got bool True"),
-        (lambda d: d.update(icv=2**63), ValueError,
-         "field 'icv': 9223372036854775808 is out of range for Avro long (64-bit)"),
-        (lambda d: d.update(type_code="INVOICE_999"), ValueError,
-         ("field 'type_code': 'INVOICE_999' is not a symbol of enum streams.events.InvoiceTypeCode; "
-          "expected one of ['INVOICE_388', 'DEBIT_NOTE_383', 'CREDIT_NOTE_381']")),
-        (lambda d: d.update(type_code=388), TypeError,
-         "field 'type_code': expected a str (enum streams.events.InvoiceTypeCode), got int 388"),
-        (lambda d: d.update(buyer="Gulf Retail"), TypeError,
-         "field 'buyer': expected None or a dict (record streams.events.Party), got str 'Gulf Retail'"),
+        (
+            lambda d: d.update(icv=2**63),
+            ValueError,
+            "field 'icv': 9223372036854775808 is out of range for Avro long (64-bit)",
+        ),
+        (
+            lambda d: d.update(type_code="INVOICE_999"),
+            ValueError,
+            (
+                "field 'type_code': 'INVOICE_999' is not a symbol of enum streams.events.InvoiceTypeCode; "
+                "expected one of ['INVOICE_388', 'DEBIT_NOTE_383', 'CREDIT_NOTE_381']"
+            ),
+        ),
+        (
+            lambda d: d.update(type_code=388),
+            TypeError,
+            "field 'type_code': expected a str (enum streams.events.InvoiceTypeCode), got int 388",
+        ),
+        (
+            lambda d: d.update(buyer="Gulf Retail"),
+            TypeError,
+            "field 'buyer': expected None or a dict (record streams.events.Party), got str 'Gulf Retail'",
+        ),
         (lambda d: d.update(lines={}), TypeError, "field 'lines': expected a list or tuple, got dict {}"),
-        (lambda d: d["lines"].append(None), TypeError,
-         "field 'lines[3]': expected a dict (record streams.events.InvoiceLine), got NoneType None"),
+        (
+            lambda d: d["lines"].append(None),
+            TypeError,
+            "field 'lines[3]': expected a dict (record streams.events.InvoiceLine), got NoneType None",
+        ),
         (lambda d: d.update(currency=None), TypeError, "field 'currency': expected a str, got NoneType None"),
-        (lambda d: d.update(tenant_id="bad \ud800"), ValueError,
-         ("field 'tenant_id': UnicodeEncodeError: "
-          "'utf-8' codec can't encode character '\\ud800' in position 4: surrogates not allowed")),
+        (
+            lambda d: d.update(tenant_id="bad \ud800"),
+            ValueError,
+            (
+                "field 'tenant_id': UnicodeEncodeError: "
+                "'utf-8' codec can't encode character '\\ud800' in position 4: surrogates not allowed"
+            ),
+        ),
     ],
 )
 def test_errors_start_with_the_field_path(
@@ -517,9 +626,12 @@ def test_unknown_fields_are_refused_at_every_level(invoice_encoder: Encoder) -> 
     root = r"^unknown field\(s\) \['seller_name'\]; record streams\.events\.InvoiceCreated has fields \['invoice_id', "
     with pytest.raises(ValueError, match=root):
         invoice_encoder.encode(broken_invoice(lambda d: d.update(seller_name="x")))
-    with raises(ValueError, "field 'lines[0]': unknown field(s) ['vat']; record streams.events.InvoiceLine has fields "
-                "['line_id', 'description', 'quantity', 'unit_price', 'discount', 'vat_category', 'vat_rate', "
-                "'net_amount']"):
+    with raises(
+        ValueError,
+        "field 'lines[0]': unknown field(s) ['vat']; record streams.events.InvoiceLine has fields "
+        "['line_id', 'description', 'quantity', 'unit_price', 'discount', 'vat_category', 'vat_rate', "
+        "'net_amount']",
+    ):
         invoice_encoder.encode(broken_invoice(lambda d: d["lines"][0].update(vat=1)))
 
 
@@ -532,8 +644,11 @@ def test_missing_nullable_field_without_default_is_an_error() -> None:
 
 
 def test_map_values_and_nested_arrays_in_paths() -> None:
-    schema = record("R", field("attributes", {"type": "map", "values": "string"}),
-                    field("grid", {"type": "array", "items": {"type": "array", "items": "int"}}))
+    schema = record(
+        "R",
+        field("attributes", {"type": "map", "values": "string"}),
+        field("grid", {"type": "array", "items": {"type": "array", "items": "int"}}),
+    )
     encoder = Encoder(json.dumps(schema))
     with raises(TypeError, "field 'attributes{colour}': expected a str, got int 7"):
         encoder.encode({"attributes": {"size": "L", "colour": 7}, "grid": []})
@@ -604,31 +719,60 @@ def test_too_deep_nesting_is_an_error_not_a_crash() -> None:
     ("schema_json", "message"),
     [
         ("{", "invalid Avro schema: not valid JSON: EOF while parsing an object at line 1 column 1"),
-        ('"strng"', ("invalid Avro schema: top level: unknown type 'strng' "
-                     "(not a primitive and not a named type defined before it)")),
-        ('{"type": "record", "name": "R", "fields": [{"name": "x", "type": "Party"}]}',
-         ("invalid Avro schema: record R, field 'x': unknown type 'Party' "
-          "(not a primitive and not a named type defined before it)")),
+        (
+            '"strng"',
+            (
+                "invalid Avro schema: top level: unknown type 'strng' "
+                "(not a primitive and not a named type defined before it)"
+            ),
+        ),
+        (
+            '{"type": "record", "name": "R", "fields": [{"name": "x", "type": "Party"}]}',
+            (
+                "invalid Avro schema: record R, field 'x': unknown type 'Party' "
+                "(not a primitive and not a named type defined before it)"
+            ),
+        ),
         ('{"type": "record", "name": "R"}', 'invalid Avro schema: record R: "fields" is missing'),
-        ('{"type": "record", "name": "R", "fields": [{"name": "x", "type": "int"}, {"name": "x", "type": "int"}]}',
-         "invalid Avro schema: record R: field 'x' is declared twice"),
-        ('["null", "null"]',
-         "invalid Avro schema: top level, union branch 1: the union already has a branch of type 'null'"),
-        ('["null", ["int"]]',
-         "invalid Avro schema: top level, union branch 1: a union cannot directly contain another union"),
-        ('{"type": "enum", "name": "E", "symbols": ["A", "A"]}',
-         "invalid Avro schema: enum E: symbol 'A' is listed twice"),
-        ('{"type": "bytes", "logicalType": "decimal", "scale": 2}',
-         'invalid Avro schema: top level (decimal): "precision" is missing'),
-        ('{"type": "bytes", "logicalType": "decimal", "precision": 2, "scale": 3}',
-         "invalid Avro schema: top level (decimal): scale 3 is larger than precision 2"),
-        ('{"type": "fixed", "name": "D", "size": 2, "logicalType": "decimal", "precision": 5}',
-         "invalid Avro schema: fixed D (decimal): precision 5 does not fit in 2 bytes (at most 4 digits)"),
-        ('{"type": "record", "name": "R", "fields": [{"name": "x", "type": "int", "default": "a"}]}',
-         ("invalid Avro schema: record R, field 'x': default \"a\" does not fit the field's type: "
-          "expected an int (Avro int), got str 'a'")),
-        ('[{"type": "fixed", "name": "F", "size": 1}, {"type": "fixed", "name": "F", "size": 2}]',
-         "invalid Avro schema: top level, union branch 1: fixed F: type 'F' is defined twice"),
+        (
+            '{"type": "record", "name": "R", "fields": [{"name": "x", "type": "int"}, {"name": "x", "type": "int"}]}',
+            "invalid Avro schema: record R: field 'x' is declared twice",
+        ),
+        (
+            '["null", "null"]',
+            "invalid Avro schema: top level, union branch 1: the union already has a branch of type 'null'",
+        ),
+        (
+            '["null", ["int"]]',
+            "invalid Avro schema: top level, union branch 1: a union cannot directly contain another union",
+        ),
+        (
+            '{"type": "enum", "name": "E", "symbols": ["A", "A"]}',
+            "invalid Avro schema: enum E: symbol 'A' is listed twice",
+        ),
+        (
+            '{"type": "bytes", "logicalType": "decimal", "scale": 2}',
+            'invalid Avro schema: top level (decimal): "precision" is missing',
+        ),
+        (
+            '{"type": "bytes", "logicalType": "decimal", "precision": 2, "scale": 3}',
+            "invalid Avro schema: top level (decimal): scale 3 is larger than precision 2",
+        ),
+        (
+            '{"type": "fixed", "name": "D", "size": 2, "logicalType": "decimal", "precision": 5}',
+            "invalid Avro schema: fixed D (decimal): precision 5 does not fit in 2 bytes (at most 4 digits)",
+        ),
+        (
+            '{"type": "record", "name": "R", "fields": [{"name": "x", "type": "int", "default": "a"}]}',
+            (
+                "invalid Avro schema: record R, field 'x': default \"a\" does not fit the field's type: "
+                "expected an int (Avro int), got str 'a'"
+            ),
+        ),
+        (
+            '[{"type": "fixed", "name": "F", "size": 1}, {"type": "fixed", "name": "F", "size": 2}]',
+            "invalid Avro schema: top level, union branch 1: fixed F: type 'F' is defined twice",
+        ),
     ],
 )
 def test_invalid_schemas_are_value_errors(schema_json: str, message: str) -> None:
@@ -665,8 +809,19 @@ def test_decimals_read_in_place_encode_like_their_text(precision: int, scale: in
         for encoder in encoders:
             assert encoder.encode(value) == encoder.encode(_TextDecimal(value)), value
     # Values the in-place read declines or refuses fail exactly as through the text.
-    for text in ["1E-40", "-0E+50", "NaN", "sNaN", "-Infinity", "1" * 39, "0.1" + "0" * 60, "1" * 50 + ".5",
-                 "9" * precision, f"1E+{precision}", "12345.6789"]:
+    for text in [
+        "1E-40",
+        "-0E+50",
+        "NaN",
+        "sNaN",
+        "-Infinity",
+        "1" * 39,
+        "0.1" + "0" * 60,
+        "1" * 50 + ".5",
+        "9" * precision,
+        f"1E+{precision}",
+        "12345.6789",
+    ]:
         value = Decimal(text)
         for encoder in encoders:
             try:

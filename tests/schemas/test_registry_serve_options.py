@@ -30,14 +30,21 @@ def served(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
     return configs
 
 
-@pytest.mark.parametrize(("environment", "arguments", "profile"), [
-    ({}, [], "local"),
-    ({"STREAMS_PROFILE": "production"}, [], "production"),
-    ({"STREAMS_PROFILE": "production"}, ["--profile", "local"], "local"),
-])
+@pytest.mark.parametrize(
+    ("environment", "arguments", "profile"),
+    [
+        ({}, [], "local"),
+        ({"STREAMS_PROFILE": "production"}, [], "production"),
+        ({"STREAMS_PROFILE": "production"}, ["--profile", "local"], "local"),
+    ],
+)
 def test_the_catalog_profile_comes_from_the_option_else_the_settings(
-        served: list[Any], environment: dict[str, str], arguments: list[str], profile: str) -> None:
-    result = CliRunner().invoke(main, ["registry", "serve", "--bootstrap-servers", "127.0.0.1:9", *arguments],
-                                env={"STREAMS_PROFILE": None, **environment})
+    served: list[Any], environment: dict[str, str], arguments: list[str], profile: str
+) -> None:
+    result = CliRunner().invoke(
+        main,
+        ["registry", "serve", "--bootstrap-servers", "127.0.0.1:9", *arguments],
+        env={"STREAMS_PROFILE": None, **environment},
+    )
     assert result.exit_code == 0, result.output
     assert [config.profile for config in served] == [profile]

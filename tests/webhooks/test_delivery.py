@@ -22,10 +22,21 @@ from streams.webhooks.signing import Signer
 
 SECRET = "whsec_" + base64.b64encode(b"k" * 32).decode()
 FAST = RetryPolicy(max_attempts=4, backoff_ms=20, max_backoff_ms=100, jitter=True)
-EVENT = {"violation_id": "v-1", "amount": Decimal("115.50"), "raw": b"\x00\x01",
-         "detected_at": datetime(2026, 11, 1, 12, 0, tzinfo=UTC), "nested": {"severity": "ERROR"}}
-ATTRS = {"id": "e-1", "source": "billing", "type": "compliance.violation", "time": "2026-11-01T12:00:00.000Z",
-         "tenantid": "acme", "traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"}
+EVENT = {
+    "violation_id": "v-1",
+    "amount": Decimal("115.50"),
+    "raw": b"\x00\x01",
+    "detected_at": datetime(2026, 11, 1, 12, 0, tzinfo=UTC),
+    "nested": {"severity": "ERROR"},
+}
+ATTRS = {
+    "id": "e-1",
+    "source": "billing",
+    "type": "compliance.violation",
+    "time": "2026-11-01T12:00:00.000Z",
+    "tenantid": "acme",
+    "traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+}
 
 
 @pytest.fixture
@@ -35,8 +46,15 @@ def receiver() -> Iterator[Receiver]:
 
 
 def route_to(receiver: Receiver, **changes: object) -> WebhookRoute:
-    route = WebhookRoute(name="hook", topic="compliance.violation", url=receiver.url, secret="s", retry=FAST,  # noqa: S106
-                         timeout_ms=2_000, circuit=CircuitPolicy(failures=100))
+    route = WebhookRoute(
+        name="hook",
+        topic="compliance.violation",
+        url=receiver.url,
+        secret="s",  # noqa: S106
+        retry=FAST,
+        timeout_ms=2_000,
+        circuit=CircuitPolicy(failures=100),
+    )
     return replace(route, **changes)  # type: ignore[arg-type]
 
 
@@ -54,12 +72,22 @@ async def test_binary_mode_sends_ce_headers_and_the_data_as_json(receiver: Recei
     assert await deliver(route_to(receiver)) == (True, 1, 204)
     got = receiver.delivered["msg_1"]
     assert got.verified
-    assert json.loads(got.body) == {"violation_id": "v-1", "amount": "115.50", "raw": "AAE=",
-                                    "detected_at": "2026-11-01T12:00:00Z", "nested": {"severity": "ERROR"}}
+    assert json.loads(got.body) == {
+        "violation_id": "v-1",
+        "amount": "115.50",
+        "raw": "AAE=",
+        "detected_at": "2026-11-01T12:00:00Z",
+        "nested": {"severity": "ERROR"},
+    }
     assert got.headers["content-type"] == "application/json"
     assert {k: v for k, v in got.headers.items() if k.startswith("ce-")} == {
-        "ce-specversion": "1.0", "ce-id": "e-1", "ce-source": "billing", "ce-type": "compliance.violation",
-        "ce-time": "2026-11-01T12:00:00.000Z", "ce-tenantid": "acme"}
+        "ce-specversion": "1.0",
+        "ce-id": "e-1",
+        "ce-source": "billing",
+        "ce-type": "compliance.violation",
+        "ce-time": "2026-11-01T12:00:00.000Z",
+        "ce-tenantid": "acme",
+    }
     assert got.headers["traceparent"] == ATTRS["traceparent"]
 
 
@@ -69,8 +97,13 @@ async def test_structured_mode_sends_the_whole_cloudevent(receiver: Receiver) ->
     assert got.headers["content-type"] == "application/cloudevents+json"
     event = json.loads(got.body)
     assert {k: event[k] for k in ("specversion", "id", "source", "type", "tenantid", "datacontenttype")} == {
-        "specversion": "1.0", "id": "e-1", "source": "billing", "type": "compliance.violation",
-        "tenantid": "acme", "datacontenttype": "application/json"}
+        "specversion": "1.0",
+        "id": "e-1",
+        "source": "billing",
+        "type": "compliance.violation",
+        "tenantid": "acme",
+        "datacontenttype": "application/json",
+    }
     assert event["data"]["amount"] == "115.50"
     assert not any(k.startswith("ce-") for k in got.headers)
 
@@ -135,8 +168,11 @@ def test_retry_after_reads_seconds_and_http_dates() -> None:
 
 async def test_an_open_circuit_holds_deliveries_without_spending_their_attempts(receiver: Receiver) -> None:
     receiver.down()
-    route = route_to(receiver, retry=RetryPolicy(max_attempts=3, backoff_ms=10, max_backoff_ms=20),
-                     circuit=CircuitPolicy(failures=2, cooldown_ms=200, max_cooldown_ms=400))
+    route = route_to(
+        receiver,
+        retry=RetryPolicy(max_attempts=3, backoff_ms=10, max_backoff_ms=20),
+        circuit=CircuitPolicy(failures=2, cooldown_ms=200, max_cooldown_ms=400),
+    )
     delivery = asyncio.create_task(deliver(route))
     await asyncio.sleep(1.5)  # 3 attempts 10-20 ms apart would have been spent long ago
     assert not delivery.done()
@@ -180,8 +216,9 @@ async def test_a_cancelled_probe_lets_another_delivery_probe(receiver: Receiver)
         return Answer(200, delay_s=3) if len(seen) == 2 else Answer(200)  # the probe hangs (for the test)
 
     receiver.respond = fail_then_hang
-    route = route_to(receiver, timeout_ms=60_000,
-                     circuit=CircuitPolicy(failures=1, cooldown_ms=100, max_cooldown_ms=100))
+    route = route_to(
+        receiver, timeout_ms=60_000, circuit=CircuitPolicy(failures=1, cooldown_ms=100, max_cooldown_ms=100)
+    )
     deliverer = Deliverer((route,), {"s": Signer(SECRET)})
     circuit = deliverer.endpoints[route.url].circuit
     try:

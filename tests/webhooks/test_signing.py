@@ -22,8 +22,11 @@ def test_signature_is_v1_hmac_sha256_of_id_timestamp_body_with_the_decoded_key()
 
     headers = Signer(SECRET).headers("msg_1", BODY, timestamp=1_700_000_000)
     expected = hmac.new(bytes(range(32)), b"msg_1.1700000000." + BODY, hashlib.sha256).digest()
-    assert headers == {"webhook-id": "msg_1", "webhook-timestamp": "1700000000",
-                       "webhook-signature": "v1," + base64.b64encode(expected).decode()}
+    assert headers == {
+        "webhook-id": "msg_1",
+        "webhook-timestamp": "1700000000",
+        "webhook-signature": "v1," + base64.b64encode(expected).decode(),
+    }
 
 
 def test_the_reference_library_verifies_our_headers_and_signs_what_we_verify() -> None:
@@ -31,8 +34,14 @@ def test_the_reference_library_verifies_our_headers_and_signs_what_we_verify() -
     assert Webhook(SECRET).verify(BODY, headers) == {"invoice_id": "i-1", "total": "115.00"}
     now = datetime.now(UTC)
     theirs = Webhook(SECRET).sign("msg_xyz", now, BODY.decode())
-    assert verify(SECRET, {"webhook-id": "msg_xyz", "webhook-timestamp": str(int(now.timestamp())),
-                           "webhook-signature": theirs}, BODY) == "msg_xyz"
+    assert (
+        verify(
+            SECRET,
+            {"webhook-id": "msg_xyz", "webhook-timestamp": str(int(now.timestamp())), "webhook-signature": theirs},
+            BODY,
+        )
+        == "msg_xyz"
+    )
 
 
 def test_a_tampered_body_a_wrong_secret_or_a_stale_timestamp_do_not_verify() -> None:

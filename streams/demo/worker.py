@@ -50,9 +50,14 @@ class WorkerReport:
         """What happened since `earlier` (outcome counts only)."""
         rules = collections.Counter(self.violations)
         rules.subtract(earlier.violations)
-        return WorkerReport(self.judged - earlier.judged, self.cleared - earlier.cleared,
-                            self.violating - earlier.violating, {k: v for k, v in rules.items() if v > 0},
-                            self.errors - earlier.errors, self.dead_letters - earlier.dead_letters)
+        return WorkerReport(
+            self.judged - earlier.judged,
+            self.cleared - earlier.cleared,
+            self.violating - earlier.violating,
+            {k: v for k, v in rules.items() if v > 0},
+            self.errors - earlier.errors,
+            self.dead_letters - earlier.dead_letters,
+        )
 
 
 def _records(settings: Settings, topic: str) -> list[Any]:
@@ -82,16 +87,21 @@ def _outcomes(settings: Settings, decoder: EventDecoder) -> WorkerReport:
 
 def child_env(settings: Settings) -> dict[str, str]:
     """The environment for the demo's child processes: the same data dir (and so the same stack) and catalog."""
-    return {**os.environ, "STREAMS_DATA_DIR": str(settings.data_dir.resolve()),
-            "STREAMS_CATALOG_PATH": str(settings.catalog_path.resolve())}
+    return {
+        **os.environ,
+        "STREAMS_DATA_DIR": str(settings.data_dir.resolve()),
+        "STREAMS_CATALOG_PATH": str(settings.catalog_path.resolve()),
+    }
 
 
 def _caught_up(kafka: KafkaConfig, group: str, topics: tuple[str, ...]) -> bool:
     """Whether `group` has committed every partition of `topics` up to its end."""
     admin = AdminClient(kafka)
     request = ConsumerGroupTopicPartitions(group)
-    committed = {(tp.topic, tp.partition): tp.offset for tp in
-                 admin.list_consumer_group_offsets([request], request_timeout=10)[group].result().topic_partitions}
+    committed = {
+        (tp.topic, tp.partition): tp.offset
+        for tp in admin.list_consumer_group_offsets([request], request_timeout=10)[group].result().topic_partitions
+    }
     consumer = Consumer({**kafka, "group.id": "streams-demo-probe"})
     try:
         for topic in topics:
@@ -108,8 +118,13 @@ def run_worker_until(settings: Settings, catalog: Catalog, invoices: int, *, tim
     """Start a worker, wait until `invoices` have an outcome and the chain caught up, stop it, report."""
     env = child_env(settings)
     with (settings.data_dir / "demo-worker.log").open("ab") as log:
-        process = subprocess.Popen([sys.executable, "-m", "streams.cli", "worker", "--web-port", str(free_port())],  # noqa: S603
-                                   env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        process = subprocess.Popen(  # noqa: S603
+            [sys.executable, "-m", "streams.cli", "worker", "--web-port", str(free_port())],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     audited = [spec.name for spec in catalog.topics if spec.audit]
     with RegistryClient(settings.registry_url()) as registry:
         decoder = EventDecoder(registry)
@@ -119,8 +134,10 @@ def run_worker_until(settings: Settings, catalog: Catalog, invoices: int, *, tim
             report = _outcomes(settings, decoder).minus(baseline)
             while report.judged < invoices:
                 if process.poll() is not None or time.monotonic() > deadline:
-                    raise StreamsError(f"the worker judged {report.judged} of {invoices} invoices; see "
-                                       f"{settings.data_dir / 'demo-worker.log'}")
+                    raise StreamsError(
+                        f"the worker judged {report.judged} of {invoices} invoices; see "
+                        f"{settings.data_dir / 'demo-worker.log'}"
+                    )
                 time.sleep(1)
                 report = _outcomes(settings, decoder).minus(baseline)
             sources = sum(len(_records(settings, name)) for name in audited)

@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from streams.demo_worker import child_env
+from streams.demo.worker import child_env
 from streams.errors import StreamsError
 
 if TYPE_CHECKING:
@@ -46,31 +46,53 @@ def _effects(data_dir: Path, tenants: set[str]) -> BridgeReport:
     return BridgeReport(len(pdfs), notifications, pdfs[0] if pdfs else None)
 
 
-def run_bridge_until(settings: Settings, tenants: set[str], pdfs: int, notifications: int, *,
-                     timeout: float) -> BridgeReport:
+def run_bridge_until(
+    settings: Settings, tenants: set[str], pdfs: int, notifications: int, *, timeout: float
+) -> BridgeReport:
     """Start the bridge and a Celery worker, wait for the expected effects of `tenants`, stop both."""
     data_dir = settings.data_dir.resolve()
     env = child_env(settings)
     commands = {
         "bridge": [sys.executable, "-m", "streams.cli", "bridge"],
-        "celery": [sys.executable, "-m", "celery", "-A", "streams.bridge.reference_tasks", "worker",
-                   "-Q", CELERY_QUEUES, "--concurrency", "2", "--loglevel", "INFO", "--without-gossip",
-                   "--without-mingle"],
+        "celery": [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "streams.bridge.reference_tasks",
+            "worker",
+            "-Q",
+            CELERY_QUEUES,
+            "--concurrency",
+            "2",
+            "--loglevel",
+            "INFO",
+            "--without-gossip",
+            "--without-mingle",
+        ],
     }
     processes: dict[str, subprocess.Popen[bytes]] = {}
     try:
         for name, command in commands.items():
             with (data_dir / f"demo-{name}.log").open("ab") as log:
-                processes[name] = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT,  # noqa: S603
-                                                   start_new_session=True)
+                processes[name] = subprocess.Popen(  # noqa: S603
+                    command,
+                    env=env,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
         deadline = time.monotonic() + timeout
         report = _effects(data_dir, tenants)
         while report.pdfs < pdfs or report.notifications < notifications:
             stopped = [name for name, process in processes.items() if process.poll() is not None]
             if stopped or time.monotonic() > deadline:
-                raise StreamsError(f"{report.pdfs} of {pdfs} PDFs and {report.notifications} of {notifications} "
-                                   f"notifications after {timeout:.0f}s" + (f"; {stopped[0]} exited" if stopped else "")
-                                   + f"; see {data_dir}/demo-bridge.log and demo-celery.log")
+                raise StreamsError(
+                    f"{report.pdfs} of {pdfs} PDFs and {report.notifications} of {notifications} "
+                    f"notifications after {timeout:.0f}s"
+                    + (f"; {stopped[0]} exited" if stopped else "")
+                    + f"; see {data_dir}/demo-bridge.log and demo-celery.log"
+                )
             time.sleep(0.5)
             report = _effects(data_dir, tenants)
         return report

@@ -17,19 +17,19 @@ from rich.table import Table
 from streams.admin import apply_plan, plan_changes
 from streams.agents.zatca import invoice_hash
 from streams.catalog import load_catalog
+from streams.demo.outbox import erp_through_outbox
+from streams.demo.samples import invoice_chain, user_action, workflow_completed
+from streams.demo.webhooks import run_webhooks_until, show_webhooks
 from streams.errors import StreamsError
 from streams.local.stack import ServiceReady, StackEvent, StackNote, start_stack
-from streams.outbox.demo import erp_through_outbox
 from streams.publish import Publisher
 from streams.replay.commands import keygen, replay, verify
-from streams.samples import invoice_chain, user_action, workflow_completed
 from streams.schemas.commands import apply_schemas
 from streams.schemas.registry_client import RegistryClient
-from streams.webhooks.demo import run_webhooks_until, show_webhooks
 
 if TYPE_CHECKING:
     from streams.catalog import Catalog
-    from streams.demo_worker import WorkerReport
+    from streams.demo.worker import WorkerReport
     from streams.settings import Settings
 
 
@@ -59,8 +59,10 @@ def run_demo(settings: Settings, invoices: int) -> None:
     with RegistryClient(settings.registry_url()) as client:
         for step in apply_schemas(catalog, client):
             registered = step.registered
-            console.print(f"{step.verdict.schema.subject:32s} id {registered.id if registered else '-':>3} "
-                          f"v{registered.version if registered else '-'} {step.action}")
+            console.print(
+                f"{step.verdict.schema.subject:32s} id {registered.id if registered else '-':>3} "
+                f"v{registered.version if registered else '-'} {step.action}"
+            )
 
     console.rule("4. publish a sample batch")
     batch = {
@@ -77,7 +79,7 @@ def run_demo(settings: Settings, invoices: int) -> None:
 
     console.rule("5. worker: validation, audit, indexing")
     expected = len(batch["invoice.created"])
-    from streams.demo_worker import run_worker_until  # noqa: PLC0415 - `streams demo --help` stays fast
+    from streams.demo.worker import run_worker_until  # noqa: PLC0415 - `streams demo --help` stays fast
 
     report = run_worker_until(settings, catalog, expected, timeout=180)
     _show_topics(console, catalog, kafka_config)
@@ -85,12 +87,14 @@ def run_demo(settings: Settings, invoices: int) -> None:
 
     console.rule("6. bridge: Celery tasks from the outcomes (PDFs, compliance notifications)")
     tenants = {event["tenant_id"] for event in batch["invoice.created"]}
-    from streams.demo_bridge import run_bridge_until  # noqa: PLC0415 - `streams demo --help` stays fast
+    from streams.demo.bridge import run_bridge_until  # noqa: PLC0415 - `streams demo --help` stays fast
 
     effects = run_bridge_until(settings, tenants, report.cleared, report.errors, timeout=180)
     console.print(f"invoice PDFs: {effects.pdfs} (one per cleared invoice), e.g. {effects.sample_pdf}")
-    console.print(f"compliance notifications: {effects.notifications} (one per ERROR violation) under "
-                  f"{settings.data_dir / 'bridge' / 'compliance'}")
+    console.print(
+        f"compliance notifications: {effects.notifications} (one per ERROR violation) under "
+        f"{settings.data_dir / 'bridge' / 'compliance'}"
+    )
 
     show_webhooks(console, run_webhooks_until(settings, catalog, tenants, report.errors, timeout=120))
 
@@ -100,15 +104,17 @@ def run_demo(settings: Settings, invoices: int) -> None:
     folder = settings.data_dir / "evidence"
     folder.mkdir(parents=True, exist_ok=True)
     ctx.invoke(keygen, stem=folder / f"auditor-{stamp}")
-    ctx.invoke(replay, topic="invoice.created", export=folder / f"invoices-{stamp}",
-               sign_key=folder / f"auditor-{stamp}.key")
+    ctx.invoke(
+        replay, topic="invoice.created", export=folder / f"invoices-{stamp}", sign_key=folder / f"auditor-{stamp}.key"
+    )
     ctx.invoke(verify, directory=folder / f"invoices-{stamp}", public_key=folder / f"auditor-{stamp}.pub")
 
 
 def _show_worker(console: Console, report: WorkerReport, expected: int, settings: Settings) -> None:
     """The agents' outcomes; StreamsError if the search index holds no cleared invoice."""
-    console.print(f"invoices judged: {report.judged} of {expected} "
-                  f"({report.cleared} cleared, {report.violating} with violations)")
+    console.print(
+        f"invoices judged: {report.judged} of {expected} ({report.cleared} cleared, {report.violating} with violations)"
+    )
     for rule, count in sorted(report.violations.items()):
         console.print(f"  {rule:22s} {count}")
     console.print(f"dead letters: {report.dead_letters}")
@@ -126,14 +132,23 @@ def demo_invoices(count: int) -> list[dict[str, Any]]:
     """
     per_seller = max(count // 3, 2)
     run = uuid.uuid4().hex[:6]
-    chains = [invoice_chain(per_seller, tenant=f"{t}-{run}", seller_vat=v, seed=int(run, 16)) for t, v in
-              (("acme", "300000000000003"), ("gulf", "310000000000003"), ("najd", "320000000000003"))]
+    chains = [
+        invoice_chain(per_seller, tenant=f"{t}-{run}", seller_vat=v, seed=int(run, 16))
+        for t, v in (("acme", "300000000000003"), ("gulf", "310000000000003"), ("najd", "320000000000003"))
+    ]
     events = [event for group in zip(*chains, strict=True) for event in group]
     last = chains[0][-1]
-    events.append({**last, "invoice_id": str(uuid.uuid4()), "tax_currency": "USD",
-                   "icv": last["icv"] + 1, "previous_invoice_hash": invoice_hash(last)})   # wrong tax currency
-    events.append({**chains[1][0]})                                                     # duplicate UUID
-    events.append({**chains[2][-1], "invoice_id": str(uuid.uuid4()), "icv": 1})         # ICV and hash break
+    events.append(
+        {
+            **last,
+            "invoice_id": str(uuid.uuid4()),
+            "tax_currency": "USD",
+            "icv": last["icv"] + 1,
+            "previous_invoice_hash": invoice_hash(last),
+        }
+    )  # wrong tax currency
+    events.append({**chains[1][0]})  # duplicate UUID
+    events.append({**chains[2][-1], "invoice_id": str(uuid.uuid4()), "icv": 1})  # ICV and hash break
     return events
 
 
@@ -148,8 +163,9 @@ def _show_topics(console: Console, catalog: Catalog, kafka_config: dict[str, str
             partitions = consumer.list_topics(spec.name, timeout=10).topics[spec.name].partitions
             total = sum(
                 high - low
-                for low, high in (consumer.get_watermark_offsets(TopicPartition(spec.name, p), timeout=10)
-                                  for p in partitions)
+                for low, high in (
+                    consumer.get_watermark_offsets(TopicPartition(spec.name, p), timeout=10) for p in partitions
+                )
             )
             table.add_row(spec.name, str(len(partitions)), str(total))
         console.print(table)

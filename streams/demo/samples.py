@@ -51,8 +51,16 @@ def invoice_line(rng: random.Random, number: int) -> dict[str, Any]:
     }
 
 
-def invoice(seq: int, *, seed: int = 7, tenant: str = "acme", lines: int = 2, seller_vat: str | None = None,
-            previous_hash: str = FIRST_PIH, icv: int | None = None) -> dict[str, Any]:
+def invoice(
+    seq: int,
+    *,
+    seed: int = 7,
+    tenant: str = "acme",
+    lines: int = 2,
+    seller_vat: str | None = None,
+    previous_hash: str = FIRST_PIH,
+    icv: int | None = None,
+) -> dict[str, Any]:
     """A valid standard (B2B) invoice.created payload; the same (seq, seed) gives the same invoice."""
     rng = random.Random(f"{seed}:{tenant}:{seq}")  # a str seed is hashed with SHA-512: stable across runs
     items = [invoice_line(rng, n + 1) for n in range(lines)]
@@ -67,10 +75,13 @@ def invoice(seq: int, *, seed: int = 7, tenant: str = "acme", lines: int = 2, se
         "type_code": "INVOICE_388",
         "subtype": "STANDARD",
         "issued_at": BASE_TIME + timedelta(minutes=seq),
-        "seller": {"name": f"{tenant.title()} Trading Co.", "vat_number": seller_vat or "300000000000003",
-                   "cr_number": "1010010000", "address": address(rng)},
-        "buyer": {"name": "Gulf Retail LLC", "vat_number": vat_number(rng), "cr_number": None,
-                  "address": address(rng)},
+        "seller": {
+            "name": f"{tenant.title()} Trading Co.",
+            "vat_number": seller_vat or "300000000000003",
+            "cr_number": "1010010000",
+            "address": address(rng),
+        },
+        "buyer": {"name": "Gulf Retail LLC", "vat_number": vat_number(rng), "cr_number": None, "address": address(rng)},
         "lines": items,
         "tax_exclusive_total": exclusive,
         "vat_total": vat,
@@ -81,8 +92,9 @@ def invoice(seq: int, *, seed: int = 7, tenant: str = "acme", lines: int = 2, se
     }
 
 
-def invoice_chain(count: int, *, seed: int = 7, tenant: str = "acme", seller_vat: str = "300000000000003",
-                  start: int = 0) -> list[dict[str, Any]]:
+def invoice_chain(
+    count: int, *, seed: int = 7, tenant: str = "acme", seller_vat: str = "300000000000003", start: int = 0
+) -> list[dict[str, Any]]:
     """`count` valid invoices of one seller: ICV 1, 2, ... and each previous hash linking to the one before."""
     chain: list[dict[str, Any]] = []
     previous = FIRST_PIH

@@ -1,4 +1,4 @@
-"""`streams demo`: the reference pipeline end to end on the embedded local stack (streams.demo_pipeline).
+"""`streams demo`: the reference pipeline end to end on the embedded local stack (streams.demo.pipeline).
 
 The command alone, so `streams demo --help` loads none of the pipeline.
 """
@@ -23,6 +23,6 @@ def demo(settings: Settings, invoices: int) -> None:
     Example:
       streams demo --invoices 500
     """
-    from streams.demo_pipeline import run_demo  # noqa: PLC0415 - the pipeline loads only when it runs
+    from streams.demo.pipeline import run_demo  # noqa: PLC0415 - the pipeline loads only when it runs
 
     run_demo(settings, invoices)

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-from streams.demo_worker import child_env
+from streams.demo.worker import child_env
 from streams.errors import StreamsError
 from streams.webhooks.receiver import Received, Receiver
 from streams.webhooks.routes import WebhookRoute, load_webhooks
@@ -47,8 +47,9 @@ def _demo_route(catalog: Catalog) -> WebhookRoute:
     raise StreamsError(f"{catalog.path}: no webhook route posts to 127.0.0.1 for the demo's receiver")
 
 
-def run_webhooks_until(settings: Settings, catalog: Catalog, tenants: set[str], expected: int, *,
-                       timeout: float) -> WebhookReport:
+def run_webhooks_until(
+    settings: Settings, catalog: Catalog, tenants: set[str], expected: int, *, timeout: float
+) -> WebhookReport:
     """Start a receiver and `streams webhooks`, wait for `expected` deliveries of `tenants`' events, stop both."""
     route = _demo_route(catalog)
     available = settings.webhook_secret_map()
@@ -69,8 +70,13 @@ def run_webhooks_until(settings: Settings, catalog: Catalog, tenants: set[str], 
     host, port = parts.hostname or "127.0.0.1", parts.port or 80
     with Receiver(secret, host=host, port=port, path=parts.path or "/") as receiver:
         with log_path.open("ab") as log:
-            process = subprocess.Popen([sys.executable, "-m", "streams.cli", "webhooks"], env=env,
-                                       stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            process = subprocess.Popen(
+                [sys.executable, "-m", "streams.cli", "webhooks"],
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         try:
             deadline = time.monotonic() + timeout
             while len(ours) < expected:
@@ -90,9 +96,15 @@ def run_webhooks_until(settings: Settings, catalog: Catalog, tenants: set[str], 
 def show_webhooks(console: Console, report: WebhookReport) -> None:
     """What the demo's receiver got: how many, whether the signatures verified, and a few of them."""
     console.rule("6b. webhooks: ERROR violations POSTed to a local receiver")
-    console.print(f"route {report.route} -> {report.url}: received {report.received} signed CloudEvents, "
-                  f"{report.verified} signatures verified (Standard Webhooks, HMAC-SHA256)", highlight=False)
+    console.print(
+        f"route {report.route} -> {report.url}: received {report.received} signed CloudEvents, "
+        f"{report.verified} signatures verified (Standard Webhooks, HMAC-SHA256)",
+        highlight=False,
+    )
     for got in report.samples:
         body = json.loads(got.body)
-        console.print(f"  {got.headers.get('webhook-id')} {got.headers.get('ce-type')} {body.get('rule_code')} "
-                      f"invoice {body.get('invoice_id')}: {body.get('message')}", highlight=False)
+        console.print(
+            f"  {got.headers.get('webhook-id')} {got.headers.get('ce-type')} {body.get('rule_code')} "
+            f"invoice {body.get('invoice_id')}: {body.get('message')}",
+            highlight=False,
+        )

@@ -23,8 +23,9 @@ __all__ = ["erp_through_outbox"]
 TOPIC = "invoice.created"
 
 
-def erp_through_outbox(settings: Settings, catalog: Catalog, invoices: list[dict[str, Any]],
-                       *, topic: str = TOPIC, timeout: float = 120.0) -> str:
+def erp_through_outbox(
+    settings: Settings, catalog: Catalog, invoices: list[dict[str, Any]], *, topic: str = TOPIC, timeout: float = 120.0
+) -> str:
     """Commit each invoice row with its event in one transaction (plus one the ERP rolls back), relay the
     outbox to Kafka, and say what happened in one line."""
     path = settings.data_dir / "erp" / "erp.db"
@@ -34,12 +35,15 @@ def erp_through_outbox(settings: Settings, catalog: Catalog, invoices: list[dict
     conn = connect(dsn)
     with Outbox(settings, catalog=catalog, source="sample-erp") as outbox:
         try:
-            conn.execute("CREATE TABLE IF NOT EXISTS invoices (invoice_id TEXT PRIMARY KEY, tenant_id TEXT, "
-                         "total TEXT)")
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS invoices (invoice_id TEXT PRIMARY KEY, tenant_id TEXT, total TEXT)"
+            )
             for event in invoices:
                 conn.execute("BEGIN")
-                conn.execute("INSERT OR REPLACE INTO invoices VALUES (?, ?, ?)",
-                             (event["invoice_id"], event["tenant_id"], str(event["payable_amount"])))
+                conn.execute(
+                    "INSERT OR REPLACE INTO invoices VALUES (?, ?, ?)",
+                    (event["invoice_id"], event["tenant_id"], str(event["payable_amount"])),
+                )
                 outbox.add(conn, topic, event)
                 conn.execute("COMMIT")
             # An invoice whose transaction fails after the event was added: neither row survives.
@@ -60,6 +64,8 @@ def erp_through_outbox(settings: Settings, catalog: Catalog, invoices: list[dict
     thread.join(30)
     total = relay.metrics.registry.get_sample_value("streams_outbox_commit_to_kafka_seconds_sum") or 0.0
     mean_ms = total / relay.relayed * 1000 if relay.relayed else 0.0
-    return (f"sample ERP: {len(invoices)} invoices committed to {path} with their events in outbox table "
-            f"{DEFAULT_TABLE}, 1 transaction rolled back; the relay published {relay.relayed} "
-            f"(mean commit-to-Kafka {mean_ms:.0f} ms), parked {relay.parked}")
+    return (
+        f"sample ERP: {len(invoices)} invoices committed to {path} with their events in outbox table "
+        f"{DEFAULT_TABLE}, 1 transaction rolled back; the relay published {relay.relayed} "
+        f"(mean commit-to-Kafka {mean_ms:.0f} ms), parked {relay.parked}"
+    )
