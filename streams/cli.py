@@ -49,6 +49,8 @@ LAZY_COMMANDS: dict[str, tuple[str, str, str]] = {
                "Feed Celery from Kafka: routed events become tasks in Redis; offsets commit after Redis confirms."),
     "webhooks": ("streams.webhooks.commands", "webhooks",
                  "Deliver events to HTTP endpoints: signed CloudEvents POSTs, retried; offsets commit once settled."),
+    "archive": ("streams.archive.commands", "archive",
+                "The legal archive: copy archived topics into sealed segments, verify them, query them."),
     "outbox": ("streams.outbox.commands", "outbox",
                "The transactional outbox: services add events in their own transaction; the relay publishes them."),
 }  # fmt: skip

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from streams.settings import Settings
 
 BUILT_INS = ("validation", "audit", "indexing")
+OPT_IN = ("archive",)  # run only when named: the archiver (streams.archive), e.g. --agents validation,archive
 log = structlog.get_logger("streams.worker")
 
 
@@ -55,9 +56,9 @@ def load_app(reference: str) -> App:
 def built_in_apps(settings: Settings, catalog: Catalog, chosen: tuple[str, ...], app_id: str,
                   ) -> tuple[list[App], SearchIndex | None]:
     """The built-in agents' apps, and the search index."""
-    unknown = set(chosen) - set(BUILT_INS)
+    unknown = set(chosen) - set(BUILT_INS) - set(OPT_IN)
     if unknown:
-        raise ConfigError(f"unknown agent(s) {sorted(unknown)}; choose from {', '.join(BUILT_INS)}")
+        raise ConfigError(f"unknown agent(s) {sorted(unknown)}; choose from {', '.join(BUILT_INS + OPT_IN)}")
     apps: list[App] = []
     index = None
     if "validation" in chosen:
@@ -73,6 +74,10 @@ def built_in_apps(settings: Settings, catalog: Catalog, chosen: tuple[str, ...],
 
         index = SearchIndex(index_path(settings))
         apps.append(indexing_app(app_id, index, catalog))
+    if "archive" in chosen:
+        from streams.archive.agent import archive_app  # noqa: PLC0415
+
+        apps.append(archive_app(settings, catalog))
     return apps, index
 
 
@@ -125,7 +130,8 @@ class Worker:
 
 @click.command()
 @click.option("--agents", default=None,
-              help=f"Comma-separated built-in agents ({', '.join(BUILT_INS)}); all of them unless --app is given.")
+              help=f"Comma-separated built-in agents ({', '.join(BUILT_INS)}; and {', '.join(OPT_IN)} when named); "
+              "the first three unless --app is given.")
 @click.option("--app", "app_refs", multiple=True, metavar="MODULE:ATTR",
               help="A streams.App to host (repeatable), e.g. examples.velocity:app.")
 @click.option("--app-id", default=DEFAULT_APP_ID, show_default=True,

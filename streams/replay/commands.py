@@ -237,7 +237,11 @@ def _plan(consumer: Consumer, query: ReplayQuery, settings: Settings, replay_id:
         if replay_id is not None and replay_id != stored_id:
             raise ReplayError(f"{export} holds interrupted replay {stored_id}, not {replay_id}")
         return stored, stored_id
-    return resolve_plan(consumer, query), replay_id or new_replay_id()
+    from streams.archive.read import open_view  # noqa: PLC0415 - offsets Kafka no longer has, if archived
+
+    location = settings.archive_location()[0]
+    archive = open_view(location, query.topic) if "://" in location or Path(location).is_dir() else None
+    return resolve_plan(consumer, query, archive), replay_id or new_replay_id()
 
 
 def _run(consumer: Consumer, plan: ReplayPlan, sink: ReplaySink, record_filter: RecordFilter, rate: float | None,

@@ -89,13 +89,47 @@ class RateLimiter:
 def read_ranges(
     consumer: Consumer, plan: ReplayPlan, resume: dict[int, int], limiter: RateLimiter
 ) -> Iterator[Batch]:
-    """Batches of every pinned range in partition order, starting at `resume[partition]` when given."""
+    """Batches of every pinned range in partition order, starting at `resume[partition]` when given.
+
+    Offsets below the plan's `archived_below` (or below Kafka's log start now, if retention removed more
+    since the plan was made) are read from the archive, the rest from Kafka.
+    """
+    archive = None
     for pinned in plan.ranges:
         start = max(pinned.start, resume.get(pinned.partition, pinned.start))
         if start >= pinned.end:
             yield Batch(pinned.partition, [], pinned.end, done=True)
             continue
+        if plan.archive is not None and pinned.partition in plan.archived_below:
+            if archive is None:
+                from streams.archive.read import open_view  # noqa: PLC0415 - only replays through an archive
+
+                archive = open_view(plan.archive, plan.query.topic)
+            split = max(plan.archived_below[pinned.partition],
+                        _log_start(consumer, plan.query.topic, pinned.partition))
+            if start < split and archive is not None:
+                for records in archive.read(pinned.partition, start, min(split, pinned.end)):
+                    if records:
+                        limiter.pace(len(records))
+                        start = records[-1].offset() + 1
+                        yield Batch(pinned.partition, cast("list[Message]", records), start, done=start >= pinned.end)
+                covered = archive.covered(pinned.partition)
+                if start < min(split, pinned.end) and covered is not None and covered[1] >= min(split, pinned.end):
+                    start = min(split, pinned.end)  # the archive's last offsets were transaction markers
+                    yield Batch(pinned.partition, [], start, done=start >= pinned.end)
+                if start < min(split, pinned.end):
+                    raise ReplayError(f"'{plan.query.topic}' partition {pinned.partition}: the archive at "
+                                      f"{plan.archive} ends at offset {start}, and Kafka starts at {split}")
+            if start >= pinned.end:
+                continue
         yield from _read_range(consumer, plan.query.topic, pinned, start, limiter)
+
+
+def _log_start(consumer: Consumer, topic: str, partition: int) -> int:
+    try:
+        return int(consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=10.0)[0])
+    except KafkaException as exc:
+        raise ReplayError(f"cannot read '{topic}' partition {partition}: {exc.args[0]}") from exc
 
 
 def _read_range(consumer: Consumer, topic: str, pinned: PinnedRange, start: int,
