@@ -95,6 +95,11 @@ class Archiver:
             self._archived.inc(len(buffer.records))
         self._open.clear()
 
+    def dead_letter(self, _record: Message, _error: BaseException) -> None:
+        """Never park a record (the engine's last resort against a poison record): one missing from the
+        archive would be lost unseen. A failing store is retried until it answers again."""
+        return
+
     def aborted(self) -> None:
         """The transaction failed: its records come again from the last commit (their segments are rewritten)."""
         self._open.clear()

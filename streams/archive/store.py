@@ -93,7 +93,10 @@ class ObjectStore:
         return f"{self._root}/{name}"
 
     def put(self, name: str, data: bytes) -> None:
-        self._fs.pipe_file(self._path(name), data)
+        try:
+            self._fs.pipe_file(self._path(name), data)
+        except (OSError, ValueError) as exc:  # s3fs maps S3 errors to OSErrors (a missing bucket: FileNotFound)
+            raise ArchiveError(f"cannot write {self.url}/{name}: {exc}") from exc
 
     def get(self, name: str) -> bytes:
         try:
@@ -105,8 +108,10 @@ class ObjectStore:
         return bool(self._fs.exists(self._path(name)))
 
     def list(self, prefix: str) -> list[str]:
+        path = self._path(prefix)
+        self._fs.invalidate_cache(path)  # fsspec caches listings; the archiver and verify need what is there now
         try:
-            found = self._fs.find(self._path(prefix))
+            found = self._fs.find(path)
         except FileNotFoundError:
             return []
         start = len(self._root) + 1

@@ -26,6 +26,8 @@ from fastavro import parse_schema, schemaless_reader
 
 from streams.admin import apply_plan, plan_changes
 from streams.archive.commands import archive
+from streams.archive.segments import manifest_name, segment_name
+from streams.archive.store import ArchiveStore, LocalStore, ObjectStore
 from streams.catalog import load_catalog
 from streams.cli import StreamsGroup
 from streams.kafka_util import read_all
@@ -36,9 +38,12 @@ from streams.replay.encoding import RecordEncoder, record_hash
 from streams.schemas.registry_client import RegistryClient
 from streams.settings import Settings
 from tests.integration.registry_fixtures import registry_url  # noqa: F401
+from tests.integration.s3_fixtures import BUCKET, s3_endpoint  # noqa: F401
 
 if TYPE_CHECKING:
     from collections.abc import Callable
+
+    from streams.local.s3proxy import S3Endpoint
 
 ROOT = Path(__file__).resolve().parents[2]
 EVENTS = int(os.environ.get("STREAMS_ARCHIVE_EVENTS", "20000"))
@@ -98,13 +103,16 @@ class World:
     settings: Settings
     env: dict[str, str]
     tmp: Path
+    store: ArchiveStore  # the archive, opened here (not by the code under test) for tampering
 
 
-@pytest.fixture
+@pytest.fixture(params=["directory", "s3"])
 def world(
-    tmp_path: Path, unique_name: Callable[[str], str], kafka_bootstrap: str, registry_url: str  # noqa: F811
+    request: pytest.FixtureRequest, tmp_path: Path, unique_name: Callable[[str], str], kafka_bootstrap: str,
+    registry_url: str,  # noqa: F811
 ) -> World:
-    """An archived, audited topic whose Kafka retention is seconds, its schema registered."""
+    """An archived, audited topic whose Kafka retention is seconds, its schema registered, and its archive in
+    a local directory or in S3Proxy."""
     topic = unique_name("archived")
     shutil.copytree(ROOT / "schemas", tmp_path / "schemas")
     (tmp_path / "topics.yaml").write_text(f"""
@@ -131,7 +139,13 @@ topics:
     env = {**os.environ, "STREAMS_KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
            "STREAMS_SCHEMA_REGISTRY_URL": registry_url, "STREAMS_CATALOG_PATH": str(tmp_path / "topics.yaml"),
            "STREAMS_DATA_DIR": str(tmp_path / ".streams"), "STREAMS_ARCHIVE_URL": str(tmp_path / "archive")}
-    return World(topic, settings, env, tmp_path)
+    store: ArchiveStore = LocalStore(tmp_path / "archive")
+    if request.param == "s3":
+        endpoint: S3Endpoint = request.getfixturevalue("s3_endpoint")
+        env |= {**endpoint.environment(), "STREAMS_ARCHIVE_URL": f"s3://{BUCKET}/{topic}"}
+        store = ObjectStore(f"s3://{BUCKET}/{topic}", {"key": endpoint.access_key, "secret": endpoint.secret_key,
+                                                        "client_kwargs": {"endpoint_url": endpoint.url}})
+    return World(topic, settings, env, tmp_path, store)
 
 
 def publish_killing_the_archiver(world: World, archiver: subprocess.Popen[bytes], log: Path,
@@ -146,13 +160,19 @@ def publish_killing_the_archiver(world: World, archiver: subprocess.Popen[bytes]
                          "resource": f"inv-{i}", "occurred_at": 1_700_000_000_000 + i}
                 publisher.publish_nowait(world.topic, event)
                 published.append(event)
+            sealed = len(manifests(world))
             publisher.flush()
-            if n in (1, 3, 5):  # kill -9 while it archives the chunk, then start it again
-                time.sleep(0.3)
+            if n in (1, 3, 5):  # kill -9 while it archives the chunk (it has sealed some of it), then restart
+                wait_for(lambda: len(manifests(world)) > sealed, 120, "the archiver to seal a segment")  # noqa: B023
                 stop(archiver, signal.SIGKILL)
                 archiver = start_archiver(world.env, log)
             time.sleep(1.0)
     return published, archiver
+
+
+def manifests(world: World, partition: int | None = None) -> list[str]:
+    prefix = f"{world.topic}/" if partition is None else f"{world.topic}/{partition:05d}/"
+    return sorted(name for name in world.store.list(prefix) if name.endswith(".manifest.json"))
 
 
 def hash_lines(topic: str, stored: list[Any]) -> list[str]:
@@ -208,3 +228,32 @@ def test_replay_reads_the_archive_for_what_retention_deleted_across_kill_9(world
     assert report["ok"] is True
     assert report["records"] == EVENTS  # archived from the first offset: nothing lost, nothing twice
     assert log.read_text().count("engine.started") == 4  # the first run and three restarts after kill -9
+    tamper_and_verify(world)
+
+
+def tamper_and_verify(world: World) -> None:
+    """A bit flipped in one segment, another segment deleted, a third's manifest edited: verify names each."""
+    segments = manifests(world, 0)
+    assert len(segments) >= 4, segments
+    offsets = [int(name.rsplit("/", 1)[1].split(".")[0]) for name in segments]
+    flipped, deleted, edited = offsets[0], offsets[1], offsets[-2]
+    data = bytearray(world.store.get(segment_name(world.topic, 0, flipped)))
+    data[-17] ^= 0x01  # the last byte of the segment's last record (before the 16-byte sync marker)
+    world.store.put(segment_name(world.topic, 0, flipped), bytes(data))
+    world.store.delete(segment_name(world.topic, 0, deleted))
+    world.store.delete(manifest_name(world.topic, 0, deleted))
+    manifest = json.loads(world.store.get(manifest_name(world.topic, 0, edited)))
+    manifest["count"] -= 1  # pretend a record was never there
+    manifest["records"].pop()
+    world.store.put(manifest_name(world.topic, 0, edited), json.dumps(manifest).encode())
+    result = run(world.env, "archive", "verify", "--output", "json")
+    assert result.exit_code == 1, result.output
+    problems = json.loads(result.output)["problems"]
+    at = f"{world.topic} partition 0"
+    file = segment_name(world.topic, 0, flipped)
+    assert f"{at}: segment {flipped}: the file {file} differs from the SHA-256 in its manifest" in problems
+    assert any(p.startswith(f"{at}: segment {flipped}: record at offset ") and "altered" in p for p in problems)
+    assert any(p.startswith(f"{at}: offsets {deleted}-") and "(a segment was deleted)" in p for p in problems)
+    link = f"segment {offsets[-1]} links a different one"
+    assert f"{at}: manifest of segment {edited} was edited or replaced ({link})" in problems
+    assert f"{at}: segment {edited}: manifest edited: its Merkle root does not match its record hashes" in problems
