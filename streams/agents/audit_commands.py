@@ -72,7 +72,9 @@ def verify(obj: object, chain_topic: str, file_: Path | None, check_sources: boo
     else:
         entries, origin = _read_topic(settings, chain_topic), f"topic {chain_topic}"
     kafka = settings.kafka_config(settings.bootstrap_servers()) if check_sources else None
-    report = verify_entries(entries, origin, kafka)
+    location = settings.archive_location()[0]  # where sources retention removed from Kafka are read
+    archive = location if "://" in location or Path(location).is_dir() else None
+    report = verify_entries(entries, origin, kafka, archive)
     if output == "json":
         click.echo(json.dumps(report.to_json(), indent=2))
     else:

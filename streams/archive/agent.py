@@ -64,6 +64,7 @@ class Archiver:
         self.store = store
         self.sources = topics
         self.segments = 0  # sealed by this instance
+        self.records = 0  # in those segments
         self._marks = {topic: MARK_KEY if index == 0 else f"{MARK_KEY}:{topic}" for index, topic in enumerate(topics)}
         self._open: dict[tuple[str, int], _Open] = {}
         self._links: dict[tuple[str, int], tuple[int, str]] = {}  # last sealed: (next offset, manifest SHA-256)
@@ -92,6 +93,7 @@ class Archiver:
             next_offset = (buffer.records[-1].offset() or 0) + 1
             self._links[topic, partition] = (next_offset, hashlib.sha256(manifest).hexdigest())
             self.segments += 1
+            self.records += len(buffer.records)
             self._archived.inc(len(buffer.records))
         self._open.clear()
 

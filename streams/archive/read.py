@@ -60,6 +60,9 @@ class ArchiveView:
     def read(self, partition: int, start: int, end: int) -> Iterator[list[ArchivedRecord]]:
         """The archived records in [start, end), one batch per segment."""
         segments = self.segments(partition)
+        if not segments or segments[-1].next_offset < end:  # sealed since they were listed, maybe
+            self._segments.pop(partition, None)
+            segments = self.segments(partition)
         index = max(0, bisect.bisect_right([s.from_offset for s in segments], start) - 1)
         for segment in segments[index:]:
             if segment.from_offset >= end:
