@@ -45,7 +45,7 @@ def run_archiver(settings: Settings, topic: str, events: int, archive: Path) -> 
     spec = catalog.topic("invoice.created").model_copy(update={"name": topic, "archive": True})
     catalog = catalog.model_copy(update={"topics": (*catalog.topics, spec)})
     app = archive_app(settings.model_copy(update={"archive_url": str(archive)}), catalog, topics=(topic,),
-                      app_id=f"bench-archiver-{topic}")
+                      app_id=f"bench-archiver-{topic}", commit_interval=0.2)  # the last one waits less
     archiver: Archiver = app.agents[0].fn
     first: list[float] = []
     original = archiver.handle
@@ -92,8 +92,9 @@ def delete_all_records(settings: Settings, topic: str, partitions: int) -> None:
     ends = [TopicPartition(topic, p, consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1])
             for p in range(partitions)]
     consumer.close()
-    for future in AdminClient(config).delete_records(ends).values():
-        future.result()
+    admin = AdminClient(config)  # kept alive until the futures resolve: they are answered by its thread
+    for future in admin.delete_records(ends, request_timeout=30).values():
+        future.result(timeout=60)
 
 
 def main() -> None:
