@@ -44,8 +44,13 @@ def run_archiver(settings: Settings, topic: str, events: int, archive: Path) -> 
     catalog = load_catalog(ROOT / "topics.yaml")
     spec = catalog.topic("invoice.created").model_copy(update={"name": topic, "archive": True})
     catalog = catalog.model_copy(update={"topics": (*catalog.topics, spec)})
-    app = archive_app(settings.model_copy(update={"archive_url": str(archive)}), catalog, topics=(topic,),
-                      app_id=f"bench-archiver-{topic}", commit_interval=0.2)  # the last one waits less
+    app = archive_app(
+        settings.model_copy(update={"archive_url": str(archive)}),
+        catalog,
+        topics=(topic,),
+        app_id=f"bench-archiver-{topic}",
+        commit_interval=0.2,
+    )  # the last one waits less
     archiver: Archiver = app.agents[0].fn
     first: list[float] = []
     original = archiver.handle
@@ -71,8 +76,9 @@ def run_archiver(settings: Settings, topic: str, events: int, archive: Path) -> 
     return elapsed, archiver.segments
 
 
-def run_export(settings: Settings, registry: RegistryClient, topic: str, directory: Path,
-               archive: ArchiveView | None) -> tuple[float, str, int]:
+def run_export(
+    settings: Settings, registry: RegistryClient, topic: str, directory: Path, archive: ArchiveView | None
+) -> tuple[float, str, int]:
     """Seconds for plan + export + manifest through one process (`--jobs 1`), its Merkle root and count."""
     consumer = reader_consumer(settings.kafka_config(settings.bootstrap_servers()))
     started = time.perf_counter()
@@ -89,8 +95,10 @@ def delete_all_records(settings: Settings, topic: str, partitions: int) -> None:
     """What retention does, at once: every partition's log start moved to its end (DeleteRecords)."""
     config = dict(settings.kafka_config(settings.bootstrap_servers()))
     consumer = Consumer({**config, "group.id": "bench-archive-watermarks"})
-    ends = [TopicPartition(topic, p, consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1])
-            for p in range(partitions)]
+    ends = [
+        TopicPartition(topic, p, consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1])
+        for p in range(partitions)
+    ]
     consumer.close()
     admin = AdminClient(config)  # kept alive until the futures resolve: they are answered by its thread
     for future in admin.delete_records(ends, request_timeout=30).values():
@@ -98,8 +106,10 @@ def delete_all_records(settings: Settings, topic: str, partitions: int) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, epilog="Addresses: the local stack, or STREAMS_* "
-                                     "variables. Results go to bench/results/archive.json.")
+    parser = argparse.ArgumentParser(
+        description=__doc__,
+        epilog="Addresses: the local stack, or STREAMS_* variables. Results go to bench/results/archive.json.",
+    )
     parser.add_argument("--events", type=int, default=200_000)
     parser.add_argument("--partitions", type=int, default=6)
     parser.add_argument("--json", type=Path, default=ROOT / "bench" / "results" / "archive.json")
@@ -116,18 +126,23 @@ def main() -> None:
         load.append(os.getloadavg())
         archived, segments = run_archiver(settings, topic, args.events, scratch / "archive")
         load.append(os.getloadavg())
-        print(f"raw consume (every field) {args.events / raw:,.0f}/s, archiver {args.events / archived:,.0f}/s "
-              f"({segments} segments): {raw / archived:.2f} of raw (load {load[-1][0]:.2f})")
+        print(
+            f"raw consume (every field) {args.events / raw:,.0f}/s, archiver {args.events / archived:,.0f}/s "
+            f"({segments} segments): {raw / archived:.2f} of raw (load {load[-1][0]:.2f})"
+        )
         store = LocalStore(scratch / "archive")
         report = verify_archive(store, (topic,))
         from_kafka, kafka_root, kafka_count = run_export(settings, registry, topic, scratch / "from-kafka", None)
         delete_all_records(settings, topic, args.partitions)
-        from_archive, archive_root, archive_count = run_export(settings, registry, topic, scratch / "from-archive",
-                                                               ArchiveView(store, topic))
+        from_archive, archive_root, archive_count = run_export(
+            settings, registry, topic, scratch / "from-archive", ArchiveView(store, topic)
+        )
         load.append(os.getloadavg())
-        print(f"export from Kafka {kafka_count / from_kafka:,.0f}/s, from the archive "
-              f"{archive_count / from_archive:,.0f}/s: {from_archive / from_kafka:.2f}x the time "
-              f"(same Merkle root: {kafka_root == archive_root}) (load {load[-1][0]:.2f})")
+        print(
+            f"export from Kafka {kafka_count / from_kafka:,.0f}/s, from the archive "
+            f"{archive_count / from_archive:,.0f}/s: {from_archive / from_kafka:.2f}x the time "
+            f"(same Merkle root: {kafka_root == archive_root}) (load {load[-1][0]:.2f})"
+        )
         archive_bytes = sum(p.stat().st_size for p in (scratch / "archive").rglob("*") if p.is_file())
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
@@ -135,19 +150,25 @@ def main() -> None:
     result: dict[str, Any] = {
         "benchmark": "archiver vs raw consume on the same topic; evidence export from the archive vs from Kafka",
         "when": datetime.now(UTC).isoformat(timespec="seconds"),
-        "events": args.events, "value_bytes_mean": round(value_size), "partitions": args.partitions,
+        "events": args.events,
+        "value_bytes_mean": round(value_size),
+        "partitions": args.partitions,
         "raw_every_field_events_per_s": round(args.events / raw),
-        "archive_events_per_s": round(args.events / archived), "archive_vs_raw": round(raw / archived, 3),
-        "archive_target": ">= 0.8 of raw", "segments": segments, "archive_bytes": archive_bytes,
+        "archive_events_per_s": round(args.events / archived),
+        "archive_vs_raw": round(raw / archived, 3),
+        "archive_target": ">= 0.8 of raw",
+        "segments": segments,
+        "archive_bytes": archive_bytes,
         "archive_verified": report.ok and report.records == args.events,
         "export_from_kafka_events_per_s": round(kafka_count / from_kafka),
         "export_from_archive_events_per_s": round(archive_count / from_archive),
-        "archive_export_time_vs_kafka": round(from_archive / from_kafka, 3), "export_target": "<= 2x",
+        "archive_export_time_vs_kafka": round(from_archive / from_kafka, 3),
+        "export_target": "<= 2x",
         "same_merkle_root": kafka_root == archive_root and kafka_count == archive_count == args.events,
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
         "load_average_1m": [round(sample[0], 2) for sample in load],
         "note": "shared 2-core machine: other engineers' test runs load it, so rates are noisy; compare the "
-                "ratios within one run",
+        "ratios within one run",
     }
     print(json.dumps(result, indent=2))
     args.json.parent.mkdir(parents=True, exist_ok=True)

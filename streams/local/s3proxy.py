@@ -22,9 +22,14 @@ from streams.local.processes import LOOPBACK, is_running, log_tail, port_in_use,
 
 __all__ = ["S3PROXY", "S3Endpoint", "create_bucket", "fetch_s3proxy", "start_s3proxy", "wait_for_s3proxy"]
 
-S3PROXY = Artifact("org.gaul", "s3proxy", "4.1.0",
-                   sha256="a4d025969aaf796616ed4b1e2491d87d455ce84bb28cb9db086b2e6aaa68b48d", size=54_955_934,
-                   classifier="jar-with-dependencies")  # SHA-1 0a0b89e9... checked against Maven Central's .sha1
+S3PROXY = Artifact(
+    "org.gaul",
+    "s3proxy",
+    "4.1.0",
+    sha256="a4d025969aaf796616ed4b1e2491d87d455ce84bb28cb9db086b2e6aaa68b48d",
+    size=54_955_934,
+    classifier="jar-with-dependencies",
+)  # SHA-1 0a0b89e9... checked against Maven Central's .sha1
 READY_TIMEOUT_S = 60.0
 IDENTITY, CREDENTIAL = "streams-local", "streams-local-secret"  # loopback only: not a secret
 LOCAL_BUCKET = "streams-archive"  # what `streams dev up --archive s3` creates
@@ -41,8 +46,11 @@ class S3Endpoint:
     log_path: Path
 
     def environment(self) -> dict[str, str]:
-        return {"AWS_ACCESS_KEY_ID": self.access_key, "AWS_SECRET_ACCESS_KEY": self.secret_key,
-                "STREAMS_ARCHIVE_ENDPOINT_URL": self.url}
+        return {
+            "AWS_ACCESS_KEY_ID": self.access_key,
+            "AWS_SECRET_ACCESS_KEY": self.secret_key,
+            "STREAMS_ARCHIVE_ENDPOINT_URL": self.url,
+        }
 
 
 def cache_dir() -> Path:
@@ -80,11 +88,19 @@ def start_s3proxy(work_dir: Path, *, port: int, owner: Path) -> S3Endpoint:
     data.mkdir(parents=True, exist_ok=True)
     url = f"http://{LOOPBACK}:{port}"
     properties = work_dir / "s3proxy.properties"
-    properties.write_text("\n".join([
-        f"s3proxy.endpoint={url}", "s3proxy.authorization=aws-v2-or-v4",
-        f"s3proxy.identity={IDENTITY}", f"s3proxy.credential={CREDENTIAL}",
-        "jclouds.provider=filesystem", f"jclouds.filesystem.basedir={data}",
-    ]) + "\n")
+    properties.write_text(
+        "\n".join(
+            [
+                f"s3proxy.endpoint={url}",
+                "s3proxy.authorization=aws-v2-or-v4",
+                f"s3proxy.identity={IDENTITY}",
+                f"s3proxy.credential={CREDENTIAL}",
+                "jclouds.provider=filesystem",
+                f"jclouds.filesystem.basedir={data}",
+            ]
+        )
+        + "\n"
+    )
     log_path = work_dir / "s3proxy.log"
     command = [find_java().path, "-Xmx256m", "-jar", str(jar), "--properties", str(properties)]
     pid = spawn_detached(command, log_path=log_path, owner=owner)
@@ -104,16 +120,22 @@ def wait_for_s3proxy(endpoint: S3Endpoint, *, timeout_s: float = READY_TIMEOUT_S
             return
         except (urllib.error.URLError, OSError):
             time.sleep(0.3)
-    raise LocalStackError(f"S3Proxy did not answer on {endpoint.url} within {timeout_s:.0f}s; "
-                          f"its log ends with:\n{log_tail(endpoint.log_path)}")
+    raise LocalStackError(
+        f"S3Proxy did not answer on {endpoint.url} within {timeout_s:.0f}s; "
+        f"its log ends with:\n{log_tail(endpoint.log_path)}"
+    )
 
 
 def create_bucket(endpoint: S3Endpoint, bucket: str) -> None:
     """Create `bucket` (an existing one is fine) through s3fs, as the archive will use it."""
     import s3fs  # noqa: PLC0415 - the archive extra
 
-    fs = s3fs.S3FileSystem(key=endpoint.access_key, secret=endpoint.secret_key,
-                           client_kwargs={"endpoint_url": endpoint.url}, skip_instance_cache=True)
+    fs = s3fs.S3FileSystem(
+        key=endpoint.access_key,
+        secret=endpoint.secret_key,
+        client_kwargs={"endpoint_url": endpoint.url},
+        skip_instance_cache=True,
+    )
     try:
         fs.call_s3("create_bucket", Bucket=bucket)
     except (OSError, ValueError) as exc:  # s3fs maps S3 errors to OSErrors

@@ -81,8 +81,17 @@ def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
 
 
 def start_archiver(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    command = [sys.executable, "-m", "streams.cli", "archive", "run", "--web-port", str(free_port()),
-               "--commit-interval", "0.5"]
+    command = [
+        sys.executable,
+        "-m",
+        "streams.cli",
+        "archive",
+        "run",
+        "--web-port",
+        str(free_port()),
+        "--commit-interval",
+        "0.5",
+    ]
     with log.open("ab") as out:
         return subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
 
@@ -108,7 +117,10 @@ class World:
 
 @pytest.fixture(params=["directory", "s3"])
 def world(
-    request: pytest.FixtureRequest, tmp_path: Path, unique_name: Callable[[str], str], kafka_bootstrap: str,
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+    unique_name: Callable[[str], str],
+    kafka_bootstrap: str,
     registry_url: str,  # noqa: F811
 ) -> World:
     """An archived, audited topic whose Kafka retention is seconds, its schema registered, and its archive in
@@ -134,30 +146,53 @@ topics:
     apply_plan(plan_changes(catalog, config), catalog, config)
     with RegistryClient(registry_url) as client:
         client.register(f"{topic}-value", (ROOT / "schemas" / "user.action.avsc").read_text())
-    settings = Settings(kafka_bootstrap_servers=kafka_bootstrap, schema_registry_url=registry_url,
-                        catalog_path=tmp_path / "topics.yaml", data_dir=tmp_path / ".streams")
-    env = {**os.environ, "STREAMS_KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
-           "STREAMS_SCHEMA_REGISTRY_URL": registry_url, "STREAMS_CATALOG_PATH": str(tmp_path / "topics.yaml"),
-           "STREAMS_DATA_DIR": str(tmp_path / ".streams"), "STREAMS_ARCHIVE_URL": str(tmp_path / "archive")}
+    settings = Settings(
+        kafka_bootstrap_servers=kafka_bootstrap,
+        schema_registry_url=registry_url,
+        catalog_path=tmp_path / "topics.yaml",
+        data_dir=tmp_path / ".streams",
+    )
+    env = {
+        **os.environ,
+        "STREAMS_KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
+        "STREAMS_SCHEMA_REGISTRY_URL": registry_url,
+        "STREAMS_CATALOG_PATH": str(tmp_path / "topics.yaml"),
+        "STREAMS_DATA_DIR": str(tmp_path / ".streams"),
+        "STREAMS_ARCHIVE_URL": str(tmp_path / "archive"),
+    }
     store: ArchiveStore = LocalStore(tmp_path / "archive")
     if request.param == "s3":
         endpoint: S3Endpoint = request.getfixturevalue("s3_endpoint")
         env |= {**endpoint.environment(), "STREAMS_ARCHIVE_URL": f"s3://{BUCKET}/{topic}"}
-        store = ObjectStore(f"s3://{BUCKET}/{topic}", {"key": endpoint.access_key, "secret": endpoint.secret_key,
-                                                        "client_kwargs": {"endpoint_url": endpoint.url}})
+        store = ObjectStore(
+            f"s3://{BUCKET}/{topic}",
+            {
+                "key": endpoint.access_key,
+                "secret": endpoint.secret_key,
+                "client_kwargs": {"endpoint_url": endpoint.url},
+            },
+        )
     return World(topic, settings, env, tmp_path, store)
 
 
-def publish_killing_the_archiver(world: World, archiver: subprocess.Popen[bytes], log: Path,
-                                 ) -> tuple[list[dict[str, Any]], subprocess.Popen[bytes]]:
+def publish_killing_the_archiver(
+    world: World,
+    archiver: subprocess.Popen[bytes],
+    log: Path,
+) -> tuple[list[dict[str, Any]], subprocess.Popen[bytes]]:
     """EVENTS user actions in 8 chunks; the archiver is killed -9 (and started again) during three of them."""
     published: list[dict[str, Any]] = []
     chunks = 8
     with Publisher(world.settings, source="web-app") as publisher:
         for n in range(chunks):
             for i in range(n * EVENTS // chunks, (n + 1) * EVENTS // chunks):
-                event = {"user_id": f"u{i % 97:02d}", "tenant_id": f"t{i % 5}", "action": "invoice.approve",
-                         "resource": f"inv-{i}", "occurred_at": 1_700_000_000_000 + i}
+                event = {
+                    "user_id": f"u{i % 97:02d}",
+                    "tenant_id": f"t{i % 5}",
+                    "action": "invoice.approve",
+                    "resource": f"inv-{i}",
+                    "occurred_at": 1_700_000_000_000 + i,
+                }
                 publisher.publish_nowait(world.topic, event)
                 published.append(event)
             sealed = len(manifests(world))
@@ -198,8 +233,11 @@ def test_replay_reads_the_archive_for_what_retention_deleted_across_kill_9(world
         result = run(env, "replay", topic, "--export", str(world.tmp / "before"))
         assert result.exit_code == 0, result.output
         # Kafka deletes the old segments (retention of seconds); the archiver keeps running meanwhile.
-        wait_for(lambda: all(low > 0 for low in low_watermarks(bootstrap, topic, 3)), 180,
-                 "retention to delete segments of every partition")
+        wait_for(
+            lambda: all(low > 0 for low in low_watermarks(bootstrap, topic, 3)),
+            180,
+            "retention to delete segments of every partition",
+        )
         deleted = low_watermarks(bootstrap, topic, 3)
         time.sleep(2.0)  # the archiver is far ahead of retention: its last transaction is sealed by now
         result = run(env, "replay", topic, "--export", str(world.tmp / "after"))
