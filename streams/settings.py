@@ -61,6 +61,14 @@ class Settings(BaseSettings):
         default=None, description="Where `streams archive` keeps segments: a directory or s3://bucket/prefix; "
         "unset: <data_dir>/archive. Object storage credentials come from the usual AWS_* variables."
     )
+    audit_checkpoint_key: Path | None = Field(
+        default=None, description="Ed25519 private key (PEM) the audit writer signs checkpoints of the chain head with."
+    )
+    audit_checkpoint_file: Path | None = Field(
+        default=None, description="Where the audit writer appends its signed checkpoints (JSON lines); unset: "
+        "<data_dir>/audit.checkpoints. Copy it away from the cluster."
+    )
+    audit_checkpoint_interval_s: float = Field(default=60.0, gt=0, description="Seconds between signed checkpoints.")
     archive_endpoint_url: str | None = Field(
         default=None, description="The S3 endpoint of an S3-compatible store (MinIO, S3Proxy, Ceph); unset: AWS."
     )

@@ -27,7 +27,14 @@ if TYPE_CHECKING:
 
     from streams.agents.audit_chain import UnreadableEntry
 
-__all__ = ["CHECKPOINT_FORMAT", "append_checkpoint", "make_checkpoint", "read_checkpoints", "verify_checkpoints"]
+__all__ = [
+    "CHECKPOINT_FORMAT",
+    "append_checkpoint",
+    "make_checkpoint",
+    "read_checkpoints",
+    "sign_head",
+    "verify_checkpoints",
+]
 
 CHECKPOINT_FORMAT = "streams-audit-checkpoint/1"
 
@@ -43,12 +50,18 @@ def make_checkpoint(
     readable = [entry for entry in entries if isinstance(entry, ChainEntry)]
     if not readable:
         raise StreamsError(f"the chain {chain} is empty: there is no head to checkpoint")
-    head = readable[-1]
+    return sign_head(chain, readable[-1].sequence, readable[-1].entry_hash, key, now)
+
+
+def sign_head(
+    chain: str, sequence: int, entry_hash: str, key: Ed25519PrivateKey, now: datetime | None = None
+) -> dict[str, Any]:
+    """A signed checkpoint of the head `sequence` / `entry_hash` of `chain`."""
     body = {
         "format": CHECKPOINT_FORMAT,
         "chain": chain,
-        "sequence": head.sequence,
-        "entry_hash": head.entry_hash,
+        "sequence": sequence,
+        "entry_hash": entry_hash,
         "time": (now or datetime.now(UTC)).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
     }
     return {**body, "signature": sign(_signed_bytes(body), key)}

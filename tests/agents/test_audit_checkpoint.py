@@ -109,3 +109,35 @@ def test_an_edited_or_foreign_checkpoint_is_refused(tmp_path: Path) -> None:
     code, output = run("verify", "--file", str(exported), "--checkpoint", str(checkpoints))
     assert code == 1
     assert "its signature does not verify: the checkpoint was edited" in output
+
+
+def test_the_writer_signs_its_committed_head_at_an_interval_and_on_shutdown(tmp_path: Path) -> None:
+    from streams.agents.audit import AuditAgent  # noqa: PLC0415
+    from streams.agents.audit_checkpoint import read_checkpoints, verify_checkpoints  # noqa: PLC0415
+    from streams.catalog import load_catalog  # noqa: PLC0415
+    from streams.settings import Settings  # noqa: PLC0415
+
+    (tmp_path / "topics.yaml").write_text(
+        "version: 1\ndefaults: {partitions: 1, replication_factor: 1}\n"
+        "topics:\n  shop.order: {owner: t, audit: true, legal_retention: 7d, archive: true}\n"
+        "  shop.trail: {owner: t, dlq: false}\n"
+    )
+    keys = generate_keypair(tmp_path / "writer")
+    settings = Settings(
+        data_dir=tmp_path / ".streams", audit_checkpoint_key=keys.private, audit_checkpoint_interval_s=3600
+    )
+    agent = AuditAgent(settings, load_catalog(tmp_path / "topics.yaml").topic("shop.trail"), ("shop.order",))
+    full = chain(12)
+    agent._head = (4, full[4].entry_hash)  # what handle() leaves for the open transaction
+    agent.aborted()  # an aborted transaction's head is never signed
+    agent.committed()
+    assert not (tmp_path / ".streams" / "audit.checkpoints").exists()
+    agent._head = (4, full[4].entry_hash)
+    agent.committed()  # the first commit signs at once
+    agent._head = (9, full[9].entry_hash)
+    agent.committed()  # within the interval: not yet
+    agent.close()  # shutdown: the last committed head
+    checkpoints = read_checkpoints(tmp_path / ".streams" / "audit.checkpoints")
+    assert [c["sequence"] for c in checkpoints] == [4, 9]
+    assert verify_checkpoints(full[:10], checkpoints) == []
+    assert verify_checkpoints(full[:8], checkpoints)[0].endswith("the first missing sequence is 8")
