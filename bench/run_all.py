@@ -33,6 +33,7 @@ BENCHES: dict[str, list[str]] = {
     "webhooks": ["--events", "5000"],
     "outbox": ["--events", "30000", "--peer-events", "3000", "--rate", "1000", "--seconds", "10"],
     "console": ["--records", "1000", "--runs", "15"],
+    "archive": ["--events", "200000"],
 }
 QUICK: dict[str, list[str]] = {  # --quick: the same paths on small inputs, to check the harness itself
     "publish": ["--events", "5000"],
@@ -44,6 +45,7 @@ QUICK: dict[str, list[str]] = {  # --quick: the same paths on small inputs, to c
     "webhooks": ["--events", "500"],
     "outbox": ["--events", "3000", "--peer-events", "500", "--seconds", "3"],
     "console": ["--records", "1000", "--runs", "3"],
+    "archive": ["--events", "20000"],
 }
 
 

@@ -44,11 +44,13 @@ _MANAGED = {
     "retention.ms": "retention",
     "min.insync.replicas": "min_insync_replicas",
 }
+# YAML field -> TopicSpec attribute, where they differ
 _MODEL_NAMES = {
     "retention": "retention_ms",
     "min_retention": "min_retention_ms",
     "key": "key_field",
     "schema": "schema_file",
+    "legal_retention": "legal_retention_ms",
 }  # YAML field -> TopicSpec attribute, where they differ
 # What each section may say. Profiles tune only operational numbers: a topic's identity
 # (key, schema, owner, policy) must not differ between environments.
@@ -74,6 +76,8 @@ _TOPIC_FIELDS = (
     "consumers",
     "audit",
     "pii_fields",
+    "legal_retention",
+    "archive",
 )
 _REQUIRED = ("owner", "partitions", "replication_factor")
 _BUILTIN: dict[str, Any] = {
@@ -92,6 +96,8 @@ _BUILTIN: dict[str, Any] = {
     "dlq_retention": None,
     "key": None,
     "schema": None,
+    "legal_retention": None,
+    "archive": False,
 }
 
 
@@ -112,6 +118,8 @@ class TopicSpec(BaseModel, frozen=True):
     producers: tuple[str, ...]
     consumers: tuple[str, ...]
     audit: bool
+    legal_retention_ms: int | None  # how long the records must be kept, in Kafka or in the archive (-1 = forever)
+    archive: bool  # copied continuously into the archive (streams.archive), which then keeps them
     pii_fields: tuple[str, ...]
     description: str
     dlq: bool  # whether <name>.dlq is derived
@@ -253,6 +261,8 @@ _SCALARS: dict[str, Callable[[Any], Any]] = {
     "description": lambda value: _check(value, isinstance(value, str), "a string"),
     "audit": lambda value: _check(value, isinstance(value, bool), "true or false"),
     "dlq": lambda value: _check(value, isinstance(value, bool), "true or false"),
+    "archive": lambda value: _check(value, isinstance(value, bool), "true or false"),
+    "legal_retention": _nullable(_retention),
     "owner": _name,
     "partitions": _count,
     "replication_factor": _count,
@@ -482,6 +492,7 @@ class _Linter(LocatedParser):
                 f"which is {rf.value} (line {rf.line}){context(isr, rf)}; got {isr.value}",
             )
         floor, retention, policy = merged["min_retention"], merged["retention"], merged["cleanup_policy"]
+        self._check_legal(where, profile, line, merged)
         if floor.value is None:
             return
         if policy.value != "delete":
@@ -507,6 +518,32 @@ class _Linter(LocatedParser):
                 f"{_human_ms(retention.value)} is below the legal minimum min_retention "
                 f"{_human_ms(floor.value)} (line {floor.line}){context(retention, floor)}; "
                 f"set it to at least {_human_ms(floor.value)}",
+            )
+
+    def _check_legal(self, where: str, profile: str, line: int, merged: Layer) -> None:
+        """Audited topics say how long the law keeps them; Kafka keeps them that long or the archive does."""
+        legal, retention, archive = merged["legal_retention"], merged["retention"], merged["archive"]
+        if merged["audit"].value and legal.value is None:
+            self.report(
+                line,
+                where,
+                "legal_retention",
+                "missing: an audited topic must say how long its "
+                "records are kept by law (legal_retention: 6y, 10y, 90d)",
+            )
+        if legal.value is None or archive.value:
+            return
+        kept = retention.value
+        if kept is None or (kept != -1 and (legal.value == -1 or kept < legal.value)):
+            shown = "the broker default" if kept is None else _human_ms(kept)
+            in_profile = f" in profile '{profile}'" if retention.profile else ""
+            self.report(
+                retention.line or line,
+                where,
+                "retention",
+                f"{shown}{in_profile} is shorter than legal_retention {_human_ms(legal.value)} "
+                f"(line {legal.line}) and the topic is not archived; set 'archive: true' (streams "
+                f"archive keeps the records) or retention to at least {_human_ms(legal.value)}",
             )
 
     def _check_schema(self, where: str, layer: Layer) -> None:
@@ -558,6 +595,8 @@ def _dead_letters(source: TopicSpec, retention_ms: int | None) -> TopicSpec:
             "consumers": (),
             "audit": False,
             "dlq": False,
+            "legal_retention_ms": None,
+            "archive": False,
             "description": f"Dead letters of {source.name}",
             "dead_letter_of": source.name,
             "line": 0,

@@ -53,6 +53,8 @@ LAZY_COMMANDS: dict[str, tuple[str, str, str]] = {
                  "Deliver events to HTTP endpoints: signed CloudEvents POSTs, retried; offsets commit once settled."),
     "console": ("streams.console.commands", "console",
                 "Serve the web console: topics, lag, messages, dead letters, tasks, the audit chain and evidence."),
+    "archive": ("streams.archive.commands", "archive",
+                "The legal archive: copy archived topics into sealed segments, verify them, query them."),
     "outbox": ("streams.outbox.commands", "outbox",
                "The transactional outbox: services add events in their own transaction; the relay publishes them."),
 }  # fmt: skip

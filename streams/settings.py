@@ -57,6 +57,23 @@ class Settings(BaseSettings):
     catalog_path: Path = Path("topics.yaml")
     agent_max_record_bytes: int = Field(default=1_048_576, description="Larger records go to the DLQ.")
     data_dir: Path = Path(".streams")
+    archive_url: str | None = Field(
+        default=None,
+        description="Where `streams archive` keeps segments: a directory or s3://bucket/prefix; "
+        "unset: <data_dir>/archive. Object storage credentials come from the usual AWS_* variables.",
+    )
+    audit_checkpoint_key: Path | None = Field(
+        default=None, description="Ed25519 private key (PEM) the audit writer signs checkpoints of the chain head with."
+    )
+    audit_checkpoint_file: Path | None = Field(
+        default=None,
+        description="Where the audit writer appends its signed checkpoints (JSON lines); unset: "
+        "<data_dir>/audit.checkpoints. Copy it away from the cluster.",
+    )
+    audit_checkpoint_interval_s: float = Field(default=60.0, gt=0, description="Seconds between signed checkpoints.")
+    archive_endpoint_url: str | None = Field(
+        default=None, description="The S3 endpoint of an S3-compatible store (MinIO, S3Proxy, Ceph); unset: AWS."
+    )
     kafka_connect_timeout_s: float = Field(
         default=3.0, gt=0, description="How long a command waits for the brokers to answer before it gives up."
     )
@@ -66,6 +83,14 @@ class Settings(BaseSettings):
         description="bootstrap_servers() first checks that a broker answers; the CLI sets it, so a command"
         " fails in one line within kafka_connect_timeout_s, while library clients keep their own retries.",
     )
+
+    def archive_location(self) -> tuple[str, dict[str, object]]:
+        """(location, fsspec options) of the archive (streams.archive.store.open_store takes both)."""
+        location = self.archive_url or str(self.data_dir / "archive")
+        options: dict[str, object] = {}
+        if self.archive_endpoint_url:
+            options["client_kwargs"] = {"endpoint_url": self.archive_endpoint_url}
+        return location, options
 
     def kafka_config(self, bootstrap_servers: str) -> KafkaConfig:
         """librdkafka connection properties, security included: every Kafka client is built from these.

@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from streams.settings import Settings
 
 BUILT_INS = ("validation", "audit", "indexing")
+OPT_IN = ("archive",)  # run only when named: the archiver (streams.archive), e.g. --agents validation,archive
 log = structlog.get_logger("streams.worker")
 
 
@@ -58,9 +59,9 @@ def built_in_apps(
     settings: Settings, catalog: Catalog, chosen: tuple[str, ...], app_id: str, metrics: AgentMetrics | None = None
 ) -> tuple[list[App], SearchIndex | None]:
     """The built-in agents' apps (counting in `metrics`, the worker's), and the search index."""
-    unknown = set(chosen) - set(BUILT_INS)
+    unknown = set(chosen) - set(BUILT_INS) - set(OPT_IN)
     if unknown:
-        raise ConfigError(f"unknown agent(s) {sorted(unknown)}; choose from {', '.join(BUILT_INS)}")
+        raise ConfigError(f"unknown agent(s) {sorted(unknown)}; choose from {', '.join(BUILT_INS + OPT_IN)}")
     apps: list[App] = []
     index = None
     if "validation" in chosen:
@@ -76,6 +77,10 @@ def built_in_apps(
 
         index = SearchIndex(index_path(settings))
         apps.append(indexing_app(app_id, index, catalog))
+    if "archive" in chosen:
+        from streams.archive.agent import archive_app  # noqa: PLC0415
+
+        apps.append(archive_app(settings, catalog, metrics=metrics))
     return apps, index
 
 
@@ -146,7 +151,8 @@ class Worker:
 @click.option(
     "--agents",
     default=None,
-    help=f"Comma-separated built-in agents ({', '.join(BUILT_INS)}); all of them unless --app is given.",
+    help=f"Comma-separated built-in agents ({', '.join(BUILT_INS)}; and {', '.join(OPT_IN)} when named); "
+    "the first three unless --app is given.",
 )
 @click.option(
     "--app",

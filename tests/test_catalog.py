@@ -150,6 +150,7 @@ def test_derived_dlq_topic(tmp_path: Path) -> None:
         key: invoice_id
         schema: schemas/inv.avsc
         audit: true
+        legal_retention: 7d
         consumers: [validation-agent]
         pii_fields: [buyer.name]
         configs: {max.message.bytes: "2097152", segment.ms: 3600000}
@@ -479,6 +480,83 @@ def test_min_retention_needs_explicit_retention_and_delete_policy(tmp_path: Path
             "(compaction removes records early); got 'compact'"
         ),
     ]
+
+
+# --- legal retention (audited topics) ----------------------------------------------------------------------
+
+AUDITED = (
+    HEAD
+    + """\
+  shop.order:
+    owner: shop
+    audit: true
+    retention: 30d
+    legal_retention: 6y
+    archive: true
+"""
+)
+
+
+def test_audited_topic_with_legal_retention_and_archive_loads(tmp_path: Path) -> None:
+    spec = load_catalog(write(tmp_path, AUDITED)).topic("shop.order")
+    assert (spec.legal_retention_ms, spec.archive, spec.retention_ms) == (6 * 365 * DAY, True, 30 * DAY)
+    assert load_catalog(write(tmp_path, AUDITED)).topic("shop.order.dlq").archive is False
+
+
+def test_audited_topic_without_legal_retention(tmp_path: Path) -> None:
+    path = write(tmp_path, AUDITED.replace("    legal_retention: 6y\n", ""))
+    check(
+        path,
+        6,
+        "legal_retention",
+        "topic 'shop.order' field 'legal_retention': missing: an audited topic "
+        "must say how long its records are kept by law (legal_retention: 6y, 10y, 90d)",
+    )
+
+
+def test_retention_shorter_than_legal_retention_needs_the_archive(tmp_path: Path) -> None:
+    path = write(tmp_path, AUDITED.replace("    archive: true\n", ""))
+    check(
+        path,
+        9,
+        "retention",
+        "30d is shorter than legal_retention 6y (line 10) and the topic is not archived; set 'archive: true'",
+    )
+    # long enough in Kafka: no archive needed; infinite always is
+    assert not lint_catalog(write(tmp_path, AUDITED.replace("    archive: true\n", "").replace("30d", "6y")))
+    assert not lint_catalog(write(tmp_path, AUDITED.replace("    archive: true\n", "").replace("30d", "infinite")))
+    # a profile that shortens retention is caught in that profile, at the profile's line
+    text = AUDITED.replace("    archive: true\n", "").replace("30d", "6y") + PROD_TOPICS
+    text += "      shop.order: {retention: 10d}\n"
+    path = write(tmp_path, text)
+    check(path, 14, "retention", "10d in profile 'production' is shorter than legal_retention 6y (line 10)")
+    # no retention at all (the broker default) is not a legal promise either
+    path = write(tmp_path, AUDITED.replace("    archive: true\n", "").replace("    retention: 30d\n", ""))
+    check(path, 6, "retention", "the broker default is shorter than legal_retention 6y (line 9)")
+
+
+def test_legal_retention_and_archive_are_topic_fields(tmp_path: Path) -> None:
+    path = write(tmp_path, AUDITED.replace("  replication_factor: 1\n", "  replication_factor: 1\n  archive: true\n"))
+    check(path, 5, "archive", "not allowed in defaults")
+    path = write(tmp_path, AUDITED.replace("archive: true", "archive: yes please"))
+    assert f"{path}:11: topic 'shop.order' field 'archive': must be true or false, got 'yes please'" in [
+        str(error) for error in lint_catalog(path)
+    ]
+    path = write(tmp_path, AUDITED.replace("legal_retention: 6y", "legal_retention: six years"))
+    assert f"{path}:10: topic 'shop.order' field 'legal_retention': not a duration: 'six years'" in [
+        str(error).split(";")[0] for error in lint_catalog(path)
+    ]
+
+
+def test_reference_catalog_archives_every_audited_topic() -> None:
+    for profile in ("local", "production"):
+        catalog = load_catalog(REPO / "topics.yaml", profile)
+        audited = [spec for spec in catalog.topics if spec.audit]
+        assert audited
+        assert all(spec.legal_retention_ms and spec.archive for spec in audited)
+    production = load_catalog(REPO / "topics.yaml", "production").topic("invoice.created")
+    assert production.kafka_configs()["remote.storage.enable"] == "true"
+    assert "remote.storage.enable" not in load_catalog(REPO / "topics.yaml").topic("invoice.created").kafka_configs()
 
 
 # --- choices -----------------------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import sys
+import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -190,6 +191,11 @@ class AuditAgent:
         self._pending = 0
         self._codec: AvroCodec | None = None
         self._metrics = metrics or AgentMetrics()
+        # Signed checkpoints of the committed head (streams.agents.audit_checkpoint), when a key is configured.
+        self._head: tuple[int, str] | None = None  # (sequence, entry hash) of the open transaction's last entry
+        self._committed_head: tuple[int, str] | None = None
+        self._checkpointed: tuple[int, str] | None = None
+        self._checkpoint_at = 0.0
 
     @property
     def registry(self) -> RegistryClient:
@@ -214,6 +220,7 @@ class AuditAgent:
         return self._codec
 
     def close(self) -> None:
+        self.checkpoint()  # the head at shutdown
         if self._registry is not None:
             self._registry.close()
 
@@ -248,6 +255,7 @@ class AuditAgent:
             sequence, tip = sequence + 1, entry.entry_hash
         state[TIP_KEY] = (sequence, tip)
         self._pending += len(records)
+        self._head = (sequence - 1, tip)
 
     def seed(self) -> tuple[dict[str, Any], dict[tuple[str, int], int]]:
         """The tip and each source partition's next offset, from the chain itself (empty for a new chain)."""
@@ -274,9 +282,30 @@ class AuditAgent:
             self.written += self._pending
             self._metrics.audit_entries.labels(self.chain_topic).inc(self._pending)
             self._pending = 0
+        if self._head is not None:
+            self._committed_head, self._head = self._head, None
+        if time.monotonic() >= self._checkpoint_at:
+            self.checkpoint()
 
     def aborted(self) -> None:
         self._pending = 0
+        self._head = None
+
+    def checkpoint(self) -> None:
+        """Sign the committed head and append it to the checkpoint file (at an interval, and on shutdown)."""
+        key_path = self.settings.audit_checkpoint_key
+        head = self._committed_head
+        if key_path is None or head is None or head == self._checkpointed:
+            return
+        self._checkpoint_at = time.monotonic() + self.settings.audit_checkpoint_interval_s
+        from streams.agents.audit_checkpoint import append_checkpoint, sign_head  # noqa: PLC0415
+        from streams.replay.signing import load_private_key  # noqa: PLC0415
+
+        path = self.settings.audit_checkpoint_file or self.settings.data_dir / "audit.checkpoints"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        append_checkpoint(path, sign_head(self.chain_topic, head[0], head[1], load_private_key(key_path)))
+        self._checkpointed = head
+        log.info("audit.checkpoint", chain=self.chain_topic, sequence=head[0], file=str(path))
 
     def leadership(self, leading: bool, state: PartitionState | None) -> dict[str, Any] | None:
         """Counted in the metrics; on election, the chain's next sequence for the log line."""

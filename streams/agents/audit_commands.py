@@ -64,9 +64,28 @@ def audit() -> None:
     is_flag=True,
     help="Also re-read every audited source record: payload SHA-256, missing and unknown records.",
 )
+@click.option(
+    "--checkpoint",
+    "checkpoint",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Signed checkpoints (`streams audit checkpoint`): a cut tail, rollback or fork is a failure.",
+)
+@click.option(
+    "--public-key",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="The key the checkpoints must be signed with (else the key each one embeds).",
+)
 @OUTPUT_TEXT
 @click.pass_obj
-def verify(obj: object, chain_topic: str, file_: Path | None, check_sources: bool, output: str) -> None:
+def verify(
+    obj: object,
+    chain_topic: str,
+    file_: Path | None,
+    check_sources: bool,
+    checkpoint: Path | None,
+    public_key: Path | None,
+    output: str,
+) -> None:
     """Check every link of the chain; exit 1 and name the first broken one when it is not intact.
 
     Each entry must recompute to its entry_hash, carry the next sequence (from 0) and hold the previous
@@ -84,12 +103,69 @@ def verify(obj: object, chain_topic: str, file_: Path | None, check_sources: boo
     else:
         entries, origin = _read_topic(settings, chain_topic), f"topic {chain_topic}"
     kafka = settings.kafka_config(settings.bootstrap_servers()) if check_sources else None
-    report = verify_entries(entries, origin, kafka)
+    location = settings.archive_location()[0]  # where sources retention removed from Kafka are read
+    archive = location if "://" in location or Path(location).is_dir() else None
+    report = verify_entries(entries, origin, kafka, archive)
+    checkpoint_problems: list[str] = []
+    if checkpoint is not None:
+        from streams.agents.audit_checkpoint import read_checkpoints, verify_checkpoints  # noqa: PLC0415
+        from streams.replay.signing import load_public_key  # noqa: PLC0415
+
+        trusted = load_public_key(public_key) if public_key is not None else None
+        checkpoint_problems = verify_checkpoints(entries, read_checkpoints(checkpoint), trusted)
     if output == "json":
-        click.echo(json.dumps(report.to_json(), indent=2))
+        document = report.to_json()
+        if checkpoint is not None:
+            document |= {
+                "checkpoints": {"file": str(checkpoint), "problems": checkpoint_problems},
+                "ok": report.ok and not checkpoint_problems,
+            }
+        click.echo(json.dumps(document, indent=2))
     else:
         _show(report)
-    sys.exit(0 if report.ok else 1)
+        if checkpoint is not None:
+            for problem in checkpoint_problems:
+                click.echo(f"checkpoints: BROKEN: {problem}")
+            if not checkpoint_problems:
+                click.echo(f"checkpoints: every signed head in {checkpoint} is in the chain")
+    sys.exit(0 if report.ok and not checkpoint_problems else 1)
+
+
+@audit.command()
+@click.argument("checkpoints", type=click.Path(dir_okay=False, path_type=Path))
+@CHAIN_TOPIC
+@click.option(
+    "--file",
+    "file_",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="Checkpoint an exported JSONL chain instead of the topic.",
+)
+@click.option(
+    "--sign-key",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Ed25519 private key (PEM), as `streams evidence keygen` makes.",
+)
+@click.pass_obj
+def checkpoint(obj: object, checkpoints: Path, chain_topic: str, file_: Path | None, sign_key: Path) -> None:
+    """Append a signed checkpoint of the chain's head (sequence, entry hash, time) to CHECKPOINTS.
+
+    Keep the file away from the cluster: `streams audit verify --checkpoint CHECKPOINTS` then fails on a chain
+    whose tail was cut, that was rolled back, or that was forked, naming the first missing sequence.
+
+    \b
+    Example:
+      streams audit checkpoint /secure/chain.checkpoints --sign-key auditor.key
+    """
+    from streams.agents.audit_checkpoint import append_checkpoint, make_checkpoint  # noqa: PLC0415
+    from streams.replay.signing import load_private_key  # noqa: PLC0415
+
+    settings = obj if isinstance(obj, Settings) else Settings()
+    entries = read_jsonl(file_) if file_ is not None else _read_topic(settings, chain_topic)
+    signed = make_checkpoint(entries, str(file_) if file_ is not None else chain_topic, load_private_key(sign_key))
+    append_checkpoint(checkpoints, signed)
+    click.echo(f"checkpoint of sequence {signed['sequence']} ({signed['entry_hash'][:16]}…) appended to {checkpoints}")
 
 
 @audit.command()

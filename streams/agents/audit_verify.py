@@ -129,7 +129,10 @@ class VerifyReport:
 
 
 def verify_entries(
-    entries: Sequence[ChainEntry | UnreadableEntry], origin: str, kafka: KafkaConfig | None = None
+    entries: Sequence[ChainEntry | UnreadableEntry],
+    origin: str,
+    kafka: KafkaConfig | None = None,
+    archive: str | None = None,
 ) -> VerifyReport:
     """Check the chain; with `kafka`, also re-read every source record (payload hash, missing records)."""
     readable = [entry for entry in entries if isinstance(entry, ChainEntry)]
@@ -143,7 +146,7 @@ def verify_entries(
         duplicate_sources(readable),
     )
     if kafka is not None:
-        report.source_problems += check_sources(kafka, readable)
+        report.source_problems += check_sources(kafka, readable, archive=archive)
         report.sources_checked = True
     return report
 
@@ -330,12 +333,13 @@ def duplicate_sources(entries: Sequence[ChainEntry]) -> list[SourceProblem]:
 
 
 def check_sources(
-    kafka: KafkaConfig, entries: Sequence[ChainEntry], *, stall_timeout_s: float = 30.0
+    kafka: KafkaConfig, entries: Sequence[ChainEntry], *, stall_timeout_s: float = 30.0, archive: str | None = None
 ) -> list[SourceProblem]:
     """Re-read each audited partition (read_committed) up to its highest chained offset and compare.
 
     Every record in that range must be chained with the SHA-256 of its value; a chained offset with no
-    record is unknown_source, or unavailable when retention already deleted it.
+    record is unknown_source, or unavailable when retention already deleted it and the `archive`
+    (streams.archive, a location) does not hold it either: offsets below Kafka's log start are read there.
     """
     chained: dict[tuple[str, int], dict[int, ChainEntry]] = defaultdict(dict)
     for entry in entries:
@@ -355,6 +359,8 @@ def check_sources(
     try:
         ranges = _ranges(consumer, chained, stall_timeout_s)
         seen = _compare(consumer, chained, ranges, problems, stall_timeout_s)
+        if archive is not None:
+            ranges = _compare_archived(archive, chained, ranges, problems, seen)
     except KafkaException as exc:
         raise StreamsError(f"re-reading the audited source records: {exc.args[0]}") from exc
     finally:
@@ -370,6 +376,49 @@ def check_sources(
             )
             problems.append(SourceProblem(kind, topic, partition, offset, (offsets[offset].sequence,), reason))
     return problems
+
+
+def _compare_archived(
+    location: str,
+    chained: dict[tuple[str, int], dict[int, ChainEntry]],
+    ranges: dict[tuple[str, int], tuple[int, int]],
+    problems: list[SourceProblem],
+    seen: dict[tuple[str, int], set[int]],
+) -> dict[tuple[str, int], tuple[int, int]]:
+    """The records retention removed from Kafka, read from the archive and compared like Kafka's; returns
+    the ranges with each low moved down to what the archive holds."""
+    from streams.archive.read import open_view  # noqa: PLC0415 - only with an archive
+
+    moved = dict(ranges)
+    for (topic, partition), (low, _) in ranges.items():
+        view = open_view(location, topic) if low > 0 else None
+        covered = view.covered(partition) if view is not None else None
+        if view is None or covered is None or not covered[0] < low <= covered[1]:
+            continue
+        moved[(topic, partition)] = (covered[0], ranges[(topic, partition)][1])
+        end = min(low, max(chained[(topic, partition)]) + 1)
+        for batch in view.read(partition, covered[0], end):
+            for record in batch:
+                offset = record.offset()
+                seen[(topic, partition)].add(offset)
+                entry = chained[(topic, partition)].get(offset)
+                digest = hashlib.sha256(record.value() or b"").hexdigest()
+                if entry is None:
+                    problems.append(
+                        SourceProblem("missing_source", topic, partition, offset, (), "archived record never chained")
+                    )
+                elif entry.payload_sha256 != digest:
+                    problems.append(
+                        SourceProblem(
+                            "payload_mismatch",
+                            topic,
+                            partition,
+                            offset,
+                            (entry.sequence,),
+                            f"chain says sha256 {entry.payload_sha256}, the archived record has {digest}",
+                        )
+                    )
+    return moved
 
 
 def _ranges(

@@ -62,6 +62,14 @@ def dev() -> None:
               help="Schema registry port on 127.0.0.1 [default: a free one].")  # fmt: skip
 @click.option("--no-redis", is_flag=True, help="Do not start redis-server.")
 @click.option("--no-registry", is_flag=True, help="Do not start the schema registry.")
+@click.option(
+    "--archive",
+    "archive_store",
+    type=click.Choice(["dir", "s3"]),
+    default="dir",
+    show_default=True,
+    help="Where `streams archive` keeps segments: a directory, or S3Proxy started here (s3).",
+)
 @click.option("--sasl", is_flag=True,
               help="Clients must log in: Kafka's listener is SASL_PLAINTEXT with SCRAM-SHA-512.")  # fmt: skip
 @click.option("--sasl-user", default=scram.DEFAULT_USER, show_default=True, help="SCRAM user to create (with --sasl).")
@@ -80,6 +88,7 @@ def up(
     registry_port: int | None,
     no_redis: bool,
     no_registry: bool,
+    archive_store: str,
     sasl: bool,
     sasl_user: str,
     sasl_password: str | None,
@@ -139,6 +148,7 @@ def up(
             sasl_users=sasl_users,
             acls=acls,
             notify=on_event,
+            archive_s3=archive_store == "s3",
         )
     _report_up(console, state, output, already_running=False, ready=ready, notes=notes)
 

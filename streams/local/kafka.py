@@ -128,6 +128,9 @@ def render_server_properties(
         # consumer-group join take ~3s instead of ~1s.
         "offsets.topic.num.partitions": "1",
         "transaction.state.log.num.partitions": "1",
+        # Retention is enforced every 5 minutes by default: a topic with a retention of seconds (the archive's
+        # tests, trying a retention change) would keep its records that long. One node checks cheaply.
+        "log.retention.check.interval.ms": "2000",
     }
     if internal_port is not None:
         settings.update(_scram_listeners(broker_port, controller_port, internal_port))

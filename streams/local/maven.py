@@ -39,10 +39,11 @@ class Artifact:
     version: str
     sha256: str
     size: int
+    classifier: str = ""  # e.g. "jar-with-dependencies": <artifact>-<version>-<classifier>.jar
 
     @property
     def file_name(self) -> str:
-        return f"{self.artifact}-{self.version}.jar"
+        return f"{self.artifact}-{self.version}{'-' + self.classifier if self.classifier else ''}.jar"
 
     def url(self, repository: str) -> str:
         path = f"{self.group.replace('.', '/')}/{self.artifact}/{self.version}/{self.file_name}"
@@ -103,7 +104,7 @@ def fetch_jars(jar_dir: Path, *, lock: Path = LOCK_PATH, note: Callable[[str], N
     staging.mkdir(parents=True)
     try:
         with ThreadPoolExecutor(DOWNLOAD_THREADS) as pool:
-            list(pool.map(lambda artifact: _download(artifact, source, staging), artifacts))
+            list(pool.map(lambda artifact: download(artifact, source, staging), artifacts))
         (staging / COMPLETE_MARKER).write_text("\n".join(a.file_name for a in artifacts) + "\n")
         if jars_cached(jar_dir):  # another `up` finished first; its copy is as good
             return jar_dir
@@ -114,7 +115,8 @@ def fetch_jars(jar_dir: Path, *, lock: Path = LOCK_PATH, note: Callable[[str], N
     return jar_dir
 
 
-def _download(artifact: Artifact, source: str, directory: Path) -> None:
+def download(artifact: Artifact, source: str, directory: Path) -> None:
+    """`artifact` from `source` into `directory`, refused (LocalStackError) unless its SHA-256 is the pinned one."""
     url = artifact.url(source)
     digest = hashlib.sha256()
     target = directory / artifact.file_name

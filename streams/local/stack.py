@@ -62,6 +62,7 @@ def start_stack(
     sasl_users: Mapping[str, str] | None = None,
     acls: bool = False,
     notify: Notify | None = None,
+    archive_s3: bool = False,
 ) -> StackState:
     """Start the stack for `data_dir` and record it; return the running one unchanged if Kafka answers.
 
@@ -74,6 +75,8 @@ def start_stack(
     those users; the registry logs in as the first, whose client variables go to `<local>/sasl.env`.
     `acls` (with `sasl_users` and `catalog`) makes the broker enforce ACLs with the StandardAuthorizer, the
     first user a super user, and applies the catalog's ACLs (`streams acls apply`) at every start.
+    `archive_s3` also starts S3Proxy (streams.local.s3proxy) with a bucket for `streams archive`; the variables
+    that point the archive at it go to `<local>/archive.env`.
     """
     if acls and (not sasl_users or catalog is None):
         raise LocalStackError(
@@ -124,6 +127,8 @@ def start_stack(
             redis_state = _start_redis(data_dir, redis_port, emit)
             if redis_state is not None:
                 services["redis"] = redis_state
+        if archive_s3:
+            services["s3"] = _start_s3(data_dir, emit)
     except BaseException:
         _stop_services(data_dir, StackState(data_dir=str(data_dir), services=services))
         raise
@@ -291,6 +296,26 @@ def _start_redis(data_dir: Path, port: int | None, emit: Notify) -> ServiceState
         raise
     emit(ServiceReady("redis", url, time.monotonic() - started))
     return ServiceState(name="redis", pid=pid, address=url, log_path=str(log_path))
+
+
+def _start_s3(data_dir: Path, emit: Notify) -> ServiceState:
+    from streams.local import s3proxy  # noqa: PLC0415 - only `streams dev up --archive s3`
+
+    started = time.monotonic()
+    endpoint = s3proxy.start_s3proxy(local_dir(data_dir) / "s3proxy", port=free_port(), owner=data_dir)
+    state = ServiceState(name="s3", pid=endpoint.pid, address=endpoint.url, log_path=str(endpoint.log_path))
+    try:
+        s3proxy.wait_for_s3proxy(endpoint)
+        s3proxy.create_bucket(endpoint, s3proxy.LOCAL_BUCKET)
+    except BaseException:
+        stop_process_group(endpoint.pid)
+        raise
+    variables = {**endpoint.environment(), "STREAMS_ARCHIVE_URL": f"s3://{s3proxy.LOCAL_BUCKET}"}
+    path = local_dir(data_dir) / "archive.env"
+    path.write_text("".join(f"export {name}={value}\n" for name, value in variables.items()))
+    emit(StackNote(f"the archive can use S3Proxy: `source {path}` before `streams archive ...`"))
+    emit(ServiceReady("s3", endpoint.url, time.monotonic() - started))
+    return state
 
 
 def _start_registry(

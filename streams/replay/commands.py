@@ -347,9 +347,12 @@ def _plan(
         if replay_id is not None and replay_id != stored_id:
             raise ReplayError(f"{export} holds interrupted replay {stored_id}, not {replay_id}")
         return stored, stored_id
-    return resolve_plan(
-        consumer, query, settings.kafka_config(settings.bootstrap_servers())
-    ), replay_id or new_replay_id()
+    from streams.archive.read import open_view  # noqa: PLC0415 - offsets Kafka no longer has, if archived
+
+    location = settings.archive_location()[0]
+    archive = open_view(location, query.topic) if "://" in location or Path(location).is_dir() else None
+    identity = settings.kafka_config(settings.bootstrap_servers())
+    return resolve_plan(consumer, query, archive, identity=identity), replay_id or new_replay_id()
 
 
 def _run(

@@ -18,7 +18,7 @@ from typing import IO, Any
 from streams.replay.encoding import encode_long
 from streams.replay.errors import EvidenceError
 
-__all__ = ["CODECS", "ContainerReader", "ContainerWriter"]
+__all__ = ["CODECS", "ContainerReader", "ContainerWriter", "container_header", "encode_block"]
 
 MAGIC = b"Obj\x01"
 SYNC_SIZE = 16
@@ -223,6 +223,19 @@ class ContainerReader:
                     except zlib.error as exc:
                         raise EvidenceError(f"{self.path.name}: a deflate block does not decompress: {exc}") from exc
                 yield count, data
+
+
+def container_header(schema: dict[str, Any], codec: str, sync: bytes) -> bytes:
+    """The bytes a container file starts with: magic, metadata (schema, codec) and the sync marker."""
+    return _header(schema, codec, sync)
+
+
+def encode_block(datums: bytes, count: int, codec: str, sync: bytes) -> bytes:
+    """One container block of `count` joined datums (compressed by `codec`), ending in the sync marker."""
+    if codec == "deflate":
+        compressor = zlib.compressobj(6, zlib.DEFLATED, -15)
+        datums = compressor.compress(datums) + compressor.flush()
+    return encode_long(count) + encode_long(len(datums)) + datums + sync
 
 
 def _header(schema: dict[str, Any], codec: str, sync: bytes) -> bytes:

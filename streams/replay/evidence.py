@@ -370,6 +370,7 @@ class EvidenceWriter:
                 "start": r.start,
                 "end": r.end,
                 "records": progress.matched_by_partition.get(r.partition, 0),
+                **_sources(self.plan, r.partition, r.start, r.end),
             }
             for r in self.plan.ranges
         }
@@ -507,6 +508,15 @@ class EvidenceWriter:
             self._jsonl.truncate(checkpoint["jsonl_size"])
             self._jsonl.seek(checkpoint["jsonl_size"])
         return Progress.from_json(checkpoint["progress"])
+
+
+def _sources(plan: ReplayPlan, partition: int, start: int, end: int) -> dict[str, Any]:
+    """Which offsets came from the archive (below Kafka's log start when planned) and which from Kafka."""
+    split = plan.archived_below.get(partition)
+    if split is None or split <= start:
+        return {"from_kafka": [start, end]}
+    split = min(split, end)
+    return {"from_archive": [start, split], "from_kafka": [split, end], "archive": plan.archive}
 
 
 def _remove_leftovers(partial: Path) -> None:

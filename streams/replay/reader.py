@@ -15,6 +15,9 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Topic
 from streams.replay.errors import ReplayError
 
 if TYPE_CHECKING:
+    from collections.abc import Generator
+
+    from streams.archive.read import ArchiveView
     from streams.replay.selection import PinnedRange, ReplayPlan
     from streams.settings import KafkaConfig
 
@@ -61,6 +64,8 @@ def reader_consumer(kafka_config: KafkaConfig) -> Consumer:
             "enable.auto.commit": False,
             "enable.auto.offset.store": False,
             "enable.partition.eof": True,
+            # An offset retention removed while reading is an error, never a silent jump to the end.
+            "auto.offset.reset": "error",
             # A fetch for the partition just finished waits at its end; keep that short so the next starts soon.
             "fetch.wait.max.ms": 10,
             "max.partition.fetch.bytes": 8 * 1024 * 1024,
@@ -89,13 +94,61 @@ class RateLimiter:
 
 
 def read_ranges(consumer: Consumer, plan: ReplayPlan, resume: dict[int, int], limiter: RateLimiter) -> Iterator[Batch]:
-    """Batches of every pinned range in partition order, starting at `resume[partition]` when given."""
+    """Batches of every pinned range in partition order, starting at `resume[partition]` when given.
+
+    Offsets below the plan's `archived_below` (or below Kafka's log start now, if retention removed more
+    since the plan was made) are read from the archive, the rest from Kafka.
+    """
+    archive = None
     for pinned in plan.ranges:
         start = max(pinned.start, resume.get(pinned.partition, pinned.start))
         if start >= pinned.end:
             yield Batch(pinned.partition, [], pinned.end, done=True)
             continue
+        if plan.archive is not None and pinned.partition in plan.archived_below:
+            if archive is None:
+                from streams.archive.read import open_view  # noqa: PLC0415 - only replays through an archive
+
+                archive = open_view(plan.archive, plan.query.topic)
+            # Until Kafka holds `start`: retention may remove more while the archive is read, so ask again.
+            while start < pinned.end and start < (
+                split := max(
+                    plan.archived_below[pinned.partition], _log_start(consumer, plan.query.topic, pinned.partition)
+                )
+            ):
+                start = yield from _read_archive(archive, plan, pinned, start, min(split, pinned.end), limiter)
+            if start >= pinned.end:
+                continue
         yield from _read_range(consumer, plan.query.topic, pinned, start, limiter)
+
+
+def _read_archive(
+    archive: ArchiveView | None, plan: ReplayPlan, pinned: PinnedRange, start: int, until: int, limiter: RateLimiter
+) -> Generator[Batch, None, int]:
+    """Batches of [start, until) from the archive; returns where reading continues (`until`)."""
+    topic = plan.query.topic
+    for records in archive.read(pinned.partition, start, until) if archive is not None else ():
+        if records:
+            limiter.pace(len(records))
+            start = records[-1].offset() + 1
+            yield Batch(pinned.partition, cast("list[Message]", records), start, done=start >= pinned.end)
+    covered = archive.covered(pinned.partition) if archive is not None else None
+    if start < until and covered is not None and covered[1] >= until:
+        start = until  # the archive's last offsets there were transaction markers
+        yield Batch(pinned.partition, [], start, done=start >= pinned.end)
+    if start < until:
+        raise ReplayError(
+            f"'{topic}' partition {pinned.partition}: offsets {start}-{until - 1} are neither in "
+            f"Kafka nor in the archive at {plan.archive}"
+        )
+    return start
+
+
+def _log_start(consumer: Consumer, topic: str, partition: int) -> int:
+    try:
+        return int(consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=10.0)[0])
+    except KafkaException as exc:
+        raise ReplayError(f"cannot read '{topic}' partition {partition}: {exc.args[0]}") from exc
 
 
 def _read_range(

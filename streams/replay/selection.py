@@ -6,7 +6,7 @@ A range is [start, end): `--from` is inclusive, `--to` exclusive, for times and 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -16,6 +16,8 @@ if TYPE_CHECKING:
     from collections.abc import Mapping
 
     from confluent_kafka import Consumer
+
+    from streams.archive.read import ArchiveView
 
 __all__ = [
     "PinnedRange",
@@ -109,6 +111,8 @@ class ReplayPlan:
     from_ms: int | None = None
     to_ms: int | None = None
     removed_below: dict[int, int] = field(default_factory=dict)  # partition -> log start offset, when > 0
+    archive: str | None = None  # where offsets Kafka no longer has are read from (streams.archive)
+    archived_below: dict[int, int] = field(default_factory=dict)  # partition -> Kafka's log start when planned
 
     @property
     def total(self) -> int:
@@ -127,6 +131,8 @@ class ReplayPlan:
             "from": None if self.from_ms is None else {"ms": self.from_ms, "time": format_ms(self.from_ms)},
             "to": None if self.to_ms is None else {"ms": self.to_ms, "time": format_ms(self.to_ms)},
             "removed_below": {str(p): o for p, o in sorted(self.removed_below.items())},
+            "archive": self.archive,
+            "archived_below": {str(p): o for p, o in sorted(self.archived_below.items())},
             "offsets_in_range": self.total,
         }
 
@@ -142,6 +148,8 @@ class ReplayPlan:
             from_ms=ms(data.get("from")),
             to_ms=ms(data.get("to")),
             removed_below={int(p): int(o) for p, o in (data.get("removed_below") or {}).items()},
+            archive=data.get("archive"),
+            archived_below={int(p): int(o) for p, o in (data.get("archived_below") or {}).items()},
         )
 
 
@@ -214,19 +222,35 @@ def parse_where(text: str) -> tuple[tuple[str, ...], str]:
     return tuple(match[1].split(".")), match[2]
 
 
-def resolve_plan(consumer: Consumer, query: ReplayQuery, identity: Mapping[str, Any] | None = None) -> ReplayPlan:
+def resolve_plan(
+    consumer: Consumer,
+    query: ReplayQuery,
+    archive: ArchiveView | None = None,
+    *,
+    identity: Mapping[str, Any] | None = None,
+) -> ReplayPlan:
     """Pin `query` to offsets on the cluster now; ReplayError for every selector that cannot be honoured.
 
-    `identity` (the client's Kafka settings) names the principal when the topic's ACLs refuse it."""
+    With `archive`, offsets retention removed from Kafka are taken from the archive where it holds them
+    without a gap up to what Kafka still has (the plan's `archived_below` records where that was).
+    `identity` (the client's Kafka settings) names the principal when the topic's ACLs refuse it.
+    """
     count = _partition_count(consumer, query.topic, identity or {})
     for partition in query.partitions:
         if not 0 <= partition < count:
             raise ReplayError(f"--partition {partition}: topic '{query.topic}' has partitions 0-{count - 1}")
     watermarks = {p: _watermarks(consumer, query.topic, p) for p in range(count)}
+    archived_below: dict[int, int] = {}
+    for partition, (low, high) in list(watermarks.items()):
+        covered = archive.covered(partition) if archive is not None and low > 0 else None
+        if covered is not None and covered[0] < low <= covered[1]:
+            archived_below[partition] = low
+            watermarks[partition] = (covered[0], high)
     if query.ranges is not None:
         if query.from_ is not None or query.to is not None:
             raise ReplayError("--ranges pins the offsets already; drop --from/--to")
-        return _pinned(query, parse_ranges(query.ranges), watermarks, count)
+        plan = _pinned(query, parse_ranges(query.ranges), watermarks, count)
+        return _through_archive(plan, archive, archived_below)
     start = parse_bound(query.from_, "--from")
     end = parse_bound(query.to, "--to")
     if isinstance(start, int) and isinstance(end, int) and start >= end:
@@ -235,14 +259,24 @@ def resolve_plan(consumer: Consumer, query: ReplayQuery, identity: Mapping[str, 
     ranges: list[PinnedRange] = []
     problems: list[str] = []
     for partition in chosen:
-        pinned, problem = _pin(consumer, query, partition, start, end, watermarks[partition])
+        kafka_low = archived_below.get(partition)
+        pinned, problem = _pin(
+            consumer,
+            query,
+            partition,
+            start,
+            end,
+            watermarks[partition] if kafka_low is None else (kafka_low, watermarks[partition][1]),
+        )
+        if kafka_low is not None and archive is not None:
+            pinned, problem = _archived(archive, pinned, start, end, kafka_low, watermarks[partition][0]), None
         ranges.append(pinned)
         if problem:
             problems.append(problem)
     if problems:
         raise ReplayError(f"topic '{query.topic}': the range is partly beyond retention: " + "; ".join(problems))
     removed = {p: watermarks[p][0] for p in chosen if watermarks[p][0] > 0}
-    return ReplayPlan(
+    plan = ReplayPlan(
         query,
         tuple(ranges),
         count,
@@ -250,6 +284,45 @@ def resolve_plan(consumer: Consumer, query: ReplayQuery, identity: Mapping[str, 
         end if isinstance(end, int) else None,
         removed,
     )
+    return _through_archive(plan, archive, archived_below)
+
+
+def _archived(
+    archive: ArchiveView,
+    pinned: PinnedRange,
+    start: int | dict[int, int] | None,
+    end: int | dict[int, int] | None,
+    kafka_low: int,
+    archive_low: int,
+) -> PinnedRange:
+    """`pinned` (resolved against Kafka alone) with bounds Kafka no longer has resolved in the archive."""
+    partition = pinned.partition
+    first, last = pinned.start, pinned.end
+    if start is None:
+        first = archive_low
+    elif isinstance(start, int) and first == kafka_low:  # Kafka's oldest: older matches may be archived
+        first = archive.offset_for_time(partition, start, kafka_low)
+    elif isinstance(start, dict) and partition in start:
+        first = start[partition]
+        if first < archive_low:
+            raise ReplayError(
+                f"partition {partition}: offsets below {archive_low} are neither in Kafka (it starts "
+                f"at {kafka_low}) nor in the archive; requested from offset {first}"
+            )
+    if isinstance(end, int) and last == kafka_low:
+        last = archive.offset_for_time(partition, end, kafka_low)
+    return PinnedRange(partition, first, max(first, last))
+
+
+def _through_archive(plan: ReplayPlan, archive: ArchiveView | None, archived_below: dict[int, int]) -> ReplayPlan:
+    used = {
+        r.partition: archived_below[r.partition]
+        for r in plan.ranges
+        if r.partition in archived_below and r.start < archived_below[r.partition]
+    }
+    if archive is None or not used:
+        return plan
+    return replace(plan, archive=archive.url, archived_below=used)
 
 
 def _pin(

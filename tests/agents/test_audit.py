@@ -224,10 +224,10 @@ CATALOG = """
 version: 1
 defaults: {partitions: 2, replication_factor: 1, dlq: true}
 topics:
-  shop.order:    {owner: t, audit: true}
-  shop.refund:   {owner: t, audit: true}
+  shop.order:    {owner: t, audit: true, legal_retention: 7d, archive: true}
+  shop.refund:   {owner: t, audit: true, legal_retention: 7d, archive: true}
   shop.metrics:  {owner: t}
-  shop.trail:    {owner: t, partitions: 1, dlq: false, audit: AUDIT}
+  shop.trail:    {owner: t, partitions: 1, dlq: false, audit: AUDIT, legal_retention: 7d, archive: true}
 """
 
 

@@ -33,6 +33,8 @@ topics:
   {AUDITED_TOPIC}:
     owner: tests
     audit: true
+    legal_retention: 7d
+    archive: true
   {PLAIN_TOPIC}:
     owner: tests
 """

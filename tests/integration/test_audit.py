@@ -117,13 +117,14 @@ def audit_world(
 ) -> AuditWorld:
     names = {role: unique_name(role) for role in ("actions", "workflows", "invoices", "plain", "chain")}
     shutil.copytree(ROOT / "schemas", tmp_path / "schemas")
+    kept = "legal_retention: 1d"  # what the catalog requires of audited topics (Kafka keeps them 1d here)
     (tmp_path / "topics.yaml").write_text(f"""
 version: 1
 defaults: {{partitions: 3, replication_factor: 1, min_insync_replicas: 1, retention: 1d, dlq: false}}
 topics:
-  {names["actions"]}: {{owner: tests, key: user_id, schema: schemas/user.action.avsc, audit: true}}
-  {names["workflows"]}: {{owner: tests, key: workflow_id, schema: schemas/workflow.completed.avsc, audit: true}}
-  {names["invoices"]}: {{owner: tests, key: tenant_id, schema: schemas/invoice.created.avsc, audit: true}}
+  {names["actions"]}: {{owner: tests, key: user_id, schema: schemas/user.action.avsc, audit: true, {kept}}}
+  {names["workflows"]}: {{owner: tests, key: workflow_id, schema: schemas/workflow.completed.avsc, audit: true, {kept}}}
+  {names["invoices"]}: {{owner: tests, key: tenant_id, schema: schemas/invoice.created.avsc, audit: true, {kept}}}
   {names["plain"]}: {{owner: tests, key: user_id, schema: schemas/user.action.avsc}}
   {names["chain"]}: {{owner: tests, partitions: 1, key: tenant_id, schema: schemas/audit.trail.avsc}}
 """)
