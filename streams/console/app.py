@@ -228,6 +228,12 @@ class Console:
                     agents[agent] = agents.get(agent, 0.0) + total  # replicas of one agent add up
             except httpx.HTTPError as exc:
                 checks[f"worker {url}"] = {"ok": False, "detail": type(exc).__name__}
+        checks.update(
+            cluster_views.process_checks(
+                cluster_views.scrape(self.console.bridges(), cluster_views.bridge_summary),
+                cluster_views.scrape(self.console.relays(), cluster_views.relay_summary),
+            )
+        )
         checks["_agents"] = agents  # overview() takes it out: events/s per agent, not a health check
         return checks
 
@@ -361,8 +367,15 @@ def create_app(settings: Settings, console_settings: ConsoleSettings) -> Starlet
         except StreamsError:
             redis_url = None
         queues = {name: spec.bound for name, spec in console.bridge.queues.items()}
+        bridges = await run_in_threadpool(cluster_views.scrape, console.console.bridges(), cluster_views.bridge_summary)
         data = await run_in_threadpool(
-            cluster_views.tasks_page, redis_url, queues, console.kafka, console.decoder, console.bridge.failed_topic
+            cluster_views.tasks_page,
+            redis_url,
+            queues,
+            console.kafka,
+            console.decoder,
+            console.bridge.failed_topic,
+            bridges,
         )
         return render(request, "tasks.html", {"data": data})
 

@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, Any
 from streams.kafka_util import read_partitions
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from confluent_kafka import Consumer
     from confluent_kafka.admin import AdminClient
 
@@ -51,6 +53,92 @@ def agent_totals(metrics_text: str) -> dict[str, float]:
                 if sample.name == "streams_agent_events_total":
                     totals[sample.labels.get("agent", "?")] += sample.value
     return dict(totals)
+
+
+def bridge_summary(metrics_text: str) -> dict[str, Any]:
+    """A bridge's /metrics (streams/bridge/metrics.py): paused partitions, Redis, redeliveries, and per queue the
+    tasks pushed, the pushes Redis did not confirm (each retried after backoff) and the depth it last saw."""
+    from prometheus_client.parser import text_string_to_metric_families  # noqa: PLC0415
+
+    out: dict[str, Any] = {"paused": 0, "redis_up": None, "redelivered": 0, "queues": {}}
+    per_queue = {
+        "streams_bridge_tasks_published_total": "pushed",
+        "streams_bridge_tasks_confirmed_total": "confirmed",  # one series per route: summed per queue
+        "streams_bridge_tasks_failed_total": "retries",
+        "streams_bridge_queue_depth_tasks": "depth",
+    }
+    for family in text_string_to_metric_families(metrics_text):
+        for sample in family.samples:
+            if sample.name == "streams_bridge_paused_partitions":
+                out["paused"] = int(sample.value)
+            elif sample.name == "streams_bridge_redis_up":
+                out["redis_up"] = sample.value == 1
+            elif sample.name == "streams_bridge_tasks_redelivered_total":
+                out["redelivered"] = int(sample.value)
+            elif sample.name in per_queue and "queue" in sample.labels:
+                queue = out["queues"].setdefault(sample.labels["queue"], {})
+                key = per_queue[sample.name]
+                queue[key] = queue.get(key, 0) + int(sample.value)
+    return out
+
+
+def relay_summary(metrics_text: str) -> dict[str, Any]:
+    """An outbox relay's /metrics (streams/outbox/metrics.py): pending and parked rows, database, rows relayed."""
+    from prometheus_client.parser import text_string_to_metric_families  # noqa: PLC0415
+
+    out: dict[str, Any] = {"pending": 0, "parked": 0, "database_up": None, "relayed": 0, "pauses": 0}
+    for family in text_string_to_metric_families(metrics_text):
+        for sample in family.samples:
+            if sample.name == "streams_outbox_pending_rows":
+                out["pending"] = int(sample.value)
+            elif sample.name == "streams_outbox_parked_rows":
+                out["parked"] = int(sample.value)
+            elif sample.name == "streams_outbox_database_up":
+                out["database_up"] = sample.value == 1
+            elif sample.name == "streams_outbox_relayed_total":
+                out["relayed"] += int(sample.value)
+            elif sample.name == "streams_outbox_pauses_total":
+                out["pauses"] += int(sample.value)
+    return out
+
+
+def scrape(urls: list[str], summarize: Callable[[str], dict[str, Any]]) -> list[dict[str, Any]]:
+    """GET each URL's /metrics and summarize it; a process that does not answer (or answers garbage) is down."""
+    import httpx  # noqa: PLC0415
+
+    out = []
+    for url in urls:
+        try:
+            answer = httpx.get(f"{url}/metrics", timeout=2)
+            answer.raise_for_status()
+            out.append({"url": url, "ok": True, "detail": "", **summarize(answer.text)})
+        except (httpx.HTTPError, ValueError) as exc:  # the text parser raises ValueError on a non-metrics page
+            out.append({"url": url, "ok": False, "detail": type(exc).__name__})
+    return out
+
+
+def process_checks(bridges: list[dict[str, Any]], relays: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Health cards for bridges and relays: up when /metrics answers and their Redis / database is reachable."""
+    checks: dict[str, dict[str, Any]] = {}
+    for b in bridges:
+        if not b["ok"]:
+            checks[f"bridge {b['url']}"] = {"ok": False, "detail": b["detail"]}
+            continue
+        redis = "Redis down" if b["redis_up"] is False else "Redis up"
+        checks[f"bridge {b['url']}"] = {
+            "ok": b["redis_up"] is not False,
+            "detail": f"{redis}, {b['paused']} paused partition(s), {b['redelivered']} redelivered",
+        }
+    for r in relays:
+        if not r["ok"]:
+            checks[f"relay {r['url']}"] = {"ok": False, "detail": r["detail"]}
+            continue
+        database = "database down" if r["database_up"] is False else "database up"
+        checks[f"relay {r['url']}"] = {
+            "ok": r["database_up"] is not False,
+            "detail": f"{database}, {r['pending']} pending, {r['parked']} parked row(s), {r['relayed']} relayed",
+        }
+    return checks
 
 
 def end_offsets(consumer: Consumer, topic: str, partitions: int) -> dict[int, tuple[int, int]]:
@@ -236,9 +324,11 @@ def tasks_page(
     kafka: KafkaConfig,
     decoder: EventDecoder,
     failed_topic: str | None,
+    bridges: list[dict[str, Any]] | None = None,
     limit: int = 50,
 ) -> dict[str, Any]:
-    """The bridge's queue depths (against their bounds) and the most recent task.failed events."""
+    """The bridge's queue depths (against their bounds), what the bridges' metrics say (paused partitions, push
+    retries per queue, summed over bridges) and the most recent task.failed events."""
     depths: dict[str, int] | None = None
     error = None
     if redis_url is not None:
@@ -282,11 +372,24 @@ def tasks_page(
                     },
                 }
             )
+    bridges = bridges or []
+    scraped = [b for b in bridges if b["ok"]]
+
+    def summed(queue: str, key: str) -> int | None:
+        return sum(b["queues"].get(queue, {}).get(key, 0) for b in scraped) if scraped else None
+
     return {
         "queues": [
-            {"name": name, "bound": bound, "depth": None if depths is None else depths.get(name)}
+            {
+                "name": name,
+                "bound": bound,
+                "depth": None if depths is None else depths.get(name),
+                "pushed": summed(name, "pushed"),
+                "retries": summed(name, "retries"),
+            }
             for name, bound in queues.items()
         ],
+        "bridges": bridges,
         "error": error,
         "failed": failed[::-1],
     }

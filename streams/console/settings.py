@@ -45,6 +45,16 @@ class ConsoleSettings(BaseSettings):
     worker_urls: str = Field(
         default="", description="Comma-separated base URLs of workers' web ports, for health and metrics."
     )
+    bridge_urls: str = Field(
+        default="",
+        description="Comma-separated base URLs of bridges' metrics ports (`streams bridge --metrics-port`), scraped"
+        " for health, paused partitions and push retries.",
+    )
+    relay_urls: str = Field(
+        default="",
+        description="Comma-separated base URLs of outbox relays' metrics ports"
+        " (`streams outbox relay --metrics-port`).",
+    )
     evidence_sign_key: Path | None = Field(
         default=None, description="Ed25519 private key (PEM) that signs bundles built in the console; never shown."
     )
@@ -79,4 +89,16 @@ class ConsoleSettings(BaseSettings):
         return secret
 
     def workers(self) -> list[str]:
-        return [url.strip().rstrip("/") for url in self.worker_urls.split(",") if url.strip()]
+        return _urls(self.worker_urls)
+
+    def bridges(self) -> list[str]:
+        return _urls(self.bridge_urls)
+
+    def relays(self) -> list[str]:
+        return _urls(self.relay_urls)
+
+
+def _urls(text: str) -> list[str]:
+    """Base URLs from a comma-separated list; a trailing /metrics is dropped (the console appends what it reads)."""
+    urls = [url.strip().rstrip("/") for url in text.split(",") if url.strip()]
+    return [url.removesuffix("/metrics") for url in urls]

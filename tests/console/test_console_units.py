@@ -249,3 +249,84 @@ def test_the_command_refuses_to_start_without_users_or_a_session_key(monkeypatch
     result = CliRunner().invoke(main, ["console", "--port", "0"])
     assert result.exit_code == 1
     assert "STREAMS_CONSOLE_SESSION_SECRET must be set to 32 or more" in result.output
+
+
+def _bridge_metrics_text() -> str:
+    """What a bridge's /metrics serves: the bridge's own BridgeMetrics, rendered by prometheus_client."""
+    from prometheus_client import generate_latest  # noqa: PLC0415
+
+    from streams.bridge.metrics import BridgeMetrics  # noqa: PLC0415
+
+    metrics = BridgeMetrics()
+    metrics.paused.set(3)
+    metrics.redis_up.set(0)
+    metrics.redelivered.inc(2)
+    metrics.published.labels("pdf").inc(10)
+    metrics.failed.labels("pdf").inc(4)
+    metrics.confirmed.labels("pdf", "invoice-pdf").inc(5)
+    metrics.confirmed.labels("pdf", "invoice-pdf-eu").inc(1)
+    metrics.queue_depth.labels("notify").set(7)
+    return generate_latest(metrics.registry).decode()
+
+
+def test_bridge_and_relay_metrics_are_summarized() -> None:
+    from prometheus_client import generate_latest  # noqa: PLC0415
+
+    from streams.console.cluster_views import bridge_summary, process_checks, relay_summary  # noqa: PLC0415
+    from streams.outbox.metrics import OutboxMetrics  # noqa: PLC0415
+
+    bridge = bridge_summary(_bridge_metrics_text())
+    assert bridge == {
+        "paused": 3,
+        "redis_up": False,
+        "redelivered": 2,
+        "queues": {"pdf": {"pushed": 10, "retries": 4, "confirmed": 6}, "notify": {"depth": 7}},
+    }
+    relay_metrics = OutboxMetrics()
+    relay_metrics.pending.set(5)
+    relay_metrics.parked.set(1)
+    relay_metrics.database_up.set(1)
+    relay_metrics.relayed.labels("invoice.created").inc(8)
+    relay_metrics.relayed.labels("user.action").inc(2)
+    relay = relay_summary(generate_latest(relay_metrics.registry).decode())
+    assert relay == {"pending": 5, "parked": 1, "database_up": True, "relayed": 10, "pauses": 0}
+    checks = process_checks(
+        [{"url": "http://b:1", "ok": True, "detail": "", **bridge}, {"url": "http://b:2", "ok": False, "detail": "X"}],
+        [{"url": "http://r:1", "ok": True, "detail": "", **relay}],
+    )
+    assert checks["bridge http://b:1"] == {
+        "ok": False,
+        "detail": "Redis down, 3 paused partition(s), 2 redelivered",
+    }
+    assert checks["bridge http://b:2"] == {"ok": False, "detail": "X"}
+    assert checks["relay http://r:1"]["ok"] is True
+    assert "5 pending, 1 parked row(s), 10 relayed" in checks["relay http://r:1"]["detail"]
+
+
+def test_bridge_urls_are_scraped_over_http() -> None:
+    from prometheus_client import start_http_server  # noqa: PLC0415
+
+    from streams.bridge.metrics import BridgeMetrics  # noqa: PLC0415
+    from streams.console.cluster_views import bridge_summary, scrape, tasks_page  # noqa: PLC0415
+    from streams.local.processes import free_port  # noqa: PLC0415
+
+    metrics = BridgeMetrics()
+    metrics.paused.set(2)
+    metrics.redis_up.set(1)
+    metrics.failed.labels("pdf").inc(3)
+    port, dead = free_port(), free_port()
+    server, thread = start_http_server(port, addr="127.0.0.1", registry=metrics.registry)
+    try:
+        settings = ConsoleSettings(bridge_urls=f" http://127.0.0.1:{port}/metrics/ ,http://127.0.0.1:{dead}")
+        assert settings.bridges() == [f"http://127.0.0.1:{port}", f"http://127.0.0.1:{dead}"]
+        up, down = scrape(settings.bridges(), bridge_summary)
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+    assert up["ok"] is True
+    assert (up["paused"], up["redis_up"], up["queues"]["pdf"]["retries"]) == (2, True, 3)
+    assert down == {"url": f"http://127.0.0.1:{dead}", "ok": False, "detail": "ConnectError"}
+    page = tasks_page(None, {"pdf": 100, "notify": None}, {}, None, None, [up, down])  # type: ignore[arg-type]
+    assert [(q["name"], q["pushed"], q["retries"]) for q in page["queues"]] == [("pdf", 0, 3), ("notify", 0, 0)]
+    assert page["bridges"] == [up, down]

@@ -71,6 +71,8 @@ class ConsoleStack:
     invoice_ids: list[str]
     buyer_names: list[str]
     tmp: Path
+    bridge_url: str = ""
+    dead_relay_url: str = ""
 
     def log_text(self) -> str:
         return self.log.read_text(errors="replace")
@@ -126,6 +128,8 @@ def console_stack_fixture(tmp_path_factory: pytest.TempPathFactory) -> Iterator[
         finally:
             stop_worker(worker)
         pair = generate_keypair(tmp / "auditor")
+        metric_servers, bridge_url, relay_url = _process_metrics()
+        dead_relay_url = f"http://127.0.0.1:{free_port()}"  # nothing listens: the overview shows it down
         port = free_port()
         log = tmp / "console.log"
         env = {
@@ -134,6 +138,8 @@ def console_stack_fixture(tmp_path_factory: pytest.TempPathFactory) -> Iterator[
             "STREAMS_CONSOLE_SESSION_SECRET": "t" * 40,
             "STREAMS_CONSOLE_EVIDENCE_SIGN_KEY": str(pair.private),
             "STREAMS_CONSOLE_EVIDENCE_DIR": str(tmp / "evidence"),
+            "STREAMS_CONSOLE_BRIDGE_URLS": bridge_url,
+            "STREAMS_CONSOLE_RELAY_URLS": f"{relay_url},{dead_relay_url}",
         }
         with log.open("ab") as out:
             process = subprocess.Popen(
@@ -143,13 +149,53 @@ def console_stack_fixture(tmp_path_factory: pytest.TempPathFactory) -> Iterator[
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
-        stack = ConsoleStack(settings, f"http://localhost:{port}", process, log, pair.public, invoice_ids, buyers, tmp)
+        stack = ConsoleStack(
+            settings,
+            f"http://localhost:{port}",
+            process,
+            log,
+            pair.public,
+            invoice_ids,
+            buyers,
+            tmp,
+            bridge_url,
+            dead_relay_url,
+        )
         try:
             wait_for(lambda: _answers(stack.url), 60, lambda: f"the console ({stack.log_text()[-2000:]})")
             yield stack
         finally:
             process.terminate()
             process.wait(timeout=30)
+            for server, thread in metric_servers:
+                server.shutdown()
+                server.server_close()
+                thread.join(5)
+
+
+def _process_metrics() -> tuple[list[tuple[Any, Any]], str, str]:
+    """A bridge's and an outbox relay's /metrics, served over HTTP by their own metrics classes with the values a
+    bridge under backpressure (2 paused partitions, 3 push retries on the batch queue) and a relay would report."""
+    from prometheus_client import start_http_server  # noqa: PLC0415
+
+    from streams.bridge.metrics import BridgeMetrics  # noqa: PLC0415
+    from streams.outbox.metrics import OutboxMetrics  # noqa: PLC0415
+
+    bridge = BridgeMetrics()
+    bridge.paused.set(2)
+    bridge.redis_up.set(1)
+    bridge.published.labels("batch").inc(12)
+    bridge.failed.labels("batch").inc(3)
+    relay = OutboxMetrics()
+    relay.database_up.set(1)
+    relay.pending.set(4)
+    relay.relayed.labels("invoice.created").inc(9)
+    servers, urls = [], []
+    for metrics in (bridge.registry, relay.registry):
+        port = free_port()
+        servers.append(start_http_server(port, addr="127.0.0.1", registry=metrics))
+        urls.append(f"http://127.0.0.1:{port}")
+    return servers, urls[0], urls[1]
 
 
 def _answers(url: str) -> bool:

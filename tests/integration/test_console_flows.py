@@ -229,6 +229,12 @@ def test_every_page_renders(browser: Browser, console_stack: ConsoleStack, path:
     if name == "topics":
         assert "invoice.created" in page.inner_text("#topics")
         assert "buyer.name" in page.inner_text("#topics")
+    if name == "tasks-queues":
+        bridges = page.inner_text("#bridges")
+        assert console_stack.bridge_url in bridges
+        assert page.inner_text("#bridges .paused") == "2", "the bridge's streams_bridge_paused_partitions"
+        batch = next(row for row in page.locator("#queues tr").all_inner_texts() if row.startswith("batch"))
+        assert batch.split("\t")[-2:] == ["12", "3"], "pushed and push retries from the bridge's metrics"
     if name == "consumer-groups":
         assert "streams-worker-validation" in page.inner_text("main")
     screenshot(page, name)

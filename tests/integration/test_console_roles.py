@@ -36,7 +36,13 @@ def pending_dead_letters(stack: ConsoleStack) -> int:
 def test_each_role_logs_in_and_sees_the_overview(browser: Browser, console_stack: ConsoleStack, user: str) -> None:
     page = logged_in(browser, console_stack, user)
     assert "Overview" in page.inner_text("h1")
-    assert "brokers" in page.inner_text("#overview-refresh")
+    panel = page.inner_text("#overview-refresh")
+    assert "brokers" in panel
+    assert f"bridge {console_stack.bridge_url}\nup Redis up, 2 paused partition(s)" in panel
+    assert f"relay {console_stack.dead_relay_url}\nDOWN ConnectError" in panel
+    assert "4 pending" in panel, "the relay that answers: its pending rows"
+    for part in ("total lag", "Dead letters", "Violations today by rule", "Events per second"):
+        assert part in panel
     if user == "aude":
         screenshot(page, "overview")
     page.context.close()
