@@ -21,10 +21,6 @@ from streams.local.kafka import kafka_answers
 from streams.local.processes import free_port
 from streams.local.stack import start_stack, stop_stack
 
-# The console's browser tests share one stack, one console and one Chromium across their files: fixtures
-# imported here are defined once for the session (imported into each test module, they would be one per module).
-from tests.integration.console_harness import browser_fixture, console_stack_fixture  # noqa: F401
-
 if TYPE_CHECKING:
     from collections.abc import Iterator
 

@@ -110,7 +110,7 @@ def _publish(settings: Settings) -> tuple[list[str], list[str]]:
     return [str(i["invoice_id"]) for i in invoices], [str(i["buyer"]["name"]) for i in invoices if i.get("buyer")]
 
 
-@pytest.fixture(scope="session", name="console_stack")
+@pytest.fixture(scope="package", name="console_stack")
 def console_stack_fixture(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ConsoleStack]:
     tmp = tmp_path_factory.mktemp("console")
     with catalog_stack(tmp / "data", with_redis=True) as settings:
@@ -205,7 +205,7 @@ def _answers(url: str) -> bool:
         return False
 
 
-@pytest.fixture(scope="session", name="browser")
+@pytest.fixture(scope="package", name="browser")
 def browser_fixture() -> Iterator[Browser]:
     from playwright.sync_api import sync_playwright  # noqa: PLC0415
 
@@ -261,3 +261,23 @@ def wait_until(condition: Any, timeout: float, what: str) -> None:
     while not condition():
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
         time.sleep(0.5)
+
+
+def park_dead_letter(stack: ConsoleStack, event_id: str, reason: str) -> None:
+    """Park one undecodable invoice.created record in its dead-letter topic, as the validation agent would: a
+    test that redrives or refuses to redrive has its own, whatever the tests before it redrove."""
+    from confluent_kafka import Producer  # noqa: PLC0415
+
+    from streams.records import SourceRecord, dlq_headers  # noqa: PLC0415
+
+    source = SourceRecord(
+        "invoice.created", 0, 999, 0, b"console-co", b"still not avro", [("ce_id", event_id.encode())]
+    )
+    producer = Producer({"bootstrap.servers": stack.settings.bootstrap_servers()})
+    producer.produce(
+        "invoice.created.dlq",
+        key=source.key,
+        value=source.value,
+        headers=list(dlq_headers(source, "validation", ValueError(reason), 1)),
+    )
+    assert producer.flush(30) == 0, "the dead letter was not acknowledged"

@@ -18,6 +18,7 @@ from tests.integration.console_harness import (
     ConsoleStack,
     env_for_cli,
     logged_in,
+    park_dead_letter,
     screenshot,
 )
 from tests.integration.worker_harness import read_topic
@@ -242,20 +243,7 @@ def test_every_page_renders(browser: Browser, console_stack: ConsoleStack, path:
 
 
 def test_the_cli_redrives_with_the_same_code(console_stack: ConsoleStack) -> None:
-    from confluent_kafka import Producer  # noqa: PLC0415
-
-    from streams.records import SourceRecord, dlq_headers  # noqa: PLC0415
-
-    settings = console_stack.settings
-    source = SourceRecord("invoice.created", 0, 999, 0, b"console-co", b"still not avro", [("ce_id", b"cli-1")])
-    producer = Producer({"bootstrap.servers": settings.bootstrap_servers()})
-    producer.produce(
-        "invoice.created.dlq",
-        key=source.key,
-        value=source.value,
-        headers=list(dlq_headers(source, "validation", ValueError("parked for the CLI"), 1)),
-    )
-    producer.flush(30)
+    park_dead_letter(console_stack, "cli-1", "parked for the CLI")
     env = env_for_cli(console_stack)
     dry = subprocess.run(
         [sys.executable, "-m", "streams.cli", "dlq", "redrive", "invoice.created", "--dry-run"],
@@ -277,4 +265,4 @@ def test_the_cli_redrives_with_the_same_code(console_stack: ConsoleStack) -> Non
     )
     assert done.returncode == 0, done.stderr
     assert "redrove 1 record(s)" in done.stdout
-    assert pending({"bootstrap.servers": settings.bootstrap_servers()}, "invoice.created") == []
+    assert pending({"bootstrap.servers": console_stack.settings.bootstrap_servers()}, "invoice.created") == []

@@ -15,6 +15,7 @@ from tests.integration.console_harness import (
     ConsoleStack,
     csrf_of,
     logged_in,
+    park_dead_letter,
     post_from_page,
     screenshot,
 )
@@ -95,6 +96,7 @@ def test_a_viewer_cannot_redrive_even_with_a_valid_token(browser: Browser, conso
     viewer = logged_in(browser, console_stack, "vera")
     viewer.goto(f"{console_stack.url}/dlq?topic=invoice.created")
     assert viewer.locator("#dry-run").count() == 0, "the page offers a viewer no redrive"
+    park_dead_letter(console_stack, "viewer-1", "parked for the viewer")
     before = pending_dead_letters(console_stack)
     assert before >= 1
     for path in ("/dlq/preview", "/dlq/redrive"):
