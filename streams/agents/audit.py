@@ -308,8 +308,14 @@ class AuditAgent:
         log.info("audit.checkpoint", chain=self.chain_topic, sequence=head[0], file=str(path))
 
     def leadership(self, leading: bool, state: PartitionState | None) -> dict[str, Any] | None:
-        """Counted in the metrics; on election, the chain's next sequence for the log line."""
+        """Counted in the metrics; on election, the chain's next sequence for the log line.
+
+        Stepping down (a revoke, an error, or the drain of `streams worker` and `streams audit run`) signs
+        the head this writer committed last: the engine commits what was open before it calls this.
+        """
         self._metrics.audit_leader.labels(self.chain_topic).set(1 if leading else 0)
+        if not leading:
+            self.checkpoint()
         if not leading or state is None:
             return None
         self._metrics.audit_elections.labels(self.chain_topic).inc()
