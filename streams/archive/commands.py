@@ -146,9 +146,12 @@ def query(
     to: str | None,
     limit: int,
 ) -> None:
-    """Print archived records of TOPIC as JSON lines, by tenant, key, time and event type (no cluster needed)."""
+    """Print archived records of TOPIC as JSON lines, by tenant, key, time and event type (no cluster needed).
+
+    The archive's segments are read by the archive reader and filtered as pyarrow datasets (the `archive` extra).
+    """
+    from streams.archive.query import query_archive  # noqa: PLC0415
     from streams.archive.read import open_view  # noqa: PLC0415
-    from streams.archive.segments import archived_partitions  # noqa: PLC0415
     from streams.replay.selection import parse_bound  # noqa: PLC0415
 
     start, end = (parse_bound(text, option) for text, option in ((from_, "--from"), (to, "--to")))
@@ -157,41 +160,8 @@ def query(
     view = open_view(settings.archive_location()[0], topic)
     if view is None:
         raise StreamsError(f"the archive at {settings.archive_location()[0]} has nothing of '{topic}'")
-    shown = 0
-    for partition in archived_partitions(view.store, topic):
-        for segment in view.segments(partition):
-            if (start is not None and segment.last_timestamp < start and segment.first_timestamp < start) or (
-                end is not None and segment.first_timestamp >= end
-            ):
-                continue
-            for batch in view.read(partition, segment.from_offset, segment.next_offset):
-                for record in batch:
-                    if not _matches(record, tenant, key, type_, start, end):
-                        continue
-                    click.echo(json.dumps(_row(record)))
-                    shown += 1
-                    if shown >= limit:
-                        return
-
-
-def _header(record: Any, name: str) -> str | None:
-    for header, value in record.headers() or ():
-        if header == name and value is not None:
-            return bytes(value).decode("utf-8", "replace")
-    return None
-
-
-def _matches(
-    record: Any, tenant: str | None, key: str | None, type_: str | None, start: int | None, end: int | None
-) -> bool:
-    timestamp = record.timestamp()[1]
-    return (
-        (tenant is None or _header(record, "ce_tenantid") == tenant)
-        and (key is None or record.key() == key.encode())
-        and (type_ is None or _header(record, "ce_type") == type_)
-        and (start is None or timestamp >= start)
-        and (end is None or timestamp < end)
-    )
+    for record in query_archive(view, tenant=tenant, key=key, event_type=type_, start=start, end=end, limit=limit):
+        click.echo(json.dumps(_row(record)))
 
 
 def _row(record: Any) -> dict[str, Any]:
