@@ -7,6 +7,7 @@ transaction make the chain exactly-once in effect across kill -9 and rebalances 
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import sys
@@ -44,6 +45,7 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
 
     from confluent_kafka import Message
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
     from streams.catalog import Catalog, TopicSpec
     from streams.runtime.state import Output, PartitionState
@@ -196,6 +198,8 @@ class AuditAgent:
         self._committed_head: tuple[int, str] | None = None
         self._checkpointed: tuple[int, str] | None = None
         self._checkpoint_at = 0.0
+        self._embed_at = 0.0  # when the next entry carries a signed checkpoint of itself (in the chain)
+        self._key: Ed25519PrivateKey | None = None
 
     @property
     def registry(self) -> RegistryClient:
@@ -238,6 +242,10 @@ class AuditAgent:
     def handle(self, records: list[Message], state: PartitionState, out: Output) -> None:
         encode = self.codec().encode
         sequence, tip = state.get(TIP_KEY) or (0, GENESIS_HASH)
+        # At the checkpoint interval the batch's last entry carries a signed checkpoint of itself: it commits
+        # in the same transaction as the entries it covers, or not at all.
+        embed = self.settings.audit_checkpoint_key is not None and time.monotonic() >= self._embed_at
+        last = records[-1] if records else None
         for record in records:
             headers = record.headers()
             entry = audit_entry(
@@ -251,6 +259,8 @@ class AuditAgent:
                 previous_hash=tip,
                 payloads=self.payloads,
             )
+            if record is last and embed:
+                entry = self._with_checkpoint(entry)
             out.send(self.chain_topic, entry.tenant_id.encode() or None, encode(entry.to_json()), [])
             sequence, tip = sequence + 1, entry.entry_hash
         state[TIP_KEY] = (sequence, tip)
@@ -290,6 +300,25 @@ class AuditAgent:
     def aborted(self) -> None:
         self._pending = 0
         self._head = None
+        self._embed_at = 0.0  # the retried batch carries the checkpoint the aborted one did
+
+    def _signing_key(self) -> Ed25519PrivateKey:
+        if self._key is None:
+            from streams.replay.signing import load_private_key  # noqa: PLC0415
+
+            path = self.settings.audit_checkpoint_key
+            if path is None:
+                raise ConfigError("no STREAMS_AUDIT_CHECKPOINT_KEY to sign audit checkpoints with")
+            self._key = load_private_key(path)
+        return self._key
+
+    def _with_checkpoint(self, entry: ChainEntry) -> ChainEntry:
+        """`entry` carrying a signed checkpoint of itself as the head (outside its hash: streams.agents.audit_chain)."""
+        from streams.agents.audit_checkpoint import embedded_line, sign_head  # noqa: PLC0415
+
+        self._embed_at = time.monotonic() + self.settings.audit_checkpoint_interval_s
+        signed = sign_head(self.chain_topic, entry.sequence, entry.entry_hash, self._signing_key())
+        return dataclasses.replace(entry, checkpoint=embedded_line(signed))
 
     def checkpoint(self) -> None:
         """Sign the committed head and append it to the checkpoint file (at an interval, and on shutdown)."""
@@ -299,11 +328,10 @@ class AuditAgent:
             return
         self._checkpoint_at = time.monotonic() + self.settings.audit_checkpoint_interval_s
         from streams.agents.audit_checkpoint import append_checkpoint, sign_head  # noqa: PLC0415
-        from streams.replay.signing import load_private_key  # noqa: PLC0415
 
         path = self.settings.audit_checkpoint_file or self.settings.data_dir / "audit.checkpoints"
         path.parent.mkdir(parents=True, exist_ok=True)
-        append_checkpoint(path, sign_head(self.chain_topic, head[0], head[1], load_private_key(key_path)))
+        append_checkpoint(path, sign_head(self.chain_topic, head[0], head[1], self._signing_key()))
         self._checkpointed = head
         log.info("audit.checkpoint", chain=self.chain_topic, sequence=head[0], file=str(path))
 

@@ -62,9 +62,12 @@ class ChainEntry:
     payload_sha256: str
     previous_entry_hash: str
     entry_hash: str = ""
+    # A signed checkpoint of this entry as the chain's head (decision 0025), or None. Outside body() and so
+    # outside entry_hash: chains written before the field existed hash as they did, and its signature covers it.
+    checkpoint: str | None = None
 
     def body(self) -> dict[str, Any]:
-        """Every field except entry_hash, shaped like the Avro record."""
+        """Every field except entry_hash and checkpoint, shaped like the Avro record."""
         return {
             "tenant_id": self.tenant_id,
             "sequence": self.sequence,
@@ -110,11 +113,14 @@ class ChainEntry:
             self.payload_sha256,
             self.previous_entry_hash,
             self.computed_hash(),
+            self.checkpoint,
         )
 
     def to_json(self) -> dict[str, Any]:
-        """The Avro record / one exported JSON line: body() plus entry_hash."""
-        return {**self.body(), "entry_hash": self.entry_hash}
+        """The Avro record / one exported JSON line: body() plus entry_hash (and its checkpoint, if it has one)."""
+        if self.checkpoint is None:
+            return {**self.body(), "entry_hash": self.entry_hash}
+        return {**self.body(), "entry_hash": self.entry_hash, "checkpoint": self.checkpoint}
 
     @classmethod
     def from_json(cls, record: Mapping[str, Any]) -> ChainEntry:
@@ -127,6 +133,9 @@ class ChainEntry:
         actor = record.get("actor")
         if actor is not None and not isinstance(actor, str):
             raise TypeError(f"field 'actor' must be a string or null, got {actor!r}")
+        checkpoint = record.get("checkpoint")
+        if checkpoint is not None and not isinstance(checkpoint, str):
+            raise TypeError(f"field 'checkpoint' must be a string or null, got {checkpoint!r}")
         return cls(
             sequence=_typed(record, "sequence", int),
             tenant_id=_typed(record, "tenant_id", str),
@@ -140,6 +149,7 @@ class ChainEntry:
             payload_sha256=_typed(record, "payload_sha256", str),
             previous_entry_hash=_typed(record, "previous_entry_hash", str),
             entry_hash=_typed(record, "entry_hash", str),
+            checkpoint=checkpoint,
         )
 
 

@@ -1,8 +1,10 @@
 """Signed checkpoints of the audit chain: the head (sequence, entry hash, time) signed with an Ed25519 evidence
-key, kept as JSON lines outside the chain, so a cut tail, a rollback or a fork cannot go unseen.
+key, kept as JSON lines outside the chain and carried by the chain's own entries, so a cut tail, a rollback or a
+fork cannot go unseen.
 
 `streams audit checkpoint` appends one; `streams audit verify --checkpoint FILE` checks a chain (a topic or
-an exported file: no cluster needed) against all of them, naming the first missing sequence.
+an exported file: no cluster needed) against all of them, naming the first missing sequence; `audit verify`
+always checks the checkpoints the chain carries (decision 0025).
 """
 
 from __future__ import annotations
@@ -30,10 +32,12 @@ if TYPE_CHECKING:
 __all__ = [
     "CHECKPOINT_FORMAT",
     "append_checkpoint",
+    "embedded_line",
     "make_checkpoint",
     "read_checkpoints",
     "sign_head",
     "verify_checkpoints",
+    "verify_embedded",
 ]
 
 CHECKPOINT_FORMAT = "streams-audit-checkpoint/1"
@@ -72,15 +76,68 @@ def append_checkpoint(path: Path, checkpoint: dict[str, Any]) -> None:
         out.write(json.dumps(checkpoint, sort_keys=True) + "\n")
 
 
+def embedded_line(checkpoint: dict[str, Any]) -> str:
+    """The checkpoint as an entry's `checkpoint` field carries it: the checkpoint file's line, compact."""
+    return json.dumps(checkpoint, sort_keys=True, separators=(",", ":"))
+
+
 def read_checkpoints(path: Path) -> list[dict[str, Any]]:
+    """The checkpoints of a checkpoint file, or those an exported chain (`streams audit export`) carries: an
+    earlier export kept away from the cluster is then the outside reference a later chain is checked against."""
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except OSError as exc:
         raise StreamsError(f"cannot read the checkpoint file {path}: {exc.strerror or exc}") from exc
     try:
-        return [json.loads(line) for line in lines if line.strip()]
+        records = [json.loads(line) for line in lines if line.strip()]
     except ValueError as exc:
         raise StreamsError(f"{path} is not JSON lines of checkpoints: {exc}") from exc
+    checkpoints: list[dict[str, Any]] = []
+    for record in records:
+        if isinstance(record, dict) and "previous_entry_hash" in record:  # an exported chain entry
+            carried = record.get("checkpoint")
+            if isinstance(carried, str):
+                checkpoints.append(_parse_carried(carried, f"{path}: sequence {record.get('sequence')}"))
+        elif isinstance(record, dict):
+            checkpoints.append(record)
+        else:
+            raise StreamsError(f"{path} is not JSON lines of checkpoints: a line holds {type(record).__name__}")
+    return checkpoints
+
+
+def _parse_carried(text: str, where: str) -> dict[str, Any]:
+    try:
+        checkpoint = json.loads(text)
+    except ValueError as exc:
+        raise StreamsError(f"{where}: its checkpoint is not JSON: {exc}") from exc
+    if not isinstance(checkpoint, dict):
+        raise StreamsError(f"{where}: its checkpoint is not a JSON object")
+    return checkpoint
+
+
+def verify_embedded(
+    entries: Sequence[ChainEntry | UnreadableEntry], trusted: Ed25519PublicKey | None = None
+) -> tuple[int, list[str]]:
+    """(how many, problems) of the checkpoints the chain's entries carry: each must be validly signed (by
+    `trusted` when given), name the entry that carries it, and agree with the chain (verify_checkpoints)."""
+    carried: list[dict[str, Any]] = []
+    problems: list[str] = []
+    for entry in entries:
+        if not isinstance(entry, ChainEntry) or entry.checkpoint is None:
+            continue
+        try:
+            checkpoint = _parse_carried(entry.checkpoint, f"sequence {entry.sequence}")
+        except StreamsError as exc:
+            problems.append(str(exc))
+            continue
+        if checkpoint.get("sequence") != entry.sequence or checkpoint.get("entry_hash") != entry.entry_hash:
+            problems.append(
+                f"sequence {entry.sequence} carries a checkpoint of sequence {checkpoint.get('sequence')} "
+                f"({checkpoint.get('entry_hash')}), not of itself ({entry.entry_hash}): the entry was rewritten "
+                "or the checkpoint moved"
+            )
+        carried.append(checkpoint)
+    return len(carried), problems + verify_checkpoints(entries, carried, trusted)
 
 
 def _signature_problem(checkpoint: dict[str, Any], trusted: Ed25519PublicKey | None) -> str | None:

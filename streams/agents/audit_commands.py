@@ -68,12 +68,14 @@ def audit() -> None:
     "--checkpoint",
     "checkpoint",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="Signed checkpoints (`streams audit checkpoint`): a cut tail, rollback or fork is a failure.",
+    help="Signed checkpoints (`streams audit checkpoint`, or an earlier `audit export` carrying them): a cut "
+    "tail, rollback or fork is a failure.",
 )
 @click.option(
     "--public-key",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="The key the checkpoints must be signed with (else the key each one embeds).",
+    help="The key the checkpoints (the file's and those the chain carries) must be signed with (else the key each "
+    "one embeds).",
 )
 @OUTPUT_TEXT
 @click.pass_obj
@@ -106,20 +108,23 @@ def verify(
     location = settings.archive_location()[0]  # where sources retention removed from Kafka are read
     archive = location if "://" in location or Path(location).is_dir() else None
     report = verify_entries(entries, origin, kafka, archive)
+    from streams.agents.audit_checkpoint import read_checkpoints, verify_checkpoints, verify_embedded  # noqa: PLC0415
+    from streams.replay.signing import load_public_key  # noqa: PLC0415
+
+    trusted = load_public_key(public_key) if public_key is not None else None
     checkpoint_problems: list[str] = []
     if checkpoint is not None:
-        from streams.agents.audit_checkpoint import read_checkpoints, verify_checkpoints  # noqa: PLC0415
-        from streams.replay.signing import load_public_key  # noqa: PLC0415
-
-        trusted = load_public_key(public_key) if public_key is not None else None
         checkpoint_problems = verify_checkpoints(entries, read_checkpoints(checkpoint), trusted)
+    # The checkpoints the chain carries (the writer's, at its interval): checked whenever there are any.
+    carried, carried_problems = verify_embedded(entries, trusted)
+    ok = report.ok and not checkpoint_problems and not carried_problems
     if output == "json":
         document = report.to_json()
         if checkpoint is not None:
-            document |= {
-                "checkpoints": {"file": str(checkpoint), "problems": checkpoint_problems},
-                "ok": report.ok and not checkpoint_problems,
-            }
+            document["checkpoints"] = {"file": str(checkpoint), "problems": checkpoint_problems}
+        if carried or carried_problems:
+            document["carried_checkpoints"] = {"count": carried, "problems": carried_problems}
+        document["ok"] = ok
         click.echo(json.dumps(document, indent=2))
     else:
         _show(report)
@@ -128,7 +133,11 @@ def verify(
                 click.echo(f"checkpoints: BROKEN: {problem}")
             if not checkpoint_problems:
                 click.echo(f"checkpoints: every signed head in {checkpoint} is in the chain")
-    sys.exit(0 if report.ok and not checkpoint_problems else 1)
+        for problem in carried_problems:
+            click.echo(f"checkpoints in the chain: BROKEN: {problem}")
+        if carried and not carried_problems:
+            click.echo(f"checkpoints in the chain: {carried} signed heads, each agrees with the chain")
+    sys.exit(0 if ok else 1)
 
 
 @audit.command()

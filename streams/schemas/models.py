@@ -75,6 +75,13 @@ class AuditEntry(BaseModel):
     entry_hash: str = Field(
         description="Hex SHA-256 over this entry's canonical form, previous_entry_hash included."
     )
+    checkpoint: str | None = Field(
+        default=None,
+        description=(
+            "A signed checkpoint of this entry as head (one JSON line of streams.agents.audit_checkpoint),"
+            " written at the writer's checkpoint interval; outside entry_hash: its own signature covers it."
+        ),
+    )
 
 
 class Severity(StrEnum):

@@ -29,7 +29,7 @@ from fastavro import parse_schema, schemaless_reader
 
 from streams.admin import apply_plan, plan_changes
 from streams.agents.audit import AuditChainWriter
-from streams.agents.audit_chain import ChainEntry, read_jsonl, write_jsonl
+from streams.agents.audit_chain import ChainDecoder, ChainEntry, read_jsonl, write_jsonl
 from streams.agents.audit_commands import audit
 from streams.catalog import load_catalog
 from streams.demo.samples import invoice, user_action, workflow_completed
@@ -218,7 +218,7 @@ def assert_exactly_once(entries: list[dict[str, Any]], delivered: set[Source]) -
     previous = GENESIS
     for entry in entries:
         assert entry["previous_entry_hash"] == previous, f"fork at sequence {entry['sequence']}"
-        body = {k: v for k, v in entry.items() if k != "entry_hash"}
+        body = {k: v for k, v in entry.items() if k not in {"entry_hash", "checkpoint"}}  # outside the hash
         body["occurred_at"] = (entry["occurred_at"] - EPOCH) // timedelta(milliseconds=1)
         canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
         assert entry["entry_hash"] == hashlib.sha256(canonical).hexdigest()
@@ -502,3 +502,33 @@ class WriterProcess:
             elif '"audit.leader.stepped_down"' in line:
                 state = False
         return state and self.process is not None and self.process.poll() is None
+
+
+def test_the_checkpoint_field_is_a_compatible_evolution_of_the_chain_schema(
+    unique_name: Callable[[str], str],
+    registry_url: str,  # noqa: F811
+) -> None:
+    """audit.trail gained `checkpoint` (optional, default null): the registry takes it under FULL compatibility,
+    and an entry written under the schema before it decodes to the same entry, with the same hash."""
+    current = json.loads((ROOT / "schemas" / "audit.trail.avsc").read_text())
+    before = {**current, "fields": [f for f in current["fields"] if f["name"] != "checkpoint"]}
+    assert len(before["fields"]) == len(current["fields"]) - 1
+    subject = f"{unique_name('chain')}-value"
+    entry = ChainEntry(
+        7, "acme", "invoice.created", 2, 41, "e-41", "invoice.created", None, 1_700_000_000_000, "ab" * 32, GENESIS
+    ).sealed()
+    with RegistryClient(registry_url) as client:
+        old_id = client.register(subject, json.dumps(before))
+        client.set_compatibility(subject, "FULL")
+        compatible, messages = client.test_compatibility(subject, json.dumps(current))
+        assert compatible, messages
+        new_id = client.register(subject, json.dumps(current))
+        assert new_id != old_id
+        from streams.schemas.codec import AvroCodec  # noqa: PLC0415
+
+        decoder = ChainDecoder(client)
+        old_record = AvroCodec(before, old_id).encode(entry.to_json())
+        assert decoder.decode(old_record) == entry
+        carried = dataclasses.replace(entry, checkpoint='{"sequence":7}')
+        assert decoder.decode(AvroCodec(current, new_id).encode(carried.to_json())) == carried
+        assert carried.sealed().entry_hash == entry.entry_hash

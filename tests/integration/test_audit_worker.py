@@ -1,5 +1,6 @@
 """`streams worker` hosting the audit agent signs the committed chain head when it stops (SIGTERM drain), as
-`streams audit run` does: the real worker process on a local stack of its own (decision 0025)."""
+`streams audit run` does, and its chain carries signed checkpoints itself: the real worker process on a local
+stack of its own (decision 0025)."""
 
 from __future__ import annotations
 
@@ -53,6 +54,14 @@ def test_worker_signs_the_committed_head_when_it_stops(tmp_path: Path, monkeypat
         result = CliRunner().invoke(main, ["audit", "export", str(exported)], env=env)
         assert result.exit_code == 0, result.output
         assert lines[-1]["entry_hash"] == json.loads(exported.read_text().splitlines()[-1])["entry_hash"]
+        # The chain carries the first commit's checkpoint itself (in the transaction of the entries it covers).
+        result = CliRunner().invoke(
+            main, ["audit", "verify", "--file", str(exported), "--public-key", str(keys.public), "-o", "json"], env=env
+        )
+        assert result.exit_code == 0, result.output
+        carried = json.loads(result.output)["carried_checkpoints"]
+        assert carried["count"] >= 1
+        assert carried["problems"] == []
         verify = ["audit", "verify", "--file", str(exported), "--checkpoint", str(checkpoints)]
         result = CliRunner().invoke(main, [*verify, "--public-key", str(keys.public)], env=env)
         assert result.exit_code == 0, result.output

@@ -131,9 +131,12 @@ def test_audit_trail_and_compliance_violation() -> None:
         "payload_sha256": "ab" * 32,
         "previous_entry_hash": "0" * 64,
         "entry_hash": "cd" * 32,
+        "checkpoint": None,
     }
     assert fastavro_decode(audit, same_as_fastavro(audit, entry)) == entry
     same_as_fastavro(audit, {**entry, "actor": "user:\u00e9l\u00e8ve \U0001f600"})
+    carrying = {**entry, "checkpoint": '{"format":"streams-audit-checkpoint/1","sequence":3}'}
+    assert fastavro_decode(audit, same_as_fastavro(audit, carrying)) == carrying
 
     violation = load_schema("compliance.violation")
     for severity in ("ERROR", "WARNING"):
