@@ -120,3 +120,35 @@ class InvoiceJudge:
     def try_clear(
         self, message: object, state: dict[str, Any], dirty: set[str], now: datetime, now_micros: int
     ) -> tuple[bytes | None, bytes, list[tuple[str, bytes]], str] | int | None: ...
+
+@final
+class ArchivedRecord:
+    """A record read back from an archive segment, with the accessors of a consumed confluent-kafka Message.
+
+    ``headers()`` is None when the record has none (as Message.headers() says); ``timestamp()`` is
+    ``(TIMESTAMP_CREATE_TIME, ms)``; ``error()`` is always None.
+    """
+
+    def __init__(
+        self,
+        topic: str,
+        partition: int,
+        offset: int,
+        timestamp: int,
+        key: bytes | None = None,
+        headers: list[tuple[str, bytes | None]] | None = None,
+        value: bytes | None = None,
+    ) -> None: ...
+    def topic(self) -> str: ...
+    def partition(self) -> int: ...
+    def offset(self) -> int: ...
+    def timestamp(self) -> tuple[int, int]: ...
+    def key(self) -> bytes | None: ...
+    def value(self) -> bytes | None: ...
+    def headers(self) -> list[tuple[str, bytes | None]] | None: ...
+    def error(self) -> None: ...
+
+def decode_archive_segment(data: bytes, header_len: int, hashes: bool) -> tuple[list[ArchivedRecord], bytes]:
+    """The records of an archive segment's container bytes (streams/archive/segments.py checks the header
+    before ``header_len``: magic, the canonical record schema, codec null), and with ``hashes`` each
+    record's SHA-256(0x00 || its stored bytes) joined; ValueError says what does not decode."""

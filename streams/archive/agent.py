@@ -8,12 +8,12 @@ writes again under the same name (docs/decisions/0025-archive.md).
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
 import structlog
 
-from streams.archive.segments import Segment, build_segment, manifest_name, segment_name
+from streams.archive.segments import Segment, SegmentBuffer, manifest_name, segment_name
 from streams.archive.store import open_store
 from streams.errors import ConfigError
 from streams.observability import AgentMetrics
@@ -32,6 +32,7 @@ if TYPE_CHECKING:
 __all__ = ["ARCHIVER_ID", "Archiver", "archive_app", "archived_topics"]
 
 ARCHIVER_ID = "streams-archiver"  # the app id: group streams-archiver-archive
+MAX_WRITERS = 8  # partitions sealed at once: their hashing, writes and fsyncs overlap
 log = structlog.get_logger("streams.archive")
 
 
@@ -47,14 +48,6 @@ def archived_topics(catalog: Catalog, wanted: tuple[str, ...] = ()) -> tuple[str
     return chosen
 
 
-@dataclass
-class _Open:
-    """A partition's records of the open transaction: the segment sealed just before it commits."""
-
-    from_offset: int
-    records: list[Message] = field(default_factory=list)
-
-
 class Archiver:
     """The batch agent: buffers each partition's records, seals them into one segment per transaction."""
 
@@ -66,8 +59,9 @@ class Archiver:
         self.segments = 0  # sealed by this instance
         self.records = 0  # in those segments
         self._marks = {topic: mark_key(self, topic) for topic in topics}
-        self._open: dict[tuple[str, int], _Open] = {}
+        self._open: dict[tuple[str, int], SegmentBuffer] = {}  # the open transaction's, per partition
         self._links: dict[tuple[str, int], tuple[int, str]] = {}  # last sealed: (next offset, manifest SHA-256)
+        self._writers: ThreadPoolExecutor | None = None  # made on the first seal, idle between seals
         self._archived = (metrics or AgentMetrics()).events.labels(agent=self.name, outcome="archived")
 
     def handle(self, records: list[Message], state: PartitionState, _out: Output) -> None:
@@ -79,23 +73,35 @@ class Archiver:
             mark = state.get(self._marks[topic])
             first = records[0].offset() or 0
             start = int(mark[0]) if mark is not None and int(mark[0]) <= first else first
-            buffer = self._open[topic, partition] = _Open(start)
-        buffer.records.extend(records)
+            buffer = self._open[topic, partition] = SegmentBuffer(topic, partition, start)
+        buffer.add(consumed(records))
 
     def seal(self) -> None:
-        """Write and seal every open segment (the engine's before-commit hook): container, then manifest."""
-        for (topic, partition), buffer in self._open.items():
-            previous = self._previous(topic, partition, buffer.from_offset)
-            records = consumed(buffer.records)
-            container, manifest = build_segment(topic, partition, buffer.from_offset, records, previous)
-            self.store.put(segment_name(topic, partition, buffer.from_offset), container)
-            self.store.put(manifest_name(topic, partition, buffer.from_offset), manifest)  # sealed
-            next_offset = (buffer.records[-1].offset() or 0) + 1
-            self._links[topic, partition] = (next_offset, hashlib.sha256(manifest).hexdigest())
+        """Write and seal every open segment (the engine's before-commit hook): container, then manifest.
+
+        The records were encoded as they came (handle); what is left per partition (joining the container,
+        hashing it, write, fsync, rename: mostly without the GIL) runs in writer threads, one partition's I/O
+        beside another's. Every segment is sealed, or the first failure raised (the transaction aborts and
+        its records come again), before the commit."""
+        if self._writers is None:
+            self._writers = ThreadPoolExecutor(MAX_WRITERS, thread_name_prefix="archive-writer")
+        opened = list(self._open.values())
+        sealed = [self._writers.submit(self._seal_one, buffer) for buffer in opened]
+        manifests = [written.result() for written in sealed]
+        for buffer, manifest in zip(opened, manifests, strict=True):
+            self._links[buffer.topic, buffer.partition] = (buffer.next_offset, hashlib.sha256(manifest).hexdigest())
             self.segments += 1
-            self.records += len(buffer.records)
-            self._archived.inc(len(buffer.records))
+            self.records += buffer.count
+            self._archived.inc(buffer.count)
         self._open.clear()
+
+    def _seal_one(self, buffer: SegmentBuffer) -> bytes:
+        """Write one partition's segment, then its manifest (which seals it); the manifest's bytes."""
+        topic, partition, from_offset = buffer.topic, buffer.partition, buffer.from_offset
+        container, manifest = buffer.seal(self._previous(topic, partition, from_offset))
+        self.store.put(segment_name(topic, partition, from_offset), container)
+        self.store.put(manifest_name(topic, partition, from_offset), manifest)  # sealed
+        return manifest
 
     def dead_letter(self, _record: Message, _error: BaseException) -> None:
         """Never park a record (the engine's last resort against a poison record): one missing from the

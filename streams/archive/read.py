@@ -72,7 +72,7 @@ class ArchiveView:
             yield [r for r in self._records(segment) if start <= r.offset() < end]
 
     def _records(self, segment: Segment) -> list[ArchivedRecord]:
-        return decode_segment(self.store.get(segment.name), f"{self.store.url}/{segment.name}")
+        return decode_segment(self.store.get(segment.name), f"{self.store.url}/{segment.name}")[0]
 
 
 def open_view(location: str, topic: str) -> ArchiveView | None:

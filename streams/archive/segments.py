@@ -7,16 +7,14 @@ key, headers, value bytes exactly as Kafka had them), so its archive hash is its
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-import fastavro
-
+from streams._avro_native import ArchivedRecord, decode_archive_segment
 from streams.archive.store import ArchiveError
-from streams.replay.container import container_header, encode_block
-from streams.replay.encoding import CANONICAL_SCHEMA, LEAF, RecordEncoder, merkle_root_joined, value_tail
+from streams.replay.container import block_parts, container_header
+from streams.replay.encoding import CANONICAL_SCHEMA, encode_batch, merkle_root_joined
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -28,6 +26,7 @@ __all__ = [
     "SEGMENT_FORMAT",
     "ArchivedRecord",
     "Segment",
+    "SegmentBuffer",
     "build_segment",
     "decode_segment",
     "list_segments",
@@ -38,7 +37,6 @@ __all__ = [
 SEGMENT_FORMAT = "streams-archive-segment/1"
 CODEC = "null"  # the values are mostly Avro already; a year of segments compresses better as a whole later
 BLOCK_RECORDS = 4096
-TIMESTAMP_CREATE_TIME = 1  # confluent-kafka's TIMESTAMP_CREATE_TIME, what Message.timestamp() says first
 
 
 def _prefix(topic: str, partition: int) -> str:
@@ -101,6 +99,84 @@ class Segment:
             raise ArchiveError(f"{where}: not a readable segment manifest ({exc})") from exc
 
 
+class SegmentBuffer:
+    """A partition's records of the open transaction, encoded as they arrive (while they are still in the
+    CPU's caches), sealed into a segment's container and manifest just before the commit."""
+
+    def __init__(self, topic: str, partition: int, from_offset: int) -> None:
+        self.topic, self.partition, self.from_offset = topic, partition, from_offset
+        self.count = 0
+        self.next_offset = from_offset
+        self.first_timestamp = self.last_timestamp = 0
+        self._digests: list[bytes] = []
+        self._lines: list[str] = []
+        self._datums: list[tuple[bytes, list[int]]] = []
+
+    def add(self, records: Sequence[ConsumedRecord]) -> None:
+        """Records that continue the partition (offset order)."""
+        if not records:
+            return
+        # The evidence export's native encoder (one canonical encoding): with no schema "known", every
+        # record lands in its raw group, whose datums are the canonical encodings themselves.
+        digests, lines, groups = encode_batch(self.topic, self.partition, records, _untyped)
+        ((_, datums, ends),) = groups
+        self._digests.append(digests)
+        self._lines.append(lines)
+        self._datums.append((datums, ends))
+        if not self.count:
+            self.first_timestamp = records[0].timestamp()[1]
+        self.count += len(records)
+        self.last_timestamp = records[-1].timestamp()[1]
+        self.next_offset = records[-1].offset() + 1
+
+    def seal(self, previous_manifest_sha256: str | None) -> tuple[bytes, bytes]:
+        """(container bytes, manifest bytes) of the records added (at least one); the manifest links the
+        previous segment's manifest by its SHA-256."""
+        sync = _sync(self.topic, self.partition, self.from_offset)
+        parts: list[bytes | memoryview] = [_HEADER, sync]
+        block: list[memoryview] = []
+        in_block = 0
+        for datums, ends in self._datums:  # blocks of BLOCK_RECORDS across the batches' boundaries
+            start, taken = 0, 0
+            while taken < len(ends):
+                take = min(BLOCK_RECORDS - in_block, len(ends) - taken)
+                end = ends[taken + take - 1]
+                block.append(memoryview(datums)[start:end])
+                start, taken, in_block = end, taken + take, in_block + take
+                if in_block == BLOCK_RECORDS:
+                    parts += block_parts(block, in_block, CODEC, sync)
+                    block, in_block = [], 0
+        if in_block:
+            parts += block_parts(block, in_block, CODEC, sync)
+        container = b"".join(parts)
+        digests, lines = b"".join(self._digests), "".join(self._lines)
+        manifest = {
+            "format": SEGMENT_FORMAT,
+            "topic": self.topic,
+            "partition": self.partition,
+            "from_offset": self.from_offset,
+            "next_offset": self.next_offset,
+            "count": self.count,
+            "first_timestamp": self.first_timestamp,
+            "last_timestamp": self.last_timestamp,
+            "file": {
+                "name": segment_name(self.topic, self.partition, self.from_offset).rsplit("/", 1)[1],
+                "sha256": hashlib.sha256(container).hexdigest(),
+                "size": len(container),
+                "codec": CODEC,
+            },
+            "hashing": {
+                "record": "SHA-256(0x00 || Avro binary encoding of the record under the file's schema "
+                "(streams.evidence.CanonicalRecord))",
+                "merkle": "RFC 6962 Merkle tree hash over the record hashes in offset order",
+            },
+            "merkle_root": merkle_root_joined(digests).hex(),
+            "previous_manifest_sha256": previous_manifest_sha256,
+        }
+        head = json.dumps(manifest, separators=(",", ":"))  # then the hashes, the manifest's last key
+        return container, f'{head[:-1]},"records":{_records_json(self.partition, lines)}}}'.encode()
+
+
 def build_segment(
     topic: str,
     partition: int,
@@ -110,98 +186,39 @@ def build_segment(
 ) -> tuple[bytes, bytes]:
     """(container bytes, manifest bytes) for `records` (offset order, at least one), which continue the
     partition from `from_offset`; the manifest links the previous segment's manifest by its SHA-256."""
-    encoder = RecordEncoder(topic)
-    prefix_of, sha256 = encoder.prefix, hashlib.sha256
-    datums: list[bytes] = []
-    hashes: list[list[Any]] = []
-    digests = bytearray()
-    for record in records:
-        offset = record.offset()
-        datum = prefix_of(partition, offset, record.timestamp()[1], record.key(), record.headers()) + value_tail(
-            record.value()
+    buffer = SegmentBuffer(topic, partition, from_offset)
+    buffer.add(records)
+    return buffer.seal(previous_manifest_sha256)
+
+
+def _untyped(_header: bytes) -> bool:
+    return False
+
+
+def _records_json(partition: int, lines: str) -> str:
+    """The manifest's `[[offset, "sha256hex"], ...]` from the encoder's `"partition offset sha256hex\n"`
+    lines, by string replacement (what json.dumps makes of the pairs, without a Python list per record)."""
+    if not lines:
+        return "[]"
+    pairs = ("\n" + lines).replace(f"\n{partition} ", '"],[').replace(" ", ',"')
+    return f'[{pairs[3:-1]}"]]'
+
+
+# What every segment's container starts with, up to its sync marker: the canonical schema, codec null.
+_HEADER = container_header(CANONICAL_SCHEMA, CODEC, b"")
+
+
+def decode_segment(data: bytes, where: str, *, hashes: bool = False) -> tuple[list[ArchivedRecord], bytes]:
+    """The records of a segment's container bytes, and with `hashes` their leaf hashes (32 bytes each,
+    joined) over the bytes stored; ArchiveError if they do not decode."""
+    if not data.startswith(_HEADER):
+        raise ArchiveError(
+            f"{where}: the segment does not decode as an Avro container (its header is not that of a "
+            f"{SEGMENT_FORMAT} file: magic, the canonical record schema, codec {CODEC})"
         )
-        digest = sha256(LEAF + datum).digest()
-        datums.append(datum)
-        digests += digest
-        hashes.append([offset, digest.hex()])
-    sync = _sync(topic, partition, from_offset)
-    parts = [container_header(CANONICAL_SCHEMA, CODEC, sync)]
-    for start in range(0, len(datums), BLOCK_RECORDS):
-        block = datums[start : start + BLOCK_RECORDS]
-        parts.append(encode_block(b"".join(block), len(block), CODEC, sync))
-    container = b"".join(parts)
-    manifest = {
-        "format": SEGMENT_FORMAT,
-        "topic": topic,
-        "partition": partition,
-        "from_offset": from_offset,
-        "next_offset": records[-1].offset() + 1,
-        "count": len(records),
-        "first_timestamp": records[0].timestamp()[1],
-        "last_timestamp": records[-1].timestamp()[1],
-        "file": {
-            "name": segment_name(topic, partition, from_offset).rsplit("/", 1)[1],
-            "sha256": sha256(container).hexdigest(),
-            "size": len(container),
-            "codec": CODEC,
-        },
-        "hashing": {
-            "record": "SHA-256(0x00 || Avro binary encoding of the record under the file's schema "
-            "(streams.evidence.CanonicalRecord))",
-            "merkle": "RFC 6962 Merkle tree hash over the record hashes in offset order",
-        },
-        "merkle_root": merkle_root_joined(bytes(digests)).hex(),
-        "previous_manifest_sha256": previous_manifest_sha256,
-        "records": hashes,
-    }
-    return container, json.dumps(manifest, separators=(",", ":")).encode()
-
-
-class ArchivedRecord:
-    """A record read back from the archive, with the methods of a consumed confluent-kafka Message."""
-
-    __slots__ = ("_headers", "_key", "_offset", "_partition", "_timestamp", "_topic", "_value")
-
-    def __init__(self, datum: dict[str, Any]) -> None:
-        self._topic: str = datum["topic"]
-        self._partition: int = datum["partition"]
-        self._offset: int = datum["offset"]
-        self._timestamp: int = datum["timestamp"]
-        self._key: bytes | None = datum["key"]
-        headers = datum["headers"]
-        self._headers = [(h["name"], h["value"]) for h in headers] if headers else None
-        self._value: bytes | None = datum["value"]
-
-    def topic(self) -> str:
-        return self._topic
-
-    def partition(self) -> int:
-        return self._partition
-
-    def offset(self) -> int:
-        return self._offset
-
-    def timestamp(self) -> tuple[int, int]:
-        return TIMESTAMP_CREATE_TIME, self._timestamp
-
-    def key(self) -> bytes | None:
-        return self._key
-
-    def value(self) -> bytes | None:
-        return self._value
-
-    def headers(self) -> list[tuple[str, bytes | None]] | None:
-        return self._headers
-
-    def error(self) -> None:
-        return None
-
-
-def decode_segment(data: bytes, where: str) -> list[ArchivedRecord]:
-    """The records of a segment's container bytes; ArchiveError if they do not decode."""
     try:
-        return [ArchivedRecord(datum) for datum in fastavro.reader(io.BytesIO(data))]  # type: ignore[arg-type]
-    except Exception as exc:  # fastavro raises several unrelated types for damaged files
+        return decode_archive_segment(data, len(_HEADER), hashes)
+    except ValueError as exc:
         raise ArchiveError(f"{where}: the segment does not decode as an Avro container ({exc})") from exc
 
 

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 from streams.archive.segments import Segment, archived_partitions, decode_segment, list_segments
 from streams.archive.store import ArchiveError
-from streams.replay.encoding import LEAF, RecordEncoder, merkle_root_joined, value_tail
+from streams.replay.encoding import merkle_root_joined
 
 if TYPE_CHECKING:
     from streams.archive.store import ArchiveStore
@@ -119,21 +119,17 @@ def _check_records(store: ArchiveStore, segment: Segment, shown: str, report: Ar
     if hashlib.sha256(data).hexdigest() != file.get("sha256"):
         report.problems.append(f"{shown}: the file {segment.name} differs from the SHA-256 in its manifest")
     try:
-        decoded = decode_segment(data, segment.name)
+        decoded, digests = decode_segment(data, segment.name, hashes=True)
     except ArchiveError as exc:
         report.problems.append(f"{shown}: {exc}")
         return
     expected = {int(entry[0]): str(entry[1]) for entry in segment.manifest.get("records") or []}
-    encoder = RecordEncoder(segment.topic)
-    for record in decoded:
-        datum = encoder.prefix(
-            record.partition(), record.offset(), record.timestamp()[1], record.key(), record.headers()
-        ) + value_tail(record.value())
-        digest = hashlib.sha256(LEAF + datum).hexdigest()
+    hexed = digests.hex()  # each record's hash over its stored bytes: its canonical encoding
+    for index, record in enumerate(decoded):
         wanted = expected.pop(record.offset(), None)
         if wanted is None:
             report.problems.append(f"{shown}: record at offset {record.offset()} is not in the manifest")
-        elif wanted != digest:
+        elif wanted != hexed[64 * index : 64 * index + 64]:
             report.problems.append(
                 f"{shown}: record at offset {record.offset()} does not match its SHA-256 "
                 "in the manifest (altered bytes)"

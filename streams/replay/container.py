@@ -18,7 +18,7 @@ from typing import IO, Any
 from streams.replay.encoding import encode_long
 from streams.replay.errors import EvidenceError
 
-__all__ = ["CODECS", "ContainerReader", "ContainerWriter", "container_header", "encode_block"]
+__all__ = ["CODECS", "ContainerReader", "ContainerWriter", "block_parts", "container_header"]
 
 MAGIC = b"Obj\x01"
 SYNC_SIZE = 16
@@ -230,12 +230,14 @@ def container_header(schema: dict[str, Any], codec: str, sync: bytes) -> bytes:
     return _header(schema, codec, sync)
 
 
-def encode_block(datums: bytes, count: int, codec: str, sync: bytes) -> bytes:
-    """One container block of `count` joined datums (compressed by `codec`), ending in the sync marker."""
+def block_parts(datums: Sequence[bytes | memoryview], count: int, codec: str, sync: bytes) -> list[bytes | memoryview]:
+    """One container block of `count` datums (given in pieces, compressed by `codec`), ending in the sync
+    marker, as pieces to join: with codec null the datums are not copied."""
     if codec == "deflate":
         compressor = zlib.compressobj(6, zlib.DEFLATED, -15)
-        datums = compressor.compress(datums) + compressor.flush()
-    return encode_long(count) + encode_long(len(datums)) + datums + sync
+        datums = [compressor.compress(b"".join(datums)) + compressor.flush()]
+    size = sum(len(piece) for piece in datums)
+    return [encode_long(count) + encode_long(size), *datums, sync]
 
 
 def _header(schema: dict[str, Any], codec: str, sync: bytes) -> bytes:

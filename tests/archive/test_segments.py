@@ -4,17 +4,21 @@ bundles, and each kind of tampering named."""
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 from pathlib import Path
+from typing import Any, cast
 
+import fastavro
 import pytest
 
 from streams.archive.agent import Archiver
 from streams.archive.read import ArchiveView
 from streams.archive.segments import ArchivedRecord, decode_segment, list_segments, manifest_name
-from streams.archive.store import LocalStore, open_store
+from streams.archive.store import ArchiveError, LocalStore, open_store
 from streams.archive.verify import verify_archive
-from streams.replay.encoding import RecordEncoder, merkle_root, record_hash
+from streams.replay.container import container_header
+from streams.replay.encoding import CANONICAL_SCHEMA, RecordEncoder, encode_long, merkle_root, record_hash, value_tail
 from streams.runtime.contract import MARK_KEY
 from streams.runtime.state import PartitionState
 
@@ -23,19 +27,13 @@ TOPIC = "shop.order"
 
 def record(offset: int, partition: int = 0, *, value: bytes | None = None) -> ArchivedRecord:
     return ArchivedRecord(
-        {
-            "topic": TOPIC,
-            "partition": partition,
-            "offset": offset,
-            "timestamp": 1_700_000_000_000 + offset,
-            "key": f"k{offset % 7}".encode(),
-            "headers": [
-                {"name": "ce_tenantid", "value": b"acme" if offset % 2 else b"globex"},
-                {"name": "ce_type", "value": b"shop.order"},
-                {"name": "empty", "value": None},
-            ],
-            "value": value if value is not None else b"\x00\x00\x00\x00\x01" + bytes([offset % 256]) * (offset % 50),
-        }
+        TOPIC,
+        partition,
+        offset,
+        1_700_000_000_000 + offset,
+        f"k{offset % 7}".encode(),
+        [("ce_tenantid", b"acme" if offset % 2 else b"globex"), ("ce_type", b"shop.order"), ("empty", None)],
+        value if value is not None else b"\x00\x00\x00\x00\x01" + bytes([offset % 256]) * (offset % 50),
     )
 
 
@@ -61,7 +59,7 @@ def test_segments_round_trip_byte_for_byte_and_share_evidence_hashes(tmp_path: P
         (100, 250, 149),
         (250, 300, 50),
     ]
-    back = [r for s in segments for r in decode_segment(store.get(s.name), s.name)]
+    back = [r for s in segments for r in decode_segment(store.get(s.name), s.name)[0]]
     fields = [(r.offset(), r.timestamp(), r.key(), r.headers(), r.value()) for r in back]
     assert fields == [(r.offset(), r.timestamp(), r.key(), r.headers(), r.value()) for r in records]
     encoder = RecordEncoder(TOPIC)
@@ -178,3 +176,89 @@ def test_verify_names_a_torn_segment(damaged: LocalStore) -> None:
 def test_open_store_picks_the_backend(tmp_path: Path) -> None:
     assert isinstance(open_store(tmp_path), LocalStore)
     assert isinstance(open_store(f"file://{tmp_path}"), LocalStore)
+
+
+def varied(offset: int) -> ArchivedRecord:
+    """Records of every shape the canonical encoding has: no key, an empty key, no or empty headers, a null
+    value, an empty value, values past one byte of length."""
+    shape = offset % 5
+    return ArchivedRecord(
+        TOPIC,
+        3,
+        offset,
+        1_700_000_000_000 + offset // 3,
+        None if shape == 0 else b"" if shape == 1 else f"k{offset}".encode(),
+        None if shape == 2 else [("ce_type", b"x"), ("n", None), (f"h{offset}", bytes(offset % 200))],
+        None if shape == 3 else b"" if shape == 4 else b"\x00\x00\x00\x00\x07" + bytes([offset % 256]) * (offset % 700),
+    )
+
+
+def test_segments_keep_their_format_across_batches_and_blocks(tmp_path: Path) -> None:
+    """The native path writes the bytes the format defines (the evidence encoding, blocks of 4096 records),
+    whatever the batches the records came in: segments written before it still verify, and any Avro reader
+    reads them."""
+    store = LocalStore(tmp_path)
+    records = [varied(offset) for offset in range(10_000, 19_000) if offset % 997]  # gaps: transaction markers
+    archiver = Archiver(store, (TOPIC,))
+    state = PartitionState()
+    for start in range(0, len(records), 1234):
+        archiver.handle(records[start : start + 1234], state, None)  # type: ignore[arg-type]
+    archiver.seal()
+    (segment,), _ = list_segments(store, TOPIC, 3)
+    data = store.get(segment.name)
+
+    encoder = RecordEncoder(TOPIC)
+    datums = [
+        encoder.prefix(3, r.offset(), r.timestamp()[1], r.key(), r.headers()) + value_tail(r.value()) for r in records
+    ]
+    header = container_header(CANONICAL_SCHEMA, "null", b"")
+    sync = data[len(header) : len(header) + 16]
+    blocks = [datums[i : i + 4096] for i in range(0, len(datums), 4096)]
+    assert data == header + sync + b"".join(
+        encode_long(len(block)) + encode_long(sum(map(len, block))) + b"".join(block) + sync for block in blocks
+    )
+    hashes = [
+        record_hash(encoder.prefix(3, r.offset(), r.timestamp()[1], r.key(), r.headers()), r.value()) for r in records
+    ]
+    manifest = json.loads(store.get(manifest_name(TOPIC, 3, 10_000)))
+    assert manifest["records"] == [[r.offset(), h.hex()] for r, h in zip(records, hashes, strict=True)]
+    assert manifest["merkle_root"] == merkle_root(hashes).hex()
+    assert (manifest["from_offset"], manifest["next_offset"], manifest["count"]) == (10_000, 19_000, len(records))
+    assert (manifest["first_timestamp"], manifest["last_timestamp"]) == (
+        records[0].timestamp()[1],
+        records[-1].timestamp()[1],
+    )
+    assert store.get(manifest_name(TOPIC, 3, 10_000)) == json.dumps(manifest, separators=(",", ":")).encode()
+
+    fields = [
+        (r.topic(), r.partition(), r.offset(), r.timestamp(), r.key(), r.headers(), r.value())
+        for r in decode_segment(data, segment.name)[0]
+    ]
+    assert fields == [
+        (r.topic(), r.partition(), r.offset(), r.timestamp(), r.key(), r.headers(), r.value()) for r in records
+    ]
+    by_fastavro = cast("list[dict[str, Any]]", list(fastavro.reader(io.BytesIO(data))))  # any Avro reader
+    assert [(d["offset"], d["key"], d["value"]) for d in by_fastavro] == [
+        (r.offset(), r.key(), r.value()) for r in records
+    ]
+    assert decode_segment(data, segment.name, hashes=True)[1] == b"".join(hashes)
+    report = verify_archive(store, (TOPIC,))
+    assert report.ok, report.problems
+    assert report.records == len(records)
+
+
+def test_a_segment_that_does_not_decode_is_named(damaged: LocalStore) -> None:
+    name = f"{TOPIC}/00000/{100:020d}.avro"
+    data = damaged.get(name)
+    for broken, why in [
+        (data[:-40], "past the end"),  # torn: the last block cut short
+        (data[:-1] + bytes([data[-1] ^ 1]), "sync marker"),
+        (data.replace(b'"null"', b'"nulx"', 1), "header is not that of a streams-archive-segment/1 file"),
+    ]:
+        with pytest.raises(ArchiveError, match=f"{name}: the segment does not decode as an Avro container .*{why}"):
+            decode_segment(broken, name)
+        damaged.put(name, broken)
+        problems = verify_archive(damaged, (TOPIC,)).problems
+        assert any(
+            p.startswith(f"{TOPIC} partition 0: segment 100: {name}: the segment does not decode") for p in problems
+        ), problems

@@ -18,6 +18,7 @@ mod logical_read;
 mod mpd;
 mod rules;
 mod schema;
+mod segment;
 mod union;
 mod walk;
 
@@ -153,6 +154,8 @@ mod _avro_native {
     };
     #[pymodule_export]
     use super::judge::InvoiceJudge;
+    #[pymodule_export]
+    use super::segment::{ArchivedRecord, decode_archive_segment};
 
     #[pymodule_init]
     fn init(m: &Bound<'_, PyModule>) -> PyResult<()> {
