@@ -26,20 +26,20 @@ BASE = 1_700_000_000_000  # record(offset)'s timestamp is BASE + offset
 
 def typed(offset: int, partition: int) -> ArchivedRecord:
     """record() with a second event type on every third offset and no ce_tenantid on every fifth."""
-    datum: dict[str, Any] = {
-        "topic": TOPIC,
-        "partition": partition,
-        "offset": offset,
-        "timestamp": record(offset).timestamp()[1],
-        "key": record(offset).key(),
-        "headers": [
-            {"name": name, "value": b"shop.refund" if name == "ce_type" and offset % 3 == 0 else value}
-            for name, value in record(offset).headers() or ()
+    source = record(offset)
+    return ArchivedRecord(
+        TOPIC,
+        partition,
+        offset,
+        source.timestamp()[1],
+        source.key(),
+        [
+            (name, b"shop.refund" if name == "ce_type" and offset % 3 == 0 else value)
+            for name, value in source.headers() or ()
             if not (name == "ce_tenantid" and offset % 5 == 0)
         ],
-        "value": record(offset).value(),
-    }
-    return ArchivedRecord(datum)
+        source.value(),
+    )
 
 
 @pytest.fixture
