@@ -54,6 +54,7 @@ class EngineConfig:
     # Behind (consume() returned a full batch) the interval is not enough to commit: a backlog commits every
     # max_open_records or backlog_commit_s instead, so catching up spends its time processing, not committing
     # (each commit costs the broker ~5 ms of CPU and the loop a round trip; bench/notes/validation_tail.md).
+    # Caught up again, a transaction holding a batch_size of records or more commits at once.
     max_open_records: int = 10_000
     backlog_commit_s: float = 0.5
     batch_size: int = 2000

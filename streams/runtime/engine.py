@@ -276,6 +276,9 @@ class TransactionalEngine:
                 isolating
                 or txn.records >= config.max_open_records
                 or age >= (config.backlog_commit_s if behind else config.commit_interval_s)
+                # caught up after a backlog: what it holds already pays for a commit, so waiting out the
+                # interval would only delay its outputs
+                or (not behind and txn.records >= config.batch_size)
             ):
                 self._commit()
                 self._failures = 0
