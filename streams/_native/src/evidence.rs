@@ -10,7 +10,7 @@ use pyo3::types::{PyBytes, PyList, PyString, PyTuple};
 use pyo3::{IntoPyObjectExt, intern};
 use sha2::{Digest, Sha256};
 
-const LEAF: u8 = 0x00; // RFC 6962 domain separation of leaves and interior nodes
+pub(crate) const LEAF: u8 = 0x00; // RFC 6962 domain separation of leaves and interior nodes
 const NODE: u8 = 0x01;
 const NULL: u8 = 0x00; // union branch 0 ("null")
 const SOME: u8 = 0x02; // union branch 1, zig-zag encoded

@@ -9,7 +9,10 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList, PyString, PyTuple};
 use sha2::{Digest, Sha256};
 
-const LEAF: u8 = 0x00; // RFC 6962 leaf domain separation, as in evidence.rs
+use crate::evidence::LEAF;
+use crate::failure::{Failure, Res};
+use crate::input::Input;
+
 const SYNC_SIZE: usize = 16;
 const TIMESTAMP_CREATE_TIME: i32 = 1; // what confluent-kafka's Message.timestamp() says first
 
@@ -82,64 +85,25 @@ impl ArchivedRecord {
     }
 }
 
-/// A position in a byte slice with Avro's primitive readers; errors say what ran out where.
-struct Cursor<'a> {
-    data: &'a [u8],
-    pos: usize,
+fn bytes<'a>(c: &mut Input<'a>) -> Res<&'a [u8]> {
+    let n = c.length("bytes")?;
+    c.take(n)
 }
 
-impl<'a> Cursor<'a> {
-    fn long(&mut self) -> Result<i64, String> {
-        let mut z: u64 = 0;
-        let mut shift = 0;
-        loop {
-            let Some(&byte) = self.data.get(self.pos) else {
-                return Err(format!("a long runs past the end at byte {}", self.pos));
-            };
-            self.pos += 1;
-            if shift > 63 {
-                return Err(format!(
-                    "a long is longer than 10 bytes at byte {}",
-                    self.pos
-                ));
-            }
-            z |= u64::from(byte & 0x7F) << shift;
-            if byte < 0x80 {
-                return Ok((z >> 1) as i64 ^ -((z & 1) as i64));
-            }
-            shift += 7;
-        }
-    }
+fn string<'a>(c: &mut Input<'a>) -> Res<&'a str> {
+    let at = c.pos();
+    let n = c.length("string")?;
+    std::str::from_utf8(c.take(n)?)
+        .map_err(|_| Failure::value(format!("invalid UTF-8 in a string at offset {at}")))
+}
 
-    fn take(&mut self, size: usize) -> Result<&'a [u8], String> {
-        let end = self
-            .pos
-            .checked_add(size)
-            .filter(|&end| end <= self.data.len())
-            .ok_or_else(|| format!("{size} bytes at byte {} run past the end", self.pos))?;
-        let out = &self.data[self.pos..end];
-        self.pos = end;
-        Ok(out)
-    }
-
-    fn bytes(&mut self) -> Result<&'a [u8], String> {
-        let size = self.long()?;
-        let size = usize::try_from(size).map_err(|_| format!("negative length {size}"))?;
-        self.take(size)
-    }
-
-    fn string(&mut self) -> Result<&'a str, String> {
-        let at = self.pos;
-        std::str::from_utf8(self.bytes()?)
-            .map_err(|_| format!("invalid UTF-8 in a string at byte {at}"))
-    }
-
-    fn optional(&mut self) -> Result<Option<&'a [u8]>, String> {
-        match self.long()? {
-            0 => Ok(None),
-            1 => self.bytes().map(Some),
-            n => Err(format!("union branch {n} at byte {}", self.pos)),
-        }
+/// `["null", "bytes"]`, the canonical record's key, header values and value.
+fn optional<'a>(c: &mut Input<'a>) -> Res<Option<&'a [u8]>> {
+    let at = c.pos();
+    match c.long()? {
+        0 => Ok(None),
+        1 => bytes(c).map(Some),
+        n => Err(Failure::value(format!("union branch {n} at offset {at}"))),
     }
 }
 
@@ -160,44 +124,29 @@ impl Strings {
     }
 }
 
-fn record(
-    py: Python<'_>,
-    c: &mut Cursor<'_>,
-    strings: &mut Strings,
-) -> Result<ArchivedRecord, String> {
-    let topic = strings.get(py, c.string()?);
-    let partition = c.long()?;
-    let partition =
-        i32::try_from(partition).map_err(|_| format!("partition {partition} is not an int"))?;
+fn record(py: Python<'_>, c: &mut Input<'_>, strings: &mut Strings) -> Res<ArchivedRecord> {
+    let topic = strings.get(py, string(c)?);
+    let partition = c.int()?;
     let offset = c.long()?;
     let timestamp = c.long()?;
-    let key = c.optional()?.map(|k| PyBytes::new(py, k).unbind());
+    let key = optional(c)?.map(|k| PyBytes::new(py, k).unbind());
     let mut headers: Option<Bound<'_, PyList>> = None;
-    loop {
-        let mut count = c.long()?;
-        if count == 0 {
-            break;
-        }
-        if count < 0 {
-            c.long()?; // a negative count is followed by the block's byte size
-            count = -count;
-        }
+    // a header takes at least 2 bytes: its name's length and the value's union branch
+    while let Some(block) = c.block(2, "headers")? {
         let list = headers.get_or_insert_with(|| PyList::empty(py));
-        for _ in 0..count {
-            let name = strings.get(py, c.string()?);
-            let value = c.optional()?;
-            let pair = match value {
-                Some(v) => PyTuple::new(
-                    py,
-                    [name.into_any(), PyBytes::new(py, v).into_any().unbind()],
-                ),
-                None => PyTuple::new(py, [name.into_any(), py.None()]),
-            }
-            .map_err(|e| e.to_string())?;
-            list.append(pair).map_err(|e| e.to_string())?;
+        for _ in 0..block.count {
+            let name = strings.get(py, string(c)?);
+            let value = match optional(c)? {
+                Some(v) => PyBytes::new(py, v).into_any().unbind(),
+                None => py.None(),
+            };
+            let pair =
+                PyTuple::new(py, [name.into_any(), value]).map_err(|e| Failure::python(e, py))?;
+            list.append(pair).map_err(|e| Failure::python(e, py))?;
         }
+        c.end_block(&block, "headers")?;
     }
-    let value = c.optional()?.map(|v| PyBytes::new(py, v).unbind());
+    let value = optional(c)?.map(|v| PyBytes::new(py, v).unbind());
     Ok(ArchivedRecord {
         topic,
         partition,
@@ -224,49 +173,40 @@ pub fn decode_archive_segment<'py>(
     let out = PyList::empty(py);
     let mut digests: Vec<u8> = Vec::new();
     let mut strings = Strings::default();
-    let result = (|| -> Result<(), String> {
-        let mut c = Cursor {
-            data,
-            pos: header_len,
-        };
+    let mut c = Input::new(data);
+    let result = (|| -> Res<()> {
+        c.take(header_len)?;
         let sync = c.take(SYNC_SIZE)?;
-        while c.pos < data.len() {
+        while c.left() > 0 {
             let count = c.long()?;
-            let block = c.bytes()?;
+            let size = c.length("block")?;
+            let block = c.take(size)?;
             if c.take(SYNC_SIZE)? != sync {
-                return Err(format!(
-                    "the sync marker after the block ending at byte {} is wrong",
-                    c.pos
-                ));
+                return Err(Failure::value(format!(
+                    "the sync marker after the block ending at offset {} is wrong",
+                    c.pos()
+                )));
             }
             if count < 0 {
-                return Err(format!("block of {count} records"));
+                return Err(Failure::value(format!("block of {count} records")));
             }
-            let mut b = Cursor {
-                data: block,
-                pos: 0,
-            };
+            let mut b = Input::new(block);
             for _ in 0..count {
-                let start = b.pos;
+                let start = b.pos();
                 let rec = record(py, &mut b, &mut strings)?;
                 if hashes {
                     let mut hasher = Sha256::new();
                     hasher.update([LEAF]);
-                    hasher.update(&block[start..b.pos]);
+                    hasher.update(&block[start..b.pos()]);
                     digests.extend_from_slice(&hasher.finalize());
                 }
-                out.append(Bound::new(py, rec).map_err(|e| e.to_string())?)
-                    .map_err(|e| e.to_string())?;
+                let rec = Bound::new(py, rec).map_err(|e| Failure::python(e, py))?;
+                out.append(rec).map_err(|e| Failure::python(e, py))?;
             }
-            if b.pos != block.len() {
-                return Err(format!(
-                    "{} bytes after the block's {count} records",
-                    block.len() - b.pos
-                ));
-            }
+            b.finish()?;
         }
         Ok(())
     })();
-    result.map_err(PyValueError::new_err)?;
+    result.map_err(|f| PyValueError::new_err(f.render()))?;
     Ok((out, PyBytes::new(py, &digests)))
 }
