@@ -230,7 +230,7 @@ def validation_app(settings: Settings, catalog: Catalog, app_id: str, metrics: A
     registry = RegistryClient(settings.registry_url())
     agent = ValidationAgent(
         catalog,
-        EventDecoder(registry, max_record_bytes=settings.agent_max_record_bytes),
+        EventDecoder(registry, max_record_bytes=settings.agent_max_record_bytes, hold_when_registry_down=True),
         EventEncoder(catalog, registry, source=app_id),
         metrics=app.metrics,
     )

@@ -16,7 +16,9 @@ a thread of the `streams worker` process:
 - anything that fails the transaction aborts it, and the state and positions go back to the last commit;
   a fenced producer (another instance with our transactional id) is replaced;
 - a transaction that fails again and again is narrowed down to one record, which is then parked in its
-  dead-letter topic as a reference (`dlq_value_omitted`) so no input can wedge a partition.
+  dead-letter topic as a reference (`dlq_value_omitted`) so no input can wedge a partition;
+- but a registry that cannot be reached (SchemaUnavailableError) is not the record's fault: the batch is
+  aborted and tried again, with a growing pause, until the registry answers, and nothing is parked.
 
 `processing_guarantee="at_least_once"` keeps the same loop without transactions: outputs and state writes
 are flushed, then the offsets committed.
@@ -44,6 +46,7 @@ from streams.errors import StreamsError
 from streams.gc_tuning import throughput_gc
 from streams.kafka_util import create_missing_topics, denial, describe_topic, iter_partitions
 from streams.observability import AgentMetrics
+from streams.records import SchemaUnavailableError
 from streams.runtime.contract import BatchAgent, EngineConfig, changelog_topic, mark_key
 from streams.runtime.state import Output, PartitionState, frozen, produce
 
@@ -59,6 +62,7 @@ log = structlog.get_logger("streams.runtime.engine")
 RESTORE_ATTEMPTS = 3  # reads of a changelog to its end before an assignment gives up (the worker stops)
 ISOLATE_AFTER = 2  # failed transactions in a row before records are processed one per transaction
 PARK_AFTER = 2  # failed one-record transactions of the same record before it is parked as a reference
+HOLD_PAUSE_S = (1.0, 10.0)  # first and longest pause between tries while the registry cannot be reached
 MAX_RECORD_BYTES = 8 * 1024 * 1024  # the producer's own limit; the topics' max.message.bytes decide below it
 Headers = list[tuple[str, bytes | None]]
 
@@ -110,6 +114,7 @@ class TransactionalEngine:
         self.running = False
         self._txn = _Transaction()
         self._failures = 0  # failed transactions in a row
+        self._holds = 0  # tries in a row held because the registry could not be reached
         self._poison: dict[tuple[str, int, int], int] = {}  # record -> failed one-record transactions
         self._poison_errors: dict[tuple[str, int, int], KafkaError | Exception | None] = {}
         self._tick = getattr(agent, "tick", None)
@@ -281,9 +286,11 @@ class TransactionalEngine:
                 or (not behind and txn.records >= config.batch_size)
             ):
                 self._commit()
-                self._failures = 0
+                self._failures = self._holds = 0
         except KafkaException as exc:
             self._failed(exc.args[0], isolating)
+        except SchemaUnavailableError as exc:  # an outage, not a bad record: hold, park nothing
+            self._hold(exc)
         except Exception as exc:  # the agent failed outside its own dead-lettering: retry the batch, loudly
             log.exception("engine.batch.failed", agent=self.agent.name, error=f"{type(exc).__name__}: {exc}")
             self._failed(None, isolating, exc)
@@ -443,6 +450,24 @@ class TransactionalEngine:
                 )
                 self._poison_errors[first] = error or exc
         self._recover(error)
+
+    def _hold(self, exc: SchemaUnavailableError) -> None:
+        """The registry cannot be reached: abort, go back to the last commit and try the same records again
+        after a pause that doubles up to HOLD_PAUSE_S[1]. The failure count is left alone, so holding never
+        narrows down to one record nor parks one; the partition waits, as the bridge's does."""
+        first, longest = HOLD_PAUSE_S
+        pause = min(longest, first * 2**self._holds)
+        self._holds += 1
+        log.warning(
+            "engine.held",
+            agent=self.agent.name,
+            error=str(exc),
+            attempt=self._holds,
+            retry_in_s=pause,
+            detail="the schema registry cannot be reached; nothing is dead-lettered, the batch is tried again",
+        )
+        self._recover(None)
+        time.sleep(pause)
 
     def _park(self, record: Message, out: Output) -> bool:
         """Park a record its own transactions keep failing on, as a reference: key, no value, the dead-letter

@@ -55,7 +55,7 @@ class Resources:
         registry = RegistryClient(settings.registry_url())
         return cls(
             catalog,
-            EventDecoder(registry, max_record_bytes=settings.agent_max_record_bytes),
+            EventDecoder(registry, max_record_bytes=settings.agent_max_record_bytes, hold_when_registry_down=True),
             EventEncoder(catalog, registry, source=source),
         )
 

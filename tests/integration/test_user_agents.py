@@ -20,6 +20,7 @@ from confluent_kafka import Producer
 from streams.catalog import load_catalog
 from streams.kafka_util import read_compacted
 from streams.local.processes import free_port
+from streams.local.state import read_state
 from streams.publish import EventEncoder, Publisher
 from streams.records import EventDecoder, UndecodableRecordError
 from streams.schemas.registry_client import RegistryClient
@@ -270,3 +271,45 @@ def _decoded(settings: Settings, topic: str) -> list[tuple[Any, dict[str, Any]]]
             except UndecodableRecordError:
                 continue
     return found
+
+
+def test_a_registry_outage_holds_the_partition_and_parks_nothing(stack: Settings, tmp_path: Path) -> None:
+    """The worker starts while the registry does not answer (stopped with SIGSTOP: connections hang until the
+    client's timeout): its records wait, none is dead-lettered, and once the registry answers each is
+    handled once."""
+    tenant = f"r{uuid.uuid4().hex[:6]}"
+    key = f"{tenant}-u00".encode()
+    encoded = [_encoded_action(stack, action) for action in actions(5, 1, tenant)]  # while the registry answers
+    state = read_state(stack.data_dir)
+    assert state is not None
+    registry_pid = state.services["registry"].pid
+    log = tmp_path / "worker.log"
+    os.kill(registry_pid, signal.SIGSTOP)
+    worker = None
+    try:
+        worker, port = start_app(stack, "tests.integration.apps.poison:app", log)
+        producer = Producer({"bootstrap.servers": stack.bootstrap_servers()})
+        for n, value in enumerate(encoded):
+            producer.produce("user.action", key=key, value=value, headers=[("ce_id", f"{tenant}-{n}".encode())])
+        assert producer.flush(30) == 0
+        wait_for(lambda: log.read_text().count("engine.held") >= 2, 90, lambda: "the worker holding twice")
+        assert not [m for m in read_topic(stack, "user.action.dlq") if m.key() == key]
+        assert _table_value(stack, "poison-test-handle", f"seen:{tenant}") is None
+    finally:
+        os.kill(registry_pid, signal.SIGCONT)
+    try:
+        wait_for(
+            lambda: _table_value(stack, "poison-test-handle", f"seen:{tenant}") == len(encoded),
+            120,
+            lambda: (
+                f"seen[{tenant}] == {len(encoded)}, have {_table_value(stack, 'poison-test-handle', f'seen:{tenant}')}"
+            ),
+        )
+        assert not [m for m in read_topic(stack, "user.action.dlq") if m.key() == key]
+        text = log.read_text()
+        assert "engine.record.isolated" not in text
+        assert "cannot reach the schema registry" in text  # the hold says why, in one line
+        assert httpx.get(f"http://127.0.0.1:{port}/health", timeout=5).status_code == 200
+    finally:
+        if worker is not None:
+            stop_worker(worker)
