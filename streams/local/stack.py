@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from streams.errors import LocalStackError
-from streams.local import binaries, kafka, redis_server, registry_process, scram, tls
+from streams.local import binaries, kafka, redis_server, registry_process, scram
+from streams.local import tls as local_tls
 from streams.local.processes import LOOPBACK, free_port, owned_by, stop_process_group
 from streams.local.state import ServiceState, StackState, clear_state, read_state, write_state
 
@@ -156,7 +157,7 @@ def _start_kafka(
     sasl_users: Mapping[str, str],
     emit: Notify,
     acl_catalog: Path | None = None,
-    certificates: tls.LocalTls | None = None,
+    certificates: local_tls.LocalTls | None = None,
 ) -> ServiceState:
     broker_port = port if port is not None else free_port()
     taken = {broker_port}
@@ -204,10 +205,10 @@ def _start_kafka(
     )
 
 
-def _certificates(data_dir: Path, sasl_users: Mapping[str, str], *, mtls: bool) -> tls.LocalTls:
+def _certificates(data_dir: Path, sasl_users: Mapping[str, str], *, mtls: bool) -> local_tls.LocalTls:
     """The stack's CA and broker certificate, and under mTLS a client certificate per SASL user: each generated
     only when missing or expired (a restart keeps the files clients already point at)."""
-    return tls.ensure_certificates(tls.tls_dir(local_dir(data_dir)), sasl_users, mtls=mtls)
+    return local_tls.ensure_certificates(local_tls.tls_dir(local_dir(data_dir)), sasl_users, mtls=mtls)
 
 
 def _with_principals(data_dir: Path, sasl_users: Mapping[str, str], catalog_path: Path) -> dict[str, str]:
@@ -225,7 +226,7 @@ def _with_principals(data_dir: Path, sasl_users: Mapping[str, str], catalog_path
 
 
 def _write_principals(
-    data_dir: Path, address: str, sasl_users: Mapping[str, str], certificates: tls.LocalTls | None = None
+    data_dir: Path, address: str, sasl_users: Mapping[str, str], certificates: local_tls.LocalTls | None = None
 ) -> None:
     """`<local>/principals/<name>.env` for every user but the stack's own: `source` one to run as it."""
     for name, password in list(sasl_users.items())[1:]:
@@ -260,7 +261,7 @@ def _free_port_besides(taken: set[int]) -> int:
 
 
 def _write_credentials(
-    data_dir: Path, address: str, sasl_users: Mapping[str, str], certificates: tls.LocalTls | None = None
+    data_dir: Path, address: str, sasl_users: Mapping[str, str], certificates: local_tls.LocalTls | None = None
 ) -> dict[str, str]:
     """The first user's client variables, recorded in `<local>/sasl.env`; the registry gets them too."""
     name, password = next(iter(sasl_users.items()))

@@ -200,6 +200,40 @@ def test_the_client_files_name_tls_and_keep_keys_owner_only(stack: TlsStack) -> 
     assert (stack.local / "kafka" / "server.properties").stat().st_mode & 0o077 == 0  # it holds the broker's key
 
 
+def test_dev_up_reports_the_running_tls_stack_and_refuses_to_drop_tls(stack: TlsStack) -> None:
+    admin_password = stack.variables(ADMIN)["STREAMS_KAFKA_SASL_PASSWORD"]
+    command = [sys.executable, "-m", "streams.cli", "dev", "up", "--sasl", "--sasl-user", ADMIN, "--acls"]
+    env = {**stack.env(), "STREAMS_LOCAL_SASL_PASSWORD": admin_password}
+    result = subprocess.run(
+        [*command, "--tls", "--mtls", "--output", "json"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    CAPTURED.append(("dev up --output json", result.stdout + result.stderr))
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["already_running"] is True
+    assert report["services"]["kafka"]["security_protocol"] == "SASL_SSL"
+    assert report["services"]["kafka"]["mtls"] is True
+    assert report["kafka_client_environment"] == stack.variables(ADMIN)
+    text = subprocess.run(
+        [*command, "--tls", "--mtls"], env=env, capture_output=True, text=True, timeout=120, check=False
+    )
+    CAPTURED.append(("dev up", text.stdout + text.stderr))
+    assert f"TLS: CA, certificates and keys (owner-only) in {stack.local / 'tls'}" in text.stdout
+    refused = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120, check=False)
+    assert refused.returncode == 1
+    assert refused.stderr.strip().splitlines() == [
+        (
+            f"error: asked for the local stack without TLS, but the one in {stack.local} already runs with mTLS;"
+            " stop it with `streams dev down` first"
+        )
+    ]
+
+
 def test_the_pipeline_runs_over_tls_and_scram_with_each_service_as_its_principal(
     stack: TlsStack, tmp_path: Path
 ) -> None:
@@ -586,6 +620,10 @@ def test_no_log_metric_dead_letter_or_error_of_the_run_holds_a_secret(stack: Tls
     for path in OTHER_KEYS:
         secrets += key_bodies(path.parent)
     assert len(stack.passwords()) >= 5
+    # The scan looks for the real strings: the files that must hold them do.
+    assert stack.variables(ADMIN)["STREAMS_KAFKA_SASL_PASSWORD"] in (stack.local / scram.CREDENTIALS_FILE).read_text()
+    server_properties = (stack.local / "kafka" / "server.properties").read_text()  # holds the broker's key inline
+    assert any(line in server_properties for line in key_bodies(stack.local / "tls"))
     logs = [(str(path), path.read_text(errors="replace")) for path in stack.local.glob("*.log")]
     assert {Path(name).name for name, _ in logs} >= {"kafka.log", "registry.log"}
     for where, text in [*CAPTURED, *logs]:
