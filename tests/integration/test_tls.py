@@ -212,7 +212,9 @@ def test_dev_up_reports_the_running_tls_stack_and_refuses_to_drop_tls(stack: Tls
         timeout=120,
         check=False,
     )
-    CAPTURED.append(("dev up --output json", result.stdout + result.stderr))
+    # `dev up` hands the stack's own credentials out by design (decision 0015), so it is not a log to scan for
+    # passwords; but no private key, not even the admin's client key it points at.
+    shown = [result.stdout + result.stderr]
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     assert report["already_running"] is True
@@ -222,7 +224,8 @@ def test_dev_up_reports_the_running_tls_stack_and_refuses_to_drop_tls(stack: Tls
     text = subprocess.run(
         [*command, "--tls", "--mtls"], env=env, capture_output=True, text=True, timeout=120, check=False
     )
-    CAPTURED.append(("dev up", text.stdout + text.stderr))
+    shown.append(text.stdout + text.stderr)
+    assert not [line for line in key_bodies(stack.local / "tls") for output in shown if line in output]
     assert f"TLS: CA, certificates and keys (owner-only) in {stack.local / 'tls'}" in text.stdout
     refused = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120, check=False)
     assert refused.returncode == 1
