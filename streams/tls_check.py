@@ -94,12 +94,11 @@ def _client_refused(certificate_file: str | None, lowered: str) -> str:
             f"the brokers refused the client certificate in {where} ({subject}): it is not valid before"
             f" {_when(certificate.not_valid_before_utc)}"
         )
-    reason = "missing" if "certificate required" in lowered else "not signed by a CA the brokers trust"
-    if reason == "missing":
-        return f"the brokers refused the connection without a client certificate; check {where}"
+    if "certificate required" in lowered:  # TLS 1.3's alert when the client sent none after all
+        return f"the brokers received no client certificate although {where} is set; check that file and its key"
     return (
         f"the brokers refused the client certificate in {where} ({subject}, signed by"
-        f" {certificate.issuer.rfc4514_string()}): it is {reason}"
+        f" {certificate.issuer.rfc4514_string()}): it is not signed by a CA the brokers trust"
     )
 
 

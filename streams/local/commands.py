@@ -133,7 +133,7 @@ def up(
     sasl_users = {sasl_user: sasl_password or _known_password(settings, sasl_user)} if sasl else None
     running = running_stack(settings.data_dir)
     if running is not None:
-        if sasl_users:  # a stack without SASL is an error; with it, the user gets this password
+        if sasl_users or tls or mtls:  # a stack without SASL or TLS is an error; with SASL the user gets this password
             running = start_stack(
                 settings.data_dir,
                 sasl_users=sasl_users,
