@@ -169,8 +169,11 @@ class Settings(BaseSettings):
             else:
                 return None
             for error in errors:
-                if error.code() in {KafkaError._AUTHENTICATION, KafkaError._SSL}:
-                    raise _config_error(self._refusal(bootstrap_servers, error, tls=error.code() == KafkaError._SSL))
+                tls = error.code() == KafkaError._SSL or (
+                    error.code() == KafkaError._TRANSPORT and self._tls_refused(error.str())
+                )
+                if tls or error.code() == KafkaError._AUTHENTICATION:
+                    raise _config_error(self._refusal(bootstrap_servers, error, tls=tls))
         transport = [error for error in errors if error.code() != KafkaError._ALL_BROKERS_DOWN]
         return _reason(transport[-1]) if transport else "no broker answered"
 
@@ -183,10 +186,30 @@ class Settings(BaseSettings):
                 f" '{self.kafka_sasl_username}' with {self.kafka_sasl_mechanism} ({reason}); check"
                 " STREAMS_KAFKA_SASL_USERNAME and STREAMS_KAFKA_SASL_PASSWORD"
             )
+        from streams.tls_check import explain  # noqa: PLC0415 - only when a handshake failed
+
+        files = {key: str(path) for key, path in self._ssl_files().items() if path is not None}
         return (
-            f"TLS handshake with the brokers at {bootstrap_servers} failed ({reason}); check"
-            " STREAMS_KAFKA_SSL_CA_LOCATION (the CA that signed the brokers' certificates)"
+            f"TLS with the brokers at {bootstrap_servers} failed for {self._principal()}:"
+            f" {explain(bootstrap_servers, error.str(), files)}"
         )
+
+    def _tls_refused(self, text: str) -> bool:
+        """A transport error that is the broker refusing our TLS (a client certificate under mTLS)."""
+        if self.kafka_security_protocol not in {"SSL", "SASL_SSL"}:
+            return False
+        from streams.tls_check import is_tls_failure  # noqa: PLC0415
+
+        return is_tls_failure(text)
+
+    def _principal(self) -> str:
+        """Who this client is to the brokers, as their ACLs name it: the SASL user, else the client certificate's
+        subject (what SSL-only listeners take), else ANONYMOUS. Never a secret."""
+        if self.kafka_sasl_username:
+            return f"User:{self.kafka_sasl_username}"
+        if self.kafka_ssl_certificate_location is not None:
+            return f"the client certificate in {self.kafka_ssl_certificate_location}"
+        return "User:ANONYMOUS"
 
     def _sasl_credentials(self) -> tuple[str, str, str]:
         mechanism, username, password = self.kafka_sasl_mechanism, self.kafka_sasl_username, self.kafka_sasl_password

@@ -77,6 +77,11 @@ def dev() -> None:
               help="Its password [default: the one in <data dir>/local/sasl.env, else a new random one].")  # fmt: skip
 @click.option("--acls", is_flag=True,
               help="With --sasl: the broker enforces the catalog's ACLs (StandardAuthorizer).")  # fmt: skip
+@click.option("--tls", is_flag=True,
+              help="With --sasl: the client listener is SASL_SSL, with a throwaway CA and broker certificate"
+                   " under <data dir>/local/tls.")  # fmt: skip
+@click.option("--mtls", is_flag=True,
+              help="With --sasl --tls: clients also need a certificate; one is issued per SCRAM user.")  # fmt: skip
 @OUTPUT_TEXT
 @click.pass_obj
 def up(
@@ -93,6 +98,8 @@ def up(
     sasl_user: str,
     sasl_password: str | None,
     acls: bool,
+    tls: bool,
+    mtls: bool,
     output: str,
 ) -> None:
     """Start Kafka, the schema registry and Redis, or say they already run; prints addresses and start times.
@@ -107,19 +114,34 @@ def up(
     broker refuses what the catalog's ACLs do not allow (`streams acls plan` shows them); the --sasl-user
     is a super user.
 
+    With --tls as well, clients reach Kafka over SASL_SSL: the stack makes a CA and a broker certificate (for
+    127.0.0.1 and localhost) under <data dir>/local/tls, and the client variables name the CA file. --mtls also
+    issues a client certificate per SCRAM user (one per catalog principal with --acls) and the broker requires
+    it. Certificates are issued again only when missing or expired; private keys are owner-only files and are
+    never printed. Brokers talk to each other, and the stack probes them, over a PLAINTEXT listener on
+    127.0.0.1 only (decision 0029).
+
     \b
     Example:
       streams dev up --kafka-port 9092
       streams dev up --output json | jq -r .services.kafka.address
       streams dev up --sasl && source .streams/local/sasl.env
       streams dev up --sasl --acls
+      streams dev up --sasl --tls --mtls --acls && source .streams/local/sasl.env
     """
     console = Console()
     sasl_users = {sasl_user: sasl_password or _known_password(settings, sasl_user)} if sasl else None
     running = running_stack(settings.data_dir)
     if running is not None:
-        if sasl_users:  # a stack without SASL is an error; with it, the user gets this password
-            running = start_stack(settings.data_dir, sasl_users=sasl_users, acls=acls, catalog=settings.catalog_path)
+        if sasl_users or tls or mtls:  # a stack without SASL or TLS is an error; with SASL the user gets this password
+            running = start_stack(
+                settings.data_dir,
+                sasl_users=sasl_users,
+                acls=acls,
+                catalog=settings.catalog_path,
+                tls=tls,
+                mtls=mtls,
+            )
         _report_up(console, running, output, already_running=True, ready={}, notes=[])
         return
     ready: dict[str, float] = {}
@@ -149,6 +171,8 @@ def up(
             acls=acls,
             notify=on_event,
             archive_s3=archive_store == "s3",
+            tls=tls,
+            mtls=mtls,
         )
     _report_up(console, state, output, already_running=False, ready=ready, notes=notes)
 
@@ -178,7 +202,11 @@ def _report_up(
                 "address": service.address,
                 "log_path": service.log_path,
                 "ready_seconds": round(ready[name], 3) if name in ready else None,
-                **({"security_protocol": service.security_protocol, "acls": service.acls} if name == "kafka" else {}),
+                **(
+                    {"security_protocol": service.security_protocol, "acls": service.acls, "mtls": service.mtls}
+                    if name == "kafka"
+                    else {}
+                ),
             }
             for name, service in state.services.items()
         }
@@ -198,6 +226,10 @@ def _report_up(
         path = scram.credentials_path(Path(state.data_dir) / "local")
         console.print(f"kafka requires {kafka.security_protocol} with {SCRAM_MECHANISM}: user {user}, password"
                       f" {password}", highlight=False, markup=False, soft_wrap=True)  # fmt: skip
+        if kafka.security_protocol == "SASL_SSL":
+            certificates = "; client certificates required, one per user" if kafka.mtls else ""
+            console.print(f"TLS: CA, certificates and keys (owner-only) in {Path(state.data_dir) / 'local' / 'tls'}"
+                          f"{certificates}", highlight=False, markup=False, soft_wrap=True)  # fmt: skip
         console.print(f"clients need these variables (or `source {path}`):", highlight=False, soft_wrap=True)
         for name, value in client_environment.items():
             console.print(f"  export {name}={shlex.quote(value)}", highlight=False, markup=False, soft_wrap=True)

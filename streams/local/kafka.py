@@ -27,6 +27,8 @@ from streams.local.processes import (
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    from streams.local.tls import BrokerTls
+
 DEPLOY_DIR = Path(__file__).resolve().parents[2] / "deploy" / "local"
 LOG4J_CONFIG = DEPLOY_DIR / "log4j2.xml"
 CACHE_VARIABLE = "STREAMS_LOCAL_CACHE_DIR"
@@ -99,12 +101,15 @@ def render_server_properties(
     log_dir: Path,
     internal_port: int | None = None,
     acl_admin: str | None = None,
+    tls: BrokerTls | None = None,
 ) -> str:
     """server.properties for a single combined broker+controller node on loopback.
 
     With `internal_port`, clients get a SASL_PLAINTEXT listener with SCRAM on `broker_port`, and a
     PLAINTEXT listener on `internal_port` carries inter-broker traffic and the stack's own probes.
     With `acl_admin` (a SCRAM user name) too, the StandardAuthorizer enforces ACLs (see `_acl_settings`).
+    With `tls` too, the client listener is SASL_SSL (SCRAM inside TLS; client certificates required when
+    `tls.client_auth`).
     """
     settings = {
         "process.roles": "broker,controller",
@@ -133,7 +138,7 @@ def render_server_properties(
         "log.retention.check.interval.ms": "2000",
     }
     if internal_port is not None:
-        settings.update(_scram_listeners(broker_port, controller_port, internal_port))
+        settings.update(_scram_listeners(broker_port, controller_port, internal_port, tls))
         if acl_admin is not None:
             settings.update(_acl_settings(acl_admin))
     lines = ["# Written by `streams dev up`; regenerated on every start.", ""]
@@ -141,20 +146,32 @@ def render_server_properties(
     return "\n".join(lines) + "\n"
 
 
-def _scram_listeners(broker_port: int, controller_port: int, internal_port: int) -> dict[str, str]:
-    clients = f"SASL_PLAINTEXT://{LOOPBACK}:{broker_port}"
+def _scram_listeners(
+    broker_port: int, controller_port: int, internal_port: int, tls: BrokerTls | None = None
+) -> dict[str, str]:
+    """The client listener (SASL_PLAINTEXT, or SASL_SSL with `tls`) beside the loopback PLAINTEXT one.
+
+    Per node: each node of a local cluster calls this with its own ports; one certificate serves them all,
+    its names being those of loopback (streams.local.tls). Inter-broker, controller and the stack's probe
+    traffic stay on PLAINTEXT: they never leave 127.0.0.1, and TLS there would only slow every start.
+    """
+    name = "SASL_SSL" if tls is not None else "SASL_PLAINTEXT"
+    clients = f"{name}://{LOOPBACK}:{broker_port}"
     internal = f"PLAINTEXT://{LOOPBACK}:{internal_port}"
-    return {
+    settings = {
         "listeners": f"{clients},{internal},CONTROLLER://{LOOPBACK}:{controller_port}",
         "advertised.listeners": f"{clients},{internal}",
-        "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT,CONTROLLER:PLAINTEXT",
+        "listener.security.protocol.map": f"PLAINTEXT:PLAINTEXT,{name}:{name},CONTROLLER:PLAINTEXT",
         "sasl.enabled.mechanisms": SCRAM_MECHANISM,
         # The broker verifies SCRAM against the credentials in the KRaft metadata; the login module
         # needs no options because no broker logs in over this listener.
-        f"listener.name.sasl_plaintext.{SCRAM_MECHANISM.lower()}.sasl.jaas.config": (
+        f"listener.name.{name.lower()}.{SCRAM_MECHANISM.lower()}.sasl.jaas.config": (
             "org.apache.kafka.common.security.scram.ScramLoginModule required;"
         ),
     }
+    if tls is not None:
+        settings.update(tls.listener_settings(name))
+    return settings
 
 
 def _acl_settings(admin: str) -> dict[str, str]:
@@ -191,11 +208,12 @@ def start_kafka(
     java: str,
     internal_port: int | None = None,
     acl_admin: str | None = None,
+    tls: BrokerTls | None = None,
 ) -> int:
     """Write server.properties, format storage on first use, and launch the broker with `java`; its pid.
 
-    `internal_port` makes the client listener SASL/SCRAM, `acl_admin` enforces ACLs (see
-    `render_server_properties`).
+    `internal_port` makes the client listener SASL/SCRAM, `acl_admin` enforces ACLs, `tls` puts the client
+    listener in TLS (see `render_server_properties`).
     """
     ports = [
         (broker_port, "choose another with --kafka-port"),
@@ -207,15 +225,19 @@ def start_kafka(
         if port_in_use(port):
             raise LocalStackError(f"port {port} on {LOOPBACK} is already in use; {hint}")
     layout.properties_path.parent.mkdir(parents=True, exist_ok=True)
-    layout.properties_path.write_text(
-        render_server_properties(
-            broker_port=broker_port,
-            controller_port=controller_port,
-            log_dir=layout.log_dir,
-            internal_port=internal_port,
-            acl_admin=acl_admin,
-        )
+    properties = render_server_properties(
+        broker_port=broker_port,
+        controller_port=controller_port,
+        log_dir=layout.log_dir,
+        internal_port=internal_port,
+        acl_admin=acl_admin,
+        tls=tls,
     )
+    # Owner-only: with TLS it holds the broker key's password.
+    descriptor = os.open(layout.properties_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w") as out:
+        out.write(properties)
+    layout.properties_path.chmod(0o600)
     if not layout.formatted():
         format_storage(java, jar_dir, layout.properties_path)
     command = [

@@ -22,6 +22,8 @@ if TYPE_CHECKING:
 
     from confluent_kafka.admin import UserScramCredentialAlteration
 
+    from streams.local.tls import ClientTls
+
 CREDENTIALS_FILE = "sasl.env"
 PRINCIPALS_DIR = "principals"  # with ACLs: one credentials file per catalog principal
 DEFAULT_USER = "streams"
@@ -33,14 +35,16 @@ def generate_password() -> str:
     return secrets.token_urlsafe(18)
 
 
-def client_environment(bootstrap: str, username: str, password: str) -> dict[str, str]:
-    """The STREAMS_* variables that make every client log in to the local SCRAM listener as `username`."""
+def client_environment(bootstrap: str, username: str, password: str, tls: ClientTls | None = None) -> dict[str, str]:
+    """The STREAMS_* variables that make every client log in to the local SCRAM listener as `username`
+    (inside TLS with `tls`: the CA file, and the client's certificate and key under mTLS)."""
     return {
         "STREAMS_KAFKA_BOOTSTRAP_SERVERS": bootstrap,
-        "STREAMS_KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT",
+        "STREAMS_KAFKA_SECURITY_PROTOCOL": "SASL_SSL" if tls is not None else "SASL_PLAINTEXT",
         "STREAMS_KAFKA_SASL_MECHANISM": SCRAM_MECHANISM,
         "STREAMS_KAFKA_SASL_USERNAME": username,
         "STREAMS_KAFKA_SASL_PASSWORD": password,
+        **(tls.environment() if tls is not None else {}),
     }
 
 
@@ -103,15 +107,18 @@ def create_users(internal_address: str, users: Mapping[str, str], *, timeout_s: 
             ) from exc
 
 
-def scram_login_works(address: str, username: str, password: str, *, timeout_s: float = 2.0) -> bool:
-    """True when `username` logs in on the SCRAM listener at `address` and reads metadata."""
+def scram_login_works(
+    address: str, username: str, password: str, *, timeout_s: float = 2.0, tls: ClientTls | None = None
+) -> bool:
+    """True when `username` logs in on the SCRAM listener at `address` (over TLS with `tls`) and reads metadata."""
     from confluent_kafka import KafkaException  # noqa: PLC0415 - `streams dev --help` stays fast
     from confluent_kafka.admin import AdminClient  # noqa: PLC0415
 
     admin = AdminClient(
         {
-            **client_config(address, username, password),
+            **client_config(address, username, password, tls),
             "socket.connection.setup.timeout.ms": 1000,
+            "log_level": 0,  # a refused login is this function's False, not librdkafka's lines on stderr
         }
     )
     try:
@@ -120,25 +127,33 @@ def scram_login_works(address: str, username: str, password: str, *, timeout_s: 
         return False
 
 
-def client_config(address: str, username: str, password: str) -> dict[str, str]:
+def client_config(address: str, username: str, password: str, tls: ClientTls | None = None) -> dict[str, str]:
     return {
         "bootstrap.servers": address,
-        "security.protocol": "SASL_PLAINTEXT",
+        "security.protocol": "SASL_SSL" if tls is not None else "SASL_PLAINTEXT",
         "sasl.mechanism": SCRAM_MECHANISM,
         "sasl.username": username,
         "sasl.password": password,
+        **(tls.librdkafka() if tls is not None else {}),
     }
 
 
 def wait_for_login(
-    pid: int, address: str, username: str, password: str, log_path: Path, *, timeout_s: float = READY_TIMEOUT_S
+    pid: int,
+    address: str,
+    username: str,
+    password: str,
+    log_path: Path,
+    *,
+    timeout_s: float = READY_TIMEOUT_S,
+    tls: ClientTls | None = None,
 ) -> None:
     """Block until `username` can log in (new credentials take a moment to reach the broker's metadata)."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if not is_running(pid):
             raise LocalStackError(f"kafka exited while starting; the end of {log_path}:\n{log_tail(log_path)}")
-        if scram_login_works(address, username, password):
+        if scram_login_works(address, username, password, tls=tls):
             return
         time.sleep(0.2)
     raise LocalStackError(

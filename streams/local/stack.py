@@ -13,6 +13,7 @@ from pathlib import Path
 
 from streams.errors import LocalStackError
 from streams.local import binaries, kafka, redis_server, registry_process, scram
+from streams.local import tls as local_tls
 from streams.local.processes import LOOPBACK, free_port, owned_by, stop_process_group
 from streams.local.state import ServiceState, StackState, clear_state, read_state, write_state
 
@@ -63,6 +64,8 @@ def start_stack(
     acls: bool = False,
     notify: Notify | None = None,
     archive_s3: bool = False,
+    tls: bool = False,
+    mtls: bool = False,
 ) -> StackState:
     """Start the stack for `data_dir` and record it; return the running one unchanged if Kafka answers.
 
@@ -75,6 +78,9 @@ def start_stack(
     those users; the registry logs in as the first, whose client variables go to `<local>/sasl.env`.
     `acls` (with `sasl_users` and `catalog`) makes the broker enforce ACLs with the StandardAuthorizer, the
     first user a super user, and applies the catalog's ACLs (`streams acls apply`) at every start.
+    `tls` (with `sasl_users`) makes that listener SASL_SSL, with a throwaway CA and broker certificate under
+    `<local>/tls` (streams.local.tls); `mtls` also requires a client certificate, one per SASL user. The client
+    variables then name the CA file (and the user's certificate and key).
     `archive_s3` also starts S3Proxy (streams.local.s3proxy) with a bucket for `streams archive`; the variables
     that point the archive at it go to `<local>/archive.env`.
     """
@@ -83,6 +89,9 @@ def start_stack(
             "ACLs need SASL users to tell principals apart and a catalog to take them from;"
             " use `streams dev up --sasl --acls`"
         )
+    if (tls or mtls) and not sasl_users:
+        raise LocalStackError("TLS listeners here carry SCRAM logins; use `streams dev up --sasl --tls`")
+    tls = tls or mtls
     data_dir = data_dir.resolve()
     emit: Notify = notify if notify is not None else _ignore
     if acls and sasl_users and catalog is not None:
@@ -90,7 +99,7 @@ def start_stack(
     running = running_stack(data_dir)
     if running is not None:
         emit(StackNote(f"the local stack in {local_dir(data_dir)} is already running"))
-        return _with_users(data_dir, running, sasl_users or {}, catalog if acls else None)
+        return _with_users(data_dir, running, sasl_users or {}, catalog if acls else None, tls=tls, mtls=mtls)
     _stop_services(data_dir, read_state(data_dir))
     clear_state(data_dir)
     scram.credentials_path(local_dir(data_dir)).unlink(missing_ok=True)
@@ -102,6 +111,7 @@ def start_stack(
         cache_dir if cache_dir is not None else kafka.default_cache_dir(kafka.kafka_version()),
         note=lambda message: emit(StackNote(message)),
     )
+    certificates = _certificates(data_dir, sasl_users or {}, mtls=mtls) if tls else None
     services: dict[str, ServiceState] = {}
     try:
         services["kafka"] = _start_kafka(
@@ -113,12 +123,13 @@ def start_stack(
             sasl_users or {},
             emit,
             catalog if acls else None,
+            certificates,
         )
         kafka_environment = {"STREAMS_KAFKA_SECURITY_PROTOCOL": "PLAINTEXT"}
         if sasl_users:
-            kafka_environment = _write_credentials(data_dir, services["kafka"].address, sasl_users)
+            kafka_environment = _write_credentials(data_dir, services["kafka"].address, sasl_users, certificates)
             if acls:
-                _write_principals(data_dir, services["kafka"].address, sasl_users)
+                _write_principals(data_dir, services["kafka"].address, sasl_users, certificates)
         if with_registry:
             services["registry"] = _start_registry(
                 data_dir, services["kafka"].address, registry_port, catalog, kafka_environment, emit
@@ -146,6 +157,7 @@ def _start_kafka(
     sasl_users: Mapping[str, str],
     emit: Notify,
     acl_catalog: Path | None = None,
+    certificates: local_tls.LocalTls | None = None,
 ) -> ServiceState:
     broker_port = port if port is not None else free_port()
     taken = {broker_port}
@@ -165,13 +177,15 @@ def _start_kafka(
         java=java,
         internal_port=internal_port,
         acl_admin=next(iter(sasl_users)) if acl_catalog is not None else None,
+        tls=certificates.broker() if certificates is not None else None,
     )
     try:
         kafka.wait_for_kafka(pid, internal_address or address, layout.log_path)
         if internal_address is not None:
             scram.create_users(internal_address, sasl_users)
             name, password = next(iter(sasl_users.items()))
-            scram.wait_for_login(pid, address, name, password, layout.log_path)
+            client_tls = certificates.client(name) if certificates is not None else None
+            scram.wait_for_login(pid, address, name, password, layout.log_path, tls=client_tls)
             if acl_catalog is not None:
                 _apply_acls(internal_address, acl_catalog, emit)
     except BaseException:  # Ctrl-C included: never leave an unrecorded broker running
@@ -183,11 +197,18 @@ def _start_kafka(
         pid=pid,
         address=address,
         log_path=str(layout.log_path),
-        security_protocol="SASL_PLAINTEXT" if sasl_users else "PLAINTEXT",
+        security_protocol=("SASL_SSL" if certificates else "SASL_PLAINTEXT") if sasl_users else "PLAINTEXT",
         internal_address=internal_address,
         sasl_users=tuple(sasl_users),
         acls=acl_catalog is not None,
+        mtls=certificates is not None and certificates.mtls,
     )
+
+
+def _certificates(data_dir: Path, sasl_users: Mapping[str, str], *, mtls: bool) -> local_tls.LocalTls:
+    """The stack's CA and broker certificate, and under mTLS a client certificate per SASL user: each generated
+    only when missing or expired (a restart keeps the files clients already point at)."""
+    return local_tls.ensure_certificates(local_tls.tls_dir(local_dir(data_dir)), sasl_users, mtls=mtls)
 
 
 def _with_principals(data_dir: Path, sasl_users: Mapping[str, str], catalog_path: Path) -> dict[str, str]:
@@ -204,10 +225,14 @@ def _with_principals(data_dir: Path, sasl_users: Mapping[str, str], catalog_path
     return users
 
 
-def _write_principals(data_dir: Path, address: str, sasl_users: Mapping[str, str]) -> None:
+def _write_principals(
+    data_dir: Path, address: str, sasl_users: Mapping[str, str], certificates: local_tls.LocalTls | None = None
+) -> None:
     """`<local>/principals/<name>.env` for every user but the stack's own: `source` one to run as it."""
     for name, password in list(sasl_users.items())[1:]:
-        scram.write_credentials(local_dir(data_dir), scram.client_environment(address, name, password), name)
+        client_tls = certificates.client(name) if certificates is not None else None
+        environment = scram.client_environment(address, name, password, client_tls)
+        scram.write_credentials(local_dir(data_dir), environment, name)
 
 
 def _apply_acls(internal_address: str, catalog_path: Path, emit: Notify) -> None:
@@ -235,20 +260,38 @@ def _free_port_besides(taken: set[int]) -> int:
     return port
 
 
-def _write_credentials(data_dir: Path, address: str, sasl_users: Mapping[str, str]) -> dict[str, str]:
+def _write_credentials(
+    data_dir: Path, address: str, sasl_users: Mapping[str, str], certificates: local_tls.LocalTls | None = None
+) -> dict[str, str]:
     """The first user's client variables, recorded in `<local>/sasl.env`; the registry gets them too."""
     name, password = next(iter(sasl_users.items()))
-    environment = scram.client_environment(address, name, password)
+    client_tls = certificates.client(name) if certificates is not None else None
+    environment = scram.client_environment(address, name, password, client_tls)
     scram.write_credentials(local_dir(data_dir), environment)
     return environment
 
 
 def _with_users(
-    data_dir: Path, running: StackState, sasl_users: Mapping[str, str], acl_catalog: Path | None = None
+    data_dir: Path,
+    running: StackState,
+    sasl_users: Mapping[str, str],
+    acl_catalog: Path | None = None,
+    *,
+    tls: bool = False,
+    mtls: bool = False,
 ) -> StackState:
-    """The running stack, with `sasl_users` created (or their passwords set) when its Kafka uses SCRAM, and
-    the catalog's ACLs applied again when asked for (a stack started without ACLs cannot gain them)."""
+    """The running stack, with `sasl_users` created (or their passwords set, and under mTLS their certificates
+    issued) when its Kafka uses SCRAM, and the catalog's ACLs applied again when asked for (a stack started
+    without ACLs, TLS or mTLS cannot gain them)."""
     broker = running.services["kafka"]
+    has_tls = broker.security_protocol == "SASL_SSL"
+    if (tls, mtls) != (has_tls, broker.mtls) and (tls or mtls or sasl_users):
+        wanted = "with mTLS" if mtls else "with TLS" if tls else "without TLS"
+        has = "with mTLS" if broker.mtls else "with TLS" if has_tls else "without TLS"
+        raise LocalStackError(
+            f"asked for the local stack {wanted}, but the one in {local_dir(data_dir)} already runs {has};"
+            " stop it with `streams dev down` first"
+        )
     if acl_catalog is not None and not broker.acls:
         raise LocalStackError(
             f"asked for the local stack with ACLs, but the one in {local_dir(data_dir)} already runs without them;"
@@ -262,13 +305,15 @@ def _with_users(
         )
     if not sasl_users or broker.internal_address is None:
         return running
+    certificates = _certificates(data_dir, sasl_users, mtls=broker.mtls) if has_tls else None
     scram.create_users(broker.internal_address, sasl_users)
     name, password = next(iter(sasl_users.items()))
-    scram.wait_for_login(broker.pid, broker.address, name, password, Path(broker.log_path))
+    client_tls = certificates.client(name) if certificates is not None else None
+    scram.wait_for_login(broker.pid, broker.address, name, password, Path(broker.log_path), tls=client_tls)
     if acl_catalog is not None:
         _apply_acls(broker.internal_address, acl_catalog, _ignore)
-        _write_principals(data_dir, broker.address, sasl_users)
-    _write_credentials(data_dir, broker.address, sasl_users)
+        _write_principals(data_dir, broker.address, sasl_users, certificates)
+    _write_credentials(data_dir, broker.address, sasl_users, certificates)
     users = tuple(dict.fromkeys([*broker.sasl_users, *sasl_users]))
     services = {**running.services, "kafka": broker.model_copy(update={"sasl_users": users})}
     state = running.model_copy(update={"services": services})

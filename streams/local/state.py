@@ -28,6 +28,7 @@ class ServiceState(BaseModel):
     internal_address: str | None = None
     sasl_users: tuple[str, ...] = ()
     acls: bool = False  # the StandardAuthorizer enforces ACLs (`streams dev up --sasl --acls`)
+    mtls: bool = False  # the SASL_SSL listener also requires client certificates (`streams dev up --tls --mtls`)
 
     def alive(self) -> bool:
         """True while the process exists (signal 0 probes without touching it)."""

@@ -110,7 +110,10 @@ class Relay:
         self.dialect = Dialect(family_of_dsn(options.dsn), options.table)
         self.metrics = metrics or OutboxMetrics()
         self.errors = driver_errors(self.dialect.family)
-        kafka = settings.kafka_config(settings.bootstrap_servers())
+        bootstrap = settings.bootstrap_servers()
+        kafka = settings.kafka_config(bootstrap)
+        # A refused login or TLS handshake is one line now, not a relay paused forever as if Kafka were down.
+        settings.check_kafka_login(bootstrap)
         self._identity = {key: kafka[key] for key in ("sasl.username",) if key in kafka}  # names it in refusals
         # No message time-out: a record waits out a Kafka outage in the producer instead of failing and
         # leaving a gap in its key's order; the relay is paused meanwhile (decision 0020).

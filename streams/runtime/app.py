@@ -174,6 +174,8 @@ class App:
         settings = self.settings or settings
         catalog = self.catalog or catalog
         metrics = metrics or self.metrics
+        # A refused login or TLS handshake: one line before any engine starts, not librdkafka retrying forever.
+        settings.check_kafka_login(settings.bootstrap_servers())
         resources = Resources.open(settings, catalog, source=self.source)
         engines: list[TransactionalEngine] = []
         for agent in self.agents:
