@@ -290,7 +290,7 @@ def test_the_pipeline_runs_over_tls_and_scram_with_each_service_as_its_principal
             stop(worker)
     dead = stack.read("invoice.created.dlq")
     CAPTURED.extend(("dlq headers", repr(message.headers())) for message in dead)
-    assert {name for name, _ in dead[0].headers() or []} >= {"dlq_agent", "dlq_error_class", "dlq_error_message"}
+    assert {header[0] for header in dead[0].headers() or []} >= {"dlq_agent", "dlq_error_class", "dlq_error_message"}
     assert stack.cli("audit", "verify").startswith("0\n")
 
     _registry_as_its_principal(stack, tmp_path)
@@ -498,9 +498,15 @@ def test_an_expired_client_certificate_is_refused_in_one_line(stack: TlsStack, t
     past = datetime.datetime.now(datetime.UTC) - datetime.timedelta(days=40)
     tls.issue_client(certificate, key, "billing-api", ca, now=past)  # type: ignore[arg-type]
     expired_at = x509.load_pem_x509_certificate(certificate.read_bytes()).not_valid_after_utc
-    overrides = {"STREAMS_KAFKA_SSL_CERTIFICATE_LOCATION": str(certificate), "STREAMS_KAFKA_SSL_KEY_LOCATION": str(key)}
     for command in ("publish", "worker"):
-        line = one_line(stack.cli(*COMMANDS[command], user="billing-api", **overrides))
+        line = one_line(
+            stack.cli(
+                *COMMANDS[command],
+                user="billing-api",
+                STREAMS_KAFKA_SSL_CERTIFICATE_LOCATION=str(certificate),
+                STREAMS_KAFKA_SSL_KEY_LOCATION=str(key),
+            )
+        )
         assert line == (
             f"error: TLS with the brokers at {stack.kafka_state.address} failed for User:billing-api: the brokers"
             f" refused the client certificate in STREAMS_KAFKA_SSL_CERTIFICATE_LOCATION={certificate}"
@@ -508,7 +514,14 @@ def test_an_expired_client_certificate_is_refused_in_one_line(stack: TlsStack, t
             " local stack does at `streams dev up`)"
         )
     with pytest.raises(ConfigError, match=r"failed for User:billing-api: the brokers refused the client certificate"):
-        Publisher(stack.settings("billing-api", **overrides), source="billing-api").close()
+        Publisher(
+            stack.settings(
+                "billing-api",
+                STREAMS_KAFKA_SSL_CERTIFICATE_LOCATION=str(certificate),
+                STREAMS_KAFKA_SSL_KEY_LOCATION=str(key),
+            ),
+            source="billing-api",
+        ).close()
     CAPTURED.append(("expired client certificate: library error", "see the asserted lines"))
 
 
