@@ -60,6 +60,10 @@ RESTORE_ATTEMPTS = 3  # reads of a changelog to its end before an assignment giv
 ISOLATE_AFTER = 2  # failed transactions in a row before records are processed one per transaction
 PARK_AFTER = 2  # failed one-record transactions of the same record before it is parked as a reference
 MAX_RECORD_BYTES = 8 * 1024 * 1024  # the producer's own limit; the topics' max.message.bytes decide below it
+# librdkafka stops fetching once the consumer's queue holds queued.max.messages.kbytes (64 MiB) and looks
+# again only after fetch.queue.backoff.ms, 1 s by default: an agent that drains 64 MiB in less than that
+# (the archiver) then waits with an empty queue, a stall per 64 MiB of backlog (bench/notes/archive.md).
+FETCH_QUEUE_BACKOFF_MS = 10
 Headers = list[tuple[str, bytes | None]]
 
 
@@ -149,6 +153,7 @@ class TransactionalEngine:
                 "session.timeout.ms": self.config.session_timeout_ms,
                 "heartbeat.interval.ms": max(500, self.config.session_timeout_ms // 5),
                 "fetch.wait.max.ms": 10,
+                "fetch.queue.backoff.ms": FETCH_QUEUE_BACKOFF_MS,
                 # Incremental rebalancing: a worker joining or leaving moves only the partitions that change
                 # owner; the others keep their state and keep flowing (eager, every rebalance revoked and
                 # restored every partition of every worker).
