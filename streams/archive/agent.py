@@ -34,7 +34,7 @@ __all__ = ["ARCHIVER_ID", "Archiver", "archive_app", "archived_topics"]
 ARCHIVER_ID = "streams-archiver"  # the app id: group streams-archiver-archive
 MAX_WRITERS = 8  # partitions sealed at once: their hashing, writes and fsyncs overlap
 # While behind, a transaction (one segment per partition) commits at this many records or bytes held, or
-# the engine's backlog_commit_s: each commit costs the broker ~15-25 ms of CPU and the seal a round of fsyncs,
+# the engine's backlog_commit_s: each commit costs the broker 12-25 ms of CPU and the seal a round of fsyncs,
 # the archiver has no outputs whose visibility would wait, and larger segments suit an archive.
 MAX_OPEN_RECORDS = 100_000
 MAX_OPEN_BYTES = 32 * 1024 * 1024  # the records' encodings held in memory until the seal
