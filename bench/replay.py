@@ -76,13 +76,27 @@ def fill_topic(settings: Settings, registry: RegistryClient, events: int, partit
     return topic, statistics.mean(len(r.value) for r in records)
 
 
-def run_raw(settings: Settings, topic: str, events: int, partitions: int, *, every_field: bool = False) -> float:
+def run_raw(
+    settings: Settings,
+    topic: str,
+    events: int,
+    partitions: int,
+    *,
+    every_field: bool = False,
+    consumer_config: dict[str, Any] | None = None,
+) -> float:
     """Seconds for a plain confluent-kafka consume loop to read every record (value bytes counted).
 
     With `every_field`, the loop also takes key, timestamp and headers from each record, as any export must.
+    `consumer_config` adds to the consumer's settings (the peer's own tuning, e.g. the engine's fetch backoff).
     """
     consumer = Consumer(
-        {**settings.kafka_config(settings.bootstrap_servers()), "group.id": "bench-raw", "enable.auto.commit": False}
+        {
+            **settings.kafka_config(settings.bootstrap_servers()),
+            "group.id": "bench-raw",
+            "enable.auto.commit": False,
+            **(consumer_config or {}),
+        }
     )
     consumer.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
     seen = size = 0

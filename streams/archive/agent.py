@@ -33,6 +33,11 @@ __all__ = ["ARCHIVER_ID", "Archiver", "archive_app", "archived_topics"]
 
 ARCHIVER_ID = "streams-archiver"  # the app id: group streams-archiver-archive
 MAX_WRITERS = 8  # partitions sealed at once: their hashing, writes and fsyncs overlap
+# While behind, a transaction (one segment per partition) commits at this many records or bytes held, or
+# the engine's backlog_commit_s: each commit costs the broker 12-25 ms of CPU and the seal a round of fsyncs,
+# the archiver has no outputs whose visibility would wait, and larger segments suit an archive.
+MAX_OPEN_RECORDS = 100_000
+MAX_OPEN_BYTES = 32 * 1024 * 1024  # the records' encodings held in memory until the seal
 log = structlog.get_logger("streams.archive")
 
 
@@ -60,6 +65,7 @@ class Archiver:
         self.records = 0  # in those segments
         self._marks = {topic: mark_key(self, topic) for topic in topics}
         self._open: dict[tuple[str, int], SegmentBuffer] = {}  # the open transaction's, per partition
+        self._open_bytes = 0
         self._links: dict[tuple[str, int], tuple[int, str]] = {}  # last sealed: (next offset, manifest SHA-256)
         self._writers: ThreadPoolExecutor | None = None  # made on the first seal, idle between seals
         self._archived = (metrics or AgentMetrics()).events.labels(agent=self.name, outcome="archived")
@@ -74,7 +80,13 @@ class Archiver:
             first = records[0].offset() or 0
             start = int(mark[0]) if mark is not None and int(mark[0]) <= first else first
             buffer = self._open[topic, partition] = SegmentBuffer(topic, partition, start)
+        held = buffer.size
         buffer.add(consumed(records))
+        self._open_bytes += buffer.size - held
+
+    def full(self) -> bool:
+        """The open segments hold MAX_OPEN_BYTES: the engine commits (and seals them) after this batch."""
+        return self._open_bytes >= MAX_OPEN_BYTES
 
     def seal(self) -> None:
         """Write and seal every open segment (the engine's before-commit hook): container, then manifest.
@@ -94,12 +106,13 @@ class Archiver:
             self.records += buffer.count
             self._archived.inc(buffer.count)
         self._open.clear()
+        self._open_bytes = 0
 
     def _seal_one(self, buffer: SegmentBuffer) -> bytes:
         """Write one partition's segment, then its manifest (which seals it); the manifest's bytes."""
         topic, partition, from_offset = buffer.topic, buffer.partition, buffer.from_offset
         container, manifest = buffer.seal(self._previous(topic, partition, from_offset))
-        self.store.put(segment_name(topic, partition, from_offset), container)
+        self.store.put(segment_name(topic, partition, from_offset), *container)
         self.store.put(manifest_name(topic, partition, from_offset), manifest)  # sealed
         return manifest
 
@@ -111,6 +124,7 @@ class Archiver:
     def aborted(self) -> None:
         """The transaction failed: its records come again from the last commit (their segments are rewritten)."""
         self._open.clear()
+        self._open_bytes = 0
         self._links.clear()
 
     def _previous(self, topic: str, partition: int, from_offset: int) -> str | None:
@@ -154,7 +168,14 @@ def archive_app(
     location, options = settings.archive_location()
     store = open_store(location, options)
     archiver = Archiver(store, archived_topics(catalog, topics), metrics)
-    app = App(app_id, settings=settings, catalog=catalog, commit_interval=commit_interval, metrics=metrics)
+    app = App(
+        app_id,
+        settings=settings,
+        catalog=catalog,
+        commit_interval=commit_interval,
+        max_open_records=MAX_OPEN_RECORDS,
+        metrics=metrics,
+    )
     app.agent(list(archiver.sources), name=archiver.name, batch=True, typed=False)(archiver)
     app.before_commit(archiver.seal)
     log.info("archive.configured", location=store.url, topics=list(archiver.sources))

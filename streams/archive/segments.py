@@ -106,6 +106,7 @@ class SegmentBuffer:
     def __init__(self, topic: str, partition: int, from_offset: int) -> None:
         self.topic, self.partition, self.from_offset = topic, partition, from_offset
         self.count = 0
+        self.size = 0  # bytes of the records' encodings held
         self.next_offset = from_offset
         self.first_timestamp = self.last_timestamp = 0
         self._digests: list[bytes] = []
@@ -123,15 +124,17 @@ class SegmentBuffer:
         self._digests.append(digests)
         self._lines.append(lines)
         self._datums.append((datums, ends))
+        self.size += len(datums)
         if not self.count:
             self.first_timestamp = records[0].timestamp()[1]
         self.count += len(records)
         self.last_timestamp = records[-1].timestamp()[1]
         self.next_offset = records[-1].offset() + 1
 
-    def seal(self, previous_manifest_sha256: str | None) -> tuple[bytes, bytes]:
-        """(container bytes, manifest bytes) of the records added (at least one); the manifest links the
-        previous segment's manifest by its SHA-256."""
+    def seal(self, previous_manifest_sha256: str | None) -> tuple[list[bytes | memoryview], bytes]:
+        """(container in pieces, manifest bytes) of the records added (at least one); the manifest links the
+        previous segment's manifest by its SHA-256. The pieces are written and hashed as they are: the
+        container is never joined into one copy."""
         sync = _sync(self.topic, self.partition, self.from_offset)
         parts: list[bytes | memoryview] = [_HEADER, sync]
         block: list[memoryview] = []
@@ -148,7 +151,9 @@ class SegmentBuffer:
                     block, in_block = [], 0
         if in_block:
             parts += block_parts(block, in_block, CODEC, sync)
-        container = b"".join(parts)
+        container = hashlib.sha256()
+        for part in parts:
+            container.update(part)
         digests, lines = b"".join(self._digests), "".join(self._lines)
         manifest = {
             "format": SEGMENT_FORMAT,
@@ -161,8 +166,8 @@ class SegmentBuffer:
             "last_timestamp": self.last_timestamp,
             "file": {
                 "name": segment_name(self.topic, self.partition, self.from_offset).rsplit("/", 1)[1],
-                "sha256": hashlib.sha256(container).hexdigest(),
-                "size": len(container),
+                "sha256": container.hexdigest(),
+                "size": sum(len(part) for part in parts),
                 "codec": CODEC,
             },
             "hashing": {
@@ -174,7 +179,7 @@ class SegmentBuffer:
             "previous_manifest_sha256": previous_manifest_sha256,
         }
         head = json.dumps(manifest, separators=(",", ":"))  # then the hashes, the manifest's last key
-        return container, f'{head[:-1]},"records":{_records_json(self.partition, lines)}}}'.encode()
+        return parts, f'{head[:-1]},"records":{_records_json(self.partition, lines)}}}'.encode()
 
 
 def build_segment(
@@ -188,7 +193,8 @@ def build_segment(
     partition from `from_offset`; the manifest links the previous segment's manifest by its SHA-256."""
     buffer = SegmentBuffer(topic, partition, from_offset)
     buffer.add(records)
-    return buffer.seal(previous_manifest_sha256)
+    parts, manifest = buffer.seal(previous_manifest_sha256)
+    return b"".join(parts), manifest
 
 
 def _untyped(_header: bytes) -> bool:

@@ -27,7 +27,7 @@ class ArchiveStore(Protocol):
 
     url: str
 
-    def put(self, name: str, data: bytes) -> None: ...
+    def put(self, name: str, *parts: bytes | memoryview) -> None: ...
     def get(self, name: str) -> bytes: ...
     def exists(self, name: str) -> bool: ...
     def list(self, prefix: str) -> list[str]: ...
@@ -35,25 +35,34 @@ class ArchiveStore(Protocol):
 
 
 class LocalStore:
-    """A directory; a write goes to a temporary file, is fsynced and renamed, so a reader never sees half."""
+    """A directory; a write goes to a temporary file, is fsynced and renamed, and the rename is made durable
+    (the directory fsynced) before put returns, so a reader never sees half and a crash never loses a put."""
 
     def __init__(self, root: Path) -> None:
         self.root = root
         self.url = str(root)
 
-    def put(self, name: str, data: bytes) -> None:
+    def put(self, name: str, *parts: bytes | memoryview) -> None:
+        """Write the object `name` as the concatenation of `parts` (written as they are, not joined)."""
         path = self.root / name
         path.parent.mkdir(parents=True, exist_ok=True)
         handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
         try:
             with os.fdopen(handle, "wb") as file:
-                file.write(data)
+                file.writelines(parts)
                 file.flush()
                 os.fsync(file.fileno())
             Path(temporary).replace(path)
         except BaseException:
             Path(temporary).unlink(missing_ok=True)
             raise
+        # The rename is durable only once the directory is: until then a crash could lose the object after
+        # put returned (the archiver commits offsets right after its puts).
+        directory = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(directory)
+        finally:
+            os.close(directory)
 
     def get(self, name: str) -> bytes:
         try:
@@ -92,9 +101,10 @@ class ObjectStore:
     def _path(self, name: str) -> str:
         return f"{self._root}/{name}"
 
-    def put(self, name: str, data: bytes) -> None:
+    def put(self, name: str, *parts: bytes | memoryview) -> None:
+        data = parts[0] if len(parts) == 1 else b"".join(parts)  # one PUT, atomic
         try:
-            self._fs.pipe_file(self._path(name), data)
+            self._fs.pipe_file(self._path(name), bytes(data))
         except (OSError, ValueError) as exc:  # s3fs maps S3 errors to OSErrors (a missing bucket: FileNotFound)
             raise ArchiveError(f"cannot write {self.url}/{name}: {exc}") from exc
 

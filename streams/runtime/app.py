@@ -65,6 +65,7 @@ class App:
         catalog: Catalog | None = None,
         processing_guarantee: Guarantee = "exactly_once",
         commit_interval: float = 0.025,
+        max_open_records: int | None = None,
         max_attempts: int = 3,
         retry_backoff: float = 0.2,
         source: str | None = None,
@@ -76,10 +77,15 @@ class App:
             )
         if max_attempts < 1:
             raise ValueError("max_attempts must be at least 1")
+        if max_open_records is not None and max_open_records < 1:
+            raise ValueError("max_open_records must be at least 1")
         self.id = id
         self.settings, self.catalog = settings, catalog
         self.processing_guarantee: Guarantee = processing_guarantee
         self.commit_interval = commit_interval
+        # While behind, a transaction commits after this many records (or EngineConfig.backlog_commit_s);
+        # None keeps the engine's default. An agent without outputs (the archiver) takes larger ones.
+        self.max_open_records = EngineConfig.max_open_records if max_open_records is None else max_open_records
         self.max_attempts, self.retry_backoff = max_attempts, retry_backoff
         self.source = source or id  # ce_source of what the app sends
         # Its own registry unless the host (the worker) shares one between its apps, so /metrics serves them all.
@@ -118,7 +124,7 @@ class App:
         - `batch=True`: `def f(records, state, out)` gets raw confluent-kafka messages, the partition's state
           dict and the engine's Output: the low-level form for native fast paths (the validation agent). An
           object with such a `handle` method may be registered instead; its optional engine hooks (`seed`,
-          `committed`, `aborted`, `leadership`: streams.runtime.engine and .single) are used too.
+          `committed`, `aborted`, `leadership`, `full`: streams.runtime.engine and .single) are used too.
         `typed=False` hands the decoded dicts instead of the generated models. `single_writer=True` (batch
         agents): one elected instance of the app reads every partition of the topics, in one state, for an
         output that needs one total order (the audit chain; streams.runtime.single).
@@ -186,6 +192,7 @@ class App:
             group = f"{self.id}-{agent.name}"
             config = EngineConfig(
                 commit_interval_s=self.commit_interval,
+                max_open_records=self.max_open_records,
                 guarantee=self.processing_guarantee,
                 transaction_timeout_ms=60_000,
             )

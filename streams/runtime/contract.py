@@ -24,7 +24,9 @@ class BatchAgent(Protocol):
     Optional methods, looked up once: `tick(partition, state, out, idle)` runs every commit interval for each
     owned partition (window closing); `dead_letter(record, error)` gives (topic, headers) to park a record
     the transaction keeps failing on; `restored(partition, state)` follows a restore; `before_commit()`
-    runs before each commit (side effects outside Kafka); `committed()` and `aborted()` after each outcome.
+    runs before each commit (side effects outside Kafka); `committed()` and `aborted()` after each outcome;
+    `full()`, asked after each batch, says the open transaction holds as much as the agent keeps in memory
+    (the archiver's buffered segments): it commits then, as at `max_open_records`.
     """
 
     name: str

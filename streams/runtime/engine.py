@@ -64,6 +64,10 @@ ISOLATE_AFTER = 2  # failed transactions in a row before records are processed o
 PARK_AFTER = 2  # failed one-record transactions of the same record before it is parked as a reference
 HOLD_PAUSE_S = (1.0, 10.0)  # first and longest pause between tries while the registry cannot be reached
 MAX_RECORD_BYTES = 8 * 1024 * 1024  # the producer's own limit; the topics' max.message.bytes decide below it
+# librdkafka stops fetching once the consumer's queue holds queued.max.messages.kbytes (64 MiB) and looks
+# again only after fetch.queue.backoff.ms, 1 s by default: an agent that drains 64 MiB in less than that
+# (the archiver) then waits with an empty queue, a stall per 64 MiB of backlog (bench/notes/archive.md).
+FETCH_QUEUE_BACKOFF_MS = 10
 Headers = list[tuple[str, bytes | None]]
 
 
@@ -121,6 +125,8 @@ class TransactionalEngine:
         self._before_commit: Callable[[], None] | None = getattr(agent, "before_commit", None)
         self._committed: Callable[[], None] | None = getattr(agent, "committed", None)
         self._aborted: Callable[[], None] | None = getattr(agent, "aborted", None)
+        self._full: Callable[[], bool] | None = getattr(agent, "full", None)
+        self._one_source = agent.sources[0] if len(agent.sources) == 1 else None
         self._tick_at = 0.0
         if transactional_id is None:
             self._slot_file, self.transactional_id = _claim_transactional_id(data_dir, group)
@@ -152,6 +158,7 @@ class TransactionalEngine:
                 "session.timeout.ms": self.config.session_timeout_ms,
                 "heartbeat.interval.ms": max(500, self.config.session_timeout_ms // 5),
                 "fetch.wait.max.ms": 10,
+                "fetch.queue.backoff.ms": FETCH_QUEUE_BACKOFF_MS,
                 # Incremental rebalancing: a worker joining or leaving moves only the partitions that change
                 # owner; the others keep their state and keep flowing (eager, every rebalance revoked and
                 # restored every partition of every worker).
@@ -280,6 +287,7 @@ class TransactionalEngine:
             if txn.open and (
                 isolating
                 or txn.records >= config.max_open_records
+                or (self._full is not None and self._full())
                 or age >= (config.backlog_commit_s if behind else config.commit_interval_s)
                 # caught up after a backlog: what it holds already pays for a commit, so waiting out the
                 # interval would only delay its outputs
@@ -308,19 +316,7 @@ class TransactionalEngine:
 
     def _process(self, records: list[Message], since: float) -> None:
         assert self._producer is not None  # noqa: S101 - run() made it
-        slices: dict[TP, list[Message]] = {}
-        for record in records:
-            error = record.error()
-            if error is not None:
-                refused = denial(
-                    error, self.kafka, "Read", group=self.group, topic=record.topic() or ", ".join(self.agent.sources)
-                )
-                if refused is not None:  # a missing ACL never heals by waiting: stop in one line, commit nothing
-                    raise refused
-                if error.code() != KafkaError._PARTITION_EOF:
-                    log.warning("engine.consume.error", agent=self.agent.name, error=str(error))
-                continue
-            slices.setdefault((record.topic() or "", record.partition() or 0), []).append(record)
+        slices = self._slices(records)
         if not slices:
             return
         txn = self._txn
@@ -350,6 +346,36 @@ class TransactionalEngine:
                     self.agent.handle(fresh, state, out)
             state[mark_name] = (txn.positions[topic, partition], topic_id)
             self._write_state(slot, state)  # now, so its sends overlap the next slice instead of the commit
+
+    def _slices(self, records: list[Message]) -> dict[TP, list[Message]]:
+        """The consumed records per (topic, partition), in offset order; error events logged (or raised).
+
+        consume() hands a partition's records in runs (one per fetched batch): a slice is cut per run, not
+        appended to per record, and with one source topic a record is asked only for its error and partition
+        (what a batch agent pays per record should be its own work)."""
+        slices: dict[TP, list[Message]] = {}
+        one_source, start, run = self._one_source, 0, None
+        for index, record in enumerate(records):
+            error = record.error()
+            key = None if error is not None else (one_source or record.topic() or "", record.partition() or 0)
+            if key != run:
+                if run is not None:
+                    slices[run] = slices.get(run, []) + records[start:index]
+                start, run = index, key
+            if error is not None:
+                self._consume_error(record, error)
+        if run is not None:
+            slices[run] = slices.get(run, []) + records[start:]
+        return slices
+
+    def _consume_error(self, record: Message, error: KafkaError) -> None:
+        refused = denial(
+            error, self.kafka, "Read", group=self.group, topic=record.topic() or ", ".join(self.agent.sources)
+        )
+        if refused is not None:  # a missing ACL never heals by waiting: stop in one line, commit nothing
+            raise refused
+        if error.code() != KafkaError._PARTITION_EOF:
+            log.warning("engine.consume.error", agent=self.agent.name, error=str(error))
 
     def _slot(self, partition: int) -> int:
         """Which state a source partition's records use (and which changelog partition holds it)."""

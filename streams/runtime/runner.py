@@ -113,7 +113,7 @@ class AgentRunner:
         if agent.kind == "batch":  # the raw form: the engine calls it as it is, hooks included
             handler = getattr(agent.fn, "handle", agent.fn)
             self.handle = handler  # type: ignore[method-assign]
-            for hook in ("seed", "committed", "aborted", "leadership", "dead_letter"):
+            for hook in ("seed", "committed", "aborted", "leadership", "dead_letter", "full"):
                 if hasattr(agent.fn, hook):
                     setattr(self, hook, getattr(agent.fn, hook))
         if app.commit_hooks:

@@ -19,7 +19,7 @@ from confluent_kafka.admin import NewTopic
 from streams.errors import StreamsError
 from streams.gc_tuning import throughput_gc
 from streams.runtime.contract import MARK_KEY
-from streams.runtime.engine import TransactionalEngine
+from streams.runtime.engine import FETCH_QUEUE_BACKOFF_MS, TransactionalEngine
 
 if TYPE_CHECKING:
     import threading
@@ -179,6 +179,7 @@ class SingleWriterEngine(TransactionalEngine):
                 "isolation.level": "read_committed",
                 "auto.offset.reset": "earliest",
                 "fetch.wait.max.ms": 10,
+                "fetch.queue.backoff.ms": FETCH_QUEUE_BACKOFF_MS,
             }
         )  # assigned, never subscribed: this group has no members, only the writer's committed offsets
         try:

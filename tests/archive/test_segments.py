@@ -12,6 +12,7 @@ from typing import Any, cast
 import fastavro
 import pytest
 
+from streams.archive import agent as agent_module
 from streams.archive.agent import Archiver
 from streams.archive.read import ArchiveView
 from streams.archive.segments import ArchivedRecord, decode_segment, list_segments, manifest_name
@@ -262,3 +263,35 @@ def test_a_segment_that_does_not_decode_is_named(damaged: LocalStore) -> None:
         assert any(
             p.startswith(f"{TOPIC} partition 0: segment 100: {name}: the segment does not decode") for p in problems
         ), problems
+
+
+def test_the_archiver_asks_for_a_commit_when_its_open_segments_reach_the_byte_bound(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`full()` (the engine commits after the batch) once the open segments' encodings reach MAX_OPEN_BYTES,
+    across partitions, and not again until new records come after the seal or an abort."""
+    monkeypatch.setattr(agent_module, "MAX_OPEN_BYTES", 20_000)
+    store = LocalStore(tmp_path)
+    archiver = Archiver(store, (TOPIC,))
+    state = PartitionState()
+    records = [record(offset, partition) for partition in (0, 1) for offset in range(200)]
+    archiver.handle(records[:100], state, None)  # type: ignore[arg-type]
+    assert not archiver.full()
+    archiver.handle(records[200:300], state, None)  # type: ignore[arg-type]  # partition 1: the sum counts
+    assert archiver.full()
+    archiver.aborted()
+    assert not archiver.full()
+    archiver.handle(records[:200], state, None)  # type: ignore[arg-type]
+    archiver.handle(records[200:], state, None)  # type: ignore[arg-type]
+    assert archiver.full()
+    archiver.seal()
+    assert not archiver.full()
+    assert verify_archive(store, (TOPIC,)).records == 400
+
+
+def test_a_store_writes_an_object_given_in_pieces_as_their_concatenation(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path)
+    data = bytes(range(256)) * 100
+    store.put("t/00000/x.avro", b"head", memoryview(data)[10:5000], memoryview(data)[5000:], b"")
+    assert store.get("t/00000/x.avro") == b"head" + data[10:]
+    assert store.list("t/") == ["t/00000/x.avro"]  # the temporary file is gone

@@ -272,3 +272,51 @@ def test_a_record_whose_transaction_keeps_failing_is_isolated_and_parked_as_a_re
     assert isinstance(omitted, bytes)
     assert b"the transaction failed 2 times on this record alone" in message
     assert b"could not be written whole" in omitted
+
+
+class Filling(Counting):
+    """Says its open transaction is full once it holds `limit` records (what the archiver does by bytes)."""
+
+    def __init__(self, source: str, target: str, limit: int) -> None:
+        super().__init__(source, target)
+        self.limit, self.open = limit, 0
+
+    def handle(self, records: list[Message], state: PartitionState, out: Output) -> None:
+        super().handle(records, state, out)
+        self.open += len(records)
+
+    def full(self) -> bool:
+        return self.open >= self.limit
+
+    def committed(self) -> None:
+        self.open = 0
+
+
+def test_an_agent_that_says_it_is_full_commits_before_the_interval(
+    kafka_bootstrap: str, topics: tuple[str, str], tmp_path: Path, unique_name: Callable[[str], str]
+) -> None:
+    source, target = topics
+    agent = Filling(source, target, limit=3)
+    engine = TransactionalEngine(
+        {"bootstrap.servers": kafka_bootstrap},
+        agent,
+        group=unique_name("engine-group"),
+        data_dir=tmp_path,
+        # One record per batch (consume returns as soon as one is there) and intervals no wait below reaches:
+        # only the agent's full() can commit.
+        config=EngineConfig(
+            session_timeout_ms=6000,
+            batch_size=1,
+            commit_interval_s=600,
+            backlog_commit_s=600,
+            transaction_timeout_ms=900_000,
+        ),
+    )
+    produce(kafka_bootstrap, source, ["a", "b", "c"])
+    running = Running(engine)
+    with running:
+        wait_for(lambda: len(values_of(kafka_bootstrap, target)) >= 3, 60, lambda: f"{engine.commits} commits")
+        assert (engine.commits, agent.open) == (1, 0)
+        running.stop.set()
+        produce(kafka_bootstrap, source, ["d"])  # wakes the consume() that waits out the long interval
+    assert values_of(kafka_bootstrap, target) == ["a#1", "b#2", "c#3", "d#4"]  # d: committed on the way out
