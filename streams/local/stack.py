@@ -8,11 +8,12 @@ from __future__ import annotations
 import shutil
 import time
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 from streams.errors import LocalStackError
-from streams.local import binaries, kafka, redis_server, registry_process, scram
+from streams.local import binaries, cluster, kafka, redis_server, registry_process, scram
 from streams.local.processes import LOOPBACK, free_port, owned_by, stop_process_group
 from streams.local.state import ServiceState, StackState, clear_state, read_state, write_state
 
@@ -63,6 +64,7 @@ def start_stack(
     acls: bool = False,
     notify: Notify | None = None,
     archive_s3: bool = False,
+    brokers: int | None = None,
 ) -> StackState:
     """Start the stack for `data_dir` and record it; return the running one unchanged if Kafka answers.
 
@@ -75,6 +77,8 @@ def start_stack(
     those users; the registry logs in as the first, whose client variables go to `<local>/sasl.env`.
     `acls` (with `sasl_users` and `catalog`) makes the broker enforce ACLs with the StandardAuthorizer, the
     first user a super user, and applies the catalog's ACLs (`streams acls apply`) at every start.
+    `brokers` 3 runs a cluster of three combined KRaft nodes (streams.local.cluster) with replication 3 and
+    min ISR 2; the `kafka` service's address is then all three client listeners (None: 1, or whatever runs).
     `archive_s3` also starts S3Proxy (streams.local.s3proxy) with a bucket for `streams archive`; the variables
     that point the archive at it go to `<local>/archive.env`.
     """
@@ -83,6 +87,8 @@ def start_stack(
             "ACLs need SASL users to tell principals apart and a catalog to take them from;"
             " use `streams dev up --sasl --acls`"
         )
+    if brokers is not None and brokers not in cluster.CLUSTER_SIZES:
+        raise LocalStackError(f"the local stack runs 1 or 3 Kafka brokers, not {brokers}")
     data_dir = data_dir.resolve()
     emit: Notify = notify if notify is not None else _ignore
     if acls and sasl_users and catalog is not None:
@@ -90,6 +96,7 @@ def start_stack(
     running = running_stack(data_dir)
     if running is not None:
         emit(StackNote(f"the local stack in {local_dir(data_dir)} is already running"))
+        _same_size(data_dir, running, brokers)
         return _with_users(data_dir, running, sasl_users or {}, catalog if acls else None)
     _stop_services(data_dir, read_state(data_dir))
     clear_state(data_dir)
@@ -113,6 +120,7 @@ def start_stack(
             sasl_users or {},
             emit,
             catalog if acls else None,
+            brokers or 1,
         )
         kafka_environment = {"STREAMS_KAFKA_SECURITY_PROTOCOL": "PLAINTEXT"}
         if sasl_users:
@@ -146,48 +154,69 @@ def _start_kafka(
     sasl_users: Mapping[str, str],
     emit: Notify,
     acl_catalog: Path | None = None,
+    brokers: int = 1,
 ) -> ServiceState:
-    broker_port = port if port is not None else free_port()
-    taken = {broker_port}
-    controller_port = controller_port if controller_port is not None else _free_port_besides(taken)
-    taken.add(controller_port)
-    internal_port = _free_port_besides(taken) if sasl_users else None
-    layout = kafka.KafkaLayout(local_dir(data_dir))
-    address = f"{LOOPBACK}:{broker_port}"
-    internal_address = f"{LOOPBACK}:{internal_port}" if internal_port is not None else None
-    started = time.monotonic()
-    pid = kafka.start_kafka(
-        layout,
-        jar_dir=jar_dir,
-        broker_port=broker_port,
-        controller_port=controller_port,
-        owner=data_dir,
-        java=java,
-        internal_port=internal_port,
-        acl_admin=next(iter(sasl_users)) if acl_catalog is not None else None,
+    ports = cluster.allocate_ports(
+        brokers, broker_port=port, controller_port=controller_port, internal=bool(sasl_users)
     )
+    acl_admin = next(iter(sasl_users)) if acl_catalog is not None else None
+    started = time.monotonic()
+    if brokers == 1:  # the single node keeps its layout (`kafka/`, `kafka.log`) and id 1
+        layout = kafka.KafkaLayout(local_dir(data_dir))
+        (node,) = ports
+        pid = kafka.start_kafka(
+            layout,
+            jar_dir=jar_dir,
+            broker_port=node.broker,
+            controller_port=node.controller,
+            owner=data_dir,
+            java=java,
+            internal_port=node.internal,
+            acl_admin=acl_admin,
+        )
+        pids, log_path, nodes = [pid], layout.log_path, []
+    else:
+        nodes = cluster.start_nodes(local_dir(data_dir), ports, java=java, jar_dir=jar_dir, owner=data_dir,
+                                    acl_admin=acl_admin)  # fmt: skip
+        pids, log_path = [node.pid for node in nodes], Path(nodes[0].log_path)
+    address = ",".join(f"{LOOPBACK}:{node.broker}" for node in ports)
+    internal_address = ",".join(node.probe_address for node in ports) if sasl_users else None
     try:
-        kafka.wait_for_kafka(pid, internal_address or address, layout.log_path)
+        if brokers == 1:
+            kafka.wait_for_kafka(pids[0], internal_address or address, log_path)
         if internal_address is not None:
+            # Credentials and ACLs live in the KRaft metadata: created once, they hold on every node.
             scram.create_users(internal_address, sasl_users)
             name, password = next(iter(sasl_users.items()))
-            scram.wait_for_login(pid, address, name, password, layout.log_path)
+            scram.wait_for_login(pids[0], address, name, password, log_path)
             if acl_catalog is not None:
                 _apply_acls(internal_address, acl_catalog, emit)
     except BaseException:  # Ctrl-C included: never leave an unrecorded broker running
-        stop_process_group(pid, timeout_s=10.0)
+        for pid in pids:
+            stop_process_group(pid, timeout_s=10.0)
         raise
     emit(ServiceReady("kafka", address, time.monotonic() - started))
     return ServiceState(
         name="kafka",
-        pid=pid,
+        pid=pids[0],
         address=address,
-        log_path=str(layout.log_path),
+        log_path=str(log_path),
         security_protocol="SASL_PLAINTEXT" if sasl_users else "PLAINTEXT",
         internal_address=internal_address,
         sasl_users=tuple(sasl_users),
         acls=acl_catalog is not None,
+        nodes=tuple(nodes) if brokers > 1 else (),
     )
+
+
+def _same_size(data_dir: Path, running: StackState, brokers: int | None) -> None:
+    """A running stack is only reused as it is: asking for another number of brokers is an error."""
+    have = len(running.services["kafka"].nodes) or 1
+    if brokers is not None and brokers != have:
+        raise LocalStackError(
+            f"asked for the local stack with {brokers} broker(s), but the one in {local_dir(data_dir)} already runs"
+            f" {have}; stop it with `streams dev down` first"
+        )
 
 
 def _with_principals(data_dir: Path, sasl_users: Mapping[str, str], catalog_path: Path) -> dict[str, str]:
@@ -353,8 +382,8 @@ def running_stack(data_dir: Path) -> StackState | None:
     if state is None:
         return None
     broker = state.services.get("kafka")
-    if broker is None or not owned_by(broker.pid, data_dir):
-        return None
+    if broker is None or not all(owned_by(pid, data_dir) for pid in broker.pids()):
+        return None  # a cluster with a node down is not the stack `up` started: it starts again
     return state if kafka.kafka_answers(broker.internal_address or broker.address) else None
 
 
@@ -364,8 +393,9 @@ def stack_status(data_dir: Path) -> StackState | None:
 
 
 def service_alive(data_dir: Path, service: ServiceState) -> bool:
-    """True while the service's process runs and is the one the stack for `data_dir` started."""
-    return owned_by(service.pid, data_dir.resolve())
+    """True while the service's process runs and is the one the stack for `data_dir` started (a cluster: all
+    of its nodes)."""
+    return all(owned_by(pid, data_dir.resolve()) for pid in service.pids())
 
 
 def stop_stack(data_dir: Path, *, purge: bool = False, timeout_s: float = STOP_TIMEOUT_S) -> list[str]:
@@ -389,8 +419,13 @@ def _stop_services(data_dir: Path, state: StackState | None, *, timeout_s: float
         return []
     stopped = []
     for service in reversed(state.services.values()):  # the reverse of the start order
-        if owned_by(service.pid, data_dir):
-            stop_process_group(service.pid, timeout_s=timeout_s)
+        running = [pid for pid in service.pids() if owned_by(pid, data_dir)]
+        # A cluster's nodes stop together: stopped one by one, the last ones would wait out their controlled
+        # shutdown for a quorum that is already gone.
+        with ThreadPoolExecutor(max_workers=max(1, len(running))) as pool:
+            for future in [pool.submit(stop_process_group, pid, timeout_s=timeout_s) for pid in running]:
+                future.result()
+        if running:
             stopped.append(service.name)
     return stopped
 
