@@ -96,14 +96,15 @@ class PacedPublish(threading.Thread):
     def _settled(self, future: DeliveryFuture) -> None:
         if future.offset >= 0:
             self.acked.append(future.event_id)
-            self.acked_at.append(time.monotonic())
+            self.acked_at.append(time.time())  # wall clock: compared with the outputs' Kafka timestamps
         else:
             self.failed.append(future.event_id)
 
 
-def longest_gap(moments: list[float]) -> float:
+def longest_gap(moments: list[float]) -> tuple[float, float]:
+    """The longest time without an event among `moments` (seconds), and when it began."""
     ordered = sorted(moments)
-    return max((b - a for a, b in itertools.pairwise(ordered)), default=0.0)
+    return max(((b - a, a) for a, b in itertools.pairwise(ordered)), default=(0.0, 0.0))
 
 
 def header(message: Message, name: str) -> str:
@@ -235,7 +236,7 @@ def kill_and_restart(stack: ClusterStack, node: int, publish: PacedPublish) -> d
         f"the publish ended before node {node} was killed ({publish.published} published,"
         f" {len(publish.acked)} acknowledged, {len(publish.failed)} failed, error {publish.error!r})"
     )
-    killed = time.monotonic()
+    killed, killed_at = time.monotonic(), time.time()
     stack.kill(node)
     time.sleep(DOWN_S)
     publishing_at_restart = publish.is_alive()
@@ -245,6 +246,7 @@ def kill_and_restart(stack: ClusterStack, node: int, publish: PacedPublish) -> d
     sys.stdout.write(f"fault on node {node}: down {restarted - killed:.1f}s, full ISRs {caught_up_s:.1f}s later\n")
     return {
         "node": node,
+        "killed_at": killed_at,
         "acked_at_kill": acked_before,
         "down_s": round(restarted - killed, 1),
         "publishing_at_restart": publishing_at_restart,
@@ -328,14 +330,21 @@ def measure(stack: ClusterStack, publish: PacedPublish, faults: dict[str, Any]) 
     outputs = [
         m.timestamp()[1] / 1000 for topic in ("invoice.cleared", "compliance.violation") for m in stack.read(topic)
     ]
+    first_kill = faults["broker"]["killed_at"]
+    ack_stall, ack_stall_at = longest_gap(publish.acked_at)
+    output_stall, output_stall_at = longest_gap(outputs)
+    for fault in ("broker", "controller"):  # times relative to the first kill
+        faults[fault]["killed_at_s"] = round(faults[fault].pop("killed_at") - first_kill, 1)
     return {
         "events": EVENTS,
         "acknowledged": len(publish.acked),
         "not_acknowledged": len(publish.failed),
         "lost": publish.lost,
         "duplicated": publish.duplicated,
-        "longest_ack_stall_s": round(longest_gap(publish.acked_at), 2),
-        "longest_output_stall_s": round(longest_gap(outputs), 2),
+        "longest_ack_stall_s": round(ack_stall, 2),
+        "longest_ack_stall_began_s": round(ack_stall_at - first_kill, 1),
+        "longest_output_stall_s": round(output_stall, 2),
+        "longest_output_stall_began_s": round(output_stall_at - first_kill, 1),
         "publish_s": round(max(publish.acked_at) - min(publish.acked_at), 1),
         "faults": faults,
     }
