@@ -257,13 +257,6 @@ def _apply_acls(internal_address: str, catalog_path: Path, emit: Notify) -> None
     )
 
 
-def _free_port_besides(taken: set[int]) -> int:
-    port = free_port()
-    while port in taken:
-        port = free_port()
-    return port
-
-
 def _write_credentials(data_dir: Path, address: str, sasl_users: Mapping[str, str]) -> dict[str, str]:
     """The first user's client variables, recorded in `<local>/sasl.env`; the registry gets them too."""
     name, password = next(iter(sasl_users.items()))
