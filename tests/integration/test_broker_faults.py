@@ -171,7 +171,9 @@ def test_killing_a_broker_and_the_controller_under_load_loses_and_doubles_nothin
     events = invoices()
     processes = agents(stack)
     for process in processes:
-        process.start()
+        # Supervised, as systemd or Kubernetes would: an engine whose commit librdkafka blocked for good exits
+        # (streams.runtime.watchdog) and is restarted; the report counts it.
+        process.start().supervise()
     publish = PacedPublish(stack, events)
     faults: dict[str, Any] = {}
     try:
@@ -199,15 +201,21 @@ def test_killing_a_broker_and_the_controller_under_load_loses_and_doubles_nothin
             ),
         )
         wait_for(lambda: chain_complete(stack, audited), PATIENCE_S, lambda: "the audit chain to catch up")
-        alive = {process.name: process.alive() for process in processes}
         routed = assert_outcomes(stack, events, publish)
         assert_bridged_once(stack, routed)
         assert_chain_verifies(stack, audited)
         report = measure(stack, publish, faults)
+        report["restarts"] = {process.name: process.crashes for process in processes}
+        report["watchdog"] = {
+            name: [event for event in ("engine.call.overdue", "engine.call.resumed", "engine.call.stuck")
+                   if event in processes[n].output()]
+            for n, name in enumerate(("validation", "audit"))
+        }  # fmt: skip
         print(json.dumps(report, indent=2))  # noqa: T201 - the numbers the issue asks for (pytest -s)
         (stack.data_dir / "broker-faults.json").write_text(json.dumps(report, indent=2))
-        # No agent died on the way (a fatal transactional error would have ended one).
-        assert alive == {"validation": True, "audit": True, "bridge": True, "celery": True}, alive
+        # No process ended but by the watchdog's exit (a fatal transactional error would have ended an agent).
+        for process in processes:
+            assert process.crashes == process.output().count("engine.call.stuck"), process.output()[-3000:]
     except BaseException:
         for process in processes:
             sys.stderr.write(f"---- {process.name} log {process.log} (tail) ----\n{process.output()[-5000:]}\n")
