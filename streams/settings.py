@@ -17,7 +17,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 if TYPE_CHECKING:
     from confluent_kafka import KafkaError
 
-Profile = Literal["local", "production"]
+Profile = Literal["local", "cluster", "production"]  # catalog profiles; cluster: `dev up --brokers 3`
 SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
 SaslMechanism = Literal["SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN"]
 # librdkafka properties, as confluent-kafka's clients take them.

@@ -32,7 +32,7 @@ from streams.local.stack import (
 from streams.local.state import state_path
 
 if TYPE_CHECKING:
-    from streams.local.state import StackState
+    from streams.local.state import ServiceState, StackState
     from streams.settings import Settings
 
 PORT = click.IntRange(1, 65535)
@@ -82,6 +82,8 @@ def dev() -> None:
                    " under <data dir>/local/tls.")  # fmt: skip
 @click.option("--mtls", is_flag=True,
               help="With --sasl --tls: clients also need a certificate; one is issued per SCRAM user.")  # fmt: skip
+@click.option("--brokers", type=click.Choice(["1", "3"]), default=None,
+              help="Kafka nodes: 3 runs a KRaft cluster with replication 3 and min ISR 2 [default: 1].")  # fmt: skip
 @OUTPUT_TEXT
 @click.pass_obj
 def up(
@@ -100,6 +102,7 @@ def up(
     acls: bool,
     tls: bool,
     mtls: bool,
+    brokers: str | None,
     output: str,
 ) -> None:
     """Start Kafka, the schema registry and Redis, or say they already run; prints addresses and start times.
@@ -121,6 +124,11 @@ def up(
     never printed. Brokers talk to each other, and the stack probes them, over a PLAINTEXT listener on
     127.0.0.1 only (decision 0029).
 
+    With --brokers 3, Kafka is three combined broker+controller nodes (ids 1-3, each with its own ports,
+    data and log under <data dir>/local/kafka-N), internal topics and new topics with replication 3 and
+    min ISR 2, and clients bootstrap from all three. Apply the catalog with a profile that replicates:
+    `streams topics apply --profile cluster`. --kafka-port and --controller-port are node 1's.
+
     \b
     Example:
       streams dev up --kafka-port 9092
@@ -128,12 +136,14 @@ def up(
       streams dev up --sasl && source .streams/local/sasl.env
       streams dev up --sasl --acls
       streams dev up --sasl --tls --mtls --acls && source .streams/local/sasl.env
+      streams dev up --brokers 3 && streams topics apply --profile cluster
     """
     console = Console()
+    size = int(brokers) if brokers is not None else None
     sasl_users = {sasl_user: sasl_password or _known_password(settings, sasl_user)} if sasl else None
     running = running_stack(settings.data_dir)
     if running is not None:
-        if sasl_users or tls or mtls:  # a stack without SASL or TLS is an error; with SASL the user gets this password
+        if sasl_users or tls or mtls or size is not None:  # a stack that differs is an error; SASL: this password
             running = start_stack(
                 settings.data_dir,
                 sasl_users=sasl_users,
@@ -141,6 +151,7 @@ def up(
                 catalog=settings.catalog_path,
                 tls=tls,
                 mtls=mtls,
+                brokers=size,
             )
         _report_up(console, running, output, already_running=True, ready={}, notes=[])
         return
@@ -173,6 +184,7 @@ def up(
             archive_s3=archive_store == "s3",
             tls=tls,
             mtls=mtls,
+            brokers=size,
         )
     _report_up(console, state, output, already_running=False, ready=ready, notes=notes)
 
@@ -207,6 +219,7 @@ def _report_up(
                     if name == "kafka"
                     else {}
                 ),
+                **({"nodes": [node.model_dump() for node in service.nodes]} if service.nodes else {}),
             }
             for name, service in state.services.items()
         }
@@ -218,7 +231,8 @@ def _report_up(
     if already_running:
         console.print(f"the local stack in {state.data_dir} is already running:", highlight=False)
         for name, service in state.services.items():
-            console.print(f"  [green]{name}[/] {service.address} (pid {service.pid})", highlight=False)
+            for label, address, pid in _processes(name, service):
+                console.print(f"  [green]{label}[/] {address} (pid {pid})", highlight=False)
     if client_environment:
         kafka = state.services["kafka"]
         user = client_environment["STREAMS_KAFKA_SASL_USERNAME"]
@@ -246,6 +260,28 @@ def _report_up(
         f"state in {state_path(Path(state.data_dir))}; stop it with `streams dev down`",
         highlight=False,
     )
+
+
+def _processes(name: str, service: ServiceState) -> list[tuple[str, str, int]]:
+    """(label, address, pid) per process: a cluster's nodes one by one (kafka-1, kafka-2, ...)."""
+    if not service.nodes:
+        return [(name, service.address, service.pid)]
+    return [(f"{name}-{node.node_id}", node.address, node.pid) for node in service.nodes]
+
+
+def _rows(state: StackState) -> list[tuple[str, ServiceState]]:
+    """Each service, a cluster's nodes as services of their own (`dev status` shows which one is down)."""
+    rows: list[tuple[str, ServiceState]] = []
+    for name, service in state.services.items():
+        if not service.nodes:
+            rows.append((name, service))
+            continue
+        for node in service.nodes:
+            single = service.model_copy(
+                update={"pid": node.pid, "address": node.address, "log_path": node.log_path, "nodes": ()}
+            )
+            rows.append((f"{name}-{node.node_id}", single))
+    return rows
 
 
 @dev.command(short_help="Stop the local stack; --purge deletes its data.")
@@ -298,7 +334,7 @@ def status(settings: Settings, output: str) -> None:
                 "alive": service_alive(settings.data_dir, service),
                 "log_path": service.log_path,
             }
-            for name, service in state.services.items()
+            for name, service in _rows(state)
         ]
     if output == "json":
         click.echo(json.dumps({"data_dir": str(settings.data_dir.resolve()), "services": rows}, indent=2))

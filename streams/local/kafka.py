@@ -25,7 +25,7 @@ from streams.local.processes import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Mapping
 
     from streams.local.tls import BrokerTls
 
@@ -40,24 +40,43 @@ __all__ = ["COMPLETE_MARKER", "jars_cached", "kafka_version"]  # re-exported: be
 
 @dataclass(frozen=True)
 class KafkaLayout:
-    """Where one local broker keeps its configuration, data and log, under `<data_dir>/local`."""
+    """Where one local broker keeps its configuration, data and log, under `<data_dir>/local`.
+
+    The single-node stack's node is `kafka/` and `kafka.log`; node N of a cluster (`--brokers 3`) is
+    `kafka-N/` and `kafka-N.log`, so each has its own storage, formatted once and reused on every restart.
+    """
 
     local_dir: Path
+    node_id: int | None = None
+
+    @property
+    def name(self) -> str:
+        return "kafka" if self.node_id is None else f"kafka-{self.node_id}"
 
     @property
     def properties_path(self) -> Path:
-        return self.local_dir / "kafka" / "server.properties"
+        return self.local_dir / self.name / "server.properties"
 
     @property
     def log_dir(self) -> Path:
-        return self.local_dir / "kafka" / "data"
+        return self.local_dir / self.name / "data"
 
     @property
     def log_path(self) -> Path:
-        return self.local_dir / "kafka.log"
+        return self.local_dir / f"{self.name}.log"
 
     def formatted(self) -> bool:
         return (self.log_dir / "meta.properties").exists()
+
+    def cluster_id(self) -> str | None:
+        """The KRaft cluster id this node's storage was formatted with, or None when it is not formatted."""
+        if not self.formatted():
+            return None
+        for line in (self.log_dir / "meta.properties").read_text().splitlines():
+            key, _, value = line.partition("=")
+            if key.strip() == "cluster.id":
+                return value.strip()
+        return None
 
 
 def default_cache_dir(version: str) -> Path:
@@ -94,6 +113,11 @@ def new_cluster_id() -> str:
             return cluster_id
 
 
+def quorum_voters(controller_ports: Mapping[int, int]) -> str:
+    """`controller.quorum.voters` for combined nodes on loopback: node id -> controller port."""
+    return ",".join(f"{node}@{LOOPBACK}:{port}" for node, port in sorted(controller_ports.items()))
+
+
 def render_server_properties(
     *,
     broker_port: int,
@@ -102,19 +126,27 @@ def render_server_properties(
     internal_port: int | None = None,
     acl_admin: str | None = None,
     tls: BrokerTls | None = None,
+    node_id: int = 1,
+    voters: Mapping[int, int] | None = None,
 ) -> str:
-    """server.properties for a single combined broker+controller node on loopback.
+    """server.properties for a combined broker+controller node on loopback.
 
+    Alone by default (node 1, its own single voter). With `voters` (node id -> controller port of every
+    node, this one included) it is node `node_id` of a cluster of that many nodes, with replication
+    settings to match (`_replication_settings`).
     With `internal_port`, clients get a SASL_PLAINTEXT listener with SCRAM on `broker_port`, and a
     PLAINTEXT listener on `internal_port` carries inter-broker traffic and the stack's own probes.
     With `acl_admin` (a SCRAM user name) too, the StandardAuthorizer enforces ACLs (see `_acl_settings`).
     With `tls` too, the client listener is SASL_SSL (SCRAM inside TLS; client certificates required when
     `tls.client_auth`).
     """
+    voters = voters if voters is not None else {node_id: controller_port}
+    if voters.get(node_id) != controller_port:
+        raise LocalStackError(f"node {node_id} with controller port {controller_port} is not among the voters {voters}")
     settings = {
         "process.roles": "broker,controller",
-        "node.id": "1",
-        "controller.quorum.voters": f"1@{LOOPBACK}:{controller_port}",
+        "node.id": str(node_id),
+        "controller.quorum.voters": quorum_voters(voters),
         "listeners": f"PLAINTEXT://{LOOPBACK}:{broker_port},CONTROLLER://{LOOPBACK}:{controller_port}",
         "advertised.listeners": f"PLAINTEXT://{LOOPBACK}:{broker_port}",
         "controller.listener.names": "CONTROLLER",
@@ -137,6 +169,7 @@ def render_server_properties(
         # tests, trying a retention change) would keep its records that long. One node checks cheaply.
         "log.retention.check.interval.ms": "2000",
     }
+    settings.update(_replication_settings(len(voters)))
     if internal_port is not None:
         settings.update(_scram_listeners(broker_port, controller_port, internal_port, tls))
         if acl_admin is not None:
@@ -144,6 +177,31 @@ def render_server_properties(
     lines = ["# Written by `streams dev up`; regenerated on every start.", ""]
     lines += [f"{key}={value}" for key, value in settings.items()]
     return "\n".join(lines) + "\n"
+
+
+def _replication_settings(nodes: int) -> dict[str, str]:
+    """Replication of the internal topics and of topics created without their own settings.
+
+    One node: everything at 1. Three: what production runs (replication 3, min ISR 2), so an acks=all
+    write survives one broker down and stalls, rather than being acknowledged by a lone replica, with two.
+    A dead node is fenced after `broker.session.timeout.ms`; 6 s instead of 9 s shortens that stall on a
+    laptop without making a busy machine's slow heartbeat look like a death.
+    """
+    if nodes == 1:
+        return {}
+    replicas, min_isr = str(min(nodes, 3)), str(min(nodes, 3) - 1)
+    return {
+        "default.replication.factor": replicas,
+        "min.insync.replicas": min_isr,
+        "offsets.topic.replication.factor": replicas,
+        "transaction.state.log.replication.factor": replicas,
+        "transaction.state.log.min.isr": min_isr,
+        "share.coordinator.state.topic.replication.factor": replicas,
+        "share.coordinator.state.topic.min.isr": min_isr,
+        "unclean.leader.election.enable": "false",
+        "broker.heartbeat.interval.ms": "1000",
+        "broker.session.timeout.ms": "6000",
+    }
 
 
 def _scram_listeners(
@@ -186,11 +244,15 @@ def _acl_settings(admin: str) -> dict[str, str]:
     }
 
 
-def format_storage(java: str, jar_dir: Path, properties_path: Path) -> None:
-    """Format KRaft storage for a new cluster id (kafka.tools.StorageTool, as kafka-storage.sh does)."""
+def format_storage(java: str, jar_dir: Path, properties_path: Path, cluster_id: str | None = None) -> None:
+    """Format KRaft storage (kafka.tools.StorageTool, as kafka-storage.sh does) for `cluster_id`, else a new one.
+
+    Every node of a cluster is formatted with the same id, or the quorum refuses them.
+    """
+    cluster_id = cluster_id if cluster_id is not None else new_cluster_id()
     command = [
         java, "-cp", str(jar_dir / "*"), f"-Dlog4j2.configurationFile={LOG4J_CONFIG}",
-        "kafka.tools.StorageTool", "format", "-t", new_cluster_id(), "-c", str(properties_path),
+        "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(properties_path),
     ]  # fmt: skip
     result = _run(command, timeout_s=120, what=f"formatting KRaft storage with {properties_path}")
     if result.returncode != 0:
@@ -209,12 +271,43 @@ def start_kafka(
     internal_port: int | None = None,
     acl_admin: str | None = None,
     tls: BrokerTls | None = None,
+    node_id: int = 1,
+    voters: Mapping[int, int] | None = None,
+    cluster_id: str | None = None,
 ) -> int:
     """Write server.properties, format storage on first use, and launch the broker with `java`; its pid.
 
     `internal_port` makes the client listener SASL/SCRAM, `acl_admin` enforces ACLs, `tls` puts the client
-    listener in TLS (see `render_server_properties`).
+    listener in TLS, `node_id` and `voters` make it one node of a cluster (see `render_server_properties`);
+    `cluster_id` is the id to format with.
     """
+    write_server_properties(
+        layout,
+        broker_port=broker_port,
+        controller_port=controller_port,
+        internal_port=internal_port,
+        acl_admin=acl_admin,
+        tls=tls,
+        node_id=node_id,
+        voters=voters,
+    )
+    if not layout.formatted():
+        format_storage(java, jar_dir, layout.properties_path, cluster_id)
+    return launch_kafka(layout, jar_dir=jar_dir, owner=owner, java=java)
+
+
+def write_server_properties(
+    layout: KafkaLayout,
+    *,
+    broker_port: int,
+    controller_port: int,
+    internal_port: int | None = None,
+    acl_admin: str | None = None,
+    tls: BrokerTls | None = None,
+    node_id: int = 1,
+    voters: Mapping[int, int] | None = None,
+) -> None:
+    """Check the node's ports are free and write its server.properties (`render_server_properties`)."""
     ports = [
         (broker_port, "choose another with --kafka-port"),
         (controller_port, "choose another with --controller-port"),
@@ -232,19 +325,27 @@ def start_kafka(
         internal_port=internal_port,
         acl_admin=acl_admin,
         tls=tls,
+        node_id=node_id,
+        voters=voters,
     )
     # Owner-only: with TLS it holds the broker key's password.
     descriptor = os.open(layout.properties_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(descriptor, "w") as out:
         out.write(properties)
     layout.properties_path.chmod(0o600)
-    if not layout.formatted():
-        format_storage(java, jar_dir, layout.properties_path)
+
+
+def launch_kafka(layout: KafkaLayout, *, jar_dir: Path, owner: Path, java: str, append_log: bool = False) -> int:
+    """Run the node with the server.properties and formatted storage it already has; its pid.
+
+    A node of a cluster restarts this way: its ports are in the other nodes' voters and in clients'
+    bootstrap lists, and its storage holds its replicas, so both are kept as they are.
+    """
     command = [
         java, "-Xmx512m", "-cp", str(jar_dir / "*"), f"-Dlog4j2.configurationFile={LOG4J_CONFIG}",
         "kafka.Kafka", str(layout.properties_path),
     ]  # fmt: skip
-    return spawn_detached(command, log_path=layout.log_path, owner=owner)
+    return spawn_detached(command, log_path=layout.log_path, owner=owner, append=append_log)
 
 
 def kafka_answers(address: str, *, timeout_s: float = 2.0) -> bool:

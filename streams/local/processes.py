@@ -41,9 +41,15 @@ def port_in_use(port: int) -> bool:
 
 
 def spawn_detached(
-    argv: Sequence[str], *, log_path: Path, owner: Path, environment: Mapping[str, str] | None = None
+    argv: Sequence[str],
+    *,
+    log_path: Path,
+    owner: Path,
+    environment: Mapping[str, str] | None = None,
+    append: bool = False,
 ) -> int:
-    """Start `argv` in a new session, stdout and stderr to a fresh `log_path`; returns its pid.
+    """Start `argv` in a new session, stdout and stderr to a fresh `log_path` (or after its end, with
+    `append`: a restarted node keeps the story of its crash); returns its pid.
 
     The child gets `environment` (default: ours) plus the owner marker.
 
@@ -54,10 +60,11 @@ def spawn_detached(
     if executable is None:
         raise LocalStackError(f"cannot start {argv[0]}: not found on PATH")
     log_path.parent.mkdir(parents=True, exist_ok=True)
+    mode = os.O_APPEND if append else os.O_TRUNC
     child_environment = {**(os.environ if environment is None else environment), OWNER_VARIABLE: str(owner)}
     file_actions = [
         (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
-        (os.POSIX_SPAWN_OPEN, 1, str(log_path), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644),
+        (os.POSIX_SPAWN_OPEN, 1, str(log_path), os.O_WRONLY | os.O_CREAT | mode, 0o644),
         (os.POSIX_SPAWN_DUP2, 1, 2),
     ]
     try:

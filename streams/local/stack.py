@@ -8,11 +8,12 @@ from __future__ import annotations
 import shutil
 import time
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 from streams.errors import LocalStackError
-from streams.local import binaries, kafka, redis_server, registry_process, scram
+from streams.local import binaries, cluster, kafka, redis_server, registry_process, scram
 from streams.local import tls as local_tls
 from streams.local.processes import LOOPBACK, free_port, owned_by, stop_process_group
 from streams.local.state import ServiceState, StackState, clear_state, read_state, write_state
@@ -66,6 +67,7 @@ def start_stack(
     archive_s3: bool = False,
     tls: bool = False,
     mtls: bool = False,
+    brokers: int | None = None,
 ) -> StackState:
     """Start the stack for `data_dir` and record it; return the running one unchanged if Kafka answers.
 
@@ -81,16 +83,12 @@ def start_stack(
     `tls` (with `sasl_users`) makes that listener SASL_SSL, with a throwaway CA and broker certificate under
     `<local>/tls` (streams.local.tls); `mtls` also requires a client certificate, one per SASL user. The client
     variables then name the CA file (and the user's certificate and key).
+    `brokers` 3 runs a cluster of three combined KRaft nodes (streams.local.cluster) with replication 3 and
+    min ISR 2; the `kafka` service's address is then all three client listeners (None: 1, or whatever runs).
     `archive_s3` also starts S3Proxy (streams.local.s3proxy) with a bucket for `streams archive`; the variables
     that point the archive at it go to `<local>/archive.env`.
     """
-    if acls and (not sasl_users or catalog is None):
-        raise LocalStackError(
-            "ACLs need SASL users to tell principals apart and a catalog to take them from;"
-            " use `streams dev up --sasl --acls`"
-        )
-    if (tls or mtls) and not sasl_users:
-        raise LocalStackError("TLS listeners here carry SCRAM logins; use `streams dev up --sasl --tls`")
+    _check_options(sasl=bool(sasl_users), acls=acls, catalog=catalog, tls=tls or mtls, brokers=brokers)
     tls = tls or mtls
     data_dir = data_dir.resolve()
     emit: Notify = notify if notify is not None else _ignore
@@ -99,6 +97,7 @@ def start_stack(
     running = running_stack(data_dir)
     if running is not None:
         emit(StackNote(f"the local stack in {local_dir(data_dir)} is already running"))
+        _same_size(data_dir, running, brokers)
         return _with_users(data_dir, running, sasl_users or {}, catalog if acls else None, tls=tls, mtls=mtls)
     _stop_services(data_dir, read_state(data_dir))
     clear_state(data_dir)
@@ -124,6 +123,7 @@ def start_stack(
             emit,
             catalog if acls else None,
             certificates,
+            brokers or 1,
         )
         kafka_environment = {"STREAMS_KAFKA_SECURITY_PROTOCOL": "PLAINTEXT"}
         if sasl_users:
@@ -148,6 +148,19 @@ def start_stack(
     return state
 
 
+def _check_options(*, sasl: bool, acls: bool, catalog: Path | None, tls: bool, brokers: int | None) -> None:
+    """Options that do not fit together, refused before anything starts."""
+    if acls and (not sasl or catalog is None):
+        raise LocalStackError(
+            "ACLs need SASL users to tell principals apart and a catalog to take them from;"
+            " use `streams dev up --sasl --acls`"
+        )
+    if tls and not sasl:
+        raise LocalStackError("TLS listeners here carry SCRAM logins; use `streams dev up --sasl --tls`")
+    if brokers is not None and brokers not in cluster.CLUSTER_SIZES:
+        raise LocalStackError(f"the local stack runs 1 or 3 Kafka brokers, not {brokers}")
+
+
 def _start_kafka(
     data_dir: Path,
     java: str,
@@ -158,50 +171,62 @@ def _start_kafka(
     emit: Notify,
     acl_catalog: Path | None = None,
     certificates: local_tls.LocalTls | None = None,
+    brokers: int = 1,
 ) -> ServiceState:
-    broker_port = port if port is not None else free_port()
-    taken = {broker_port}
-    controller_port = controller_port if controller_port is not None else _free_port_besides(taken)
-    taken.add(controller_port)
-    internal_port = _free_port_besides(taken) if sasl_users else None
-    layout = kafka.KafkaLayout(local_dir(data_dir))
-    address = f"{LOOPBACK}:{broker_port}"
-    internal_address = f"{LOOPBACK}:{internal_port}" if internal_port is not None else None
-    started = time.monotonic()
-    pid = kafka.start_kafka(
-        layout,
-        jar_dir=jar_dir,
-        broker_port=broker_port,
-        controller_port=controller_port,
-        owner=data_dir,
-        java=java,
-        internal_port=internal_port,
-        acl_admin=next(iter(sasl_users)) if acl_catalog is not None else None,
-        tls=certificates.broker() if certificates is not None else None,
+    ports = cluster.allocate_ports(
+        brokers, broker_port=port, controller_port=controller_port, internal=bool(sasl_users)
     )
+    acl_admin = next(iter(sasl_users)) if acl_catalog is not None else None
+    broker_tls = certificates.broker() if certificates is not None else None
+    started = time.monotonic()
+    if brokers == 1:  # the single node keeps its layout (`kafka/`, `kafka.log`) and id 1
+        layout = kafka.KafkaLayout(local_dir(data_dir))
+        (node,) = ports
+        pid = kafka.start_kafka(
+            layout,
+            jar_dir=jar_dir,
+            broker_port=node.broker,
+            controller_port=node.controller,
+            owner=data_dir,
+            java=java,
+            internal_port=node.internal,
+            acl_admin=acl_admin,
+            tls=broker_tls,
+        )
+        pids, log_path, nodes = [pid], layout.log_path, []
+    else:
+        nodes = cluster.start_nodes(local_dir(data_dir), ports, java=java, jar_dir=jar_dir, owner=data_dir,
+                                    acl_admin=acl_admin, tls=broker_tls)  # fmt: skip
+        pids, log_path = [node.pid for node in nodes], Path(nodes[0].log_path)
+    address = ",".join(f"{LOOPBACK}:{node.broker}" for node in ports)
+    internal_address = ",".join(node.probe_address for node in ports) if sasl_users else None
     try:
-        kafka.wait_for_kafka(pid, internal_address or address, layout.log_path)
+        if brokers == 1:
+            kafka.wait_for_kafka(pids[0], internal_address or address, log_path)
         if internal_address is not None:
+            # Credentials and ACLs live in the KRaft metadata: created once, they hold on every node.
             scram.create_users(internal_address, sasl_users)
             name, password = next(iter(sasl_users.items()))
             client_tls = certificates.client(name) if certificates is not None else None
-            scram.wait_for_login(pid, address, name, password, layout.log_path, tls=client_tls)
+            scram.wait_for_login(pids[0], address, name, password, log_path, tls=client_tls)
             if acl_catalog is not None:
                 _apply_acls(internal_address, acl_catalog, emit)
     except BaseException:  # Ctrl-C included: never leave an unrecorded broker running
-        stop_process_group(pid, timeout_s=10.0)
+        for pid in pids:
+            stop_process_group(pid, timeout_s=10.0)
         raise
     emit(ServiceReady("kafka", address, time.monotonic() - started))
     return ServiceState(
         name="kafka",
-        pid=pid,
+        pid=pids[0],
         address=address,
-        log_path=str(layout.log_path),
+        log_path=str(log_path),
         security_protocol=("SASL_SSL" if certificates else "SASL_PLAINTEXT") if sasl_users else "PLAINTEXT",
         internal_address=internal_address,
         sasl_users=tuple(sasl_users),
         acls=acl_catalog is not None,
         mtls=certificates is not None and certificates.mtls,
+        nodes=tuple(nodes) if brokers > 1 else (),
     )
 
 
@@ -209,6 +234,16 @@ def _certificates(data_dir: Path, sasl_users: Mapping[str, str], *, mtls: bool) 
     """The stack's CA and broker certificate, and under mTLS a client certificate per SASL user: each generated
     only when missing or expired (a restart keeps the files clients already point at)."""
     return local_tls.ensure_certificates(local_tls.tls_dir(local_dir(data_dir)), sasl_users, mtls=mtls)
+
+
+def _same_size(data_dir: Path, running: StackState, brokers: int | None) -> None:
+    """A running stack is only reused as it is: asking for another number of brokers is an error."""
+    have = len(running.services["kafka"].nodes) or 1
+    if brokers is not None and brokers != have:
+        raise LocalStackError(
+            f"asked for the local stack with {brokers} broker(s), but the one in {local_dir(data_dir)} already runs"
+            f" {have}; stop it with `streams dev down` first"
+        )
 
 
 def _with_principals(data_dir: Path, sasl_users: Mapping[str, str], catalog_path: Path) -> dict[str, str]:
@@ -251,13 +286,6 @@ def _apply_acls(internal_address: str, catalog_path: Path, emit: Notify) -> None
             f"{plan.principals} principal(s) of {catalog_path.name}"
         )
     )
-
-
-def _free_port_besides(taken: set[int]) -> int:
-    port = free_port()
-    while port in taken:
-        port = free_port()
-    return port
 
 
 def _write_credentials(
@@ -398,8 +426,8 @@ def running_stack(data_dir: Path) -> StackState | None:
     if state is None:
         return None
     broker = state.services.get("kafka")
-    if broker is None or not owned_by(broker.pid, data_dir):
-        return None
+    if broker is None or not all(owned_by(pid, data_dir) for pid in broker.pids()):
+        return None  # a cluster with a node down is not the stack `up` started: it starts again
     return state if kafka.kafka_answers(broker.internal_address or broker.address) else None
 
 
@@ -409,8 +437,9 @@ def stack_status(data_dir: Path) -> StackState | None:
 
 
 def service_alive(data_dir: Path, service: ServiceState) -> bool:
-    """True while the service's process runs and is the one the stack for `data_dir` started."""
-    return owned_by(service.pid, data_dir.resolve())
+    """True while the service's process runs and is the one the stack for `data_dir` started (a cluster: all
+    of its nodes)."""
+    return all(owned_by(pid, data_dir.resolve()) for pid in service.pids())
 
 
 def stop_stack(data_dir: Path, *, purge: bool = False, timeout_s: float = STOP_TIMEOUT_S) -> list[str]:
@@ -434,8 +463,13 @@ def _stop_services(data_dir: Path, state: StackState | None, *, timeout_s: float
         return []
     stopped = []
     for service in reversed(state.services.values()):  # the reverse of the start order
-        if owned_by(service.pid, data_dir):
-            stop_process_group(service.pid, timeout_s=timeout_s)
+        running = [pid for pid in service.pids() if owned_by(pid, data_dir)]
+        # A cluster's nodes stop together: stopped one by one, the last ones would wait out their controlled
+        # shutdown for a quorum that is already gone.
+        with ThreadPoolExecutor(max_workers=max(1, len(running))) as pool:
+            for future in [pool.submit(stop_process_group, pid, timeout_s=timeout_s) for pid in running]:
+                future.result()
+        if running:
             stopped.append(service.name)
     return stopped
 

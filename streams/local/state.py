@@ -14,8 +14,24 @@ from pydantic import BaseModel, ConfigDict
 STATE_FILE = "stack.json"
 
 
+class NodeState(BaseModel):
+    """One Kafka node of a local cluster (`streams dev up --brokers 3`): its own process, ports and log."""
+
+    model_config = ConfigDict(frozen=True)
+
+    node_id: int
+    pid: int
+    address: str  # its client listener
+    controller_address: str
+    log_path: str
+    internal_address: str | None = None  # its PLAINTEXT listener, when the client one is SASL
+
+    def alive(self) -> bool:
+        return _alive(self.pid)
+
+
 class ServiceState(BaseModel):
-    """One process of the stack."""
+    """One process of the stack (Kafka with several nodes: one per node, in `nodes`)."""
 
     model_config = ConfigDict(frozen=True)
 
@@ -29,16 +45,29 @@ class ServiceState(BaseModel):
     sasl_users: tuple[str, ...] = ()
     acls: bool = False  # the StandardAuthorizer enforces ACLs (`streams dev up --sasl --acls`)
     mtls: bool = False  # the SASL_SSL listener also requires client certificates (`streams dev up --tls --mtls`)
+    # A cluster: every node; then `address` (and `internal_address`) list all of them, and `pid` is node 1's
+    # when the stack started, kept for readers that know one broker only.
+    nodes: tuple[NodeState, ...] = ()
 
     def alive(self) -> bool:
-        """True while the process exists (signal 0 probes without touching it)."""
-        try:
-            os.kill(self.pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
+        """True while the process exists (signal 0 probes without touching it); a cluster while any node does."""
+        if self.nodes:
+            return any(node.alive() for node in self.nodes)
+        return _alive(self.pid)
+
+    def pids(self) -> list[int]:
+        """Every process of the service: each node's for a cluster, else the one."""
+        return [node.pid for node in self.nodes] if self.nodes else [self.pid]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
         return True
+    return True
 
 
 class StackState(BaseModel):

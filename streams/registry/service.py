@@ -269,6 +269,14 @@ class SchemaRegistry:
     # ---- schemas by id --------------------------------------------------------------------------
 
     async def schema(self, schema_id: int) -> str:
+        # An id names the same schema text forever, so one already read is answered without syncing with the
+        # log first: every consumer's decode path keeps working while `_schemas` has no reachable leader or the
+        # registry's reader is behind after a broker died (decision 0028). An unknown id syncs, as it may be new.
+        with self.store.reading() as state:
+            known = state.schemas.get(schema_id)
+        if known is not None:
+            return known
+
         def query(state: RegistryState) -> str:
             text = state.schemas.get(schema_id)
             if text is None:

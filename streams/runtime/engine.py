@@ -49,6 +49,7 @@ from streams.observability import AgentMetrics
 from streams.records import SchemaUnavailableError
 from streams.runtime.contract import BatchAgent, EngineConfig, changelog_topic, mark_key
 from streams.runtime.state import Output, PartitionState, frozen, produce
+from streams.runtime.watchdog import CommitWatchdog
 
 if TYPE_CHECKING:
     import threading
@@ -137,6 +138,7 @@ class TransactionalEngine:
         self._lag_at = 0.0
         self._returned_at = time.monotonic()  # when consume() last returned
         self._delivery_errors: list[KafkaError] = []
+        self._watchdog = CommitWatchdog(agent.name)  # librdkafka can block a commit for good (decision 0028)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -414,9 +416,10 @@ class TransactionalEngine:
             self._before_commit()  # side effects outside Kafka: done before the offsets say so (at-least-once)
         offsets = [TopicPartition(topic, p, offset) for (topic, p), offset in txn.positions.items()]
         if self.exactly_once:
-            if offsets:
-                producer.send_offsets_to_transaction(offsets, consumer.consumer_group_metadata(), 30)
-            producer.commit_transaction(30)
+            with self._watchdog.watching("commit", producer):
+                if offsets:
+                    producer.send_offsets_to_transaction(offsets, consumer.consumer_group_metadata(), 30)
+                producer.commit_transaction(30)
         else:
             producer.flush(30)
             if self._delivery_errors:
