@@ -1,4 +1,4 @@
-"""TLS + SCRAM + ACLs end to end on a stack of its own (`start_stack(..., tls=True, mtls=True, acls=True)`).
+"""TLS + SCRAM + ACLs end to end on a three-broker cluster of its own (`start_stack(..., brokers=3, tls=True, ...)`).
 
 Every client runs as its catalog principal over SASL_SSL with a client certificate: publisher, validation and
 audit workers, the registry, the bridge with a real Celery worker, replay with a signed evidence export, the
@@ -71,6 +71,7 @@ class TlsStack:
             tls=True,
             mtls=True,
             catalog=ROOT / "topics.yaml",
+            brokers=3,
         )
         self.kafka_state = state.services["kafka"]
         self.redis_url = state.services["redis"].address
@@ -90,6 +91,7 @@ class TlsStack:
             **self.variables(user),
             "STREAMS_DATA_DIR": str(self.data_dir),
             "STREAMS_CATALOG_PATH": str(ROOT / "topics.yaml"),
+            "STREAMS_PROFILE": "cluster",  # replication 3, min ISR 2: the cluster's own defaults
             "STREAMS_REDIS_URL": self.redis_url,
             **overrides,
         }
@@ -149,7 +151,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TlsStack]:
     data_dir = tmp_path_factory.mktemp("tls")
     try:
         world = TlsStack(data_dir)
-        catalog = load_catalog(ROOT / "topics.yaml")
+        catalog = load_catalog(ROOT / "topics.yaml", "cluster")
         apply_plan(plan_changes(catalog, world.kafka()), catalog, world.kafka())
         with RegistryClient(world.registry_url) as client:  # the stack's registry reads _schemas over SASL_SSL
             apply_schemas(catalog, client)
@@ -197,7 +199,8 @@ def test_the_client_files_name_tls_and_keep_keys_owner_only(stack: TlsStack) -> 
     keys = list((stack.local / "tls").rglob("*.key"))
     assert len(keys) >= 3  # the CA's, the broker's, one per client
     assert all(path.stat().st_mode & 0o077 == 0 for path in keys)
-    assert (stack.local / "kafka" / "server.properties").stat().st_mode & 0o077 == 0  # it holds the broker's key
+    for node in (1, 2, 3):  # each holds the broker's key
+        assert (stack.local / f"kafka-{node}" / "server.properties").stat().st_mode & 0o077 == 0
 
 
 def test_dev_up_reports_the_running_tls_stack_and_refuses_to_drop_tls(stack: TlsStack) -> None:
@@ -638,10 +641,10 @@ def test_no_log_metric_dead_letter_or_error_of_the_run_holds_a_secret(stack: Tls
     assert len(stack.passwords()) >= 5
     # The scan looks for the real strings: the files that must hold them do.
     assert stack.variables(ADMIN)["STREAMS_KAFKA_SASL_PASSWORD"] in (stack.local / scram.CREDENTIALS_FILE).read_text()
-    server_properties = (stack.local / "kafka" / "server.properties").read_text()  # holds the broker's key inline
+    server_properties = (stack.local / "kafka-1" / "server.properties").read_text()  # holds the broker's key inline
     assert any(line in server_properties for line in key_bodies(stack.local / "tls"))
     logs = [(str(path), path.read_text(errors="replace")) for path in stack.local.glob("*.log")]
-    assert {Path(name).name for name, _ in logs} >= {"kafka.log", "registry.log"}
+    assert {Path(name).name for name, _ in logs} >= {"kafka-1.log", "kafka-2.log", "kafka-3.log", "registry.log"}
     for where, text in [*CAPTURED, *logs]:
         for secret in secrets:
             assert secret not in text, f"a secret ({len(secret)} chars) is in {where}"
