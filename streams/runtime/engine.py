@@ -30,9 +30,6 @@ transaction at once instead of readers waiting `transaction.timeout.ms` for it.
 
 from __future__ import annotations
 
-import fcntl
-import os
-import socket
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -48,6 +45,8 @@ from streams.kafka_util import create_missing_topics, denial, describe_topic, it
 from streams.observability import AgentMetrics
 from streams.records import SchemaUnavailableError
 from streams.runtime.contract import BatchAgent, EngineConfig, changelog_topic, mark_key
+from streams.runtime.isolation import Isolation
+from streams.runtime.slots import claim_transactional_id
 from streams.runtime.state import Output, PartitionState, frozen, produce
 from streams.runtime.watchdog import CommitWatchdog
 
@@ -61,9 +60,6 @@ if TYPE_CHECKING:
 log = structlog.get_logger("streams.runtime.engine")
 
 RESTORE_ATTEMPTS = 3  # reads of a changelog to its end before an assignment gives up (the worker stops)
-ISOLATE_AFTER = 2  # failed transactions in a row before records are processed one per transaction
-PARK_AFTER = 2  # failed one-record transactions of the same record before it is parked as a reference
-HOLD_PAUSE_S = (1.0, 10.0)  # first and longest pause between tries while the registry cannot be reached
 MAX_RECORD_BYTES = 8 * 1024 * 1024  # the producer's own limit; the topics' max.message.bytes decide below it
 # librdkafka stops fetching once the consumer's queue holds queued.max.messages.kbytes (64 MiB) and looks
 # again only after fetch.queue.backoff.ms, 1 s by default: an agent that drains 64 MiB in less than that
@@ -118,10 +114,8 @@ class TransactionalEngine:
         self.restored = 0  # partitions whose state was rebuilt from the changelog, over the engine's life
         self.running = False
         self._txn = _Transaction()
-        self._failures = 0  # failed transactions in a row
-        self._holds = 0  # tries in a row held because the registry could not be reached
-        self._poison: dict[tuple[str, int, int], int] = {}  # record -> failed one-record transactions
-        self._poison_errors: dict[tuple[str, int, int], KafkaError | Exception | None] = {}
+        self._isolation = Isolation(agent.name)
+        self._dead_letter = getattr(agent, "dead_letter", None)
         self._tick = getattr(agent, "tick", None)
         self._before_commit: Callable[[], None] | None = getattr(agent, "before_commit", None)
         self._committed: Callable[[], None] | None = getattr(agent, "committed", None)
@@ -130,7 +124,7 @@ class TransactionalEngine:
         self._one_source = agent.sources[0] if len(agent.sources) == 1 else None
         self._tick_at = 0.0
         if transactional_id is None:
-            self._slot_file, self.transactional_id = _claim_transactional_id(data_dir, group)
+            self._slot_file, self.transactional_id = claim_transactional_id(data_dir, group)
         else:  # one fixed id (a single writer): whoever takes it over fences the previous holder
             self._slot_file, self.transactional_id = None, transactional_id
         self._consumer: Consumer | None = None
@@ -275,7 +269,7 @@ class TransactionalEngine:
         # after the previous call returned: that is when the transaction's clock starts.
         since = self._returned_at
         deadline = (txn.started if txn.open else since) + config.commit_interval_s
-        isolating = self._failures >= ISOLATE_AFTER
+        isolating = self._isolation.isolating
         records = consumer.consume(1 if isolating else config.batch_size, timeout=max(0.0, deadline - time.monotonic()))
         self._returned_at = time.monotonic()
         try:
@@ -296,11 +290,13 @@ class TransactionalEngine:
                 or (not behind and txn.records >= config.batch_size)
             ):
                 self._commit()
-                self._failures = self._holds = 0
+                self._isolation.committed()
         except KafkaException as exc:
             self._failed(exc.args[0], isolating)
         except SchemaUnavailableError as exc:  # an outage, not a bad record: hold, park nothing
-            self._hold(exc)
+            pause = self._isolation.held(exc)
+            self._recover(None)
+            time.sleep(pause)
         except Exception as exc:  # the agent failed outside its own dead-lettering: retry the batch, loudly
             log.exception("engine.batch.failed", agent=self.agent.name, error=f"{type(exc).__name__}: {exc}")
             self._failed(None, isolating, exc)
@@ -343,7 +339,7 @@ class TransactionalEngine:
                         len(batch) - len(fresh)
                     )
             if fresh:
-                poisoned = self._poison.get((topic, partition, fresh[0].offset() or 0), 0) >= PARK_AFTER
+                poisoned = self._isolation.poisoned((topic, partition, fresh[0].offset() or 0))
                 if not (poisoned and len(fresh) == 1 and self._park(fresh[0], out)):
                     self.agent.handle(fresh, state, out)
             state[mark_name] = (txn.positions[topic, partition], topic_id)
@@ -462,68 +458,14 @@ class TransactionalEngine:
     # ------------------------------------------------------------------ failures
 
     def _failed(self, error: KafkaError | None, isolating: bool, exc: Exception | None = None) -> None:
-        """The transaction failed: back to the last commit. After ISOLATE_AFTER failures in a row the engine
-        takes one record per transaction; a record whose own transaction fails PARK_AFTER times is parked."""
-        first = self._txn.first
-        self._failures += 1
-        if isolating and first is not None:
-            self._poison[first] = self._poison.get(first, 0) + 1
-            if self._poison[first] >= PARK_AFTER:
-                log.error(
-                    "engine.record.isolated",
-                    agent=self.agent.name,
-                    topic=first[0],
-                    partition=first[1],
-                    offset=first[2],
-                    error=str(error or exc),
-                )
-                self._poison_errors[first] = error or exc
+        """The transaction failed: back to the last commit; a record that keeps failing alone is parked next
+        (streams.runtime.isolation)."""
+        self._isolation.failed(self._txn.first, isolating, error or exc)
         self._recover(error)
 
-    def _hold(self, exc: SchemaUnavailableError) -> None:
-        """The registry cannot be reached: abort, go back to the last commit and try the same records again
-        after a pause that doubles up to HOLD_PAUSE_S[1]. The failure count is left alone, so holding never
-        narrows down to one record nor parks one; the partition waits, as the bridge's does."""
-        first, longest = HOLD_PAUSE_S
-        pause = min(longest, first * 2**self._holds)
-        self._holds += 1
-        log.warning(
-            "engine.held",
-            agent=self.agent.name,
-            error=str(exc),
-            attempt=self._holds,
-            retry_in_s=pause,
-            detail="the schema registry cannot be reached; nothing is dead-lettered, the batch is tried again",
-        )
-        self._recover(None)
-        time.sleep(pause)
-
     def _park(self, record: Message, out: Output) -> bool:
-        """Park a record its own transactions keep failing on, as a reference: key, no value, the dead-letter
-        headers of the agent and the reason (`dlq_value_omitted`). False if the agent has no dead-letter topic."""
-        target_of = getattr(self.agent, "dead_letter", None)
-        where = (record.topic() or "", record.partition() or 0, record.offset() or 0)
-        cause = self._poison_errors.pop(where, None)
-        error = StreamsError(f"the transaction failed {PARK_AFTER} times on this record alone: {cause}")
-        target = target_of(record, error) if target_of is not None else None
-        if target is None:
+        if not self._isolation.park(record, out, self._dead_letter):
             return False
-        topic, headers = target
-        dlq_only = [(name, value) for name, value in headers if name.startswith("dlq_")]
-        key = record.key()
-        out.send(
-            topic,
-            key if key is None or len(key) <= 1024 else None,
-            None,
-            [
-                *dlq_only,
-                (
-                    "dlq_value_omitted",
-                    (b"the record could not be written whole; it stays at its original topic, partition and offset"),
-                ),
-            ],
-        )
-        del self._poison[where]
         self.parked += 1
         self.metrics.events.labels(agent=self.agent.name, outcome="dead-letter").inc()
         return True
@@ -664,22 +606,3 @@ class TransactionalEngine:
 def _caught_up(position: int, high: int) -> bool:
     """The partition's reader is at its end (both known: before the first fetch neither is)."""
     return 0 <= high <= position
-
-
-def _claim_transactional_id(data_dir: Path, group: str) -> tuple[Any, str]:
-    """(open lock file, `<group>-<host>-<slot>`) for the lowest slot no live process on this host holds."""
-    directory = data_dir / "agents"
-    directory.mkdir(parents=True, exist_ok=True)
-    host = socket.gethostname() or "host"
-    slot = 0
-    while True:
-        handle = (directory / f"{group}.{slot}.lock").open("a")
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.close()
-            slot += 1
-            continue
-        handle.write(f"{os.getpid()}\n")
-        handle.flush()
-        return handle, f"{group}-{host}-{slot}"
