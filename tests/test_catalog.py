@@ -98,7 +98,7 @@ def check(path: Path, line: int, field: str | None, *parts: str, profile: str = 
 # --- the reference catalog -------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("profile", ["local", "production"])
+@pytest.mark.parametrize("profile", ["local", "cluster", "production"])
 def test_reference_catalog_loads(profile: str) -> None:
     catalog = load_catalog(REPO / "topics.yaml", profile)
     declared = {
@@ -549,7 +549,7 @@ def test_legal_retention_and_archive_are_topic_fields(tmp_path: Path) -> None:
 
 
 def test_reference_catalog_archives_every_audited_topic() -> None:
-    for profile in ("local", "production"):
+    for profile in ("local", "cluster", "production"):
         catalog = load_catalog(REPO / "topics.yaml", profile)
         audited = [spec for spec in catalog.topics if spec.audit]
         assert audited

@@ -41,7 +41,11 @@ CASES: list[tuple[str, dict[str, str], str]] = [
     # no local stack and no address
     ("topics plan", {}, "no kafka address: set STREAMS_KAFKA_BOOTSTRAP_SERVERS, or start the local stack"),
     # bad settings
-    ("topics plan", BAD_PROFILE, "STREAMS_PROFILE='prod' is not valid: Input should be 'local' or 'production'"),
+    (
+        "topics plan",
+        BAD_PROFILE,
+        "STREAMS_PROFILE='prod' is not valid: Input should be 'local', 'cluster' or 'production'",
+    ),
     ("dev status", BAD_PROFILE, "STREAMS_PROFILE='prod'"),
     ("topics plan", {"STREAMS_KAFKA_SECURITY_PROTOCOL": "BOGUS"}, "STREAMS_KAFKA_SECURITY_PROTOCOL='BOGUS'"),
     ("topics plan", {"STREAMS_KAFKA_CONNECT_TIMEOUT_S": "soon"}, "STREAMS_KAFKA_CONNECT_TIMEOUT_S='soon'"),

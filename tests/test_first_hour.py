@@ -26,7 +26,8 @@ def test_a_bad_variable_is_one_line_naming_it_and_the_allowed_values(monkeypatch
         load_settings()
     message = str(raised.value)
     assert message == (
-        "STREAMS_PROFILE='prod' is not valid: Input should be 'local' or 'production' (fix or unset the variable)"
+        "STREAMS_PROFILE='prod' is not valid: Input should be 'local', 'cluster' or 'production'"
+        " (fix or unset the variable)"
     )
 
 
