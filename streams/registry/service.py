@@ -145,6 +145,15 @@ class SchemaRegistry:
                 raise errors.schema_not_found()
             return found
 
+        # A schema found under the subject stays registered there: answered from what the registry has read, as
+        # Confluent's registry answers every read, so a client (re)starting while `_schemas` has no reachable
+        # leader still finds its schemas (decision 0028). Not found: sync first, another instance may have it.
+        with self.store.reading() as state:
+            known = (
+                state.find(subject, schema.text, deleted=deleted) if state.versions(subject, deleted=deleted) else None
+            )
+        if known is not None:
+            return known
         return await self._read(query)
 
     async def register(self, subject: str, body: Json) -> int:
