@@ -81,7 +81,8 @@ def start_nodes(
     """Configure, format (one cluster id for all, the one already on disk if any node has it) and start every
     node, then wait until each answers a metadata request; on any failure, stop what was started."""
     voters = {node.node_id: node.controller for node in ports}
-    layouts = {node.node_id: kafka.KafkaLayout(local_dir, node.node_id) for node in ports}
+    # One node keeps the single stack's layout (`kafka/`, `kafka.log`); a cluster's node N is `kafka-N/`.
+    layouts = {node.node_id: kafka.KafkaLayout(local_dir, node.node_id if len(ports) > 1 else None) for node in ports}
     for node in ports:
         kafka.write_server_properties(
             layouts[node.node_id],

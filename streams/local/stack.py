@@ -179,30 +179,12 @@ def _start_kafka(
     acl_admin = next(iter(sasl_users)) if acl_catalog is not None else None
     broker_tls = certificates.broker() if certificates is not None else None
     started = time.monotonic()
-    if brokers == 1:  # the single node keeps its layout (`kafka/`, `kafka.log`) and id 1
-        layout = kafka.KafkaLayout(local_dir(data_dir))
-        (node,) = ports
-        pid = kafka.start_kafka(
-            layout,
-            jar_dir=jar_dir,
-            broker_port=node.broker,
-            controller_port=node.controller,
-            owner=data_dir,
-            java=java,
-            internal_port=node.internal,
-            acl_admin=acl_admin,
-            tls=broker_tls,
-        )
-        pids, log_path, nodes = [pid], layout.log_path, []
-    else:
-        nodes = cluster.start_nodes(local_dir(data_dir), ports, java=java, jar_dir=jar_dir, owner=data_dir,
-                                    acl_admin=acl_admin, tls=broker_tls)  # fmt: skip
-        pids, log_path = [node.pid for node in nodes], Path(nodes[0].log_path)
+    nodes = cluster.start_nodes(local_dir(data_dir), ports, java=java, jar_dir=jar_dir, owner=data_dir,
+                                acl_admin=acl_admin, tls=broker_tls)  # fmt: skip
+    pids, log_path = [node.pid for node in nodes], Path(nodes[0].log_path)
     address = ",".join(f"{LOOPBACK}:{node.broker}" for node in ports)
     internal_address = ",".join(node.probe_address for node in ports) if sasl_users else None
     try:
-        if brokers == 1:
-            kafka.wait_for_kafka(pids[0], internal_address or address, log_path)
         if internal_address is not None:
             # Credentials and ACLs live in the KRaft metadata: created once, they hold on every node.
             scram.create_users(internal_address, sasl_users)

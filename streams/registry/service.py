@@ -110,6 +110,21 @@ class SchemaRegistry:
         with self.store.reading() as state:
             return query(state)
 
+    async def _read_found(self, query: Callable[[RegistryState], T]) -> T:
+        """`query` on what the registry has read when that finds it; after a 404, synced and asked again.
+
+        For answers that never change once true (an id's schema text, a schema registered under a subject):
+        like Confluent's registry, which answers every read from what it has read, a client (re)starting while
+        `_schemas` has no reachable leader still finds them (decision 0028). A miss syncs: it may be new.
+        """
+        with self.store.reading() as state:
+            try:
+                return query(state)
+            except errors.RegistryError as exc:
+                if exc.status != 404:
+                    raise
+        return await self._read(query)
+
     async def _write(self, plan: Plan[T]) -> T:
         return await asyncio.wrap_future(self.store.submit(plan))
 
@@ -145,16 +160,7 @@ class SchemaRegistry:
                 raise errors.schema_not_found()
             return found
 
-        # A schema found under the subject stays registered there: answered from what the registry has read, as
-        # Confluent's registry answers every read, so a client (re)starting while `_schemas` has no reachable
-        # leader still finds its schemas (decision 0028). Not found: sync first, another instance may have it.
-        with self.store.reading() as state:
-            known = (
-                state.find(subject, schema.text, deleted=deleted) if state.versions(subject, deleted=deleted) else None
-            )
-        if known is not None:
-            return known
-        return await self._read(query)
+        return await self._read_found(query)
 
     async def register(self, subject: str, body: Json) -> int:
         schema = new_schema_from(body)
@@ -278,21 +284,13 @@ class SchemaRegistry:
     # ---- schemas by id --------------------------------------------------------------------------
 
     async def schema(self, schema_id: int) -> str:
-        # An id names the same schema text forever, so one already read is answered without syncing with the
-        # log first: every consumer's decode path keeps working while `_schemas` has no reachable leader or the
-        # registry's reader is behind after a broker died (decision 0028). An unknown id syncs, as it may be new.
-        with self.store.reading() as state:
-            known = state.schemas.get(schema_id)
-        if known is not None:
-            return known
-
         def query(state: RegistryState) -> str:
             text = state.schemas.get(schema_id)
             if text is None:
                 raise errors.schema_not_found(f"Schema {schema_id} not found")
             return text
 
-        return await self._read(query)
+        return await self._read_found(query)  # an id names the same text forever
 
     async def schema_usages(self, schema_id: int, *, deleted: bool) -> list[SchemaVersion]:
         def query(state: RegistryState) -> list[SchemaVersion]:
